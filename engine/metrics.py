@@ -1,0 +1,139 @@
+"""Latency histograms per (operation kind, phase), error counts, interval counts,
+and their exact merge across connections and workers.
+
+Histograms are HDR (``hdrhistogram``) in microseconds, 3 significant digits,
+constant memory whatever the run length. They travel as HDR's own encoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from hdrh.histogram import HdrHistogram
+
+from engine.model import Phase
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def to_us(seconds: float) -> int:
+    """A latency in whole microseconds, clamped into the histogram's range."""
+    return min(HIGHEST_US, max(LOWEST_US, round(seconds * 1e6)))
+
+
+@attrs.define(eq=False)
+class Recorder:
+    """One worker's measurements; connections record into it (one Trio thread, no locks)."""
+
+    interval_s: float = 1.0
+    histograms: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
+    errors: dict[tuple[Phase, str], int] = attrs.Factory(lambda: defaultdict(int))
+    intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+
+    def record(self, kind: str, phase: Phase, latency_s: float, interval: int) -> None:
+        key = (kind, phase)
+        hist = self.histograms.get(key)
+        if hist is None:
+            hist = self.histograms[key] = new_histogram()
+        hist.record_value(to_us(latency_s))
+        self.intervals[interval][0] += 1
+
+    def record_error(self, phase: Phase, category: str, interval: int) -> None:
+        self.errors[(phase, category)] += 1
+        self.intervals[interval][1] += 1
+
+    def ops(self, phase: Phase) -> int:
+        return sum(h.get_total_count() for (_, p), h in self.histograms.items() if p is phase)
+
+    def error_count(self, phase: Phase) -> int:
+        return sum(n for (p, _), n in self.errors.items() if p is phase)
+
+    def take_intervals(self, before: int) -> list[dict[str, int]]:
+        """Remove and return the interval counts older than ``before`` (closed intervals)."""
+        done = sorted(i for i in self.intervals if i < before)
+        return [{"interval": i, "ops": self.intervals[i][0], "errors": self.intervals.pop(i)[1]} for i in done]
+
+    def to_payload(self) -> dict[str, Any]:
+        hists: dict[str, dict[str, str]] = defaultdict(dict)
+        for (kind, phase), h in sorted(self.histograms.items()):
+            hists[str(phase)][kind] = h.encode().decode("ascii")
+        ops: dict[str, int] = defaultdict(int)
+        for (_, phase), h in self.histograms.items():
+            ops[str(phase)] += h.get_total_count()
+        errs: dict[str, dict[str, int]] = defaultdict(dict)
+        for (phase, cat), n in sorted(self.errors.items()):
+            errs[str(phase)][cat] = n
+        return {"histograms": dict(hists), "errors": dict(errs), "ops": dict(sorted(ops.items()))}
+
+
+def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
+    """The exact union of encoded histograms (same ranges, so counts add bucket by bucket)."""
+    merged = new_histogram()
+    for e in encoded:
+        merged.add(HdrHistogram.decode(e.encode("ascii")))
+    return merged
+
+
+def latency_block(h: HdrHistogram) -> dict[str, float]:
+    """p50 … p999, max and mean of a histogram, in milliseconds."""
+    if h.get_total_count() == 0:
+        return {k: 0.0 for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
+    ms = 1000.0
+    out = {f"p{str(p).replace('.', '')}": h.get_value_at_percentile(p) / ms for p in (50, 90, 95, 99)}
+    out["p999"] = h.get_value_at_percentile(99.9) / ms
+    out["max"] = h.get_max_value() / ms
+    out["mean"] = round(h.get_mean_value() / ms, 3)
+    return out
+
+
+def merge_phase_blocks(
+    payloads: Iterable[Mapping[str, Any]], durations: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """``phases`` of summary.json: per phase ops, errors, qps and latency, overall and by kind."""
+    by_phase: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for payload in payloads:
+        for phase, kinds in payload.get("histograms", {}).items():
+            for kind, enc in kinds.items():
+                by_phase[phase][kind].append(enc)
+        for phase, cats in payload.get("errors", {}).items():
+            for cat, n in cats.items():
+                errors[phase][cat] += n
+    out: dict[str, dict[str, Any]] = {}
+    for phase in (Phase.WARMUP, Phase.MEASUREMENT, Phase.COOLDOWN, Phase.DONE):
+        kinds = by_phase.get(str(phase), {})
+        if not kinds and not errors.get(str(phase)) and str(phase) not in durations:
+            continue
+        duration = durations.get(str(phase), 0.0)
+        total = new_histogram()
+        by_kind = {}
+        for kind in sorted(kinds):
+            h = merge_histograms(kinds[kind])
+            total.add(h)
+            by_kind[kind] = {"ops": h.get_total_count(), "qps": _rate(h.get_total_count(), duration),
+                             "latency_ms": latency_block(h)}
+        ops = total.get_total_count()
+        out[str(phase)] = {
+            "ops": ops,
+            "errors": sum(errors[str(phase)].values()),
+            "errors_by_category": dict(sorted(errors[str(phase)].items())),
+            "duration_s": duration,
+            "qps": _rate(ops, duration),
+            "latency_ms": latency_block(total),
+            "by_kind": by_kind,
+        }
+    return out
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 3) if seconds > 0 and math.isfinite(seconds) else 0.0

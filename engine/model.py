@@ -1,0 +1,170 @@
+"""The values the control plane stores: run status, control events, heartbeats, results.
+
+Every value is frozen and validated; change one with ``attrs.evolve``. Instants
+are epoch seconds (UTC) on the control plane's clock unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+
+class RunStatus(enum.StrEnum):
+    PREPARED = "PREPARED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    CANCELLING = "CANCELLING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class Phase(enum.StrEnum):
+    PREPARING = "PREPARING"
+    WARMUP = "WARMUP"
+    MEASUREMENT = "MEASUREMENT"
+    COOLDOWN = "COOLDOWN"
+    DONE = "DONE"
+
+
+class WorkerStatus(enum.StrEnum):
+    STARTING = "STARTING"
+    INITIALIZING = "INITIALIZING"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    DRAINING = "DRAINING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STALE = "STALE"
+    DEAD = "DEAD"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkerStatus.COMPLETED, WorkerStatus.FAILED, WorkerStatus.DEAD)
+
+
+class EventType(enum.StrEnum):
+    START = "START"
+    SET_PHASE = "SET_PHASE"
+    SET_WORKER_TARGET = "SET_WORKER_TARGET"
+    STOP = "STOP"
+
+
+class Scope(enum.StrEnum):
+    RUN = "RUN"
+    WORKER_GROUP = "WORKER_GROUP"
+    WORKER = "WORKER"
+
+
+class StopReason(enum.StrEnum):
+    COMPLETED = "completed"
+    USER_REQUESTED = "user_requested"
+    WORKER_LOST = "worker_lost"
+    READY_TIMEOUT = "ready_timeout"
+    ERROR = "error"
+
+
+def _non_negative(_inst: Any, attr: attrs.Attribute, value: float | int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attr.name} must be >= 0 (got {value!r})")
+
+
+def v_optional_enum(kind: type[enum.Enum]) -> Any:
+    """Converter: None stays None, anything else becomes a member of ``kind``."""
+
+    def convert(value: Any) -> Any:
+        return None if value is None else kind(value)
+
+    return convert
+
+
+@attrs.frozen
+class ControlEvent:
+    """One entry of the run's append-only control log; only the orchestrator writes it.
+
+    ``at`` is the control-plane instant the event takes effect (START: the start
+    time; SET_PHASE: the phase boundary); ``target`` is connections per worker.
+    """
+
+    run_id: str
+    sequence_id: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1)))
+    event_type: EventType = attrs.field(converter=EventType)
+    at: float | None = None
+    phase: Phase | None = attrs.field(default=None, converter=v_optional_enum(Phase))
+    target: int | None = attrs.field(default=None, validator=_non_negative)
+    scope: Scope = attrs.field(default=Scope.RUN, converter=Scope)
+    scope_id: str | None = None
+    ramp_s: float = attrs.field(default=0.0, validator=_non_negative)
+    reason: StopReason | None = attrs.field(default=None, converter=v_optional_enum(StopReason))
+
+    def __attrs_post_init__(self) -> None:
+        if self.event_type is EventType.SET_PHASE and self.phase is None:
+            raise ValueError("SET_PHASE needs a phase")
+        if self.event_type is EventType.SET_WORKER_TARGET and self.target is None:
+            raise ValueError("SET_WORKER_TARGET needs a target")
+        if self.event_type is EventType.STOP and self.reason is None:
+            raise ValueError("STOP needs a reason")
+        if self.scope is not Scope.RUN and not self.scope_id:
+            raise ValueError(f"scope {self.scope} needs a scope_id")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(x) if isinstance(x, enum.Enum) else x) for k, x in attrs.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ControlEvent:
+        return cls(**data)
+
+
+@attrs.frozen
+class RunState:
+    """The RUN_STATUS row: one per run, written by the orchestrator."""
+
+    run_id: str
+    status: RunStatus = attrs.field(converter=RunStatus)
+    phase: Phase = attrs.field(converter=Phase)
+    start_time: float | None = None
+    updated_at: float = 0.0
+    last_sequence_id: int = 0
+    worker_target: int = 0
+    expected_workers: int = 0
+    stop_reason: str | None = None
+    version: int = 0
+    scenario: dict[str, Any] = attrs.field(factory=dict, eq=False)
+
+
+@attrs.frozen
+class Heartbeat:
+    """A WORKER_HEARTBEATS row; ``last_heartbeat`` is set by the control plane's clock."""
+
+    run_id: str
+    worker_id: str
+    status: WorkerStatus = attrs.field(converter=WorkerStatus)
+    phase: Phase = attrs.field(converter=Phase, default=Phase.PREPARING)
+    last_heartbeat: float = 0.0
+    heartbeat_count: int = 0
+    active_connections: int = 0
+    applied_sequence_id: int = 0
+    group: str = "default"
+
+
+@attrs.frozen
+class WorkerResult:
+    """A TEST_RESULTS row: a worker's start bookkeeping, then its results (JSON-able)."""
+
+    run_id: str
+    worker_id: str
+    status: WorkerStatus = attrs.field(converter=WorkerStatus)
+    payload: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    updated_at: float = 0.0

@@ -1,0 +1,243 @@
+"""The orchestrator: the only writer of the control log. It creates the run, waits for
+READY workers, starts them, drives the phases and the scaling schedule, watches
+heartbeats, collects results and writes the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from engine.clocksync import ClockMap, estimate_offset
+from engine.counting import CountingControlPlane
+from engine.liveness import classify_liveness
+from engine.model import (
+    ControlEvent, EventType, Phase, RunState, RunStatus, Scope, StopReason, WorkerResult, WorkerStatus,
+)
+from engine.ports import ControlPlane, WallClock
+from engine.scenario import OnWorkerLoss, Scenario, Strategy
+from engine.schedule import PlannedEvent, plan_events
+from engine.summary import build_summary
+
+log = logging.getLogger("startline.orchestrator")
+
+COLLECT_POLL_S = 0.25
+"""How often the orchestrator reads TEST_RESULTS while waiting for final results."""
+READY_POLL_S = 0.05
+"""How often the orchestrator reads WORKER_HEARTBEATS while waiting for READY."""
+
+
+def _now_local_control(clockmap: ClockMap) -> float:
+    return clockmap.to_control(trio.current_time())
+
+
+@attrs.define(eq=False)
+class Orchestrator:
+    """Drives one run; ``run()`` returns the summary (and writes it when ``out`` is set)."""
+
+    control: ControlPlane
+    clock: WallClock
+    scenario: Scenario
+    run_id: str
+    out: Path | None = None
+
+    cp: CountingControlPlane = attrs.field(init=False)
+    sequence_id: int = 0
+    status: RunStatus = RunStatus.PREPARED
+    reason: str | None = None
+    start_time: float | None = None
+    stopped_at: float | None = None
+    statuses: dict[str, WorkerStatus] = attrs.Factory(dict)
+    events: list[ControlEvent] = attrs.Factory(list)
+    clockmap: ClockMap | None = None
+    _stop_requested: trio.Event = attrs.Factory(trio.Event)
+    _stop_reason: StopReason = StopReason.COMPLETED
+
+    def __attrs_post_init__(self) -> None:
+        self.cp = CountingControlPlane(self.control)
+
+    def request_stop(self, reason: StopReason = StopReason.USER_REQUESTED) -> None:
+        """Stop early (Ctrl-C, a lost worker under ``on_worker_loss = "fail"``)."""
+        if not self._stop_requested.is_set():
+            self._stop_reason = reason
+            self._stop_requested.set()
+
+    async def run(self) -> dict[str, Any]:
+        sc = self.scenario
+        await self.cp.create_run(
+            RunState(self.run_id, RunStatus.PREPARED, Phase.PREPARING, worker_target=sc.connections_per_worker,
+                     expected_workers=sc.workers, scenario=sc.to_dict())
+        )
+        offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
+        self.clockmap = ClockMap.anchor(self.clock, offset)
+        await self._set_status(RunStatus.STARTING)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._touch_loop)
+            if await self._wait_ready():
+                await self._start()
+                nursery.start_soon(self._liveness_loop)
+                await self._follow_schedule()
+            else:
+                self.reason = str(StopReason.READY_TIMEOUT)
+                await self._stop(StopReason.READY_TIMEOUT)
+            results = await self._collect()
+            self.status = self._final_status(results)
+            await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
+            nursery.cancel_scope.cancel()
+        summary = self._summary(results, await self.cp.read_snapshots(self.run_id))
+        if self.out is not None:
+            write_summary(self.out, summary)
+        return summary
+
+    # ---- the phases ----------------------------------------------------------------------
+
+    async def _wait_ready(self) -> bool:
+        with trio.move_on_after(self.scenario.ready_timeout_s):
+            while True:
+                beats = await self.cp.read_heartbeats(self.run_id)
+                for hb in beats:
+                    self.statuses[hb.worker_id] = hb.status
+                if sum(hb.status is WorkerStatus.READY for hb in beats) >= self.scenario.workers:
+                    return True
+                await trio.sleep(READY_POLL_S)
+        return False
+
+    async def _start(self) -> None:
+        """RUNNING with START_TIME: the server's now, or (scheduled) now + lead; then START."""
+        sc = self.scenario
+        phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
+        if sc.start.kind is Strategy.SCHEDULED:
+            start_time = await self.cp.server_time() + sc.start.lead_ms / 1000.0
+            run = await self.cp.update_run(self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING,
+                                           phase=phase, start_time=start_time)
+        else:
+            run = await self.cp.update_run(self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING,
+                                           phase=phase, start_time_now=True)
+        if run is None or run.start_time is None:
+            raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
+        self.status = RunStatus.RUNNING
+        self.start_time = run.start_time
+        await self._emit(EventType.START, at=run.start_time, phase=phase, target=sc.connections_per_worker)
+
+    async def _follow_schedule(self) -> None:
+        assert self.start_time is not None and self.clockmap is not None
+        for planned in plan_events(self.scenario, self.start_time):
+            with trio.move_on_at(self.clockmap.to_trio(planned.at)):
+                await self._stop_requested.wait()
+            if self._stop_requested.is_set() or planned.event_type is EventType.STOP:
+                break
+            await self._emit_planned(planned)
+        await self._stop(self._stop_reason)
+
+    async def _emit_planned(self, p: PlannedEvent) -> None:
+        await self._emit(p.event_type, at=p.at, phase=p.phase, target=p.target, scope=p.scope,
+                         scope_id=p.scope_id, ramp_s=p.ramp_s)
+        if p.event_type is EventType.SET_PHASE:
+            await self.cp.update_run(self.run_id, phase=p.phase)
+        elif p.scope is Scope.RUN and p.target is not None:
+            await self.cp.update_run(self.run_id, worker_target=p.target)
+
+    async def _stop(self, reason: StopReason) -> None:
+        assert self.clockmap is not None
+        self.stopped_at = _now_local_control(self.clockmap)
+        if reason is not StopReason.COMPLETED:
+            self.reason = self.reason or str(reason)
+        await self._emit(EventType.STOP, at=self.stopped_at, phase=Phase.DONE, reason=reason)
+        status = RunStatus.CANCELLING if reason is StopReason.USER_REQUESTED else RunStatus.STOPPING
+        await self._set_status(status, phase=Phase.DONE, stop_reason=str(reason))
+
+    async def _emit(self, event_type: EventType, **fields: Any) -> None:
+        """Append the next event: sequence ids are gap-free because only this method writes them."""
+        event = ControlEvent(self.run_id, self.sequence_id + 1, event_type, **fields)
+        await self.cp.append_event(event)
+        self.sequence_id = event.sequence_id
+        self.events.append(event)
+
+    async def _set_status(self, status: RunStatus, **changes: Any) -> None:
+        self.status = status
+        await self.cp.update_run(self.run_id, status=status, **changes)
+
+    # ---- watching workers ----------------------------------------------------------------
+
+    async def _touch_loop(self) -> None:
+        """Keep RUN_STATUS.updated_at fresh: workers leave a run whose orchestrator went quiet."""
+        while True:
+            await trio.sleep(self.scenario.heartbeat_s)
+            await self.cp.update_run(self.run_id)
+
+    async def _liveness_loop(self) -> None:
+        sc = self.scenario
+        assert self.clockmap is not None
+        while True:
+            await trio.sleep(sc.heartbeat_s)
+            now = _now_local_control(self.clockmap)
+            for hb in await self.cp.read_heartbeats(self.run_id):
+                status = classify_liveness(hb.status, hb.last_heartbeat, now, sc.heartbeat_s,
+                                           sc.stale_after_beats, sc.dead_after_beats)
+                if status is not hb.status:
+                    await self.cp.mark_worker(self.run_id, hb.worker_id, status)
+                    log.warning("worker %s is %s", hb.worker_id, status)
+                self.statuses[hb.worker_id] = status
+                if status is WorkerStatus.DEAD and sc.on_worker_loss == OnWorkerLoss.FAIL.value:
+                    self.request_stop(StopReason.WORKER_LOST)
+
+    async def _collect(self) -> list[WorkerResult]:
+        """Final results of every worker, waiting up to drain + DEAD detection for stragglers."""
+        sc = self.scenario
+        known = set(self.statuses)
+        results: list[WorkerResult] = []
+        wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + 1.0
+        with trio.move_on_after(wait):
+            while True:
+                results = await self.cp.read_results(self.run_id)
+                final = {r.worker_id for r in results if r.status.finished}
+                dead = {w for w, s in self.statuses.items() if s is WorkerStatus.DEAD}
+                if known <= final | dead and len(final | dead) >= min(len(known), sc.workers):
+                    break
+                await trio.sleep(COLLECT_POLL_S)
+        for r in results:
+            if self.statuses.get(r.worker_id) is not WorkerStatus.DEAD:
+                self.statuses[r.worker_id] = r.status
+        return sorted(results, key=lambda r: r.worker_id)
+
+    def _final_status(self, results: list[WorkerResult]) -> RunStatus:
+        if self.reason == str(StopReason.USER_REQUESTED):
+            return RunStatus.CANCELLED
+        if self.reason is not None:
+            return RunStatus.FAILED
+        lost = [w for w, s in self.statuses.items() if s is not WorkerStatus.COMPLETED]
+        if lost and self.scenario.on_worker_loss == OnWorkerLoss.FAIL.value:
+            self.reason = f"{StopReason.WORKER_LOST}: {', '.join(sorted(lost))}"
+            return RunStatus.FAILED
+        if not any(r.status is WorkerStatus.COMPLETED for r in results):
+            self.reason = "no worker completed"
+            return RunStatus.FAILED
+        return RunStatus.COMPLETED
+
+    def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for _worker, snap in snapshots:
+            for item in snap.get("intervals", []):
+                series[item["interval"]][0] += item["ops"]
+                series[item["interval"]][1] += item["errors"]
+        interval = self.scenario.snapshot_interval_s
+        timeseries = [{"t_s": i * interval, "ops": n, "errors": e} for i, (n, e) in sorted(series.items())]
+        payloads = [r.payload for r in results if r.payload.get("worker_id")]
+        return build_summary(
+            run_id=self.run_id, status=str(self.status), reason=self.reason, scenario=self.scenario,
+            start_time=self.start_time, stopped_at=self.stopped_at, payloads=payloads,
+            worker_statuses={w: str(s) for w, s in self.statuses.items()},
+            orchestrator_queries=sum(self.cp.counts.values()), timeseries=timeseries,
+        )
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path

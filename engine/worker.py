@@ -1,0 +1,511 @@
+"""The worker: register, open sessions, wait for the start, run the workload, drain.
+
+Decisions live in ``engine.events``, ``engine.schedule`` and ``engine.clocksync``;
+this module is the thin layer of Trio tasks around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+
+import attrs
+import trio
+
+from engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
+from engine.counting import CountingControlPlane
+from engine.events import WorkerView, apply_event, events_to_apply, reconcile
+from engine.metrics import Recorder
+from engine.model import ControlEvent, Heartbeat, Phase, RunState, RunStatus, WorkerResult, WorkerStatus
+from engine.pool import Pool
+from engine.ports import ControlPlane, Session, Target, WallClock
+from engine.scenario import Bookkeeping, Scenario, Strategy
+from engine.schedule import PhaseWindows, ramp_steps
+from engine.workload import Mix, ParamSource, derive_seed
+
+log = logging.getLogger("startline.worker")
+
+REGISTER_POLL_S = 0.1
+"""How often a worker looks for its run's RUN_STATUS row before it exists."""
+SEED_LEGACY_SLEEP_S = 0.2
+SEED_LEGACY_PERIOD_S = 1.0
+"""The seed's loop: sleep 200 ms; events and heartbeat at most once a second."""
+SLOT_STRIDE = 100_000
+"""Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
+
+
+class WorkerExit(Exception):
+    """The worker stops on its own: the run never started, or its orchestrator went quiet."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (Trio nurseries wrap errors)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@attrs.define(eq=False)
+class Worker:
+    """One worker process's (or task's) life; ``run()`` returns its TEST_RESULTS payload."""
+
+    control: ControlPlane
+    target: Target
+    clock: WallClock
+    run_id: str
+    worker_id: str
+    index: int = 0
+    group: str = "default"
+    scenario: Scenario | None = None
+
+    cp: CountingControlPlane = attrs.field(init=False)
+    status: WorkerStatus = WorkerStatus.STARTING
+    view: WorkerView = attrs.field(init=False)
+    recorder: Recorder = attrs.Factory(Recorder)
+    marks: dict[str, float] = attrs.Factory(dict)
+    first_query: dict[int, float] = attrs.Factory(dict)
+    applied_events: list[int] = attrs.Factory(list)
+    offset: OffsetEstimate | None = None
+    clockmap: ClockMap | None = None
+    windows: PhaseWindows | None = None  # on this process's trio clock
+    stage_started: dict[str, float] = attrs.Factory(dict)
+    failure: str | None = None
+    _initial_target: int = 0
+    _go: trio.Event = attrs.Factory(trio.Event)
+    _draining: trio.Event = attrs.Factory(trio.Event)
+    _pool: Pool | None = None
+    _ramp_scope: trio.CancelScope | None = None
+    _rng: random.Random = attrs.field(init=False)
+    _last_run_check: float = -math.inf
+    _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
+
+    def __attrs_post_init__(self) -> None:
+        self.cp = CountingControlPlane(self.control)
+        self.view = WorkerView(self.worker_id, self.group)
+        self._rng = random.Random(derive_seed("worker", self.run_id, self.worker_id))
+
+    # ---- the life of a worker -------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
+        try:
+            await self._run()
+        except Exception as exc:  # the worker's own failure is a result, not a crash
+            leaf = single_leaf(exc)
+            if isinstance(leaf, WorkerExit):
+                log.warning("worker %s stops: %s", self.worker_id, leaf.reason)
+                self.failure = leaf.reason
+            else:
+                log.exception("worker %s failed", self.worker_id)
+                self.failure = f"{type(leaf).__name__}: {leaf}"
+            self.status = WorkerStatus.FAILED
+        payload = self.payload()
+        if self.status is WorkerStatus.FAILED:
+            with trio.move_on_after(self._drain_timeout() + 1.0) as scope:
+                scope.shield = True
+                await self._publish_final()
+        return payload
+
+    async def _run(self) -> None:
+        self._enter("setup")
+        await self._heartbeat()
+        run = await self._await_run_row()
+        if self.scenario is None:
+            self.scenario = Scenario.from_dict(run.scenario)
+        sc = self.scenario
+        self.recorder.interval_s = sc.snapshot_interval_s
+        self._initial_target = run.worker_target or sc.connections_per_worker
+        self.view = attrs.evolve(self.view, target=self._initial_target)
+        self.status = WorkerStatus.INITIALIZING
+        await self._heartbeat()
+        async with trio.open_nursery() as nursery:
+            self._pool = Pool(nursery, self._open_session, self._connection)
+            try:
+                await self._pool.prepare(self._initial_target)
+                self.offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
+                self.clockmap = ClockMap.anchor(self.clock, self.offset)
+                self.status = WorkerStatus.READY
+                await self._heartbeat()
+                self._mark("ready")
+                await self._life(nursery, sc)
+            finally:
+                nursery.cancel_scope.cancel()
+        await self._pool.close()
+
+    async def _life(self, nursery: trio.Nursery, sc: Scenario) -> None:
+        assert self._pool is not None
+        strategy = sc.start.kind
+        self._enter("waiting")
+        legacy = strategy is Strategy.SEED_LEGACY
+        if not legacy:
+            nursery.start_soon(self._heartbeat_loop)
+        prespawn = sc.start.prespawn and not legacy
+        if prespawn:
+            await self._pool.scale_to(self._initial_target)
+        with trio.fail_after(sc.start_timeout_s):
+            try:
+                if legacy:
+                    await self._wait_seed_legacy()
+                elif strategy is Strategy.PUSH and self.cp.supports_push:
+                    await self._wait_push()
+                else:
+                    await self._wait_poll(sc.start.poll_interval_s, sc.start.jitter_ms / 1000.0)
+            except trio.TooSlowError:
+                raise WorkerExit("never_started") from None
+        if self.view.stopping:
+            await self._drain(nursery)
+            return
+        self._mark("detect")
+        self._enter("running")
+        assert self.view.start_time is not None and self.clockmap is not None
+        start_trio = self.clockmap.to_trio(self.view.start_time)
+        self.windows = PhaseWindows.from_scenario(sc, self.view.start_time).shifted(start_trio - self.view.start_time)
+        self.status = WorkerStatus.RUNNING
+        mode = Bookkeeping.SEQUENTIAL if legacy else Bookkeeping(sc.start.bookkeeping)
+        if mode is not Bookkeeping.DEFERRED:
+            await self._bookkeeping(parallel=mode is Bookkeeping.PARALLEL)
+        if legacy:
+            self._go.set()
+            await self._pool.scale_to(self.view.target)
+        else:
+            if not prespawn:
+                await self._pool.scale_to(self.view.target)
+            if strategy is Strategy.SCHEDULED:
+                await sleep_until_precisely(start_trio)
+            self._go.set()
+            if self._pool.size != self.view.target:
+                await self._pool.scale_to(self.view.target)
+        self._mark("scale")
+        if mode is Bookkeeping.DEFERRED:
+            nursery.start_soon(self._bookkeeping, True)
+        nursery.start_soon(self._hard_stop, self.windows.end + sc.drain_timeout_s)
+        if legacy:
+            nursery.start_soon(self._heartbeat_loop)
+        nursery.start_soon(self._flush_loop)
+        await self._follow_events(nursery)
+        await self._drain(nursery)
+
+    # ---- waiting for the start --------------------------------------------------------------
+
+    async def _wait_seed_legacy(self) -> None:
+        """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
+        at most once a second, 200 ms sleep."""
+        last_poll = last_beat = -math.inf
+        while True:
+            self._see_run(await self.cp.read_run(self.run_id))
+            if self.view.started or self.view.stopping:
+                return
+            now = trio.current_time()
+            if now - last_poll >= SEED_LEGACY_PERIOD_S:
+                last_poll = now
+                await self._poll_events()
+                if self.view.started or self.view.stopping:
+                    return
+            if now - last_beat >= SEED_LEGACY_PERIOD_S:
+                last_beat = now
+                await self._heartbeat()
+            await trio.sleep(SEED_LEGACY_SLEEP_S)
+
+    async def _wait_poll(self, interval: float, jitter: float) -> None:
+        while True:
+            self._see_run(await self.cp.read_run(self.run_id))
+            if self.view.started or self.view.stopping:
+                return
+            await trio.sleep(self._interval(interval, jitter))
+
+    async def _wait_push(self) -> None:
+        sc = self.scenario
+        assert sc is not None
+        while True:
+            run = await self.cp.read_run(self.run_id)
+            self._see_run(run)
+            if self.view.started or self.view.stopping:
+                return
+            assert run is not None
+            with trio.move_on_after(sc.heartbeat_s * sc.stale_after_beats):
+                await self.cp.wait_for_change(self.run_id, run.version)
+
+    def _interval(self, interval: float, jitter: float) -> float:
+        return max(0.0, interval + (self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))
+
+    def _see_run(self, run: RunState | None) -> None:
+        """Take what RUN_STATUS says about the start and the stop (events are applied apart)."""
+        if run is None:
+            raise WorkerExit("run_vanished")
+        self._check_run_alive(run)
+        if run.status is RunStatus.RUNNING and run.start_time is not None and not self.view.started:
+            self.view = attrs.evolve(
+                self.view, started=True, start_time=run.start_time, phase=run.phase,
+                target=run.worker_target or self.view.target,
+            )
+        elif run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
+            self.view = reconcile(self.view, run)
+
+    def _check_run_alive(self, run: RunState) -> None:
+        """Exit when RUN_STATUS has not been updated for ``run_idle_timeout_s`` (orchestrator lost)."""
+        assert self.scenario is not None
+        now = trio.current_time()
+        if self._run_seen_at is None or run.updated_at != self._run_seen_at[1]:
+            self._run_seen_at = (now, run.updated_at)
+        elif now - self._run_seen_at[0] > self.scenario.run_idle_timeout_s and not run.status.terminal:
+            raise WorkerExit("orchestrator_lost")
+
+    # ---- after the start ----------------------------------------------------------------------
+
+    async def _bookkeeping(self, parallel: bool) -> None:
+        """The start bookkeeping: heartbeat RUNNING and the TEST_RESULTS row."""
+
+        async def beat() -> None:
+            await self._heartbeat()
+            self._mark("heartbeat")
+
+        async def insert() -> None:
+            await self.cp.upsert_result(
+                WorkerResult(self.run_id, self.worker_id, WorkerStatus.RUNNING, {"start_time": self.view.start_time})
+            )
+            self._mark("insert")
+
+        if parallel:
+            async with trio.open_nursery() as n:
+                n.start_soon(beat)
+                n.start_soon(insert)
+        else:
+            await beat()
+            await insert()
+
+    async def _follow_events(self, nursery: trio.Nursery) -> None:
+        sc = self.scenario
+        assert sc is not None
+        push = sc.start.kind is Strategy.PUSH and self.cp.supports_push
+        interval = SEED_LEGACY_PERIOD_S if sc.start.kind is Strategy.SEED_LEGACY else sc.start.poll_interval_s
+        check_every = max(sc.heartbeat_s, sc.run_idle_timeout_s / 4)
+        seen_version = -1
+        while True:
+            await self._poll_events(nursery)
+            if self.view.stopping:
+                return
+            if trio.current_time() - self._last_run_check >= check_every:
+                self._last_run_check = trio.current_time()
+                run = await self.cp.read_run(self.run_id)
+                self._see_run(run)
+                assert run is not None
+                seen_version = run.version
+                if self.view.stopping:
+                    return
+            if push:
+                with trio.move_on_after(check_every):
+                    seen_version = await self.cp.wait_for_change(self.run_id, seen_version)
+            else:
+                await trio.sleep(self._interval(interval, sc.start.jitter_ms / 1000.0))
+
+    async def _poll_events(self, nursery: trio.Nursery | None = None) -> None:
+        batch = events_to_apply(self.view.applied, await self.cp.read_events(self.run_id, self.view.applied))
+        for event in batch.to_apply:
+            self._apply(event, nursery)
+        if batch.gap:
+            # A hole in what we read: read again once; whatever is still missing, take from RUN_STATUS.
+            batch = events_to_apply(self.view.applied, await self.cp.read_events(self.run_id, self.view.applied))
+            for event in batch.to_apply:
+                self._apply(event, nursery)
+            if batch.gap:
+                run = await self.cp.read_run(self.run_id)
+                assert run is not None
+                before = self.view.target
+                self.view = reconcile(self.view, run)
+                if nursery is not None and self.view.target != before:
+                    self._start_ramp(nursery)
+
+    def _apply(self, event: ControlEvent, nursery: trio.Nursery | None) -> None:
+        before = self.view
+        self.view = apply_event(self.view, event)
+        self.applied_events.append(event.sequence_id)
+        if nursery is not None and self.view.target != before.target and before.started:
+            self._start_ramp(nursery)
+
+    def _start_ramp(self, nursery: trio.Nursery) -> None:
+        if self._ramp_scope is not None:
+            self._ramp_scope.cancel()
+        scope = self._ramp_scope = trio.CancelScope()
+        nursery.start_soon(self._ramp, scope, self.view.target, self.view.ramp_s)
+
+    async def _ramp(self, scope: trio.CancelScope, target: int, ramp_s: float) -> None:
+        assert self._pool is not None
+        with scope:
+            t0 = trio.current_time()
+            for delay, n in ramp_steps(self._pool.size, target, ramp_s):
+                await trio.sleep_until(t0 + delay)
+                await self._pool.scale_to(n)
+
+    async def _hard_stop(self, deadline: float) -> None:
+        """The planned end is known from the start: nothing runs past it plus the drain timeout,
+        however late this worker reads the STOP event."""
+        assert self._pool is not None
+        await trio.sleep_until(deadline)
+        self._pool.cancel_all()
+
+    async def _drain(self, nursery: trio.Nursery) -> None:
+        """Stop issuing, let in-flight operations finish within the drain timeout, then cancel."""
+        assert self._pool is not None
+        self._enter("draining")
+        self._mark("stop")
+        self.status = WorkerStatus.DRAINING
+        if self._ramp_scope is not None:
+            self._ramp_scope.cancel()
+        self._draining.set()
+        if not self._go.is_set():
+            self._pool.cancel_all()
+        with trio.move_on_after(self._drain_timeout()):
+            await self._pool.wait_empty()
+        self._pool.cancel_all()
+        self.status = WorkerStatus.COMPLETED
+        await self._publish_final()
+        self._enter("done")
+
+    async def _publish_final(self) -> None:
+        await self._flush_snapshots(final=True)
+        await self.cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
+        await self._heartbeat()
+
+    # ---- connections ----------------------------------------------------------------------------
+
+    async def _open_session(self, slot: int) -> Session:
+        session = await self.target.open_session(self.worker_id, slot)
+        sc = self.scenario
+        assert sc is not None
+        await session.set_phase(self._tag(Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT))
+        return session
+
+    def _tag(self, phase: Phase) -> dict[str, str]:
+        return {"run_id": self.run_id, "worker_id": self.worker_id, "phase": str(phase)}
+
+    async def _connection(self, slot: int, session: Session) -> None:
+        """One closed-loop connection: choose, draw, execute, record, think; until drained."""
+        sc = self.scenario
+        assert sc is not None
+        mix = Mix.of(sc.operations)
+        rng = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix"))
+        params = ParamSource(random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")),
+                             slot=self.index * SLOT_STRIDE + slot)
+        await self._go.wait()
+        windows, rec, target = self.windows, self.recorder, self.target
+        assert windows is not None
+        interval_s = rec.interval_s
+        limit, think = sc.operations_per_connection, sc.think_time_ms / 1000.0
+        tagged = self.view.phase
+        done = 0
+        end = windows.end
+        while not self._draining.is_set() and not (limit and done >= limit) and trio.current_time() < end:
+            if self.view.phase is not tagged and self.view.phase is not Phase.DONE:
+                tagged = self.view.phase
+                await session.set_phase(self._tag(tagged))
+            op = mix.choose(rng)
+            args = params.draw(op)
+            began = trio.current_time()
+            if slot not in self.first_query:
+                self.first_query[slot] = began
+            try:
+                await session.execute(op, args)
+            except Exception as exc:
+                ended = trio.current_time()
+                rec.record_error(windows.attribute(began, ended), target.error_category(exc),
+                                 math.floor((ended - windows.start) / interval_s))
+            else:
+                ended = trio.current_time()
+                rec.record(op.name, windows.attribute(began, ended), ended - began,
+                           math.floor((ended - windows.start) / interval_s))
+            done += 1
+            if think > 0:
+                with trio.move_on_after(think):
+                    await self._draining.wait()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+
+    # ---- bookkeeping helpers ---------------------------------------------------------------------
+
+    async def _await_run_row(self) -> RunState:
+        with trio.move_on_after(self.scenario.start_timeout_s if self.scenario else 120.0):
+            while True:
+                run = await self.cp.read_run(self.run_id)
+                if run is not None:
+                    return run
+                await trio.sleep(REGISTER_POLL_S)
+        raise WorkerExit("run_not_found")
+
+    async def _heartbeat(self) -> None:
+        await self.cp.upsert_heartbeat(
+            Heartbeat(
+                self.run_id, self.worker_id, self.status, self.view.phase,
+                active_connections=self._pool.size if self._pool else 0,
+                applied_sequence_id=self.view.applied, group=self.group,
+            )
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.scenario is not None
+        while True:
+            await trio.sleep(self.scenario.heartbeat_s)
+            await self._heartbeat()
+
+    async def _flush_loop(self) -> None:
+        assert self.scenario is not None
+        while True:
+            await trio.sleep(max(self.scenario.flush_interval_s, self.scenario.snapshot_interval_s))
+            await self._flush_snapshots(final=False)
+
+    async def _flush_snapshots(self, final: bool) -> None:
+        if self.windows is None:
+            return
+        before = math.inf if final else math.floor((trio.current_time() - self.windows.start) / self.recorder.interval_s)
+        intervals = self.recorder.take_intervals(before)  # type: ignore[arg-type]
+        if intervals:
+            await self.cp.append_snapshot(self.run_id, self.worker_id, {"intervals": intervals})
+
+    def _drain_timeout(self) -> float:
+        return self.scenario.drain_timeout_s if self.scenario else 5.0
+
+    def _enter(self, stage: str) -> None:
+        self.cp.stage = stage
+        self.stage_started[stage] = trio.current_time()
+
+    def _mark(self, name: str) -> None:
+        if self.clockmap is not None:
+            self.marks[name] = self.clockmap.to_control(trio.current_time())
+
+    # ---- results ---------------------------------------------------------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        """The TEST_RESULTS payload: timeline, clock, metrics, control-plane cost, events applied."""
+        cm = self.clockmap
+        initial = {s: (cm.to_control(t) if cm else t) for s, t in sorted(self.first_query.items())}
+        timeline = dict(self.marks)
+        if initial:
+            timeline["first_query"] = min(initial.values())
+        st = self.stage_started
+        now = trio.current_time()
+
+        def span(a: str, b: str) -> float:
+            return (st.get(b, now) - st[a]) if a in st else 0.0
+
+        return {
+            "worker_id": self.worker_id,
+            "status": str(self.status),
+            "failure": self.failure,
+            "initial_target": self._initial_target,
+            "clock_offset_ms": None if self.offset is None else self.offset.offset_s * 1000.0,
+            "clock_uncertainty_ms": None if self.offset is None else self.offset.uncertainty_s * 1000.0,
+            "timeline": timeline,
+            "first_query": {str(s): t for s, t in initial.items()},
+            "control_plane": {
+                "queries": dict(sorted(self.cp.counts.items())),
+                "waiting_s": span("waiting", "running"),
+                "running_s": span("running", "draining"),
+            },
+            "applied_events": list(self.applied_events),
+            "metrics": self.recorder.to_payload(),
+        }

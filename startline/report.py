@@ -1,0 +1,52 @@
+"""Print a summary for people: start precision, control-plane cost, throughput and latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.2f}"
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None, path: str | None = None) -> None:
+    console = console or Console()
+    start = summary["start"]
+    cp = summary["control_plane"]
+    console.print(
+        f"[bold]{summary['scenario']}[/] run [cyan]{summary['run_id']}[/]: [bold]{summary['status']}[/]"
+        + (f" ({summary['reason']})" if summary.get("reason") else "")
+        + f", start strategy [cyan]{summary['start_strategy']}[/]"
+    )
+    lag = start.get("lag_ms") or {}
+    t = Table(title="Start", show_header=True, header_style="bold")
+    for col in ("connections", "lag min ms", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms"):
+        t.add_column(col, justify="right")
+    t.add_row(str(start["connections"]), _ms(lag.get("min")), _ms(lag.get("p50")), _ms(lag.get("p99")),
+              _ms(lag.get("max")), _ms(start.get("skew_ms")))
+    console.print(t)
+    console.print(
+        f"control plane: {cp['queries']} queries; per worker per second "
+        f"waiting {_ms(cp['per_worker_per_s_waiting'])}, running {_ms(cp['per_worker_per_s_running'])}"
+    )
+    p = Table(title="Phases", show_header=True, header_style="bold")
+    for col in ("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        p.add_column(col, justify="right" if col not in ("phase", "kind") else "left")
+    for phase, block in summary["phases"].items():
+        lat = block["latency_ms"]
+        p.add_row(phase, "all", f"{block['ops']:,}", f"{block['errors']:,}", f"{block['qps']:,.1f}",
+                  _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]))
+        if phase == "MEASUREMENT":
+            for kind, kb in block["by_kind"].items():
+                kl = kb["latency_ms"]
+                p.add_row("", kind, f"{kb['ops']:,}", "", f"{kb['qps']:,.1f}", _ms(kl["p50"]), _ms(kl["p95"]),
+                          _ms(kl["p99"]), _ms(kl["max"]))
+    console.print(p)
+    bad = [w for w in summary["workers"] if w["status"] != "COMPLETED"]
+    for w in bad:
+        console.print(f"[yellow]worker {w['worker_id']}: {w['status']}[/] {w.get('failure') or ''}")
+    if path:
+        console.print(f"summary: {path}")

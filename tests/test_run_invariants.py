@@ -1,0 +1,276 @@
+"""Whole runs (orchestrator + workers, one trio.run, virtual time) and the invariants they keep."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.memory import MemoryControlPlane
+from engine.model import EventType, Phase
+from engine.schedule import PhaseWindows
+from startline.inprocess import InProcessRun, run_in_process_async
+from tests.helpers import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
+
+STRATEGIES = ["seed-legacy", "poll", "push", "scheduled"]
+EPS = 1e-9  # float rounding of clock conversions (control ↔ trio time); virtual time is otherwise exact
+
+
+def run_virtual(sc, target=None, *, sluggish_seed=None, max_latency_s=0.05, mangle=True) -> InProcessRun:
+    """Run ``sc`` on virtual time; optionally every control-plane call is sluggish."""
+    target = target or RecordingTarget()
+
+    async def main() -> InProcessRun:
+        if sluggish_seed is None:
+            return await run_in_process_async(sc, target=target, clock=CLOCK0)
+        # Same run, but every participant's control plane is wrapped.
+        import startline.inprocess as ip
+
+        original = ip.MemoryControlPlane
+        ip.MemoryControlPlane = lambda store: SluggishControlPlane(  # type: ignore[assignment]
+            MemoryControlPlane(store), seed=sluggish_seed + id(store) % 7, max_latency_s=max_latency_s,
+            mangle_events=mangle)
+        try:
+            return await run_in_process_async(sc, target=target, clock=CLOCK0)
+        finally:
+            ip.MemoryControlPlane = original
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+slow_settings = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@slow_settings
+@given(
+    strategy=st.sampled_from(STRATEGIES),
+    warmup=st.sampled_from([0.0, 0.5, 1.0]),
+    op_ms=st.integers(1, 400),
+    drain=st.sampled_from([0.0, 0.1, 1.0]),
+    seed=st.integers(0, 1000),
+)
+def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strategy, warmup, op_ms, drain, seed):
+    sc = scenario(warmup_s=warmup, measurement_s=2.0, drain_timeout_s=drain, seed=seed,
+                  operations=[{"name": "q", "call": "backends.memory.ops:sleep_ms",
+                               "params": {"ms": {"type": "int", "min": 1, "max": op_ms}}}],
+                  start={"strategy": strategy})
+    target = RecordingTarget()
+    result = run_virtual(sc, target, sluggish_seed=seed)
+    summary = result.summary
+    assert summary["status"] == "COMPLETED"
+    start = summary["start_time"]
+    stop = result.orchestrator.stopped_at
+    assert target.ops, "the run issued no operation"
+    assert min(op.began for op in target.ops) >= start - EPS
+    assert max(op.began for op in target.ops) <= stop + drain + EPS
+    assert max(op.ended for op in target.ops) <= stop + drain + EPS
+    # The summary's MEASUREMENT count is exactly the operations that began and ended inside it.
+    w = PhaseWindows.from_scenario(sc, start)
+    inside = sum(1 for op in target.ops if w.measure - EPS <= op.began and op.ended < w.cooldown - EPS)
+    assert summary["phases"]["MEASUREMENT"]["ops"] == inside
+
+
+@slow_settings
+@given(strategy=st.sampled_from(STRATEGIES), seed=st.integers(0, 10_000), latency=st.sampled_from([0.0, 0.02, 0.2]))
+def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, latency):
+    sc = scenario(workers=3, warmup_s=1.0, measurement_s=3.0, seed=seed, start={"strategy": strategy},
+                  schedule=[{"at_s": 1.5, "target": 4}, {"at_s": 2.0, "target": 1, "scope": "WORKER",
+                                                          "scope_id": "w001"},
+                            {"at_s": 2.5, "target": 3, "ramp_s": 0.3}])
+    result = run_virtual(sc, sluggish_seed=seed, max_latency_s=latency)
+    log = [e.sequence_id for e in result.store.events[sc.name]]
+    assert log == list(range(1, len(log) + 1))
+    assert [e.event_type for e in result.store.events[sc.name]][0] is EventType.START
+    for w in result.workers:
+        assert w.status.value == "COMPLETED"
+        assert w.applied_events == log, w.worker_id
+
+
+def test_scaling_schedule_reaches_each_worker_target():
+    sc = scenario(workers=2, connections_per_worker=2, warmup_s=0.0, measurement_s=4.0,
+                  schedule=[{"at_s": 1.0, "target": 5, "ramp_s": 0.4},
+                            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w000"}])
+    target = RecordingTarget()
+    result = run_virtual(sc, target)
+    start = result.summary["start_time"]
+
+    def active(worker_id: str, t: float) -> int:
+        return len({op.slot for op in target.ops if op.worker_id == worker_id and op.began <= t < op.ended})
+
+    assert active("w000", start + 0.5) == 2
+    assert active("w000", start + 1.8) == 5
+    assert active("w000", start + 3.5) == 1
+    assert active("w001", start + 3.5) == 5
+
+
+def test_sequence_ids_are_gap_free_and_strictly_increasing():
+    sc = scenario(warmup_s=1.0, measurement_s=2.0, cooldown_s=0.5,
+                  schedule=[{"at_s": 0.5, "target": 3}, {"at_s": 0.5, "target": 1}, {"at_s": 1.0, "target": 2}])
+    result = run_virtual(sc)
+    seqs = [e.sequence_id for e in result.store.events[sc.name]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    kinds = [e.event_type for e in result.store.events[sc.name]]
+    assert kinds[0] is EventType.START and kinds[-1] is EventType.STOP
+    assert result.store.runs[sc.name].last_sequence_id == seqs[-1]
+
+
+def test_memory_control_plane_refuses_a_sequence_gap():
+    from backends.memory import MemoryStore
+    from engine.model import ControlEvent, Phase, RunState, RunStatus
+    from engine.ports import ControlPlaneError
+
+    async def main() -> None:
+        cp = MemoryControlPlane(MemoryStore(CLOCK0))
+        await cp.create_run(RunState("r", RunStatus.PREPARED, Phase.PREPARING))
+        await cp.append_event(ControlEvent("r", 1, "START", at=0.0))
+        with pytest.raises(ControlPlaneError, match="does not follow 1"):
+            await cp.append_event(ControlEvent("r", 3, "SET_PHASE", phase="MEASUREMENT"))
+        with pytest.raises(ControlPlaneError):
+            await cp.append_event(ControlEvent("r", 1, "SET_PHASE", phase="MEASUREMENT"))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_operation_straddling_the_measurement_boundary_counts_in_warmup():
+    # Every operation takes 300 ms; warmup is 1 s: the one in flight at the boundary is WARMUP.
+    sc = scenario(workers=1, connections_per_worker=1, warmup_s=1.0, measurement_s=1.0,
+                  operations=[{"name": "q", "call": "x:y", "params": {"ms": {"type": "int", "min": 300, "max": 300}}}],
+                  start={"strategy": "scheduled"})
+    target = RecordingTarget()
+    result = run_virtual(sc, target)
+    start = result.summary["start_time"]
+    w = PhaseWindows.from_scenario(sc, start)
+    straddlers = [op for op in target.ops if op.began < w.measure <= op.ended]
+    assert len(straddlers) == 1
+    # ops at start+0, .3, .6, .9 (straddles 1.0), 1.2, 1.5 inside, 1.8 straddles the end.
+    phases = result.summary["phases"]
+    assert phases["WARMUP"]["ops"] == 4
+    assert phases["MEASUREMENT"]["ops"] == 2
+
+
+def test_with_zero_warmup_every_operation_is_measurement():
+    sc = scenario(workers=2, warmup_s=0.0, measurement_s=5.0, operations_per_connection=7,
+                  start={"strategy": "poll"})
+    result = run_virtual(sc)
+    phases = result.summary["phases"]
+    assert "WARMUP" not in phases or phases["WARMUP"]["ops"] == 0
+    assert phases["MEASUREMENT"]["ops"] == 2 * 2 * 7
+    assert sum(b["ops"] for b in phases.values()) == 2 * 2 * 7
+
+
+@slow_settings
+@given(
+    poll_ms=st.integers(20, 1000),
+    latency=st.floats(0.0, 0.1),
+    workers=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+def test_scheduled_start_issues_every_first_operation_at_start_time_exactly(poll_ms, latency, workers, seed):
+    # Worst detection: a poll interval plus a read plus bookkeeping (two writes) plus the
+    # orchestrator's update: well under poll + 5 latencies. The lead is longer than that.
+    lead_ms = poll_ms + 5 * latency * 1000 + 10
+    sc = scenario(workers=workers, connections_per_worker=3, seed=seed,
+                  start={"strategy": "scheduled", "poll_interval_ms": poll_ms, "lead_ms": lead_ms})
+    target = RecordingTarget()
+    result = run_virtual(sc, target, sluggish_seed=seed, max_latency_s=latency)
+    start = result.summary["start_time"]
+    firsts = {}
+    for op in target.ops:
+        firsts.setdefault((op.worker_id, op.slot), op.began)
+    assert len(firsts) == workers * 3
+    assert all(abs(t - start) < EPS for t in firsts.values()), sorted(firsts.values())[:3]
+    assert result.summary["start"]["skew_ms"] < 1e-6
+    assert result.summary["start"]["lag_ms"]["max"] < 1e-6
+
+
+def test_summary_follows_the_results_contract():
+    sc = scenario(warmup_s=0.5, measurement_s=1.0)
+    s = run_virtual(sc).summary
+    for key in ("run_id", "status", "start_strategy", "start_time", "start", "control_plane", "workers", "phases"):
+        assert key in s
+    assert set(s["start"]) == {"lag_ms", "skew_ms", "connections"}
+    assert set(s["start"]["lag_ms"]) == {"min", "p50", "p99", "max"}
+    assert set(s["control_plane"]) == {"queries", "per_worker_per_s_waiting", "per_worker_per_s_running"}
+    w = s["workers"][0]
+    for key in ("worker_id", "status", "clock_offset_ms", "clock_uncertainty_ms", "timeline", "ops", "errors"):
+        assert key in w
+    assert set(w["timeline"]) == {"ready", "detect", "heartbeat", "insert", "scale", "first_query"}
+    assert all(v is not None for v in w["timeline"].values())
+    m = s["phases"]["MEASUREMENT"]
+    assert set(m) >= {"ops", "errors", "duration_s", "qps", "latency_ms", "by_kind"}
+    assert set(m["latency_ms"]) == {"p50", "p90", "p95", "p99", "p999", "max", "mean"}
+    assert m["duration_s"] == pytest.approx(1.0)
+    assert sum(x["ops"] for x in s["workers"]) == sum(b["ops"] for b in s["phases"].values())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_completes_and_orders_the_timeline(strategy):
+    sc = scenario(start={"strategy": strategy, "bookkeeping": "sequential"})
+    s = run_virtual(sc, sluggish_seed=3, mangle=False).summary
+    assert s["status"] == "COMPLETED"
+    for w in s["workers"]:
+        t = w["timeline"]
+        assert t["ready"] <= t["detect"] <= t["heartbeat"] <= t["insert"] <= t["scale"] <= t["first_query"]
+
+
+def test_worker_gives_up_when_the_run_never_starts():
+    # Two workers expected, one arrives: the orchestrator times out waiting for READY and the
+    # lone worker is told to stop; the run FAILS with the reason.
+    sc = scenario(workers=2, ready_timeout_s=2.0)
+
+    async def main():
+        from backends.memory import MemoryStore
+        from engine.orchestrator import Orchestrator
+        from engine.worker import Worker
+
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000", scenario=sc)
+        async with trio.open_nursery() as n:
+            n.start_soon(w.run)
+            summary = await orch.run()
+        return summary, w
+
+    summary, w = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert summary["status"] == "FAILED"
+    assert summary["reason"] == "ready_timeout"
+    assert w.status.value == "COMPLETED"  # it stopped cleanly when told to
+
+
+def test_worker_exits_by_itself_when_the_orchestrator_goes_quiet():
+    sc = scenario(workers=1, run_idle_timeout_s=3.0, start_timeout_s=100.0)
+
+    async def main():
+        from backends.memory import MemoryStore
+        from engine.model import RunState, RunStatus
+        from engine.worker import Worker
+
+        store = MemoryStore(CLOCK0)
+        cp = MemoryControlPlane(store)
+        await cp.create_run(RunState("r", RunStatus.STARTING, Phase.PREPARING, scenario=sc.to_dict(),
+                                     worker_target=2))
+        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
+        payload = await w.run()
+        return payload, trio.current_time()
+
+    payload, t = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert payload["status"] == "FAILED"
+    assert payload["failure"] == "orchestrator_lost"
+    assert t < 3.0 + 2.0
+
+
+def test_same_seed_same_summary_bytes_on_virtual_time():
+    import json
+
+    sc = scenario(seed=5, start={"strategy": "poll", "jitter_ms": 10})
+    a = run_virtual(sc).summary
+    b = run_virtual(sc).summary
+    # Draws depend on (seed, worker, slot), never on the order tasks wake in.
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+_ = functools
