@@ -12,9 +12,20 @@ from engine.ports import ControlPlane, PushControlPlane
 
 QUERY_METHODS = frozenset(
     {
-        "create_run", "read_run", "update_run", "append_event", "read_events", "upsert_heartbeat",
-        "mark_worker", "read_heartbeats", "upsert_result", "read_results", "append_snapshot",
-        "read_snapshots", "server_time", "wait_for_change",
+        "create_run",
+        "read_run",
+        "update_run",
+        "append_event",
+        "read_events",
+        "upsert_heartbeat",
+        "mark_worker",
+        "read_heartbeats",
+        "upsert_result",
+        "read_results",
+        "append_snapshot",
+        "read_snapshots",
+        "server_time",
+        "wait_for_change",
     }
 )
 

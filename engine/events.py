@@ -64,7 +64,10 @@ def apply_event(view: WorkerView, event: ControlEvent) -> WorkerView:
     match event.event_type:
         case EventType.START:
             return attrs.evolve(
-                view, started=True, start_time=event.at, phase=event.phase or Phase.WARMUP,
+                view,
+                started=True,
+                start_time=event.at,
+                phase=event.phase or Phase.WARMUP,
                 target=view.target if event.target is None else event.target,
             )
         case EventType.SET_PHASE:

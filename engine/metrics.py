@@ -120,8 +120,11 @@ def merge_phase_blocks(
         for kind in sorted(kinds):
             h = merge_histograms(kinds[kind])
             total.add(h)
-            by_kind[kind] = {"ops": h.get_total_count(), "qps": _rate(h.get_total_count(), duration),
-                             "latency_ms": latency_block(h)}
+            by_kind[kind] = {
+                "ops": h.get_total_count(),
+                "qps": _rate(h.get_total_count(), duration),
+                "latency_ms": latency_block(h),
+            }
         ops = total.get_total_count()
         out[str(phase)] = {
             "ops": ops,

@@ -17,7 +17,15 @@ from engine.clocksync import ClockMap, estimate_offset
 from engine.counting import CountingControlPlane
 from engine.liveness import classify_liveness
 from engine.model import (
-    ControlEvent, EventType, Phase, RunState, RunStatus, Scope, StopReason, WorkerResult, WorkerStatus,
+    ControlEvent,
+    EventType,
+    Phase,
+    RunState,
+    RunStatus,
+    Scope,
+    StopReason,
+    WorkerResult,
+    WorkerStatus,
 )
 from engine.ports import ControlPlane, WallClock
 from engine.scenario import OnWorkerLoss, Scenario, Strategy
@@ -70,8 +78,14 @@ class Orchestrator:
     async def run(self) -> dict[str, Any]:
         sc = self.scenario
         await self.cp.create_run(
-            RunState(self.run_id, RunStatus.PREPARED, Phase.PREPARING, worker_target=sc.connections_per_worker,
-                     expected_workers=sc.workers, scenario=sc.to_dict())
+            RunState(
+                self.run_id,
+                RunStatus.PREPARED,
+                Phase.PREPARING,
+                worker_target=sc.connections_per_worker,
+                expected_workers=sc.workers,
+                scenario=sc.to_dict(),
+            )
         )
         offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
         self.clockmap = ClockMap.anchor(self.clock, offset)
@@ -113,11 +127,21 @@ class Orchestrator:
         phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
         if sc.start.kind is Strategy.SCHEDULED:
             start_time = await self.cp.server_time() + sc.start.lead_ms / 1000.0
-            run = await self.cp.update_run(self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING,
-                                           phase=phase, start_time=start_time)
+            run = await self.cp.update_run(
+                self.run_id,
+                expect_status=RunStatus.STARTING,
+                status=RunStatus.RUNNING,
+                phase=phase,
+                start_time=start_time,
+            )
         else:
-            run = await self.cp.update_run(self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING,
-                                           phase=phase, start_time_now=True)
+            run = await self.cp.update_run(
+                self.run_id,
+                expect_status=RunStatus.STARTING,
+                status=RunStatus.RUNNING,
+                phase=phase,
+                start_time_now=True,
+            )
         if run is None or run.start_time is None:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
@@ -135,8 +159,9 @@ class Orchestrator:
         await self._stop(self._stop_reason)
 
     async def _emit_planned(self, p: PlannedEvent) -> None:
-        await self._emit(p.event_type, at=p.at, phase=p.phase, target=p.target, scope=p.scope,
-                         scope_id=p.scope_id, ramp_s=p.ramp_s)
+        await self._emit(
+            p.event_type, at=p.at, phase=p.phase, target=p.target, scope=p.scope, scope_id=p.scope_id, ramp_s=p.ramp_s
+        )
         if p.event_type is EventType.SET_PHASE:
             await self.cp.update_run(self.run_id, phase=p.phase)
         elif p.scope is Scope.RUN and p.target is not None:
@@ -177,8 +202,9 @@ class Orchestrator:
             await trio.sleep(sc.heartbeat_s)
             now = _now_local_control(self.clockmap)
             for hb in await self.cp.read_heartbeats(self.run_id):
-                status = classify_liveness(hb.status, hb.last_heartbeat, now, sc.heartbeat_s,
-                                           sc.stale_after_beats, sc.dead_after_beats)
+                status = classify_liveness(
+                    hb.status, hb.last_heartbeat, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
+                )
                 if status is not hb.status:
                     await self.cp.mark_worker(self.run_id, hb.worker_id, status)
                     log.warning("worker %s is %s", hb.worker_id, status)
@@ -229,10 +255,16 @@ class Orchestrator:
         timeseries = [{"t_s": i * interval, "ops": n, "errors": e} for i, (n, e) in sorted(series.items())]
         payloads = [r.payload for r in results if r.payload.get("worker_id")]
         return build_summary(
-            run_id=self.run_id, status=str(self.status), reason=self.reason, scenario=self.scenario,
-            start_time=self.start_time, stopped_at=self.stopped_at, payloads=payloads,
+            run_id=self.run_id,
+            status=str(self.status),
+            reason=self.reason,
+            scenario=self.scenario,
+            start_time=self.start_time,
+            stopped_at=self.stopped_at,
+            payloads=payloads,
             worker_statuses={w: str(s) for w, s in self.statuses.items()},
-            orchestrator_queries=sum(self.cp.counts.values()), timeseries=timeseries,
+            orchestrator_queries=sum(self.cp.counts.values()),
+            timeseries=timeseries,
         )
 
 

@@ -102,9 +102,7 @@ class StartOptions:
     """
 
     strategy: str = attrs.field(default=Strategy.SCHEDULED.value, validator=_one_of(Strategy))
-    poll_interval_ms: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_num(1, 3_600_000))
-    )
+    poll_interval_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(1, 3_600_000)))
     jitter_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
     bookkeeping: str = attrs.field(default=Bookkeeping.PARALLEL.value, validator=_one_of(Bookkeeping))
     prespawn: bool = attrs.field(default=True, validator=_bool)
@@ -128,10 +126,14 @@ class StartOptions:
 class ParamSpec:
     """A parameter generator: ``int`` (uniform in [min, max]), ``choice`` or ``sequence``."""
 
-    type: str = attrs.field(validator=_check(lambda x: x in ("int", "choice", "sequence"), "must be int, choice or sequence"))
+    type: str = attrs.field(
+        validator=_check(lambda x: x in ("int", "choice", "sequence"), "must be int, choice or sequence")
+    )
     min: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
     max: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
-    values: tuple[Any, ...] | None = attrs.field(default=None, converter=lambda x: None if x is None else tuple(x) if isinstance(x, list | tuple) else x)
+    values: tuple[Any, ...] | None = attrs.field(
+        default=None, converter=lambda x: None if x is None else tuple(x) if isinstance(x, list | tuple) else x
+    )
     start: int = attrs.field(default=1, validator=_int)
     step: int = attrs.field(default=1, validator=_int)
 
@@ -260,8 +262,11 @@ class Scenario:
 
         def plain(value: Any) -> Any:
             if attrs.has(type(value)):
-                return {f.name: plain(getattr(value, f.name)) for f in attrs.fields(type(value))
-                        if getattr(value, f.name) is not None}
+                return {
+                    f.name: plain(getattr(value, f.name))
+                    for f in attrs.fields(type(value))
+                    if getattr(value, f.name) is not None
+                }
             if isinstance(value, Mapping):
                 return {k: plain(x) for k, x in value.items()}
             if isinstance(value, tuple | list):
@@ -304,7 +309,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
         if isinstance(nested, list):
             if not isinstance(value, list):
                 raise ConfigError(where, f"must be an array of tables (got {value!r})")
-            value = [x if isinstance(x, nested[0]) else _build(nested[0], x, _join(where, i)) for i, x in enumerate(value)]
+            value = [
+                x if isinstance(x, nested[0]) else _build(nested[0], x, _join(where, i)) for i, x in enumerate(value)
+            ]
         elif isinstance(nested, set):
             (inner,) = nested
             if not isinstance(value, Mapping):

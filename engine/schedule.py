@@ -82,8 +82,19 @@ def plan_events(scenario: Scenario, start_time: float) -> list[PlannedEvent]:
         if at >= w.end:
             continue
         planned.append(
-            (at, 1, i, PlannedEvent(at, EventType.SET_WORKER_TARGET, target=step.target, scope=Scope(step.scope),
-                                    scope_id=step.scope_id, ramp_s=step.ramp_s))
+            (
+                at,
+                1,
+                i,
+                PlannedEvent(
+                    at,
+                    EventType.SET_WORKER_TARGET,
+                    target=step.target,
+                    scope=Scope(step.scope),
+                    scope_id=step.scope_id,
+                    ramp_s=step.ramp_s,
+                ),
+            )
         )
     planned.append((w.end, 2, 0, PlannedEvent(w.end, EventType.STOP, phase=Phase.DONE, reason=StopReason.COMPLETED)))
     planned.sort(key=lambda x: x[:3])

@@ -72,8 +72,9 @@ def _workers(payloads: Sequence[Mapping[str, Any]], statuses: Mapping[str, str])
     """Every worker, those that never reported (DEAD before their last flush) included."""
     by_id = {p["worker_id"]: p for p in payloads}
     ids = sorted(set(by_id) | set(statuses))
-    return [worker_entry(by_id.get(w, {"worker_id": w}), statuses.get(w, by_id.get(w, {}).get("status", "?")))
-            for w in ids]
+    return [
+        worker_entry(by_id.get(w, {"worker_id": w}), statuses.get(w, by_id.get(w, {}).get("status", "?"))) for w in ids
+    ]
 
 
 def build_summary(

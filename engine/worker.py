@@ -241,7 +241,10 @@ class Worker:
         self._check_run_alive(run)
         if run.status is RunStatus.RUNNING and run.start_time is not None and not self.view.started:
             self.view = attrs.evolve(
-                self.view, started=True, start_time=run.start_time, phase=run.phase,
+                self.view,
+                started=True,
+                start_time=run.start_time,
+                phase=run.phase,
                 target=run.worker_target or self.view.target,
             )
         elif run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
@@ -390,8 +393,9 @@ class Worker:
         assert sc is not None
         mix = Mix.of(sc.operations)
         rng = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix"))
-        params = ParamSource(random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")),
-                             slot=self.index * SLOT_STRIDE + slot)
+        params = ParamSource(
+            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
+        )
         await self._go.wait()
         windows, rec, target = self.windows, self.recorder, self.target
         assert windows is not None
@@ -413,12 +417,19 @@ class Worker:
                 await session.execute(op, args)
             except Exception as exc:
                 ended = trio.current_time()
-                rec.record_error(windows.attribute(began, ended), target.error_category(exc),
-                                 math.floor((ended - windows.start) / interval_s))
+                rec.record_error(
+                    windows.attribute(began, ended),
+                    target.error_category(exc),
+                    math.floor((ended - windows.start) / interval_s),
+                )
             else:
                 ended = trio.current_time()
-                rec.record(op.name, windows.attribute(began, ended), ended - began,
-                           math.floor((ended - windows.start) / interval_s))
+                rec.record(
+                    op.name,
+                    windows.attribute(began, ended),
+                    ended - began,
+                    math.floor((ended - windows.start) / interval_s),
+                )
             done += 1
             if think > 0:
                 with trio.move_on_after(think):
@@ -440,9 +451,13 @@ class Worker:
     async def _heartbeat(self) -> None:
         await self.cp.upsert_heartbeat(
             Heartbeat(
-                self.run_id, self.worker_id, self.status, self.view.phase,
+                self.run_id,
+                self.worker_id,
+                self.status,
+                self.view.phase,
                 active_connections=self._pool.size if self._pool else 0,
-                applied_sequence_id=self.view.applied, group=self.group,
+                applied_sequence_id=self.view.applied,
+                group=self.group,
             )
         )
 
@@ -461,7 +476,9 @@ class Worker:
     async def _flush_snapshots(self, final: bool) -> None:
         if self.windows is None:
             return
-        before = math.inf if final else math.floor((trio.current_time() - self.windows.start) / self.recorder.interval_s)
+        before = (
+            math.inf if final else math.floor((trio.current_time() - self.windows.start) / self.recorder.interval_s)
+        )
         intervals = self.recorder.take_intervals(before)  # type: ignore[arg-type]
         if intervals:
             await self.cp.append_snapshot(self.run_id, self.worker_id, {"intervals": intervals})

@@ -41,8 +41,14 @@ def main() -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--out", "out", type=click.Path(file_okay=False), default="out/run", show_default=True,
-              help="Directory for summary.json and logs.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default="out/run",
+    show_default=True,
+    help="Directory for summary.json and logs.",
+)
 @click.option("--run-id", default=None, help="Run id (default: scenario name + random suffix).")
 @click.option("--quiet", is_flag=True, help="Print only the path of summary.json.")
 def run(config: str, out: str, run_id: str | None, quiet: bool) -> None:
@@ -71,8 +77,10 @@ async def _run_in_process(scenario: Scenario, out: Path, run_id: str, quiet: boo
     target = CallableTarget.for_scenario(scenario)
     console = Console(stderr=True, quiet=quiet)
     total = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
-    with console.status(f"running {scenario.name}: {scenario.workers} workers × "
-                        f"{scenario.connections_per_worker} connections, {total:g} s"):
+    with console.status(
+        f"running {scenario.name}: {scenario.workers} workers × "
+        f"{scenario.connections_per_worker} connections, {total:g} s"
+    ):
         result = await run_in_process_async(scenario, target=target, out=out, run_id=run_id)
     return result.summary
 

@@ -47,8 +47,15 @@ async def run_in_process_async(
     run_id = run_id or scenario.name
     orchestrator = Orchestrator(MemoryControlPlane(store), clock, scenario, run_id, out)
     workers = tuple(
-        Worker(MemoryControlPlane(store), target, worker_clocks[i] if worker_clocks else clock, run_id,
-               f"w{i:03d}", index=i, scenario=scenario)
+        Worker(
+            MemoryControlPlane(store),
+            target,
+            worker_clocks[i] if worker_clocks else clock,
+            run_id,
+            f"w{i:03d}",
+            index=i,
+            scenario=scenario,
+        )
         for i in range(scenario.workers)
     )
     summary: dict[str, Any] = {}

@@ -25,8 +25,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     t = Table(title="Start", show_header=True, header_style="bold")
     for col in ("connections", "lag min ms", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms"):
         t.add_column(col, justify="right")
-    t.add_row(str(start["connections"]), _ms(lag.get("min")), _ms(lag.get("p50")), _ms(lag.get("p99")),
-              _ms(lag.get("max")), _ms(start.get("skew_ms")))
+    t.add_row(
+        str(start["connections"]),
+        _ms(lag.get("min")),
+        _ms(lag.get("p50")),
+        _ms(lag.get("p99")),
+        _ms(lag.get("max")),
+        _ms(start.get("skew_ms")),
+    )
     console.print(t)
     console.print(
         f"control plane: {cp['queries']} queries; per worker per second "
@@ -37,13 +43,31 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
         p.add_column(col, justify="right" if col not in ("phase", "kind") else "left")
     for phase, block in summary["phases"].items():
         lat = block["latency_ms"]
-        p.add_row(phase, "all", f"{block['ops']:,}", f"{block['errors']:,}", f"{block['qps']:,.1f}",
-                  _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]))
+        p.add_row(
+            phase,
+            "all",
+            f"{block['ops']:,}",
+            f"{block['errors']:,}",
+            f"{block['qps']:,.1f}",
+            _ms(lat["p50"]),
+            _ms(lat["p95"]),
+            _ms(lat["p99"]),
+            _ms(lat["max"]),
+        )
         if phase == "MEASUREMENT":
             for kind, kb in block["by_kind"].items():
                 kl = kb["latency_ms"]
-                p.add_row("", kind, f"{kb['ops']:,}", "", f"{kb['qps']:,.1f}", _ms(kl["p50"]), _ms(kl["p95"]),
-                          _ms(kl["p99"]), _ms(kl["max"]))
+                p.add_row(
+                    "",
+                    kind,
+                    f"{kb['ops']:,}",
+                    "",
+                    f"{kb['qps']:,.1f}",
+                    _ms(kl["p50"]),
+                    _ms(kl["p95"]),
+                    _ms(kl["p99"]),
+                    _ms(kl["max"]),
+                )
     console.print(p)
     bad = [w for w in summary["workers"] if w["status"] != "COMPLETED"]
     for w in bad:

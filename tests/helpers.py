@@ -68,9 +68,18 @@ class RecordingTarget:
 def scenario(**overrides: Any) -> Scenario:
     """A small scenario with one sleeping operation; any field can be overridden."""
     base: dict[str, Any] = {
-        "name": "t", "workers": 2, "connections_per_worker": 2, "warmup_s": 1.0, "measurement_s": 3.0,
-        "operations": [{"name": "q", "call": "backends.memory.ops:sleep_ms",
-                        "params": {"ms": {"type": "int", "min": 5, "max": 50}}}],
+        "name": "t",
+        "workers": 2,
+        "connections_per_worker": 2,
+        "warmup_s": 1.0,
+        "measurement_s": 3.0,
+        "operations": [
+            {
+                "name": "q",
+                "call": "backends.memory.ops:sleep_ms",
+                "params": {"ms": {"type": "int", "min": 5, "max": 50}},
+            }
+        ],
     }
     start = overrides.pop("start", {})
     base.update(overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import trio
@@ -32,8 +31,11 @@ def run_virtual(sc, target=None, *, sluggish_seed=None, max_latency_s=0.05, mang
 
         original = ip.MemoryControlPlane
         ip.MemoryControlPlane = lambda store: SluggishControlPlane(  # type: ignore[assignment]
-            MemoryControlPlane(store), seed=sluggish_seed + id(store) % 7, max_latency_s=max_latency_s,
-            mangle_events=mangle)
+            MemoryControlPlane(store),
+            seed=sluggish_seed + id(store) % 7,
+            max_latency_s=max_latency_s,
+            mangle_events=mangle,
+        )
         try:
             return await run_in_process_async(sc, target=target, clock=CLOCK0)
         finally:
@@ -54,10 +56,20 @@ slow_settings = settings(max_examples=25, deadline=None, suppress_health_check=[
     seed=st.integers(0, 1000),
 )
 def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strategy, warmup, op_ms, drain, seed):
-    sc = scenario(warmup_s=warmup, measurement_s=2.0, drain_timeout_s=drain, seed=seed,
-                  operations=[{"name": "q", "call": "backends.memory.ops:sleep_ms",
-                               "params": {"ms": {"type": "int", "min": 1, "max": op_ms}}}],
-                  start={"strategy": strategy})
+    sc = scenario(
+        warmup_s=warmup,
+        measurement_s=2.0,
+        drain_timeout_s=drain,
+        seed=seed,
+        operations=[
+            {
+                "name": "q",
+                "call": "backends.memory.ops:sleep_ms",
+                "params": {"ms": {"type": "int", "min": 1, "max": op_ms}},
+            }
+        ],
+        start={"strategy": strategy},
+    )
     target = RecordingTarget()
     result = run_virtual(sc, target, sluggish_seed=seed)
     summary = result.summary
@@ -77,23 +89,38 @@ def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strate
 @slow_settings
 @given(strategy=st.sampled_from(STRATEGIES), seed=st.integers(0, 10_000), latency=st.sampled_from([0.0, 0.02, 0.2]))
 def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, latency):
-    sc = scenario(workers=3, warmup_s=1.0, measurement_s=3.0, seed=seed, start={"strategy": strategy},
-                  schedule=[{"at_s": 1.5, "target": 4}, {"at_s": 2.0, "target": 1, "scope": "WORKER",
-                                                          "scope_id": "w001"},
-                            {"at_s": 2.5, "target": 3, "ramp_s": 0.3}])
+    sc = scenario(
+        workers=3,
+        warmup_s=1.0,
+        measurement_s=3.0,
+        seed=seed,
+        start={"strategy": strategy},
+        schedule=[
+            {"at_s": 1.5, "target": 4},
+            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w001"},
+            {"at_s": 2.5, "target": 3, "ramp_s": 0.3},
+        ],
+    )
     result = run_virtual(sc, sluggish_seed=seed, max_latency_s=latency)
     log = [e.sequence_id for e in result.store.events[sc.name]]
     assert log == list(range(1, len(log) + 1))
-    assert [e.event_type for e in result.store.events[sc.name]][0] is EventType.START
+    assert next(e.event_type for e in result.store.events[sc.name]) is EventType.START
     for w in result.workers:
         assert w.status.value == "COMPLETED"
         assert w.applied_events == log, w.worker_id
 
 
 def test_scaling_schedule_reaches_each_worker_target():
-    sc = scenario(workers=2, connections_per_worker=2, warmup_s=0.0, measurement_s=4.0,
-                  schedule=[{"at_s": 1.0, "target": 5, "ramp_s": 0.4},
-                            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w000"}])
+    sc = scenario(
+        workers=2,
+        connections_per_worker=2,
+        warmup_s=0.0,
+        measurement_s=4.0,
+        schedule=[
+            {"at_s": 1.0, "target": 5, "ramp_s": 0.4},
+            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w000"},
+        ],
+    )
     target = RecordingTarget()
     result = run_virtual(sc, target)
     start = result.summary["start_time"]
@@ -108,8 +135,12 @@ def test_scaling_schedule_reaches_each_worker_target():
 
 
 def test_sequence_ids_are_gap_free_and_strictly_increasing():
-    sc = scenario(warmup_s=1.0, measurement_s=2.0, cooldown_s=0.5,
-                  schedule=[{"at_s": 0.5, "target": 3}, {"at_s": 0.5, "target": 1}, {"at_s": 1.0, "target": 2}])
+    sc = scenario(
+        warmup_s=1.0,
+        measurement_s=2.0,
+        cooldown_s=0.5,
+        schedule=[{"at_s": 0.5, "target": 3}, {"at_s": 0.5, "target": 1}, {"at_s": 1.0, "target": 2}],
+    )
     result = run_virtual(sc)
     seqs = [e.sequence_id for e in result.store.events[sc.name]]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -137,9 +168,14 @@ def test_memory_control_plane_refuses_a_sequence_gap():
 
 def test_operation_straddling_the_measurement_boundary_counts_in_warmup():
     # Every operation takes 300 ms; warmup is 1 s: the one in flight at the boundary is WARMUP.
-    sc = scenario(workers=1, connections_per_worker=1, warmup_s=1.0, measurement_s=1.0,
-                  operations=[{"name": "q", "call": "x:y", "params": {"ms": {"type": "int", "min": 300, "max": 300}}}],
-                  start={"strategy": "scheduled"})
+    sc = scenario(
+        workers=1,
+        connections_per_worker=1,
+        warmup_s=1.0,
+        measurement_s=1.0,
+        operations=[{"name": "q", "call": "x:y", "params": {"ms": {"type": "int", "min": 300, "max": 300}}}],
+        start={"strategy": "scheduled"},
+    )
     target = RecordingTarget()
     result = run_virtual(sc, target)
     start = result.summary["start_time"]
@@ -153,8 +189,7 @@ def test_operation_straddling_the_measurement_boundary_counts_in_warmup():
 
 
 def test_with_zero_warmup_every_operation_is_measurement():
-    sc = scenario(workers=2, warmup_s=0.0, measurement_s=5.0, operations_per_connection=7,
-                  start={"strategy": "poll"})
+    sc = scenario(workers=2, warmup_s=0.0, measurement_s=5.0, operations_per_connection=7, start={"strategy": "poll"})
     result = run_virtual(sc)
     phases = result.summary["phases"]
     assert "WARMUP" not in phases or phases["WARMUP"]["ops"] == 0
@@ -173,8 +208,12 @@ def test_scheduled_start_issues_every_first_operation_at_start_time_exactly(poll
     # Worst detection: a poll interval plus a read plus bookkeeping (two writes) plus the
     # orchestrator's update: well under poll + 5 latencies. The lead is longer than that.
     lead_ms = poll_ms + 5 * latency * 1000 + 10
-    sc = scenario(workers=workers, connections_per_worker=3, seed=seed,
-                  start={"strategy": "scheduled", "poll_interval_ms": poll_ms, "lead_ms": lead_ms})
+    sc = scenario(
+        workers=workers,
+        connections_per_worker=3,
+        seed=seed,
+        start={"strategy": "scheduled", "poll_interval_ms": poll_ms, "lead_ms": lead_ms},
+    )
     target = RecordingTarget()
     result = run_virtual(sc, target, sluggish_seed=seed, max_latency_s=latency)
     start = result.summary["start_time"]
@@ -251,8 +290,7 @@ def test_worker_exits_by_itself_when_the_orchestrator_goes_quiet():
 
         store = MemoryStore(CLOCK0)
         cp = MemoryControlPlane(store)
-        await cp.create_run(RunState("r", RunStatus.STARTING, Phase.PREPARING, scenario=sc.to_dict(),
-                                     worker_target=2))
+        await cp.create_run(RunState("r", RunStatus.STARTING, Phase.PREPARING, scenario=sc.to_dict(), worker_target=2))
         w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
         payload = await w.run()
         return payload, trio.current_time()
@@ -273,4 +311,3 @@ def test_same_seed_same_summary_bytes_on_virtual_time():
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-_ = functools

@@ -92,7 +92,9 @@ class MemoryControlPlane:
         old = rows.get(heartbeat.worker_id)
         status = WorkerStatus.DEAD if old is not None and old.status is WorkerStatus.DEAD else heartbeat.status
         rows[heartbeat.worker_id] = attrs.evolve(
-            heartbeat, status=status, last_heartbeat=self.store.now(),
+            heartbeat,
+            status=status,
+            last_heartbeat=self.store.now(),
             heartbeat_count=(old.heartbeat_count if old else 0) + 1,
         )
 

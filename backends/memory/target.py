@@ -40,8 +40,10 @@ class CallableTarget:
         target = cls()
         for i, op in enumerate(scenario.operations):
             if op.call is None:
-                raise ConfigError(f"operations[{i}].sql", "the memory target runs callables, not SQL; "
-                                  "use a SQL target (--target sqlite:///...)")
+                raise ConfigError(
+                    f"operations[{i}].sql",
+                    "the memory target runs callables, not SQL; use a SQL target (--target sqlite:///...)",
+                )
             target._resolved[op.name] = resolve_call(op.call, f"operations[{i}].call")
         return target
 

@@ -1,0 +1,64 @@
+"""HDR histograms: merged exactly, percentiles within HDR precision of the union's."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.metrics import Recorder, merge_histograms, merge_phase_blocks, new_histogram
+from engine.model import Phase
+
+latencies = st.lists(st.integers(1, 10_000_000), min_size=0, max_size=200)
+
+
+@given(parts=st.lists(latencies, min_size=1, max_size=8), p=st.sampled_from([50, 90, 95, 99, 99.9, 100]))
+def test_merged_percentiles_equal_those_of_the_union_within_hdr_precision(parts, p):
+    recorders = []
+    for part in parts:
+        r = Recorder()
+        for us in part:
+            r.record("q", Phase.MEASUREMENT, us / 1e6, 0)
+        recorders.append(r)
+    union = [us for part in parts for us in part]
+    merged = merge_phase_blocks([r.to_payload() for r in recorders], {"MEASUREMENT": 1.0})
+    if not union:
+        assert merged["MEASUREMENT"]["ops"] == 0
+        return
+    # Exact: the merge equals one histogram fed every sample.
+    single = new_histogram()
+    for us in union:
+        single.record_value(us)
+    encs = [r.to_payload()["histograms"]["MEASUREMENT"]["q"] for r in recorders if r.histograms]
+    m = merge_histograms(encs)
+    assert m.get_total_count() == len(union)
+    assert m.get_value_at_percentile(p) == single.get_value_at_percentile(p)
+    # Within HDR precision (3 significant digits) of the exact percentile of the union, by
+    # HDR's own rank rule (the rounded rank, not the ceiling of nearest-rank).
+    ordered = sorted(union)
+    exact = ordered[min(len(ordered), max(1, int(p / 100 * len(ordered) + 0.5))) - 1]
+    got = merged["MEASUREMENT"]["latency_ms"]
+    key = {50: "p50", 90: "p90", 95: "p95", 99: "p99", 99.9: "p999", 100: "max"}[p]
+    assert abs(got[key] * 1000 - exact) <= exact * 1e-3 + 1
+    assert merged["MEASUREMENT"]["ops"] == len(union)
+
+
+def test_errors_are_counted_by_phase_and_category():
+    r = Recorder()
+    r.record_error(Phase.MEASUREMENT, "Timeout", 0)
+    r.record_error(Phase.MEASUREMENT, "Timeout", 1)
+    r.record_error(Phase.WARMUP, "Refused", 0)
+    merged = merge_phase_blocks([r.to_payload(), r.to_payload()], {"MEASUREMENT": 2.0, "WARMUP": 1.0})
+    assert merged["MEASUREMENT"]["errors"] == 4
+    assert merged["MEASUREMENT"]["errors_by_category"] == {"Timeout": 4}
+    assert merged["WARMUP"]["errors_by_category"] == {"Refused": 2}
+
+
+def test_interval_counts_are_taken_once():
+    r = Recorder()
+    for i in (0, 0, 1, 2):
+        r.record("q", Phase.MEASUREMENT, 0.001, i)
+    assert r.take_intervals(2) == [{"interval": 0, "ops": 2, "errors": 0}, {"interval": 1, "ops": 1, "errors": 0}]
+    assert r.take_intervals(2) == []
+    assert r.take_intervals(math.inf) == [{"interval": 2, "ops": 1, "errors": 0}]
