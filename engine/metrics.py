@@ -40,17 +40,29 @@ class Recorder:
     errors: dict[tuple[Phase, str], int] = attrs.Factory(lambda: defaultdict(int))
     intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
 
-    def record(self, kind: str, phase: Phase, latency_s: float, interval: int) -> None:
+    def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
+        """The histogram for (kind, phase), created on first use; connections keep a reference."""
         key = (kind, phase)
         hist = self.histograms.get(key)
         if hist is None:
             hist = self.histograms[key] = new_histogram()
-        hist.record_value(to_us(latency_s))
-        self.intervals[interval][0] += 1
+        return hist
+
+    def record(self, kind: str, phase: Phase, latency_s: float, interval: int) -> None:
+        self.histogram(kind, phase).record_value(to_us(latency_s))
+        self.add_interval(interval, 1, 0)
 
     def record_error(self, phase: Phase, category: str, interval: int) -> None:
+        self.add_error(phase, category)
+        self.add_interval(interval, 0, 1)
+
+    def add_error(self, phase: Phase, category: str) -> None:
         self.errors[(phase, category)] += 1
-        self.intervals[interval][1] += 1
+
+    def add_interval(self, interval: int, ops: int, errors: int) -> None:
+        counts = self.intervals[interval]
+        counts[0] += ops
+        counts[1] += errors
 
     def ops(self, phase: Phase) -> int:
         return sum(h.get_total_count() for (_, p), h in self.histograms.items() if p is phase)

@@ -44,7 +44,9 @@ class Pool:
         async with self._lock:
             while len(self._scopes) > n:
                 self._scopes.pop(max(self._scopes)).cancel()
-            while len(self._scopes) < n:
+            # Start exactly the missing number once: a connection that ends by itself at once
+            # (its run is over) must not make this loop start it again forever.
+            for _ in range(n - len(self._scopes)):
                 slot = next(i for i in range(n + len(self._scopes) + 1) if i not in self._scopes)
                 await self.nursery.start(self._connection, slot)
 

@@ -6,6 +6,7 @@ this module is the thin layer of Trio tasks around them.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import random
@@ -17,7 +18,7 @@ import trio
 from engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from engine.counting import CountingControlPlane
 from engine.events import WorkerView, apply_event, events_to_apply, reconcile
-from engine.metrics import Recorder
+from engine.metrics import Recorder, to_us
 from engine.model import ControlEvent, Heartbeat, Phase, RunState, RunStatus, WorkerResult, WorkerStatus
 from engine.pool import Pool
 from engine.ports import ControlPlane, Session, Target, WallClock
@@ -32,6 +33,8 @@ REGISTER_POLL_S = 0.1
 SEED_LEGACY_SLEEP_S = 0.2
 SEED_LEGACY_PERIOD_S = 1.0
 """The seed's loop: sleep 200 ms; events and heartbeat at most once a second."""
+NO_PARAMS: dict[str, Any] = {}
+"""Shared by every parameterless operation (never mutated)."""
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
 
@@ -388,54 +391,81 @@ class Worker:
         return {"run_id": self.run_id, "worker_id": self.worker_id, "phase": str(phase)}
 
     async def _connection(self, slot: int, session: Session) -> None:
-        """One closed-loop connection: choose, draw, execute, record, think; until drained."""
+        """One closed-loop connection: choose, draw, execute, record, think; until drained.
+
+        The hot path: histograms and the current interval's counts are held locally, and
+        the common case (an operation wholly inside MEASUREMENT) skips the general rule.
+        """
         sc = self.scenario
         assert sc is not None
         mix = Mix.of(sc.operations)
-        rng = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix"))
+        ops, total = mix.operations, mix.cumulative[-1]
+        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
+        many = len(ops) > 1
+        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
+        bisect_right = bisect.bisect_right
         params = ParamSource(
             random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
         )
         await self._go.wait()
-        windows, rec, target = self.windows, self.recorder, self.target
+        windows, rec, target, draining = self.windows, self.recorder, self.target, self._draining
         assert windows is not None
+        now = trio.current_time
+        measure, cooldown, end, origin = windows.measure, windows.cooldown, windows.end, windows.start
         interval_s = rec.interval_s
-        limit, think = sc.operations_per_connection, sc.think_time_ms / 1000.0
+        limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
+        hists: dict[tuple[str, Phase], Any] = {}
+        measured = [rec.histogram(op.name, Phase.MEASUREMENT) for op in ops]
         tagged = self.view.phase
+        first = slot not in self.first_query
+        iv, iv_ops, iv_errors, iv_end = 0, 0, 0, -math.inf
         done = 0
-        end = windows.end
-        while not self._draining.is_set() and not (limit and done >= limit) and trio.current_time() < end:
-            if self.view.phase is not tagged and self.view.phase is not Phase.DONE:
-                tagged = self.view.phase
-                await session.set_phase(self._tag(tagged))
-            op = mix.choose(rng)
-            args = params.draw(op)
-            began = trio.current_time()
-            if slot not in self.first_query:
-                self.first_query[slot] = began
-            try:
-                await session.execute(op, args)
-            except Exception as exc:
-                ended = trio.current_time()
-                rec.record_error(
-                    windows.attribute(began, ended),
-                    target.error_category(exc),
-                    math.floor((ended - windows.start) / interval_s),
-                )
-            else:
-                ended = trio.current_time()
-                rec.record(
-                    op.name,
-                    windows.attribute(began, ended),
-                    ended - began,
-                    math.floor((ended - windows.start) / interval_s),
-                )
-            done += 1
-            if think > 0:
-                with trio.move_on_after(think):
-                    await self._draining.wait()
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            while done < limit and not draining.is_set():
+                if self.view.phase is not tagged and self.view.phase is not Phase.DONE:
+                    tagged = self.view.phase
+                    await session.set_phase(self._tag(tagged))
+                i = bisect_right(bounds, uniform() * total) if many else 0
+                op = ops[i]
+                args = params.draw(op) if op.params else NO_PARAMS
+                began = now()
+                if began >= end:
+                    break
+                if first:
+                    self.first_query[slot] = began
+                    first = False
+                failed: Exception | None = None
+                try:
+                    await session.execute(op, args)
+                except Exception as exc:
+                    failed = exc
+                ended = now()
+                phase = Phase.MEASUREMENT if measure <= began and ended < cooldown else windows.attribute(began, ended)
+                if ended >= iv_end:
+                    if iv_ops or iv_errors:
+                        rec.add_interval(iv, iv_ops, iv_errors)
+                    iv = math.floor((ended - origin) / interval_s)
+                    iv_end, iv_ops, iv_errors = origin + (iv + 1) * interval_s, 0, 0
+                if failed is None:
+                    if phase is Phase.MEASUREMENT:
+                        hist = measured[i]
+                    else:
+                        hist = hists.get((op.name, phase))
+                        if hist is None:
+                            hist = hists[(op.name, phase)] = rec.histogram(op.name, phase)
+                    hist.record_value(to_us(ended - began))
+                    iv_ops += 1
+                else:
+                    rec.add_error(phase, target.error_category(failed))
+                    iv_errors += 1
+                    await trio.lowlevel.checkpoint()  # a failing call may not have yielded
+                done += 1
+                if think > 0:
+                    with trio.move_on_after(think):
+                        await draining.wait()
+        finally:
+            if iv_ops or iv_errors:
+                rec.add_interval(iv, iv_ops, iv_errors)
 
     # ---- bookkeeping helpers ---------------------------------------------------------------------
 

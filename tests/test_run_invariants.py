@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import trio
 import trio.testing
@@ -80,10 +79,12 @@ def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strate
     assert min(op.began for op in target.ops) >= start - EPS
     assert max(op.began for op in target.ops) <= stop + drain + EPS
     assert max(op.ended for op in target.ops) <= stop + drain + EPS
-    # The summary's MEASUREMENT count is exactly the operations that began and ended inside it.
+    # The summary's MEASUREMENT count is exactly the operations that began and ended inside it
+    # (an operation within EPS of a boundary may fall either way: float rounding of the clock map).
     w = PhaseWindows.from_scenario(sc, start)
-    inside = sum(1 for op in target.ops if w.measure - EPS <= op.began and op.ended < w.cooldown - EPS)
-    assert summary["phases"]["MEASUREMENT"]["ops"] == inside
+    surely = sum(1 for op in target.ops if w.measure + EPS <= op.began and op.ended < w.cooldown - EPS)
+    maybe = sum(1 for op in target.ops if w.measure - EPS <= op.began and op.ended < w.cooldown + EPS)
+    assert surely <= summary["phases"]["MEASUREMENT"]["ops"] <= maybe
 
 
 @slow_settings
@@ -309,5 +310,3 @@ def test_same_seed_same_summary_bytes_on_virtual_time():
     b = run_virtual(sc).summary
     # Draws depend on (seed, worker, slot), never on the order tasks wake in.
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-

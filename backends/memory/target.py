@@ -19,7 +19,8 @@ class CallableSession:
     tag: Mapping[str, str] = attrs.Factory(dict)
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        await self.target.function(op)(**params)
+        fn = self.target._resolved.get(op.name) or self.target.function(op)
+        await fn(**params)
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.tag = dict(tag)

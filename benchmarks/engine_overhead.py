@@ -1,0 +1,80 @@
+"""Engine overhead: ops/s of the full engine on a no-op target ÷ ops/s of a bare Trio loop
+doing the same await and the same HDR recording, side by side in one process.
+
+    .venv/bin/python benchmarks/engine_overhead.py [--seconds 3] [--reps 3] [--connections 1 100 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import trio
+
+from backends.memory.ops import noop
+from engine.metrics import new_histogram, to_us
+from engine.scenario import Scenario
+from startline.inprocess import run_in_process_async
+
+
+async def bare_loop(connections: int, seconds: float) -> float:
+    """The floor: N tasks that await the same no-op operation and record its latency in one HDR histogram."""
+    hist = new_histogram()
+    count = 0
+    end = trio.current_time() + seconds
+
+    async def one() -> None:
+        nonlocal count
+        while trio.current_time() < end:
+            t0 = trio.current_time()
+            await noop()
+            hist.record_value(to_us(trio.current_time() - t0))
+            count += 1
+
+    async with trio.open_nursery() as n:
+        for _ in range(connections):
+            n.start_soon(one)
+    return count / seconds
+
+
+async def engine(connections: int, seconds: float) -> float:
+    """The full engine: orchestrator, one worker, mix choice, phase attribution, HDR recording."""
+    sc = Scenario.from_dict(
+        {
+            "name": "overhead",
+            "workers": 1,
+            "connections_per_worker": connections,
+            "warmup_s": 0.0,
+            "measurement_s": seconds,
+            "operations": [
+                {"name": "a", "weight": 3, "call": "backends.memory.ops:noop"},
+                {"name": "b", "weight": 1, "call": "backends.memory.ops:noop"},
+            ],
+            "start": {"strategy": "scheduled", "lead_ms": 300},
+        }
+    )
+    result = await run_in_process_async(sc)
+    return result.summary["phases"]["MEASUREMENT"]["ops"] / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 100, 1000])
+    args = ap.parse_args()
+    rows = []
+    for n in args.connections:
+        eng, bare = [], []
+        for _ in range(args.reps):  # interleaved, so machine noise hits both alike
+            bare.append(trio.run(bare_loop, n, args.seconds))
+            eng.append(trio.run(engine, n, args.seconds))
+        e, b = statistics.median(eng), statistics.median(bare)
+        rows.append({"connections": n, "engine_ops_s": round(e), "bare_ops_s": round(b), "ratio": round(e / b, 3)})
+        print(f"{n:>6} connections: engine {e:>10,.0f} ops/s  bare {b:>10,.0f} ops/s  ratio {e / b:.3f}", flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
