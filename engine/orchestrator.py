@@ -29,7 +29,7 @@ from engine.model import (
 )
 from engine.ports import ControlPlane, WallClock
 from engine.scenario import OnWorkerLoss, Scenario, Strategy
-from engine.schedule import PlannedEvent, plan_events
+from engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from engine.summary import build_summary
 
 log = logging.getLogger("startline.orchestrator")
@@ -75,7 +75,20 @@ class Orchestrator:
             self._stop_reason = reason
             self._stop_requested.set()
 
-    async def run(self) -> dict[str, Any]:
+    def progress(self) -> str:
+        """One line for a progress display: status, phase and seconds to the planned end."""
+        if self.start_time is None or self.clockmap is None:
+            ready = sum(s is WorkerStatus.READY for s in self.statuses.values())
+            return f"{self.status}: {ready}/{self.scenario.workers} workers READY"
+        now = _now_local_control(self.clockmap)
+        windows = PhaseWindows.from_scenario(self.scenario, self.start_time)
+        left = max(0.0, windows.end - now)
+        return f"{self.status} {windows.phase_at(now)}, {left:.0f} s left"
+
+    async def prepare(self) -> None:
+        """Create the run (PREPARED, with the scenario) and move it to STARTING; idempotent."""
+        if self.clockmap is not None:
+            return
         sc = self.scenario
         await self.cp.create_run(
             RunState(
@@ -90,6 +103,10 @@ class Orchestrator:
         offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
         self.clockmap = ClockMap.anchor(self.clock, offset)
         await self._set_status(RunStatus.STARTING)
+
+    async def run(self) -> dict[str, Any]:
+        """Prepare (if not done), wait for READY, start, drive the schedule, collect, summarise."""
+        await self.prepare()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._touch_loop)
             if await self._wait_ready():

@@ -46,8 +46,9 @@ class Pool:
                 self._scopes.pop(max(self._scopes)).cancel()
             # Start exactly the missing number once: a connection that ends by itself at once
             # (its run is over) must not make this loop start it again forever.
-            for _ in range(n - len(self._scopes)):
-                slot = next(i for i in range(n + len(self._scopes) + 1) if i not in self._scopes)
+            missing = n - len(self._scopes)
+            free = [i for i in range(n + len(self._scopes)) if i not in self._scopes][: max(0, missing)]
+            for slot in free:
                 await self.nursery.start(self._connection, slot)
 
     async def wait_empty(self) -> None:

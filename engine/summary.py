@@ -33,22 +33,23 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
 
 
 def control_plane_block(payloads: Sequence[Mapping[str, Any]], orchestrator_queries: int) -> dict[str, Any]:
-    """Queries in all, and per worker per second while waiting for the start and while running."""
+    """Queries in all, and per worker per second while waiting (READY → release of the
+    connections) and while running (release → STOP): all workers' queries over all their seconds."""
     total = orchestrator_queries
-    waiting, running = [], []
+    sums = {"waiting": [0, 0.0], "running": [0, 0.0]}
     for p in payloads:
         cp = p.get("control_plane", {})
         q = cp.get("queries", {})
         total += sum(q.values())
-        if cp.get("waiting_s", 0) > 0:
-            waiting.append(q.get("waiting", 0) / cp["waiting_s"])
-        if cp.get("running_s", 0) > 0:
-            running.append(q.get("running", 0) / cp["running_s"])
+        for stage, acc in sums.items():
+            acc[0] += q.get(stage, 0)
+            acc[1] += cp.get(f"{stage}_s", 0.0)
 
-    def mean(xs: list[float]) -> float | None:
-        return round(sum(xs) / len(xs), 4) if xs else None
+    def rate(stage: str) -> float | None:
+        n, seconds = sums[stage]
+        return round(n / seconds, 4) if seconds > 0 else None
 
-    return {"queries": total, "per_worker_per_s_waiting": mean(waiting), "per_worker_per_s_running": mean(running)}
+    return {"queries": total, "per_worker_per_s_waiting": rate("waiting"), "per_worker_per_s_running": rate("running")}
 
 
 def worker_entry(payload: Mapping[str, Any], status: str) -> dict[str, Any]:

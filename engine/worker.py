@@ -19,7 +19,7 @@ from engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_un
 from engine.counting import CountingControlPlane
 from engine.events import WorkerView, apply_event, events_to_apply, reconcile
 from engine.metrics import Recorder, to_us
-from engine.model import ControlEvent, Heartbeat, Phase, RunState, RunStatus, WorkerResult, WorkerStatus
+from engine.model import ControlEvent, Heartbeat, Phase, RunState, RunStatus, StopReason, WorkerResult, WorkerStatus
 from engine.pool import Pool
 from engine.ports import ControlPlane, Session, Target, WallClock
 from engine.scenario import Bookkeeping, Scenario, Strategy
@@ -52,6 +52,17 @@ def single_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
+    """The run's RUN_STATUS row, once it exists (a worker may be started before its run)."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            run = await cp.read_run(run_id)
+            if run is not None:
+                return run
+            await trio.sleep(REGISTER_POLL_S)
+    raise WorkerExit("run_not_found")
 
 
 @attrs.define(eq=False)
@@ -87,6 +98,7 @@ class Worker:
     _rng: random.Random = attrs.field(init=False)
     _last_run_check: float = -math.inf
     _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
+    _wake: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
     def __attrs_post_init__(self) -> None:
         self.cp = CountingControlPlane(self.control)
@@ -165,7 +177,6 @@ class Worker:
             await self._drain(nursery)
             return
         self._mark("detect")
-        self._enter("running")
         assert self.view.start_time is not None and self.clockmap is not None
         start_trio = self.clockmap.to_trio(self.view.start_time)
         self.windows = PhaseWindows.from_scenario(sc, self.view.start_time).shifted(start_trio - self.view.start_time)
@@ -185,6 +196,7 @@ class Worker:
             if self._pool.size != self.view.target:
                 await self._pool.scale_to(self.view.target)
         self._mark("scale")
+        self._enter("running")
         if mode is Bookkeeping.DEFERRED:
             nursery.start_soon(self._bookkeeping, True)
         nursery.start_soon(self._hard_stop, self.windows.end + sc.drain_timeout_s)
@@ -304,11 +316,15 @@ class Worker:
                 seen_version = run.version
                 if self.view.stopping:
                     return
-            if push:
-                with trio.move_on_after(check_every):
-                    seen_version = await self.cp.wait_for_change(self.run_id, seen_version)
-            else:
-                await trio.sleep(self._interval(interval, sc.start.jitter_ms / 1000.0))
+            self._wake = trio.CancelScope()
+            with self._wake:
+                if push:
+                    with trio.move_on_after(check_every):
+                        seen_version = await self.cp.wait_for_change(self.run_id, seen_version)
+                else:
+                    await trio.sleep(self._interval(interval, sc.start.jitter_ms / 1000.0))
+            if self.view.stopping:
+                return
 
     async def _poll_events(self, nursery: trio.Nursery | None = None) -> None:
         batch = events_to_apply(self.view.applied, await self.cp.read_events(self.run_id, self.view.applied))
@@ -470,13 +486,13 @@ class Worker:
     # ---- bookkeeping helpers ---------------------------------------------------------------------
 
     async def _await_run_row(self) -> RunState:
-        with trio.move_on_after(self.scenario.start_timeout_s if self.scenario else 120.0):
-            while True:
-                run = await self.cp.read_run(self.run_id)
-                if run is not None:
-                    return run
-                await trio.sleep(REGISTER_POLL_S)
-        raise WorkerExit("run_not_found")
+        return await wait_for_run(self.cp, self.run_id, self.scenario.start_timeout_s if self.scenario else 120.0)
+
+    def request_drain(self) -> None:
+        """Stop as if STOP(user_requested) arrived (SIGTERM to a worker process): drain, flush, exit."""
+        if not self.view.stopping:
+            self.view = attrs.evolve(self.view, stop_reason=StopReason.USER_REQUESTED)
+        self._wake.cancel()
 
     async def _heartbeat(self) -> None:
         await self.cp.upsert_heartbeat(

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
 import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
 import click
 import trio
 from rich.console import Console
 
+from engine.model import StopReason
+from engine.ports import ControlPlaneError
 from engine.scenario import ConfigError, Scenario
 from startline.report import print_summary
+from startline.urls import Url, parse_url
 
 EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+WORKER_EXIT_GRACE_S = 30.0
+"""How long `run` waits for its worker processes after the summary before killing them."""
 
 err = Console(stderr=True)
 
 
 def fail_usage(message: str) -> NoReturn:
     """One clear line on stderr and exit code 2: bad usage or configuration."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -47,42 +56,195 @@ def main() -> None:
     type=click.Path(file_okay=False),
     default="out/run",
     show_default=True,
-    help="Directory for summary.json and logs.",
+    help="Directory for summary.json, worker logs and (by default) the SQLite files.",
 )
+@click.option("--control", default=None, help="Control-plane URL (default: the scenario's `control`).")
+@click.option("--target", default=None, help="Target URL (default: the scenario's `target`).")
+@click.option("--no-spawn", is_flag=True, help="Start no worker processes; wait for workers started elsewhere.")
 @click.option("--run-id", default=None, help="Run id (default: scenario name + random suffix).")
 @click.option("--quiet", is_flag=True, help="Print only the path of summary.json.")
-def run(config: str, out: str, run_id: str | None, quiet: bool) -> None:
+def run(
+    config: str, out: str, control: str | None, target: str | None, no_spawn: bool, run_id: str | None, quiet: bool
+) -> None:
     """Run the scenario in CONFIG and write OUT/summary.json.
+
+    With a memory control plane the workers are tasks of this process; otherwise this
+    process orchestrates and starts the scenario's `workers` as processes
+    (`startline worker ...`), logging to OUT/worker-ID.log.
 
     Exit codes: 0 done, 2 bad usage or config, 3 the run failed or was cancelled.
     """
     scenario = load_scenario(config)
-    run_id = run_id or f"{scenario.name}-{uuid.uuid4().hex[:8]}"
     out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        summary = trio.run(_run_in_process, scenario, out_dir, run_id, quiet)
+        control_url = parse_url(control or scenario.control, "control", out_dir)
+        target_url = parse_url(target or scenario.target, "target", out_dir)
     except ConfigError as exc:
         fail_usage(f"{config}: {exc}")
-    if not quiet:
-        print_summary(summary, Console(), str(out_dir / "summary.json"))
+    run_id = run_id or f"{scenario.name}-{uuid.uuid4().hex[:8]}"
+    resolved = attrs.evolve(
+        scenario,
+        control=_url_text(control or scenario.control, out_dir),
+        target=_url_text(target or scenario.target, out_dir),
+    )
+    console = Console(stderr=True, quiet=quiet)
+    try:
+        summary = trio.run(_orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console)
+    except ConfigError as exc:
+        fail_usage(f"{config}: {exc}")
+    except ControlPlaneError as exc:
+        fail_usage(f"control plane: {exc}")
+    path = str(out_dir / "summary.json")
+    if quiet:
+        click.echo(path)
     else:
-        click.echo(str(out_dir / "summary.json"))
+        print_summary(summary, Console(width=max(110, Console().width)), path)
     sys.exit(EXIT_OK if summary["status"] == "COMPLETED" else EXIT_RUN_FAILED)
 
 
-async def _run_in_process(scenario: Scenario, out: Path, run_id: str, quiet: bool) -> dict[str, Any]:
-    from backends.memory import CallableTarget
+def _url_text(text: str, out: Path) -> str:
+    return text.replace("{out}", str(out))
+
+
+async def _orchestrate(
+    scenario: Scenario, control_url: Url, target_url: Url, out: Path, run_id: str, spawn: bool, console: Console
+) -> dict[str, Any]:
+    from backends.system import SystemClock
+    from engine.orchestrator import Orchestrator
+    from startline.compose import open_control, open_target
     from startline.inprocess import run_in_process_async
 
-    target = CallableTarget.for_scenario(scenario)
-    console = Console(stderr=True, quiet=quiet)
-    total = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
-    with console.status(
-        f"running {scenario.name}: {scenario.workers} workers × "
-        f"{scenario.connections_per_worker} connections, {total:g} s"
-    ):
-        result = await run_in_process_async(scenario, target=target, out=out, run_id=run_id)
-    return result.summary
+    target = open_target(target_url, scenario)
+    if scenario.setup:
+        if not hasattr(target, "setup"):
+            raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
+        with console.status(f"setup: {len(scenario.setup)} statement(s) on the target"):
+            await target.setup(scenario.setup)
+    title = (
+        f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
+        f"{scenario.start.strategy} start"
+    )
+    if control_url.in_process:
+        with console.status(f"{title} (in process)"):
+            return (await run_in_process_async(scenario, target=target, out=out, run_id=run_id)).summary
+    orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
+    summary: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_on_signals, orchestrator)
+        await orchestrator.prepare()
+        procs = nursery if spawn else None
+        if procs is not None:
+            for i in range(scenario.workers):
+                nursery.start_soon(_worker_process, scenario, run_id, i, out)
+        with console.status(title) as status:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(_progress, orchestrator, status, title)
+                summary = await orchestrator.run()
+                inner.cancel_scope.cancel()
+        if spawn:
+            with trio.move_on_after(WORKER_EXIT_GRACE_S):
+                while _live_workers:
+                    await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return summary
+
+
+_live_workers: set[int] = set()
+
+
+async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
+    worker_id = f"w{index:03d}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "startline.cli",
+        "worker",
+        "--control",
+        scenario.control,
+        "--target",
+        scenario.target,
+        "--run-id",
+        run_id,
+        "--worker-id",
+        worker_id,
+        "--index",
+        str(index),
+    ]
+    _live_workers.add(index)
+    try:
+        with open(out / f"worker-{worker_id}.log", "wb") as log:
+            await trio.run_process(
+                cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+    finally:
+        _live_workers.discard(index)
+
+
+async def _progress(orchestrator: Any, status: Any, title: str) -> None:
+    while True:
+        await trio.sleep(0.25)
+        status.update(f"{title} — {orchestrator.progress()}")
+
+
+async def _on_signals(orchestrator: Any) -> None:
+    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            orchestrator.request_stop(StopReason.USER_REQUESTED)
+
+
+@main.command()
+@click.option("--control", required=True, help="Control-plane URL (sqlite:///..., snowflake://...).")
+@click.option("--run-id", required=True, help="The run to join.")
+@click.option("--worker-id", required=True, help="This worker's id, unique in the run.")
+@click.option("--target", default=None, help="Target URL (default: the run's scenario `target`).")
+@click.option("--index", type=int, default=0, show_default=True, help="This worker's number (keeps sequences unique).")
+@click.option("--group", default="default", show_default=True, help="Worker group (for WORKER_GROUP scaling).")
+def worker(control: str, run_id: str, worker_id: str, target: str | None, index: int, group: str) -> None:
+    """Join run RUN_ID as one worker: on this host or any other that reaches the control plane.
+
+    Exit codes: 0 completed, 2 bad usage, 3 the worker failed (see its log).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        control_url = parse_url(control, "control")
+        if control_url.in_process:
+            raise ConfigError("control", "a worker process needs a shared control plane, not memory://")
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    try:
+        payload = trio.run(_work, control_url, target, run_id, worker_id, index, group)
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    except ControlPlaneError as exc:
+        fail_usage(f"control plane: {exc}")
+    sys.exit(EXIT_OK if payload["status"] == "COMPLETED" else EXIT_RUN_FAILED)
+
+
+async def _work(
+    control_url: Url, target: str | None, run_id: str, worker_id: str, index: int, group: str
+) -> dict[str, Any]:
+    from backends.system import SystemClock
+    from engine.worker import Worker, wait_for_run
+    from startline.compose import open_control, open_target
+
+    cp = open_control(control_url)
+    run = await wait_for_run(cp, run_id)
+    scenario = Scenario.from_dict(run.scenario)
+    tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
+    w = Worker(cp, tgt, SystemClock(), run_id, worker_id, index=index, group=group, scenario=scenario)
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_term() -> None:
+                async for _ in signals:
+                    w.request_drain()
+
+            nursery.start_soon(on_term)
+            payload = await w.run()
+            nursery.cancel_scope.cancel()
+    return payload
 
 
 if __name__ == "__main__":

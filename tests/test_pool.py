@@ -54,15 +54,33 @@ def test_connections_that_finish_leave_the_pool():
             return await RecordingTarget().open_session("w", slot)
 
         async def connection(slot, session):
-            await trio.sleep(slot)
+            await trio.sleep(slot + 1)
 
         async with trio.open_nursery() as nursery:
             pool = Pool(nursery, open_session, connection)
             await pool.scale_to(3)
             assert pool.size == 3
-            await trio.sleep(1.5)
+            await trio.sleep(2.5)
             assert pool.size == 1
             await pool.wait_empty()
             assert pool.size == 0
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_scale_to_does_not_restart_connections_that_end_at_once():
+    starts = []
+
+    async def main():
+        async def open_session(slot):
+            return await RecordingTarget().open_session("w", slot)
+
+        async def connection(slot, session):
+            starts.append(slot)  # returns at once, as after the run's planned end
+
+        async with trio.open_nursery() as nursery:
+            pool = Pool(nursery, open_session, connection)
+            await pool.scale_to(4)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert sorted(starts) == [0, 1, 2, 3]

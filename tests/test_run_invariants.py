@@ -121,6 +121,7 @@ def test_scaling_schedule_reaches_each_worker_target():
             {"at_s": 1.0, "target": 5, "ramp_s": 0.4},
             {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w000"},
         ],
+        start={"strategy": "poll", "poll_interval_ms": 50},
     )
     target = RecordingTarget()
     result = run_virtual(sc, target)
