@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -43,21 +43,3 @@ class Db:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-
-def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` inside BEGIN IMMEDIATE … COMMIT (rolled back on error)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def rows(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-    cur = conn.execute(sql, params)
-    cols = [d[0] for d in cur.description or ()]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]  # type: ignore[misc]
