@@ -105,13 +105,18 @@ class SqlControlPlane:
         try:
             if not self._ready:
                 statements = [self._sql(s) for s in self.dialect.schema]
-                await self.executor.run(lambda c: [execute(c, s) for s in statements])
+                await self.executor.run(lambda c: self.create_schema(c, statements))
                 self._ready = True
             return await self.executor.run(fn)
         except ControlPlaneError:
             raise
         except self.dialect.errors as exc:
             raise ControlPlaneError(f"control plane {self.where}: {exc}") from exc
+
+    def create_schema(self, conn: Any, statements: list[str]) -> None:
+        """Create the tables if missing (idempotent); a dialect may override this."""
+        for sql in statements:
+            execute(conn, sql)
 
     def _tx(self, conn: Any, body: Callable[[Any], T]) -> T:
         execute(conn, self.dialect.begin)

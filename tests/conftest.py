@@ -1,6 +1,61 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from hypothesis import Phase, settings
 
 # Shared, noisy 2-core machines: examples are judged by what they assert, never by wall time.
 # No "explain" phase: its line tracing makes a whole simulated run crawl while a failure shrinks.
 settings.register_profile("default", deadline=None, phases=[p for p in Phase if p is not Phase.explain])
 settings.load_profile("default")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fakesnow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fakesnow server (HTTP on loopback, its own process) and a SNOWFLAKE_HOME whose
+    connections.toml names it ``fakesnow``: the real connector, no credentials needed."""
+    home = tmp_path_factory.mktemp("snowflake_home")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fakesnow", "-s", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("fakesnow server did not start") from None
+            time.sleep(0.1)
+    toml = home / "connections.toml"
+    toml.write_text(
+        "[fakesnow]\n"
+        f'account = "fakesnow"\nuser = "fake"\npassword = "snow"\nhost = "127.0.0.1"\nport = {port}\n'
+        'protocol = "http"\n'
+    )
+    toml.chmod(0o600)
+    old = os.environ.get("SNOWFLAKE_HOME")
+    os.environ["SNOWFLAKE_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if old is None:
+            os.environ.pop("SNOWFLAKE_HOME", None)
+        else:
+            os.environ["SNOWFLAKE_HOME"] = old
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,116 @@
+"""Connections, identifiers and error categories for the Snowflake backend."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from engine.scenario import ConfigError
+
+T = TypeVar("T")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+
+
+def identifier(name: str, field: str) -> str:
+    """A validated, double-quoted identifier; anything else (quotes, dots, spaces) is refused."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise ConfigError(field, f"{name!r} is not a valid identifier (letters, digits, _ and $; starts with a letter)")
+    return f'"{name}"'
+
+
+@attrs.frozen
+class SnowflakeSettings:
+    """Where to connect: a ``connections.toml`` entry, and the database and schema to use."""
+
+    connection_name: str
+    database: str = "STARTLINE"
+    schema: str = "CONTROL"
+    hybrid: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        identifier(self.database, "database")
+        identifier(self.schema, "schema")
+
+    @classmethod
+    def from_url(cls, url: Any, default_schema: str = "CONTROL") -> SnowflakeSettings:
+        opts = url.options
+        return cls(
+            url.connection,
+            opts.get("database", "STARTLINE"),
+            opts.get("schema", default_schema),
+            opts.get("hybrid", "true").lower() != "false",
+        )
+
+    def qualified(self, table: str) -> str:
+        return (
+            f"{identifier(self.database, 'database')}.{identifier(self.schema, 'schema')}.{identifier(table, 'table')}"
+        )
+
+    def connect(self, session_parameters: Mapping[str, Any] | None = None) -> Any:
+        import snowflake.connector
+
+        params = {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, **(session_parameters or {})}
+        try:
+            return snowflake.connector.connect(
+                connection_name=self.connection_name,
+                paramstyle="qmark",
+                session_parameters=params,
+                login_timeout=20,
+                network_timeout=60,
+            )
+        except snowflake.connector.errors.Error as exc:
+            raise ConnectionFailed(
+                f"cannot connect with connection {self.connection_name!r}: {safe_message(exc)}"
+            ) from None
+
+
+class ConnectionFailed(Exception):
+    """Could not open a Snowflake connection (message free of credentials)."""
+
+
+def safe_message(exc: BaseException) -> str:
+    """An error's message with anything that looks like a secret masked."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"(?i)(password|token|secret|private_key)[^,;\s]*\s*[=:]\s*\S+", r"\1=***", text)
+
+
+def error_category(exc: BaseException) -> str:
+    """Connector errors by what a benchmark reader cares about."""
+    import snowflake.connector.errors as e
+
+    if isinstance(exc, e.ProgrammingError):
+        return "sql"
+    if isinstance(exc, e.OperationalError | e.InterfaceError | ConnectionFailed):
+        return "connection"
+    if isinstance(exc, e.DatabaseError):
+        return "database"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+@attrs.define(eq=False)
+class SnowflakeExecutor:
+    """One connection, opened on first use, used by one thread at a time."""
+
+    settings: SnowflakeSettings
+    session_parameters: dict[str, Any] = attrs.Factory(dict)
+    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    _conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.settings.connect(self.session_parameters)
+        return self._conn
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        return await trio.to_thread.run_sync(lambda: fn(self._connection()), limiter=self.limiter)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await trio.to_thread.run_sync(conn.close, limiter=self.limiter)
