@@ -91,16 +91,26 @@ def run(
     console = Console(stderr=True, quiet=quiet)
     try:
         summary = trio.run(_orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console)
-    except ConfigError as exc:
-        fail_usage(f"{config}: {exc}")
-    except ControlPlaneError as exc:
-        fail_usage(f"control plane: {exc}")
+    except Exception as exc:
+        _fail_known(exc, config)
+        raise
     path = str(out_dir / "summary.json")
     if quiet:
         click.echo(path)
     else:
         print_summary(summary, Console(width=max(110, Console().width)), path)
     sys.exit(EXIT_OK if summary["status"] == "COMPLETED" else EXIT_RUN_FAILED)
+
+
+def _fail_known(exc: BaseException, config: str | None) -> None:
+    """Bad configuration or an unreachable control plane: one line, exit 2 (Trio may wrap it)."""
+    from engine.worker import single_leaf
+
+    leaf = single_leaf(exc)
+    if isinstance(leaf, ConfigError):
+        fail_usage(f"{config}: {leaf}" if config else str(leaf))
+    if isinstance(leaf, ControlPlaneError):
+        fail_usage(f"control plane: {leaf}")
 
 
 def _url_text(text: str, out: Path) -> str:
@@ -215,10 +225,9 @@ def worker(control: str, run_id: str, worker_id: str, target: str | None, index:
         fail_usage(str(exc))
     try:
         payload = trio.run(_work, control_url, target, run_id, worker_id, index, group)
-    except ConfigError as exc:
-        fail_usage(str(exc))
-    except ControlPlaneError as exc:
-        fail_usage(f"control plane: {exc}")
+    except Exception as exc:
+        _fail_known(exc, None)
+        raise
     sys.exit(EXIT_OK if payload["status"] == "COMPLETED" else EXIT_RUN_FAILED)
 
 

@@ -29,8 +29,11 @@ def fakesnow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     connections.toml names it ``fakesnow``: the real connector, no credentials needed."""
     home = tmp_path_factory.mktemp("snowflake_home")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakesnow", "-s", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakesnow", "-s", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -56,16 +59,31 @@ class SnowflakeSettings:
         params = {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, **(session_parameters or {})}
         try:
             return snowflake.connector.connect(
-                connection_name=self.connection_name,
+                **connection_kwargs(self.connection_name),
                 paramstyle="qmark",
                 session_parameters=params,
-                login_timeout=20,
+                login_timeout=10,
                 network_timeout=60,
             )
         except snowflake.connector.errors.Error as exc:
             raise ConnectionFailed(
                 f"cannot connect with connection {self.connection_name!r}: {safe_message(exc)}"
             ) from None
+
+
+def connection_kwargs(name: str) -> dict[str, Any]:
+    """The ``[name]`` entry of ``$SNOWFLAKE_HOME/connections.toml`` (default ``~/.snowflake``), read
+    now rather than when the connector was imported; else the connector's own lookup by name."""
+    home = Path(os.environ.get("SNOWFLAKE_HOME") or Path.home() / ".snowflake")
+    path = home / "connections.toml"
+    if path.is_file():
+        try:
+            entries = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("control", f"cannot read {path}: {exc}") from None
+        if isinstance(entries.get(name), dict):
+            return dict(entries[name])
+    return {"connection_name": name}
 
 
 class ConnectionFailed(Exception):

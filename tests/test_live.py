@@ -1,0 +1,246 @@
+"""Live backends with real parts: SQLite files, worker processes, and the real Snowflake
+connector talking HTTP to a fakesnow server on loopback."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from backends.snowflake import SnowflakeControlPlane, SnowflakeTarget
+from backends.snowflake.conn import SnowflakeSettings
+from engine.model import ControlEvent, Phase, RunState, RunStatus
+from engine.ports import ControlPlaneError
+from engine.scenario import ConfigError, Scenario
+from startline.inprocess import run_in_process_async
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LIVE = """
+name = "live"
+workers = 2
+connections_per_worker = 2
+warmup_s = 0.5
+measurement_s = 1.5
+heartbeat_s = 0.5
+control = "sqlite:///{out}/control.db"
+target = "sqlite:///{out}/data.db"
+setup = [\"\"\"
+  DROP TABLE IF EXISTS kv;
+  CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) INSERT INTO kv SELECT i, 0 FROM n;
+\"\"\"]
+
+[start]
+strategy = "scheduled"
+lead_ms = 1500
+
+[[operations]]
+name = "read"
+weight = 3
+sql = "SELECT v FROM kv WHERE k = :k"
+params.k = { type = "int", min = 1, max = 500 }
+
+[[operations]]
+name = "write"
+weight = 1
+sql = "UPDATE kv SET v = v + 1 WHERE k = :k"
+params.k = { type = "int", min = 1, max = 500 }
+
+[[schedule]]
+at_s = 1.0
+target = 3
+"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "startline.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=240
+    )
+
+
+def _check_multiprocess_run(out: Path, proc: subprocess.CompletedProcess[str], control: Path | None) -> dict:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "COMPLETED"
+    assert [w["status"] for w in summary["workers"]] == ["COMPLETED", "COMPLETED"]
+    assert summary["start"]["connections"] == 4
+    for wid in ("w000", "w001"):
+        assert (out / f"worker-{wid}.log").exists()
+    if control is not None:
+        db = sqlite3.connect(control)
+        seqs = [s for (s,) in db.execute("SELECT SEQUENCE_ID FROM RUN_CONTROL_EVENTS ORDER BY SEQUENCE_ID")]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 4  # START, MEASUREMENT, target, STOP
+        payloads = [json.loads(p) for (p,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS")]
+        assert len(payloads) == 2
+        measured = sum(p["metrics"]["ops"].get("MEASUREMENT", 0) for p in payloads)
+        assert summary["phases"]["MEASUREMENT"]["ops"] == measured > 0
+        assert all(p["applied_events"] == seqs for p in payloads)
+    return summary
+
+
+def test_multiprocess_run_on_sqlite(tmp_path):
+    (tmp_path / "live.toml").write_text(LIVE)
+    out = tmp_path / "out"
+    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(out))
+    _check_multiprocess_run(out, proc, out / "control.db")
+
+
+def test_multiprocess_run_with_the_control_plane_on_fakesnow(tmp_path, fakesnow_home):
+    (tmp_path / "live.toml").write_text(LIVE)
+    out = tmp_path / "out"
+    proc = cli(
+        "run",
+        str(tmp_path / "live.toml"),
+        "--out",
+        str(out),
+        "--control",
+        f"snowflake://fakesnow?database=LIVE_{tmp_path.name[-6:].upper().replace('-', '_')}",
+    )
+    summary = _check_multiprocess_run(out, proc, None)
+    assert summary["phases"]["MEASUREMENT"]["ops"] > 0
+
+
+async def test_snowflake_control_plane_protocol(fakesnow_home):
+    cp = SnowflakeControlPlane(SnowflakeSettings("fakesnow", database="PROTO"))
+    await cp.create_run(RunState("r1", RunStatus.PREPARED, Phase.PREPARING, worker_target=2, scenario={"x": 1}))
+    with pytest.raises(ControlPlaneError, match="exists already"):
+        await cp.create_run(RunState("r1", RunStatus.PREPARED, Phase.PREPARING))
+    assert await cp.update_run("r1", expect_status=RunStatus.STARTING, status=RunStatus.RUNNING) is None
+    run = await cp.update_run("r1", expect_status=RunStatus.PREPARED, status=RunStatus.RUNNING, start_time_now=True)
+    assert run is not None and run.status is RunStatus.RUNNING and run.start_time == run.updated_at
+    now = await cp.server_time()
+    assert abs(now - run.start_time) < 60
+    await cp.append_event(ControlEvent("r1", 1, "START", at=run.start_time, target=2))
+    with pytest.raises(ControlPlaneError, match="does not follow"):
+        await cp.append_event(ControlEvent("r1", 3, "STOP", reason="completed"))
+    await cp.append_event(ControlEvent("r1", 2, "SET_PHASE", phase="MEASUREMENT"))
+    assert [e.sequence_id for e in await cp.read_events("r1", 0)] == [1, 2]
+    assert (await cp.read_run("r1")).last_sequence_id == 2
+    from engine.model import Heartbeat, WorkerResult, WorkerStatus
+
+    await cp.upsert_heartbeat(Heartbeat("r1", "w0", WorkerStatus.READY))
+    await cp.mark_worker("r1", "w0", WorkerStatus.DEAD)
+    await cp.upsert_heartbeat(Heartbeat("r1", "w0", WorkerStatus.RUNNING))  # late beat: stays DEAD
+    (hb,) = await cp.read_heartbeats("r1")
+    assert hb.status is WorkerStatus.DEAD and hb.heartbeat_count == 2
+    await cp.upsert_result(WorkerResult("r1", "w0", WorkerStatus.RUNNING, {"a": 1}))
+    await cp.upsert_result(WorkerResult("r1", "w0", WorkerStatus.COMPLETED, {"a": 2}))
+    (res,) = await cp.read_results("r1")
+    assert res.status is WorkerStatus.COMPLETED and res.payload == {"a": 2}
+    await cp.append_snapshot("r1", "w0", {"intervals": [{"interval": 0, "ops": 3, "errors": 0}]})
+    assert (await cp.read_snapshots("r1"))[0][1]["intervals"][0]["ops"] == 3
+    await cp.close()
+
+
+async def test_phase_change_is_visible_in_the_query_tag(fakesnow_home):
+    settings = SnowflakeSettings("fakesnow", database="TAGS", schema="PUBLIC")
+    target = SnowflakeTarget(settings)
+    await target.setup(
+        [
+            'CREATE DATABASE IF NOT EXISTS "TAGS"',
+            'CREATE SCHEMA IF NOT EXISTS "TAGS"."PUBLIC"',
+            'CREATE TABLE IF NOT EXISTS "TAGS"."PUBLIC".T (K INTEGER, V INTEGER)',
+        ]
+    )
+    sessions = []
+
+    class Keeping:  # the real target, keeping its sessions for inspection
+        async def open_session(self, worker_id, index):
+            s = await target.open_session(worker_id, index)
+            sessions.append(s)
+            return s
+
+        def error_category(self, exc):
+            return target.error_category(exc)
+
+    sc = Scenario.from_dict(
+        {
+            "name": "tags",
+            "workers": 1,
+            "connections_per_worker": 1,
+            "warmup_s": 0.6,
+            "measurement_s": 0.6,
+            "start": {"strategy": "poll", "poll_interval_ms": 20},
+            "operations": [
+                {
+                    "name": "q",
+                    "sql": 'SELECT COUNT(*) FROM "TAGS"."PUBLIC".T WHERE K = :k',
+                    "params": {"k": {"type": "int", "min": 1, "max": 5}},
+                }
+            ],
+        }
+    )
+    result = await run_in_process_async(sc, target=Keeping(), run_id="tag-run")
+    assert result.summary["status"] == "COMPLETED"
+    (session,) = sessions
+    tags = [json.loads(s.split(" [", 1)[1][:-1]) for s in session.issued]
+    assert [t["phase"] for t in tags][:2] == ["WARMUP", "MEASUREMENT"]
+    assert all(t["run_id"] == "tag-run" and t["worker_id"] == "w000" for t in tags)
+    assert all(s.startswith("ALTER SESSION SET QUERY_TAG = ?") for s in session.issued)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--control", "postgres://x"], "unknown scheme"),
+        (["--control", "sqlite:/nope"], "not a URL"),
+        (["--control", "sqlite:///no/such/dir/run.db"], "does not exist"),
+        (["--target", "sqlite:////no/such/dir/data.db"], "does not exist"),
+        (["--control", "snowflake://fakesnow?database=bad;drop"], "not a valid identifier"),
+        (["--control", "snowflake://fakesnow?schema=x%22y"], "not a valid identifier"),
+    ],
+)
+def test_bad_urls_and_identifiers_exit_2_with_one_line(tmp_path, args, needle):
+    (tmp_path / "live.toml").write_text(LIVE)
+    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(tmp_path / "out"), *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_snowflake_exits_2_with_one_line(tmp_path, fakesnow_home):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "connections.toml").write_text(
+        '[dead]\naccount = "x"\nuser = "u"\npassword = "SENTINEL-PASSWORD"\nhost = "127.0.0.1"\nport = 9\n'
+        'protocol = "http"\n'
+    )
+    (home / "connections.toml").chmod(0o600)
+    (tmp_path / "live.toml").write_text(LIVE)
+    env_cmd = [
+        sys.executable,
+        "-m",
+        "startline.cli",
+        "run",
+        str(tmp_path / "live.toml"),
+        "--out",
+        str(tmp_path / "out"),
+        "--control",
+        "snowflake://dead",
+    ]
+    import os
+
+    proc = subprocess.run(
+        env_cmd, capture_output=True, text=True, cwd=ROOT, timeout=240, env={**os.environ, "SNOWFLAKE_HOME": str(home)}
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0], proc.stderr
+    assert "SENTINEL-PASSWORD" not in proc.stderr + proc.stdout
+
+
+def test_identifiers_are_validated_before_any_sql():
+    for bad in ('a"b', "a.b", "1abc", "", "a b", "x;drop"):
+        with pytest.raises(ConfigError):
+            SnowflakeSettings("c", database=bad)
+    assert SnowflakeSettings("c", database="Ok_1$").qualified("RUN_STATUS") == '"Ok_1$"."CONTROL"."RUN_STATUS"'
+
+
+_ = trio
