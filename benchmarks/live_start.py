@@ -1,0 +1,126 @@
+"""Live start precision and control-plane cost on this machine: SQLite control plane and
+target, W worker processes × C connections, N runs per strategy, side by side.
+
+    .venv/bin/python benchmarks/live_start.py [--runs 20] [--workers 8] [--connections 4] [--out out/bench-live]
+
+Per strategy: lag p50/p99 over every initial connection of every run, skew p50/p99 over
+runs, and control-plane queries per worker per second while waiting and while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.schedule import percentile
+
+STRATEGIES = {
+    "scheduled": {"strategy": "scheduled", "lead_ms": 2500},
+    "poll-50ms-parallel-prespawn": {
+        "strategy": "poll",
+        "poll_interval_ms": 50,
+        "bookkeeping": "parallel",
+        "prespawn": True,
+    },
+    "seed-legacy": {"strategy": "seed-legacy"},
+}
+
+
+def scenario_toml(start: dict, workers: int, connections: int) -> str:
+    start_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in start.items())
+    return f"""
+name = "bench-live"
+workers = {workers}
+connections_per_worker = {connections}
+warmup_s = 0
+measurement_s = 3
+control = "sqlite:///{{out}}/control.db"
+target = "sqlite:///{{out}}/data.db"
+setup = ['''DROP TABLE IF EXISTS kv; CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO kv SELECT i, 0 FROM n;''']
+
+[start]
+{start_lines}
+
+[[operations]]
+name = "read"
+sql = "SELECT v FROM kv WHERE k = :k"
+params.k = {{ type = "int", min = 1, max = 1000 }}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--out", default="out/bench-live")
+    ap.add_argument("--only", nargs="*", default=None, help="Strategies to run (default: all).")
+    args = ap.parse_args()
+    root = Path(args.out)
+    results: dict[str, dict] = {name: {"lags": [], "skews": [], "waiting": [], "running": []} for name in STRATEGIES}
+    for run in range(args.runs):
+        for name, start in STRATEGIES.items():  # interleaved
+            if args.only and name not in args.only:
+                continue: machine noise hits every strategy alike
+            out = root / name / f"run{run:02d}"
+            out.mkdir(parents=True, exist_ok=True)
+            cfg = out / "scenario.toml"
+            cfg.write_text(scenario_toml(start, args.workers, args.connections))
+            proc = subprocess.run(
+                [sys.executable, "-m", "startline.cli", "run", str(cfg), "--out", str(out), "--quiet"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if proc.returncode != 0:
+                print(f"{name} run {run}: exit {proc.returncode}: {proc.stderr[-500:]}", file=sys.stderr)
+                continue
+            import sqlite3
+
+            summary = json.loads((out / "summary.json").read_text())
+            db = sqlite3.connect(out / "control.db")
+            for (payload,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS"):
+                p = json.loads(payload)
+                n = p["initial_target"]
+                results[name]["lags"].extend(
+                    (t - summary["start_time"]) * 1000 for s, t in p["first_query"].items() if int(s) < n
+                )
+            r = results[name]
+            r["skews"].append(summary["start"]["skew_ms"])
+            r["waiting"].append(summary["control_plane"]["per_worker_per_s_waiting"])
+            r["running"].append(summary["control_plane"]["per_worker_per_s_running"])
+        print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+    rows = []
+    for name, r in results.items():
+        if not r["skews"]:
+            continue
+        rows.append(
+            {
+                "strategy": name,
+                "runs": len(r["skews"]),
+                "connections": len(r["lags"]),
+                "lag_p50_ms": round(percentile(r["lags"], 50), 2),
+                "lag_p99_ms": round(percentile(r["lags"], 99), 2),
+                "skew_p50_ms": round(percentile(r["skews"], 50), 2),
+                "skew_p99_ms": round(percentile(r["skews"], 99), 2),
+                "cp_per_worker_s_waiting": round(statistics.mean(r["waiting"]), 2),
+                "cp_per_worker_s_running": round(statistics.mean(r["running"]), 2),
+            }
+        )
+    print("| strategy | runs | lag p50 ms | lag p99 ms | skew p50 ms | skew p99 ms | cp q/worker/s waiting | running |")
+    print("|---|---|---|---|---|---|---|---|")
+    for x in rows:
+        print(
+            f"| {x['strategy']} | {x['runs']} | {x['lag_p50_ms']} | {x['lag_p99_ms']} | {x['skew_p50_ms']} | "
+            f"{x['skew_p99_ms']} | {x['cp_per_worker_s_waiting']} | {x['cp_per_worker_s_running']} |"
+        )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
