@@ -64,9 +64,9 @@ def main() -> None:
     root = Path(args.out)
     results: dict[str, dict] = {name: {"lags": [], "skews": [], "waiting": [], "running": []} for name in STRATEGIES}
     for run in range(args.runs):
-        for name, start in STRATEGIES.items():  # interleaved
+        for name, start in STRATEGIES.items():  # interleaved: machine noise hits every strategy alike
             if args.only and name not in args.only:
-                continue: machine noise hits every strategy alike
+                continue
             out = root / name / f"run{run:02d}"
             out.mkdir(parents=True, exist_ok=True)
             cfg = out / "scenario.toml"

@@ -67,11 +67,7 @@ class ClockMap:
         return self.trio_anchor + (control_time - self.control_anchor)
 
 
-SPIN_S = 0.003
-"""How long before a start instant a live worker stops sleeping and spins (the OS wakes us late)."""
-
-
-async def sleep_until_precisely(deadline: float, spin_s: float = SPIN_S) -> None:
+async def sleep_until_precisely(deadline: float, spin_s: float) -> None:
     """``trio.sleep_until`` that, on the system clock, spins the last ``spin_s`` (yielding
     to other tasks each pass) since an OS timer wakes a process a millisecond or two late.
     Under a ``MockClock`` it is a plain ``sleep_until``: virtual time is exact."""

@@ -108,6 +108,10 @@ class StartOptions:
     prespawn: bool = attrs.field(default=True, validator=_bool)
     lead_ms: float = attrs.field(default=2000.0, validator=_num(0, 3_600_000, lo_open=True))
     offset_samples: int = attrs.field(default=8, validator=_count(1, 1000))
+    spin_ms: float = attrs.field(default=0.0, validator=_num(0, 1000))
+    """``scheduled``: spin (yielding) the last ``spin_ms`` before the start instant instead of
+    sleeping, since an OS timer wakes a process late. Helps where cores are idle; hurts when
+    worker processes outnumber cores (they spin against each other)."""
 
     @property
     def kind(self) -> Strategy:

@@ -191,7 +191,7 @@ class Worker:
             if not prespawn:
                 await self._pool.scale_to(self.view.target)
             if strategy is Strategy.SCHEDULED:
-                await sleep_until_precisely(start_trio)
+                await sleep_until_precisely(start_trio, sc.start.spin_ms / 1000.0)
             self._go.set()
             if self._pool.size != self.view.target:
                 await self._pool.scale_to(self.view.target)
