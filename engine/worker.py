@@ -83,6 +83,7 @@ class Worker:
     view: WorkerView = attrs.field(init=False)
     recorder: Recorder = attrs.Factory(Recorder)
     marks: dict[str, float] = attrs.Factory(dict)
+    trio_marks: dict[str, float] = attrs.Factory(dict)  # the same marks on this process's trio clock
     first_query: dict[int, float] = attrs.Factory(dict)
     applied_events: list[int] = attrs.Factory(list)
     offset: OffsetEstimate | None = None
@@ -537,6 +538,7 @@ class Worker:
         self.stage_started[stage] = trio.current_time()
 
     def _mark(self, name: str) -> None:
+        self.trio_marks[name] = trio.current_time()
         if self.clockmap is not None:
             self.marks[name] = self.clockmap.to_control(trio.current_time())
 

@@ -1,0 +1,192 @@
+"""Run a scenario on the simulated backend under ``MockClock(autojump_threshold=0)`` with
+Trio's scheduler seeded: the same seed gives byte-identical results. Ground truth (true
+lag, skew, detection delay, clock offsets) is reported beside each worker's estimates."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from backends.memory import MemoryStore, TrioWallClock
+from backends.memory.clock import EPOCH_2026
+from engine.model import RunStatus
+from engine.orchestrator import Orchestrator
+from engine.scenario import Scenario
+from engine.schedule import percentile
+from engine.worker import Worker
+from simulate.backend import SimControlPlane, SimTarget
+from simulate.models import Profile, rng_for
+
+
+def host_clock(profile: Profile, seed: int, host: str) -> TrioWallClock:
+    """A host's wall clock: offset uniform in ±clock_spread_ms, drift uniform in ±drift_ppm."""
+    rng = rng_for(seed, host, "clock", 0)
+    spread, drift = profile.clock_spread_ms, profile.drift_ppm
+    return TrioWallClock(
+        EPOCH_2026, offset_s=rng.uniform(-spread, spread) / 1000.0, drift_ppm=rng.uniform(-drift, drift)
+    )
+
+
+def _seed_trio_scheduler(seed: int) -> None:
+    """Trio shuffles each batch of runnable tasks with a module-level Random: seed it."""
+    import trio._core._run as run_module
+
+    run_module._r.seed(seed)
+
+
+def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
+    """One run on virtual time; returns truth and estimates for the start path."""
+    scenario = attrs.evolve(scenario, seed=seed)
+    _seed_trio_scheduler(seed)
+    random.seed(seed)
+    truth_clock = TrioWallClock(EPOCH_2026)
+    commits: list[float] = []
+
+    async def main() -> dict[str, Any]:
+        store = MemoryStore(truth_clock)
+        target = SimTarget(profile, seed)
+
+        ocp = SimControlPlane(store, profile, seed, "orchestrator")
+        update = ocp.__getattr__("update_run")
+
+        async def update_run(*args: Any, **kwargs: Any) -> Any:
+            result = await update(*args, **kwargs)
+            if kwargs.get("status") is RunStatus.RUNNING and result is not None:
+                commits.append(result.updated_at)
+            return result
+
+        orchestrator = Orchestrator(
+            _Patched(ocp, {"update_run": update_run}), host_clock(profile, seed, "orch"), scenario, "sim"
+        )
+        workers = [
+            Worker(
+                SimControlPlane(store, profile, seed, f"w{i:03d}"),
+                target,
+                host_clock(profile, seed, f"w{i:03d}"),
+                "sim",
+                f"w{i:03d}",
+                index=i,
+                scenario=scenario,
+            )
+            for i in range(scenario.workers)
+        ]
+        summary: dict[str, Any] = {}
+
+        async def orchestrate() -> None:
+            summary.update(await orchestrator.run())
+
+        async with trio.open_nursery() as nursery:
+            for w in workers:
+                nursery.start_soon(w.run)
+            nursery.start_soon(orchestrate)
+        return _measure(summary, workers, target, commits, scenario)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@attrs.define(eq=False)
+class _Patched:
+    inner: Any
+    overrides: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        return self.overrides.get(name) or getattr(self.inner, name)
+
+
+def _measure(
+    summary: Mapping[str, Any], workers: Sequence[Worker], target: SimTarget, commits: list[float], scenario: Scenario
+) -> dict[str, Any]:
+    start = summary["start_time"]
+    commit = commits[0] if commits else None
+    true_first = [
+        EPOCH_2026 + t
+        for w in workers
+        for s, t in target.first_issue.get(w.worker_id, {}).items()
+        if s < scenario.connections_per_worker
+    ]
+    lags = [(t - start) * 1000.0 for t in true_first]
+    detect = [
+        (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0
+        for w in workers
+        if "detect" in w.trio_marks and commit is not None
+    ]
+    offsets_err = [
+        abs(w.offset.offset_s - (-w.clock.offset_s)) * 1000.0
+        for w in workers
+        if w.offset is not None  # type: ignore[attr-defined]
+    ]
+    return {
+        "status": summary["status"],
+        "true": {
+            "lag_ms": _block(lags),
+            "skew_ms": (max(true_first) - min(true_first)) * 1000.0 if true_first else None,
+            "detection_ms": _block(detect),
+            "offset_error_ms": _block(offsets_err),
+        },
+        "measured": {"start": summary["start"], "control_plane": summary["control_plane"]},
+    }
+
+
+def _block(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"min": min(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "max": max(xs)}
+
+
+def over_seeds(values: list[float | None]) -> dict[str, float] | None:
+    """A figure as a distribution over the seeds: p50, p99, max."""
+    xs = [x for x in values if x is not None]
+    if not xs:
+        return None
+    return {"p50": round(percentile(xs, 50), 4), "p99": round(percentile(xs, 99), 4), "max": round(max(xs), 4)}
+
+
+def simulate_many(scenario: Scenario, profile: Profile, seeds: Sequence[int]) -> dict[str, Any]:
+    """Runs over ``seeds`` and the DESIGN.md JSON: start and control_plane as distributions."""
+    return aggregate([simulate_once(scenario, profile, s) | {"seed": s} for s in seeds], scenario, profile)
+
+
+def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) -> dict[str, Any]:
+    seeds = [r["seed"] for r in runs]
+    t = [r["true"] for r in runs]
+    cp = [r["measured"]["control_plane"] for r in runs]
+    return {
+        "runs": len(runs),
+        "seeds": list(seeds),
+        "start": {
+            "lag_ms": {
+                k: over_seeds([x["lag_ms"][k] if x["lag_ms"] else None for x in t])
+                for k in ("min", "p50", "p99", "max")
+            },
+            "skew_ms": over_seeds([x["skew_ms"] for x in t]),
+            "detection_ms": {
+                k: over_seeds([x["detection_ms"][k] if x["detection_ms"] else None for x in t]) for k in ("p50", "max")
+            },
+            "offset_error_ms": over_seeds([x["offset_error_ms"]["max"] if x["offset_error_ms"] else None for x in t]),
+            "measured_lag_ms": {
+                k: over_seeds(
+                    [r["measured"]["start"]["lag_ms"][k] if r["measured"]["start"]["lag_ms"] else None for r in runs]
+                )
+                for k in ("p50", "max")
+            },
+            "measured_skew_ms": over_seeds([r["measured"]["start"]["skew_ms"] for r in runs]),
+        },
+        "control_plane": {
+            "per_worker_per_s_waiting": over_seeds([c["per_worker_per_s_waiting"] for c in cp]),
+            "per_worker_per_s_running": over_seeds([c["per_worker_per_s_running"] for c in cp]),
+        },
+        "statuses": _count(r["status"] for r in runs),
+        "config": {"scenario": scenario.to_dict(), "profile": attrs.asdict(profile)},
+    }
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
