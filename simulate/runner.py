@@ -120,6 +120,25 @@ def _measure(
         for w in workers
         if w.offset is not None  # type: ignore[attr-defined]
     ]
+    per_worker = []
+    for w in workers:
+        firsts = target.first_issue.get(w.worker_id, {})
+        per_worker.append(
+            {
+                "worker_id": w.worker_id,
+                "true_offset_ms": -w.clock.offset_s * 1000.0,  # type: ignore[attr-defined]
+                "estimated_offset_ms": None if w.offset is None else w.offset.offset_s * 1000.0,
+                "lowest_rtt_ms": None if w.offset is None else w.offset.rtt_s * 1000.0,
+                "detection_ms": None
+                if "detect" not in w.trio_marks or commit is None
+                else (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0,
+                "true_lag_ms": [
+                    (EPOCH_2026 + t - start) * 1000.0
+                    for s, t in sorted(firsts.items())
+                    if s < scenario.connections_per_worker
+                ],
+            }
+        )
     return {
         "status": summary["status"],
         "true": {
@@ -129,6 +148,9 @@ def _measure(
             "offset_error_ms": _block(offsets_err),
         },
         "measured": {"start": summary["start"], "control_plane": summary["control_plane"]},
+        "workers": per_worker,
+        "commit_time": commit,
+        "start_time": start,
     }
 
 

@@ -1,0 +1,183 @@
+"""The simulated backend: determinism, the detection bounds of each strategy, clock offsets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.scenario import Scenario
+from simulate.models import Latency, Profile
+from simulate.runner import simulate_once
+from startline.cli import START_PATH_SCENARIO
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOAT_MS = 1e-3  # epoch seconds near 1.8e9 resolve to ~0.24 µs: differences below 1 µs are float noise
+
+
+def profile(read: tuple[float, float], write: tuple[float, float] = (5, 20), spread_ms: float = 0.0) -> Profile:
+    r = {"type": "uniform", "lo_ms": read[0], "hi_ms": read[1]}
+    w = {"type": "uniform", "lo_ms": write[0], "hi_ms": write[1]}
+    return Profile.from_dict(
+        {
+            "name": "t",
+            "clock_spread_ms": spread_ms,
+            "control": {
+                "status_read": r,
+                "event_read": r,
+                "server_time": r,
+                "status_update": w,
+                "event_insert": w,
+                "heartbeat_merge": w,
+                "results_insert": w,
+                "other": w,
+            },
+            "target": {"type": "uniform", "lo_ms": 1, "hi_ms": 10},
+        }
+    )
+
+
+def start_path(workers: int, **start) -> Scenario:
+    return Scenario.from_dict({**START_PATH_SCENARIO, "workers": workers, "connections_per_worker": 2, "start": start})
+
+
+def test_same_seed_same_bytes():
+    sc, prof = start_path(4, strategy="poll", jitter_ms=20), profile((10, 80), spread_ms=3)
+    a = json.dumps(simulate_once(sc, prof, 7), sort_keys=True)
+    b = json.dumps(simulate_once(sc, prof, 7), sort_keys=True)
+    assert a == b
+    assert a != json.dumps(simulate_once(sc, prof, 8), sort_keys=True)
+
+
+sim_settings = settings(max_examples=15)
+
+
+@sim_settings
+@given(
+    lo=st.integers(1, 100),
+    extra=st.integers(0, 150),
+    poll_ms=st.integers(10, 500),
+    workers=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+def test_poll_detects_within_one_poll_period_plus_the_worst_status_read(lo, extra, poll_ms, workers, seed):
+    hi = lo + extra
+    result = simulate_once(start_path(workers, strategy="poll", poll_interval_ms=poll_ms), profile((lo, hi)), seed)
+    period_ms = poll_ms + hi  # the loop: one read, then the interval
+    for w in result["workers"]:
+        assert 0 <= w["detection_ms"] <= period_ms + hi + FLOAT_MS, w
+
+
+@sim_settings
+@given(lo=st.integers(1, 100), extra=st.integers(0, 150), workers=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_seed_legacy_detects_within_its_loops_worst_period_plus_the_worst_status_read(lo, extra, workers, seed):
+    hi, write_hi = lo + extra, 20
+    result = simulate_once(start_path(workers, strategy="seed-legacy"), profile((lo, hi), (5, write_hi)), seed)
+    # The loop: status read, (once a second) event read and heartbeat inline, 200 ms sleep.
+    period_ms = hi + hi + write_hi + 200
+    for w in result["workers"]:
+        assert 0 <= w["detection_ms"] <= period_ms + hi + FLOAT_MS, w
+
+
+@sim_settings
+@given(
+    lo=st.integers(1, 60),
+    extra=st.integers(0, 60),
+    poll_ms=st.integers(20, 400),
+    workers=st.integers(1, 6),
+    spread=st.floats(0, 50),
+    seed=st.integers(0, 10_000),
+)
+def test_scheduled_lag_and_skew_are_bounded_by_the_clock_error_alone(lo, extra, poll_ms, workers, spread, seed):
+    hi = lo + extra
+    # Lead longer than the worst detection plus the bookkeeping and the orchestrator's own writes.
+    lead = poll_ms + 4 * hi + 4 * 20 + 2 * spread + 50
+    sc = start_path(workers, strategy="scheduled", poll_interval_ms=poll_ms, lead_ms=lead)
+    result = simulate_once(sc, profile((lo, hi), spread_ms=spread), seed)
+    errors = []
+    for w in result["workers"]:
+        err = w["estimated_offset_ms"] - w["true_offset_ms"]  # the only thing left between release and truth
+        errors.append(err)
+        for lag in w["true_lag_ms"]:
+            assert abs(lag + err) < FLOAT_MS, (lag, err)
+    lags = [lag for w in result["workers"] for lag in w["true_lag_ms"]]
+    assert max(lags) - min(lags) <= max(errors) - min(errors) + FLOAT_MS
+
+
+@sim_settings
+@given(lo=st.integers(0, 100), extra=st.integers(0, 200), spread=st.floats(0, 100), seed=st.integers(0, 10_000))
+def test_offset_estimate_is_within_half_the_lowest_round_trip_of_the_truth(lo, extra, spread, seed):
+    result = simulate_once(start_path(3, strategy="poll"), profile((lo, lo + extra), spread_ms=spread), seed)
+    for w in result["workers"]:
+        assert abs(w["estimated_offset_ms"] - w["true_offset_ms"]) <= w["lowest_rtt_ms"] / 2 + FLOAT_MS, w
+
+
+def test_latency_models_sample_within_their_bounds():
+    import random
+
+    rng = random.Random(1)
+    mix = Latency.parse(
+        {
+            "type": "mixture",
+            "components": [
+                {"weight": 9, "model": {"type": "uniform", "lo_ms": 50, "hi_ms": 150}},
+                {"weight": 1, "model": {"type": "uniform", "lo_ms": 1000, "hi_ms": 3000}},
+            ],
+        },
+        "m",
+    )
+    xs = [mix.sample(rng) for _ in range(2000)]
+    assert all(0.05 <= x <= 3.0 for x in xs)
+    assert 0.05 < sum(x > 1 for x in xs) / len(xs) < 0.15
+    ln = Latency.parse({"type": "lognormal", "p50_ms": 10, "p99_ms": 100}, "l")
+    ys = sorted(ln.sample(rng) for _ in range(4000))
+    assert 0.008 < ys[2000] < 0.012
+    assert 0.07 < ys[3960] < 0.14
+
+
+def test_simulate_cli_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "sim.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "startline.cli",
+            "simulate",
+            "--profile",
+            "seed",
+            "--strategy",
+            "seed-legacy",
+            "--workers",
+            "3",
+            "--seeds",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "skew ms" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["runs"] == 3
+    assert set(data["start"]["lag_ms"]["p50"]) == {"p50", "p99", "max"}
+    assert set(data["control_plane"]) == {"per_worker_per_s_waiting", "per_worker_per_s_running"}
+
+
+def test_unknown_profile_exits_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "startline.cli", "simulate", "--profile", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
