@@ -96,16 +96,18 @@ class OnWorkerLoss(enum.StrEnum):
 class StartOptions:
     """How workers learn that the run started and how fast they get going.
 
-    ``poll_interval_ms`` defaults by strategy (poll: 50 ms; scheduled: 1000 ms,
-    since the lead time, not the poll, sets the start instant). ``seed-legacy``
-    ignores every option: it is the seed's loop as written.
+    Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 1000 ms (the
+    lead time, not the poll, sets the start instant); seed-legacy 200 ms (its loop's sleep).
+    ``bookkeeping``: sequential for seed-legacy, else parallel. ``prespawn``: off for
+    seed-legacy, else on. Unset, ``seed-legacy`` is the seed's loop as written; setting one
+    option tries one of the seed's recommendations alone.
     """
 
     strategy: str = attrs.field(default=Strategy.SCHEDULED.value, validator=_one_of(Strategy))
     poll_interval_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(1, 3_600_000)))
     jitter_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
-    bookkeeping: str = attrs.field(default=Bookkeeping.PARALLEL.value, validator=_one_of(Bookkeeping))
-    prespawn: bool = attrs.field(default=True, validator=_bool)
+    bookkeeping: str | None = attrs.field(default=None, validator=attrs.validators.optional(_one_of(Bookkeeping)))
+    prespawn: bool | None = attrs.field(default=None, validator=attrs.validators.optional(_bool))
     lead_ms: float = attrs.field(default=2000.0, validator=_num(0, 3_600_000, lo_open=True))
     offset_samples: int = attrs.field(default=8, validator=_count(1, 1000))
     spin_ms: float = attrs.field(default=0.0, validator=_num(0, 1000))
@@ -119,11 +121,19 @@ class StartOptions:
 
     @property
     def poll_interval_s(self) -> float:
-        if self.kind is Strategy.SEED_LEGACY:
-            return 0.2
         if self.poll_interval_ms is not None:
             return self.poll_interval_ms / 1000.0
-        return 1.0 if self.kind is Strategy.SCHEDULED else 0.05
+        return {Strategy.SEED_LEGACY: 0.2, Strategy.SCHEDULED: 1.0}.get(self.kind, 0.05)
+
+    @property
+    def bookkeeping_mode(self) -> Bookkeeping:
+        if self.bookkeeping is not None:
+            return Bookkeeping(self.bookkeeping)
+        return Bookkeeping.SEQUENTIAL if self.kind is Strategy.SEED_LEGACY else Bookkeeping.PARALLEL
+
+    @property
+    def prespawns(self) -> bool:
+        return self.prespawn if self.prespawn is not None else self.kind is not Strategy.SEED_LEGACY
 
 
 @attrs.frozen

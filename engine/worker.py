@@ -30,9 +30,8 @@ log = logging.getLogger("startline.worker")
 
 REGISTER_POLL_S = 0.1
 """How often a worker looks for its run's RUN_STATUS row before it exists."""
-SEED_LEGACY_SLEEP_S = 0.2
 SEED_LEGACY_PERIOD_S = 1.0
-"""The seed's loop: sleep 200 ms; events and heartbeat at most once a second."""
+"""The seed's loop polls events and heartbeats inline at most once a second."""
 NO_PARAMS: dict[str, Any] = {}
 """Shared by every parameterless operation (never mutated)."""
 SLOT_STRIDE = 100_000
@@ -161,13 +160,13 @@ class Worker:
         legacy = strategy is Strategy.SEED_LEGACY
         if not legacy:
             nursery.start_soon(self._heartbeat_loop)
-        prespawn = sc.start.prespawn and not legacy
+        prespawn = sc.start.prespawns
         if prespawn:
             await self._pool.scale_to(self._initial_target)
         with trio.fail_after(sc.start_timeout_s):
             try:
                 if legacy:
-                    await self._wait_seed_legacy()
+                    await self._wait_seed_legacy(sc.start.poll_interval_s)
                 elif strategy is Strategy.PUSH and self.cp.supports_push:
                     await self._wait_push()
                 else:
@@ -182,20 +181,19 @@ class Worker:
         start_trio = self.clockmap.to_trio(self.view.start_time)
         self.windows = PhaseWindows.from_scenario(sc, self.view.start_time).shifted(start_trio - self.view.start_time)
         self.status = WorkerStatus.RUNNING
-        mode = Bookkeeping.SEQUENTIAL if legacy else Bookkeeping(sc.start.bookkeeping)
+        mode = sc.start.bookkeeping_mode
         if mode is not Bookkeeping.DEFERRED:
             await self._bookkeeping(parallel=mode is Bookkeeping.PARALLEL)
-        if legacy:
-            self._go.set()
+        scheduled = strategy is Strategy.SCHEDULED
+        if not prespawn:
+            if not scheduled:
+                self._go.set()  # as the seed: each connection starts as it is spawned
             await self._pool.scale_to(self.view.target)
-        else:
-            if not prespawn:
-                await self._pool.scale_to(self.view.target)
-            if strategy is Strategy.SCHEDULED:
-                await sleep_until_precisely(start_trio, sc.start.spin_ms / 1000.0)
-            self._go.set()
-            if self._pool.size != self.view.target:
-                await self._pool.scale_to(self.view.target)
+        if scheduled:
+            await sleep_until_precisely(start_trio, sc.start.spin_ms / 1000.0)
+        self._go.set()
+        if self._pool.size != self.view.target:
+            await self._pool.scale_to(self.view.target)
         self._mark("scale")
         self._enter("running")
         if mode is Bookkeeping.DEFERRED:
@@ -209,9 +207,9 @@ class Worker:
 
     # ---- waiting for the start --------------------------------------------------------------
 
-    async def _wait_seed_legacy(self) -> None:
+    async def _wait_seed_legacy(self, sleep_s: float) -> None:
         """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
-        at most once a second, 200 ms sleep."""
+        at most once a second, then sleep (200 ms in the seed)."""
         last_poll = last_beat = -math.inf
         while True:
             self._see_run(await self.cp.read_run(self.run_id))
@@ -226,7 +224,7 @@ class Worker:
             if now - last_beat >= SEED_LEGACY_PERIOD_S:
                 last_beat = now
                 await self._heartbeat()
-            await trio.sleep(SEED_LEGACY_SLEEP_S)
+            await trio.sleep(sleep_s)
 
     async def _wait_poll(self, interval: float, jitter: float) -> None:
         while True:
