@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,7 +69,8 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             out = root / name / f"run{run:02d}"
-            out.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(out, ignore_errors=True)  # a fresh control plane per run
+            out.mkdir(parents=True)
             cfg = out / "scenario.toml"
             cfg.write_text(scenario_toml(start, args.workers, args.connections))
             proc = subprocess.run(
@@ -84,7 +86,7 @@ def main() -> None:
 
             summary = json.loads((out / "summary.json").read_text())
             db = sqlite3.connect(out / "control.db")
-            for (payload,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS"):
+            for (payload,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS WHERE RUN_ID = ?", (summary["run_id"],)):
                 p = json.loads(payload)
                 n = p["initial_target"]
                 results[name]["lags"].extend(

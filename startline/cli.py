@@ -256,34 +256,13 @@ async def _work(
     return payload
 
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "simulate" / "profiles"
-START_PATH_SCENARIO = {
-    "name": "start-path",
-    "workers": 10,
-    "connections_per_worker": 4,
-    "warmup_s": 0.0,
-    "measurement_s": 1.0,
-    "drain_timeout_s": 0.5,
-    "operations": [{"name": "query", "call": "simulated:query"}],
-}
-"""The default simulated scenario: the start path, up to every initial connection's first query."""
-
-
 def load_profile(name: str | None, path: str | None) -> Any:
-    import tomllib
+    from simulate.sweep import load_profile as load
 
-    from simulate.models import Profile
-
-    file = Path(path) if path else PROFILES_DIR / f"{name}.toml"
-    if not file.is_file():
-        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
-        fail_usage(f"profile {name or path!r} not found (known: {known})")
     try:
-        return Profile.from_dict(tomllib.loads(file.read_text(encoding="utf-8")), file.stem)
-    except tomllib.TOMLDecodeError as exc:
-        fail_usage(f"{file} is not valid TOML: {exc}")
+        return load(name, path)
     except ConfigError as exc:
-        fail_usage(f"{file}: {exc}")
+        fail_usage(str(exc))
 
 
 @main.command()
@@ -316,6 +295,8 @@ def simulate(
     from simulate.runner import aggregate, simulate_once
 
     profile = load_profile(profile_name, profile_file)
+    from simulate.sweep import START_PATH_SCENARIO
+
     base = load_scenario(config).to_dict() if config else dict(START_PATH_SCENARIO)
     if strategy:
         base["start"] = {**base.get("start", {}), "strategy": strategy}
@@ -352,6 +333,52 @@ def simulate(
     Console(width=max(100, Console().width)).print(table)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Parallel processes.",
+)
+@click.option("--out", type=click.Path(file_okay=False), default="out/sweep", show_default=True)
+def sweep(sweep_file: str, jobs: int, out: str) -> None:
+    """Run the grid in SWEEP_FILE on the simulated backend: K seeds per cell, in parallel.
+
+    Writes OUT/cells.csv, OUT/summary.md and PNG plots (lag against poll interval per
+    strategy; start precision against control-plane cost).
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulate.sweep import Sweep, run_sweep
+
+    try:
+        spec = Sweep.from_toml(sweep_file)
+    except ConfigError as exc:
+        fail_usage(f"{sweep_file}: {exc}")
+    total = spec.seeds * len(spec.cells)
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{len(spec.cells)} cells × {spec.seeds} seeds", total=total)
+        run_sweep(spec, jobs, Path(out), lambda n: progress.advance(task, n))
+    elapsed = time.perf_counter() - began
+    click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
+    click.echo(
+        f"{total} simulated runs in {elapsed:.1f} s with {jobs} jobs; wrote {out}/cells.csv, summary.md, "
+        "lag_vs_poll_interval.png, precision_vs_cost.png"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from engine.scenario import Scenario
 from simulate.models import Latency, Profile
 from simulate.runner import simulate_once
-from startline.cli import START_PATH_SCENARIO
+from simulate.sweep import START_PATH_SCENARIO
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOAT_MS = 1e-3  # epoch seconds near 1.8e9 resolve to ~0.24 µs: differences below 1 µs are float noise
@@ -181,3 +181,34 @@ def test_unknown_profile_exits_2():
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
+
+
+def test_sweep_writes_cells_summary_and_plots(tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(
+        'name = "t"\nseeds = 3\nprofile = "seed"\n[scenario]\nworkers = 3\n'
+        '[grid]\n"start.strategy" = ["poll", "seed-legacy"]\n"start.poll_interval_ms" = [50, 200]\n'
+        '[[cells]]\nname = "sched"\n"start.strategy" = "scheduled"\n"profile.clock_spread_ms" = 0.5\n'
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "startline.cli", "sweep", str(spec), "--jobs", "2", "--out",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import csv
+
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert len(rows) == 5
+    assert {r["strategy"] for r in rows} == {"poll", "seed-legacy", "scheduled"}
+    assert all(int(r["seeds"]) == 3 for r in rows)
+    for png in ("lag_vs_poll_interval.png", "precision_vs_cost.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "| sched |" in (out / "summary.md").read_text()
+
+
+def test_bad_sweep_field_exits_2(tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text('seeds = 2\n[grid]\n"start.strategy" = ["warp"]\n')
+    proc = subprocess.run([sys.executable, "-m", "startline.cli", "sweep", str(spec), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "start.strategy" in proc.stderr
