@@ -20,6 +20,10 @@ from engine.ports import ControlPlaneError
 from engine.scenario import OperationSpec
 from simulate.models import Profile, rng_for
 
+SLEEPS = [0]
+"""Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
+the "simulated events" of benchmarks/sim_speed.py."""
+
 KIND_OF = {
     "read_run": "status_read",
     "read_events": "event_read",
@@ -57,7 +61,9 @@ class SimControlPlane:
             rng = rng_for(self.seed, self.host, kind, n)
             latency = self.profile.control_latency(kind).sample(rng)
             failing = rng.random() < self.profile.error_probability.get(kind, 0.0)
-            before = latency * self.profile.visibility
+            vis, jit = self.profile.visibility, self.profile.visibility_jitter
+            before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
+            SLEEPS[0] += 2
             await trio.sleep(before)
             if failing:
                 await trio.sleep(latency - before)
@@ -82,6 +88,7 @@ class SimSession:
         self.n += 1
         if self.slot not in self.target.first_issue.get(self.worker_id, {}):
             self.target.first_issue.setdefault(self.worker_id, {})[self.slot] = began
+        SLEEPS[0] += 1
         await trio.sleep(self.target.profile.target.sample(rng))
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:

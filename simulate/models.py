@@ -137,6 +137,7 @@ class Profile:
     control: Mapping[str, Latency]
     target: Latency
     visibility: float = 0.5  # where in a round trip a write lands / a read looks / now() is taken
+    visibility_jitter: float = 0.0  # per call, visibility is uniform in ±jitter (asymmetric legs)
     clock_spread_ms: float = 0.0  # each host's offset is uniform in ±spread
     drift_ppm: float = 0.0  # each host's drift is uniform in ±drift_ppm
     error_probability: Mapping[str, float] = attrs.field(factory=dict)
@@ -146,7 +147,16 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "profile") -> Profile:
-        known = {"name", "control", "target", "visibility", "clock_spread_ms", "drift_ppm", "error_probability"}
+        known = {
+            "name",
+            "control",
+            "target",
+            "visibility",
+            "visibility_jitter",
+            "clock_spread_ms",
+            "drift_ppm",
+            "error_probability",
+        }
         for key in data:
             if key not in known:
                 raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
@@ -157,11 +167,17 @@ class Profile:
         vis = data.get("visibility", 0.5)
         if not isinstance(vis, int | float) or not 0 <= vis <= 1:
             raise ConfigError("visibility", f"must be between 0 and 1 (got {vis!r})")
+        jit = data.get("visibility_jitter", 0.0)
+        if not isinstance(jit, int | float) or not 0 <= jit <= min(vis, 1 - vis):
+            raise ConfigError(
+                "visibility_jitter", f"must be between 0 and min(visibility, 1 - visibility) (got {jit!r})"
+            )
         return cls(
             name=data.get("name", name),
             control={k: Latency.parse(v, f"control.{k}") for k, v in control.items()},
             target=Latency.parse(data.get("target", 0.0), "target"),
             visibility=float(vis),
+            visibility_jitter=float(jit),
             clock_spread_ms=float(data.get("clock_spread_ms", 0.0)),
             drift_ppm=float(data.get("drift_ppm", 0.0)),
             error_probability=dict(data.get("error_probability", {})),

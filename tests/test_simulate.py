@@ -191,8 +191,13 @@ def test_sweep_writes_cells_summary_and_plots(tmp_path):
         '[[cells]]\nname = "sched"\n"start.strategy" = "scheduled"\n"profile.clock_spread_ms" = 0.5\n'
     )
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "startline.cli", "sweep", str(spec), "--jobs", "2", "--out",
-                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "startline.cli", "sweep", str(spec), "--jobs", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     import csv
 
@@ -208,7 +213,12 @@ def test_sweep_writes_cells_summary_and_plots(tmp_path):
 def test_bad_sweep_field_exits_2(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text('seeds = 2\n[grid]\n"start.strategy" = ["warp"]\n')
-    proc = subprocess.run([sys.executable, "-m", "startline.cli", "sweep", str(spec), "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "startline.cli", "sweep", str(spec), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "start.strategy" in proc.stderr
