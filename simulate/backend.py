@@ -59,8 +59,9 @@ class SimControlPlane:
             n = self.calls[kind]
             self.calls[kind] = n + 1
             rng = rng_for(self.seed, self.host, kind, n)
-            latency = self.profile.control_latency(kind).sample(rng)
-            failing = rng.random() < self.profile.error_probability.get(kind, 0.0)
+            now = trio.current_time()
+            latency = self.profile.control_latency(kind).sample(rng) + self.profile.extra_latency_s(now)
+            failing = rng.random() < self.profile.error_probability.get(kind, 0.0) or self.profile.in_outage(now)
             vis, jit = self.profile.visibility, self.profile.visibility_jitter
             before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
             SLEEPS[0] += 2

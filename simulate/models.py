@@ -141,6 +141,15 @@ class Profile:
     clock_spread_ms: float = 0.0  # each host's offset is uniform in ±spread
     drift_ppm: float = 0.0  # each host's drift is uniform in ±drift_ppm
     error_probability: Mapping[str, float] = attrs.field(factory=dict)
+    outages: tuple[tuple[float, float], ...] = ()  # [start_s, end_s) of virtual time: every call fails
+    spikes: tuple[tuple[float, float, float], ...] = ()  # [start_s, end_s): every call takes extra_ms more
+    crashes: Mapping[str, float] = attrs.field(factory=dict)  # host → virtual second it dies at
+
+    def extra_latency_s(self, now: float) -> float:
+        return sum(extra for lo, hi, extra in self.spikes if lo <= now < hi) / 1000.0
+
+    def in_outage(self, now: float) -> bool:
+        return any(lo <= now < hi for lo, hi in self.outages)
 
     def control_latency(self, kind: str) -> Latency:
         return self.control.get(kind) or self.control.get("other") or Latency("constant", {"ms": 0.0})
@@ -156,6 +165,7 @@ class Profile:
             "clock_spread_ms",
             "drift_ppm",
             "error_probability",
+            "faults",
         }
         for key in data:
             if key not in known:
@@ -180,5 +190,47 @@ class Profile:
             visibility_jitter=float(jit),
             clock_spread_ms=float(data.get("clock_spread_ms", 0.0)),
             drift_ppm=float(data.get("drift_ppm", 0.0)),
-            error_probability=dict(data.get("error_probability", {})),
+            error_probability=_probabilities(data.get("error_probability", {})),
+            **_faults(data.get("faults", {})),
         )
+
+
+def _probabilities(data: Any) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        raise ConfigError("error_probability", "must be a table of kind = probability")
+    for kind, p in data.items():
+        if kind not in CONTROL_KINDS:
+            raise ConfigError(f"error_probability.{kind}", f"unknown kind (known: {', '.join(CONTROL_KINDS)})")
+        if not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ConfigError(f"error_probability.{kind}", f"must be between 0 and 1 (got {p!r})")
+    return dict(data)
+
+
+def _faults(data: Any) -> dict[str, Any]:
+    """``[faults]``: outages = [[start_s, end_s], ...], spikes = [[start_s, end_s, extra_ms], ...],
+    crashes = { HOST = at_s } (virtual seconds from the simulation's start)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("faults", "must be a table")
+    unknown = set(data) - {"outages", "spikes", "crashes"}
+    if unknown:
+        raise ConfigError(f"faults.{sorted(unknown)[0]}", "unknown key (known: crashes, outages, spikes)")
+
+    def windows(key: str, width: int) -> tuple[tuple[float, ...], ...]:
+        items = data.get(key, [])
+        ok = isinstance(items, list) and all(
+            isinstance(w, list)
+            and len(w) == width
+            and all(isinstance(x, int | float) and x >= 0 for x in w)
+            and w[0] <= w[1]
+            for w in items
+        )
+        if not ok:
+            raise ConfigError(
+                f"faults.{key}", f"must be a list of [{'start_s, end_s' + (', extra_ms' * (width == 3))}]"
+            )
+        return tuple(tuple(float(x) for x in w) for w in items)
+
+    crashes = data.get("crashes", {})
+    if not isinstance(crashes, Mapping) or not all(isinstance(v, int | float) and v >= 0 for v in crashes.values()):
+        raise ConfigError("faults.crashes", "must be a table of host = seconds")
+    return {"outages": windows("outages", 2), "spikes": windows("spikes", 3), "crashes": dict(crashes)}

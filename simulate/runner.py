@@ -80,9 +80,14 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         async def orchestrate() -> None:
             summary.update(await orchestrator.run())
 
+        async def run_worker(w: Worker) -> None:
+            crash_at = profile.crashes.get(w.worker_id)
+            with trio.move_on_at(crash_at if crash_at is not None else float("inf")):
+                await w.run()  # a crash: the host stops mid-whatever, writing nothing more
+
         async with trio.open_nursery() as nursery:
             for w in workers:
-                nursery.start_soon(w.run)
+                nursery.start_soon(run_worker, w)
             nursery.start_soon(orchestrate)
         return _measure(summary, workers, target, commits, scenario)
 

@@ -302,10 +302,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     for r in rows:
         if r["skew_ms_p99"] is None or r["cp_waiting_p50"] is None:
             continue
-        ax.scatter(r["cp_waiting_p50"], r["skew_ms_p99"])
-        ax.annotate(r["cell"], (r["cp_waiting_p50"], r["skew_ms_p99"]), fontsize=6)
-    ax.set_xscale("symlog")
-    ax.set_yscale("symlog")
+        ax.scatter(r["cp_waiting_p50"], r["skew_ms_p99"], label=r["cell"])
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=6)
     ax.set_xlabel("control-plane queries per worker per second while waiting")
     ax.set_ylabel("start skew p99 over seeds (ms)")
     ax.set_title("Start precision against control-plane cost")

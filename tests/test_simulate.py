@@ -222,3 +222,25 @@ def test_bad_sweep_field_exits_2(tmp_path):
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "start.strategy" in proc.stderr
+
+
+def test_fault_hooks_crash_a_host_and_fail_calls_in_an_outage():
+    base = profile((10, 20))
+    crashed = Profile(**{**__import__("attrs").asdict(base, recurse=False), "crashes": {"w001": 2.5}})
+    sc = Scenario.from_dict(
+        {
+            **START_PATH_SCENARIO,
+            "workers": 3,
+            "connections_per_worker": 1,
+            "measurement_s": 8.0,
+            "heartbeat_s": 0.5,
+            "start": {"strategy": "poll"},
+        }
+    )
+    result = simulate_once(sc, crashed, 1)
+    # The crashed worker is noticed (DEAD after 6 missed beats) and the run still completes.
+    assert result["status"] == "COMPLETED"
+    outage = Profile.from_dict({"control": {"status_read": 10}, "faults": {"outages": [[0, 100]]}})
+    assert outage.in_outage(50.0) and not outage.in_outage(100.0)
+    spiky = Profile.from_dict({"faults": {"spikes": [[1, 2, 300]]}})
+    assert spiky.extra_latency_s(1.5) == 0.3 and spiky.extra_latency_s(2.0) == 0.0
