@@ -18,6 +18,7 @@ from engine.model import RunStatus
 from engine.orchestrator import Orchestrator
 from engine.scenario import Scenario
 from engine.schedule import percentile
+from engine.together import make_workers, run_together
 from engine.worker import Worker
 from simulate.backend import SimControlPlane, SimTarget
 from simulate.models import Profile, rng_for
@@ -63,32 +64,14 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         orchestrator = Orchestrator(
             _Patched(ocp, {"update_run": update_run}), host_clock(profile, seed, "orch"), scenario, "sim"
         )
-        workers = [
-            Worker(
-                SimControlPlane(store, profile, seed, f"w{i:03d}"),
-                target,
-                host_clock(profile, seed, f"w{i:03d}"),
-                "sim",
-                f"w{i:03d}",
-                index=i,
-                scenario=scenario,
-            )
-            for i in range(scenario.workers)
-        ]
-        summary: dict[str, Any] = {}
-
-        async def orchestrate() -> None:
-            summary.update(await orchestrator.run())
-
-        async def run_worker(w: Worker) -> None:
-            crash_at = profile.crashes.get(w.worker_id)
-            with trio.move_on_at(crash_at if crash_at is not None else float("inf")):
-                await w.run()  # a crash: the host stops mid-whatever, writing nothing more
-
-        async with trio.open_nursery() as nursery:
-            for w in workers:
-                nursery.start_soon(run_worker, w)
-            nursery.start_soon(orchestrate)
+        workers = make_workers(
+            scenario,
+            "sim",
+            target,
+            lambda w: SimControlPlane(store, profile, seed, w),
+            lambda w: host_clock(profile, seed, w),
+        )
+        summary = await run_together(orchestrator, workers, crashes=profile.crashes)
         return _measure(summary, workers, target, commits, scenario)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -14,6 +14,7 @@ from backends.memory import CallableTarget, MemoryControlPlane, MemoryStore, Tri
 from engine.orchestrator import Orchestrator
 from engine.ports import Target, WallClock
 from engine.scenario import Scenario
+from engine.together import make_workers, run_together
 from engine.worker import Worker
 
 
@@ -46,27 +47,14 @@ async def run_in_process_async(
     target = target or CallableTarget.for_scenario(scenario)
     run_id = run_id or scenario.name
     orchestrator = Orchestrator(MemoryControlPlane(store), clock, scenario, run_id, out)
-    workers = tuple(
-        Worker(
-            MemoryControlPlane(store),
-            target,
-            worker_clocks[i] if worker_clocks else clock,
-            run_id,
-            f"w{i:03d}",
-            index=i,
-            scenario=scenario,
-        )
-        for i in range(scenario.workers)
+    workers = make_workers(
+        scenario,
+        run_id,
+        target,
+        lambda _w: MemoryControlPlane(store),
+        lambda w: worker_clocks[int(w[1:])] if worker_clocks else clock,
     )
-    summary: dict[str, Any] = {}
-
-    async def orchestrate() -> None:
-        summary.update(await orchestrator.run())
-
-    async with trio.open_nursery() as nursery:
-        for w in workers:
-            nursery.start_soon(w.run)
-        nursery.start_soon(orchestrate)
+    summary = await run_together(orchestrator, workers)
     return InProcessRun(summary, orchestrator, workers, store)
 
 
