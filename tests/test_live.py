@@ -244,3 +244,24 @@ def test_identifiers_are_validated_before_any_sql():
 
 
 _ = trio
+
+
+def test_env_connection_reads_the_snowflake_variables(tmp_path, fakesnow_home, monkeypatch):
+    import tomllib
+
+    entry = tomllib.loads((fakesnow_home / "connections.toml").read_text())["fakesnow"]
+    for key, value in entry.items():
+        monkeypatch.setenv(f"SNOWFLAKE_{key.upper()}", str(value))
+
+    async def main():
+        cp = SnowflakeControlPlane(SnowflakeSettings("env", database="ENVAUTH"))
+        t = await cp.server_time()
+        await cp.close()
+        return t
+
+    assert trio.run(main) > 1.7e9
+    monkeypatch.delenv("SNOWFLAKE_ACCOUNT")
+    with pytest.raises(ConfigError, match="SNOWFLAKE_ACCOUNT"):
+        from backends.snowflake.conn import connection_kwargs
+
+        connection_kwargs("env")

@@ -71,9 +71,33 @@ class SnowflakeSettings:
             ) from None
 
 
+ENV_PARAMETERS = (
+    "account",
+    "user",
+    "password",
+    "host",
+    "port",
+    "protocol",
+    "role",
+    "warehouse",
+    "authenticator",
+    "private_key_file",
+    "token",
+)
+
+
 def connection_kwargs(name: str) -> dict[str, Any]:
-    """The ``[name]`` entry of ``$SNOWFLAKE_HOME/connections.toml`` (default ``~/.snowflake``), read
-    now rather than when the connector was imported; else the connector's own lookup by name."""
+    """``env``: the ``SNOWFLAKE_*`` environment variables (SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, …).
+    Any other name: the ``[name]`` entry of ``$SNOWFLAKE_HOME/connections.toml`` (default
+    ``~/.snowflake``), read now rather than when the connector was imported; else the
+    connector's own lookup by name."""
+    if name == "env":
+        found = {
+            k: os.environ[f"SNOWFLAKE_{k.upper()}"] for k in ENV_PARAMETERS if f"SNOWFLAKE_{k.upper()}" in os.environ
+        }
+        if "account" not in found:
+            raise ConfigError("control", "snowflake://env needs SNOWFLAKE_ACCOUNT (and SNOWFLAKE_USER, …) set")
+        return found
     home = Path(os.environ.get("SNOWFLAKE_HOME") or Path.home() / ".snowflake")
     path = home / "connections.toml"
     if path.is_file():
