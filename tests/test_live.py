@@ -265,3 +265,57 @@ def test_env_connection_reads_the_snowflake_variables(tmp_path, fakesnow_home, m
         from backends.snowflake.conn import connection_kwargs
 
         connection_kwargs("env")
+
+
+def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
+    (tmp_path / "live.toml").write_text(LIVE)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "startline.cli",
+            "run",
+            str(tmp_path / "live.toml"),
+            "--out",
+            str(out),
+            "--run-id",
+            "elsewhere",
+            "--no-spawn",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    control = f"sqlite:///{out}/control.db"
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "startline.cli",
+                "worker",
+                "--control",
+                control,
+                "--run-id",
+                "elsewhere",
+                "--worker-id",
+                f"host{i}",
+                "--index",
+                str(i),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(2)
+    ]
+    _stdout, stderr = run.communicate(timeout=240)
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+    assert run.returncode == 0, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(w["worker_id"] for w in summary["workers"]) == ["host0", "host1"]
+    assert summary["status"] == "COMPLETED" and summary["phases"]["MEASUREMENT"]["ops"] > 0
