@@ -114,8 +114,9 @@ class Orchestrator:
                 nursery.start_soon(self._liveness_loop)
                 await self._follow_schedule()
             else:
-                self.reason = str(StopReason.READY_TIMEOUT)
-                await self._stop(StopReason.READY_TIMEOUT)
+                reason = self._stop_reason if self._stop_requested.is_set() else StopReason.READY_TIMEOUT
+                self.reason = str(reason)
+                await self._stop(reason)
             results = await self._collect()
             self.status = self._final_status(results)
             await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
@@ -128,14 +129,16 @@ class Orchestrator:
     # ---- the phases ----------------------------------------------------------------------
 
     async def _wait_ready(self) -> bool:
+        """True once the expected workers are READY; False on timeout or a stop request."""
         with trio.move_on_after(self.scenario.ready_timeout_s):
-            while True:
+            while not self._stop_requested.is_set():
                 beats = await self.cp.read_heartbeats(self.run_id)
                 for hb in beats:
                     self.statuses[hb.worker_id] = hb.status
                 if sum(hb.status is WorkerStatus.READY for hb in beats) >= self.scenario.workers:
                     return True
-                await trio.sleep(READY_POLL_S)
+                with trio.move_on_after(READY_POLL_S):
+                    await self._stop_requested.wait()
         return False
 
     async def _start(self) -> None:

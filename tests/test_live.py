@@ -243,8 +243,6 @@ def test_identifiers_are_validated_before_any_sql():
     assert SnowflakeSettings("c", database="Ok_1$").qualified("RUN_STATUS") == '"Ok_1$"."CONTROL"."RUN_STATUS"'
 
 
-
-
 def test_env_connection_reads_the_snowflake_variables(tmp_path, fakesnow_home, monkeypatch):
     import tomllib
 

@@ -311,3 +311,31 @@ def test_same_seed_same_summary_bytes_on_virtual_time():
     b = run_virtual(sc).summary
     # Draws depend on (seed, worker, slot), never on the order tasks wake in.
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_a_stop_requested_before_the_start_cancels_the_run_cleanly():
+    sc = scenario(workers=3, ready_timeout_s=60.0)
+
+    async def main():
+        from backends.memory import MemoryStore
+        from engine.orchestrator import Orchestrator
+        from engine.worker import Worker
+
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000", scenario=sc)
+        async with trio.open_nursery() as n:
+            n.start_soon(w.run)
+            n.start_soon(_stop_later, orch)
+            summary = await orch.run()
+        return summary, trio.current_time()
+
+    summary, t = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert summary["status"] == "CANCELLED"
+    assert summary["reason"] == "user_requested"
+    assert t < 10.0  # not the 60 s ready timeout
+
+
+async def _stop_later(orch):
+    await trio.sleep(1.0)
+    orch.request_stop()
