@@ -46,23 +46,13 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
     _seed_trio_scheduler(seed)
     random.seed(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
-    commits: list[float] = []
 
     async def main() -> dict[str, Any]:
         store = MemoryStore(truth_clock)
         target = SimTarget(profile, seed)
 
-        ocp = SimControlPlane(store, profile, seed, "orchestrator")
-        update = ocp.__getattr__("update_run")
-
-        async def update_run(*args: Any, **kwargs: Any) -> Any:
-            result = await update(*args, **kwargs)
-            if kwargs.get("status") is RunStatus.RUNNING and result is not None:
-                commits.append(result.updated_at)
-            return result
-
         orchestrator = Orchestrator(
-            _Patched(ocp, {"update_run": update_run}), host_clock(profile, seed, "orch"), scenario, "sim"
+            SimControlPlane(store, profile, seed, "orchestrator"), host_clock(profile, seed, "orch"), scenario, "sim"
         )
         workers = make_workers(
             scenario,
@@ -72,18 +62,10 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
             lambda w: host_clock(profile, seed, w),
         )
         summary = await run_together(orchestrator, workers, crashes=profile.crashes)
+        commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
         return _measure(summary, workers, target, commits, scenario)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-@attrs.define(eq=False)
-class _Patched:
-    inner: Any
-    overrides: Mapping[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        return self.overrides.get(name) or getattr(self.inner, name)
 
 
 def _measure(

@@ -24,6 +24,7 @@ class MemoryStore:
     heartbeats: dict[str, dict[str, Heartbeat]] = attrs.Factory(lambda: defaultdict(dict))
     results: dict[str, dict[str, WorkerResult]] = attrs.Factory(lambda: defaultdict(dict))
     snapshots: dict[str, list[tuple[str, dict[str, Any]]]] = attrs.Factory(lambda: defaultdict(list))
+    transitions: list[tuple[str, RunStatus, float]] = attrs.Factory(list)  # (run, new status, at): an audit trail
     _changed: dict[str, trio.Event] = attrs.Factory(dict)
 
     def now(self) -> float:
@@ -37,7 +38,10 @@ class MemoryStore:
 
     def bump(self, run_id: str, **changes: Any) -> RunState:
         run = self.run(run_id)
+        before = run.status
         run = self.runs[run_id] = attrs.evolve(run, version=run.version + 1, updated_at=self.now(), **changes)
+        if run.status is not before:
+            self.transitions.append((run_id, run.status, run.updated_at))
         self._changed.pop(run_id, trio.Event()).set()
         return run
 
