@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.schedule import percentile
 
 STRATEGIES = {
-    "scheduled": {"strategy": "scheduled", "lead_ms": 2500},
+    "scheduled": {"strategy": "scheduled"},  # defaults: poll every 2 s, lead 3 s
     "poll-50ms-parallel-prespawn": {
         "strategy": "poll",
         "poll_interval_ms": 50,

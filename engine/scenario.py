@@ -96,8 +96,10 @@ class OnWorkerLoss(enum.StrEnum):
 class StartOptions:
     """How workers learn that the run started and how fast they get going.
 
-    Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 1000 ms (the
-    lead time, not the poll, sets the start instant); seed-legacy 200 ms (its loop's sleep).
+    Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 2000 ms (the
+    lead time, not the poll, sets the start instant, so a slow poll keeps waiting cheap:
+    with the heartbeat, under 2 queries per worker per second); seed-legacy 200 ms (its
+    loop's sleep). ``lead_ms`` (3000) must exceed the poll interval plus the round trips.
     ``bookkeeping``: sequential for seed-legacy, else parallel. ``prespawn``: off for
     seed-legacy, else on. Unset, ``seed-legacy`` is the seed's loop as written; setting one
     option tries one of the seed's recommendations alone.
@@ -108,7 +110,7 @@ class StartOptions:
     jitter_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
     bookkeeping: str | None = attrs.field(default=None, validator=attrs.validators.optional(_one_of(Bookkeeping)))
     prespawn: bool | None = attrs.field(default=None, validator=attrs.validators.optional(_bool))
-    lead_ms: float = attrs.field(default=2000.0, validator=_num(0, 3_600_000, lo_open=True))
+    lead_ms: float = attrs.field(default=3000.0, validator=_num(0, 3_600_000, lo_open=True))
     offset_samples: int = attrs.field(default=8, validator=_count(1, 1000))
     spin_ms: float = attrs.field(default=0.0, validator=_num(0, 1000))
     """``scheduled``: spin (yielding) the last ``spin_ms`` before the start instant instead of
@@ -123,7 +125,7 @@ class StartOptions:
     def poll_interval_s(self) -> float:
         if self.poll_interval_ms is not None:
             return self.poll_interval_ms / 1000.0
-        return {Strategy.SEED_LEGACY: 0.2, Strategy.SCHEDULED: 1.0}.get(self.kind, 0.05)
+        return {Strategy.SEED_LEGACY: 0.2, Strategy.SCHEDULED: 2.0}.get(self.kind, 0.05)
 
     @property
     def bookkeeping_mode(self) -> Bookkeeping:
