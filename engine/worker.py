@@ -228,11 +228,13 @@ class Worker:
             await trio.sleep(sleep_s)
 
     async def _wait_poll(self, interval: float, jitter: float) -> None:
+        """Poll RUN_STATUS every interval. The first poll waits one interval: the run cannot have
+        started before the orchestrator read this worker's READY beat, which has only just landed."""
         while True:
+            await trio.sleep(self._interval(interval, jitter))
             self._see_run(await self.cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
-            await trio.sleep(self._interval(interval, jitter))
 
     async def _wait_push(self) -> None:
         sc = self.scenario
@@ -266,12 +268,20 @@ class Worker:
             self.view = reconcile(self.view, run)
 
     def _check_run_alive(self, run: RunState) -> None:
-        """Exit when RUN_STATUS has not been updated for ``run_idle_timeout_s`` (orchestrator lost)."""
+        """Exit when RUN_STATUS has not been updated for ``run_idle_timeout_s`` (orchestrator lost):
+        judged on the control plane's clock once this worker knows its offset, so the exit comes
+        at the first read past the timeout; before that, from when this worker saw the row change."""
         assert self.scenario is not None
+        if run.status.terminal:
+            return
         now = trio.current_time()
+        if self.clockmap is not None:
+            if self.clockmap.to_control(now) - run.updated_at > self.scenario.run_idle_timeout_s:
+                raise WorkerExit("orchestrator_lost")
+            return
         if self._run_seen_at is None or run.updated_at != self._run_seen_at[1]:
             self._run_seen_at = (now, run.updated_at)
-        elif now - self._run_seen_at[0] > self.scenario.run_idle_timeout_s and not run.status.terminal:
+        elif now - self._run_seen_at[0] > self.scenario.run_idle_timeout_s:
             raise WorkerExit("orchestrator_lost")
 
     # ---- after the start ----------------------------------------------------------------------
