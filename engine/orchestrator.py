@@ -145,23 +145,14 @@ class Orchestrator:
         """RUNNING with START_TIME: the server's now, or (scheduled) now + lead; then START."""
         sc = self.scenario
         phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
-        if sc.start.kind is Strategy.SCHEDULED:
-            start_time = await self.cp.server_time() + sc.start.lead_ms / 1000.0
-            run = await self.cp.update_run(
-                self.run_id,
-                expect_status=RunStatus.STARTING,
-                status=RunStatus.RUNNING,
-                phase=phase,
-                start_time=start_time,
-            )
-        else:
-            run = await self.cp.update_run(
-                self.run_id,
-                expect_status=RunStatus.STARTING,
-                status=RunStatus.RUNNING,
-                phase=phase,
-                start_time_now=True,
-            )
+        when: dict[str, Any] = (
+            {"start_time": await self.cp.server_time() + sc.start.lead_ms / 1000.0}
+            if sc.start.kind is Strategy.SCHEDULED
+            else {"start_time_now": True}
+        )
+        run = await self.cp.update_run(
+            self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING, phase=phase, **when
+        )
         if run is None or run.start_time is None:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING

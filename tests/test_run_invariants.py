@@ -263,20 +263,7 @@ def test_worker_gives_up_when_the_run_never_starts():
     # lone worker is told to stop; the run FAILS with the reason.
     sc = scenario(workers=2, ready_timeout_s=2.0)
 
-    async def main():
-        from backends.memory import MemoryStore
-        from engine.orchestrator import Orchestrator
-        from engine.worker import Worker
-
-        store = MemoryStore(CLOCK0)
-        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
-        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000", scenario=sc)
-        async with trio.open_nursery() as n:
-            n.start_soon(w.run)
-            summary = await orch.run()
-        return summary, w
-
-    summary, w = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    summary, w, _ = lone_worker_run(sc)
     assert summary["status"] == "FAILED"
     assert summary["reason"] == "ready_timeout"
     assert w.status.value == "COMPLETED"  # it stopped cleanly when told to
@@ -316,26 +303,33 @@ def test_same_seed_same_summary_bytes_on_virtual_time():
 def test_a_stop_requested_before_the_start_cancels_the_run_cleanly():
     sc = scenario(workers=3, ready_timeout_s=60.0)
 
-    async def main():
-        from backends.memory import MemoryStore
-        from engine.orchestrator import Orchestrator
-        from engine.worker import Worker
-
-        store = MemoryStore(CLOCK0)
-        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
-        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000", scenario=sc)
-        async with trio.open_nursery() as n:
-            n.start_soon(w.run)
-            n.start_soon(_stop_later, orch)
-            summary = await orch.run()
-        return summary, trio.current_time()
-
-    summary, t = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    summary, _, t = lone_worker_run(sc, stop_after_s=1.0)
     assert summary["status"] == "CANCELLED"
     assert summary["reason"] == "user_requested"
     assert t < 10.0  # not the 60 s ready timeout
 
 
-async def _stop_later(orch):
-    await trio.sleep(1.0)
-    orch.request_stop()
+def lone_worker_run(sc, stop_after_s=None):
+    """The orchestrator and one worker (of ``sc.workers`` expected), on virtual time; the
+    orchestrator is asked to stop after ``stop_after_s`` if given. Returns (summary, worker, t)."""
+    from backends.memory import MemoryStore
+    from engine.orchestrator import Orchestrator
+    from engine.worker import Worker
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000", scenario=sc)
+
+        async def stop_later():
+            await trio.sleep(stop_after_s)
+            orch.request_stop()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(w.run)
+            if stop_after_s is not None:
+                n.start_soon(stop_later)
+            summary = await orch.run()
+        return summary, w, trio.current_time()
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
