@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -13,6 +16,18 @@ from backends.memory import TrioWallClock
 from engine.model import ControlEvent
 from engine.scenario import OperationSpec, Scenario
 from engine.workload import derive_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = (sys.executable, "-m", "startline.cli")
+"""The ``startline`` command as a real subprocess, whatever the PATH."""
+
+
+def run_cli(*args: str, timeout: float, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``startline ARGS`` from the project root and capture its output."""
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=None if env is None else dict(env)
+    )
+
 
 CLOCK0 = TrioWallClock(epoch=0.0)
 """Virtual wall clock = trio time: control-plane instants and trio times coincide."""

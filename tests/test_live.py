@@ -3,10 +3,11 @@ connector talking HTTP to a fakesnow server on loopback."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,7 @@ from engine.model import ControlEvent, Phase, RunState, RunStatus
 from engine.ports import ControlPlaneError
 from engine.scenario import ConfigError, Scenario
 from startline.inprocess import run_in_process_async
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import CLI, ROOT, run_cli
 
 LIVE = """
 name = "live"
@@ -58,10 +58,7 @@ target = 3
 """
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "startline.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=240
-    )
+cli = functools.partial(run_cli, timeout=240)
 
 
 def _check_multiprocess_run(out: Path, proc: subprocess.CompletedProcess[str], control: Path | None) -> dict:
@@ -214,21 +211,14 @@ def test_unreachable_snowflake_exits_2_with_one_line(tmp_path, fakesnow_home):
     )
     (home / "connections.toml").chmod(0o600)
     (tmp_path / "live.toml").write_text(LIVE)
-    env_cmd = [
-        sys.executable,
-        "-m",
-        "startline.cli",
+    proc = cli(
         "run",
         str(tmp_path / "live.toml"),
         "--out",
         str(tmp_path / "out"),
         "--control",
         "snowflake://dead",
-    ]
-    import os
-
-    proc = subprocess.run(
-        env_cmd, capture_output=True, text=True, cwd=ROOT, timeout=240, env={**os.environ, "SNOWFLAKE_HOME": str(home)}
+        env={**os.environ, "SNOWFLAKE_HOME": str(home)},
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
@@ -270,9 +260,7 @@ def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
     out.mkdir()
     run = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "startline.cli",
+            *CLI,
             "run",
             str(tmp_path / "live.toml"),
             "--out",
@@ -291,9 +279,7 @@ def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
     workers = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "startline.cli",
+                *CLI,
                 "worker",
                 "--control",
                 control,

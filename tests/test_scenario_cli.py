@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from engine.scenario import ConfigError, Scenario
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, run_cli
 
 GOOD = """
 name = "ok"
@@ -31,10 +28,7 @@ params.ms = { type = "int", min = 1, max = 3 }
 """
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "startline.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+cli = functools.partial(run_cli, timeout=120)
 
 
 @pytest.mark.parametrize(

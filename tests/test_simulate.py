@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,8 +11,8 @@ from engine.scenario import Scenario
 from simulate.models import Latency, Profile
 from simulate.runner import simulate_once
 from simulate.sweep import START_PATH_SCENARIO
+from tests.helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 FLOAT_MS = 1e-3  # epoch seconds near 1.8e9 resolve to ~0.24 µs: differences below 1 µs are float noise
 
 
@@ -141,26 +138,18 @@ def test_latency_models_sample_within_their_bounds():
 
 def test_simulate_cli_prints_a_table_and_writes_json(tmp_path):
     out = tmp_path / "sim.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "startline.cli",
-            "simulate",
-            "--profile",
-            "seed",
-            "--strategy",
-            "seed-legacy",
-            "--workers",
-            "3",
-            "--seeds",
-            "3",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = run_cli(
+        "simulate",
+        "--profile",
+        "seed",
+        "--strategy",
+        "seed-legacy",
+        "--workers",
+        "3",
+        "--seeds",
+        "3",
+        "--json",
+        str(out),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -172,13 +161,7 @@ def test_simulate_cli_prints_a_table_and_writes_json(tmp_path):
 
 
 def test_unknown_profile_exits_2():
-    proc = subprocess.run(
-        [sys.executable, "-m", "startline.cli", "simulate", "--profile", "nope"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = run_cli("simulate", "--profile", "nope", timeout=60)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
 
@@ -191,13 +174,7 @@ def test_sweep_writes_cells_summary_and_plots(tmp_path):
         '[[cells]]\nname = "sched"\n"start.strategy" = "scheduled"\n"profile.clock_spread_ms" = 0.5\n'
     )
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "startline.cli", "sweep", str(spec), "--jobs", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    proc = run_cli("sweep", str(spec), "--jobs", "2", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     import csv
 
@@ -213,13 +190,7 @@ def test_sweep_writes_cells_summary_and_plots(tmp_path):
 def test_bad_sweep_field_exits_2(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text('seeds = 2\n[grid]\n"start.strategy" = ["warp"]\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "startline.cli", "sweep", str(spec), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_cli("sweep", str(spec), "--out", str(tmp_path), timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "start.strategy" in proc.stderr
 
