@@ -143,24 +143,19 @@ async def _orchestrate(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_on_signals, orchestrator)
         await orchestrator.prepare()
-        procs = nursery if spawn else None
-        if procs is not None:
-            for i in range(scenario.workers):
-                nursery.start_soon(_worker_process, scenario, run_id, i, out)
-        with console.status(title) as status:
-            async with trio.open_nursery() as inner:
-                inner.start_soon(_progress, orchestrator, status, title)
-                summary = await orchestrator.run()
-                inner.cancel_scope.cancel()
-        if spawn:
-            with trio.move_on_after(WORKER_EXIT_GRACE_S):
-                while _live_workers:
-                    await trio.sleep(0.05)
+        async with trio.open_nursery() as procs:
+            if spawn:
+                for i in range(scenario.workers):
+                    procs.start_soon(_worker_process, scenario, run_id, i, out)
+            with console.status(title) as status:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(_progress, orchestrator, status, title)
+                    summary = await orchestrator.run()
+                    inner.cancel_scope.cancel()
+            # Workers exit by themselves once their results are in; past the grace, they are killed.
+            procs.cancel_scope.deadline = trio.current_time() + WORKER_EXIT_GRACE_S
         nursery.cancel_scope.cancel()
     return summary
-
-
-_live_workers: set[int] = set()
 
 
 async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
@@ -168,7 +163,7 @@ async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path
     cmd = [
         sys.executable,
         "-m",
-        "startline.cli",
+        "startline.cli",  # not the `startline` script: works wherever this interpreter does
         "worker",
         "--control",
         scenario.control,
@@ -181,14 +176,8 @@ async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path
         "--index",
         str(index),
     ]
-    _live_workers.add(index)
-    try:
-        with open(out / f"worker-{worker_id}.log", "wb") as log:
-            await trio.run_process(
-                cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
-    finally:
-        _live_workers.discard(index)
+    with open(out / f"worker-{worker_id}.log", "wb") as log:
+        await trio.run_process(cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 async def _progress(orchestrator: Any, status: Any, title: str) -> None:
