@@ -5,6 +5,7 @@ lag, skew, detection delay, clock offsets) is reported beside each worker's esti
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -172,13 +173,6 @@ def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) 
             "per_worker_per_s_waiting": over_seeds([c["per_worker_per_s_waiting"] for c in cp]),
             "per_worker_per_s_running": over_seeds([c["per_worker_per_s_running"] for c in cp]),
         },
-        "statuses": _count(r["status"] for r in runs),
+        "statuses": dict(sorted(Counter(r["status"] for r in runs).items())),
         "config": {"scenario": scenario.to_dict(), "profile": attrs.asdict(profile)},
     }
-
-
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return out
