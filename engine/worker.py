@@ -35,6 +35,8 @@ SEED_LEGACY_PERIOD_S = 1.0
 MEASUREMENT = Phase.MEASUREMENT
 NO_PARAMS: dict[str, Any] = {}
 """Shared by every parameterless operation (never mutated)."""
+CATCH_UP_READS = 8
+"""Event reads a worker tries before adopting RUN_STATUS for events it has not seen."""
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
 
@@ -321,6 +323,8 @@ class Worker:
             if trio.current_time() - self._last_run_check >= check_every:
                 self._last_run_check = trio.current_time()
                 run = await self.cp.read_run(self.run_id)
+                if run is not None and run.last_sequence_id > self.view.applied:
+                    await self._catch_up(run.last_sequence_id, nursery)
                 self._see_run(run)
                 assert run is not None
                 seen_version = run.version
@@ -352,6 +356,14 @@ class Worker:
                 self.view = reconcile(self.view, run)
                 if nursery is not None and self.view.target != before:
                     self._start_ramp(nursery)
+
+    async def _catch_up(self, sequence_id: int, nursery: trio.Nursery) -> None:
+        """RUN_STATUS is ahead of this worker's log (a STOP seen there first): apply the events up to
+        it, so each is applied once and in order; what a few reads cannot bring, RUN_STATUS reconciles."""
+        for _ in range(CATCH_UP_READS):
+            if self.view.applied >= sequence_id:
+                return
+            await self._poll_events(nursery)
 
     def _apply(self, event: ControlEvent, nursery: trio.Nursery | None) -> None:
         before = self.view

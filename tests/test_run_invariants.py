@@ -29,9 +29,11 @@ def run_virtual(sc, target=None, *, sluggish_seed=None, max_latency_s=0.05, mang
         import startline.inprocess as ip
 
         original = ip.MemoryControlPlane
+        participants = iter(range(1_000))  # each participant its own draws, the same in every process
+
         ip.MemoryControlPlane = lambda store: SluggishControlPlane(  # type: ignore[assignment]
             MemoryControlPlane(store),
-            seed=sluggish_seed + id(store) % 7,
+            seed=sluggish_seed * 1_000 + next(participants),
             max_latency_s=max_latency_s,
             mangle_events=mangle,
         )
