@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
-from engine.ports import ControlPlaneError
+from engine.ports import ControlPlaneConflict, ControlPlaneError
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ class SqlControlPlane:
 
         def q(c: Any) -> None:
             if fetch(c, exists, (run.run_id,))[0]["N"]:
-                raise ControlPlaneError(f"run {run.run_id!r} exists already")
+                raise ControlPlaneConflict(f"run {run.run_id!r} exists already")
             execute(
                 c,
                 sql,
@@ -203,7 +203,7 @@ class SqlControlPlane:
         def body(c: Any) -> None:
             last = fetch(c, last_sql, (event.run_id,))[0]["LAST"]
             if event.sequence_id != last + 1:
-                raise ControlPlaneError(f"event sequence {event.sequence_id} does not follow {last}")
+                raise ControlPlaneConflict(f"event sequence {event.sequence_id} does not follow {last}")
             execute(c, insert, (event.run_id, event.sequence_id, event.event_type.value, json.dumps(event.to_dict())))
             execute(c, bump, (event.sequence_id, event.run_id))
 

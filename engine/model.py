@@ -74,6 +74,8 @@ class StopReason(enum.StrEnum):
     WORKER_LOST = "worker_lost"
     READY_TIMEOUT = "ready_timeout"
     ERROR = "error"
+    ORCHESTRATOR_LOST = "orchestrator_lost"
+    CONTROL_PLANE_LOST = "control_plane_lost"
 
 
 def _non_negative(_inst: Any, attr: attrs.Attribute, value: float | int | None) -> None:

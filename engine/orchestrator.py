@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from engine.model import (
     WorkerResult,
     WorkerStatus,
 )
-from engine.ports import ControlPlane, WallClock
+from engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
+from engine.resilience import ResilientControlPlane, RetryPolicy, single_leaf
 from engine.scenario import OnWorkerLoss, Scenario, Strategy
 from engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from engine.summary import build_summary
+from engine.workload import derive_seed
 
 log = logging.getLogger("startline.orchestrator")
 
@@ -38,6 +41,8 @@ COLLECT_POLL_S = 0.25
 """How often the orchestrator reads TEST_RESULTS while waiting for final results."""
 READY_POLL_S = 0.05
 """How often the orchestrator reads WORKER_HEARTBEATS while waiting for READY."""
+MIN_LIVENESS_WAIT_S = 0.001
+"""Between two heartbeat reads at least this long (clock rounding never makes a busy loop)."""
 
 
 def _now_local_control(clockmap: ClockMap) -> float:
@@ -54,7 +59,8 @@ class Orchestrator:
     run_id: str
     out: Path | None = None
 
-    cp: CountingControlPlane = attrs.field(init=False)
+    counting: CountingControlPlane = attrs.field(init=False)
+    cp: ResilientControlPlane = attrs.field(init=False)
     sequence_id: int = 0
     status: RunStatus = RunStatus.PREPARED
     reason: str | None = None
@@ -64,16 +70,39 @@ class Orchestrator:
     events: list[ControlEvent] = attrs.Factory(list)
     clockmap: ClockMap | None = None
     _stop_requested: trio.Event = attrs.Factory(trio.Event)
+    adopted: RunState | None = None  # a run found unfinished without its orchestrator (see prepare)
+    dead_at: dict[str, float] = attrs.Factory(dict)  # worker → trio time it was judged DEAD
     _stop_reason: StopReason = StopReason.COMPLETED
+    _forced: bool = False
+    _collecting: trio.CancelScope | None = None
+    _results_seen: list[WorkerResult] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
-        self.cp = CountingControlPlane(self.control)
+        self.counting = CountingControlPlane(self.control)
+        self.cp = ResilientControlPlane(
+            self.counting, RetryPolicy.of(self.scenario), random.Random(derive_seed("retry", self.run_id, "orch"))
+        )
 
     def request_stop(self, reason: StopReason = StopReason.USER_REQUESTED) -> None:
         """Stop early (Ctrl-C, a lost worker under ``on_worker_loss = "fail"``)."""
         if not self._stop_requested.is_set():
             self._stop_reason = reason
             self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    @property
+    def forced(self) -> bool:
+        return self._forced
+
+    def force_stop(self) -> None:
+        """A second Ctrl-C: stop now — no waiting for the drain; the summary keeps what is in."""
+        self.request_stop(StopReason.USER_REQUESTED)
+        self._forced = True
+        if self._collecting is not None:
+            self._collecting.cancel()
 
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
@@ -86,45 +115,102 @@ class Orchestrator:
         return f"{self.status} {windows.phase_at(now)}, {left:.0f} s left"
 
     async def prepare(self) -> None:
-        """Create the run (PREPARED, with the scenario) and move it to STARTING; idempotent."""
+        """Create the run (PREPARED, with the scenario) and move it to STARTING; idempotent.
+
+        A run id that exists already is a restart: an unfinished run whose orchestrator has
+        been silent for ``dead_after_beats`` heartbeats is adopted, to be failed cleanly by
+        ``run()``; a finished run, or one whose orchestrator is alive, is refused."""
         if self.clockmap is not None:
             return
         sc = self.scenario
-        await self.cp.create_run(
-            RunState(
-                self.run_id,
-                RunStatus.PREPARED,
-                Phase.PREPARING,
-                worker_target=sc.connections_per_worker,
-                expected_workers=sc.workers,
-                scenario=sc.to_dict(),
+        try:
+            await self.cp.create_run(
+                RunState(
+                    self.run_id,
+                    RunStatus.PREPARED,
+                    Phase.PREPARING,
+                    worker_target=sc.connections_per_worker,
+                    expected_workers=sc.workers,
+                    scenario=sc.to_dict(),
+                )
             )
-        )
+        except ControlPlaneConflict:
+            self.adopted = await self.cp.read_run(self.run_id)
+            if self.adopted is None:
+                raise
         offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
         self.clockmap = ClockMap.anchor(self.clock, offset)
-        await self._set_status(RunStatus.STARTING)
+        if self.adopted is None:
+            await self._set_status(RunStatus.STARTING)
+            return
+        found = self.adopted
+        if found.status.terminal:
+            raise ControlPlaneConflict(f"run {self.run_id!r} has already ended ({found.status}); choose a new run id")
+        silent = self.clockmap.to_control(trio.current_time()) - found.updated_at
+        alive_for = sc.dead_after_beats * sc.heartbeat_s
+        if silent < alive_for:
+            raise ControlPlaneConflict(
+                f"run {self.run_id!r} is {found.status} and its orchestrator was heard {silent:.1f} s ago "
+                f"(< {alive_for:g} s): it is alive; not taking it over"
+            )
+        log.warning(
+            "run %s is %s without its orchestrator (silent %.1f s): failing it", self.run_id, found.status, silent
+        )
+        if found.scenario:
+            self.scenario = Scenario.from_dict(found.scenario)
+        self.sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
 
     async def run(self) -> dict[str, Any]:
-        """Prepare (if not done), wait for READY, start, drive the schedule, collect, summarise."""
-        await self.prepare()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._touch_loop)
-            if await self._wait_ready():
-                await self._start()
-                nursery.start_soon(self._liveness_loop)
-                await self._follow_schedule()
-            else:
-                reason = self._stop_reason if self._stop_requested.is_set() else StopReason.READY_TIMEOUT
-                self.reason = str(reason)
-                await self._stop(reason)
-            results = await self._collect()
-            self.status = self._final_status(results)
-            await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
-            nursery.cancel_scope.cancel()
-        summary = self._summary(results, await self.cp.read_snapshots(self.run_id))
+        """Prepare (if not done), wait for READY, start, drive the schedule, collect, summarise.
+
+        However it ends, the summary is written: a control plane lost past its tolerance makes
+        the run FAILED with what had been collected (workers keep their own results)."""
+        results: list[WorkerResult] = []
+        snapshots: list[tuple[str, dict[str, Any]]] = []
+        try:
+            await self.prepare()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._touch_loop)
+                if self.adopted is not None:
+                    await self._fail_adopted()
+                elif await self._wait_ready():
+                    await self._start()
+                    nursery.start_soon(self._liveness_loop)
+                    await self._follow_schedule()
+                else:
+                    reason = self._stop_reason if self._stop_requested.is_set() else StopReason.READY_TIMEOUT
+                    self.reason = str(reason)
+                    await self._stop(reason)
+                results = await self._collect()
+                self.status = self._final_status(results)
+                await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
+                nursery.cancel_scope.cancel()
+            snapshots = await self.cp.read_snapshots(self.run_id)
+        except Exception as exc:
+            leaf = single_leaf(exc)
+            if not isinstance(leaf, ControlPlaneError) or isinstance(leaf, ControlPlaneConflict):
+                raise
+            log.error("run %s failed: %s", self.run_id, leaf)
+            self.status = RunStatus.FAILED
+            self.reason = f"{StopReason.CONTROL_PLANE_LOST}: {leaf}"
+            results = results or self._results_seen
+        summary = self._summary(results, snapshots)
         if self.out is not None:
             write_summary(self.out, summary)
         return summary
+
+    async def _fail_adopted(self) -> None:
+        """A restarted orchestrator fails the run it found unfinished: STOP(orchestrator_lost) so any
+        live worker drains and reports, then the results are collected like any run's."""
+        found = self.adopted
+        assert found is not None and self.clockmap is not None
+        for hb in await self.cp.read_heartbeats(self.run_id):
+            self.statuses[hb.worker_id] = hb.status
+        self.reason = f"{StopReason.ORCHESTRATOR_LOST}: the run was {found.status} when its orchestrator restarted"
+        if found.status in (RunStatus.STOPPING, RunStatus.CANCELLING):
+            self.stopped_at = _now_local_control(self.clockmap)
+            return
+        await self._stop(StopReason.ORCHESTRATOR_LOST)
 
     # ---- the phases ----------------------------------------------------------------------
 
@@ -153,7 +239,9 @@ class Orchestrator:
         run = await self.cp.update_run(
             self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING, phase=phase, **when
         )
-        if run is None or run.start_time is None:
+        if run is None:  # a retry after an attempt that landed finds RUNNING already
+            run = await self.cp.read_run(self.run_id)
+        if run is None or run.status is not RunStatus.RUNNING or run.start_time is None:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
         self.start_time = run.start_time
@@ -207,21 +295,39 @@ class Orchestrator:
             await self.cp.update_run(self.run_id)
 
     async def _liveness_loop(self) -> None:
+        """Read the heartbeats every period, and also at the instant the next worker would cross
+        its STALE or DEAD threshold: a dead worker is judged within k2·h plus one read."""
         sc = self.scenario
-        assert self.clockmap is not None
+        cm = self.clockmap
+        assert cm is not None
+        wake = trio.current_time() + sc.heartbeat_s
         while True:
-            await trio.sleep(sc.heartbeat_s)
-            now = _now_local_control(self.clockmap)
-            for hb in await self.cp.read_heartbeats(self.run_id):
+            await trio.sleep_until(wake)
+            beats = await self.cp.read_heartbeats(self.run_id)
+            now = _now_local_control(cm)
+            # Time the orchestrator itself could not reach the control plane is nobody's silence.
+            since = cm.to_control(self.cp.health.recovered_at)
+            next_check = now + sc.heartbeat_s
+            for hb in beats:
+                last = max(hb.last_heartbeat, since)
                 status = classify_liveness(
-                    hb.status, hb.last_heartbeat, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
+                    hb.status, last, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
                 )
                 if status is not hb.status:
                     await self.cp.mark_worker(self.run_id, hb.worker_id, status)
                     log.warning("worker %s is %s", hb.worker_id, status)
+                if status is WorkerStatus.DEAD and hb.worker_id not in self.dead_at:
+                    self.dead_at[hb.worker_id] = trio.current_time()
                 self.statuses[hb.worker_id] = status
                 if status is WorkerStatus.DEAD and sc.on_worker_loss == OnWorkerLoss.FAIL.value:
                     self.request_stop(StopReason.WORKER_LOST)
+                if not status.finished and status is not WorkerStatus.DEAD:
+                    for beats_ in (sc.stale_after_beats, sc.dead_after_beats):
+                        crossing = last + beats_ * sc.heartbeat_s
+                        if crossing > now:
+                            next_check = min(next_check, crossing)
+                            break
+            wake = max(cm.to_trio(next_check), trio.current_time() + MIN_LIVENESS_WAIT_S)
 
     async def _collect(self) -> list[WorkerResult]:
         """Final results of every worker, waiting up to drain + DEAD detection for stragglers."""
@@ -229,9 +335,11 @@ class Orchestrator:
         known = set(self.statuses)
         results: list[WorkerResult] = []
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + 1.0
-        with trio.move_on_after(wait):
+        with trio.move_on_after(wait) as self._collecting:
+            if self._forced:
+                self._collecting.cancel()
             while True:
-                results = await self.cp.read_results(self.run_id)
+                results = self._results_seen = await self.cp.read_results(self.run_id)
                 final = {r.worker_id for r in results if r.status.finished}
                 dead = {w for w, s in self.statuses.items() if s is WorkerStatus.DEAD}
                 if known <= final | dead and len(final | dead) >= min(len(known), sc.workers):
@@ -258,7 +366,8 @@ class Orchestrator:
 
     def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for _worker, snap in snapshots:
+        unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}  # retried appends
+        for snap in unique.values():
             for item in snap.get("intervals", []):
                 series[item["interval"]][0] += item["ops"]
                 series[item["interval"]][1] += item["errors"]
@@ -274,7 +383,7 @@ class Orchestrator:
             stopped_at=self.stopped_at,
             payloads=payloads,
             worker_statuses={w: str(s) for w, s in self.statuses.items()},
-            orchestrator_queries=sum(self.cp.counts.values()),
+            orchestrator_queries=sum(self.counting.counts.values()),
             timeseries=timeseries,
         )
 

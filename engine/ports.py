@@ -16,6 +16,10 @@ class ControlPlaneError(Exception):
     """A control-plane call failed (unreachable, timed out, refused)."""
 
 
+class ControlPlaneConflict(ControlPlaneError):
+    """The control plane refused a call on its merits (run exists, sequence out of order): never retried."""
+
+
 class ControlPlane(Protocol):
     """The run's shared state: RUN_STATUS, RUN_CONTROL_EVENTS, WORKER_HEARTBEATS,
     TEST_RESULTS and METRICS_SNAPSHOTS, plus the control plane's own clock.

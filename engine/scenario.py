@@ -230,6 +230,10 @@ class Scenario:
     start_timeout_s: float = attrs.field(default=120.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
     drain_timeout_s: float = attrs.field(default=5.0, validator=_num(0, 3600))
     run_idle_timeout_s: float = attrs.field(default=30.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    control_timeout_s: float = attrs.field(default=10.0, validator=_num(0, 3600, lo_open=True))
+    retry_base_ms: float = attrs.field(default=100.0, validator=_num(0, 600_000, lo_open=True))
+    retry_cap_ms: float = attrs.field(default=2000.0, validator=_num(0, 600_000, lo_open=True))
+    outage_tolerance_s: float = attrs.field(default=20.0, validator=_num(0, _MAX_SECONDS))
     snapshot_interval_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
     flush_interval_s: float = attrs.field(default=5.0, validator=_num(0, 3600, lo_open=True))
     start: StartOptions = attrs.field(factory=StartOptions)
@@ -243,6 +247,10 @@ class Scenario:
             raise _FieldError(
                 "dead_after_beats",
                 f"must be > stale_after_beats (got {self.dead_after_beats} <= {self.stale_after_beats})",
+            )
+        if self.retry_cap_ms < self.retry_base_ms:
+            raise _FieldError(
+                "retry_cap_ms", f"must be >= retry_base_ms (got {self.retry_cap_ms:g} < {self.retry_base_ms:g})"
             )
         names = [op.name for op in self.operations]
         for name in names:

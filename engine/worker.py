@@ -21,7 +21,8 @@ from engine.events import WorkerView, apply_event, events_to_apply, reconcile
 from engine.metrics import HIGHEST_US, Recorder
 from engine.model import ControlEvent, Heartbeat, Phase, RunState, RunStatus, StopReason, WorkerResult, WorkerStatus
 from engine.pool import Pool
-from engine.ports import ControlPlane, Session, Target, WallClock
+from engine.ports import ControlPlane, ControlPlaneError, Session, Target, WallClock
+from engine.resilience import ResilientControlPlane, RetryPolicy, single_leaf
 from engine.scenario import Bookkeeping, Scenario, Strategy
 from engine.schedule import PhaseWindows, ramp_steps
 from engine.workload import Mix, ParamSource, derive_seed
@@ -49,13 +50,6 @@ class WorkerExit(Exception):
         self.reason = reason
 
 
-def single_leaf(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member groups (Trio nurseries wrap errors)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
     """The run's RUN_STATUS row, once it exists (a worker may be started before its run)."""
     with trio.move_on_after(timeout_s):
@@ -80,7 +74,8 @@ class Worker:
     group: str = "default"
     scenario: Scenario | None = None
 
-    cp: CountingControlPlane = attrs.field(init=False)
+    counting: CountingControlPlane = attrs.field(init=False)
+    cp: ResilientControlPlane = attrs.field(init=False)
     status: WorkerStatus = WorkerStatus.STARTING
     view: WorkerView = attrs.field(init=False)
     recorder: Recorder = attrs.Factory(Recorder)
@@ -102,9 +97,15 @@ class Worker:
     _last_run_check: float = -math.inf
     _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
     _wake: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    _snapshots: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self.cp = CountingControlPlane(self.control)
+        self.counting = CountingControlPlane(self.control)
+        self.cp = ResilientControlPlane(
+            self.counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
+        )
+        if self.scenario is not None:
+            self.cp.policy = RetryPolicy.of(self.scenario)
         self.view = WorkerView(self.worker_id, self.group)
         self._rng = random.Random(derive_seed("worker", self.run_id, self.worker_id))
 
@@ -127,7 +128,10 @@ class Worker:
         if self.status is WorkerStatus.FAILED:
             with trio.move_on_after(self._drain_timeout() + 1.0) as scope:
                 scope.shield = True
-                await self._publish_final()
+                try:
+                    await self._publish_final()
+                except ControlPlaneError as exc:
+                    log.error("worker %s could not publish its results: %s", self.worker_id, exc)
         return payload
 
     async def _run(self) -> None:
@@ -137,6 +141,7 @@ class Worker:
         if self.scenario is None:
             self.scenario = Scenario.from_dict(run.scenario)
         sc = self.scenario
+        self.cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
         self._initial_target = run.worker_target or sc.connections_per_worker
         self.view = attrs.evolve(self.view, target=self._initial_target)
@@ -278,7 +283,9 @@ class Worker:
             return
         now = trio.current_time()
         if self.clockmap is not None:
-            if self.clockmap.to_control(now) - run.updated_at > self.scenario.run_idle_timeout_s:
+            # Time this worker could not reach the control plane itself is not the orchestrator's silence.
+            seen = max(run.updated_at, self.clockmap.to_control(self.cp.health.recovered_at))
+            if self.clockmap.to_control(now) - seen > self.scenario.run_idle_timeout_s:
                 raise WorkerExit("orchestrator_lost")
             return
         if self._run_seen_at is None or run.updated_at != self._run_seen_at[1]:
@@ -537,10 +544,13 @@ class Worker:
             await self._heartbeat()
 
     async def _flush_loop(self) -> None:
+        """Every flush interval: the finished snapshot intervals, and the results so far (a RUNNING
+        TEST_RESULTS row), so a worker that dies keeps what it measured up to its last flush."""
         assert self.scenario is not None
         while True:
             await trio.sleep(max(self.scenario.flush_interval_s, self.scenario.snapshot_interval_s))
             await self._flush_snapshots(final=False)
+            await self.cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
 
     async def _flush_snapshots(self, final: bool) -> None:
         if self.windows is None:
@@ -550,13 +560,15 @@ class Worker:
         )
         intervals = self.recorder.take_intervals(before)  # type: ignore[arg-type]
         if intervals:
-            await self.cp.append_snapshot(self.run_id, self.worker_id, {"intervals": intervals})
+            # ``n`` makes a retried append harmless: readers keep one snapshot per (worker, n).
+            self._snapshots += 1
+            await self.cp.append_snapshot(self.run_id, self.worker_id, {"n": self._snapshots, "intervals": intervals})
 
     def _drain_timeout(self) -> float:
         return self.scenario.drain_timeout_s if self.scenario else 5.0
 
     def _enter(self, stage: str) -> None:
-        self.cp.stage = stage
+        self.counting.stage = stage
         self.stage_started[stage] = trio.current_time()
 
     def _mark(self, name: str) -> None:
@@ -589,7 +601,8 @@ class Worker:
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
             "control_plane": {
-                "queries": dict(sorted(self.cp.counts.items())),
+                "queries": dict(sorted(self.counting.counts.items())),
+                "health": self.cp.health.to_payload(),
                 "waiting_s": span("waiting", "running"),
                 "running_s": span("running", "draining"),
             },

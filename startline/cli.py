@@ -104,7 +104,7 @@ def run(
 
 def _fail_known(exc: BaseException, config: str | None) -> None:
     """Bad configuration or an unreachable control plane: one line, exit 2 (Trio may wrap it)."""
-    from engine.worker import single_leaf
+    from engine.resilience import single_leaf
 
     leaf = single_leaf(exc)
     if isinstance(leaf, ConfigError):
@@ -137,7 +137,8 @@ async def _orchestrate(
     )
     if control_url.in_process:
         with console.status(f"{title} (in process)"):
-            return (await run_in_process_async(scenario, target=target, out=out, run_id=run_id)).summary
+            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=_on_signals)
+            return done.summary
     orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
@@ -152,8 +153,10 @@ async def _orchestrate(
                     inner.start_soon(_progress, orchestrator, status, title)
                     summary = await orchestrator.run()
                     inner.cancel_scope.cancel()
-            # Workers exit by themselves once their results are in; past the grace, they are killed.
-            procs.cancel_scope.deadline = trio.current_time() + WORKER_EXIT_GRACE_S
+            # Workers exit by themselves once their results are in; past the grace (at once after a
+            # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
+            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
+            procs.cancel_scope.deadline = trio.current_time() + grace
         nursery.cancel_scope.cancel()
     return summary
 
@@ -175,6 +178,8 @@ async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path
         worker_id,
         "--index",
         str(index),
+        "--results",
+        str(out / f"worker-{worker_id}.json"),
     ]
     with open(out / f"worker-{worker_id}.log", "wb") as log:
         await trio.run_process(cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -187,10 +192,16 @@ async def _progress(orchestrator: Any, status: Any, title: str) -> None:
 
 
 async def _on_signals(orchestrator: Any) -> None:
-    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured."""
+    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
+    a second one forces the stop: no waiting for the drain, the summary keeps what is in."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            orchestrator.request_stop(StopReason.USER_REQUESTED)
+            if orchestrator.stop_requested:
+                err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
+                orchestrator.force_stop()
+            else:
+                err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
+                orchestrator.request_stop(StopReason.USER_REQUESTED)
 
 
 @main.command()
@@ -200,9 +211,18 @@ async def _on_signals(orchestrator: Any) -> None:
 @click.option("--target", default=None, help="Target URL (default: the run's scenario `target`).")
 @click.option("--index", type=int, default=0, show_default=True, help="This worker's number (keeps sequences unique).")
 @click.option("--group", default="default", show_default=True, help="Worker group (for WORKER_GROUP scaling).")
-def worker(control: str, run_id: str, worker_id: str, target: str | None, index: int, group: str) -> None:
+@click.option(
+    "--results",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write this worker's results (JSON) here: kept even if the control plane is lost.",
+)
+def worker(
+    control: str, run_id: str, worker_id: str, target: str | None, index: int, group: str, results: str | None
+) -> None:
     """Join run RUN_ID as one worker: on this host or any other that reaches the control plane.
 
+    SIGINT or SIGTERM makes it drain, flush its results and exit.
     Exit codes: 0 completed, 2 bad usage, 3 the worker failed (see its log).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -217,6 +237,10 @@ def worker(control: str, run_id: str, worker_id: str, target: str | None, index:
     except Exception as exc:
         _fail_known(exc, None)
         raise
+    if results:
+        import json
+
+        Path(results).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     sys.exit(EXIT_OK if payload["status"] == "COMPLETED" else EXIT_RUN_FAILED)
 
 
@@ -232,7 +256,7 @@ async def _work(
     scenario = Scenario.from_dict(run.scenario)
     tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
     w = Worker(cp, tgt, SystemClock(), run_id, worker_id, index=index, group=group, scenario=scenario)
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def on_term() -> None:

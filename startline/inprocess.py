@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,13 @@ async def run_in_process_async(
     run_id: str | None = None,
     clock: WallClock | None = None,
     worker_clocks: Sequence[WallClock] | None = None,
+    watch: Callable[[Orchestrator], Awaitable[None]] | None = None,
 ) -> InProcessRun:
     """Create a memory control plane, start ``scenario.workers`` worker tasks and orchestrate.
 
     ``clock`` is the control plane's (and orchestrator's) wall clock; each worker may
-    have its own in ``worker_clocks``. By default all follow ``time.time()``.
+    have its own in ``worker_clocks``. By default all follow ``time.time()``. ``watch`` runs
+    beside the run until it ends (the CLI's signal handler: Ctrl-C stops the run).
     """
     clock = clock or TrioWallClock.aligned_to_system()
     store = MemoryStore(clock)
@@ -54,7 +56,11 @@ async def run_in_process_async(
         lambda _w: MemoryControlPlane(store),
         lambda w: worker_clocks[int(w[1:])] if worker_clocks else clock,
     )
-    summary = await run_together(orchestrator, workers)
+    async with trio.open_nursery() as nursery:
+        if watch is not None:
+            nursery.start_soon(watch, orchestrator)
+        summary = await run_together(orchestrator, workers)
+        nursery.cancel_scope.cancel()
     return InProcessRun(summary, orchestrator, workers, store)
 
 

@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
-from engine.ports import ControlPlaneError, WallClock
+from engine.ports import ControlPlaneConflict, ControlPlaneError, WallClock
 
 
 @attrs.define(eq=False)
@@ -60,7 +60,7 @@ class MemoryControlPlane:
     async def create_run(self, run: RunState) -> None:
         await trio.lowlevel.checkpoint()
         if run.run_id in self.store.runs:
-            raise ControlPlaneError(f"run {run.run_id!r} exists already")
+            raise ControlPlaneConflict(f"run {run.run_id!r} exists already")
         self.store.runs[run.run_id] = attrs.evolve(run, updated_at=self.store.now())
 
     async def read_run(self, run_id: str) -> RunState | None:
@@ -82,7 +82,7 @@ class MemoryControlPlane:
         log = self.store.events[event.run_id]
         last = log[-1].sequence_id if log else 0
         if event.sequence_id != last + 1:
-            raise ControlPlaneError(f"event sequence {event.sequence_id} does not follow {last}")
+            raise ControlPlaneConflict(f"event sequence {event.sequence_id} does not follow {last}")
         log.append(event)
         self.store.bump(event.run_id, last_sequence_id=event.sequence_id)
 

@@ -150,7 +150,9 @@ class SnowflakeExecutor:
         return self._conn
 
     async def run(self, fn: Callable[[Any], T]) -> T:
-        return await trio.to_thread.run_sync(lambda: fn(self._connection()), limiter=self.limiter)
+        return await trio.to_thread.run_sync(
+            lambda: fn(self._connection()), limiter=self.limiter, abandon_on_cancel=True
+        )
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -37,7 +37,8 @@ class Db:
                 self._conn = connect(self.path)
             return fn(self._conn)
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        # A call timed out by the caller is abandoned: its thread finishes alone, still holding the limiter.
+        return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,155 @@
+"""Control-plane calls that survive trouble: a timeout per call, retries with capped exponential
+backoff and jitter, and a participant's view of its control-plane health.
+
+A call is retried while the current outage (first failure → now) is shorter than the
+tolerance; past it, the call raises ``ControlPlaneError`` and the caller fails truthfully.
+Logical refusals (``ControlPlaneConflict``) are never retried.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from engine.counting import QUERY_METHODS
+from engine.model import ControlEvent
+from engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, PushControlPlane
+from engine.scenario import Scenario
+
+
+def single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (Trio nurseries wrap errors)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How long one call may take, how retries back off, and how long an outage is tolerated."""
+
+    timeout_s: float = 10.0
+    base_s: float = 0.1
+    cap_s: float = 2.0
+    tolerance_s: float = 20.0
+
+    @classmethod
+    def of(cls, sc: Scenario) -> RetryPolicy:
+        return cls(sc.control_timeout_s, sc.retry_base_ms / 1000.0, sc.retry_cap_ms / 1000.0, sc.outage_tolerance_s)
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, u: float) -> float:
+    """The wait before retry ``attempt`` (0-based): ``min(cap, base·2^attempt)`` with "equal
+    jitter" — uniformly in its upper half (``u`` in [0, 1)), so retries spread but never bunch at 0."""
+    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 60))
+    return ceiling * (0.5 + 0.5 * u)
+
+
+@attrs.define
+class Health:
+    """One participant's control-plane health (trio time): healthy unless a call is failing now."""
+
+    calls: int = 0
+    failures: int = 0
+    retries: int = 0
+    failing_since: float | None = None
+    recovered_at: float = -math.inf
+    longest_outage_s: float = 0.0
+    last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.failing_since is None
+
+    def failed(self, now: float, error: BaseException) -> float:
+        """Record a failure; returns how long the current outage has lasted."""
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since
+
+    def succeeded(self, now: float) -> None:
+        self.calls += 1
+        if self.failing_since is not None:
+            self.longest_outage_s = max(self.longest_outage_s, now - self.failing_since)
+            self.failing_since = None
+            self.recovered_at = now
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "failures": self.failures,
+            "retries": self.retries,
+            "longest_outage_s": round(self.longest_outage_s, 6),
+            "last_error": self.last_error,
+        }
+
+
+@attrs.define(eq=False)
+class ResilientControlPlane:
+    """Wraps a control plane: every call has a timeout and is retried through short outages."""
+
+    inner: ControlPlane
+    policy: RetryPolicy = attrs.Factory(RetryPolicy)
+    rng: random.Random = attrs.Factory(lambda: random.Random(0))
+    health: Health = attrs.Factory(Health)
+
+    @property
+    def supports_push(self) -> bool:
+        return bool(getattr(self.inner, "supports_push", isinstance(self.inner, PushControlPlane)))
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in QUERY_METHODS or name == "wait_for_change":
+            return method
+        return self._resilient(name, method)
+
+    def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                try:
+                    with trio.fail_after(self.policy.timeout_s):
+                        if attempt and name in LANDED:
+                            landed = await LANDED[name](self.inner, *args, **kwargs)
+                            if landed:
+                                self.health.succeeded(trio.current_time())
+                                return None
+                        result = await method(*args, **kwargs)
+                except ControlPlaneConflict:
+                    raise
+                except (ControlPlaneError, trio.TooSlowError) as exc:
+                    down = self.health.failed(trio.current_time(), exc)
+                    wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
+                    if down + wait > self.policy.tolerance_s:
+                        raise ControlPlaneError(
+                            f"control plane unreachable for {down:.1f} s (outage_tolerance_s = "
+                            f"{self.policy.tolerance_s:g}) during {name}: {self.health.last_error}"
+                        ) from exc
+                    self.health.retries += 1
+                    attempt += 1
+                    await trio.sleep(wait)
+                    continue
+                self.health.succeeded(trio.current_time())
+                return result
+
+        return call
+
+
+async def _event_landed(cp: ControlPlane, event: ControlEvent) -> bool:
+    """A retried append: did the attempt that timed out land after all?"""
+    return any(e.sequence_id == event.sequence_id for e in await cp.read_events(event.run_id, event.sequence_id - 1))
+
+
+async def _run_created(cp: ControlPlane, run: Any) -> bool:
+    return await cp.read_run(run.run_id) is not None
+
+
+LANDED: dict[str, Callable[..., Any]] = {"append_event": _event_landed, "create_run": _run_created}
+"""Non-idempotent calls: before a retry, look whether the failed attempt took effect."""
