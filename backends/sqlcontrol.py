@@ -200,11 +200,18 @@ class SqlControlPlane:
             "UPDATE {RUN_STATUS} SET LAST_SEQUENCE_ID = ?, VERSION = VERSION + 1, UPDATED_AT = {NOW} WHERE RUN_ID = ?"
         )
 
+        same = self._sql("SELECT EVENT FROM {RUN_CONTROL_EVENTS} WHERE RUN_ID = ? AND SEQUENCE_ID = ?")
+        text = json.dumps(event.to_dict())
+
         def body(c: Any) -> None:
             last = fetch(c, last_sql, (event.run_id,))[0]["LAST"]
+            if event.sequence_id <= last:
+                stored = fetch(c, same, (event.run_id, event.sequence_id))
+                if stored and json.loads(stored[0]["EVENT"]) == event.to_dict():
+                    return  # a retry of an append that landed: the log has it once
             if event.sequence_id != last + 1:
                 raise ControlPlaneConflict(f"event sequence {event.sequence_id} does not follow {last}")
-            execute(c, insert, (event.run_id, event.sequence_id, event.event_type.value, json.dumps(event.to_dict())))
+            execute(c, insert, (event.run_id, event.sequence_id, event.event_type.value, text))
             execute(c, bump, (event.sequence_id, event.run_id))
 
         await self._call(lambda c: self._tx(c, body))

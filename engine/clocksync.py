@@ -15,33 +15,50 @@ from engine.ports import ControlPlane, WallClock
 
 @attrs.frozen
 class OffsetEstimate:
-    """``offset_s`` = control-plane clock − local clock; true offset is within ``uncertainty_s``."""
+    """``offset_s`` = control-plane clock − local wall clock; true offset is within ``uncertainty_s``.
+
+    ``server_s`` was read at ``trio_mid_s`` (this process's monotonic trio clock) within the same
+    uncertainty: the anchor that maps trio time to control time, whatever the wall clock does later.
+    """
 
     offset_s: float
     rtt_s: float
     samples: int
+    server_s: float = 0.0
+    trio_mid_s: float = 0.0
 
     @property
     def uncertainty_s(self) -> float:
         return self.rtt_s / 2.0
 
 
-def best_offset(samples: list[tuple[float, float, float]]) -> OffsetEstimate:
-    """From (local send, server time, local receive) triples, the minimum-RTT estimate."""
+Sample = tuple[float, float, float, float, float]
+"""(wall at send, trio at send, server time, trio at receive, wall at receive)."""
+
+
+def best_offset(samples: list[Sample]) -> OffsetEstimate:
+    """The minimum-RTT sample; RTTs are measured on the trio clock, so a wall-clock jump during
+    the round trips cannot make a sample look fast (a backward jump would give a negative RTT)."""
     if not samples:
         raise ValueError("need at least one sample")
-    t0, server, t1 = min(samples, key=lambda s: (s[2] - s[0], s[0]))
-    return OffsetEstimate(offset_s=server - (t0 + t1) / 2.0, rtt_s=t1 - t0, samples=len(samples))
+    w0, m0, server, m1, w1 = min(samples, key=lambda s: (s[3] - s[1], s[1]))
+    return OffsetEstimate(
+        offset_s=server - (w0 + w1) / 2.0,
+        rtt_s=m1 - m0,
+        samples=len(samples),
+        server_s=server,
+        trio_mid_s=(m0 + m1) / 2.0,
+    )
 
 
 async def estimate_offset(cp: ControlPlane, clock: WallClock, samples: int) -> OffsetEstimate:
     """``samples`` sequential ``server_time`` round trips, minimum-RTT filtered."""
-    taken = []
+    taken: list[Sample] = []
     for _ in range(samples):
-        t0 = clock.now()
+        w0, m0 = clock.now(), trio.current_time()
         server = await cp.server_time()
-        t1 = clock.now()
-        taken.append((t0, server, t1))
+        m1, w1 = trio.current_time(), clock.now()
+        taken.append((w0, m0, server, m1, w1))
         await trio.lowlevel.checkpoint()
     return best_offset(taken)
 
@@ -50,15 +67,16 @@ async def estimate_offset(cp: ControlPlane, clock: WallClock, samples: int) -> O
 class ClockMap:
     """Converts between this process's trio clock and the control plane's clock.
 
-    Anchored once (trio now ↔ local wall now + offset); durations come from trio.
+    Anchored once, on the best round trip (its trio midpoint ↔ the server's time); durations
+    come from trio, so the wall clock jumping afterwards changes nothing.
     """
 
     trio_anchor: float
     control_anchor: float
 
     @classmethod
-    def anchor(cls, clock: WallClock, offset: OffsetEstimate) -> ClockMap:
-        return cls(trio.current_time(), clock.now() + offset.offset_s)
+    def anchor(cls, offset: OffsetEstimate) -> ClockMap:
+        return cls(offset.trio_mid_s, offset.server_s)
 
     def to_control(self, trio_time: float) -> float:
         return self.control_anchor + (trio_time - self.trio_anchor)

@@ -139,7 +139,7 @@ class Orchestrator:
             if self.adopted is None:
                 raise
         offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
-        self.clockmap = ClockMap.anchor(self.clock, offset)
+        self.clockmap = ClockMap.anchor(offset)
         if self.adopted is None:
             await self._set_status(RunStatus.STARTING)
             return
@@ -194,10 +194,20 @@ class Orchestrator:
             self.status = RunStatus.FAILED
             self.reason = f"{StopReason.CONTROL_PLANE_LOST}: {leaf}"
             results = results or self._results_seen
+            await self._record_failure()
         summary = self._summary(results, snapshots)
         if self.out is not None:
             write_summary(self.out, summary)
         return summary
+
+    async def _record_failure(self) -> None:
+        """After losing the control plane: one more outage tolerance to record FAILED in RUN_STATUS
+        (workers then stop); if it stays down, a restarted orchestrator will fail the run."""
+        self.cp.health.forgive()
+        try:
+            await self._set_status(RunStatus.FAILED, phase=Phase.DONE, stop_reason=self.reason)
+        except ControlPlaneError as exc:
+            log.error("run %s: FAILED could not be recorded: %s", self.run_id, exc)
 
     async def _fail_adopted(self) -> None:
         """A restarted orchestrator fails the run it found unfinished: STOP(orchestrator_lost) so any
@@ -313,11 +323,11 @@ class Orchestrator:
                 status = classify_liveness(
                     hb.status, last, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
                 )
+                if status is WorkerStatus.DEAD and hb.worker_id not in self.dead_at:
+                    self.dead_at[hb.worker_id] = trio.current_time()
                 if status is not hb.status:
                     await self.cp.mark_worker(self.run_id, hb.worker_id, status)
                     log.warning("worker %s is %s", hb.worker_id, status)
-                if status is WorkerStatus.DEAD and hb.worker_id not in self.dead_at:
-                    self.dead_at[hb.worker_id] = trio.current_time()
                 self.statuses[hb.worker_id] = status
                 if status is WorkerStatus.DEAD and sc.on_worker_loss == OnWorkerLoss.FAIL.value:
                     self.request_stop(StopReason.WORKER_LOST)
@@ -334,7 +344,7 @@ class Orchestrator:
         sc = self.scenario
         known = set(self.statuses)
         results: list[WorkerResult] = []
-        wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + 1.0
+        wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
         with trio.move_on_after(wait) as self._collecting:
             if self._forced:
                 self._collecting.cancel()

@@ -47,7 +47,8 @@ class ControlPlane(Protocol):
         ...
 
     async def append_event(self, event: ControlEvent) -> None:
-        """Append to the log; refuses a sequence id that is not last + 1."""
+        """Append to the log; refuses a sequence id that is not last + 1, unless the very same
+        event is already there (a retried append that had landed: a no-op)."""
         ...
 
     async def read_events(self, run_id: str, after: int) -> list[ControlEvent]: ...

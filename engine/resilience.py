@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from engine.counting import QUERY_METHODS
-from engine.model import ControlEvent
+from engine.model import RunState, RunStatus
 from engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, PushControlPlane
 from engine.scenario import Scenario
 
@@ -81,6 +81,10 @@ class Health:
             self.failing_since = None
             self.recovered_at = now
 
+    def forgive(self) -> None:
+        """Count the next failure as the start of a new outage (a last attempt after giving up)."""
+        self.failing_since = None
+
     def to_payload(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
@@ -142,14 +146,17 @@ class ResilientControlPlane:
         return call
 
 
-async def _event_landed(cp: ControlPlane, event: ControlEvent) -> bool:
-    """A retried append: did the attempt that timed out land after all?"""
-    return any(e.sequence_id == event.sequence_id for e in await cp.read_events(event.run_id, event.sequence_id - 1))
+async def _run_created(cp: ControlPlane, run: RunState) -> bool:
+    """A retried create: is the row there the one the failed attempt wrote (not a predecessor's)?"""
+    found = await cp.read_run(run.run_id)
+    return (
+        found is not None
+        and found.status is RunStatus.PREPARED
+        and found.last_sequence_id == 0
+        and found.scenario == run.scenario
+    )
 
 
-async def _run_created(cp: ControlPlane, run: Any) -> bool:
-    return await cp.read_run(run.run_id) is not None
-
-
-LANDED: dict[str, Callable[..., Any]] = {"append_event": _event_landed, "create_run": _run_created}
-"""Non-idempotent calls: before a retry, look whether the failed attempt took effect."""
+LANDED: dict[str, Callable[..., Any]] = {"create_run": _run_created}
+"""Calls a retry must not repeat blindly: first look whether the failed attempt took effect
+(an append of the same event is a no-op in every backend, so needs no look)."""

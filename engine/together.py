@@ -9,9 +9,12 @@ from typing import Any
 import trio
 
 from engine.orchestrator import Orchestrator
-from engine.ports import ControlPlane, Target, WallClock
+from engine.ports import ControlPlane, ControlPlaneConflict, Target, WallClock
 from engine.scenario import Scenario
 from engine.worker import Worker
+
+ORCHESTRATOR = "orchestrator"
+"""The orchestrator's host name in ``crashes``."""
 
 
 def make_workers(
@@ -27,17 +30,41 @@ def make_workers(
 
 
 async def run_together(
-    orchestrator: Orchestrator, workers: Sequence[Worker], crashes: Mapping[str, float] | None = None
+    orchestrator: Orchestrator,
+    workers: Sequence[Worker],
+    crashes: Mapping[str, float] | None = None,
+    restart: Callable[[], Orchestrator] | None = None,
+    restart_after_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Start every worker, orchestrate, return the summary. ``crashes`` (worker id → trio time)
-    stops a worker dead at that instant, writing nothing more: a simulated host crash."""
+    """Start every worker, orchestrate, return the summary. ``crashes`` (worker id or
+    ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
+    nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
+    later by ``restart()``, which fails the orphaned run cleanly (see ``Orchestrator.prepare``);
+    it retries every heartbeat while the old one still looks alive."""
+    crashes = crashes or {}
     summary: dict[str, Any] = {}
 
     async def orchestrate() -> None:
-        summary.update(await orchestrator.run())
+        with trio.move_on_at(crashes.get(ORCHESTRATOR, math.inf)):
+            summary.update(await orchestrator.run())
+            return
+        if restart is None:
+            return
+        await trio.sleep(restart_after_s)
+        while True:
+            successor = restart()
+            try:
+                summary.update(await successor.run())
+                return
+            except ControlPlaneConflict:
+                if successor.adopted is None:
+                    raise
+                if successor.adopted.status.terminal:  # it had finished all but the summary
+                    return
+                await trio.sleep(successor.scenario.heartbeat_s)
 
     async def work(w: Worker) -> None:
-        with trio.move_on_at((crashes or {}).get(w.worker_id, math.inf)):
+        with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
             await w.run()
 
     async with trio.open_nursery() as nursery:

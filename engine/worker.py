@@ -152,7 +152,7 @@ class Worker:
             try:
                 await self._pool.prepare(self._initial_target)
                 self.offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
-                self.clockmap = ClockMap.anchor(self.clock, self.offset)
+                self.clockmap = ClockMap.anchor(self.offset)
                 self.status = WorkerStatus.READY
                 await self._heartbeat()
                 self._mark("ready")

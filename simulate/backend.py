@@ -26,6 +26,7 @@ the "simulated events" of benchmarks/sim_speed.py."""
 
 KIND_OF = {
     "read_run": "status_read",
+    "read_heartbeats": "status_read",
     "read_events": "event_read",
     "update_run": "status_update",
     "append_event": "event_insert",
@@ -44,6 +45,7 @@ class SimControlPlane:
     seed: int
     host: str
     calls: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
+    failures: list[tuple[float, str]] = attrs.Factory(list)  # (trio time, kind) of each injected failure
     inner: MemoryControlPlane = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -68,12 +70,24 @@ class SimControlPlane:
             await trio.sleep(before)
             if failing:
                 await trio.sleep(latency - before)
+                self.failures.append((trio.current_time(), kind))
                 raise ControlPlaneError(f"injected {kind} failure")
             result = await method(*args, **kwargs)
             await trio.sleep(latency - before)
+            if kind == "event_read" and result and rng.random() < self.profile.stale_event_reads:
+                result = stale_read(result, rng)
             return result
 
         return call
+
+
+def stale_read(events: list[Any], rng: Any) -> list[Any]:
+    """An event read as a lagging replica or a retried query may return it: only a prefix of
+    what is there (the rest arrives later), some events repeated, in any order."""
+    events = events[: rng.randint(0, len(events))]
+    events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
+    rng.shuffle(events)
+    return events
 
 
 @attrs.define(eq=False)
@@ -91,6 +105,8 @@ class SimSession:
             self.target.first_issue.setdefault(self.worker_id, {})[self.slot] = began
         SLEEPS[0] += 1
         await trio.sleep(self.target.profile.target.sample(rng))
+        if self.target.ops is not None:
+            self.target.ops.append((self.worker_id, began, trio.current_time()))
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         return None
@@ -107,6 +123,7 @@ class SimTarget:
     profile: Profile
     seed: int
     first_issue: dict[str, dict[int, float]] = attrs.Factory(dict)
+    ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
 
     async def open_session(self, worker_id: str, index: int) -> SimSession:
         return SimSession(self, worker_id, index)

@@ -144,6 +144,9 @@ class Profile:
     outages: tuple[tuple[float, float], ...] = ()  # [start_s, end_s) of virtual time: every call fails
     spikes: tuple[tuple[float, float, float], ...] = ()  # [start_s, end_s): every call takes extra_ms more
     crashes: Mapping[str, float] = attrs.field(factory=dict)  # host → virtual second it dies at
+    orchestrator_restart_s: float = 1.0  # a crashed orchestrator's successor starts this much later
+    clock_jumps: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → (at_s, jump_ms)
+    stale_event_reads: float = 0.0  # probability an event read comes back late (a prefix) and repeated
 
     def extra_latency_s(self, now: float) -> float:
         return sum(extra for lo, hi, extra in self.spikes if lo <= now < hi) / 1000.0
@@ -208,12 +211,15 @@ def _probabilities(data: Any) -> dict[str, float]:
 
 def _faults(data: Any) -> dict[str, Any]:
     """``[faults]``: outages = [[start_s, end_s], ...], spikes = [[start_s, end_s, extra_ms], ...],
-    crashes = { HOST = at_s } (virtual seconds from the simulation's start)."""
+    crashes = { HOST = at_s } (virtual seconds from the simulation's start; HOST "orchestrator"
+    is replaced orchestrator_restart_s later), clock_jumps = { HOST = [at_s, jump_ms] },
+    stale_event_reads = probability."""
     if not isinstance(data, Mapping):
         raise ConfigError("faults", "must be a table")
-    unknown = set(data) - {"outages", "spikes", "crashes"}
+    known = {"outages", "spikes", "crashes", "orchestrator_restart_s", "clock_jumps", "stale_event_reads"}
+    unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"faults.{sorted(unknown)[0]}", "unknown key (known: crashes, outages, spikes)")
+        raise ConfigError(f"faults.{sorted(unknown)[0]}", f"unknown key (known: {', '.join(sorted(known))})")
 
     def windows(key: str, width: int) -> tuple[tuple[float, ...], ...]:
         items = data.get(key, [])
@@ -233,4 +239,26 @@ def _faults(data: Any) -> dict[str, Any]:
     crashes = data.get("crashes", {})
     if not isinstance(crashes, Mapping) or not all(isinstance(v, int | float) and v >= 0 for v in crashes.values()):
         raise ConfigError("faults.crashes", "must be a table of host = seconds")
-    return {"outages": windows("outages", 2), "spikes": windows("spikes", 3), "crashes": dict(crashes)}
+    jumps = data.get("clock_jumps", {})
+    if not isinstance(jumps, Mapping) or not all(
+        isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v) and v[0] >= 0 for v in jumps.values()
+    ):
+        raise ConfigError("faults.clock_jumps", "must be a table of host = [at_s, jump_ms]")
+    restart = data.get("orchestrator_restart_s", 1.0)
+    if not _is_number(restart) or not 0 <= restart <= 3600:
+        raise ConfigError("faults.orchestrator_restart_s", f"must be between 0 and 3600 (got {restart!r})")
+    stale = data.get("stale_event_reads", 0.0)
+    if not _is_number(stale) or not 0 <= stale <= 1:
+        raise ConfigError("faults.stale_event_reads", f"must be between 0 and 1 (got {stale!r})")
+    return {
+        "outages": windows("outages", 2),
+        "spikes": windows("spikes", 3),
+        "crashes": dict(crashes),
+        "orchestrator_restart_s": float(restart),
+        "clock_jumps": {h: (float(v[0]), float(v[1])) for h, v in jumps.items()},
+        "stale_event_reads": float(stale),
+    }
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

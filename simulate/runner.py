@@ -25,13 +25,34 @@ from simulate.backend import SimControlPlane, SimTarget
 from simulate.models import Profile, rng_for
 
 
-def host_clock(profile: Profile, seed: int, host: str) -> TrioWallClock:
-    """A host's wall clock: offset uniform in ±clock_spread_ms, drift uniform in ±drift_ppm."""
+def host_clock(profile: Profile, seed: int, host: str) -> TrioWallClock | JumpingClock:
+    """A host's wall clock: offset uniform in ±clock_spread_ms, drift uniform in ±drift_ppm,
+    and a step at the instant the profile's ``clock_jumps`` gives for this host."""
     rng = rng_for(seed, host, "clock", 0)
     spread, drift = profile.clock_spread_ms, profile.drift_ppm
-    return TrioWallClock(
+    clock = TrioWallClock(
         EPOCH_2026, offset_s=rng.uniform(-spread, spread) / 1000.0, drift_ppm=rng.uniform(-drift, drift)
     )
+    if host in profile.clock_jumps:
+        at, jump_ms = profile.clock_jumps[host]
+        return JumpingClock(clock, at, jump_ms / 1000.0)
+    return clock
+
+
+@attrs.frozen
+class JumpingClock:
+    """A wall clock that steps by ``jump_s`` at trio time ``at`` (NTP stepping it, a VM resumed)."""
+
+    inner: TrioWallClock
+    at: float
+    jump_s: float
+
+    @property
+    def offset_s(self) -> float:
+        return self.inner.offset_s
+
+    def now(self) -> float:
+        return self.inner.now() + (self.jump_s if trio.current_time() >= self.at else 0.0)
 
 
 def _seed_trio_scheduler(seed: int) -> None:

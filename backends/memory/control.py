@@ -81,6 +81,8 @@ class MemoryControlPlane:
         await trio.lowlevel.checkpoint()
         log = self.store.events[event.run_id]
         last = log[-1].sequence_id if log else 0
+        if 0 < event.sequence_id <= last and log[event.sequence_id - 1] == event:
+            return  # a retry of an append that landed: the log has it once
         if event.sequence_id != last + 1:
             raise ControlPlaneConflict(f"event sequence {event.sequence_id} does not follow {last}")
         log.append(event)
