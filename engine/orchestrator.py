@@ -74,7 +74,8 @@ class Orchestrator:
     dead_at: dict[str, float] = attrs.Factory(dict)  # worker → trio time it was judged DEAD
     _stop_reason: StopReason = StopReason.COMPLETED
     _forced: bool = False
-    _collecting: trio.CancelScope | None = None
+    _force: trio.Event = attrs.Factory(trio.Event)
+    _collected: bool = False
     _results_seen: list[WorkerResult] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
@@ -101,8 +102,7 @@ class Orchestrator:
         """A second Ctrl-C: stop now — no waiting for the drain; the summary keeps what is in."""
         self.request_stop(StopReason.USER_REQUESTED)
         self._forced = True
-        if self._collecting is not None:
-            self._collecting.cancel()
+        self._force.set()
 
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
@@ -182,6 +182,7 @@ class Orchestrator:
                     self.reason = str(reason)
                     await self._stop(reason)
                 results = await self._collect()
+                self._collected = True
                 self.status = self._final_status(results)
                 await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
                 nursery.cancel_scope.cancel()
@@ -193,7 +194,7 @@ class Orchestrator:
             log.error("run %s failed: %s", self.run_id, leaf)
             self.status = RunStatus.FAILED
             self.reason = f"{StopReason.CONTROL_PLANE_LOST}: {leaf}"
-            results = results or self._results_seen
+            results = self._adopt(results or self._results_seen)
             await self._record_failure()
         summary = self._summary(results, snapshots)
         if self.out is not None:
@@ -217,8 +218,9 @@ class Orchestrator:
         for hb in await self.cp.read_heartbeats(self.run_id):
             self.statuses[hb.worker_id] = hb.status
         self.reason = f"{StopReason.ORCHESTRATOR_LOST}: the run was {found.status} when its orchestrator restarted"
-        if found.status in (RunStatus.STOPPING, RunStatus.CANCELLING):
-            self.stopped_at = _now_local_control(self.clockmap)
+        stops = [e for e in await self.cp.read_events(self.run_id, 0) if e.event_type is EventType.STOP]
+        if stops:  # its predecessor had stopped the run: workers are draining already
+            self.stopped_at = stops[0].at
             return
         await self._stop(StopReason.ORCHESTRATOR_LOST)
 
@@ -314,12 +316,15 @@ class Orchestrator:
         while True:
             await trio.sleep_until(wake)
             beats = await self.cp.read_heartbeats(self.run_id)
-            now = _now_local_control(cm)
-            # Time the orchestrator itself could not reach the control plane is nobody's silence.
-            since = cm.to_control(self.cp.health.recovered_at)
+            now_trio = trio.current_time()
+            now = cm.to_control(now_trio)
             next_check = now + sc.heartbeat_s
             for hb in beats:
-                last = max(hb.last_heartbeat, since)
+                known = self.statuses.get(hb.worker_id)
+                if self._collected or (known is not None and known.finished):
+                    continue  # its final results (or its death) are in: a stale row changes nothing
+                # Time the orchestrator itself could not reach the control plane is nobody's silence.
+                last = hb.last_heartbeat + self.cp.health.unreachable_s(cm.to_trio(hb.last_heartbeat), now_trio)
                 status = classify_liveness(
                     hb.status, last, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
                 )
@@ -345,16 +350,19 @@ class Orchestrator:
         known = set(self.statuses)
         results: list[WorkerResult] = []
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
-        with trio.move_on_after(wait) as self._collecting:
-            if self._forced:
-                self._collecting.cancel()
+        with trio.move_on_after(wait):
             while True:
                 results = self._results_seen = await self.cp.read_results(self.run_id)
                 final = {r.worker_id for r in results if r.status.finished}
                 dead = {w for w, s in self.statuses.items() if s is WorkerStatus.DEAD}
-                if known <= final | dead and len(final | dead) >= min(len(known), sc.workers):
+                if self._forced or (known <= final | dead and len(final | dead) >= min(len(known), sc.workers)):
                     break
-                await trio.sleep(COLLECT_POLL_S)
+                with trio.move_on_after(COLLECT_POLL_S):
+                    await self._force.wait()
+        return self._adopt(results)
+
+    def _adopt(self, results: list[WorkerResult]) -> list[WorkerResult]:
+        """Each worker's status is what its results say (a partial row says RUNNING), unless DEAD."""
         for r in results:
             if self.statuses.get(r.worker_id) is not WorkerStatus.DEAD:
                 self.statuses[r.worker_id] = r.status

@@ -50,6 +50,10 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, u: float) -> float:
     return ceiling * (0.5 + 0.5 * u)
 
 
+KEEP_OUTAGES = 64
+"""Outages a ``Health`` remembers (older ones no longer matter to any liveness judgement)."""
+
+
 @attrs.define
 class Health:
     """One participant's control-plane health (trio time): healthy unless a call is failing now."""
@@ -61,25 +65,35 @@ class Health:
     recovered_at: float = -math.inf
     longest_outage_s: float = 0.0
     last_error: str | None = None
+    outages: list[tuple[float, float]] = attrs.Factory(list)  # the last few (first failure, recovery)
 
     @property
     def healthy(self) -> bool:
         return self.failing_since is None
 
-    def failed(self, now: float, error: BaseException) -> float:
-        """Record a failure; returns how long the current outage has lasted."""
+    def failed(self, began: float, now: float, error: BaseException) -> float:
+        """Record a call begun at ``began`` that failed at ``now``; returns how long the current
+        outage has lasted. An outage starts when its first failing call began (a call that hangs
+        until its timeout was unanswered from its start)."""
         self.failures += 1
         self.last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if self.failing_since is None:
-            self.failing_since = now
+            self.failing_since = began
         return now - self.failing_since
 
     def succeeded(self, now: float) -> None:
         self.calls += 1
         if self.failing_since is not None:
             self.longest_outage_s = max(self.longest_outage_s, now - self.failing_since)
+            self.outages = [*self.outages[-(KEEP_OUTAGES - 1) :], (self.failing_since, now)]
             self.failing_since = None
             self.recovered_at = now
+
+    def unreachable_s(self, lo: float, hi: float) -> float:
+        """How much of [lo, hi] this participant spent unable to reach the control plane: a silence
+        it observed then is its own, not the other side's."""
+        spans = [*self.outages, (self.failing_since, hi)] if self.failing_since is not None else self.outages
+        return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in spans)
 
     def forgive(self) -> None:
         """Count the next failure as the start of a new outage (a last attempt after giving up)."""
@@ -118,6 +132,7 @@ class ResilientControlPlane:
         async def call(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
             while True:
+                began = trio.current_time()
                 try:
                     with trio.fail_after(self.policy.timeout_s):
                         if attempt and name in LANDED:
@@ -129,7 +144,7 @@ class ResilientControlPlane:
                 except ControlPlaneConflict:
                     raise
                 except (ControlPlaneError, trio.TooSlowError) as exc:
-                    down = self.health.failed(trio.current_time(), exc)
+                    down = self.health.failed(began, trio.current_time(), exc)
                     wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
                     if down + wait > self.policy.tolerance_s:
                         raise ControlPlaneError(

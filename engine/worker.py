@@ -10,6 +10,7 @@ import bisect
 import logging
 import math
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -98,6 +99,7 @@ class Worker:
     _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
     _wake: trio.CancelScope = attrs.Factory(trio.CancelScope)
     _snapshots: int = 0
+    _chores: list[trio.CancelScope] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         self.counting = CountingControlPlane(self.control)
@@ -167,7 +169,7 @@ class Worker:
         self._enter("waiting")
         legacy = strategy is Strategy.SEED_LEGACY
         if not legacy:
-            nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._chore, self._heartbeat_loop)
         prespawn = sc.start.prespawns
         if prespawn:
             await self._pool.scale_to(self._initial_target)
@@ -208,8 +210,8 @@ class Worker:
             nursery.start_soon(self._bookkeeping, True)
         nursery.start_soon(self._hard_stop, self.windows.end + sc.drain_timeout_s)
         if legacy:
-            nursery.start_soon(self._heartbeat_loop)
-        nursery.start_soon(self._flush_loop)
+            nursery.start_soon(self._chore, self._heartbeat_loop)
+        nursery.start_soon(self._chore, self._flush_loop)
         await self._follow_events(nursery)
         await self._drain(nursery)
 
@@ -284,7 +286,7 @@ class Worker:
         now = trio.current_time()
         if self.clockmap is not None:
             # Time this worker could not reach the control plane itself is not the orchestrator's silence.
-            seen = max(run.updated_at, self.clockmap.to_control(self.cp.health.recovered_at))
+            seen = run.updated_at + self.cp.health.unreachable_s(self.clockmap.to_trio(run.updated_at), now)
             if self.clockmap.to_control(now) - seen > self.scenario.run_idle_timeout_s:
                 raise WorkerExit("orchestrator_lost")
             return
@@ -414,6 +416,8 @@ class Worker:
         with trio.move_on_after(self._drain_timeout()):
             await self._pool.wait_empty()
         self._pool.cancel_all()
+        for chore in self._chores:
+            chore.cancel()
         self.status = WorkerStatus.COMPLETED
         await self._publish_final()
         self._enter("done")
@@ -536,6 +540,13 @@ class Worker:
                 group=self.group,
             )
         )
+
+    async def _chore(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A background loop (heartbeats, flushes) that ``_drain`` stops before the final results:
+        a late partial write never lands after them."""
+        with trio.CancelScope() as scope:
+            self._chores.append(scope)
+            await loop()
 
     async def _heartbeat_loop(self) -> None:
         assert self.scenario is not None

@@ -45,7 +45,6 @@ class SimControlPlane:
     seed: int
     host: str
     calls: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
-    failures: list[tuple[float, str]] = attrs.Factory(list)  # (trio time, kind) of each injected failure
     inner: MemoryControlPlane = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -70,7 +69,6 @@ class SimControlPlane:
             await trio.sleep(before)
             if failing:
                 await trio.sleep(latency - before)
-                self.failures.append((trio.current_time(), kind))
                 raise ControlPlaneError(f"injected {kind} failure")
             result = await method(*args, **kwargs)
             await trio.sleep(latency - before)

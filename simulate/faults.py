@@ -8,10 +8,12 @@ replayed with ``startline simulate --faults random --seeds 1 --first-seed SEED``
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import attrs
@@ -93,14 +95,10 @@ class FaultPlan:
     @classmethod
     def draw(cls, seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, profile: Profile = FAULT_PROFILE) -> FaultPlan:
         rng = rng_for(seed, "faults", "plan", 0)
-        sc = Scenario.from_dict(
-            {
-                **base,
-                "seed": seed,
-                "on_worker_loss": rng.choice(["fail", "continue"]),
-                "start": {"strategy": rng.choice(STRATEGIES)},
-            }
-        )
+        policy, strategy = rng.choice(["fail", "continue"]), rng.choice(STRATEGIES)
+        start = dict(base.get("start", {}))
+        start.setdefault("strategy", strategy)  # a base that names its strategy keeps it
+        sc = Scenario.from_dict({"on_worker_loss": policy, **base, "seed": seed, "start": start})
         horizon = 2.0 + sc.start.lead_ms / 1000.0 + sc.warmup_s + sc.measurement_s + 2.0  # roughly the run's life
         kinds: Counter[str] = Counter()
         workers = [f"w{i:03d}" for i in range(sc.workers)]
@@ -165,6 +163,7 @@ def terminal_bound_s(sc: Scenario, profile: Profile) -> float:
 class FaultRun:
     seed: int
     status: str
+    reason: str | None
     kinds: Mapping[str, int]
     violations: tuple[str, ...]
     detection_s: tuple[float, ...]  # crash → DEAD, for crashes judged on a healthy control plane
@@ -172,20 +171,18 @@ class FaultRun:
     virtual_s: float
 
 
-def run_with_faults(seed: int, plan: FaultPlan | None = None) -> FaultRun:
+def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO) -> FaultRun:
     """One lifecycle under the seed's faults, and the invariants it broke (none, we hope)."""
-    plan = plan or FaultPlan.draw(seed)
+    plan = FaultPlan.draw(seed, base)
     sc, profile = plan.scenario, plan.profile
     _seed_trio_scheduler(seed)
     random.seed(seed)
     truth = TrioWallClock(EPOCH_2026)
     store = MemoryStore(truth)
     target = SimTarget(profile, seed, ops=[])
-    handles: dict[str, SimControlPlane] = {}
 
     def control(host: str) -> SimControlPlane:
-        handles[host] = SimControlPlane(store, profile, seed, host)
-        return handles[host]
+        return SimControlPlane(store, profile, seed, host)
 
     orchestrators: list[Orchestrator] = []
 
@@ -206,11 +203,12 @@ def run_with_faults(seed: int, plan: FaultPlan | None = None) -> FaultRun:
         return summary, workers, trio.current_time()
 
     summary, workers, ended = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    check = Checker(sc, profile, store, target, workers, orchestrators, handles, summary)
+    check = Checker(sc, profile, store, target, workers, orchestrators, summary, ended)
     violations = tuple(check.all())
     return FaultRun(
         seed=seed,
         status=check.final_status(),
+        reason=summary.get("reason"),
         kinds=plan.kinds,
         violations=violations,
         detection_s=tuple(check.detections),
@@ -229,8 +227,8 @@ class Checker:
     target: SimTarget
     workers: Sequence[Worker]
     orchestrators: Sequence[Orchestrator]
-    handles: Mapping[str, SimControlPlane]
     summary: Mapping[str, Any]
+    ended: float  # trio time the simulation ended (every participant done)
     detections: list[float] = attrs.Factory(list)
 
     def all(self) -> list[str]:
@@ -267,12 +265,17 @@ class Checker:
     # ---- the invariants ---------------------------------------------------------------------
 
     def terminal_within_bound(self) -> list[str]:
-        ends = [at for _, status, at in self.store.transitions if status.terminal]
+        """The run reaches a terminal status in time: recorded in RUN_STATUS, or — when the
+        control plane was still unreachable to record it — in the orchestrator's summary."""
+        ends = [at - EPOCH_2026 for _, status, at in self.store.transitions if status.terminal]
         bound = terminal_bound_s(self.sc, self.profile)
+        lost = str(self.summary.get("reason") or "").startswith("control_plane_lost")
+        if not ends and lost and self.summary.get("status") in ("FAILED", "CANCELLED"):
+            ends = [self.ended]
         if not ends:
             return [f"terminal: the run ended {self.final_status()}, not in a terminal status"]
-        if ends[0] - EPOCH_2026 > bound + EPS:
-            return [f"terminal: reached at {ends[0] - EPOCH_2026:.3f} s, after the bound {bound:.3f} s"]
+        if ends[0] > bound + EPS:
+            return [f"terminal: reached at {ends[0]:.3f} s, after the bound {bound:.3f} s"]
         return []
 
     def no_operation_outside_the_run(self) -> list[str]:
@@ -300,7 +303,9 @@ class Checker:
         return out[:3]
 
     def events_applied_once_in_order(self) -> list[str]:
-        log = [e.sequence_id for e in self.store.events.get(RUN_ID, [])]
+        events = self.store.events.get(RUN_ID, [])
+        log = [e.sequence_id for e in events]
+        first_stop = next((e.sequence_id for e in events if e.event_type.value == "STOP"), len(log))
         out = []
         for w in self.workers:
             if self.crashed(w.worker_id):
@@ -308,8 +313,8 @@ class Checker:
             k = len(w.applied_events)
             if w.applied_events != log[:k]:
                 out.append(f"events: {w.worker_id} applied {w.applied_events[:12]} of log {log[:12]}")
-            elif w.status is WorkerStatus.COMPLETED and k < len(log) and w.view.applied < len(log):
-                out.append(f"events: {w.worker_id} COMPLETED having applied {k} of {len(log)} events")
+            elif w.status is WorkerStatus.COMPLETED and k < first_stop and w.view.applied < first_stop:
+                out.append(f"events: {w.worker_id} COMPLETED having applied {k} events, the STOP is {first_stop}")
         return out
 
     def dead_worker_detected_within_bound(self) -> list[str]:
@@ -326,7 +331,7 @@ class Checker:
             (at - EPOCH_2026 for _, status, at in self.store.transitions if status.terminal), default=math.inf
         )
         watched_from = watcher.start_time - EPOCH_2026
-        failures = self.handles["orchestrator"].failures
+        failures = watcher.cp.health.outages
         for w in self.workers:
             crash = self.profile.crashes.get(w.worker_id)
             if crash is None or w.status.finished or crash < watched_from:
@@ -343,18 +348,18 @@ class Checker:
                 out.append(f"detection: {w.worker_id} judged DEAD {dead - crash:.3f} s after its crash > {bound:.3f}")
         return out
 
-    def _unhealthy(self, window: tuple[float, float], failures: Sequence[tuple[float, str]]) -> bool:
+    def _unhealthy(self, window: tuple[float, float], watcher_outages: Sequence[tuple[float, float]]) -> bool:
+        """Was the control plane slow, down, or failing the orchestrator's calls in ``window``?"""
         lo, hi = window
-        overlaps = any(a < hi and lo < b for a, b in self.profile.outages)
-        slow = any(a < hi and lo < b for a, b, _ in self.profile.spikes)
-        return overlaps or slow or any(lo <= t <= hi for t, _ in failures)
+        spans = [*self.profile.outages, *((a, b) for a, b, _ in self.profile.spikes), *watcher_outages]
+        return any(a <= hi and lo <= b for a, b in spans)
 
     def completed_operations_in_results(self) -> list[str]:
         """Every operation a surviving worker completed is in its results, and in the summary
-        whenever the summary has that worker's final results."""
+        whenever the summary lists that worker as finished (a partial entry says RUNNING or DEAD)."""
         done, out = self._ops_by_worker(), []
         entries = {e["worker_id"]: e for e in self.summary.get("workers", [])}
-        finals = {r.worker_id for r in self.store.results.get(RUN_ID, {}).values() if r.status.finished}
+        finals = {w for w, e in entries.items() if e["status"] in ("COMPLETED", "FAILED")}
         for w in self.workers:
             if self.crashed(w.worker_id):
                 continue
@@ -378,9 +383,23 @@ class Checker:
         return []
 
     def _longest_outage(self) -> float:
-        spans = [hi - lo for lo, hi in self.profile.outages]
-        spans += [hi - lo for lo, hi, extra in self.profile.spikes if extra / 1000.0 >= self.sc.control_timeout_s / 2]
-        return max(spans, default=0.0)
+        """The longest stretch in which calls could not succeed: outage windows and spikes that
+        push calls past their timeout (a call begun at a spike's end still times out), merged
+        when the gap between them is too short for a retry to get through."""
+        timeout, cap = self.sc.control_timeout_s, self.sc.retry_cap_ms / 1000.0
+        spans = sorted(
+            [
+                *self.profile.outages,
+                *((lo, hi + timeout) for lo, hi, x in self.profile.spikes if x / 1000.0 >= timeout / 2),
+            ]
+        )
+        merged: list[list[float]] = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1] + cap + timeout:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return max((hi - lo for lo, hi in merged), default=0.0)
 
     def survived_outage_s(self) -> float:
         """The longest stretch any participant's control-plane calls kept failing, in a run that
@@ -408,7 +427,7 @@ class Checker:
             lost = sorted(w for w, s in entries.items() if s != "COMPLETED")
             if lost and self.sc.on_worker_loss == "fail":
                 out.append(f"status: COMPLETED under on_worker_loss=fail with {lost} not COMPLETED")
-        if status == RunStatus.COMPLETED and not self.summary:
+        if status == RunStatus.COMPLETED and not self.summary and ORCHESTRATOR not in self.profile.crashes:
             out.append("status: COMPLETED without a summary")
         return out
 
@@ -433,3 +452,37 @@ def fault_report(runs: Sequence[FaultRun]) -> dict[str, Any]:
         "largest_outage_survived_s": round(max((r.survived_outage_s for r in runs), default=0.0), 6),
         "virtual_s": round(sum(r.virtual_s for r in runs), 3),
     }
+
+
+def _run_chunk(seeds: Sequence[int], base: Mapping[str, Any]) -> list[FaultRun]:
+    logging.disable(logging.CRITICAL)  # thousands of runs: their warnings are the point, not the output
+    return [run_with_faults(seed, base) for seed in seeds]
+
+
+def run_fault_seeds(
+    seeds: Sequence[int],
+    jobs: int = 1,
+    base: Mapping[str, Any] = FAULT_SCENARIO,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 20,
+) -> list[FaultRun]:
+    """``run_with_faults`` over ``seeds`` in ``jobs`` processes; results in seed order."""
+    parts = [list(seeds[i : i + chunk]) for i in range(0, len(seeds), chunk)]
+    runs: list[FaultRun] = []
+    if jobs <= 1:
+        for part in parts:
+            runs.extend(_run_chunk(part, base))
+            if progress:
+                progress(len(part))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for fut in as_completed([pool.submit(_run_chunk, part, base) for part in parts]):
+                done = fut.result()
+                runs.extend(done)
+                if progress:
+                    progress(len(done))
+    return sorted(runs, key=lambda r: r.seed)
+
+
+def replay_command(seed: int, config: str | None = None) -> str:
+    return f"startline simulate {config + ' ' if config else ''}--faults random --seeds 1 --first-seed {seed}"

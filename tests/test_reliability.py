@@ -1,0 +1,299 @@
+"""Reliability on virtual time: retries and outages, worker and orchestrator loss, cancellation,
+results that survive, and the deterministic fault simulation's invariants over many seeds."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backends.memory import MemoryControlPlane, MemoryStore
+from engine.model import EventType, Heartbeat, Phase, RunState, RunStatus, WorkerStatus
+from engine.orchestrator import Orchestrator
+from engine.ports import ControlPlaneConflict, ControlPlaneError
+from engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
+from engine.together import ORCHESTRATOR, make_workers, run_together
+from simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
+from tests.helpers import CLOCK0, RecordingTarget, scenario
+
+REGRESSION_SEEDS = [196, 247, 354, 716, 785, 810, 848, 906, 936, 967, 988, 1005, 1093, 1378, 1442, 1453, 1647]
+"""Seeds the fault simulation once failed on, each for a bug since fixed (see docs/reliability.md)."""
+
+
+def virtual(fn, *args):
+    return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@attrs.define
+class FlakyControlPlane:
+    """A memory control plane that is down (every call raises) during [down_from, down_until)."""
+
+    inner: MemoryControlPlane
+    down_from: float = 0.0
+    down_until: float = 0.0
+    hang: bool = False
+
+    def __getattr__(self, name):
+        method = getattr(self.inner, name)
+
+        async def call(*args, **kwargs):
+            if self.down_from <= trio.current_time() < self.down_until:
+                if self.hang:
+                    await trio.sleep_forever()
+                await trio.sleep(0.001)
+                raise ControlPlaneError("connection refused")
+            return await method(*args, **kwargs)
+
+        return call
+
+
+# ---- retries, timeouts, outages --------------------------------------------------------------
+
+
+@given(attempt=st.integers(0, 200), base=st.floats(0.001, 10), cap=st.floats(0.001, 100), u=st.floats(0, 0.999))
+def test_backoff_stays_within_the_upper_half_of_the_capped_exponential(attempt, base, cap, u):
+    ceiling = min(cap, base * 2.0 ** min(attempt, 60))
+    assert ceiling / 2 - 1e-12 <= backoff_s(attempt, base, cap, u) <= ceiling + 1e-12
+
+
+def _resilient(flaky, tolerance=5.0, timeout=1.0):
+    return ResilientControlPlane(flaky, RetryPolicy(timeout_s=timeout, base_s=0.05, cap_s=0.5, tolerance_s=tolerance))
+
+
+def test_a_call_survives_an_outage_shorter_than_the_tolerance_and_health_records_it():
+    async def main():
+        store = MemoryStore(CLOCK0)
+        cp = _resilient(FlakyControlPlane(MemoryControlPlane(store), 0.0, 3.0))
+        t = await cp.server_time()
+        return cp.health, t
+
+    health, t = virtual(main)
+    assert 3.0 <= t < 3.0 + 0.5 + 0.01  # back within one capped backoff of the outage's end
+    assert health.healthy and health.retries > 3
+    assert 3.0 <= health.longest_outage_s < 3.6
+
+
+def test_a_call_fails_truthfully_after_an_outage_longer_than_the_tolerance():
+    async def main():
+        cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 100.0), tolerance=2.0)
+        with pytest.raises(ControlPlaneError, match=r"unreachable for .* \(outage_tolerance_s = 2\)"):
+            await cp.server_time()
+        return trio.current_time()
+
+    assert virtual(main) <= 2.0
+
+
+def test_a_hung_call_times_out_and_is_retried():
+    async def main():
+        cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 1.5, hang=True), timeout=1.0)
+        await cp.server_time()
+        return cp.health, trio.current_time()
+
+    health, t = virtual(main)
+    assert health.failures >= 1 and "TooSlowError" in health.last_error
+    assert 1.5 <= t < 2.6
+
+
+def test_a_conflict_is_never_retried():
+    async def main():
+        cp = _resilient(MemoryControlPlane(MemoryStore(CLOCK0)))
+        run = RunState("r", RunStatus.PREPARED, Phase.PREPARING)
+        await cp.create_run(run)
+        with pytest.raises(ControlPlaneConflict):
+            await cp.create_run(run)
+        return cp.health
+
+    assert virtual(main).retries == 0
+
+
+def test_appending_the_same_event_twice_is_a_no_op_and_a_different_one_is_refused():
+    from engine.model import ControlEvent
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        cp = MemoryControlPlane(store)
+        await cp.create_run(RunState("r", RunStatus.PREPARED, Phase.PREPARING))
+        start = ControlEvent("r", 1, EventType.START, at=1.0)
+        await cp.append_event(start)
+        await cp.append_event(start)  # a retry of an append that had landed
+        with pytest.raises(ControlPlaneConflict):
+            await cp.append_event(ControlEvent("r", 1, EventType.STOP, at=2.0, reason="completed"))
+        return store.events["r"]
+
+    assert [e.sequence_id for e in virtual(main)] == [1]
+
+
+# ---- worker loss ------------------------------------------------------------------------------
+
+
+def _crash_run(sc, crashes, restart_after_s=None):
+    async def main():
+        store = MemoryStore(CLOCK0)
+        target = RecordingTarget()
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        workers = make_workers(sc, "r", target, lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
+        successors = []
+
+        def restart():
+            successors.append(Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r"))
+            return successors[-1]
+
+        summary = await run_together(
+            orch, workers, crashes, restart if restart_after_s is not None else None, restart_after_s or 0.0
+        )
+        return summary, orch, workers, store, successors
+
+    return virtual(main)
+
+
+def test_a_dead_worker_keeps_its_flushed_results_in_the_summary_and_the_run_continues():
+    sc = scenario(workers=3, measurement_s=6.0, flush_interval_s=1.0, on_worker_loss="continue")
+    crash = 5.0
+    summary, orch, _workers, _store, _ = _crash_run(sc, {"w001": crash})
+    assert summary["status"] == "COMPLETED"
+    entries = {w["worker_id"]: w for w in summary["workers"]}
+    assert entries["w001"]["status"] == "DEAD"
+    assert entries["w001"]["ops"] > 0  # measured up to its last flush, still counted
+    assert {entries[w]["status"] for w in ("w000", "w002")} == {"COMPLETED"}
+    merged = sum(block["ops"] for block in summary["phases"].values())
+    assert merged == sum(e["ops"] for e in entries.values())  # the dead worker's operations are merged too
+    k2h = sc.dead_after_beats * sc.heartbeat_s
+    assert orch.dead_at["w001"] - crash <= k2h + 1e-6  # memory control plane: reads take no time
+
+
+def test_under_on_worker_loss_fail_a_dead_worker_fails_the_run():
+    sc = scenario(workers=2, measurement_s=10.0, on_worker_loss="fail")
+    summary, orch, *_ = _crash_run(sc, {"w000": 3.0})
+    assert summary["status"] == "FAILED"
+    assert summary["reason"].startswith("worker_lost")
+    assert orch.stopped_at is not None and orch.stopped_at < summary["start_time"] + 10.0  # stopped early
+
+
+def test_a_late_heartbeat_never_turns_dead_back_into_running():
+    async def main():
+        cp = MemoryControlPlane(MemoryStore(CLOCK0))
+        await cp.upsert_heartbeat(Heartbeat("r", "w", WorkerStatus.RUNNING))
+        await cp.mark_worker("r", "w", WorkerStatus.DEAD)
+        await cp.upsert_heartbeat(Heartbeat("r", "w", WorkerStatus.RUNNING))
+        await cp.mark_worker("r", "w", WorkerStatus.STALE)
+        return [hb.status for hb in await cp.read_heartbeats("r")]
+
+    assert virtual(main) == [WorkerStatus.DEAD]
+
+
+# ---- orchestrator loss and restart -------------------------------------------------------------
+
+
+def test_a_restarted_orchestrator_fails_the_orphaned_run_cleanly_with_every_result():
+    sc = scenario(workers=2, measurement_s=20.0, run_idle_timeout_s=30.0)
+    summary, first, _workers, store, successors = _crash_run(sc, {ORCHESTRATOR: 4.0}, restart_after_s=0.5)
+    assert first.stopped_at is None  # it died mid-run
+    assert summary["status"] == "FAILED"
+    assert summary["reason"].startswith("orchestrator_lost")
+    assert store.runs["r"].status is RunStatus.FAILED
+    log = store.events["r"]
+    assert [e.sequence_id for e in log] == list(range(1, len(log) + 1))
+    assert log[-1].event_type is EventType.STOP and log[-1].reason == "orchestrator_lost"
+    assert [w["status"] for w in summary["workers"]] == ["COMPLETED", "COMPLETED"]  # told to stop, they drained
+    assert summary["phases"]["MEASUREMENT"]["ops"] > 0
+    assert len(successors) > 1  # the first successor found the old orchestrator too fresh and waited
+
+
+def test_a_restart_is_refused_while_the_orchestrator_is_alive_or_after_the_run_ended():
+    sc = scenario(workers=1, measurement_s=2.0)
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        await MemoryControlPlane(store).create_run(
+            RunState("r", RunStatus.RUNNING, Phase.WARMUP, scenario=sc.to_dict())
+        )
+        with pytest.raises(ControlPlaneConflict, match="alive"):
+            await Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r").run()
+        store.runs["r"] = attrs.evolve(store.runs["r"], status=RunStatus.COMPLETED)
+        with pytest.raises(ControlPlaneConflict, match="already ended"):
+            await Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r").run()
+
+    virtual(main)
+
+
+def test_workers_stop_and_keep_their_results_when_the_orchestrator_dies_for_good():
+    sc = scenario(workers=2, measurement_s=20.0, run_idle_timeout_s=3.0)
+    summary, _, workers, store, _ = _crash_run(sc, {ORCHESTRATOR: 4.0})
+    assert summary == {}
+    assert {w.failure for w in workers} == {"orchestrator_lost"}
+    finals = store.results["r"]
+    assert all(finals[w.worker_id].status is WorkerStatus.FAILED for w in workers)
+    assert all(sum(finals[w.worker_id].payload["metrics"]["ops"].values()) > 0 for w in workers)
+
+
+# ---- cancellation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_stop_request_mid_run_cancels_with_the_results_so_far(force):
+    sc = scenario(workers=2, measurement_s=60.0, drain_timeout_s=5.0, flush_interval_s=1.0)
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        workers = make_workers(sc, "r", RecordingTarget(), lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
+
+        async def ctrl_c():
+            await trio.sleep(8.0)  # START at 3 s (scheduled, 3 s lead), MEASUREMENT from 4 s
+            orch.request_stop()
+            if force:
+                await trio.sleep(0.01)
+                orch.force_stop()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ctrl_c)
+            summary = await run_together(orch, workers)
+        return summary, trio.current_time(), store
+
+    summary, t, store = virtual(main)
+    assert summary["status"] == "CANCELLED" and summary["reason"] == "user_requested"
+    assert store.runs["r"].status is RunStatus.CANCELLED
+    assert summary["phases"]["MEASUREMENT"]["ops"] > 0
+    assert t < 8.0 + sc.drain_timeout_s + 1.0  # not the 60 s measurement
+
+
+# ---- deterministic fault simulation --------------------------------------------------------------
+
+
+def test_fault_runs_are_deterministic():
+    assert run_with_faults(17) == run_with_faults(17)
+    assert FaultPlan.draw(17) == FaultPlan.draw(17)
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed_keeps_every_invariant(seed):
+    run = run_with_faults(seed)
+    assert run.violations == (), run
+
+
+def test_two_hundred_random_fault_seeds_keep_every_invariant():
+    runs = run_fault_seeds(list(range(200)), jobs=2)
+    report = fault_report(runs)
+    assert report["failing_seeds"] == [], [r for r in runs if r.violations][:3]
+    assert report["seeds"] == 200
+    # The faults were really there: every kind was drawn, and runs ended both ways.
+    assert all(n > 0 for n in report["faults"].values()), report["faults"]
+    assert {"COMPLETED", "FAILED"} <= set(report["statuses"])
+    assert report["detection_s"]["n"] > 0
+    k2h = FAULT_SCENARIO["dead_after_beats"] * FAULT_SCENARIO["heartbeat_s"]
+    assert report["detection_s"]["max"] <= k2h + 0.040 + 1e-6  # + the fault profile's worst status read
+
+
+def test_the_invariant_checker_catches_a_broken_run(monkeypatch):
+    # Break the worker on purpose (it forgets to record its operations): the checker must say so.
+    from engine import metrics
+
+    monkeypatch.setattr(metrics.Recorder, "to_payload", lambda self: {"ops": {}, "errors": {}})
+    run = run_with_faults(3)
+    assert any(v.startswith("results:") for v in run.violations)
+    assert math.isfinite(run.virtual_s)
