@@ -142,6 +142,13 @@ class FaultPlan:
         return cls(sc, prof, dict(kinds))
 
 
+def single_outage(seed: int, at_s: float, length_s: float, base: Mapping[str, Any] = FAULT_SCENARIO) -> FaultPlan:
+    """No fault but one control-plane outage of ``length_s`` from ``at_s``: the survival sweep."""
+    sc = Scenario.from_dict({**base, "seed": seed, "start": {"strategy": "scheduled", **base.get("start", {})}})
+    profile = attrs.evolve(FAULT_PROFILE, outages=((at_s, at_s + length_s),))
+    return FaultPlan(sc, profile, {"outage": 1})
+
+
 def _short(sc: Scenario) -> float:
     """The longest outage the run is promised to survive: the tolerance less one capped backoff
     (a call that began failing at the outage's start retries at most that late)."""
@@ -171,9 +178,9 @@ class FaultRun:
     virtual_s: float
 
 
-def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO) -> FaultRun:
-    """One lifecycle under the seed's faults, and the invariants it broke (none, we hope)."""
-    plan = FaultPlan.draw(seed, base)
+def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: FaultPlan | None = None) -> FaultRun:
+    """One lifecycle under the seed's faults (or ``plan``'s), and the invariants it broke (none, we hope)."""
+    plan = plan or FaultPlan.draw(seed, base)
     sc, profile = plan.scenario, plan.profile
     _seed_trio_scheduler(seed)
     random.seed(seed)

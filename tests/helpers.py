@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,3 +144,77 @@ def _mangle(events: list[ControlEvent], rng: random.Random) -> list[ControlEvent
     events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
     rng.shuffle(events)
     return events
+
+
+@attrs.define
+class LiveRun:
+    """A live run on SQLite with every participant a real process started here (``run --no-spawn``
+    and ``worker``), so that a test or a benchmark can kill any one of them."""
+
+    config: Path
+    out: Path
+    run_id: str
+    workers: int
+    orchestrator: subprocess.Popen[str] | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = attrs.Factory(dict)
+
+    @property
+    def control(self) -> Path:
+        return self.out / "control.db"
+
+    def start(self) -> LiveRun:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.orchestrator = self.start_orchestrator(self.out)
+        for i in range(self.workers):
+            self.start_worker(i)
+        return self
+
+    def start_orchestrator(self, out: Path) -> subprocess.Popen[str]:
+        cmd = [*CLI, "run", str(self.config), "--out", str(out), "--run-id", self.run_id, "--no-spawn", "--quiet"]
+        cmd += ["--control", f"sqlite:///{self.control}"]
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def start_worker(self, index: int) -> None:
+        wid = f"w{index:03d}"
+        cmd = [*CLI, "worker", "--control", f"sqlite:///{self.control}", "--run-id", self.run_id, "--worker-id", wid]
+        cmd += ["--index", str(index), "--results", str(self.out / f"worker-{wid}.json")]
+        with open(self.out / f"worker-{wid}.log", "wb") as log:  # the child keeps its own descriptor
+            self.procs[wid] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not self.control.exists():
+            return []
+        db = sqlite3.connect(self.control, timeout=30)
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+        finally:
+            db.close()
+
+    def wait_until(self, what: str, predicate: Any, timeout: float = 120.0) -> None:
+        """Poll ``predicate`` (real time: this waits for processes, it times nothing)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not happen within {timeout} s")
+            time.sleep(0.05)
+
+    def measuring(self) -> bool:
+        rows = self.query("SELECT PHASE FROM RUN_STATUS WHERE RUN_ID = ?", self.run_id)
+        return bool(rows) and rows[0][0] == "MEASUREMENT"
+
+    def kill(self, wid: str) -> float:
+        """SIGKILL one worker; returns the instant (epoch seconds) it was killed."""
+        self.procs[wid].send_signal(signal.SIGKILL)
+        killed = time.time()
+        self.procs[wid].wait(timeout=30)
+        return killed
+
+    def finish(self, timeout: float = 180.0) -> tuple[int, str, dict[str, Any]]:
+        assert self.orchestrator is not None
+        _out, err = self.orchestrator.communicate(timeout=timeout)
+        for p in self.procs.values():
+            p.wait(timeout=60)
+        summary = json.loads((self.out / "summary.json").read_text()) if (self.out / "summary.json").exists() else {}
+        return self.orchestrator.returncode, err, summary
