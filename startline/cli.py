@@ -102,6 +102,28 @@ def run(
     sys.exit(EXIT_OK if summary["status"] == "COMPLETED" else EXIT_RUN_FAILED)
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--control", default=None, help="Control-plane URL to check (default: the scenario's `control`).")
+@click.option("--target", default=None, help="Target URL to check (default: the scenario's `target`).")
+def check(config: str, control: str | None, target: str | None) -> None:
+    """Validate CONFIG (and its URLs) without running anything: one line, exit 0 or 2."""
+    import tempfile
+
+    scenario = load_scenario(config)
+    with tempfile.TemporaryDirectory() as out:  # stands in for {out}
+        try:
+            parse_url(control or scenario.control, "control", Path(out))
+            parse_url(target or scenario.target, "target", Path(out))
+        except ConfigError as exc:
+            fail_usage(f"{config}: {exc}")
+    length = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
+    click.echo(
+        f"{config}: ok — {scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
+        f"{scenario.start.strategy} start, {length:g} s, {len(scenario.operations)} operation(s)"
+    )
+
+
 def _fail_known(exc: BaseException, config: str | None) -> None:
     """Bad configuration or an unreachable control plane: one line, exit 2 (Trio may wrap it)."""
     from engine.resilience import single_leaf

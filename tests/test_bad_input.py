@@ -1,0 +1,162 @@
+"""Hypothesis-generated bad input: scenario files (wrong types, unknown keys, out-of-range and huge
+values, broken TOML) and CLI arguments always get one clear message and exit code 2, never a
+traceback. The CLI runs in-process (click's runner) so that hundreds of examples stay fast."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import attrs
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.scenario import Scenario, StartOptions
+from startline.cli import main
+from tests.test_scenario_cli import GOOD
+
+fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def toml_value(v: object) -> str:
+    """A TOML literal for what the strategies below generate."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    assert isinstance(v, dict)
+    return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {toml_value(x)}" for k, x in v.items()) + " }"
+
+
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(10**20, 10**30).map(lambda n: float(n)),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=6), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+SCENARIO_FIELDS = [f.name for f in attrs.fields(Scenario) if f.name not in ("operations", "start", "schedule")]
+START_FIELDS = [f.name for f in attrs.fields(StartOptions)]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def refused_in_one_line(result, needle: str | None = None) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)  # not an uncaught error
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    if needle is not None:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def with_field(key: str, value: object) -> str:
+    """GOOD with ``key`` (top level or ``start.x``) set to ``value``."""
+    data_lines = GOOD.splitlines()
+    section, _, name = key.rpartition(".")
+    literal = f"{name} = {toml_value(value)}"
+    if not section:
+        data_lines.insert(1, literal)  # after the first (blank) line: top level
+    else:
+        data_lines.insert(data_lines.index(f"[{section}]") + 1, literal)
+    return "\n".join(line for line in data_lines if not _replaced(line, name, literal, section))
+
+
+def _replaced(line: str, name: str, literal: str, section: str) -> bool:
+    return line.split("=")[0].strip() == name and line != literal
+
+
+@fuzz
+@given(key=st.sampled_from(SCENARIO_FIELDS + [f"start.{f}" for f in START_FIELDS]), value=values)
+def test_any_value_in_any_field_is_accepted_or_refused_in_one_line_naming_it(tmp_path, key, value):
+    path = tmp_path / "s.toml"
+    path.write_text(with_field(key, value))
+    result = invoke("check", str(path))
+    if result.exit_code == 0:
+        assert "ok" in result.output
+    else:
+        refused_in_one_line(result, key)
+
+
+@fuzz
+@given(
+    key=st.sampled_from(SCENARIO_FIELDS + [f"start.{f}" for f in START_FIELDS]),
+    value=st.one_of(
+        st.dictionaries(st.just("x"), scalars, min_size=1, max_size=1),
+        st.lists(scalars, min_size=2, max_size=3),
+    ),
+)
+def test_a_table_or_array_where_a_value_belongs_is_refused_before_anything_runs(tmp_path, key, value):
+    if key in ("setup",):  # the one field that takes an array of strings
+        value = [value] if not isinstance(value, list) else [{"x": 1}]
+    path = tmp_path / "s.toml"
+    path.write_text(with_field(key, value))
+    refused_in_one_line(invoke("run", str(path), "--out", str(tmp_path / "out")), key)
+
+
+@fuzz
+@given(key=st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10), value=scalars)
+def test_an_unknown_key_is_refused_naming_it(tmp_path, key, value):
+    if key in SCENARIO_FIELDS or key in ("operations", "start", "schedule"):
+        return
+    path = tmp_path / "s.toml"
+    path.write_text(with_field(key, value))
+    refused_in_one_line(invoke("run", str(path), "--out", str(tmp_path / "out")), key)
+
+
+@fuzz
+@given(text=st.text(max_size=200))
+def test_any_text_as_a_scenario_file_is_checked_or_refused_in_one_line(tmp_path, text):
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    result = invoke("check", str(path))
+    assert result.exit_code == 2 or result.exit_code == 0, result.output
+    if result.exit_code == 2:
+        refused_in_one_line(result)
+    else:  # it parsed and validated: then it must really be a valid scenario
+        Scenario.from_dict(tomllib.loads(text))
+
+
+@fuzz
+@given(
+    option=st.sampled_from(["--workers", "--seeds", "--first-seed", "--jobs"]),
+    value=st.one_of(st.integers(max_value=0), st.integers(min_value=10**7), st.text(max_size=8)),
+)
+def test_bad_numbers_in_cli_options_exit_2_naming_the_option(option, value):
+    text = str(value)
+    if option == "--first-seed" and text.lstrip("-").isdigit() and 0 <= int(text) <= 2**62:
+        return  # a valid first seed
+    if text.strip().isdigit() and option == "--seeds" and 1 <= int(text) <= 1_000_000:
+        return
+    result = invoke("simulate", option, text)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert option in result.stderr and "Traceback" not in result.output
+
+
+@fuzz
+@given(choice=st.sampled_from(["--strategy", "--faults", "--profile"]), value=st.text(min_size=1, max_size=12))
+def test_bad_names_in_cli_options_exit_2(choice, value):
+    if value in ("seed-legacy", "poll", "push", "scheduled", "none", "random", "seed"):
+        return
+    result = invoke("simulate", "--seeds", "1", choice, value)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
