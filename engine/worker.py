@@ -37,6 +37,8 @@ SEED_LEGACY_PERIOD_S = 1.0
 MEASUREMENT = Phase.MEASUREMENT
 NO_PARAMS: dict[str, Any] = {}
 """Shared by every parameterless operation (never mutated)."""
+IDLE_MARGIN_S = 0.001
+"""A read at the idle deadline itself finds the row just not stale yet: read a hair after."""
 CATCH_UP_READS = 8
 """Event reads a worker tries before adopting RUN_STATUS for events it has not seen."""
 SLOT_STRIDE = 100_000
@@ -99,6 +101,7 @@ class Worker:
     _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
     _wake: trio.CancelScope = attrs.Factory(trio.CancelScope)
     _snapshots: int = 0
+    _idle_deadline: float = math.inf  # trio time RUN_STATUS would be stale past run_idle_timeout_s
     _chores: list[trio.CancelScope] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
@@ -289,6 +292,8 @@ class Worker:
             seen = run.updated_at + self.cp.health.unreachable_s(self.clockmap.to_trio(run.updated_at), now)
             if self.clockmap.to_control(now) - seen > self.scenario.run_idle_timeout_s:
                 raise WorkerExit("orchestrator_lost")
+            # Read RUN_STATUS again as soon as it could be past the timeout, not a check period later.
+            self._idle_deadline = self.clockmap.to_trio(seen + self.scenario.run_idle_timeout_s) + IDLE_MARGIN_S
             return
         if self._run_seen_at is None or run.updated_at != self._run_seen_at[1]:
             self._run_seen_at = (now, run.updated_at)
@@ -329,7 +334,8 @@ class Worker:
             await self._poll_events(nursery)
             if self.view.stopping:
                 return
-            if trio.current_time() - self._last_run_check >= check_every:
+            now = trio.current_time()
+            if now - self._last_run_check >= check_every or now >= self._idle_deadline:
                 self._last_run_check = trio.current_time()
                 run = await self.cp.read_run(self.run_id)
                 if run is not None and run.last_sequence_id > self.view.applied:
@@ -342,7 +348,7 @@ class Worker:
             self._wake = trio.CancelScope()
             with self._wake:
                 if push:
-                    with trio.move_on_after(check_every):
+                    with trio.move_on_at(min(trio.current_time() + check_every, self._idle_deadline)):
                         seen_version = await self.cp.wait_for_change(self.run_id, seen_version)
                 else:
                     await trio.sleep(self._interval(interval, sc.start.jitter_ms / 1000.0))

@@ -146,7 +146,7 @@ def _crash_run(sc, crashes, restart_after_s=None):
         summary = await run_together(
             orch, workers, crashes, restart if restart_after_s is not None else None, restart_after_s or 0.0
         )
-        return summary, orch, workers, store, successors
+        return summary, orch, workers, store, successors, trio.current_time()
 
     return virtual(main)
 
@@ -154,7 +154,7 @@ def _crash_run(sc, crashes, restart_after_s=None):
 def test_a_dead_worker_keeps_its_flushed_results_in_the_summary_and_the_run_continues():
     sc = scenario(workers=3, measurement_s=6.0, flush_interval_s=1.0, on_worker_loss="continue")
     crash = 5.0
-    summary, orch, _workers, _store, _ = _crash_run(sc, {"w001": crash})
+    summary, orch, *_ = _crash_run(sc, {"w001": crash})
     assert summary["status"] == "COMPLETED"
     entries = {w["worker_id"]: w for w in summary["workers"]}
     assert entries["w001"]["status"] == "DEAD"
@@ -191,7 +191,7 @@ def test_a_late_heartbeat_never_turns_dead_back_into_running():
 
 def test_a_restarted_orchestrator_fails_the_orphaned_run_cleanly_with_every_result():
     sc = scenario(workers=2, measurement_s=20.0, run_idle_timeout_s=30.0)
-    summary, first, _workers, store, successors = _crash_run(sc, {ORCHESTRATOR: 4.0}, restart_after_s=0.5)
+    summary, first, _workers, store, successors, _ = _crash_run(sc, {ORCHESTRATOR: 4.0}, restart_after_s=0.5)
     assert first.stopped_at is None  # it died mid-run
     assert summary["status"] == "FAILED"
     assert summary["reason"].startswith("orchestrator_lost")
@@ -223,8 +223,11 @@ def test_a_restart_is_refused_while_the_orchestrator_is_alive_or_after_the_run_e
 
 def test_workers_stop_and_keep_their_results_when_the_orchestrator_dies_for_good():
     sc = scenario(workers=2, measurement_s=20.0, run_idle_timeout_s=3.0)
-    summary, _, workers, store, _ = _crash_run(sc, {ORCHESTRATOR: 4.0})
+    summary, _, workers, store, _, ended = _crash_run(sc, {ORCHESTRATOR: 4.0})
     assert summary == {}
+    # Its last touch of RUN_STATUS was at most at the crash: each worker left within the idle
+    # timeout plus one event-poll interval (scheduled: 2 s) after it (reads are instant here).
+    assert ended <= 4.0 + sc.run_idle_timeout_s + sc.start.poll_interval_s + 1e-6
     assert {w.failure for w in workers} == {"orchestrator_lost"}
     finals = store.results["r"]
     assert all(finals[w.worker_id].status is WorkerStatus.FAILED for w in workers)
