@@ -50,6 +50,9 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, u: float) -> float:
     return ceiling * (0.5 + 0.5 * u)
 
 
+FIRST_CONTACT_S = 5.0
+"""Until its first successful call, a participant rides out at most this much (then exit 2: a
+control plane never reached is more often misconfigured than down)."""
 KEEP_OUTAGES = 64
 """Outages a ``Health`` remembers (older ones no longer matter to any liveness judgement)."""
 
@@ -146,10 +149,13 @@ class ResilientControlPlane:
                 except (ControlPlaneError, trio.TooSlowError) as exc:
                     down = self.health.failed(began, trio.current_time(), exc)
                     wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
-                    if down + wait > self.policy.tolerance_s:
+                    tolerance = self.policy.tolerance_s
+                    if not self.health.calls:  # never reached yet: more likely a wrong address than an outage
+                        tolerance = min(tolerance, FIRST_CONTACT_S)
+                    if down + wait > tolerance:
                         raise ControlPlaneError(
-                            f"control plane unreachable for {down:.1f} s (outage_tolerance_s = "
-                            f"{self.policy.tolerance_s:g}) during {name}: {self.health.last_error}"
+                            f"control plane unreachable for {down:.1f} s (tolerance {tolerance:g} s) during {name}: "
+                            f"{self.health.last_error}"
                         ) from exc
                     self.health.retries += 1
                     attempt += 1

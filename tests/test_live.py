@@ -224,6 +224,8 @@ def test_unreachable_snowflake_exits_2_with_one_line(tmp_path, fakesnow_home):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot connect" in lines[0], proc.stderr
     assert "SENTINEL-PASSWORD" not in proc.stderr + proc.stdout
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert all(b"SENTINEL-PASSWORD" not in p.read_bytes() for p in written), written
 
 
 def test_identifiers_are_validated_before_any_sql():

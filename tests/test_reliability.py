@@ -80,12 +80,26 @@ def test_a_call_survives_an_outage_shorter_than_the_tolerance_and_health_records
 
 def test_a_call_fails_truthfully_after_an_outage_longer_than_the_tolerance():
     async def main():
-        cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 100.0), tolerance=2.0)
-        with pytest.raises(ControlPlaneError, match=r"unreachable for .* \(outage_tolerance_s = 2\)"):
+        cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 1.0, 100.0), tolerance=2.0)
+        await cp.server_time()  # reached once: from now on the full tolerance applies
+        await trio.sleep(1.0)
+        with pytest.raises(ControlPlaneError, match=r"unreachable for .* \(tolerance 2 s\)"):
             await cp.server_time()
         return trio.current_time()
 
-    assert virtual(main) <= 2.0
+    assert virtual(main) <= 1.0 + 2.0 + 0.01
+
+
+def test_a_control_plane_never_reached_is_given_up_on_after_first_contact_s():
+    from engine.resilience import FIRST_CONTACT_S
+
+    async def main():
+        cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 100.0), tolerance=60.0)
+        with pytest.raises(ControlPlaneError, match=r"tolerance 5 s"):
+            await cp.server_time()
+        return trio.current_time()
+
+    assert virtual(main) <= FIRST_CONTACT_S
 
 
 def test_a_hung_call_times_out_and_is_retried():
