@@ -319,6 +319,7 @@ class Orchestrator:
             now_trio = trio.current_time()
             now = cm.to_control(now_trio)
             next_check = now + sc.heartbeat_s
+            marks: list[tuple[str, WorkerStatus]] = []
             for hb in beats:
                 known = self.statuses.get(hb.worker_id)
                 if self._collected or (known is not None and known.finished):
@@ -331,9 +332,8 @@ class Orchestrator:
                 if status is WorkerStatus.DEAD and hb.worker_id not in self.dead_at:
                     self.dead_at[hb.worker_id] = trio.current_time()
                 if status is not hb.status:
-                    await self.cp.mark_worker(self.run_id, hb.worker_id, status)
-                    log.warning("worker %s is %s", hb.worker_id, status)
-                self.statuses[hb.worker_id] = status
+                    marks.append((hb.worker_id, status))
+                self.statuses[hb.worker_id] = status  # decided before any await: collection may overrule it
                 if status is WorkerStatus.DEAD and sc.on_worker_loss == OnWorkerLoss.FAIL.value:
                     self.request_stop(StopReason.WORKER_LOST)
                 if not status.finished and status is not WorkerStatus.DEAD:
@@ -342,6 +342,9 @@ class Orchestrator:
                         if crossing > now:
                             next_check = min(next_check, crossing)
                             break
+            for worker_id, status in marks:
+                await self.cp.mark_worker(self.run_id, worker_id, status)
+                log.warning("worker %s is %s", worker_id, status)
             wake = max(cm.to_trio(next_check), trio.current_time() + MIN_LIVENESS_WAIT_S)
 
     async def _collect(self) -> list[WorkerResult]:
