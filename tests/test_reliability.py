@@ -21,7 +21,28 @@ from engine.together import ORCHESTRATOR, make_workers, run_together
 from simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
 from tests.helpers import CLOCK0, RecordingTarget, scenario
 
-REGRESSION_SEEDS = [196, 247, 354, 716, 785, 810, 848, 906, 936, 967, 988, 1005, 1093, 1378, 1442, 1453, 1647, 5472, 8035, 9330]
+REGRESSION_SEEDS = [
+    196,
+    247,
+    354,
+    716,
+    785,
+    810,
+    848,
+    906,
+    936,
+    967,
+    988,
+    1005,
+    1093,
+    1378,
+    1442,
+    1453,
+    1647,
+    5472,
+    8035,
+    9330,
+]
 """Seeds the fault simulation once failed on, each for a bug since fixed (see docs/reliability.md)."""
 
 
