@@ -240,7 +240,14 @@ class Scenario:
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
     control: str = attrs.field(default="memory://", validator=_str)
     target: str = attrs.field(default="memory://", validator=_str)
-    setup: tuple[str, ...] = attrs.field(factory=tuple, converter=tuple)
+    setup: tuple[str, ...] = attrs.field(
+        factory=tuple,
+        converter=lambda v: tuple(v) if isinstance(v, list | tuple) else v,
+        validator=_check(
+            lambda v: isinstance(v, tuple) and all(isinstance(x, str) and x for x in v),
+            "must be an array of SQL statements (strings)",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.dead_after_beats <= self.stale_after_beats:

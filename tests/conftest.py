@@ -13,7 +13,11 @@ from hypothesis import Phase, settings
 
 # Shared, noisy 2-core machines: examples are judged by what they assert, never by wall time.
 # No "explain" phase: its line tracing makes a whole simulated run crawl while a failure shrinks.
-settings.register_profile("default", deadline=None, phases=[p for p in Phase if p is not Phase.explain])
+# Derandomized: CI sees the same examples every run (a failure is reproducible, never a coin
+# toss); `pytest --hypothesis-profile=explore` draws new ones.
+_phases = [p for p in Phase if p is not Phase.explain]
+settings.register_profile("default", deadline=None, phases=_phases, derandomize=True)
+settings.register_profile("explore", deadline=None, phases=_phases, max_examples=500)
 settings.load_profile("default")
 
 
