@@ -30,7 +30,7 @@ from engine.together import ORCHESTRATOR, make_workers, run_together
 from engine.worker import Worker
 from simulate.backend import SimControlPlane, SimTarget
 from simulate.models import Latency, Profile, rng_for
-from simulate.runner import _seed_trio_scheduler, host_clock
+from simulate.runner import seed_trio_scheduler, host_clock
 
 RUN_ID = "faults"
 EPS = 1e-6
@@ -182,7 +182,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     """One lifecycle under the seed's faults (or ``plan``'s), and the invariants it broke (none, we hope)."""
     plan = plan or FaultPlan.draw(seed, base)
     sc, profile = plan.scenario, plan.profile
-    _seed_trio_scheduler(seed)
+    seed_trio_scheduler(seed)
     random.seed(seed)
     truth = TrioWallClock(EPOCH_2026)
     store = MemoryStore(truth)

@@ -55,7 +55,7 @@ class JumpingClock:
         return self.inner.now() + (self.jump_s if trio.current_time() >= self.at else 0.0)
 
 
-def _seed_trio_scheduler(seed: int) -> None:
+def seed_trio_scheduler(seed: int) -> None:
     """Trio shuffles each batch of runnable tasks with a module-level Random: seed it."""
     import trio._core._run as run_module
 
@@ -65,7 +65,7 @@ def _seed_trio_scheduler(seed: int) -> None:
 def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
     """One run on virtual time; returns truth and estimates for the start path."""
     scenario = attrs.evolve(scenario, seed=seed)
-    _seed_trio_scheduler(seed)
+    seed_trio_scheduler(seed)
     random.seed(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
 
