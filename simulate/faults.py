@@ -30,7 +30,7 @@ from engine.together import ORCHESTRATOR, make_workers, run_together
 from engine.worker import Worker
 from simulate.backend import SimControlPlane, SimTarget
 from simulate.models import Latency, Profile, rng_for
-from simulate.runner import seed_trio_scheduler, host_clock
+from simulate.runner import host_clock, seed_trio_scheduler
 
 RUN_ID = "faults"
 EPS = 1e-6
