@@ -20,6 +20,73 @@ T = TypeVar("T")
 
 TABLES = ("RUN_STATUS", "RUN_CONTROL_EVENTS", "WORKER_HEARTBEATS", "TEST_RESULTS", "METRICS_SNAPSHOTS")
 
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "RUN_STATUS": (
+        ("RUN_ID", "text key"),
+        ("STATUS", "text"),
+        ("PHASE", "text"),
+        ("START_TIME", "real null"),
+        ("UPDATED_AT", "real"),
+        ("LAST_SEQUENCE_ID", "int"),
+        ("WORKER_TARGET", "int"),
+        ("EXPECTED_WORKERS", "int"),
+        ("STOP_REASON", "text null"),
+        ("VERSION", "int"),
+        ("SCENARIO", "text"),
+    ),
+    "RUN_CONTROL_EVENTS": (
+        ("RUN_ID", "text key"),
+        ("SEQUENCE_ID", "int key"),
+        ("EVENT_TYPE", "text"),
+        ("EVENT", "text"),
+        ("CREATED_AT", "real"),
+    ),
+    "WORKER_HEARTBEATS": (
+        ("RUN_ID", "text key"),
+        ("WORKER_ID", "text key"),
+        ("STATUS", "text"),
+        ("PHASE", "text"),
+        ("LAST_HEARTBEAT", "real"),
+        ("HEARTBEAT_COUNT", "int"),
+        ("ACTIVE_CONNECTIONS", "int"),
+        ("APPLIED_SEQUENCE_ID", "int"),
+        ("WORKER_GROUP", "text"),
+    ),
+    "TEST_RESULTS": (
+        ("RUN_ID", "text key"),
+        ("WORKER_ID", "text key"),
+        ("STATUS", "text"),
+        ("PAYLOAD", "text"),
+        ("UPDATED_AT", "real"),
+    ),
+    "METRICS_SNAPSHOTS": (  # an append-only log: keyed only where the database demands a key
+        ("RUN_ID", "text key?"),
+        ("WORKER_ID", "text key?"),
+        ("SNAPSHOT", "text"),
+        ("CREATED_AT", "real key?"),
+    ),
+}
+"""The five control tables, in column order; every dialect's schema is made from this list."""
+
+
+def create_tables(create: str, types: Mapping[str, str], keys_required: bool = False) -> tuple[str, ...]:
+    """``CREATE`` statements for ``COLUMNS`` with a dialect's ``create`` prefix (e.g. ``CREATE TABLE IF
+    NOT EXISTS``) and types (``text``, ``real``, ``int`` → the database's). ``key?`` columns form a key
+    only where the database requires one (Snowflake's hybrid tables)."""
+    statements = []
+    for table, columns in COLUMNS.items():
+        parts, key = [], []
+        for name, spec in columns:
+            kind, *flags = spec.split()
+            parts.append(f"{name} {types[kind]}{'' if 'null' in flags else ' NOT NULL'}")
+            if "key" in flags or ("key?" in flags and keys_required):
+                key.append(name)
+        if key:
+            parts.append(f"PRIMARY KEY ({', '.join(key)})")
+        statements.append(f"{create} {{{table}}} ({', '.join(parts)})")
+    return tuple(statements)
+
+
 _RUN_COLUMNS = {
     "status": "STATUS",
     "phase": "PHASE",
