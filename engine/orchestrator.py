@@ -73,7 +73,6 @@ class Orchestrator:
     adopted: RunState | None = None  # a run found unfinished without its orchestrator (see prepare)
     dead_at: dict[str, float] = attrs.Factory(dict)  # worker → trio time it was judged DEAD
     _stop_reason: StopReason = StopReason.COMPLETED
-    _forced: bool = False
     _force: trio.Event = attrs.Factory(trio.Event)
     _collected: bool = False
     _results_seen: list[WorkerResult] = attrs.Factory(list)
@@ -96,12 +95,11 @@ class Orchestrator:
 
     @property
     def forced(self) -> bool:
-        return self._forced
+        return self._force.is_set()
 
     def force_stop(self) -> None:
         """A second Ctrl-C: stop now — no waiting for the drain; the summary keeps what is in."""
         self.request_stop(StopReason.USER_REQUESTED)
-        self._forced = True
         self._force.set()
 
     def progress(self) -> str:
@@ -358,7 +356,7 @@ class Orchestrator:
                 results = self._results_seen = await self.cp.read_results(self.run_id)
                 final = {r.worker_id for r in results if r.status.finished}
                 dead = {w for w, s in self.statuses.items() if s is WorkerStatus.DEAD}
-                if self._forced or (known <= final | dead and len(final | dead) >= min(len(known), sc.workers)):
+                if self.forced or (known <= final | dead and len(final | dead) >= min(len(known), sc.workers)):
                     break
                 with trio.move_on_after(COLLECT_POLL_S):
                     await self._force.wait()

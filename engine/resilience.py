@@ -8,7 +8,6 @@ Logical refusals (``ControlPlaneConflict``) are never retried.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +64,6 @@ class Health:
     failures: int = 0
     retries: int = 0
     failing_since: float | None = None
-    recovered_at: float = -math.inf
     longest_outage_s: float = 0.0
     last_error: str | None = None
     outages: list[tuple[float, float]] = attrs.Factory(list)  # the last few (first failure, recovery)
@@ -90,7 +88,6 @@ class Health:
             self.longest_outage_s = max(self.longest_outage_s, now - self.failing_since)
             self.outages = [*self.outages[-(KEEP_OUTAGES - 1) :], (self.failing_since, now)]
             self.failing_since = None
-            self.recovered_at = now
 
     def unreachable_s(self, lo: float, hi: float) -> float:
         """How much of [lo, hi] this participant spent unable to reach the control plane: a silence
