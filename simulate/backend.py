@@ -79,10 +79,10 @@ class SimControlPlane:
         return call
 
 
-def stale_read(events: list[Any], rng: Any) -> list[Any]:
+def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
     """An event read as a lagging replica or a retried query may return it: only a prefix of
-    what is there (the rest arrives later), some events repeated, in any order."""
-    events = events[: rng.randint(0, len(events))]
+    what is there (the rest arrives later; unless not ``cut``), some events repeated, in any order."""
+    events = events[: rng.randint(0, len(events))] if cut else list(events)
     events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
     rng.shuffle(events)
     return events

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,7 +29,7 @@ from engine.together import ORCHESTRATOR, make_workers, run_together
 from engine.worker import Worker
 from simulate.backend import SimControlPlane, SimTarget
 from simulate.models import Latency, Profile, rng_for
-from simulate.runner import host_clock, seed_trio_scheduler
+from simulate.runner import host_clock, seed_everything
 
 RUN_ID = "faults"
 EPS = 1e-6
@@ -182,8 +181,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     """One lifecycle under the seed's faults (or ``plan``'s), and the invariants it broke (none, we hope)."""
     plan = plan or FaultPlan.draw(seed, base)
     sc, profile = plan.scenario, plan.profile
-    seed_trio_scheduler(seed)
-    random.seed(seed)
+    seed_everything(seed)
     truth = TrioWallClock(EPOCH_2026)
     store = MemoryStore(truth)
     target = SimTarget(profile, seed, ops=[])
@@ -261,10 +259,6 @@ class Checker:
     def start_time(self) -> float | None:
         run = self.store.runs.get(RUN_ID)
         return None if run is None else run.start_time
-
-    def stop_event_at(self) -> float | None:
-        stops = [e.at for e in self.store.events.get(RUN_ID, []) if e.event_type.value == "STOP"]
-        return min(stops) if stops else None
 
     def _ops_by_worker(self) -> Counter[str]:
         return Counter(w for w, _, _ in self.target.ops or [])

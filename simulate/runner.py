@@ -55,18 +55,19 @@ class JumpingClock:
         return self.inner.now() + (self.jump_s if trio.current_time() >= self.at else 0.0)
 
 
-def seed_trio_scheduler(seed: int) -> None:
-    """Trio shuffles each batch of runnable tasks with a module-level Random: seed it."""
+def seed_everything(seed: int) -> None:
+    """Trio shuffles each batch of runnable tasks with a module-level Random: seed it, and the
+    global ``random`` too, so nothing in a simulated run depends on the process it runs in."""
     import trio._core._run as run_module
 
     run_module._r.seed(seed)
+    random.seed(seed)
 
 
 def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
     """One run on virtual time; returns truth and estimates for the start path."""
     scenario = attrs.evolve(scenario, seed=seed)
-    seed_trio_scheduler(seed)
-    random.seed(seed)
+    seed_everything(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
 
     async def main() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from backends.memory import TrioWallClock
 from engine.model import ControlEvent
 from engine.scenario import OperationSpec, Scenario
 from engine.workload import derive_seed
+from simulate.backend import stale_read
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-m", "startline.cli")
@@ -140,10 +141,8 @@ class SluggishControlPlane:
 
 
 def _mangle(events: list[ControlEvent], rng: random.Random) -> list[ControlEvent]:
-    events = events[: rng.randint(0, len(events))] if events and rng.random() < 0.3 else list(events)
-    events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
-    rng.shuffle(events)
-    return events
+    """Repeated and shuffled; cut short three times in ten."""
+    return stale_read(events, rng, cut=bool(events) and rng.random() < 0.3)
 
 
 @attrs.define
