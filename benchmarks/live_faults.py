@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live-run harness lives with the tests
 from tests.helpers import LiveRun
-from tests.test_live_faults import FAULTY
+from tests.test_live_faults import faulty
 
 HEARTBEAT_S, DEAD_AFTER = 0.5, 4
 
 
 def config(tmp: Path, name: str, measurement_s: float, extra: str = "") -> Path:
-    text = FAULTY.format(workers=3, measurement_s=measurement_s, idle_s=30.0, policy="continue")
+    text = faulty(workers=3, measurement_s=measurement_s, idle_s=30.0, policy="continue")
     path = tmp / f"{name}.toml"
     path.write_text(text.replace('name = "faulty"', f'name = "faulty"\n{extra}'))
     return path

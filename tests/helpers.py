@@ -34,6 +34,16 @@ def run_cli(*args: str, timeout: float, env: Mapping[str, str] | None = None) ->
     )
 
 
+def kv_setup(rows: int) -> str:
+    """A scenario's ``setup`` line (TOML) that creates table kv (k primary key, v) with ``rows`` rows."""
+    return (
+        'setup = ["""\n  DROP TABLE IF EXISTS kv;\n'
+        "  CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);\n"
+        f"  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+        'INSERT INTO kv SELECT i, 0 FROM n;\n"""]\n'
+    )
+
+
 CLOCK0 = TrioWallClock(epoch=0.0)
 """Virtual wall clock = trio time: control-plane instants and trio times coincide."""
 

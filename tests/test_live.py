@@ -19,9 +19,10 @@ from engine.model import ControlEvent, Phase, RunState, RunStatus
 from engine.ports import ControlPlaneError
 from engine.scenario import ConfigError, Scenario
 from startline.inprocess import run_in_process_async
-from tests.helpers import CLI, ROOT, run_cli
+from tests.helpers import CLI, ROOT, kv_setup, run_cli
 
-LIVE = """
+LIVE = (
+    """
 name = "live"
 workers = 2
 connections_per_worker = 2
@@ -30,11 +31,9 @@ measurement_s = 1.5
 heartbeat_s = 0.5
 control = "sqlite:///{out}/control.db"
 target = "sqlite:///{out}/data.db"
-setup = [\"\"\"
-  DROP TABLE IF EXISTS kv;
-  CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) INSERT INTO kv SELECT i, 0 FROM n;
-\"\"\"]
+"""
+    + kv_setup(500)
+    + """
 
 [start]
 strategy = "scheduled"
@@ -56,6 +55,7 @@ params.k = { type = "int", min = 1, max = 500 }
 at_s = 1.0
 target = 3
 """
+)
 
 
 cli = functools.partial(run_cli, timeout=240)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import CLI, ROOT, LiveRun
+from tests.helpers import CLI, ROOT, LiveRun, kv_setup
 
 FAULTY = """
 name = "faulty"
@@ -27,11 +27,7 @@ drain_timeout_s = 1.0
 run_idle_timeout_s = {idle_s}
 on_worker_loss = "{policy}"
 target = "sqlite:///{{out}}/data.db"
-setup = [\"\"\"
-  DROP TABLE IF EXISTS kv;
-  CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) INSERT INTO kv SELECT i, 0 FROM n;
-\"\"\"]
+{setup}
 
 [start]
 strategy = "scheduled"
@@ -44,9 +40,14 @@ params.k = {{ type = "int", min = 1, max = 200 }}
 """
 
 
+def faulty(**fields: object) -> str:
+    """FAULTY with its fields filled in, on a 200-row kv table."""
+    return FAULTY.format(setup=kv_setup(200), **fields)
+
+
 def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, policy="continue") -> LiveRun:
     config = tmp_path / f"{run_id}.toml"
-    config.write_text(FAULTY.format(workers=workers, measurement_s=measurement_s, idle_s=idle_s, policy=policy))
+    config.write_text(faulty(workers=workers, measurement_s=measurement_s, idle_s=idle_s, policy=policy))
     return LiveRun(config, tmp_path / "out", run_id, workers)
 
 
@@ -110,7 +111,7 @@ def test_a_restart_of_a_live_or_finished_run_is_refused_with_exit_2(tmp_path):
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_cancels_the_run_and_writes_what_was_measured(tmp_path, presses):
     config = tmp_path / "cancel.toml"
-    config.write_text(FAULTY.format(workers=2, measurement_s=60.0, idle_s=30.0, policy="continue"))
+    config.write_text(faulty(workers=2, measurement_s=60.0, idle_s=30.0, policy="continue"))
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [*CLI, "run", str(config), "--out", str(out), "--control", f"sqlite:///{out}/control.db"],
