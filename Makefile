@@ -3,25 +3,34 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# `run` installs only what the main job needs; `test` adds the test extra.
+CORE   := $(VENV)/.installed-core
+TESTS  := $(VENV)/.installed-test
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "startline needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+	$(PIP) --upgrade pip
 
-run: $(STAMP)
+$(CORE): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $(CORE)
+
+$(TESTS): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	@touch $(CORE) $(TESTS)
+
+run: $(CORE)
 	$(BIN)/startline run examples/quickstart.toml --out out/quickstart
 
-test: $(STAMP)
+test: $(TESTS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(TESTS)
 	$(BIN)/python benchmarks/engine_overhead.py
 
 clean:

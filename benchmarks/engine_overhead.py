@@ -12,9 +12,9 @@ import statistics
 
 import trio
 
-from backends.memory.ops import noop
-from engine.metrics import new_histogram, to_us
-from engine.scenario import Scenario
+from startline.backends.memory.ops import noop
+from startline.engine.metrics import new_histogram, to_us
+from startline.engine.scenario import Scenario
 from startline.inprocess import run_in_process_async
 
 
@@ -48,8 +48,8 @@ async def engine(connections: int, seconds: float) -> float:
             "warmup_s": 0.0,
             "measurement_s": seconds,
             "operations": [
-                {"name": "a", "weight": 3, "call": "backends.memory.ops:noop"},
-                {"name": "b", "weight": 1, "call": "backends.memory.ops:noop"},
+                {"name": "a", "weight": 3, "call": "startline.backends.memory.ops:noop"},
+                {"name": "b", "weight": 1, "call": "startline.backends.memory.ops:noop"},
             ],
             "start": {"strategy": "scheduled", "lead_ms": 300},
         }

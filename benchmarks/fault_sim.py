@@ -12,7 +12,7 @@ import json
 import logging
 import time
 
-from simulate.faults import FAULT_SCENARIO, fault_report, run_fault_seeds, run_with_faults, single_outage
+from startline.simulate.faults import FAULT_SCENARIO, fault_report, run_fault_seeds, run_with_faults, single_outage
 
 
 def outage_sweep(seeds: int) -> dict[str, object]:

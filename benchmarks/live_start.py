@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.schedule import percentile
+from startline.engine.schedule import percentile
 
 STRATEGIES = {
     "scheduled": {"strategy": "scheduled"},  # defaults: poll every 2 s, lead 3 s

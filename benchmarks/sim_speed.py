@@ -17,10 +17,10 @@ import time
 import trio
 import trio.testing
 
-import simulate.backend as backend
-from engine.scenario import Scenario
-from simulate.runner import simulate_once
-from simulate.sweep import START_PATH_SCENARIO, load_profile
+import startline.simulate.backend as backend
+from startline.engine.scenario import Scenario
+from startline.simulate.runner import simulate_once
+from startline.simulate.sweep import START_PATH_SCENARIO, load_profile
 
 
 def bare(tasks: int, sleeps: int, seed: int) -> None:

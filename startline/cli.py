@@ -15,9 +15,9 @@ import click
 import trio
 from rich.console import Console
 
-from engine.model import StopReason
-from engine.ports import ControlPlaneError
-from engine.scenario import ConfigError, Scenario
+from startline.engine.model import StopReason
+from startline.engine.ports import ControlPlaneError
+from startline.engine.scenario import ConfigError, Scenario
 from startline.report import print_summary
 from startline.urls import Url, parse_url
 
@@ -126,7 +126,7 @@ def check(config: str, control: str | None, target: str | None) -> None:
 
 def _fail_known(exc: BaseException, config: str | None) -> None:
     """Bad configuration or an unreachable control plane: one line, exit 2 (Trio may wrap it)."""
-    from engine.resilience import single_leaf
+    from startline.engine.resilience import single_leaf
 
     leaf = single_leaf(exc)
     if isinstance(leaf, ConfigError):
@@ -142,9 +142,9 @@ def _url_text(text: str, out: Path) -> str:
 async def _orchestrate(
     scenario: Scenario, control_url: Url, target_url: Url, out: Path, run_id: str, spawn: bool, console: Console
 ) -> dict[str, Any]:
-    from backends.system import SystemClock
-    from engine.orchestrator import Orchestrator
+    from startline.backends.system import SystemClock
     from startline.compose import open_control, open_target
+    from startline.engine.orchestrator import Orchestrator
     from startline.inprocess import run_in_process_async
 
     target = open_target(target_url, scenario)
@@ -269,9 +269,9 @@ def worker(
 async def _work(
     control_url: Url, target: str | None, run_id: str, worker_id: str, index: int, group: str
 ) -> dict[str, Any]:
-    from backends.system import SystemClock
-    from engine.worker import Worker, wait_for_run
+    from startline.backends.system import SystemClock
     from startline.compose import open_control, open_target
+    from startline.engine.worker import Worker, wait_for_run
 
     cp = open_control(control_url)
     run = await wait_for_run(cp, run_id)
@@ -292,7 +292,7 @@ async def _work(
 
 
 def load_profile(name: str | None, path: str | None) -> Any:
-    from simulate.sweep import load_profile as load
+    from startline.simulate.sweep import load_profile as load
 
     try:
         return load(name, path)
@@ -345,13 +345,13 @@ def simulate(
     from rich.progress import Progress
     from rich.table import Table
 
-    from simulate.runner import aggregate, simulate_once
+    from startline.simulate.runner import aggregate, simulate_once
 
     if faults == "random":
         _simulate_faults(config, strategy, workers, range(first_seed, first_seed + seeds), jobs, json_path)
         return
     profile = load_profile(profile_name, profile_file)
-    from simulate.sweep import START_PATH_SCENARIO
+    from startline.simulate.sweep import START_PATH_SCENARIO
 
     base = load_scenario(config).to_dict() if config else dict(START_PATH_SCENARIO)
     if strategy:
@@ -400,7 +400,7 @@ def _simulate_faults(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, replay_command, run_fault_seeds
+    from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, replay_command, run_fault_seeds
 
     base: dict[str, Any] = load_scenario(config).to_dict() if config else dict(FAULT_SCENARIO)
     if strategy:
@@ -458,7 +458,7 @@ def sweep(sweep_file: str, jobs: int, out: str) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from simulate.sweep import Sweep, run_sweep
+    from startline.simulate.sweep import Sweep, run_sweep
 
     try:
         spec = Sweep.from_toml(sweep_file)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.ports import ControlPlane, Target
-from engine.scenario import ConfigError, Scenario
+from startline.engine.ports import ControlPlane, Target
+from startline.engine.scenario import ConfigError, Scenario
 from startline.urls import Url
 
 
 def open_control(url: Url) -> ControlPlane:
     if url.scheme == "sqlite":
-        from backends.sqlite import SqliteControlPlane
+        from startline.backends.sqlite import SqliteControlPlane
 
         assert url.path is not None
         return SqliteControlPlane(url.path)
     if url.scheme == "snowflake":
-        from backends.snowflake import SnowflakeControlPlane
+        from startline.backends.snowflake import SnowflakeControlPlane
 
         return SnowflakeControlPlane.from_url(url)
     raise ConfigError("control", f"{url.scheme}:// is in-process only; use it without worker processes")
@@ -26,20 +26,20 @@ def open_target(url: Url, scenario: Scenario) -> Any:
     """A ``Target`` (with ``setup`` where it runs SQL) for ``url``; checks the mix fits it."""
     target: Target
     if url.scheme == "memory":
-        from backends.memory import CallableTarget
+        from startline.backends.memory import CallableTarget
 
         return CallableTarget.for_scenario(scenario)
     for i, op in enumerate(scenario.operations):
         if op.sql is None:
             raise ConfigError(f"operations[{i}].call", f"a {url.scheme} target runs SQL; give sql, not call")
     if url.scheme == "sqlite":
-        from backends.sqlite import SqliteTarget
+        from startline.backends.sqlite import SqliteTarget
 
         assert url.path is not None
         target = SqliteTarget(url.path)
         return target
     if url.scheme == "snowflake":
-        from backends.snowflake import SnowflakeTarget
+        from startline.backends.snowflake import SnowflakeTarget
 
         return SnowflakeTarget.from_url(url)
     raise ConfigError("target", f"unknown target {url.scheme}")

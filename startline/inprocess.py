@@ -10,12 +10,12 @@ from typing import Any
 import attrs
 import trio
 
-from backends.memory import CallableTarget, MemoryControlPlane, MemoryStore, TrioWallClock
-from engine.orchestrator import Orchestrator
-from engine.ports import Target, WallClock
-from engine.scenario import Scenario
-from engine.together import make_workers, run_together
-from engine.worker import Worker
+from startline.backends.memory import CallableTarget, MemoryControlPlane, MemoryStore, TrioWallClock
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.ports import Target, WallClock
+from startline.engine.scenario import Scenario
+from startline.engine.together import make_workers, run_together
+from startline.engine.worker import Worker
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from engine.scenario import ConfigError
+from startline.engine.scenario import ConfigError
 
 SCHEMES = ("memory", "sqlite", "snowflake")
 

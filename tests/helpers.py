@@ -16,11 +16,11 @@ from typing import Any
 import attrs
 import trio
 
-from backends.memory import TrioWallClock
-from engine.model import ControlEvent
-from engine.scenario import OperationSpec, Scenario
-from engine.workload import derive_seed
-from simulate.backend import stale_read
+from startline.backends.memory import TrioWallClock
+from startline.engine.model import ControlEvent
+from startline.engine.scenario import OperationSpec, Scenario
+from startline.engine.workload import derive_seed
+from startline.simulate.backend import stale_read
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-m", "startline.cli")
@@ -106,7 +106,7 @@ def scenario(**overrides: Any) -> Scenario:
         "operations": [
             {
                 "name": "q",
-                "call": "backends.memory.ops:sleep_ms",
+                "call": "startline.backends.memory.ops:sleep_ms",
                 "params": {"ms": {"type": "int", "min": 5, "max": 50}},
             }
         ],

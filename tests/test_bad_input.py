@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.scenario import Scenario, StartOptions
 from startline.cli import main
+from startline.engine.scenario import Scenario, StartOptions
 from tests.test_scenario_cli import GOOD
 
 fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import WorkerView, apply_event, events_to_apply, reconcile
-from engine.liveness import classify_liveness
-from engine.model import ControlEvent, Phase, RunState, RunStatus, StopReason, WorkerStatus
-from engine.schedule import PhaseWindows, plan_events, ramp_steps
+from startline.engine.events import WorkerView, apply_event, events_to_apply, reconcile
+from startline.engine.liveness import classify_liveness
+from startline.engine.model import ControlEvent, Phase, RunState, RunStatus, StopReason, WorkerStatus
+from startline.engine.schedule import PhaseWindows, plan_events, ramp_steps
 from tests.helpers import scenario
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from backends.snowflake import SnowflakeControlPlane, SnowflakeTarget
-from backends.snowflake.conn import SnowflakeSettings
-from engine.model import ControlEvent, Phase, RunState, RunStatus
-from engine.ports import ControlPlaneError
-from engine.scenario import ConfigError, Scenario
+from startline.backends.snowflake import SnowflakeControlPlane, SnowflakeTarget
+from startline.backends.snowflake.conn import SnowflakeSettings
+from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
+from startline.engine.ports import ControlPlaneError
+from startline.engine.scenario import ConfigError, Scenario
 from startline.inprocess import run_in_process_async
 from tests.helpers import CLI, ROOT, kv_setup, run_cli
 
@@ -119,7 +119,7 @@ async def test_snowflake_control_plane_protocol(fakesnow_home):
     await cp.append_event(ControlEvent("r1", 2, "SET_PHASE", phase="MEASUREMENT"))
     assert [e.sequence_id for e in await cp.read_events("r1", 0)] == [1, 2]
     assert (await cp.read_run("r1")).last_sequence_id == 2
-    from engine.model import Heartbeat, WorkerResult, WorkerStatus
+    from startline.engine.model import Heartbeat, WorkerResult, WorkerStatus
 
     await cp.upsert_heartbeat(Heartbeat("r1", "w0", WorkerStatus.READY))
     await cp.mark_worker("r1", "w0", WorkerStatus.DEAD)
@@ -251,7 +251,7 @@ def test_env_connection_reads_the_snowflake_variables(tmp_path, fakesnow_home, m
     assert trio.run(main) > 1.7e9
     monkeypatch.delenv("SNOWFLAKE_ACCOUNT")
     with pytest.raises(ConfigError, match="SNOWFLAKE_ACCOUNT"):
-        from backends.snowflake.conn import connection_kwargs
+        from startline.backends.snowflake.conn import connection_kwargs
 
         connection_kwargs("env")
 

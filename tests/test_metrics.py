@@ -7,8 +7,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.metrics import Recorder, merge_histograms, merge_phase_blocks, new_histogram
-from engine.model import Phase
+from startline.engine.metrics import Recorder, merge_histograms, merge_phase_blocks, new_histogram
+from startline.engine.model import Phase
 
 latencies = st.lists(st.integers(1, 10_000_000), min_size=0, max_size=200)
 

@@ -7,7 +7,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.pool import Pool
+from startline.engine.pool import Pool
 from tests.helpers import RecordingTarget
 
 

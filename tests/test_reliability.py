@@ -12,13 +12,13 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.memory import MemoryControlPlane, MemoryStore
-from engine.model import EventType, Heartbeat, Phase, RunState, RunStatus, WorkerStatus
-from engine.orchestrator import Orchestrator
-from engine.ports import ControlPlaneConflict, ControlPlaneError
-from engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
-from engine.together import ORCHESTRATOR, make_workers, run_together
-from simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
+from startline.backends.memory import MemoryControlPlane, MemoryStore
+from startline.engine.model import EventType, Heartbeat, Phase, RunState, RunStatus, WorkerStatus
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
+from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
+from startline.engine.together import ORCHESTRATOR, make_workers, run_together
+from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
 from tests.helpers import CLOCK0, RecordingTarget, scenario
 
 REGRESSION_SEEDS = [
@@ -112,7 +112,7 @@ def test_a_call_fails_truthfully_after_an_outage_longer_than_the_tolerance():
 
 
 def test_a_control_plane_never_reached_is_given_up_on_after_first_contact_s():
-    from engine.resilience import FIRST_CONTACT_S
+    from startline.engine.resilience import FIRST_CONTACT_S
 
     async def main():
         cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 100.0), tolerance=60.0)
@@ -147,7 +147,7 @@ def test_a_conflict_is_never_retried():
 
 
 def test_appending_the_same_event_twice_is_a_no_op_and_a_different_one_is_refused():
-    from engine.model import ControlEvent
+    from startline.engine.model import ControlEvent
 
     async def main():
         store = MemoryStore(CLOCK0)
@@ -329,7 +329,7 @@ def test_two_hundred_random_fault_seeds_keep_every_invariant():
 
 def test_the_invariant_checker_catches_a_broken_run(monkeypatch):
     # Break the worker on purpose (it forgets to record its operations): the checker must say so.
-    from engine import metrics
+    from startline.engine import metrics
 
     monkeypatch.setattr(metrics.Recorder, "to_payload", lambda self: {"ops": {}, "errors": {}})
     run = run_with_faults(3)

@@ -8,9 +8,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.memory import MemoryControlPlane
-from engine.model import EventType, Phase
-from engine.schedule import PhaseWindows
+from startline.backends.memory import MemoryControlPlane
+from startline.engine.model import EventType, Phase
+from startline.engine.schedule import PhaseWindows
 from startline.inprocess import InProcessRun, run_in_process_async
 from tests.helpers import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
 
@@ -65,7 +65,7 @@ def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strate
         operations=[
             {
                 "name": "q",
-                "call": "backends.memory.ops:sleep_ms",
+                "call": "startline.backends.memory.ops:sleep_ms",
                 "params": {"ms": {"type": "int", "min": 1, "max": op_ms}},
             }
         ],
@@ -154,9 +154,9 @@ def test_sequence_ids_are_gap_free_and_strictly_increasing():
 
 
 def test_memory_control_plane_refuses_a_sequence_gap():
-    from backends.memory import MemoryStore
-    from engine.model import ControlEvent, Phase, RunState, RunStatus
-    from engine.ports import ControlPlaneError
+    from startline.backends.memory import MemoryStore
+    from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
+    from startline.engine.ports import ControlPlaneError
 
     async def main() -> None:
         cp = MemoryControlPlane(MemoryStore(CLOCK0))
@@ -275,9 +275,9 @@ def test_worker_exits_by_itself_when_the_orchestrator_goes_quiet():
     sc = scenario(workers=1, run_idle_timeout_s=3.0, start_timeout_s=100.0)
 
     async def main():
-        from backends.memory import MemoryStore
-        from engine.model import RunState, RunStatus
-        from engine.worker import Worker
+        from startline.backends.memory import MemoryStore
+        from startline.engine.model import RunState, RunStatus
+        from startline.engine.worker import Worker
 
         store = MemoryStore(CLOCK0)
         cp = MemoryControlPlane(store)
@@ -314,9 +314,9 @@ def test_a_stop_requested_before_the_start_cancels_the_run_cleanly():
 def lone_worker_run(sc, stop_after_s=None):
     """The orchestrator and one worker (of ``sc.workers`` expected), on virtual time; the
     orchestrator is asked to stop after ``stop_after_s`` if given. Returns (summary, worker, t)."""
-    from backends.memory import MemoryStore
-    from engine.orchestrator import Orchestrator
-    from engine.worker import Worker
+    from startline.backends.memory import MemoryStore
+    from startline.engine.orchestrator import Orchestrator
+    from startline.engine.worker import Worker
 
     async def main():
         store = MemoryStore(CLOCK0)

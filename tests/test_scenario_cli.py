@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.scenario import ConfigError, Scenario
+from startline.engine.scenario import ConfigError, Scenario
 from tests.helpers import ROOT, run_cli
 
 GOOD = """
@@ -23,7 +23,7 @@ poll_interval_ms = 20
 
 [[operations]]
 name = "q"
-call = "backends.memory.ops:sleep_ms"
+call = "startline.backends.memory.ops:sleep_ms"
 params.ms = { type = "int", min = 1, max = 3 }
 """
 
@@ -40,7 +40,7 @@ cli = functools.partial(run_cli, timeout=120)
         ('strategy = "poll"', 'strategy = "magic"', "start.strategy"),
         ("poll_interval_ms = 20", "poll_interval_ms = -5", "start.poll_interval_ms"),
         ("max = 3", "max = 0", "operations[0].params.ms.max"),
-        ('call = "backends.memory.ops:sleep_ms"', 'call = "nowhere.at_all:fn"', "operations[0].call"),
+        ('call = "startline.backends.memory.ops:sleep_ms"', 'call = "nowhere.at_all:fn"', "operations[0].call"),
         ("measurement_s = 0.5", "measurement_s = 1e400", "measurement_s"),
         ("warmup_s = 0.2", "warmup_s = true", "warmup_s"),
     ],

@@ -7,10 +7,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.scenario import Scenario
-from simulate.models import Latency, Profile
-from simulate.runner import simulate_once
-from simulate.sweep import START_PATH_SCENARIO
+from startline.engine.scenario import Scenario
+from startline.simulate.models import Latency, Profile
+from startline.simulate.runner import simulate_once
+from startline.simulate.sweep import START_PATH_SCENARIO
 from tests.helpers import run_cli
 
 FLOAT_MS = 1e-3  # epoch seconds near 1.8e9 resolve to ~0.24 µs: differences below 1 µs are float noise

@@ -1,6 +1,0 @@
-"""SQLite backend: the control plane and a SQL target on local files (WAL, busy timeout)."""
-
-from backends.sqlite.control import SqliteControlPlane
-from backends.sqlite.target import SqliteTarget
-
-__all__ = ["SqliteControlPlane", "SqliteTarget"]

@@ -1,0 +1,61 @@
+"""A target of async Python callables: an operation's ``call`` is awaited with its params."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+
+from startline.engine.scenario import ConfigError, OperationSpec, Scenario
+from startline.engine.workload import resolve_call
+
+
+@attrs.define(eq=False)
+class CallableSession:
+    target: CallableTarget
+    worker_id: str
+    slot: int
+    tag: Mapping[str, str] = attrs.Factory(dict)
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
+        fn = self.target._resolved.get(op.name) or self.target.function(op)
+        await fn(**params)
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        self.tag = dict(tag)
+
+    async def close(self) -> None:
+        return None
+
+
+@attrs.define(eq=False)
+class CallableTarget:
+    """Runs each operation's ``call`` (a callable, or ``"module:function"`` imported once)."""
+
+    _resolved: dict[str, Callable[..., Awaitable[Any]]] = attrs.Factory(dict)
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario) -> CallableTarget:
+        """Resolve every operation now, so that a bad ``call`` is a config error, not a run error."""
+        target = cls()
+        for i, op in enumerate(scenario.operations):
+            if op.call is None:
+                raise ConfigError(
+                    f"operations[{i}].sql",
+                    "the memory target runs callables, not SQL; use a SQL target (--target sqlite:///...)",
+                )
+            target._resolved[op.name] = resolve_call(op.call, f"operations[{i}].call")
+        return target
+
+    def function(self, op: OperationSpec) -> Callable[..., Awaitable[Any]]:
+        fn = self._resolved.get(op.name)
+        if fn is None:
+            fn = self._resolved[op.name] = resolve_call(op.call)
+        return fn
+
+    async def open_session(self, worker_id: str, index: int) -> CallableSession:
+        return CallableSession(self, worker_id, index)
+
+    def error_category(self, exc: BaseException) -> str:
+        return type(exc).__name__

@@ -1,0 +1,83 @@
+"""The benchmark pool: one connection per session, ``QUERY_TAG`` carrying run, worker and
+phase (changed at the phase boundary), ``USE_CACHED_RESULT`` FALSE unless asked."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import snowflake.connector.errors
+import trio
+
+from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, error_category, safe_message
+from startline.backends.sqlcontrol import execute, fetch
+from startline.engine.scenario import OperationSpec
+
+log = logging.getLogger("startline.snowflake")
+
+
+@attrs.define(eq=False)
+class SnowflakeSession:
+    executor: SnowflakeExecutor
+    query_tag: str = ""
+    issued: list[str] = attrs.Factory(list)  # session statements sent (ALTER SESSION …), for reading back
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
+        sql, names = _qmark(op.sql or "")
+        values = tuple(params[n] for n in names)
+        await self.executor.run(lambda c: fetch(c, sql, values))
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        self.query_tag = json.dumps(dict(tag), sort_keys=True)
+        statement = "ALTER SESSION SET QUERY_TAG = ?"
+        self.issued.append(f"{statement} [{self.query_tag}]")
+        try:
+            await self.executor.run(lambda c: execute(c, statement, (self.query_tag,)))
+        except snowflake.connector.errors.ProgrammingError as exc:
+            # Emulators may not implement it; the statement was sent and the run goes on.
+            log.warning("QUERY_TAG not set: %s", safe_message(exc))
+
+    async def close(self) -> None:
+        await self.executor.close()
+
+
+_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@functools.lru_cache(maxsize=256)
+def _qmark(sql: str) -> tuple[str, tuple[str, ...]]:
+    """Scenario SQL names its parameters (``:id``); the connector binds qmark (``?``) in order."""
+    return _NAMED.sub("?", sql), tuple(_NAMED.findall(sql))
+
+
+@attrs.define(eq=False)
+class SnowflakeTarget:
+    settings: SnowflakeSettings
+    use_cached_result: bool = False
+    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(64))
+
+    @classmethod
+    def from_url(cls, url: Any) -> SnowflakeTarget:
+        return cls(SnowflakeSettings.from_url(url, default_schema="PUBLIC"))
+
+    async def setup(self, statements: list[str]) -> None:
+        ex = SnowflakeExecutor(self.settings)
+        try:
+            for sql in statements:
+                await ex.run(lambda c, sql=sql: execute(c, sql))
+        finally:
+            await ex.close()
+
+    async def open_session(self, worker_id: str, index: int) -> SnowflakeSession:
+        params = {"USE_CACHED_RESULT": self.use_cached_result}
+        ex = SnowflakeExecutor(self.settings, params, limiter=self.limiter)
+        await ex.run(lambda c: None)  # connect now, before the barrier
+        return SnowflakeSession(ex)
+
+    def error_category(self, exc: BaseException) -> str:
+        return error_category(exc)

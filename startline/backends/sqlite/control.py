@@ -1,0 +1,37 @@
+"""The control plane on a SQLite file. Instants come from SQLite's own clock
+(``julianday('now')``, millisecond resolution), so every process shares one reference."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
+from startline.backends.sqlite.db import Db
+
+SQLITE = Dialect(
+    now="((julianday('now') - 2440587.5) * 86400.0)",
+    schema=create_tables("CREATE TABLE IF NOT EXISTS", {"text": "TEXT", "real": "REAL", "int": "INTEGER"}),
+    upsert_heartbeat="""INSERT INTO {WORKER_HEARTBEATS} VALUES (?, ?, ?, ?, {NOW}, 1, ?, ?, ?)
+        ON CONFLICT (RUN_ID, WORKER_ID) DO UPDATE SET
+          STATUS = CASE WHEN {WORKER_HEARTBEATS}.STATUS = 'DEAD' THEN 'DEAD' ELSE excluded.STATUS END,
+          PHASE = excluded.PHASE, LAST_HEARTBEAT = excluded.LAST_HEARTBEAT,
+          HEARTBEAT_COUNT = {WORKER_HEARTBEATS}.HEARTBEAT_COUNT + 1, ACTIVE_CONNECTIONS = excluded.ACTIVE_CONNECTIONS,
+          APPLIED_SEQUENCE_ID = excluded.APPLIED_SEQUENCE_ID, WORKER_GROUP = excluded.WORKER_GROUP""",
+    upsert_result="""INSERT INTO {TEST_RESULTS} VALUES (?, ?, ?, ?, {NOW})
+        ON CONFLICT (RUN_ID, WORKER_ID) DO UPDATE SET STATUS = excluded.STATUS,
+          PAYLOAD = excluded.PAYLOAD, UPDATED_AT = excluded.UPDATED_AT""",
+    begin="BEGIN IMMEDIATE",
+    errors=(sqlite3.Error,),
+)
+
+
+class SqliteControlPlane(SqlControlPlane):
+    """The five control tables in one SQLite file (WAL, busy timeout, created if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(Db(path), SQLITE, str(path))
+        self.path = path
+
+    async def close(self) -> None:
+        await self.executor.close()  # type: ignore[attr-defined]

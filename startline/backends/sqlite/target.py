@@ -1,0 +1,64 @@
+"""A SQL target on a SQLite file: one connection per session, parameters always bound."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from startline.backends.sqlite.db import Db
+from startline.engine.scenario import OperationSpec
+
+
+@attrs.define(eq=False)
+class SqliteSession:
+    db: Db
+    tag: dict[str, str] = attrs.Factory(dict)
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
+        sql = op.sql
+        await self.db.run(lambda c: c.execute(sql, params).fetchall())
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        self.tag = dict(tag)  # SQLite has no session tag; kept for logs and tests
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def error_category(exc: BaseException) -> str:
+    """Connector errors by what a benchmark reader cares about."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return "busy"
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "constraint"
+    if isinstance(exc, sqlite3.OperationalError):
+        return "operational"
+    if isinstance(exc, sqlite3.Error):
+        return "database"
+    return type(exc).__name__
+
+
+@attrs.define(eq=False)
+class SqliteTarget:
+    path: Path
+
+    async def setup(self, statements: Sequence[str]) -> None:
+        """Run the scenario's ``setup`` statements once, before the run (create and load tables)."""
+        db = Db(self.path)
+        try:
+            for sql in statements:
+                await db.run(lambda c, sql=sql: c.executescript(sql))
+        finally:
+            await db.close()
+
+    async def open_session(self, worker_id: str, index: int) -> SqliteSession:
+        session = SqliteSession(Db(self.path))
+        await session.db.run(lambda c: c.execute("SELECT 1").fetchall())  # connect now, not at the first query
+        return session
+
+    def error_category(self, exc: BaseException) -> str:
+        return error_category(exc)

@@ -1,0 +1,1 @@
+"""The coordination core: no backend, simulator, CLI or driver is imported here."""

@@ -1,0 +1,174 @@
+"""Latency histograms per (operation kind, phase), error counts, interval counts,
+and their exact merge across connections and workers.
+
+Histograms are HDR (``hdrhistogram``) in microseconds, 3 significant digits,
+constant memory whatever the run length. They travel as HDR's own encoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from hdrh.histogram import HdrHistogram
+
+from startline.engine.model import Phase
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def to_us(seconds: float) -> int:
+    """A latency in whole microseconds, clamped into the histogram's range."""
+    return min(HIGHEST_US, max(LOWEST_US, round(seconds * 1e6)))
+
+
+@attrs.define(eq=False)
+class Recorder:
+    """One worker's measurements; connections record into it (one Trio thread, no locks)."""
+
+    interval_s: float = 1.0
+    histograms: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
+    errors: dict[tuple[Phase, str], int] = attrs.Factory(lambda: defaultdict(int))
+    intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+
+    def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
+        """The histogram for (kind, phase), created on first use; connections keep a reference."""
+        key = (kind, phase)
+        hist = self.histograms.get(key)
+        if hist is None:
+            hist = self.histograms[key] = new_histogram()
+        return hist
+
+    def record(self, kind: str, phase: Phase, latency_s: float, interval: int) -> None:
+        self.histogram(kind, phase).record_value(to_us(latency_s))
+        self.add_interval(interval, 1, 0)
+
+    def record_error(self, phase: Phase, category: str, interval: int) -> None:
+        self.add_error(phase, category)
+        self.add_interval(interval, 0, 1)
+
+    def add_error(self, phase: Phase, category: str) -> None:
+        self.errors[(phase, category)] += 1
+
+    def add_interval(self, interval: int, ops: int, errors: int) -> None:
+        counts = self.intervals[interval]
+        counts[0] += ops
+        counts[1] += errors
+
+    def ops(self, phase: Phase) -> int:
+        return sum(h.get_total_count() for (_, p), h in self.histograms.items() if p is phase)
+
+    def error_count(self, phase: Phase) -> int:
+        return sum(n for (p, _), n in self.errors.items() if p is phase)
+
+    def take_intervals(self, before: int) -> list[dict[str, int]]:
+        """Remove and return the interval counts older than ``before`` (closed intervals)."""
+        done = sorted(i for i in self.intervals if i < before)
+        return [{"interval": i, "ops": self.intervals[i][0], "errors": self.intervals.pop(i)[1]} for i in done]
+
+    def to_payload(self) -> dict[str, Any]:
+        hists: dict[str, dict[str, str]] = defaultdict(dict)
+        for (kind, phase), h in sorted(self.histograms.items()):
+            hists[str(phase)][kind] = h.encode().decode("ascii")
+        ops: dict[str, int] = defaultdict(int)
+        for (_, phase), h in self.histograms.items():
+            ops[str(phase)] += h.get_total_count()
+        errs: dict[str, dict[str, int]] = defaultdict(dict)
+        for (phase, cat), n in sorted(self.errors.items()):
+            errs[str(phase)][cat] = n
+        return {"histograms": dict(hists), "errors": dict(errs), "ops": dict(sorted(ops.items()))}
+
+
+def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
+    """The exact union of encoded histograms (same ranges, so counts add bucket by bucket)."""
+    merged = new_histogram()
+    for e in encoded:
+        merged.add(HdrHistogram.decode(e.encode("ascii")))
+    return merged
+
+
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def latency_block(h: HdrHistogram) -> dict[str, float]:
+    """p50 … p999, max and mean of a histogram, in milliseconds.
+
+    One pass over the non-empty buckets (HDR's own per-percentile and mean iterators walk
+    every bucket in Python, which dominated short simulated runs); same rank rule as HDR.
+    """
+    total = h.get_total_count()
+    if total == 0:
+        return {k: 0.0 for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
+    targets = [(key, h.get_target_count_at_percentile(p)) for key, p in PERCENTILES]
+    out: dict[str, float] = {}
+    seen = weighted = 0
+    t = 0
+    for index, count in enumerate(list(h.counts)):
+        if not count:
+            continue
+        value = h.get_value_from_index(index)
+        seen += count
+        weighted += count * h._hdr_median_equiv_value(value)
+        while t < len(targets) and seen >= targets[t][1]:
+            out[targets[t][0]] = h.get_highest_equivalent_value(value) / 1000.0
+            t += 1
+        if seen >= total:
+            break
+    out["max"] = h.get_max_value() / 1000.0
+    out["mean"] = round(weighted / total / 1000.0, 3)
+    return out
+
+
+def merge_phase_blocks(
+    payloads: Iterable[Mapping[str, Any]], durations: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """``phases`` of summary.json: per phase ops, errors, qps and latency, overall and by kind."""
+    by_phase: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for payload in payloads:
+        for phase, kinds in payload.get("histograms", {}).items():
+            for kind, enc in kinds.items():
+                by_phase[phase][kind].append(enc)
+        for phase, cats in payload.get("errors", {}).items():
+            for cat, n in cats.items():
+                errors[phase][cat] += n
+    out: dict[str, dict[str, Any]] = {}
+    for phase in (Phase.WARMUP, Phase.MEASUREMENT, Phase.COOLDOWN, Phase.DONE):
+        kinds = by_phase.get(str(phase), {})
+        if not kinds and not errors.get(str(phase)) and str(phase) not in durations:
+            continue
+        duration = durations.get(str(phase), 0.0)
+        total = new_histogram()
+        by_kind = {}
+        for kind in sorted(kinds):
+            h = merge_histograms(kinds[kind])
+            total.add(h)
+            by_kind[kind] = {
+                "ops": h.get_total_count(),
+                "qps": _rate(h.get_total_count(), duration),
+                "latency_ms": latency_block(h),
+            }
+        ops = total.get_total_count()
+        out[str(phase)] = {
+            "ops": ops,
+            "errors": sum(errors[str(phase)].values()),
+            "errors_by_category": dict(sorted(errors[str(phase)].items())),
+            "duration_s": duration,
+            "qps": _rate(ops, duration),
+            "latency_ms": latency_block(total),
+            "by_kind": by_kind,
+        }
+    return out
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 3) if seconds > 0 and math.isfinite(seconds) else 0.0

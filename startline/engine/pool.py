@@ -1,0 +1,82 @@
+"""``scale_to(n)``: the connections of one worker, each a task with its own cancel scope.
+
+The pool owns its sessions (opened before the barrier when asked) and its tasks
+(in the caller's nursery). Scaling down cancels the highest-numbered scopes; scaling
+up reuses the lowest free slots and their open sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from startline.engine.ports import Session
+
+OpenSession = Callable[[int], Awaitable[Session]]
+RunConnection = Callable[[int, Session], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class Pool:
+    nursery: trio.Nursery
+    open_session: OpenSession
+    run_connection: RunConnection
+    _sessions: dict[int, Session] = attrs.Factory(dict)
+    _scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
+    _lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
+    _exits: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+
+    @property
+    def size(self) -> int:
+        """Connections running (or parked on the go-gate) right now."""
+        return len(self._scopes)
+
+    async def prepare(self, n: int) -> None:
+        """Open sessions for slots 0..n-1 now, so the start path does not pay for it."""
+        for slot in range(n):
+            if slot not in self._sessions:
+                self._sessions[slot] = await self.open_session(slot)
+
+    async def scale_to(self, n: int) -> None:
+        """Make exactly ``n`` connections run; returns once every new one has started."""
+        async with self._lock:
+            while len(self._scopes) > n:
+                self._scopes.pop(max(self._scopes)).cancel()
+            # Start exactly the missing number once: a connection that ends by itself at once
+            # (its run is over) must not make this loop start it again forever.
+            missing = n - len(self._scopes)
+            free = [i for i in range(n + len(self._scopes)) if i not in self._scopes][: max(0, missing)]
+            for slot in free:
+                await self.nursery.start(self._connection, slot)
+
+    async def wait_empty(self) -> None:
+        """Return once no connection task is left (each exits on its own or by cancel)."""
+        while self._scopes:
+            await self._exits.park()
+
+    def cancel_all(self) -> None:
+        for scope in self._scopes.values():
+            scope.cancel()
+        self._scopes.clear()
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        with trio.CancelScope(shield=True):
+            for session in sessions.values():
+                await session.close()
+
+    async def _connection(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[slot] = scope
+            try:
+                session = self._sessions.get(slot)
+                if session is None:
+                    session = self._sessions[slot] = await self.open_session(slot)
+                task_status.started()
+                await self.run_connection(slot, session)
+            finally:
+                if self._scopes.get(slot) is scope:
+                    del self._scopes[slot]
+                self._exits.unpark_all()

@@ -1,0 +1,113 @@
+"""What the core needs from the world: a control plane, a target, and a wall clock.
+
+Backends implement these protocols; the engine never imports a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
+from startline.engine.scenario import OperationSpec
+
+
+class ControlPlaneError(Exception):
+    """A control-plane call failed (unreachable, timed out, refused)."""
+
+
+class ControlPlaneConflict(ControlPlaneError):
+    """The control plane refused a call on its merits (run exists, sequence out of order): never retried."""
+
+
+class ControlPlane(Protocol):
+    """The run's shared state: RUN_STATUS, RUN_CONTROL_EVENTS, WORKER_HEARTBEATS,
+    TEST_RESULTS and METRICS_SNAPSHOTS, plus the control plane's own clock.
+
+    Every call is one round trip (one "query") to the control plane.
+    """
+
+    async def create_run(self, run: RunState) -> None: ...
+
+    async def read_run(self, run_id: str) -> RunState | None: ...
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        expect_status: RunStatus | None = None,
+        start_time_now: bool = False,
+        **changes: Any,
+    ) -> RunState | None:
+        """Change RUN_STATUS fields and stamp ``updated_at`` with the server's clock.
+
+        ``start_time_now`` sets START_TIME = the server's now (CURRENT_TIMESTAMP()).
+        Returns the new row, or None when ``expect_status`` did not match.
+        """
+        ...
+
+    async def append_event(self, event: ControlEvent) -> None:
+        """Append to the log; refuses a sequence id that is not last + 1, unless the very same
+        event is already there (a retried append that had landed: a no-op)."""
+        ...
+
+    async def read_events(self, run_id: str, after: int) -> list[ControlEvent]: ...
+
+    async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Insert or update a worker's row; ``last_heartbeat`` = the server's now.
+
+        A heartbeat never revives a worker the orchestrator marked DEAD.
+        """
+        ...
+
+    async def mark_worker(self, run_id: str, worker_id: str, status: WorkerStatus) -> None: ...
+
+    async def read_heartbeats(self, run_id: str) -> list[Heartbeat]: ...
+
+    async def upsert_result(self, result: WorkerResult) -> None: ...
+
+    async def read_results(self, run_id: str) -> list[WorkerResult]: ...
+
+    async def append_snapshot(self, run_id: str, worker_id: str, snapshot: Mapping[str, Any]) -> None: ...
+
+    async def read_snapshots(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every METRICS_SNAPSHOTS row as (worker_id, snapshot), in insertion order."""
+        ...
+
+    async def server_time(self) -> float:
+        """The control plane's now, epoch seconds UTC: the run's reference clock."""
+        ...
+
+
+@runtime_checkable
+class PushControlPlane(ControlPlane, Protocol):
+    """A control plane that can notify: ``wait_for_change`` returns once RUN_STATUS's
+    version moves past ``seen_version`` (every update and every event moves it)."""
+
+    async def wait_for_change(self, run_id: str, seen_version: int) -> int: ...
+
+
+class Session(Protocol):
+    """One connection to the system under test."""
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None: ...
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        """Label what follows (Snowflake: QUERY_TAG) with run, worker and phase."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Target(Protocol):
+    """The system under test: opens sessions and names the category of an error."""
+
+    async def open_session(self, worker_id: str, index: int) -> Session: ...
+
+    def error_category(self, exc: BaseException) -> str: ...
+
+
+class WallClock(Protocol):
+    """This host's idea of now, in epoch seconds; may be off from the control plane's."""
+
+    def now(self) -> float: ...

@@ -1,0 +1,180 @@
+"""Control-plane calls that survive trouble: a timeout per call, retries with capped exponential
+backoff and jitter, and a participant's view of its control-plane health.
+
+A call is retried while the current outage (first failure → now) is shorter than the
+tolerance; past it, the call raises ``ControlPlaneError`` and the caller fails truthfully.
+Logical refusals (``ControlPlaneConflict``) are never retried.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from startline.engine.counting import QUERY_METHODS
+from startline.engine.model import RunState, RunStatus
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, PushControlPlane
+from startline.engine.scenario import Scenario
+
+
+def single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (Trio nurseries wrap errors)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How long one call may take, how retries back off, and how long an outage is tolerated."""
+
+    timeout_s: float = 10.0
+    base_s: float = 0.1
+    cap_s: float = 2.0
+    tolerance_s: float = 20.0
+
+    @classmethod
+    def of(cls, sc: Scenario) -> RetryPolicy:
+        return cls(sc.control_timeout_s, sc.retry_base_ms / 1000.0, sc.retry_cap_ms / 1000.0, sc.outage_tolerance_s)
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, u: float) -> float:
+    """The wait before retry ``attempt`` (0-based): ``min(cap, base·2^attempt)`` with "equal
+    jitter" — uniformly in its upper half (``u`` in [0, 1)), so retries spread but never bunch at 0."""
+    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 60))
+    return ceiling * (0.5 + 0.5 * u)
+
+
+FIRST_CONTACT_S = 5.0
+"""Until its first successful call, a participant rides out at most this much (then exit 2: a
+control plane never reached is more often misconfigured than down)."""
+KEEP_OUTAGES = 64
+"""Outages a ``Health`` remembers (older ones no longer matter to any liveness judgement)."""
+
+
+@attrs.define
+class Health:
+    """One participant's control-plane health (trio time): healthy unless a call is failing now."""
+
+    calls: int = 0
+    failures: int = 0
+    retries: int = 0
+    failing_since: float | None = None
+    longest_outage_s: float = 0.0
+    last_error: str | None = None
+    outages: list[tuple[float, float]] = attrs.Factory(list)  # the last few (first failure, recovery)
+
+    @property
+    def healthy(self) -> bool:
+        return self.failing_since is None
+
+    def failed(self, began: float, now: float, error: BaseException) -> float:
+        """Record a call begun at ``began`` that failed at ``now``; returns how long the current
+        outage has lasted. An outage starts when its first failing call began (a call that hangs
+        until its timeout was unanswered from its start)."""
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if self.failing_since is None:
+            self.failing_since = began
+        return now - self.failing_since
+
+    def succeeded(self, now: float) -> None:
+        self.calls += 1
+        if self.failing_since is not None:
+            self.longest_outage_s = max(self.longest_outage_s, now - self.failing_since)
+            self.outages = [*self.outages[-(KEEP_OUTAGES - 1) :], (self.failing_since, now)]
+            self.failing_since = None
+
+    def unreachable_s(self, lo: float, hi: float) -> float:
+        """How much of [lo, hi] this participant spent unable to reach the control plane: a silence
+        it observed then is its own, not the other side's."""
+        spans = [*self.outages, (self.failing_since, hi)] if self.failing_since is not None else self.outages
+        return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in spans)
+
+    def forgive(self) -> None:
+        """Count the next failure as the start of a new outage (a last attempt after giving up)."""
+        self.failing_since = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "failures": self.failures,
+            "retries": self.retries,
+            "longest_outage_s": round(self.longest_outage_s, 6),
+            "last_error": self.last_error,
+        }
+
+
+@attrs.define(eq=False)
+class ResilientControlPlane:
+    """Wraps a control plane: every call has a timeout and is retried through short outages."""
+
+    inner: ControlPlane
+    policy: RetryPolicy = attrs.Factory(RetryPolicy)
+    rng: random.Random = attrs.Factory(lambda: random.Random(0))
+    health: Health = attrs.Factory(Health)
+
+    @property
+    def supports_push(self) -> bool:
+        return bool(getattr(self.inner, "supports_push", isinstance(self.inner, PushControlPlane)))
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name not in QUERY_METHODS or name == "wait_for_change":
+            return method
+        return self._resilient(name, method)
+
+    def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                began = trio.current_time()
+                try:
+                    with trio.fail_after(self.policy.timeout_s):
+                        if attempt and name in LANDED:
+                            landed = await LANDED[name](self.inner, *args, **kwargs)
+                            if landed:
+                                self.health.succeeded(trio.current_time())
+                                return None
+                        result = await method(*args, **kwargs)
+                except ControlPlaneConflict:
+                    raise
+                except (ControlPlaneError, trio.TooSlowError) as exc:
+                    down = self.health.failed(began, trio.current_time(), exc)
+                    wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
+                    tolerance = self.policy.tolerance_s
+                    if not self.health.calls:  # never reached yet: more likely a wrong address than an outage
+                        tolerance = min(tolerance, FIRST_CONTACT_S)
+                    if down + wait > tolerance:
+                        raise ControlPlaneError(
+                            f"control plane unreachable for {down:.1f} s (tolerance {tolerance:g} s) during {name}: "
+                            f"{self.health.last_error}"
+                        ) from exc
+                    self.health.retries += 1
+                    attempt += 1
+                    await trio.sleep(wait)
+                    continue
+                self.health.succeeded(trio.current_time())
+                return result
+
+        return call
+
+
+async def _run_created(cp: ControlPlane, run: RunState) -> bool:
+    """A retried create: is the row there the one the failed attempt wrote (not a predecessor's)?"""
+    found = await cp.read_run(run.run_id)
+    return (
+        found is not None
+        and found.status is RunStatus.PREPARED
+        and found.last_sequence_id == 0
+        and found.scenario == run.scenario
+    )
+
+
+LANDED: dict[str, Callable[..., Any]] = {"create_run": _run_created}
+"""Calls a retry must not repeat blindly: first look whether the failed attempt took effect
+(an append of the same event is a no-op in every backend, so needs no look)."""

@@ -1,0 +1,360 @@
+"""What a benchmark run is: the ``Scenario`` and its parts, loaded from TOML and validated.
+
+Every field is checked where it is declared; a bad value raises ``ConfigError``
+naming the dotted field (``start.lead_ms``) and the value, in one line.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from startline.engine.model import Scope
+
+
+class ConfigError(ValueError):
+    """A scenario or argument that cannot be used; ``field`` names where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class _FieldError(ValueError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validate(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if not pred(value):
+            raise _FieldError(attr.name, f"{what} (got {value!r})")
+
+    return validate
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+_number = _check(_is_number, "must be a number")
+_int = _check(_is_int, "must be an integer")
+_str = _check(lambda x: isinstance(x, str) and x != "", "must be a non-empty string")
+_bool = _check(lambda x: isinstance(x, bool), "must be true or false")
+_MAX_SECONDS = 7 * 24 * 3600.0
+_MAX_COUNT = 1_000_000
+
+
+def _num(lo: float, hi: float, *, lo_open: bool = False) -> list[Callable[..., None]]:
+    sign = ">" if lo_open else ">="
+    return [
+        _number,
+        _check(lambda x: (x > lo if lo_open else x >= lo) and x <= hi, f"must be {sign} {lo:g} and <= {hi:g}"),
+    ]
+
+
+def _count(lo: int, hi: int = _MAX_COUNT) -> list[Callable[..., None]]:
+    return [_int, _check(lambda x: lo <= x <= hi, f"must be between {lo} and {hi}")]
+
+
+def _one_of(kind: type[enum.Enum]) -> Callable[..., None]:
+    names = [m.value for m in kind]  # type: ignore[attr-defined]
+    return _check(lambda x: x in names, f"must be one of {', '.join(names)}")
+
+
+class Strategy(enum.StrEnum):
+    SEED_LEGACY = "seed-legacy"
+    POLL = "poll"
+    PUSH = "push"
+    SCHEDULED = "scheduled"
+
+
+class Bookkeeping(enum.StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+    DEFERRED = "deferred"
+
+
+class OnWorkerLoss(enum.StrEnum):
+    FAIL = "fail"
+    CONTINUE = "continue"
+
+
+@attrs.frozen
+class StartOptions:
+    """How workers learn that the run started and how fast they get going.
+
+    Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 2000 ms (the
+    lead time, not the poll, sets the start instant, so a slow poll keeps waiting cheap:
+    with the heartbeat, under 2 queries per worker per second); seed-legacy 200 ms (its
+    loop's sleep). ``lead_ms`` (3000) must exceed the poll interval plus the round trips.
+    ``bookkeeping``: sequential for seed-legacy, else parallel. ``prespawn``: off for
+    seed-legacy, else on. Unset, ``seed-legacy`` is the seed's loop as written; setting one
+    option tries one of the seed's recommendations alone.
+    """
+
+    strategy: str = attrs.field(default=Strategy.SCHEDULED.value, validator=_one_of(Strategy))
+    poll_interval_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(1, 3_600_000)))
+    jitter_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
+    bookkeeping: str | None = attrs.field(default=None, validator=attrs.validators.optional(_one_of(Bookkeeping)))
+    prespawn: bool | None = attrs.field(default=None, validator=attrs.validators.optional(_bool))
+    lead_ms: float = attrs.field(default=3000.0, validator=_num(0, 3_600_000, lo_open=True))
+    offset_samples: int = attrs.field(default=8, validator=_count(1, 1000))
+    spin_ms: float = attrs.field(default=0.0, validator=_num(0, 1000))
+    """``scheduled``: spin (yielding) the last ``spin_ms`` before the start instant instead of
+    sleeping, since an OS timer wakes a process late. Helps where cores are idle; hurts when
+    worker processes outnumber cores (they spin against each other)."""
+
+    @property
+    def kind(self) -> Strategy:
+        return Strategy(self.strategy)
+
+    @property
+    def poll_interval_s(self) -> float:
+        if self.poll_interval_ms is not None:
+            return self.poll_interval_ms / 1000.0
+        return {Strategy.SEED_LEGACY: 0.2, Strategy.SCHEDULED: 2.0}.get(self.kind, 0.05)
+
+    @property
+    def bookkeeping_mode(self) -> Bookkeeping:
+        if self.bookkeeping is not None:
+            return Bookkeeping(self.bookkeeping)
+        return Bookkeeping.SEQUENTIAL if self.kind is Strategy.SEED_LEGACY else Bookkeeping.PARALLEL
+
+    @property
+    def prespawns(self) -> bool:
+        return self.prespawn if self.prespawn is not None else self.kind is not Strategy.SEED_LEGACY
+
+
+@attrs.frozen
+class ParamSpec:
+    """A parameter generator: ``int`` (uniform in [min, max]), ``choice`` or ``sequence``."""
+
+    type: str = attrs.field(
+        validator=_check(lambda x: x in ("int", "choice", "sequence"), "must be int, choice or sequence")
+    )
+    min: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
+    max: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
+    values: tuple[Any, ...] | None = attrs.field(
+        default=None, converter=lambda x: None if x is None else tuple(x) if isinstance(x, list | tuple) else x
+    )
+    start: int = attrs.field(default=1, validator=_int)
+    step: int = attrs.field(default=1, validator=_int)
+
+    def __attrs_post_init__(self) -> None:
+        if self.type == "int":
+            if self.min is None or self.max is None:
+                raise _FieldError("min" if self.min is None else "max", "int parameters need min and max")
+            if self.min > self.max:
+                raise _FieldError("max", f"must be >= min (got {self.max} < {self.min})")
+        if self.type == "choice" and (not isinstance(self.values, tuple) or not self.values):
+            raise _FieldError("values", f"choice parameters need a non-empty list (got {self.values!r})")
+
+
+@attrs.frozen
+class OperationSpec:
+    """One kind of operation in the mix: SQL text for a SQL target, or an async callable.
+
+    ``call`` is ``"module:function"`` (importable by every worker process) or,
+    for library users running in one process, the async callable itself.
+    """
+
+    name: str = attrs.field(validator=_str)
+    weight: float = attrs.field(default=1.0, validator=_num(0, 1e12, lo_open=True))
+    sql: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    call: Any = None
+    params: Mapping[str, ParamSpec] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.sql is None) == (self.call is None):
+            raise _FieldError("sql", "give exactly one of sql or call")
+        if self.call is not None and not (callable(self.call) or (isinstance(self.call, str) and ":" in self.call)):
+            raise _FieldError("call", f"must be 'module:function' or an async callable (got {self.call!r})")
+
+
+@attrs.frozen
+class ScaleStep:
+    """A planned ``SET_WORKER_TARGET``: ``at_s`` seconds after START_TIME, ramped over ``ramp_s``."""
+
+    at_s: float = attrs.field(validator=_num(0, _MAX_SECONDS))
+    target: int = attrs.field(validator=_count(0, 100_000))
+    scope: str = attrs.field(default=Scope.RUN.value, validator=_one_of(Scope))
+    scope_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    ramp_s: float = attrs.field(default=0.0, validator=_num(0, _MAX_SECONDS))
+
+    def __attrs_post_init__(self) -> None:
+        if self.scope != Scope.RUN.value and self.scope_id is None:
+            raise _FieldError("scope_id", f"scope {self.scope} needs a scope_id")
+
+
+_NESTED: dict[str, Any] = {}
+
+
+@attrs.frozen
+class Scenario:
+    """A benchmark run: timing, workers, the start strategy, the workload and a scaling schedule.
+
+    ``connections_per_worker`` is each worker's initial target; ``schedule``
+    changes it during the run. ``operations_per_connection`` 0 means unlimited.
+    """
+
+    operations: tuple[OperationSpec, ...] = attrs.field(
+        converter=tuple, validator=_check(lambda x: len(x) >= 1, "needs at least one operation")
+    )
+    name: str = attrs.field(default="scenario", validator=_str)
+    seed: int = attrs.field(default=0, validator=_count(0, 2**63 - 1))
+    workers: int = attrs.field(default=1, validator=_count(1, 10_000))
+    connections_per_worker: int = attrs.field(default=1, validator=_count(0, 100_000))
+    warmup_s: float = attrs.field(default=0.0, validator=_num(0, _MAX_SECONDS))
+    measurement_s: float = attrs.field(default=10.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    cooldown_s: float = attrs.field(default=0.0, validator=_num(0, _MAX_SECONDS))
+    think_time_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
+    operations_per_connection: int = attrs.field(default=0, validator=_count(0, 2**62))
+    heartbeat_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
+    stale_after_beats: int = attrs.field(default=3, validator=_count(1, 10_000))
+    dead_after_beats: int = attrs.field(default=6, validator=_count(1, 10_000))
+    on_worker_loss: str = attrs.field(default=OnWorkerLoss.CONTINUE.value, validator=_one_of(OnWorkerLoss))
+    ready_timeout_s: float = attrs.field(default=60.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    start_timeout_s: float = attrs.field(default=120.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    drain_timeout_s: float = attrs.field(default=5.0, validator=_num(0, 3600))
+    run_idle_timeout_s: float = attrs.field(default=30.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    control_timeout_s: float = attrs.field(default=10.0, validator=_num(0, 3600, lo_open=True))
+    retry_base_ms: float = attrs.field(default=100.0, validator=_num(0, 600_000, lo_open=True))
+    retry_cap_ms: float = attrs.field(default=2000.0, validator=_num(0, 600_000, lo_open=True))
+    outage_tolerance_s: float = attrs.field(default=20.0, validator=_num(0, _MAX_SECONDS))
+    snapshot_interval_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
+    flush_interval_s: float = attrs.field(default=5.0, validator=_num(0, 3600, lo_open=True))
+    start: StartOptions = attrs.field(factory=StartOptions)
+    schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
+    control: str = attrs.field(default="memory://", validator=_str)
+    target: str = attrs.field(default="memory://", validator=_str)
+    setup: tuple[str, ...] = attrs.field(
+        factory=tuple,
+        converter=lambda v: tuple(v) if isinstance(v, list | tuple) else v,
+        validator=_check(
+            lambda v: isinstance(v, tuple) and all(isinstance(x, str) and x for x in v),
+            "must be an array of SQL statements (strings)",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.dead_after_beats <= self.stale_after_beats:
+            raise _FieldError(
+                "dead_after_beats",
+                f"must be > stale_after_beats (got {self.dead_after_beats} <= {self.stale_after_beats})",
+            )
+        if self.retry_cap_ms < self.retry_base_ms:
+            raise _FieldError(
+                "retry_cap_ms", f"must be >= retry_base_ms (got {self.retry_cap_ms:g} < {self.retry_base_ms:g})"
+            )
+        names = [op.name for op in self.operations]
+        for name in names:
+            if names.count(name) > 1:
+                raise _FieldError("operations", f"operation name {name!r} is used twice")
+
+    @property
+    def total_connections(self) -> int:
+        return self.workers * self.connections_per_worker
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Load and validate a scenario file; every problem is a ``ConfigError``."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("", f"scenario file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"cannot read scenario file {p}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"{p} is not valid TOML: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        return _build(cls, data, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A TOML/JSON-able form that ``from_dict`` reads back (callables become their names)."""
+
+        def plain(value: Any) -> Any:
+            if attrs.has(type(value)):
+                return {
+                    f.name: plain(getattr(value, f.name))
+                    for f in attrs.fields(type(value))
+                    if getattr(value, f.name) is not None
+                }
+            if isinstance(value, Mapping):
+                return {k: plain(x) for k, x in value.items()}
+            if isinstance(value, tuple | list):
+                return [plain(x) for x in value]
+            if callable(value):
+                return f"{value.__module__}:{value.__qualname__}"
+            return value
+
+        return plain(self)
+
+
+_NESTED.update(
+    {
+        (Scenario, "start"): StartOptions,
+        (Scenario, "operations"): [OperationSpec],
+        (Scenario, "schedule"): [ScaleStep],
+        (OperationSpec, "params"): {ParamSpec},
+    }
+)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build ``cls`` from a TOML table, naming the dotted field of the first problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(path or "scenario", f"must be a table (got {data!r})")
+    names = {f.name for f in attrs.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(_join(path, key), f"unknown key (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        nested = _NESTED.get((cls, key))
+        where = _join(path, key)
+        if isinstance(nested, list):
+            if not isinstance(value, list):
+                raise ConfigError(where, f"must be an array of tables (got {value!r})")
+            value = [
+                x if isinstance(x, nested[0]) else _build(nested[0], x, _join(where, i)) for i, x in enumerate(value)
+            ]
+        elif isinstance(nested, set):
+            (inner,) = nested
+            if not isinstance(value, Mapping):
+                raise ConfigError(where, f"must be a table (got {value!r})")
+            value = {k: x if isinstance(x, inner) else _build(inner, x, _join(where, k)) for k, x in value.items()}
+        elif nested is not None and not isinstance(value, nested):
+            value = _build(nested, value, where)
+        kwargs[key] = value
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING and f.name not in kwargs]
+    if required:
+        raise ConfigError(_join(path, required[0]), "is required")
+    try:
+        return cls(**kwargs)
+    except _FieldError as exc:
+        raise ConfigError(_join(path, exc.name), exc.message) from None

@@ -1,0 +1,117 @@
+"""Build ``summary.json`` (the results contract in DESIGN.md) from what workers reported."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from startline.engine.metrics import merge_phase_blocks
+from startline.engine.model import Phase
+from startline.engine.scenario import Scenario
+from startline.engine.schedule import PhaseWindows, percentile
+
+TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query")
+
+
+def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
+    """``first_query`` of the worker's initial-target connections (control-plane clock)."""
+    n = int(payload.get("initial_target", 0))
+    return [t for s, t in payload.get("first_query", {}).items() if int(s) < n]
+
+
+def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Lag of every initial connection (first_query − START_TIME) and the skew across them."""
+    firsts = [t for p in payloads for t in initial_first_queries(p)]
+    if start_time is None or not firsts:
+        return {"lag_ms": None, "skew_ms": None, "connections": 0}
+    lags = [(t - start_time) * 1000.0 for t in firsts]
+    return {
+        "lag_ms": {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)},
+        "skew_ms": (max(firsts) - min(firsts)) * 1000.0,
+        "connections": len(firsts),
+    }
+
+
+def control_plane_block(payloads: Sequence[Mapping[str, Any]], orchestrator_queries: int) -> dict[str, Any]:
+    """Queries in all, and per worker per second while waiting (READY → release of the
+    connections) and while running (release → STOP): all workers' queries over all their seconds."""
+    total = orchestrator_queries
+    sums = {"waiting": [0, 0.0], "running": [0, 0.0]}
+    for p in payloads:
+        cp = p.get("control_plane", {})
+        q = cp.get("queries", {})
+        total += sum(q.values())
+        for stage, acc in sums.items():
+            acc[0] += q.get(stage, 0)
+            acc[1] += cp.get(f"{stage}_s", 0.0)
+
+    def rate(stage: str) -> float | None:
+        n, seconds = sums[stage]
+        return round(n / seconds, 4) if seconds > 0 else None
+
+    return {"queries": total, "per_worker_per_s_waiting": rate("waiting"), "per_worker_per_s_running": rate("running")}
+
+
+def worker_entry(payload: Mapping[str, Any], status: str) -> dict[str, Any]:
+    metrics = payload.get("metrics", {})
+    ops = sum(metrics.get("ops", {}).values())
+    errors = sum(n for cats in metrics.get("errors", {}).values() for n in cats.values())
+    timeline = payload.get("timeline", {})
+    return {
+        "worker_id": payload["worker_id"],
+        "status": status,
+        "failure": payload.get("failure"),
+        "clock_offset_ms": payload.get("clock_offset_ms"),
+        "clock_uncertainty_ms": payload.get("clock_uncertainty_ms"),
+        "timeline": {m: timeline.get(m) for m in TIMELINE_MARKS},
+        "ops": ops,
+        "errors": errors,
+    }
+
+
+def _workers(payloads: Sequence[Mapping[str, Any]], statuses: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every worker, those that never reported (DEAD before their last flush) included."""
+    by_id = {p["worker_id"]: p for p in payloads}
+    ids = sorted(set(by_id) | set(statuses))
+    return [
+        worker_entry(by_id.get(w, {"worker_id": w}), statuses.get(w, by_id.get(w, {}).get("status", "?"))) for w in ids
+    ]
+
+
+def build_summary(
+    *,
+    run_id: str,
+    status: str,
+    reason: str | None,
+    scenario: Scenario,
+    start_time: float | None,
+    stopped_at: float | None,
+    payloads: Sequence[Mapping[str, Any]],
+    worker_statuses: Mapping[str, str],
+    orchestrator_queries: int,
+    timeseries: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    durations: dict[str, float] = {}
+    if start_time is not None:
+        w = PhaseWindows.from_scenario(scenario, start_time)
+        end = stopped_at if stopped_at is not None else w.end
+
+        def clip(a: float, b: float) -> float:
+            return max(0.0, min(b, end) - a)
+
+        durations = {str(Phase.WARMUP): clip(w.start, w.measure), str(Phase.MEASUREMENT): clip(w.measure, w.cooldown)}
+        if scenario.cooldown_s > 0:
+            durations[str(Phase.COOLDOWN)] = clip(w.cooldown, w.end)
+    return {
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "scenario": scenario.name,
+        "start_strategy": scenario.start.strategy,
+        "start_time": start_time,
+        "start": start_block(start_time, payloads),
+        "control_plane": control_plane_block(payloads, orchestrator_queries),
+        "workers": _workers(payloads, worker_statuses),
+        "phases": merge_phase_blocks([p.get("metrics", {}) for p in payloads], durations),
+        "timeseries": list(timeseries),
+    }

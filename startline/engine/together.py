@@ -1,0 +1,74 @@
+"""Run an orchestrator and its workers as tasks of one Trio nursery (in-process and simulated runs)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, Target, WallClock
+from startline.engine.scenario import Scenario
+from startline.engine.worker import Worker
+
+ORCHESTRATOR = "orchestrator"
+"""The orchestrator's host name in ``crashes``."""
+
+
+def make_workers(
+    scenario: Scenario,
+    run_id: str,
+    target: Target,
+    control: Callable[[str], ControlPlane],
+    clock: Callable[[str], WallClock],
+) -> tuple[Worker, ...]:
+    """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle and clock."""
+    ids = [f"w{i:03d}" for i in range(scenario.workers)]
+    return tuple(Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario) for i, w in enumerate(ids))
+
+
+async def run_together(
+    orchestrator: Orchestrator,
+    workers: Sequence[Worker],
+    crashes: Mapping[str, float] | None = None,
+    restart: Callable[[], Orchestrator] | None = None,
+    restart_after_s: float = 0.0,
+) -> dict[str, Any]:
+    """Start every worker, orchestrate, return the summary. ``crashes`` (worker id or
+    ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
+    nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
+    later by ``restart()``, which fails the orphaned run cleanly (see ``Orchestrator.prepare``);
+    it retries every heartbeat while the old one still looks alive."""
+    crashes = crashes or {}
+    summary: dict[str, Any] = {}
+
+    async def orchestrate() -> None:
+        with trio.move_on_at(crashes.get(ORCHESTRATOR, math.inf)):
+            summary.update(await orchestrator.run())
+            return
+        if restart is None:
+            return
+        await trio.sleep(restart_after_s)
+        while True:
+            successor = restart()
+            try:
+                summary.update(await successor.run())
+                return
+            except ControlPlaneConflict:
+                if successor.adopted is None:
+                    raise
+                if successor.adopted.status.terminal:  # it had finished all but the summary
+                    return
+                await trio.sleep(successor.scenario.heartbeat_s)
+
+    async def work(w: Worker) -> None:
+        with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
+            await w.run()
+
+    async with trio.open_nursery() as nursery:
+        for w in workers:
+            nursery.start_soon(work, w)
+        nursery.start_soon(orchestrate)
+    return summary

@@ -1,0 +1,130 @@
+"""The memory backend's semantics plus latency on virtual time.
+
+A call of kind K from host H takes a latency drawn from (seed, H, K, n) where n counts
+H's calls of kind K. The effect (a write landing, a read looking, CURRENT_TIMESTAMP()
+being taken) happens at ``visibility`` × latency into the round trip; the reply comes
+back after the rest. The control plane's clock is the truth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from startline.backends.memory import MemoryControlPlane, MemoryStore
+from startline.engine.ports import ControlPlaneError
+from startline.engine.scenario import OperationSpec
+from startline.simulate.models import Profile, rng_for
+
+SLEEPS = [0]
+"""Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
+the "simulated events" of benchmarks/sim_speed.py."""
+
+KIND_OF = {
+    "read_run": "status_read",
+    "read_heartbeats": "status_read",
+    "read_events": "event_read",
+    "update_run": "status_update",
+    "append_event": "event_insert",
+    "upsert_heartbeat": "heartbeat_merge",
+    "upsert_result": "results_insert",
+    "server_time": "server_time",
+}
+
+
+@attrs.define(eq=False)
+class SimControlPlane:
+    """One host's handle on the shared store, with that host's latencies."""
+
+    store: MemoryStore
+    profile: Profile
+    seed: int
+    host: str
+    calls: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
+    inner: MemoryControlPlane = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.inner = MemoryControlPlane(self.store)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name.startswith("_") or not callable(method) or name == "wait_for_change":
+            return method
+        kind = KIND_OF.get(name, "other")
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            n = self.calls[kind]
+            self.calls[kind] = n + 1
+            rng = rng_for(self.seed, self.host, kind, n)
+            now = trio.current_time()
+            latency = self.profile.control_latency(kind).sample(rng) + self.profile.extra_latency_s(now)
+            failing = rng.random() < self.profile.error_probability.get(kind, 0.0) or self.profile.in_outage(now)
+            vis, jit = self.profile.visibility, self.profile.visibility_jitter
+            before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
+            SLEEPS[0] += 2
+            await trio.sleep(before)
+            if failing:
+                await trio.sleep(latency - before)
+                raise ControlPlaneError(f"injected {kind} failure")
+            result = await method(*args, **kwargs)
+            await trio.sleep(latency - before)
+            if kind == "event_read" and result and rng.random() < self.profile.stale_event_reads:
+                result = stale_read(result, rng)
+            return result
+
+        return call
+
+
+def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
+    """An event read as a lagging replica or a retried query may return it: only a prefix of
+    what is there (the rest arrives later; unless not ``cut``), some events repeated, in any order."""
+    events = events[: rng.randint(0, len(events))] if cut else list(events)
+    events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
+    rng.shuffle(events)
+    return events
+
+
+@attrs.define(eq=False)
+class SimSession:
+    target: SimTarget
+    worker_id: str
+    slot: int
+    n: int = 0
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
+        began = trio.current_time()
+        rng = rng_for(self.target.seed, f"{self.worker_id}/{self.slot}", op.name, self.n)
+        self.n += 1
+        if self.slot not in self.target.first_issue.get(self.worker_id, {}):
+            self.target.first_issue.setdefault(self.worker_id, {})[self.slot] = began
+        SLEEPS[0] += 1
+        await trio.sleep(self.target.profile.target.sample(rng))
+        if self.target.ops is not None:
+            self.target.ops.append((self.worker_id, began, trio.current_time()))
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@attrs.define(eq=False)
+class SimTarget:
+    """A target whose every operation takes the profile's target latency; it records, in true
+    (virtual) time, when each connection issued its first operation."""
+
+    profile: Profile
+    seed: int
+    first_issue: dict[str, dict[int, float]] = attrs.Factory(dict)
+    ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
+
+    async def open_session(self, worker_id: str, index: int) -> SimSession:
+        return SimSession(self, worker_id, index)
+
+    def error_category(self, exc: BaseException) -> str:
+        return type(exc).__name__

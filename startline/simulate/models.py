@@ -1,0 +1,264 @@
+"""Latency, clock and fault models. Every draw comes from (seed, host, kind, sequence
+number), never from the order in which tasks happen to run."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from startline.engine.scenario import ConfigError
+from startline.engine.workload import derive_seed
+
+
+def rng_for(seed: int, host: str, kind: str, seq: int) -> random.Random:
+    return random.Random(derive_seed(seed, host, kind, seq))
+
+
+@attrs.frozen
+class Latency:
+    """One latency model; ``sample`` returns seconds.
+
+    kinds: constant(ms) · uniform(lo_ms, hi_ms) · normal(mean_ms, sd_ms, clipped at lo_ms/hi_ms)
+    · lognormal(p50_ms, p99_ms) · empirical(samples_ms) · mixture(components: [(weight, model)])
+    """
+
+    type: str
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    components: tuple[tuple[float, Latency], ...] = ()
+
+    def sample(self, rng: random.Random) -> float:
+        p = self.params
+        match self.type:
+            case "constant":
+                ms = p["ms"]
+            case "uniform":
+                ms = rng.uniform(p["lo_ms"], p["hi_ms"])
+            case "normal":
+                ms = min(p.get("hi_ms", math.inf), max(p.get("lo_ms", 0.0), rng.gauss(p["mean_ms"], p["sd_ms"])))
+            case "lognormal":
+                mu = math.log(p["p50_ms"])
+                sigma = (math.log(p["p99_ms"]) - mu) / 2.3263478740408408  # z of the 99th percentile
+                ms = math.exp(rng.gauss(mu, sigma))
+            case "empirical":
+                ms = rng.choice(p["samples_ms"])
+            case "mixture":
+                total = sum(w for w, _ in self.components)
+                x = rng.random() * total
+                for w, model in self.components:
+                    x -= w
+                    if x <= 0:
+                        return model.sample(rng)
+                return self.components[-1][1].sample(rng)
+            case _:
+                raise ValueError(self.type)
+        return max(0.0, ms) / 1000.0
+
+    @property
+    def worst_s(self) -> float:
+        """An upper bound of ``sample`` (inf where unbounded)."""
+        p = self.params
+        match self.type:
+            case "constant":
+                return p["ms"] / 1000.0
+            case "uniform":
+                return p["hi_ms"] / 1000.0
+            case "normal":
+                return p.get("hi_ms", math.inf) / 1000.0
+            case "empirical":
+                return max(p["samples_ms"]) / 1000.0
+            case "mixture":
+                return max(m.worst_s for _, m in self.components)
+        return math.inf
+
+    @classmethod
+    def parse(cls, data: Any, field: str) -> Latency:
+        """From a number (constant ms) or a table ``{type = ..., ...}``."""
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return cls("constant", {"ms": float(data)})
+        if not isinstance(data, Mapping) or "type" not in data:
+            raise ConfigError(field, f"must be a number of ms or a table with a type (got {data!r})")
+        kind = data["type"]
+        need = {
+            "constant": {"ms"},
+            "uniform": {"lo_ms", "hi_ms"},
+            "normal": {"mean_ms", "sd_ms"},
+            "lognormal": {"p50_ms", "p99_ms"},
+            "empirical": {"samples_ms"},
+            "mixture": {"components"},
+        }
+        if kind not in need:
+            raise ConfigError(f"{field}.type", f"must be one of {', '.join(need)} (got {kind!r})")
+        missing = need[kind] - set(data)
+        if missing:
+            raise ConfigError(f"{field}.{sorted(missing)[0]}", "is required")
+        params = {k: v for k, v in data.items() if k not in ("type", "components")}
+        for k, v in params.items():
+            ok = all(isinstance(x, int | float) and x >= 0 for x in (v if isinstance(v, list) else [v]))
+            if not ok or (isinstance(v, list) and not v):
+                raise ConfigError(f"{field}.{k}", f"must be a non-negative number (or list of them) (got {v!r})")
+        if kind == "uniform" and params["lo_ms"] > params["hi_ms"]:
+            raise ConfigError(f"{field}.hi_ms", "must be >= lo_ms")
+        if kind == "lognormal" and not 0 < params["p50_ms"] <= params["p99_ms"]:
+            raise ConfigError(f"{field}.p99_ms", "must be >= p50_ms > 0")
+        comps: tuple[tuple[float, Latency], ...] = ()
+        if kind == "mixture":
+            items = data["components"]
+            if not isinstance(items, list) or not items:
+                raise ConfigError(f"{field}.components", "must be a non-empty list of {weight, model}")
+            comps = tuple(
+                (float(c.get("weight", 1.0)), cls.parse(c.get("model"), f"{field}.components[{i}].model"))
+                for i, c in enumerate(items)
+            )
+        return cls(kind, params, comps)
+
+
+CONTROL_KINDS = (
+    "status_read",
+    "event_read",
+    "status_update",
+    "event_insert",
+    "heartbeat_merge",
+    "results_insert",
+    "server_time",
+    "other",
+)
+"""Control-plane operation kinds that carry their own latency model."""
+
+
+@attrs.frozen
+class Profile:
+    """Latencies per control-plane kind and for the target, the visibility point, the clocks."""
+
+    name: str
+    control: Mapping[str, Latency]
+    target: Latency
+    visibility: float = 0.5  # where in a round trip a write lands / a read looks / now() is taken
+    visibility_jitter: float = 0.0  # per call, visibility is uniform in ±jitter (asymmetric legs)
+    clock_spread_ms: float = 0.0  # each host's offset is uniform in ±spread
+    drift_ppm: float = 0.0  # each host's drift is uniform in ±drift_ppm
+    error_probability: Mapping[str, float] = attrs.field(factory=dict)
+    outages: tuple[tuple[float, float], ...] = ()  # [start_s, end_s) of virtual time: every call fails
+    spikes: tuple[tuple[float, float, float], ...] = ()  # [start_s, end_s): every call takes extra_ms more
+    crashes: Mapping[str, float] = attrs.field(factory=dict)  # host → virtual second it dies at
+    orchestrator_restart_s: float = 1.0  # a crashed orchestrator's successor starts this much later
+    clock_jumps: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → (at_s, jump_ms)
+    stale_event_reads: float = 0.0  # probability an event read comes back late (a prefix) and repeated
+
+    def extra_latency_s(self, now: float) -> float:
+        return sum(extra for lo, hi, extra in self.spikes if lo <= now < hi) / 1000.0
+
+    def in_outage(self, now: float) -> bool:
+        return any(lo <= now < hi for lo, hi in self.outages)
+
+    def control_latency(self, kind: str) -> Latency:
+        return self.control.get(kind) or self.control.get("other") or Latency("constant", {"ms": 0.0})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str = "profile") -> Profile:
+        known = {
+            "name",
+            "control",
+            "target",
+            "visibility",
+            "visibility_jitter",
+            "clock_spread_ms",
+            "drift_ppm",
+            "error_probability",
+            "faults",
+        }
+        for key in data:
+            if key not in known:
+                raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
+        control = data.get("control", {})
+        for kind in control:
+            if kind not in CONTROL_KINDS:
+                raise ConfigError(f"control.{kind}", f"unknown kind (known: {', '.join(CONTROL_KINDS)})")
+        vis = data.get("visibility", 0.5)
+        if not isinstance(vis, int | float) or not 0 <= vis <= 1:
+            raise ConfigError("visibility", f"must be between 0 and 1 (got {vis!r})")
+        jit = data.get("visibility_jitter", 0.0)
+        if not isinstance(jit, int | float) or not 0 <= jit <= min(vis, 1 - vis):
+            raise ConfigError(
+                "visibility_jitter", f"must be between 0 and min(visibility, 1 - visibility) (got {jit!r})"
+            )
+        return cls(
+            name=data.get("name", name),
+            control={k: Latency.parse(v, f"control.{k}") for k, v in control.items()},
+            target=Latency.parse(data.get("target", 0.0), "target"),
+            visibility=float(vis),
+            visibility_jitter=float(jit),
+            clock_spread_ms=float(data.get("clock_spread_ms", 0.0)),
+            drift_ppm=float(data.get("drift_ppm", 0.0)),
+            error_probability=_probabilities(data.get("error_probability", {})),
+            **_faults(data.get("faults", {})),
+        )
+
+
+def _probabilities(data: Any) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        raise ConfigError("error_probability", "must be a table of kind = probability")
+    for kind, p in data.items():
+        if kind not in CONTROL_KINDS:
+            raise ConfigError(f"error_probability.{kind}", f"unknown kind (known: {', '.join(CONTROL_KINDS)})")
+        if not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ConfigError(f"error_probability.{kind}", f"must be between 0 and 1 (got {p!r})")
+    return dict(data)
+
+
+def _faults(data: Any) -> dict[str, Any]:
+    """``[faults]``: outages = [[start_s, end_s], ...], spikes = [[start_s, end_s, extra_ms], ...],
+    crashes = { HOST = at_s } (virtual seconds from the simulation's start; HOST "orchestrator"
+    is replaced orchestrator_restart_s later), clock_jumps = { HOST = [at_s, jump_ms] },
+    stale_event_reads = probability."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("faults", "must be a table")
+    known = {"outages", "spikes", "crashes", "orchestrator_restart_s", "clock_jumps", "stale_event_reads"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"faults.{sorted(unknown)[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+
+    def windows(key: str, width: int) -> tuple[tuple[float, ...], ...]:
+        items = data.get(key, [])
+        ok = isinstance(items, list) and all(
+            isinstance(w, list)
+            and len(w) == width
+            and all(isinstance(x, int | float) and x >= 0 for x in w)
+            and w[0] <= w[1]
+            for w in items
+        )
+        if not ok:
+            raise ConfigError(
+                f"faults.{key}", f"must be a list of [{'start_s, end_s' + (', extra_ms' * (width == 3))}]"
+            )
+        return tuple(tuple(float(x) for x in w) for w in items)
+
+    crashes = data.get("crashes", {})
+    if not isinstance(crashes, Mapping) or not all(isinstance(v, int | float) and v >= 0 for v in crashes.values()):
+        raise ConfigError("faults.crashes", "must be a table of host = seconds")
+    jumps = data.get("clock_jumps", {})
+    if not isinstance(jumps, Mapping) or not all(
+        isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v) and v[0] >= 0 for v in jumps.values()
+    ):
+        raise ConfigError("faults.clock_jumps", "must be a table of host = [at_s, jump_ms]")
+    restart = data.get("orchestrator_restart_s", 1.0)
+    if not _is_number(restart) or not 0 <= restart <= 3600:
+        raise ConfigError("faults.orchestrator_restart_s", f"must be between 0 and 3600 (got {restart!r})")
+    stale = data.get("stale_event_reads", 0.0)
+    if not _is_number(stale) or not 0 <= stale <= 1:
+        raise ConfigError("faults.stale_event_reads", f"must be between 0 and 1 (got {stale!r})")
+    return {
+        "outages": windows("outages", 2),
+        "spikes": windows("spikes", 3),
+        "crashes": dict(crashes),
+        "orchestrator_restart_s": float(restart),
+        "clock_jumps": {h: (float(v[0]), float(v[1])) for h, v in jumps.items()},
+        "stale_event_reads": float(stale),
+    }
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

@@ -1,0 +1,200 @@
+"""Run a scenario on the simulated backend under ``MockClock(autojump_threshold=0)`` with
+Trio's scheduler seeded: the same seed gives byte-identical results. Ground truth (true
+lag, skew, detection delay, clock offsets) is reported beside each worker's estimates."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from startline.backends.memory import MemoryStore, TrioWallClock
+from startline.backends.memory.clock import EPOCH_2026
+from startline.engine.model import RunStatus
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.scenario import Scenario
+from startline.engine.schedule import percentile
+from startline.engine.together import make_workers, run_together
+from startline.engine.worker import Worker
+from startline.simulate.backend import SimControlPlane, SimTarget
+from startline.simulate.models import Profile, rng_for
+
+
+def host_clock(profile: Profile, seed: int, host: str) -> TrioWallClock | JumpingClock:
+    """A host's wall clock: offset uniform in ±clock_spread_ms, drift uniform in ±drift_ppm,
+    and a step at the instant the profile's ``clock_jumps`` gives for this host."""
+    rng = rng_for(seed, host, "clock", 0)
+    spread, drift = profile.clock_spread_ms, profile.drift_ppm
+    clock = TrioWallClock(
+        EPOCH_2026, offset_s=rng.uniform(-spread, spread) / 1000.0, drift_ppm=rng.uniform(-drift, drift)
+    )
+    if host in profile.clock_jumps:
+        at, jump_ms = profile.clock_jumps[host]
+        return JumpingClock(clock, at, jump_ms / 1000.0)
+    return clock
+
+
+@attrs.frozen
+class JumpingClock:
+    """A wall clock that steps by ``jump_s`` at trio time ``at`` (NTP stepping it, a VM resumed)."""
+
+    inner: TrioWallClock
+    at: float
+    jump_s: float
+
+    @property
+    def offset_s(self) -> float:
+        return self.inner.offset_s
+
+    def now(self) -> float:
+        return self.inner.now() + (self.jump_s if trio.current_time() >= self.at else 0.0)
+
+
+def seed_everything(seed: int) -> None:
+    """Trio shuffles each batch of runnable tasks with a module-level Random: seed it, and the
+    global ``random`` too, so nothing in a simulated run depends on the process it runs in."""
+    import trio._core._run as run_module
+
+    run_module._r.seed(seed)
+    random.seed(seed)
+
+
+def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
+    """One run on virtual time; returns truth and estimates for the start path."""
+    scenario = attrs.evolve(scenario, seed=seed)
+    seed_everything(seed)
+    truth_clock = TrioWallClock(EPOCH_2026)
+
+    async def main() -> dict[str, Any]:
+        store = MemoryStore(truth_clock)
+        target = SimTarget(profile, seed)
+
+        orchestrator = Orchestrator(
+            SimControlPlane(store, profile, seed, "orchestrator"), host_clock(profile, seed, "orch"), scenario, "sim"
+        )
+        workers = make_workers(
+            scenario,
+            "sim",
+            target,
+            lambda w: SimControlPlane(store, profile, seed, w),
+            lambda w: host_clock(profile, seed, w),
+        )
+        summary = await run_together(orchestrator, workers, crashes=profile.crashes)
+        commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
+        return _measure(summary, workers, target, commits, scenario)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def _measure(
+    summary: Mapping[str, Any], workers: Sequence[Worker], target: SimTarget, commits: list[float], scenario: Scenario
+) -> dict[str, Any]:
+    start = summary["start_time"]
+    commit = commits[0] if commits else None
+    true_first = [
+        EPOCH_2026 + t
+        for w in workers
+        for s, t in target.first_issue.get(w.worker_id, {}).items()
+        if s < scenario.connections_per_worker
+    ]
+    lags = [(t - start) * 1000.0 for t in true_first]
+    detect = [
+        (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0
+        for w in workers
+        if "detect" in w.trio_marks and commit is not None
+    ]
+    offsets_err = [
+        abs(w.offset.offset_s - (-w.clock.offset_s)) * 1000.0
+        for w in workers
+        if w.offset is not None  # type: ignore[attr-defined]
+    ]
+    per_worker = []
+    for w in workers:
+        firsts = target.first_issue.get(w.worker_id, {})
+        per_worker.append(
+            {
+                "worker_id": w.worker_id,
+                "true_offset_ms": -w.clock.offset_s * 1000.0,  # type: ignore[attr-defined]
+                "estimated_offset_ms": None if w.offset is None else w.offset.offset_s * 1000.0,
+                "lowest_rtt_ms": None if w.offset is None else w.offset.rtt_s * 1000.0,
+                "detection_ms": None
+                if "detect" not in w.trio_marks or commit is None
+                else (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0,
+                "true_lag_ms": [
+                    (EPOCH_2026 + t - start) * 1000.0
+                    for s, t in sorted(firsts.items())
+                    if s < scenario.connections_per_worker
+                ],
+            }
+        )
+    return {
+        "status": summary["status"],
+        "true": {
+            "lag_ms": _block(lags),
+            "skew_ms": (max(true_first) - min(true_first)) * 1000.0 if true_first else None,
+            "detection_ms": _block(detect),
+            "offset_error_ms": _block(offsets_err),
+        },
+        "measured": {"start": summary["start"], "control_plane": summary["control_plane"]},
+        "workers": per_worker,
+        "commit_time": commit,
+        "start_time": start,
+    }
+
+
+def _block(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"min": min(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "max": max(xs)}
+
+
+def over_seeds(values: list[float | None]) -> dict[str, float] | None:
+    """A figure as a distribution over the seeds: p50, p99, max."""
+    xs = [x for x in values if x is not None]
+    if not xs:
+        return None
+    return {"p50": round(percentile(xs, 50), 4), "p99": round(percentile(xs, 99), 4), "max": round(max(xs), 4)}
+
+
+def simulate_many(scenario: Scenario, profile: Profile, seeds: Sequence[int]) -> dict[str, Any]:
+    """Runs over ``seeds`` and the DESIGN.md JSON: start and control_plane as distributions."""
+    return aggregate([simulate_once(scenario, profile, s) | {"seed": s} for s in seeds], scenario, profile)
+
+
+def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) -> dict[str, Any]:
+    seeds = [r["seed"] for r in runs]
+    t = [r["true"] for r in runs]
+    cp = [r["measured"]["control_plane"] for r in runs]
+    return {
+        "runs": len(runs),
+        "seeds": list(seeds),
+        "start": {
+            "lag_ms": {
+                k: over_seeds([x["lag_ms"][k] if x["lag_ms"] else None for x in t])
+                for k in ("min", "p50", "p99", "max")
+            },
+            "skew_ms": over_seeds([x["skew_ms"] for x in t]),
+            "detection_ms": {
+                k: over_seeds([x["detection_ms"][k] if x["detection_ms"] else None for x in t]) for k in ("p50", "max")
+            },
+            "offset_error_ms": over_seeds([x["offset_error_ms"]["max"] if x["offset_error_ms"] else None for x in t]),
+            "measured_lag_ms": {
+                k: over_seeds(
+                    [r["measured"]["start"]["lag_ms"][k] if r["measured"]["start"]["lag_ms"] else None for r in runs]
+                )
+                for k in ("p50", "max")
+            },
+            "measured_skew_ms": over_seeds([r["measured"]["start"]["skew_ms"] for r in runs]),
+        },
+        "control_plane": {
+            "per_worker_per_s_waiting": over_seeds([c["per_worker_per_s_waiting"] for c in cp]),
+            "per_worker_per_s_running": over_seeds([c["per_worker_per_s_running"] for c in cp]),
+        },
+        "statuses": dict(sorted(Counter(r["status"] for r in runs).items())),
+        "config": {"scenario": scenario.to_dict(), "profile": attrs.asdict(profile)},
+    }
