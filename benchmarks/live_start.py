@@ -27,7 +27,7 @@ STRATEGIES = {
         "bookkeeping": "parallel",
         "prespawn": True,
     },
-    "seed-legacy": {"strategy": "seed-legacy"},
+    "inline-poll": {"strategy": "inline-poll"},
 }
 
 
@@ -88,7 +88,7 @@ def main() -> None:
             db = sqlite3.connect(out / "control.db")
             for (payload,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS WHERE RUN_ID = ?", (summary["run_id"],)):
                 p = json.loads(payload)
-                n = p["initial_target"]
+                n = p["initial_connections"]
                 results[name]["lags"].extend(
                     (t - summary["start_time"]) * 1000 for s, t in p["first_query"].items() if int(s) < n
                 )

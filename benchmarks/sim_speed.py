@@ -1,7 +1,7 @@
 """Simulation speed: simulated events per wall second of the full engine on the simulated
 backend ÷ that of a bare loop of ``trio.sleep`` calls under the same MockClock, one process.
 
-    .venv/bin/python benchmarks/sim_speed.py [--seeds 40] [--workers 10] [--strategy seed-legacy]
+    .venv/bin/python benchmarks/sim_speed.py [--seeds 40] [--workers 10] [--strategy inline-poll]
 
 An event is one virtual-time wait: two per control-plane call (there and back), one per
 operation. The bare loop makes the same number of waits with the same latencies.
@@ -44,10 +44,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=40)
     ap.add_argument("--workers", type=int, default=10)
-    ap.add_argument("--strategy", default="seed-legacy")
+    ap.add_argument("--strategy", default="inline-poll")
     args = ap.parse_args()
     sc = Scenario.from_dict({**START_PATH_SCENARIO, "workers": args.workers, "start": {"strategy": args.strategy}})
-    profile = load_profile("seed")
+    profile = load_profile("snowflake-hybrid")
     engine_rates, bare_rates = [], []
     for seed in range(args.seeds):  # interleaved, so machine noise hits both alike
         backend.SLEEPS[0] = 0

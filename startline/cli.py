@@ -14,6 +14,7 @@ import attrs
 import click
 import trio
 from rich.console import Console
+from rich.markup import escape
 
 from startline.engine.model import StopReason
 from startline.engine.ports import ControlPlaneError
@@ -30,7 +31,7 @@ err = Console(stderr=True)
 
 def fail_usage(message: str) -> NoReturn:
     """One clear line on stderr and exit code 2: bad usage or configuration."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -302,7 +303,13 @@ def load_profile(name: str | None, path: str | None) -> Any:
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--profile", "profile_name", default="seed", show_default=True, help="A profile in simulate/profiles.")
+@click.option(
+    "--profile",
+    "profile_name",
+    default="snowflake-hybrid",
+    show_default=True,
+    help="A profile in startline/simulate/profiles (snowflake-hybrid: the seed analysis's figures).",
+)
 @click.option("--profile-file", default=None, type=click.Path(dir_okay=False), help="A profile TOML file.")
 @click.option("--strategy", default=None, help="Override start.strategy.")
 @click.option("--workers", type=click.IntRange(1, 10_000), default=None, help="Override workers.")
@@ -478,10 +485,13 @@ def sweep(sweep_file: str, jobs: int, out: str) -> None:
         run_sweep(spec, jobs, Path(out), lambda n: progress.advance(task, n))
     elapsed = time.perf_counter() - began
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
-    click.echo(
-        f"{total} simulated runs in {elapsed:.1f} s with {jobs} jobs; wrote {out}/cells.csv, summary.md, "
-        "lag_vs_poll_interval.png, precision_vs_cost.png"
-    )
+    names = ("cells.csv", "summary.md", "lag_vs_poll_interval.png", "precision_vs_cost.png")
+    wrote = ", ".join(n for n in names if (Path(out) / n).exists())
+    click.echo(f"{total} simulated runs in {elapsed:.1f} s with {jobs} jobs; wrote {out}/: {wrote}")
+    if not (Path(out) / names[2]).exists():
+        from startline.simulate.sweep import PLOT_EXTRA
+
+        err.print(PLOT_EXTRA, highlight=False, markup=False)
 
 
 if __name__ == "__main__":

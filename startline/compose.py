@@ -8,6 +8,19 @@ from startline.engine.ports import ControlPlane, Target
 from startline.engine.scenario import ConfigError, Scenario
 from startline.urls import Url
 
+SNOWFLAKE_EXTRA = "snowflake:// needs the Snowflake connector: pip install 'startline[snowflake]'"
+
+
+def _snowflake(field: str) -> Any:
+    """The Snowflake backend module, or a ConfigError naming the extra that provides it."""
+    try:
+        import startline.backends.snowflake as snowflake
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "snowflake":
+            raise ConfigError(field, SNOWFLAKE_EXTRA) from None
+        raise
+    return snowflake
+
 
 def open_control(url: Url) -> ControlPlane:
     if url.scheme == "sqlite":
@@ -16,9 +29,7 @@ def open_control(url: Url) -> ControlPlane:
         assert url.path is not None
         return SqliteControlPlane(url.path)
     if url.scheme == "snowflake":
-        from startline.backends.snowflake import SnowflakeControlPlane
-
-        return SnowflakeControlPlane.from_url(url)
+        return _snowflake("control").SnowflakeControlPlane.from_url(url)
     raise ConfigError("control", f"{url.scheme}:// is in-process only; use it without worker processes")
 
 
@@ -39,7 +50,5 @@ def open_target(url: Url, scenario: Scenario) -> Any:
         target = SqliteTarget(url.path)
         return target
     if url.scheme == "snowflake":
-        from startline.backends.snowflake import SnowflakeTarget
-
-        return SnowflakeTarget.from_url(url)
+        return _snowflake("target").SnowflakeTarget.from_url(url)
     raise ConfigError("target", f"unknown target {url.scheme}")

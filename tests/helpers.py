@@ -86,8 +86,8 @@ class RecordingTarget:
     sessions: list[RecordingSession] = attrs.Factory(list)
     closed: int = 0
 
-    async def open_session(self, worker_id: str, index: int) -> RecordingSession:
-        s = RecordingSession(self, worker_id, index)
+    async def open_session(self, worker_id: str, slot: int) -> RecordingSession:
+        s = RecordingSession(self, worker_id, slot)
         self.sessions.append(s)
         return s
 

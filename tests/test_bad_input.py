@@ -155,7 +155,7 @@ def test_bad_numbers_in_cli_options_exit_2_naming_the_option(option, value):
 @fuzz
 @given(choice=st.sampled_from(["--strategy", "--faults", "--profile"]), value=st.text(min_size=1, max_size=12))
 def test_bad_names_in_cli_options_exit_2(choice, value):
-    if value in ("seed-legacy", "poll", "push", "scheduled", "none", "random", "seed"):
+    if value in ("inline-poll", "poll", "push", "scheduled", "none", "random", "seed"):
         return
     result = invoke("simulate", "--seeds", "1", choice, value)
     assert result.exit_code == 2, (result.output, result.exception)

@@ -17,9 +17,9 @@ from tests.helpers import scenario
 
 
 def _log(n: int) -> list[ControlEvent]:
-    out = [ControlEvent("r", 1, "START", at=10.0, phase="WARMUP", target=2)]
+    out = [ControlEvent("r", 1, "START", at=10.0, phase="WARMUP", connections=2)]
     for i in range(2, n + 1):
-        out.append(ControlEvent("r", i, "SET_WORKER_TARGET", target=i))
+        out.append(ControlEvent("r", i, "SET_CONNECTIONS", connections=i))
     return out
 
 
@@ -57,12 +57,12 @@ def test_apply_event_refuses_out_of_order():
 
 def test_scoped_targets_address_only_their_worker_or_group():
     v = apply_event(WorkerView("w1", group="g"), _log(1)[0])
-    e_other = ControlEvent("r", 2, "SET_WORKER_TARGET", target=9, scope="WORKER", scope_id="w2")
-    e_group = ControlEvent("r", 3, "SET_WORKER_TARGET", target=7, scope="WORKER_GROUP", scope_id="g")
+    e_other = ControlEvent("r", 2, "SET_CONNECTIONS", connections=9, scope="WORKER", scope_id="w2")
+    e_group = ControlEvent("r", 3, "SET_CONNECTIONS", connections=7, scope="WORKER_GROUP", scope_id="g")
     v = apply_event(v, e_other)
-    assert v.target == 2 and v.applied == 2
+    assert v.connections == 2 and v.applied == 2
     v = apply_event(v, e_group)
-    assert v.target == 7
+    assert v.connections == 7
 
 
 def test_reconcile_adopts_run_status_after_missed_events():
@@ -73,11 +73,11 @@ def test_reconcile_adopts_run_status_after_missed_events():
         Phase.DONE,
         start_time=10.0,
         last_sequence_id=9,
-        worker_target=4,
+        connections=4,
         stop_reason="completed",
     )
     v = reconcile(v, run)
-    assert v.applied == 9 and v.target == 4 and v.phase is Phase.DONE
+    assert v.applied == 9 and v.connections == 4 and v.phase is Phase.DONE
     assert v.stop_reason is StopReason.COMPLETED
 
 
@@ -117,12 +117,12 @@ def test_plan_events_orders_phases_targets_and_stop():
         warmup_s=1.0,
         measurement_s=2.0,
         cooldown_s=1.0,
-        schedule=[{"at_s": 1.0, "target": 3}, {"at_s": 9.0, "target": 1}],
+        schedule=[{"at_s": 1.0, "connections": 3}, {"at_s": 9.0, "connections": 1}],
     )
     plan = plan_events(sc, 100.0)
     assert [(p.at, p.event_type.value) for p in plan] == [
         (101.0, "SET_PHASE"),
-        (101.0, "SET_WORKER_TARGET"),
+        (101.0, "SET_CONNECTIONS"),
         (103.0, "SET_PHASE"),
         (104.0, "STOP"),
     ]

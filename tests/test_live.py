@@ -53,7 +53,7 @@ params.k = { type = "int", min = 1, max = 500 }
 
 [[schedule]]
 at_s = 1.0
-target = 3
+connections = 3
 """
 )
 
@@ -105,7 +105,7 @@ def test_multiprocess_run_with_the_control_plane_on_fakesnow(tmp_path, fakesnow_
 
 async def test_snowflake_control_plane_protocol(fakesnow_home):
     cp = SnowflakeControlPlane(SnowflakeSettings("fakesnow", database="PROTO"))
-    await cp.create_run(RunState("r1", RunStatus.PREPARED, Phase.PREPARING, worker_target=2, scenario={"x": 1}))
+    await cp.create_run(RunState("r1", RunStatus.PREPARED, Phase.PREPARING, connections=2, scenario={"x": 1}))
     with pytest.raises(ControlPlaneError, match="exists already"):
         await cp.create_run(RunState("r1", RunStatus.PREPARED, Phase.PREPARING))
     assert await cp.update_run("r1", expect_status=RunStatus.STARTING, status=RunStatus.RUNNING) is None
@@ -113,7 +113,7 @@ async def test_snowflake_control_plane_protocol(fakesnow_home):
     assert run is not None and run.status is RunStatus.RUNNING and run.start_time == run.updated_at
     now = await cp.server_time()
     assert abs(now - run.start_time) < 60
-    await cp.append_event(ControlEvent("r1", 1, "START", at=run.start_time, target=2))
+    await cp.append_event(ControlEvent("r1", 1, "START", at=run.start_time, connections=2))
     with pytest.raises(ControlPlaneError, match="does not follow"):
         await cp.append_event(ControlEvent("r1", 3, "STOP", reason="completed"))
     await cp.append_event(ControlEvent("r1", 2, "SET_PHASE", phase="MEASUREMENT"))
@@ -148,8 +148,8 @@ async def test_phase_change_is_visible_in_the_query_tag(fakesnow_home):
     sessions = []
 
     class Keeping:  # the real target, keeping its sessions for inspection
-        async def open_session(self, worker_id, index):
-            s = await target.open_session(worker_id, index)
+        async def open_session(self, worker_id, slot):
+            s = await target.open_session(worker_id, slot)
             sessions.append(s)
             return s
 

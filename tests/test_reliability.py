@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
-from startline.engine.model import EventType, Heartbeat, Phase, RunState, RunStatus, WorkerStatus
+from startline.engine.model import ORCHESTRATOR, EventType, Heartbeat, Phase, RunState, RunStatus, WorkerStatus
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
-from startline.engine.together import ORCHESTRATOR, make_workers, run_together
+from startline.engine.together import make_workers, run_together
 from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
 from tests.helpers import CLOCK0, RecordingTarget, scenario
 

@@ -14,7 +14,7 @@ from startline.engine.schedule import PhaseWindows
 from startline.inprocess import InProcessRun, run_in_process_async
 from tests.helpers import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
 
-STRATEGIES = ["seed-legacy", "poll", "push", "scheduled"]
+STRATEGIES = ["inline-poll", "poll", "push", "scheduled"]
 EPS = 1e-9  # float rounding of clock conversions (control ↔ trio time); virtual time is otherwise exact
 
 
@@ -99,9 +99,9 @@ def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, lat
         seed=seed,
         start={"strategy": strategy},
         schedule=[
-            {"at_s": 1.5, "target": 4},
-            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w001"},
-            {"at_s": 2.5, "target": 3, "ramp_s": 0.3},
+            {"at_s": 1.5, "connections": 4},
+            {"at_s": 2.0, "connections": 1, "scope": "WORKER", "scope_id": "w001"},
+            {"at_s": 2.5, "connections": 3, "ramp_s": 0.3},
         ],
     )
     result = run_virtual(sc, sluggish_seed=seed, max_latency_s=latency)
@@ -113,15 +113,15 @@ def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, lat
         assert w.applied_events == log, w.worker_id
 
 
-def test_scaling_schedule_reaches_each_worker_target():
+def test_scaling_schedule_reaches_each_connection_count():
     sc = scenario(
         workers=2,
         connections_per_worker=2,
         warmup_s=0.0,
         measurement_s=4.0,
         schedule=[
-            {"at_s": 1.0, "target": 5, "ramp_s": 0.4},
-            {"at_s": 2.0, "target": 1, "scope": "WORKER", "scope_id": "w000"},
+            {"at_s": 1.0, "connections": 5, "ramp_s": 0.4},
+            {"at_s": 2.0, "connections": 1, "scope": "WORKER", "scope_id": "w000"},
         ],
         start={"strategy": "poll", "poll_interval_ms": 50},
     )
@@ -143,13 +143,13 @@ def test_sequence_ids_are_gap_free_and_strictly_increasing():
         warmup_s=1.0,
         measurement_s=2.0,
         cooldown_s=0.5,
-        schedule=[{"at_s": 0.5, "target": 3}, {"at_s": 0.5, "target": 1}, {"at_s": 1.0, "target": 2}],
+        schedule=[{"at_s": 0.5, "connections": 3}, {"at_s": 0.5, "connections": 1}, {"at_s": 1.0, "connections": 2}],
     )
     result = run_virtual(sc)
     seqs = [e.sequence_id for e in result.store.events[sc.name]]
     assert seqs == list(range(1, len(seqs) + 1))
-    kinds = [e.event_type for e in result.store.events[sc.name]]
-    assert kinds[0] is EventType.START and kinds[-1] is EventType.STOP
+    types = [e.event_type for e in result.store.events[sc.name]]
+    assert types[0] is EventType.START and types[-1] is EventType.STOP
     assert result.store.runs[sc.name].last_sequence_id == seqs[-1]
 
 
@@ -281,7 +281,7 @@ def test_worker_exits_by_itself_when_the_orchestrator_goes_quiet():
 
         store = MemoryStore(CLOCK0)
         cp = MemoryControlPlane(store)
-        await cp.create_run(RunState("r", RunStatus.STARTING, Phase.PREPARING, scenario=sc.to_dict(), worker_target=2))
+        await cp.create_run(RunState("r", RunStatus.STARTING, Phase.PREPARING, scenario=sc.to_dict(), connections=2))
         w = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
         payload = await w.run()
         return payload, trio.current_time()

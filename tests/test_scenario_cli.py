@@ -94,7 +94,7 @@ def test_scenario_round_trips_through_to_dict():
     sc = Scenario.from_dict(
         {
             "operations": [{"name": "q", "call": "a:b", "params": {"x": {"type": "choice", "values": [1, 2]}}}],
-            "schedule": [{"at_s": 1, "target": 2}],
+            "schedule": [{"at_s": 1, "connections": 2}],
             "start": {"strategy": "push"},
         }
     )

@@ -76,7 +76,7 @@ def test_poll_detects_within_one_poll_period_plus_the_worst_status_read(lo, extr
 @given(lo=st.integers(1, 100), extra=st.integers(0, 150), workers=st.integers(1, 6), seed=st.integers(0, 10_000))
 def test_seed_legacy_detects_within_its_loops_worst_period_plus_the_worst_status_read(lo, extra, workers, seed):
     hi, write_hi = lo + extra, 20
-    result = simulate_once(start_path(workers, strategy="seed-legacy"), profile((lo, hi), (5, write_hi)), seed)
+    result = simulate_once(start_path(workers, strategy="inline-poll"), profile((lo, hi), (5, write_hi)), seed)
     # The loop: status read, (once a second) event read and heartbeat inline, 200 ms sleep.
     period_ms = hi + hi + write_hi + 200
     for w in result["workers"]:
@@ -146,7 +146,7 @@ def test_simulate_cli_prints_a_table_and_writes_json(tmp_path):
         "--profile",
         "seed",
         "--strategy",
-        "seed-legacy",
+        "inline-poll",
         "--workers",
         "3",
         "--seeds",
@@ -172,8 +172,8 @@ def test_unknown_profile_exits_2():
 def test_sweep_writes_cells_summary_and_plots(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(
-        'name = "t"\nseeds = 3\nprofile = "seed"\n[scenario]\nworkers = 3\n'
-        '[grid]\n"start.strategy" = ["poll", "seed-legacy"]\n"start.poll_interval_ms" = [50, 200]\n'
+        'name = "t"\nseeds = 3\nprofile = "snowflake-hybrid"\n[scenario]\nworkers = 3\n'
+        '[grid]\n"start.strategy" = ["poll", "inline-poll"]\n"start.poll_interval_ms" = [50, 200]\n'
         '[[cells]]\nname = "sched"\n"start.strategy" = "scheduled"\n"profile.clock_spread_ms" = 0.5\n'
     )
     out = tmp_path / "out"
@@ -183,7 +183,7 @@ def test_sweep_writes_cells_summary_and_plots(tmp_path):
 
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert len(rows) == 5
-    assert {r["strategy"] for r in rows} == {"poll", "seed-legacy", "scheduled"}
+    assert {r["strategy"] for r in rows} == {"poll", "inline-poll", "scheduled"}
     assert all(int(r["seeds"]) == 3 for r in rows)
     for png in ("lag_vs_poll_interval.png", "precision_vs_cost.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -28,7 +28,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("START_TIME", "real null"),
         ("UPDATED_AT", "real"),
         ("LAST_SEQUENCE_ID", "int"),
-        ("WORKER_TARGET", "int"),
+        ("CONNECTIONS", "int"),
         ("EXPECTED_WORKERS", "int"),
         ("STOP_REASON", "text null"),
         ("VERSION", "int"),
@@ -92,7 +92,7 @@ _RUN_COLUMNS = {
     "phase": "PHASE",
     "start_time": "START_TIME",
     "last_sequence_id": "LAST_SEQUENCE_ID",
-    "worker_target": "WORKER_TARGET",
+    "connections": "CONNECTIONS",
     "expected_workers": "EXPECTED_WORKERS",
     "stop_reason": "STOP_REASON",
 }
@@ -144,7 +144,7 @@ def _run(row: Mapping[str, Any]) -> RunState:
         start_time=row["START_TIME"],
         updated_at=row["UPDATED_AT"],
         last_sequence_id=row["LAST_SEQUENCE_ID"],
-        worker_target=row["WORKER_TARGET"],
+        connections=row["CONNECTIONS"],
         expected_workers=row["EXPECTED_WORKERS"],
         stop_reason=row["STOP_REASON"],
         version=row["VERSION"],
@@ -198,7 +198,7 @@ class SqlControlPlane:
     async def create_run(self, run: RunState) -> None:
         sql = self._sql(
             "INSERT INTO {RUN_STATUS} (RUN_ID, STATUS, PHASE, START_TIME, UPDATED_AT, LAST_SEQUENCE_ID, "
-            "WORKER_TARGET, EXPECTED_WORKERS, STOP_REASON, VERSION, SCENARIO) "
+            "CONNECTIONS, EXPECTED_WORKERS, STOP_REASON, VERSION, SCENARIO) "
             "SELECT ?, ?, ?, ?, {NOW}, ?, ?, ?, ?, ?, ?"
         )
         exists = self._sql("SELECT COUNT(*) AS N FROM {RUN_STATUS} WHERE RUN_ID = ?")
@@ -215,7 +215,7 @@ class SqlControlPlane:
                     run.phase.value,
                     run.start_time,
                     run.last_sequence_id,
-                    run.worker_target,
+                    run.connections,
                     run.expected_workers,
                     run.stop_reason,
                     run.version,

@@ -40,7 +40,7 @@ class WorkerView:
     started: bool = False
     start_time: float | None = None
     phase: Phase = Phase.PREPARING
-    target: int = 0
+    connections: int = 0
     ramp_s: float = 0.0
     stop_reason: StopReason | None = None
 
@@ -68,12 +68,12 @@ def apply_event(view: WorkerView, event: ControlEvent) -> WorkerView:
                 started=True,
                 start_time=event.at,
                 phase=event.phase or Phase.WARMUP,
-                target=view.target if event.target is None else event.target,
+                connections=view.connections if event.connections is None else event.connections,
             )
         case EventType.SET_PHASE:
             return attrs.evolve(view, phase=event.phase)
-        case EventType.SET_WORKER_TARGET if view.addresses(event):
-            return attrs.evolve(view, target=event.target, ramp_s=event.ramp_s)
+        case EventType.SET_CONNECTIONS if view.addresses(event):
+            return attrs.evolve(view, connections=event.connections, ramp_s=event.ramp_s)
         case EventType.STOP:
             return attrs.evolve(view, stop_reason=event.reason, phase=event.phase or Phase.DONE)
     return view
@@ -91,6 +91,6 @@ def reconcile(view: WorkerView, run: RunState) -> WorkerView:
         started=view.started or started,
         start_time=run.start_time if started else view.start_time,
         phase=run.phase,
-        target=run.worker_target if started else view.target,
+        connections=run.connections if started else view.connections,
         stop_reason=stop,
     )

@@ -12,6 +12,9 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+ORCHESTRATOR = "orchestrator"
+"""The orchestrator's name wherever a participant is named (a host in simulation, a seed's part)."""
+
 
 class RunStatus(enum.StrEnum):
     PREPARED = "PREPARED"
@@ -58,7 +61,12 @@ class WorkerStatus(enum.StrEnum):
 class EventType(enum.StrEnum):
     START = "START"
     SET_PHASE = "SET_PHASE"
-    SET_WORKER_TARGET = "SET_WORKER_TARGET"
+    SET_CONNECTIONS = "SET_CONNECTIONS"
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventType | None:
+        return cls.SET_CONNECTIONS if value == "SET_WORKER_TARGET" else None  # the seed's name for it
+
     STOP = "STOP"
 
 
@@ -97,7 +105,7 @@ class ControlEvent:
     """One entry of the run's append-only control log; only the orchestrator writes it.
 
     ``at`` is the control-plane instant the event takes effect (START: the start
-    time; SET_PHASE: the phase boundary); ``target`` is connections per worker.
+    time; SET_PHASE: the phase boundary); ``connections`` is connections per worker.
     """
 
     run_id: str
@@ -105,7 +113,7 @@ class ControlEvent:
     event_type: EventType = attrs.field(converter=EventType)
     at: float | None = None
     phase: Phase | None = attrs.field(default=None, converter=v_optional_enum(Phase))
-    target: int | None = attrs.field(default=None, validator=_non_negative)
+    connections: int | None = attrs.field(default=None, validator=_non_negative)
     scope: Scope = attrs.field(default=Scope.RUN, converter=Scope)
     scope_id: str | None = None
     ramp_s: float = attrs.field(default=0.0, validator=_non_negative)
@@ -114,8 +122,8 @@ class ControlEvent:
     def __attrs_post_init__(self) -> None:
         if self.event_type is EventType.SET_PHASE and self.phase is None:
             raise ValueError("SET_PHASE needs a phase")
-        if self.event_type is EventType.SET_WORKER_TARGET and self.target is None:
-            raise ValueError("SET_WORKER_TARGET needs a target")
+        if self.event_type is EventType.SET_CONNECTIONS and self.connections is None:
+            raise ValueError("SET_CONNECTIONS needs connections")
         if self.event_type is EventType.STOP and self.reason is None:
             raise ValueError("STOP needs a reason")
         if self.scope is not Scope.RUN and not self.scope_id:
@@ -139,7 +147,7 @@ class RunState:
     start_time: float | None = None
     updated_at: float = 0.0
     last_sequence_id: int = 0
-    worker_target: int = 0
+    connections: int = 0
     expected_workers: int = 0
     stop_reason: str | None = None
     version: int = 0

@@ -18,6 +18,7 @@ from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
 from startline.engine.liveness import classify_liveness
 from startline.engine.model import (
+    ORCHESTRATOR,
     ControlEvent,
     EventType,
     Phase,
@@ -80,7 +81,7 @@ class Orchestrator:
     def __attrs_post_init__(self) -> None:
         self.counting = CountingControlPlane(self.control)
         self.cp = ResilientControlPlane(
-            self.counting, RetryPolicy.of(self.scenario), random.Random(derive_seed("retry", self.run_id, "orch"))
+            self.counting, RetryPolicy.of(self.scenario), random.Random(derive_seed("retry", self.run_id, ORCHESTRATOR))
         )
 
     def request_stop(self, reason: StopReason = StopReason.USER_REQUESTED) -> None:
@@ -127,7 +128,7 @@ class Orchestrator:
                     self.run_id,
                     RunStatus.PREPARED,
                     Phase.PREPARING,
-                    worker_target=sc.connections_per_worker,
+                    connections=sc.connections_per_worker,
                     expected_workers=sc.workers,
                     scenario=sc.to_dict(),
                 )
@@ -243,7 +244,7 @@ class Orchestrator:
         phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
         when: dict[str, Any] = (
             {"start_time": await self.cp.server_time() + sc.start.lead_ms / 1000.0}
-            if sc.start.kind is Strategy.SCHEDULED
+            if sc.start.strategy is Strategy.SCHEDULED
             else {"start_time_now": True}
         )
         run = await self.cp.update_run(
@@ -255,7 +256,7 @@ class Orchestrator:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
         self.start_time = run.start_time
-        await self._emit(EventType.START, at=run.start_time, phase=phase, target=sc.connections_per_worker)
+        await self._emit(EventType.START, at=run.start_time, phase=phase, connections=sc.connections_per_worker)
 
     async def _follow_schedule(self) -> None:
         assert self.start_time is not None and self.clockmap is not None
@@ -269,12 +270,18 @@ class Orchestrator:
 
     async def _emit_planned(self, p: PlannedEvent) -> None:
         await self._emit(
-            p.event_type, at=p.at, phase=p.phase, target=p.target, scope=p.scope, scope_id=p.scope_id, ramp_s=p.ramp_s
+            p.event_type,
+            at=p.at,
+            phase=p.phase,
+            connections=p.connections,
+            scope=p.scope,
+            scope_id=p.scope_id,
+            ramp_s=p.ramp_s,
         )
         if p.event_type is EventType.SET_PHASE:
             await self.cp.update_run(self.run_id, phase=p.phase)
-        elif p.scope is Scope.RUN and p.target is not None:
-            await self.cp.update_run(self.run_id, worker_target=p.target)
+        elif p.scope is Scope.RUN and p.connections is not None:
+            await self.cp.update_run(self.run_id, connections=p.connections)
 
     async def _stop(self, reason: StopReason) -> None:
         assert self.clockmap is not None
@@ -332,7 +339,7 @@ class Orchestrator:
                 if status is not hb.status:
                     marks.append((hb.worker_id, status))
                 self.statuses[hb.worker_id] = status  # decided before any await: collection may overrule it
-                if status is WorkerStatus.DEAD and sc.on_worker_loss == OnWorkerLoss.FAIL.value:
+                if status is WorkerStatus.DEAD and sc.on_worker_loss is OnWorkerLoss.FAIL:
                     self.request_stop(StopReason.WORKER_LOST)
                 if not status.finished and status is not WorkerStatus.DEAD:
                     for beats_ in (sc.stale_after_beats, sc.dead_after_beats):
@@ -375,7 +382,7 @@ class Orchestrator:
         if self.reason is not None:
             return RunStatus.FAILED
         lost = [w for w, s in self.statuses.items() if s is not WorkerStatus.COMPLETED]
-        if lost and self.scenario.on_worker_loss == OnWorkerLoss.FAIL.value:
+        if lost and self.scenario.on_worker_loss is OnWorkerLoss.FAIL:
             self.reason = f"{StopReason.WORKER_LOST}: {', '.join(sorted(lost))}"
             return RunStatus.FAILED
         if not any(r.status is WorkerStatus.COMPLETED for r in results):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,45 @@ def _count(lo: int, hi: int = _MAX_COUNT) -> list[Callable[..., None]]:
 
 def _one_of(kind: type[enum.Enum]) -> Callable[..., None]:
     names = [m.value for m in kind]  # type: ignore[attr-defined]
-    return _check(lambda x: x in names, f"must be one of {', '.join(names)}")
+    return _check(lambda x: isinstance(x, kind), f"must be one of {', '.join(names)}")
+
+
+def _to(kind: type[enum.Enum]) -> Callable[[Any], Any]:
+    """Converter: a member of ``kind`` from its value (an alias warns); anything else is left
+    for the ``_one_of`` validator to refuse, naming the field."""
+
+    def convert(value: Any) -> Any:
+        if value is None or isinstance(value, kind):
+            return value
+        try:
+            return kind(value)
+        except ValueError:
+            return value
+
+    return convert
+
+
+def deprecated(old: str, new: str) -> None:
+    """One note per use of an old name that still works for one release."""
+    warnings.warn(f"{old!r} is deprecated and will be removed in startline 0.3: use {new!r}", FutureWarning, 2)
 
 
 class Strategy(enum.StrEnum):
-    SEED_LEGACY = "seed-legacy"
+    """How workers learn that the run started (see docs/architecture.md)."""
+
+    INLINE_POLL = "inline-poll"
+    """One loop polls RUN_STATUS every 200 ms, with the events and a heartbeat inline once a second;
+    after the start a sequential heartbeat and results insert, then the connections: the seed's loop."""
     POLL = "poll"
     PUSH = "push"
     SCHEDULED = "scheduled"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Strategy | None:
+        if value == "seed-legacy":
+            deprecated("seed-legacy", cls.INLINE_POLL.value)
+            return cls.INLINE_POLL
+        return None
 
 
 class Bookkeeping(enum.StrEnum):
@@ -98,17 +130,19 @@ class StartOptions:
 
     Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 2000 ms (the
     lead time, not the poll, sets the start instant, so a slow poll keeps waiting cheap:
-    with the heartbeat, under 2 queries per worker per second); seed-legacy 200 ms (its
+    with the heartbeat, under 2 queries per worker per second); inline-poll 200 ms (its
     loop's sleep). ``lead_ms`` (3000) must exceed the poll interval plus the round trips.
-    ``bookkeeping``: sequential for seed-legacy, else parallel. ``prespawn``: off for
-    seed-legacy, else on. Unset, ``seed-legacy`` is the seed's loop as written; setting one
+    ``bookkeeping``: sequential for inline-poll, else parallel. ``prespawn``: off for
+    inline-poll, else on. Unset, ``inline-poll`` is the seed's loop as written; setting one
     option tries one of the seed's recommendations alone.
     """
 
-    strategy: str = attrs.field(default=Strategy.SCHEDULED.value, validator=_one_of(Strategy))
+    strategy: Strategy = attrs.field(default=Strategy.SCHEDULED, converter=_to(Strategy), validator=_one_of(Strategy))
     poll_interval_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(1, 3_600_000)))
     jitter_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
-    bookkeeping: str | None = attrs.field(default=None, validator=attrs.validators.optional(_one_of(Bookkeeping)))
+    bookkeeping: Bookkeeping | None = attrs.field(
+        default=None, converter=_to(Bookkeeping), validator=attrs.validators.optional(_one_of(Bookkeeping))
+    )
     prespawn: bool | None = attrs.field(default=None, validator=attrs.validators.optional(_bool))
     lead_ms: float = attrs.field(default=3000.0, validator=_num(0, 3_600_000, lo_open=True))
     offset_samples: int = attrs.field(default=8, validator=_count(1, 1000))
@@ -118,33 +152,33 @@ class StartOptions:
     worker processes outnumber cores (they spin against each other)."""
 
     @property
-    def kind(self) -> Strategy:
-        return Strategy(self.strategy)
-
-    @property
     def poll_interval_s(self) -> float:
         if self.poll_interval_ms is not None:
             return self.poll_interval_ms / 1000.0
-        return {Strategy.SEED_LEGACY: 0.2, Strategy.SCHEDULED: 2.0}.get(self.kind, 0.05)
+        return {Strategy.INLINE_POLL: 0.2, Strategy.SCHEDULED: 2.0}.get(self.strategy, 0.05)
 
     @property
     def bookkeeping_mode(self) -> Bookkeeping:
         if self.bookkeeping is not None:
-            return Bookkeeping(self.bookkeeping)
-        return Bookkeeping.SEQUENTIAL if self.kind is Strategy.SEED_LEGACY else Bookkeeping.PARALLEL
+            return self.bookkeeping
+        return Bookkeeping.SEQUENTIAL if self.strategy is Strategy.INLINE_POLL else Bookkeeping.PARALLEL
 
     @property
     def prespawns(self) -> bool:
-        return self.prespawn if self.prespawn is not None else self.kind is not Strategy.SEED_LEGACY
+        return self.prespawn if self.prespawn is not None else self.strategy is not Strategy.INLINE_POLL
+
+
+class ParamType(enum.StrEnum):
+    INT = "int"
+    CHOICE = "choice"
+    SEQUENCE = "sequence"
 
 
 @attrs.frozen
 class ParamSpec:
     """A parameter generator: ``int`` (uniform in [min, max]), ``choice`` or ``sequence``."""
 
-    type: str = attrs.field(
-        validator=_check(lambda x: x in ("int", "choice", "sequence"), "must be int, choice or sequence")
-    )
+    type: ParamType = attrs.field(converter=_to(ParamType), validator=_one_of(ParamType))
     min: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
     max: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
     values: tuple[Any, ...] | None = attrs.field(
@@ -154,12 +188,12 @@ class ParamSpec:
     step: int = attrs.field(default=1, validator=_int)
 
     def __attrs_post_init__(self) -> None:
-        if self.type == "int":
+        if self.type is ParamType.INT:
             if self.min is None or self.max is None:
                 raise _FieldError("min" if self.min is None else "max", "int parameters need min and max")
             if self.min > self.max:
                 raise _FieldError("max", f"must be >= min (got {self.max} < {self.min})")
-        if self.type == "choice" and (not isinstance(self.values, tuple) or not self.values):
+        if self.type is ParamType.CHOICE and (not isinstance(self.values, tuple) or not self.values):
             raise _FieldError("values", f"choice parameters need a non-empty list (got {self.values!r})")
 
 
@@ -186,20 +220,23 @@ class OperationSpec:
 
 @attrs.frozen
 class ScaleStep:
-    """A planned ``SET_WORKER_TARGET``: ``at_s`` seconds after START_TIME, ramped over ``ramp_s``."""
+    """A planned ``SET_CONNECTIONS``: ``connections`` per worker from ``at_s`` seconds after
+    START_TIME, ramped over ``ramp_s``."""
 
     at_s: float = attrs.field(validator=_num(0, _MAX_SECONDS))
-    target: int = attrs.field(validator=_count(0, 100_000))
-    scope: str = attrs.field(default=Scope.RUN.value, validator=_one_of(Scope))
+    connections: int = attrs.field(validator=_count(0, 100_000))
+    scope: Scope = attrs.field(default=Scope.RUN, converter=_to(Scope), validator=_one_of(Scope))
     scope_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
     ramp_s: float = attrs.field(default=0.0, validator=_num(0, _MAX_SECONDS))
 
     def __attrs_post_init__(self) -> None:
-        if self.scope != Scope.RUN.value and self.scope_id is None:
+        if self.scope is not Scope.RUN and self.scope_id is None:
             raise _FieldError("scope_id", f"scope {self.scope} needs a scope_id")
 
 
-_NESTED: dict[str, Any] = {}
+_NESTED: dict[Any, Any] = {}
+_RENAMED: dict[tuple[type, str], str] = {}
+"""Old key → its new name, accepted (with a deprecation note) for one release."""
 
 
 @attrs.frozen
@@ -225,7 +262,9 @@ class Scenario:
     heartbeat_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
     stale_after_beats: int = attrs.field(default=3, validator=_count(1, 10_000))
     dead_after_beats: int = attrs.field(default=6, validator=_count(1, 10_000))
-    on_worker_loss: str = attrs.field(default=OnWorkerLoss.CONTINUE.value, validator=_one_of(OnWorkerLoss))
+    on_worker_loss: OnWorkerLoss = attrs.field(
+        default=OnWorkerLoss.CONTINUE, converter=_to(OnWorkerLoss), validator=_one_of(OnWorkerLoss)
+    )
     ready_timeout_s: float = attrs.field(default=60.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
     start_timeout_s: float = attrs.field(default=120.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
     drain_timeout_s: float = attrs.field(default=5.0, validator=_num(0, 3600))
@@ -298,6 +337,8 @@ class Scenario:
                     for f in attrs.fields(type(value))
                     if getattr(value, f.name) is not None
                 }
+            if isinstance(value, enum.Enum):
+                return value.value
             if isinstance(value, Mapping):
                 return {k: plain(x) for k, x in value.items()}
             if isinstance(value, tuple | list):
@@ -317,6 +358,7 @@ _NESTED.update(
         (OperationSpec, "params"): {ParamSpec},
     }
 )
+_RENAMED[(ScaleStep, "target")] = "connections"  # a connection count; `target` is the system under test
 
 
 def _join(path: str, key: str | int) -> str:
@@ -330,6 +372,14 @@ def _build(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(path or "scenario", f"must be a table (got {data!r})")
     names = {f.name for f in attrs.fields(cls)}
+    renamed = {old: new for (owner, old), new in _RENAMED.items() if owner is cls and old in data}
+    if renamed:
+        data = dict(data)
+        for old, new in renamed.items():
+            if new in data:
+                raise ConfigError(_join(path, old), f"is the old name of {new}: give one of them")
+            deprecated(_join(path, old), _join(path, new))
+            data[new] = data.pop(old)
     for key in data:
         if key not in names:
             raise ConfigError(_join(path, key), f"unknown key (known: {', '.join(sorted(names))})")

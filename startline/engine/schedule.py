@@ -58,7 +58,7 @@ class PlannedEvent:
     at: float
     event_type: EventType
     phase: Phase | None = None
-    target: int | None = None
+    connections: int | None = None
     scope: Scope = Scope.RUN
     scope_id: str | None = None
     ramp_s: float = 0.0
@@ -88,9 +88,9 @@ def plan_events(scenario: Scenario, start_time: float) -> list[PlannedEvent]:
                 i,
                 PlannedEvent(
                     at,
-                    EventType.SET_WORKER_TARGET,
-                    target=step.target,
-                    scope=Scope(step.scope),
+                    EventType.SET_CONNECTIONS,
+                    connections=step.connections,
+                    scope=step.scope,
                     scope_id=step.scope_id,
                     ramp_s=step.ramp_s,
                 ),
@@ -101,15 +101,13 @@ def plan_events(scenario: Scenario, start_time: float) -> list[PlannedEvent]:
     return [p for *_, p in planned]
 
 
-def ramp_steps(current: int, target: int, ramp_s: float) -> list[tuple[float, int]]:
-    """(delay from now, connection count) steps from ``current`` to ``target``, one connection
+def ramp_steps(current: int, wanted: int, ramp_s: float) -> list[tuple[float, int]]:
+    """(delay from now, connection count) steps from ``current`` to ``wanted``, one connection
     at a time, spread evenly over ``ramp_s``; the last step lands at ``ramp_s``."""
-    if current == target:
-        return [(0.0, target)]
-    if ramp_s <= 0:
-        return [(0.0, target)]
-    n = abs(target - current)
-    sign = 1 if target > current else -1
+    if current == wanted or ramp_s <= 0:
+        return [(0.0, wanted)]
+    n = abs(wanted - current)
+    sign = 1 if wanted > current else -1
     return [(ramp_s * (i + 1) / n, current + sign * (i + 1)) for i in range(n)]
 
 

@@ -14,8 +14,8 @@ TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_quer
 
 
 def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
-    """``first_query`` of the worker's initial-target connections (control-plane clock)."""
-    n = int(payload.get("initial_target", 0))
+    """``first_query`` of the worker's initial connections (control-plane clock)."""
+    n = int(payload.get("initial_connections", 0))
     return [t for s, t in payload.get("first_query", {}).items() if int(s) < n]
 
 
@@ -107,7 +107,7 @@ def build_summary(
         "status": status,
         "reason": reason,
         "scenario": scenario.name,
-        "start_strategy": scenario.start.strategy,
+        "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,
         "start": start_block(start_time, payloads),
         "control_plane": control_plane_block(payloads, orchestrator_queries),

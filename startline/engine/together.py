@@ -8,13 +8,11 @@ from typing import Any
 
 import trio
 
+from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, Target, WallClock
 from startline.engine.scenario import Scenario
 from startline.engine.worker import Worker
-
-ORCHESTRATOR = "orchestrator"
-"""The orchestrator's host name in ``crashes``."""
 
 
 def make_workers(

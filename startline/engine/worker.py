@@ -41,7 +41,7 @@ log = logging.getLogger("startline.worker")
 
 REGISTER_POLL_S = 0.1
 """How often a worker looks for its run's RUN_STATUS row before it exists."""
-SEED_LEGACY_PERIOD_S = 1.0
+INLINE_PERIOD_S = 1.0
 """The seed's loop polls events and heartbeats inline at most once a second."""
 MEASUREMENT = Phase.MEASUREMENT
 NO_PARAMS: dict[str, Any] = {}
@@ -100,7 +100,7 @@ class Worker:
     windows: PhaseWindows | None = None  # on this process's trio clock
     stage_started: dict[str, float] = attrs.Factory(dict)
     failure: str | None = None
-    _initial_target: int = 0
+    _initial_connections: int = 0
     _go: trio.Event = attrs.Factory(trio.Event)
     _draining: trio.Event = attrs.Factory(trio.Event)
     _pool: Pool | None = None
@@ -157,14 +157,14 @@ class Worker:
         sc = self.scenario
         self.cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
-        self._initial_target = run.worker_target or sc.connections_per_worker
-        self.view = attrs.evolve(self.view, target=self._initial_target)
+        self._initial_connections = run.connections or sc.connections_per_worker
+        self.view = attrs.evolve(self.view, connections=self._initial_connections)
         self.status = WorkerStatus.INITIALIZING
         await self._heartbeat()
         async with trio.open_nursery() as nursery:
             self._pool = Pool(nursery, self._open_session, self._connection)
             try:
-                await self._pool.prepare(self._initial_target)
+                await self._pool.prepare(self._initial_connections)
                 self.offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
                 self.clockmap = ClockMap.anchor(self.offset)
                 self.status = WorkerStatus.READY
@@ -177,14 +177,14 @@ class Worker:
 
     async def _life(self, nursery: trio.Nursery, sc: Scenario) -> None:
         assert self._pool is not None
-        strategy = sc.start.kind
+        strategy = sc.start.strategy
         self._enter("waiting")
-        legacy = strategy is Strategy.SEED_LEGACY
+        legacy = strategy is Strategy.INLINE_POLL
         if not legacy:
             nursery.start_soon(self._chore, self._heartbeat_loop)
         prespawn = sc.start.prespawns
         if prespawn:
-            await self._pool.scale_to(self._initial_target)
+            await self._pool.scale_to(self._initial_connections)
         with trio.fail_after(sc.start_timeout_s):
             try:
                 if legacy:
@@ -210,12 +210,12 @@ class Worker:
         if not prespawn:
             if not scheduled:
                 self._go.set()  # as the seed: each connection starts as it is spawned
-            await self._pool.scale_to(self.view.target)
+            await self._pool.scale_to(self.view.connections)
         if scheduled:
             await sleep_until_precisely(start_trio, sc.start.spin_ms / 1000.0)
         self._go.set()
-        if self._pool.size != self.view.target:
-            await self._pool.scale_to(self.view.target)
+        if self._pool.size != self.view.connections:
+            await self._pool.scale_to(self.view.connections)
         self._mark("scale")
         self._enter("running")
         if mode is Bookkeeping.DEFERRED:
@@ -238,12 +238,12 @@ class Worker:
             if self.view.started or self.view.stopping:
                 return
             now = trio.current_time()
-            if now - last_poll >= SEED_LEGACY_PERIOD_S:
+            if now - last_poll >= INLINE_PERIOD_S:
                 last_poll = now
                 await self._poll_events()
                 if self.view.started or self.view.stopping:
                     return
-            if now - last_beat >= SEED_LEGACY_PERIOD_S:
+            if now - last_beat >= INLINE_PERIOD_S:
                 last_beat = now
                 await self._heartbeat()
             await trio.sleep(sleep_s)
@@ -283,7 +283,7 @@ class Worker:
                 started=True,
                 start_time=run.start_time,
                 phase=run.phase,
-                target=run.worker_target or self.view.target,
+                connections=run.connections or self.view.connections,
             )
         elif run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
             self.view = reconcile(self.view, run)
@@ -335,8 +335,8 @@ class Worker:
     async def _follow_events(self, nursery: trio.Nursery) -> None:
         sc = self.scenario
         assert sc is not None
-        push = sc.start.kind is Strategy.PUSH and self.cp.supports_push
-        interval = SEED_LEGACY_PERIOD_S if sc.start.kind is Strategy.SEED_LEGACY else sc.start.poll_interval_s
+        push = sc.start.strategy is Strategy.PUSH and self.cp.supports_push
+        interval = INLINE_PERIOD_S if sc.start.strategy is Strategy.INLINE_POLL else sc.start.poll_interval_s
         check_every = max(sc.heartbeat_s, sc.run_idle_timeout_s / 4)
         seen_version = -1
         while True:
@@ -376,9 +376,9 @@ class Worker:
             if batch.gap:
                 run = await self.cp.read_run(self.run_id)
                 assert run is not None
-                before = self.view.target
+                before = self.view.connections
                 self.view = reconcile(self.view, run)
-                if nursery is not None and self.view.target != before:
+                if nursery is not None and self.view.connections != before:
                     self._start_ramp(nursery)
 
     async def _catch_up(self, sequence_id: int, nursery: trio.Nursery) -> None:
@@ -393,20 +393,20 @@ class Worker:
         before = self.view
         self.view = apply_event(self.view, event)
         self.applied_events.append(event.sequence_id)
-        if nursery is not None and self.view.target != before.target and before.started:
+        if nursery is not None and self.view.connections != before.connections and before.started:
             self._start_ramp(nursery)
 
     def _start_ramp(self, nursery: trio.Nursery) -> None:
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
         scope = self._ramp_scope = trio.CancelScope()
-        nursery.start_soon(self._ramp, scope, self.view.target, self.view.ramp_s)
+        nursery.start_soon(self._ramp, scope, self.view.connections, self.view.ramp_s)
 
-    async def _ramp(self, scope: trio.CancelScope, target: int, ramp_s: float) -> None:
+    async def _ramp(self, scope: trio.CancelScope, wanted: int, ramp_s: float) -> None:
         assert self._pool is not None
         with scope:
             t0 = trio.current_time()
-            for delay, n in ramp_steps(self._pool.size, target, ramp_s):
+            for delay, n in ramp_steps(self._pool.size, wanted, ramp_s):
                 await trio.sleep_until(t0 + delay)
                 await self._pool.scale_to(n)
 
@@ -621,7 +621,7 @@ class Worker:
             "worker_id": self.worker_id,
             "status": str(self.status),
             "failure": self.failure,
-            "initial_target": self._initial_target,
+            "initial_connections": self._initial_connections,
             "clock_offset_ms": None if self.offset is None else self.offset.offset_s * 1000.0,
             "clock_uncertainty_ms": None if self.offset is None else self.offset.uncertainty_s * 1000.0,
             "timeline": timeline,

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec
+from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, ParamType
 
 SEQUENCE_BLOCK = 1_000_000_000
 """Each connection slot draws ``sequence`` values from its own block of this size."""
@@ -52,9 +52,9 @@ class ParamSource:
         return {name: self._one(op.name, name, spec) for name, spec in op.params.items()}
 
     def _one(self, op_name: str, name: str, spec: ParamSpec) -> Any:
-        if spec.type == "int":
+        if spec.type is ParamType.INT:
             return self.rng.randint(spec.min, spec.max)  # type: ignore[arg-type]
-        if spec.type == "choice":
+        if spec.type is ParamType.CHOICE:
             return self.rng.choice(spec.values)  # type: ignore[arg-type]
         n = self._counters.get((op_name, name), 0)
         self._counters[(op_name, name)] = n + 1

@@ -1,7 +1,7 @@
 """The memory backend's semantics plus latency on virtual time.
 
-A call of kind K from host H takes a latency drawn from (seed, H, K, n) where n counts
-H's calls of kind K. The effect (a write landing, a read looking, CURRENT_TIMESTAMP()
+A call of class C from host H takes a latency drawn from (seed, H, C, n) where n counts
+H's calls of class C. The effect (a write landing, a read looking, CURRENT_TIMESTAMP()
 being taken) happens at ``visibility`` × latency into the round trip; the reply comes
 back after the rest. The control plane's clock is the truth.
 """
@@ -24,7 +24,7 @@ SLEEPS = [0]
 """Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
 the "simulated events" of benchmarks/sim_speed.py."""
 
-KIND_OF = {
+CALL_CLASS_OF = {
     "read_run": "status_read",
     "read_heartbeats": "status_read",
     "read_events": "event_read",
@@ -54,25 +54,25 @@ class SimControlPlane:
         method = getattr(self.inner, name)
         if name.startswith("_") or not callable(method) or name == "wait_for_change":
             return method
-        kind = KIND_OF.get(name, "other")
+        call_class = CALL_CLASS_OF.get(name, "other")
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            n = self.calls[kind]
-            self.calls[kind] = n + 1
-            rng = rng_for(self.seed, self.host, kind, n)
+            n = self.calls[call_class]
+            self.calls[call_class] = n + 1
+            rng = rng_for(self.seed, self.host, call_class, n)
             now = trio.current_time()
-            latency = self.profile.control_latency(kind).sample(rng) + self.profile.extra_latency_s(now)
-            failing = rng.random() < self.profile.error_probability.get(kind, 0.0) or self.profile.in_outage(now)
+            latency = self.profile.control_latency(call_class).sample(rng) + self.profile.extra_latency_s(now)
+            failing = rng.random() < self.profile.error_probability.get(call_class, 0.0) or self.profile.in_outage(now)
             vis, jit = self.profile.visibility, self.profile.visibility_jitter
             before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
             SLEEPS[0] += 2
             await trio.sleep(before)
             if failing:
                 await trio.sleep(latency - before)
-                raise ControlPlaneError(f"injected {kind} failure")
+                raise ControlPlaneError(f"injected {call_class} failure")
             result = await method(*args, **kwargs)
             await trio.sleep(latency - before)
-            if kind == "event_read" and result and rng.random() < self.profile.stale_event_reads:
+            if call_class == "event_read" and result and rng.random() < self.profile.stale_event_reads:
                 result = stale_read(result, rng)
             return result
 
@@ -99,8 +99,8 @@ class SimSession:
         began = trio.current_time()
         rng = rng_for(self.target.seed, f"{self.worker_id}/{self.slot}", op.name, self.n)
         self.n += 1
-        if self.slot not in self.target.first_issue.get(self.worker_id, {}):
-            self.target.first_issue.setdefault(self.worker_id, {})[self.slot] = began
+        if self.slot not in self.target.first_query.get(self.worker_id, {}):
+            self.target.first_query.setdefault(self.worker_id, {})[self.slot] = began
         SLEEPS[0] += 1
         await trio.sleep(self.target.profile.target.sample(rng))
         if self.target.ops is not None:
@@ -120,11 +120,11 @@ class SimTarget:
 
     profile: Profile
     seed: int
-    first_issue: dict[str, dict[int, float]] = attrs.Factory(dict)
+    first_query: dict[str, dict[int, float]] = attrs.Factory(dict)
     ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
 
-    async def open_session(self, worker_id: str, index: int) -> SimSession:
-        return SimSession(self, worker_id, index)
+    async def open_session(self, worker_id: str, slot: int) -> SimSession:
+        return SimSession(self, worker_id, slot)
 
     def error_category(self, exc: BaseException) -> str:
         return type(exc).__name__

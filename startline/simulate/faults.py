@@ -21,11 +21,11 @@ import trio.testing
 
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
-from startline.engine.model import RunStatus, WorkerStatus
+from startline.engine.model import ORCHESTRATOR, RunStatus, WorkerStatus
 from startline.engine.orchestrator import Orchestrator
-from startline.engine.scenario import Scenario
+from startline.engine.scenario import OnWorkerLoss, Scenario
 from startline.engine.schedule import PhaseWindows
-from startline.engine.together import ORCHESTRATOR, make_workers, run_together
+from startline.engine.together import make_workers, run_together
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimTarget
 from startline.simulate.models import Latency, Profile, rng_for
@@ -54,7 +54,7 @@ FAULT_SCENARIO: dict[str, Any] = {
     "outage_tolerance_s": 3.0,
     "snapshot_interval_s": 0.5,
     "flush_interval_s": 1.0,
-    "schedule": [{"at_s": 2.5, "target": 3, "ramp_s": 0.5}],
+    "schedule": [{"at_s": 2.5, "connections": 3, "ramp_s": 0.5}],
     "operations": [{"name": "query", "call": "simulated:query"}],
 }
 """A short, busy lifecycle: every reliability timer fires within a few virtual seconds."""
@@ -62,16 +62,16 @@ FAULT_SCENARIO: dict[str, Any] = {
 FAULT_PROFILE = Profile(
     name="faults",
     control={
-        kind: Latency("uniform", {"lo_ms": 5.0, "hi_ms": 40.0})
-        for kind in ("status_read", "event_read", "status_update", "event_insert", "other")
+        call_class: Latency("uniform", {"lo_ms": 5.0, "hi_ms": 40.0})
+        for call_class in ("status_read", "event_read", "status_update", "event_insert", "other")
     }
     | {"heartbeat_merge": Latency("uniform", {"lo_ms": 5.0, "hi_ms": 60.0})},
     target=Latency("uniform", {"lo_ms": 1.0, "hi_ms": 80.0}),
 )
 """Bounded latencies (so "the status read's worst latency" is a number)."""
 
-STRATEGIES = ("seed-legacy", "poll", "push", "scheduled")
-FAULT_KINDS = (
+STRATEGIES = ("inline-poll", "poll", "push", "scheduled")
+FAULT_TYPES = (
     "worker_crash",
     "orchestrator_crash",
     "outage",
@@ -89,7 +89,7 @@ class FaultPlan:
 
     scenario: Scenario
     profile: Profile
-    kinds: Mapping[str, int]  # fault kind → how many were injected
+    faults: Mapping[str, int]  # fault type → how many were injected
 
     @classmethod
     def draw(cls, seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, profile: Profile = FAULT_PROFILE) -> FaultPlan:
@@ -99,35 +99,35 @@ class FaultPlan:
         start.setdefault("strategy", strategy)  # a base that names its strategy keeps it
         sc = Scenario.from_dict({"on_worker_loss": policy, **base, "seed": seed, "start": start})
         horizon = 2.0 + sc.start.lead_ms / 1000.0 + sc.warmup_s + sc.measurement_s + 2.0  # roughly the run's life
-        kinds: Counter[str] = Counter()
+        faults: Counter[str] = Counter()
         workers = [f"w{i:03d}" for i in range(sc.workers)]
         crashes = {w: rng.uniform(0.0, horizon) for w in workers if rng.random() < 0.15}
-        kinds["worker_crash"] = len(crashes)
+        faults["worker_crash"] = len(crashes)
         if rng.random() < 0.1:
             crashes[ORCHESTRATOR] = rng.uniform(0.0, horizon)
-            kinds["orchestrator_crash"] = 1
+            faults["orchestrator_crash"] = 1
         outages = []
         for _ in range(rng.choice([0, 0, 1, 1, 2])):
             at = rng.uniform(0.0, horizon)
             long = rng.random() < 0.15
             length = rng.uniform(1.1, 1.6) * sc.outage_tolerance_s if long else rng.uniform(0.05, 0.8) * _short(sc)
             outages.append((at, at + length))
-            kinds["long_outage" if long else "outage"] += 1
+            faults["long_outage" if long else "outage"] += 1
         spikes = []
         for _ in range(rng.choice([0, 0, 1, 2])):
             at = rng.uniform(0.0, horizon)
             spikes.append((at, at + rng.uniform(0.1, 2.0), rng.choice([20.0, 200.0, 1500.0])))
-            kinds["slow_calls"] += 1
+            faults["slow_calls"] += 1
         errors = {k: rng.choice([0.0, 0.0, 0.01, 0.05]) for k in ("status_read", "event_read", "heartbeat_merge")}
-        kinds["failing_calls"] = sum(p > 0 for p in errors.values())
+        faults["failing_calls"] = sum(p > 0 for p in errors.values())
         jumps = {
             h: (rng.uniform(0.0, horizon), rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 5000.0))
-            for h in [*workers, "orch"]
+            for h in [*workers, ORCHESTRATOR]
             if rng.random() < 0.1
         }
-        kinds["clock_jump"] = len(jumps)
+        faults["clock_jump"] = len(jumps)
         stale = rng.choice([0.0, 0.2, 0.5])
-        kinds["stale_event_reads"] = int(stale > 0)
+        faults["stale_event_reads"] = int(stale > 0)
         prof = attrs.evolve(
             profile,
             crashes=crashes,
@@ -138,7 +138,7 @@ class FaultPlan:
             clock_jumps=jumps,
             stale_event_reads=stale,
         )
-        return cls(sc, prof, dict(kinds))
+        return cls(sc, prof, dict(faults))
 
 
 def single_outage(seed: int, at_s: float, length_s: float, base: Mapping[str, Any] = FAULT_SCENARIO) -> FaultPlan:
@@ -170,7 +170,7 @@ class FaultRun:
     seed: int
     status: str
     reason: str | None
-    kinds: Mapping[str, int]
+    faults: Mapping[str, int]
     violations: tuple[str, ...]
     detection_s: tuple[float, ...]  # crash → DEAD, for crashes judged on a healthy control plane
     survived_outage_s: float  # the longest outage in a run where nothing was lost (0 if none)
@@ -192,7 +192,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     orchestrators: list[Orchestrator] = []
 
     def orchestrator(name: str) -> Orchestrator:
-        o = Orchestrator(control(name), host_clock(profile, seed, "orch"), sc, RUN_ID)
+        o = Orchestrator(control(name), host_clock(profile, seed, ORCHESTRATOR), sc, RUN_ID)
         orchestrators.append(o)
         return o
 
@@ -214,7 +214,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
         seed=seed,
         status=check.final_status(),
         reason=summary.get("reason"),
-        kinds=plan.kinds,
+        faults=plan.faults,
         violations=violations,
         detection_s=tuple(check.detections),
         survived_outage_s=check.survived_outage_s(),
@@ -426,7 +426,7 @@ class Checker:
             if not any(s == "COMPLETED" for s in entries.values()):
                 out.append("status: COMPLETED with no worker COMPLETED")
             lost = sorted(w for w, s in entries.items() if s != "COMPLETED")
-            if lost and self.sc.on_worker_loss == "fail":
+            if lost and self.sc.on_worker_loss is OnWorkerLoss.FAIL:
                 out.append(f"status: COMPLETED under on_worker_loss=fail with {lost} not COMPLETED")
         if status == RunStatus.COMPLETED and not self.summary and ORCHESTRATOR not in self.profile.crashes:
             out.append("status: COMPLETED without a summary")
@@ -434,15 +434,15 @@ class Checker:
 
 
 def fault_report(runs: Sequence[FaultRun]) -> dict[str, Any]:
-    """Seeds run, faults injected by kind, violations, detection delays, outages survived."""
+    """Seeds run, faults injected by type, violations, detection delays, outages survived."""
     detections = sorted(d for r in runs for d in r.detection_s)
-    kinds: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
     for r in runs:
-        kinds.update(r.kinds)
+        faults.update(r.faults)
     return {
         "seeds": len(runs),
         "statuses": dict(sorted(Counter(r.status for r in runs).items())),
-        "faults": {k: kinds.get(k, 0) for k in FAULT_KINDS},
+        "faults": {k: faults.get(k, 0) for k in FAULT_TYPES},
         "violations": sum(len(r.violations) for r in runs),
         "failing_seeds": [r.seed for r in runs if r.violations],
         "detection_s": {

@@ -1,4 +1,4 @@
-"""Latency, clock and fault models. Every draw comes from (seed, host, kind, sequence
+"""Latency, clock and fault models. Every draw comes from (seed, host, call class, sequence
 number), never from the order in which tasks happen to run."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from startline.engine.scenario import ConfigError
 from startline.engine.workload import derive_seed
 
 
-def rng_for(seed: int, host: str, kind: str, seq: int) -> random.Random:
-    return random.Random(derive_seed(seed, host, kind, seq))
+def rng_for(seed: int, host: str, what: str, seq: int) -> random.Random:
+    return random.Random(derive_seed(seed, host, what, seq))
 
 
 @attrs.frozen
 class Latency:
     """One latency model; ``sample`` returns seconds.
 
-    kinds: constant(ms) · uniform(lo_ms, hi_ms) · normal(mean_ms, sd_ms, clipped at lo_ms/hi_ms)
+    types: constant(ms) · uniform(lo_ms, hi_ms) · normal(mean_ms, sd_ms, clipped at lo_ms/hi_ms)
     · lognormal(p50_ms, p99_ms) · empirical(samples_ms) · mixture(components: [(weight, model)])
     """
 
@@ -81,7 +81,7 @@ class Latency:
             return cls("constant", {"ms": float(data)})
         if not isinstance(data, Mapping) or "type" not in data:
             raise ConfigError(field, f"must be a number of ms or a table with a type (got {data!r})")
-        kind = data["type"]
+        type_ = data["type"]
         need = {
             "constant": {"ms"},
             "uniform": {"lo_ms", "hi_ms"},
@@ -90,9 +90,9 @@ class Latency:
             "empirical": {"samples_ms"},
             "mixture": {"components"},
         }
-        if kind not in need:
-            raise ConfigError(f"{field}.type", f"must be one of {', '.join(need)} (got {kind!r})")
-        missing = need[kind] - set(data)
+        if type_ not in need:
+            raise ConfigError(f"{field}.type", f"must be one of {', '.join(need)} (got {type_!r})")
+        missing = need[type_] - set(data)
         if missing:
             raise ConfigError(f"{field}.{sorted(missing)[0]}", "is required")
         params = {k: v for k, v in data.items() if k not in ("type", "components")}
@@ -100,12 +100,12 @@ class Latency:
             ok = all(isinstance(x, int | float) and x >= 0 for x in (v if isinstance(v, list) else [v]))
             if not ok or (isinstance(v, list) and not v):
                 raise ConfigError(f"{field}.{k}", f"must be a non-negative number (or list of them) (got {v!r})")
-        if kind == "uniform" and params["lo_ms"] > params["hi_ms"]:
+        if type_ == "uniform" and params["lo_ms"] > params["hi_ms"]:
             raise ConfigError(f"{field}.hi_ms", "must be >= lo_ms")
-        if kind == "lognormal" and not 0 < params["p50_ms"] <= params["p99_ms"]:
+        if type_ == "lognormal" and not 0 < params["p50_ms"] <= params["p99_ms"]:
             raise ConfigError(f"{field}.p99_ms", "must be >= p50_ms > 0")
         comps: tuple[tuple[float, Latency], ...] = ()
-        if kind == "mixture":
+        if type_ == "mixture":
             items = data["components"]
             if not isinstance(items, list) or not items:
                 raise ConfigError(f"{field}.components", "must be a non-empty list of {weight, model}")
@@ -113,10 +113,10 @@ class Latency:
                 (float(c.get("weight", 1.0)), cls.parse(c.get("model"), f"{field}.components[{i}].model"))
                 for i, c in enumerate(items)
             )
-        return cls(kind, params, comps)
+        return cls(type_, params, comps)
 
 
-CONTROL_KINDS = (
+CALL_CLASSES = (
     "status_read",
     "event_read",
     "status_update",
@@ -126,12 +126,12 @@ CONTROL_KINDS = (
     "server_time",
     "other",
 )
-"""Control-plane operation kinds that carry their own latency model."""
+"""Classes of control-plane call that carry their own latency model."""
 
 
 @attrs.frozen
 class Profile:
-    """Latencies per control-plane kind and for the target, the visibility point, the clocks."""
+    """Latencies per class of control-plane call and for the target, the visibility point, the clocks."""
 
     name: str
     control: Mapping[str, Latency]
@@ -154,8 +154,8 @@ class Profile:
     def in_outage(self, now: float) -> bool:
         return any(lo <= now < hi for lo, hi in self.outages)
 
-    def control_latency(self, kind: str) -> Latency:
-        return self.control.get(kind) or self.control.get("other") or Latency("constant", {"ms": 0.0})
+    def control_latency(self, call_class: str) -> Latency:
+        return self.control.get(call_class) or self.control.get("other") or Latency("constant", {"ms": 0.0})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "profile") -> Profile:
@@ -174,9 +174,9 @@ class Profile:
             if key not in known:
                 raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
         control = data.get("control", {})
-        for kind in control:
-            if kind not in CONTROL_KINDS:
-                raise ConfigError(f"control.{kind}", f"unknown kind (known: {', '.join(CONTROL_KINDS)})")
+        for call_class in control:
+            if call_class not in CALL_CLASSES:
+                raise ConfigError(f"control.{call_class}", f"unknown call class (known: {', '.join(CALL_CLASSES)})")
         vis = data.get("visibility", 0.5)
         if not isinstance(vis, int | float) or not 0 <= vis <= 1:
             raise ConfigError("visibility", f"must be between 0 and 1 (got {vis!r})")
@@ -200,12 +200,14 @@ class Profile:
 
 def _probabilities(data: Any) -> dict[str, float]:
     if not isinstance(data, Mapping):
-        raise ConfigError("error_probability", "must be a table of kind = probability")
-    for kind, p in data.items():
-        if kind not in CONTROL_KINDS:
-            raise ConfigError(f"error_probability.{kind}", f"unknown kind (known: {', '.join(CONTROL_KINDS)})")
+        raise ConfigError("error_probability", "must be a table of call class = probability")
+    for call_class, p in data.items():
+        if call_class not in CALL_CLASSES:
+            raise ConfigError(
+                f"error_probability.{call_class}", f"unknown call class (known: {', '.join(CALL_CLASSES)})"
+            )
         if not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise ConfigError(f"error_probability.{kind}", f"must be between 0 and 1 (got {p!r})")
+            raise ConfigError(f"error_probability.{call_class}", f"must be between 0 and 1 (got {p!r})")
     return dict(data)
 
 

@@ -15,7 +15,7 @@ import trio.testing
 
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
-from startline.engine.model import RunStatus
+from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import percentile
@@ -75,7 +75,10 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         target = SimTarget(profile, seed)
 
         orchestrator = Orchestrator(
-            SimControlPlane(store, profile, seed, "orchestrator"), host_clock(profile, seed, "orch"), scenario, "sim"
+            SimControlPlane(store, profile, seed, ORCHESTRATOR),
+            host_clock(profile, seed, ORCHESTRATOR),
+            scenario,
+            "sim",
         )
         workers = make_workers(
             scenario,
@@ -99,7 +102,7 @@ def _measure(
     true_first = [
         EPOCH_2026 + t
         for w in workers
-        for s, t in target.first_issue.get(w.worker_id, {}).items()
+        for s, t in target.first_query.get(w.worker_id, {}).items()
         if s < scenario.connections_per_worker
     ]
     lags = [(t - start) * 1000.0 for t in true_first]
@@ -115,7 +118,7 @@ def _measure(
     ]
     per_worker = []
     for w in workers:
-        firsts = target.first_issue.get(w.worker_id, {})
+        firsts = target.first_query.get(w.worker_id, {})
         per_worker.append(
             {
                 "worker_id": w.worker_id,

@@ -5,11 +5,11 @@ SWEEP.toml::
 
     name = "poll-interval"
     seeds = 100
-    profile = "seed"                # a profile name, or profile_file = "path.toml"
+    profile = "snowflake-hybrid"    # a profile name, or profile_file = "path.toml"
     [scenario]                      # overrides of the start-path scenario
     workers = 10
     [grid]                          # cartesian product of dotted fields
-    "start.strategy" = ["poll", "seed-legacy"]
+    "start.strategy" = ["poll", "inline-poll"]
     "start.poll_interval_ms" = [50, 100, 200]
     "profile.clock_spread_ms" = [0, 1]
     [[cells]]                       # and/or named cells
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.scenario import ConfigError, Scenario, deprecated
 from startline.simulate.models import Profile
 from startline.simulate.runner import aggregate, simulate_once
 
@@ -46,11 +47,21 @@ START_PATH_SCENARIO: dict[str, Any] = {
 """The simulated start path: every initial connection issues its first query, and stops there.
 The measurement (1.5 s) outlasts the slowest detection, so no connection is cut off first."""
 
+log = logging.getLogger("startline.sweep")
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
 
+DEFAULT_PROFILE = "snowflake-hybrid"
+"""The seed analysis's latency figures (Snowflake hybrid tables)."""
+PROFILE_ALIASES = {"seed": DEFAULT_PROFILE}
+"""Old profile names, accepted (with a deprecation note) for one release."""
+
+
 def load_profile(name: str | None = None, path: str | Path | None = None) -> Profile:
-    file = Path(path) if path else PROFILES_DIR / f"{name}.toml"
+    if not path and name in PROFILE_ALIASES:
+        deprecated(f"--profile {name}", f"--profile {PROFILE_ALIASES[name]}")
+        name = PROFILE_ALIASES[name]
+    file = Path(path) if path else PROFILES_DIR / f"{name or DEFAULT_PROFILE}.toml"
     if not file.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
         raise ConfigError("profile", f"{name or path!r} not found (known: {known})")
@@ -113,7 +124,7 @@ class Sweep:
         seeds = data.get("seeds", 100)
         if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= 1_000_000:
             raise ConfigError("seeds", f"must be an integer between 1 and 1000000 (got {seeds!r})")
-        profile = load_profile(data.get("profile", "seed"), data.get("profile_file"))
+        profile = load_profile(data.get("profile", DEFAULT_PROFILE), data.get("profile_file"))
         cells = []
         grid = data.get("grid", {})
         if grid:
@@ -176,9 +187,9 @@ def row_of(cell: Cell, scenario: Scenario, profile: Profile, agg: Mapping[str, A
 
     return {
         "cell": cell.name,
-        "strategy": scenario.start.strategy,
+        "strategy": str(scenario.start.strategy),
         "poll_interval_ms": scenario.start.poll_interval_s * 1e3,
-        "bookkeeping": scenario.start.bookkeeping_mode.value,
+        "bookkeeping": str(scenario.start.bookkeeping_mode),
         "prespawn": scenario.start.prespawns,
         "workers": scenario.workers,
         "lead_ms": scenario.start.lead_ms,
@@ -224,7 +235,8 @@ def run_sweep(
         w.writeheader()
         w.writerows(rows)
     (out / "summary.md").write_text(summary_table(rows, sweep), encoding="utf-8")
-    plot(rows, out)
+    if not plot(rows, out):
+        log.warning(PLOT_EXTRA)
     return rows
 
 
@@ -264,9 +276,17 @@ def summary_table(rows: list[dict[str, Any]], sweep: Sweep) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    """lag p50/p99 against poll interval per strategy; start precision against control-plane cost."""
-    import matplotlib
+PLOT_EXTRA = "plots need matplotlib: pip install 'startline[plot]'"
+"""The one line shown where plots were asked for and matplotlib is missing."""
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> bool:
+    """lag p50/p99 against poll interval per strategy; start precision against control-plane cost.
+    False (and no file) when matplotlib, an optional extra, is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -313,3 +333,4 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "precision_vs_cost.png", dpi=110)
     plt.close(fig)
+    return True

@@ -54,8 +54,8 @@ class CallableTarget:
             fn = self._resolved[op.name] = resolve_call(op.call)
         return fn
 
-    async def open_session(self, worker_id: str, index: int) -> CallableSession:
-        return CallableSession(self, worker_id, index)
+    async def open_session(self, worker_id: str, slot: int) -> CallableSession:
+        return CallableSession(self, worker_id, slot)
 
     def error_category(self, exc: BaseException) -> str:
         return type(exc).__name__

@@ -73,7 +73,7 @@ class SnowflakeTarget:
         finally:
             await ex.close()
 
-    async def open_session(self, worker_id: str, index: int) -> SnowflakeSession:
+    async def open_session(self, worker_id: str, slot: int) -> SnowflakeSession:
         params = {"USE_CACHED_RESULT": self.use_cached_result}
         ex = SnowflakeExecutor(self.settings, params, limiter=self.limiter)
         await ex.run(lambda c: None)  # connect now, before the barrier

@@ -55,7 +55,7 @@ class SqliteTarget:
         finally:
             await db.close()
 
-    async def open_session(self, worker_id: str, index: int) -> SqliteSession:
+    async def open_session(self, worker_id: str, slot: int) -> SqliteSession:
         session = SqliteSession(Db(self.path))
         await session.db.run(lambda c: c.execute("SELECT 1").fetchall())  # connect now, not at the first query
         return session
