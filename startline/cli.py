@@ -272,10 +272,13 @@ async def _work(
 ) -> dict[str, Any]:
     from startline.backends.system import SystemClock
     from startline.compose import open_control, open_target
+    from startline.engine.resilience import ResilientControlPlane
     from startline.engine.worker import Worker, wait_for_run
 
     cp = open_control(control_url)
-    run = await wait_for_run(cp, run_id)
+    # The first read rides out what a shared control plane does while others create it (a
+    # SQLite file locked for a moment): retried like every other call of the worker's.
+    run = await wait_for_run(ResilientControlPlane(cp), run_id)
     scenario = Scenario.from_dict(run.scenario)
     tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
     w = Worker(cp, tgt, SystemClock(), run_id, worker_id, index=index, group=group, scenario=scenario)

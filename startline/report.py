@@ -18,7 +18,11 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     cp = summary["control_plane"]
     console.print(
         f"[bold]{summary['scenario']}[/] run [cyan]{summary['run_id']}[/]: [bold]{summary['status']}[/]"
-        + (f" ({summary['reason']})" if summary.get("reason") else "")
+        + (
+            f" ({summary['reason']}" + (f": {summary['detail']}" if summary.get("detail") else "") + ")"
+            if summary.get("reason")
+            else ""
+        )
         + f", start strategy [cyan]{summary['start_strategy']}[/]"
     )
     lag = start.get("lag_ms") or {}

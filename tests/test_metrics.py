@@ -7,8 +7,21 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
+from startline.engine.connection import Tally
 from startline.engine.metrics import Recorder, merge_histograms, merge_phase_blocks, new_histogram
 from startline.engine.model import Phase
+from startline.engine.scenario import OperationSpec
+from startline.engine.schedule import PhaseWindows
+
+Q = (OperationSpec("q", call="x:y"),)
+WINDOWS = PhaseWindows(start=0.0, measure=10.0, cooldown=1000.0, end=1000.0)
+"""WARMUP [0, 10), MEASUREMENT [10, 1000)."""
+
+
+def tally(recorder: Recorder | None = None) -> Tally:
+    """What a connection records with: the hot loop's own recording path."""
+    return Tally(recorder or Recorder(), Q, WINDOWS)
+
 
 latencies = st.lists(st.integers(1, 10_000_000), min_size=0, max_size=200)
 
@@ -18,8 +31,10 @@ def test_merged_percentiles_equal_those_of_the_union_within_hdr_precision(parts,
     recorders = []
     for part in parts:
         r = Recorder()
+        t = tally(r)
         for us in part:
-            r.record("q", Phase.MEASUREMENT, us / 1e6, 0)
+            t.ok(0, 10.0, 10.0 + us / 1e6)
+        t.close()
         recorders.append(r)
     union = [us for part in parts for us in part]
     merged = merge_phase_blocks([r.to_payload() for r in recorders], {"MEASUREMENT": 1.0})
@@ -46,9 +61,11 @@ def test_merged_percentiles_equal_those_of_the_union_within_hdr_precision(parts,
 
 def test_errors_are_counted_by_phase_and_category():
     r = Recorder()
-    r.record_error(Phase.MEASUREMENT, "Timeout", 0)
-    r.record_error(Phase.MEASUREMENT, "Timeout", 1)
-    r.record_error(Phase.WARMUP, "Refused", 0)
+    t = tally(r)
+    t.failed(10.0, 10.5, "Timeout")
+    t.failed(11.0, 11.5, "Timeout")
+    t.failed(9.0, 9.5, "Refused")
+    t.close()
     merged = merge_phase_blocks([r.to_payload(), r.to_payload()], {"MEASUREMENT": 2.0, "WARMUP": 1.0})
     assert merged["MEASUREMENT"]["errors"] == 4
     assert merged["MEASUREMENT"]["errors_by_category"] == {"Timeout": 4}
@@ -57,8 +74,21 @@ def test_errors_are_counted_by_phase_and_category():
 
 def test_interval_counts_are_taken_once():
     r = Recorder()
+    t = tally(r)
     for i in (0, 0, 1, 2):
-        r.record("q", Phase.MEASUREMENT, 0.001, i)
+        t.ok(0, i + 0.5, i + 0.501)
+    t.close()
     assert r.take_intervals(2) == [{"interval": 0, "ops": 2, "errors": 0}, {"interval": 1, "ops": 1, "errors": 0}]
     assert r.take_intervals(2) == []
     assert r.take_intervals(math.inf) == [{"interval": 2, "ops": 1, "errors": 0}]
+
+
+def test_an_operation_counts_in_measurement_only_if_it_began_and_ended_inside_it():
+    r = Recorder()
+    t = tally(r)
+    t.ok(0, 9.9, 10.1)  # straddles the start of MEASUREMENT: WARMUP
+    t.ok(0, 10.0, 10.2)  # wholly inside: MEASUREMENT
+    t.ok(0, 999.9, 1000.1)  # straddles its end: after it (DONE here, no COOLDOWN)
+    counts = {phase: h.get_total_count() for (_, phase), h in r.histograms.items()}
+    assert counts == {Phase.WARMUP: 1, Phase.MEASUREMENT: 1, Phase.DONE: 1}
+    assert r.operations() == 3

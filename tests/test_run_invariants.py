@@ -8,7 +8,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from startline.backends.memory import MemoryControlPlane
+from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.engine.model import EventType, Phase
 from startline.engine.schedule import PhaseWindows
 from startline.inprocess import InProcessRun, run_in_process_async
@@ -26,21 +26,18 @@ def run_virtual(sc, target=None, *, sluggish_seed=None, max_latency_s=0.05, mang
         if sluggish_seed is None:
             return await run_in_process_async(sc, target=target, clock=CLOCK0)
         # Same run, but every participant's control plane is wrapped.
-        import startline.inprocess as ip
-
-        original = ip.MemoryControlPlane
+        store = MemoryStore(CLOCK0)
         participants = iter(range(1_000))  # each participant its own draws, the same in every process
 
-        ip.MemoryControlPlane = lambda store: SluggishControlPlane(  # type: ignore[assignment]
-            MemoryControlPlane(store),
-            seed=sluggish_seed * 1_000 + next(participants),
-            max_latency_s=max_latency_s,
-            mangle_events=mangle,
-        )
-        try:
-            return await run_in_process_async(sc, target=target, clock=CLOCK0)
-        finally:
-            ip.MemoryControlPlane = original
+        def control(_participant: str) -> SluggishControlPlane:
+            return SluggishControlPlane(
+                MemoryControlPlane(store),
+                seed=sluggish_seed * 1_000 + next(participants),
+                max_latency_s=max_latency_s,
+                mangle_events=mangle,
+            )
+
+        return await run_in_process_async(sc, target=target, clock=CLOCK0, store=store, control=control)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -110,7 +107,7 @@ def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, lat
     assert next(e.event_type for e in result.store.events[sc.name]) is EventType.START
     for w in result.workers:
         assert w.status.value == "COMPLETED"
-        assert w.applied_events == log, w.worker_id
+        assert list(w.statistics().applied_events) == log, w.worker_id
 
 
 def test_scaling_schedule_reaches_each_connection_count():

@@ -31,6 +31,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("CONNECTIONS", "int"),
         ("EXPECTED_WORKERS", "int"),
         ("STOP_REASON", "text null"),
+        ("STOP_DETAIL", "text null"),
         ("VERSION", "int"),
         ("SCENARIO", "text"),
     ),
@@ -95,6 +96,7 @@ _RUN_COLUMNS = {
     "connections": "CONNECTIONS",
     "expected_workers": "EXPECTED_WORKERS",
     "stop_reason": "STOP_REASON",
+    "stop_detail": "STOP_DETAIL",
 }
 
 
@@ -147,6 +149,7 @@ def _run(row: Mapping[str, Any]) -> RunState:
         connections=row["CONNECTIONS"],
         expected_workers=row["EXPECTED_WORKERS"],
         stop_reason=row["STOP_REASON"],
+        stop_detail=row["STOP_DETAIL"],
         version=row["VERSION"],
         scenario=json.loads(row["SCENARIO"]),
     )
@@ -173,6 +176,7 @@ class SqlControlPlane:
             if not self._ready:
                 statements = [self._sql(s) for s in self.dialect.schema]
                 await self.executor.run(lambda c: self.create_schema(c, statements))
+                await self.executor.run(self._check_columns)
                 self._ready = True
             return await self.executor.run(fn)
         except ControlPlaneError:
@@ -184,6 +188,22 @@ class SqlControlPlane:
         """Create the tables if missing (idempotent); a dialect may override this."""
         for sql in statements:
             execute(conn, sql)
+
+    def _check_columns(self, conn: Any) -> None:
+        """Tables made by another version of startline lack columns: say so once, plainly."""
+        for table, columns in COLUMNS.items():
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql(f"SELECT * FROM {{{table}}} WHERE 1 = 0"))
+                have = {d[0].upper() for d in cur.description or ()}
+            finally:
+                cur.close()
+            missing = [name for name, _ in columns if name not in have]
+            if missing:
+                raise ControlPlaneConflict(
+                    f"control plane {self.where}: table {table} lacks column {missing[0]} (made by another "
+                    "version of startline): use a new control database or schema"
+                )
 
     def _tx(self, conn: Any, body: Callable[[Any], T]) -> T:
         execute(conn, self.dialect.begin)
@@ -198,8 +218,8 @@ class SqlControlPlane:
     async def create_run(self, run: RunState) -> None:
         sql = self._sql(
             "INSERT INTO {RUN_STATUS} (RUN_ID, STATUS, PHASE, START_TIME, UPDATED_AT, LAST_SEQUENCE_ID, "
-            "CONNECTIONS, EXPECTED_WORKERS, STOP_REASON, VERSION, SCENARIO) "
-            "SELECT ?, ?, ?, ?, {NOW}, ?, ?, ?, ?, ?, ?"
+            "CONNECTIONS, EXPECTED_WORKERS, STOP_REASON, STOP_DETAIL, VERSION, SCENARIO) "
+            "SELECT ?, ?, ?, ?, {NOW}, ?, ?, ?, ?, ?, ?, ?"
         )
         exists = self._sql("SELECT COUNT(*) AS N FROM {RUN_STATUS} WHERE RUN_ID = ?")
 
@@ -217,7 +237,8 @@ class SqlControlPlane:
                     run.last_sequence_id,
                     run.connections,
                     run.expected_workers,
-                    run.stop_reason,
+                    _plain(run.stop_reason),
+                    run.stop_detail,
                     run.version,
                     json.dumps(run.scenario),
                 ),

@@ -3,6 +3,7 @@ applying one does to a worker's view of the run (h11-style: no I/O here)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 
 import attrs
@@ -28,6 +29,37 @@ def events_to_apply(applied: int, fetched: Iterable[ControlEvent]) -> EventBatch
         run.append(by_seq.pop(nxt))
         nxt += 1
     return EventBatch(tuple(run), gap=bool(by_seq))
+
+
+GAP_READS = 2
+"""Reads of the log a poll makes while it finds a hole, before adopting RUN_STATUS."""
+CATCH_UP_READS = 8
+"""Reads of the log a worker makes to reach RUN_STATUS's last sequence id (a STOP it saw there
+first), before adopting RUN_STATUS for the events it has not seen."""
+
+
+class Next(enum.Enum):
+    """What a worker does after reading the log."""
+
+    DONE = "done"
+    READ_AGAIN = "read_again"
+    ADOPT_RUN_STATUS = "adopt_run_status"
+
+
+def after_poll(gap: bool, reads: int) -> Next:
+    """After ``reads`` reads in one poll: done without a hole; one more read if a hole was seen
+    (a lagging read, a retried query); then whatever is still missing comes from RUN_STATUS."""
+    if not gap:
+        return Next.DONE
+    return Next.READ_AGAIN if reads < GAP_READS else Next.ADOPT_RUN_STATUS
+
+
+def catch_up(applied: int, last_sequence_id: int, reads: int) -> Next:
+    """RUN_STATUS says the log goes to ``last_sequence_id``: read (each event applied once, in
+    order) until this worker has applied that far, up to ``CATCH_UP_READS`` reads."""
+    if applied >= last_sequence_id:
+        return Next.DONE
+    return Next.READ_AGAIN if reads < CATCH_UP_READS else Next.ADOPT_RUN_STATUS
 
 
 @attrs.frozen
@@ -84,7 +116,7 @@ def reconcile(view: WorkerView, run: RunState) -> WorkerView:
     started = run.status is not RunStatus.PREPARED and run.start_time is not None
     stop = view.stop_reason
     if run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
-        stop = stop or StopReason(run.stop_reason or StopReason.COMPLETED)
+        stop = stop or run.stop_reason or StopReason.COMPLETED
     return attrs.evolve(
         view,
         applied=max(view.applied, run.last_sequence_id),

@@ -48,14 +48,6 @@ class Recorder:
             hist = self.histograms[key] = new_histogram()
         return hist
 
-    def record(self, kind: str, phase: Phase, latency_s: float, interval: int) -> None:
-        self.histogram(kind, phase).record_value(to_us(latency_s))
-        self.add_interval(interval, 1, 0)
-
-    def record_error(self, phase: Phase, category: str, interval: int) -> None:
-        self.add_error(phase, category)
-        self.add_interval(interval, 0, 1)
-
     def add_error(self, phase: Phase, category: str) -> None:
         self.errors[(phase, category)] += 1
 
@@ -64,11 +56,12 @@ class Recorder:
         counts[0] += ops
         counts[1] += errors
 
-    def ops(self, phase: Phase) -> int:
-        return sum(h.get_total_count() for (_, p), h in self.histograms.items() if p is phase)
+    def operations(self) -> int:
+        """Successful operations recorded, all kinds and phases."""
+        return sum(h.get_total_count() for h in self.histograms.values())
 
-    def error_count(self, phase: Phase) -> int:
-        return sum(n for (p, _), n in self.errors.items() if p is phase)
+    def error_total(self) -> int:
+        return sum(self.errors.values())
 
     def take_intervals(self, before: int) -> list[dict[str, int]]:
         """Remove and return the interval counts older than ``before`` (closed intervals)."""

@@ -77,6 +77,9 @@ class Scope(enum.StrEnum):
 
 
 class StopReason(enum.StrEnum):
+    """Why a run stopped: a code, stored in STOP_REASON and in STOP events. The words that go
+    with it (which worker, what error) are the run's ``stop_detail``, never part of the code."""
+
     COMPLETED = "completed"
     USER_REQUESTED = "user_requested"
     WORKER_LOST = "worker_lost"
@@ -84,6 +87,21 @@ class StopReason(enum.StrEnum):
     ERROR = "error"
     ORCHESTRATOR_LOST = "orchestrator_lost"
     CONTROL_PLANE_LOST = "control_plane_lost"
+    NO_WORKER_COMPLETED = "no_worker_completed"
+
+    @classmethod
+    def parse(cls, value: object) -> StopReason | None:
+        """Read a stored reason: a code, or (from rows written before codes and details were
+        apart) ``"code: words"``; anything unreadable is ERROR, so a reader never fails on it."""
+        if value is None or isinstance(value, StopReason):
+            return value
+        text = str(value)
+        for candidate in (text, text.split(":", 1)[0].strip()):
+            try:
+                return cls(candidate)
+            except ValueError:
+                continue
+        return cls.NO_WORKER_COMPLETED if text == "no worker completed" else cls.ERROR
 
 
 def _non_negative(_inst: Any, attr: attrs.Attribute, value: float | int | None) -> None:
@@ -149,7 +167,8 @@ class RunState:
     last_sequence_id: int = 0
     connections: int = 0
     expected_workers: int = 0
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = attrs.field(default=None, converter=StopReason.parse)
+    stop_detail: str | None = None
     version: int = 0
     scenario: dict[str, Any] = attrs.field(factory=dict, eq=False)
 

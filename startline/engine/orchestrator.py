@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import defaultdict
+import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import trio
 
 from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
-from startline.engine.liveness import classify_liveness
+from startline.engine.lifecycle import run_outcome, run_transition
+from startline.engine.liveness import MIN_LIVENESS_WAIT_S, liveness_round
 from startline.engine.model import (
     ORCHESTRATOR,
     ControlEvent,
@@ -30,10 +32,10 @@ from startline.engine.model import (
     WorkerStatus,
 )
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
-from startline.engine.resilience import ResilientControlPlane, RetryPolicy, single_leaf
+from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
-from startline.engine.summary import build_summary
+from startline.engine.summary import build_summary, merge_timeseries
 from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.orchestrator")
@@ -42,12 +44,28 @@ COLLECT_POLL_S = 0.25
 """How often the orchestrator reads TEST_RESULTS while waiting for final results."""
 READY_POLL_S = 0.05
 """How often the orchestrator reads WORKER_HEARTBEATS while waiting for READY."""
-MIN_LIVENESS_WAIT_S = 0.001
-"""Between two heartbeat reads at least this long (clock rounding never makes a busy loop)."""
 
 
-def _now_local_control(clockmap: ClockMap) -> float:
-    return clockmap.to_control(trio.current_time())
+@attrs.frozen
+class OrchestratorStatistics:
+    """A frozen snapshot of the orchestrator: what the CLI, the simulator and the fault checker read."""
+
+    run_id: str
+    status: RunStatus
+    stop_reason: StopReason | None
+    stop_detail: str | None
+    start_time: float | None
+    stopped_at: float | None
+    worker_statuses: Mapping[str, WorkerStatus]
+    dead_at: Mapping[str, float]
+    """worker → trio time it was judged DEAD."""
+    events: tuple[ControlEvent, ...]
+    health: HealthStatistics
+    queries: int
+    stop_requested: bool
+    forced: bool
+    adopted: RunState | None
+    """A run found unfinished without its orchestrator (see ``prepare``)."""
 
 
 @attrs.define(eq=False)
@@ -60,34 +78,40 @@ class Orchestrator:
     run_id: str
     out: Path | None = None
 
-    counting: CountingControlPlane = attrs.field(init=False)
-    cp: ResilientControlPlane = attrs.field(init=False)
-    sequence_id: int = 0
-    status: RunStatus = RunStatus.PREPARED
-    reason: str | None = None
-    start_time: float | None = None
-    stopped_at: float | None = None
-    statuses: dict[str, WorkerStatus] = attrs.Factory(dict)
-    events: list[ControlEvent] = attrs.Factory(list)
-    clockmap: ClockMap | None = None
-    _stop_requested: trio.Event = attrs.Factory(trio.Event)
-    adopted: RunState | None = None  # a run found unfinished without its orchestrator (see prepare)
-    dead_at: dict[str, float] = attrs.Factory(dict)  # worker → trio time it was judged DEAD
-    _stop_reason: StopReason = StopReason.COMPLETED
-    _force: trio.Event = attrs.Factory(trio.Event)
-    _collected: bool = False
-    _results_seen: list[WorkerResult] = attrs.Factory(list)
+    status: RunStatus = attrs.field(init=False, default=RunStatus.PREPARED)
+    stop_reason: StopReason | None = attrs.field(init=False, default=None)
+    """Why the run stopped, when not as planned (set once)."""
+    stop_detail: str | None = attrs.field(init=False, default=None)
+    start_time: float | None = attrs.field(init=False, default=None)
+    stopped_at: float | None = attrs.field(init=False, default=None)
+    adopted: RunState | None = attrs.field(init=False, default=None)
+    _counting: CountingControlPlane = attrs.field(init=False)
+    _cp: ResilientControlPlane = attrs.field(init=False)
+    _clockmap: ClockMap | None = attrs.field(init=False, default=None)
+    _sequence_id: int = attrs.field(init=False, default=0)
+    _statuses: dict[str, WorkerStatus] = attrs.field(init=False, factory=dict)
+    _events: list[ControlEvent] = attrs.field(init=False, factory=list)
+    _dead_at: dict[str, float] = attrs.field(init=False, factory=dict)
+    _stop_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _requested_reason: StopReason = attrs.field(init=False, default=StopReason.COMPLETED)
+    _force: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _collected: bool = attrs.field(init=False, default=False)
+    _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
-        self.counting = CountingControlPlane(self.control)
-        self.cp = ResilientControlPlane(
-            self.counting, RetryPolicy.of(self.scenario), random.Random(derive_seed("retry", self.run_id, ORCHESTRATOR))
+        self._counting = CountingControlPlane(self.control)
+        self._cp = ResilientControlPlane(
+            self._counting,
+            RetryPolicy.of(self.scenario),
+            random.Random(derive_seed("retry", self.run_id, ORCHESTRATOR)),
         )
+
+    # ---- the public face ------------------------------------------------------------------
 
     def request_stop(self, reason: StopReason = StopReason.USER_REQUESTED) -> None:
         """Stop early (Ctrl-C, a lost worker under ``on_worker_loss = "fail"``)."""
         if not self._stop_requested.is_set():
-            self._stop_reason = reason
+            self._requested_reason = reason
             self._stop_requested.set()
 
     @property
@@ -103,12 +127,30 @@ class Orchestrator:
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
 
+    def statistics(self) -> OrchestratorStatistics:
+        return OrchestratorStatistics(
+            run_id=self.run_id,
+            status=self.status,
+            stop_reason=self.stop_reason,
+            stop_detail=self.stop_detail,
+            start_time=self.start_time,
+            stopped_at=self.stopped_at,
+            worker_statuses=types.MappingProxyType(dict(self._statuses)),
+            dead_at=types.MappingProxyType(dict(self._dead_at)),
+            events=tuple(self._events),
+            health=self._cp.health.statistics(),
+            queries=sum(self._counting.counts.values()),
+            stop_requested=self.stop_requested,
+            forced=self.forced,
+            adopted=self.adopted,
+        )
+
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
-        if self.start_time is None or self.clockmap is None:
-            ready = sum(s is WorkerStatus.READY for s in self.statuses.values())
+        if self.start_time is None or self._clockmap is None:
+            ready = sum(s is WorkerStatus.READY for s in self._statuses.values())
             return f"{self.status}: {ready}/{self.scenario.workers} workers READY"
-        now = _now_local_control(self.clockmap)
+        now = self._clockmap.to_control(trio.current_time())
         windows = PhaseWindows.from_scenario(self.scenario, self.start_time)
         left = max(0.0, windows.end - now)
         return f"{self.status} {windows.phase_at(now)}, {left:.0f} s left"
@@ -119,11 +161,11 @@ class Orchestrator:
         A run id that exists already is a restart: an unfinished run whose orchestrator has
         been silent for ``dead_after_beats`` heartbeats is adopted, to be failed cleanly by
         ``run()``; a finished run, or one whose orchestrator is alive, is refused."""
-        if self.clockmap is not None:
+        if self._clockmap is not None:
             return
         sc = self.scenario
         try:
-            await self.cp.create_run(
+            await self._cp.create_run(
                 RunState(
                     self.run_id,
                     RunStatus.PREPARED,
@@ -134,18 +176,18 @@ class Orchestrator:
                 )
             )
         except ControlPlaneConflict:
-            self.adopted = await self.cp.read_run(self.run_id)
+            self.adopted = await self._cp.read_run(self.run_id)
             if self.adopted is None:
                 raise
-        offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
-        self.clockmap = ClockMap.anchor(offset)
+        offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
+        self._clockmap = ClockMap.anchor(offset)
         if self.adopted is None:
             await self._set_status(RunStatus.STARTING)
             return
         found = self.adopted
         if found.status.terminal:
             raise ControlPlaneConflict(f"run {self.run_id!r} has already ended ({found.status}); choose a new run id")
-        silent = self.clockmap.to_control(trio.current_time()) - found.updated_at
+        silent = self._clockmap.to_control(trio.current_time()) - found.updated_at
         alive_for = sc.dead_after_beats * sc.heartbeat_s
         if silent < alive_for:
             raise ControlPlaneConflict(
@@ -157,7 +199,7 @@ class Orchestrator:
         )
         if found.scenario:
             self.scenario = Scenario.from_dict(found.scenario)
-        self.sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
+        self._sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
 
     async def run(self) -> dict[str, Any]:
         """Prepare (if not done), wait for READY, start, drive the schedule, collect, summarise.
@@ -177,22 +219,27 @@ class Orchestrator:
                     nursery.start_soon(self._liveness_loop)
                     await self._follow_schedule()
                 else:
-                    reason = self._stop_reason if self._stop_requested.is_set() else StopReason.READY_TIMEOUT
-                    self.reason = str(reason)
+                    reason = self._requested_reason if self.stop_requested else StopReason.READY_TIMEOUT
                     await self._stop(reason)
                 results = await self._collect()
                 self._collected = True
-                self.status = self._final_status(results)
-                await self._set_status(self.status, phase=Phase.DONE, stop_reason=self.reason)
+                completed = {r.worker_id for r in results if r.status is WorkerStatus.COMPLETED}
+                outcome = run_outcome(
+                    self.stop_reason, self.stop_detail, self._statuses, completed, self.scenario.on_worker_loss
+                )
+                self.stop_reason, self.stop_detail = outcome.reason, outcome.detail
+                await self._set_status(
+                    outcome.status, phase=Phase.DONE, stop_reason=outcome.reason, stop_detail=outcome.detail
+                )
                 nursery.cancel_scope.cancel()
-            snapshots = await self.cp.read_snapshots(self.run_id)
+            snapshots = await self._cp.read_snapshots(self.run_id)
         except Exception as exc:
             leaf = single_leaf(exc)
             if not isinstance(leaf, ControlPlaneError) or isinstance(leaf, ControlPlaneConflict):
                 raise
             log.error("run %s failed: %s", self.run_id, leaf)
             self.status = RunStatus.FAILED
-            self.reason = f"{StopReason.CONTROL_PLANE_LOST}: {leaf}"
+            self.stop_reason, self.stop_detail = StopReason.CONTROL_PLANE_LOST, str(leaf)
             results = self._adopt(results or self._results_seen)
             await self._record_failure()
         summary = self._summary(results, snapshots)
@@ -203,9 +250,15 @@ class Orchestrator:
     async def _record_failure(self) -> None:
         """After losing the control plane: one more outage tolerance to record FAILED in RUN_STATUS
         (workers then stop); if it stays down, a restarted orchestrator will fail the run."""
-        self.cp.health.forgive()
+        self._cp.health.forgive()
         try:
-            await self._set_status(RunStatus.FAILED, phase=Phase.DONE, stop_reason=self.reason)
+            await self._cp.update_run(
+                self.run_id,
+                status=RunStatus.FAILED,
+                phase=Phase.DONE,
+                stop_reason=self.stop_reason,
+                stop_detail=self.stop_detail,
+            )
         except ControlPlaneError as exc:
             log.error("run %s: FAILED could not be recorded: %s", self.run_id, exc)
 
@@ -213,11 +266,12 @@ class Orchestrator:
         """A restarted orchestrator fails the run it found unfinished: STOP(orchestrator_lost) so any
         live worker drains and reports, then the results are collected like any run's."""
         found = self.adopted
-        assert found is not None and self.clockmap is not None
-        for hb in await self.cp.read_heartbeats(self.run_id):
-            self.statuses[hb.worker_id] = hb.status
-        self.reason = f"{StopReason.ORCHESTRATOR_LOST}: the run was {found.status} when its orchestrator restarted"
-        stops = [e for e in await self.cp.read_events(self.run_id, 0) if e.event_type is EventType.STOP]
+        assert found is not None  # only called for an adopted run
+        for hb in await self._cp.read_heartbeats(self.run_id):
+            self._statuses[hb.worker_id] = hb.status
+        self.stop_reason = StopReason.ORCHESTRATOR_LOST
+        self.stop_detail = f"the run was {found.status} when its orchestrator restarted"
+        stops = [e for e in await self._cp.read_events(self.run_id, 0) if e.event_type is EventType.STOP]
         if stops:  # its predecessor had stopped the run: workers are draining already
             self.stopped_at = stops[0].at
             return
@@ -228,10 +282,10 @@ class Orchestrator:
     async def _wait_ready(self) -> bool:
         """True once the expected workers are READY; False on timeout or a stop request."""
         with trio.move_on_after(self.scenario.ready_timeout_s):
-            while not self._stop_requested.is_set():
-                beats = await self.cp.read_heartbeats(self.run_id)
+            while not self.stop_requested:
+                beats = await self._cp.read_heartbeats(self.run_id)
                 for hb in beats:
-                    self.statuses[hb.worker_id] = hb.status
+                    self._statuses[hb.worker_id] = hb.status
                 if sum(hb.status is WorkerStatus.READY for hb in beats) >= self.scenario.workers:
                     return True
                 with trio.move_on_after(READY_POLL_S):
@@ -243,15 +297,16 @@ class Orchestrator:
         sc = self.scenario
         phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
         when: dict[str, Any] = (
-            {"start_time": await self.cp.server_time() + sc.start.lead_ms / 1000.0}
+            {"start_time": await self._cp.server_time() + sc.start.lead_ms / 1000.0}
             if sc.start.strategy is Strategy.SCHEDULED
             else {"start_time_now": True}
         )
-        run = await self.cp.update_run(
+        run_transition(self.status, RunStatus.RUNNING)
+        run = await self._cp.update_run(
             self.run_id, expect_status=RunStatus.STARTING, status=RunStatus.RUNNING, phase=phase, **when
         )
         if run is None:  # a retry after an attempt that landed finds RUNNING already
-            run = await self.cp.read_run(self.run_id)
+            run = await self._cp.read_run(self.run_id)
         if run is None or run.status is not RunStatus.RUNNING or run.start_time is None:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
@@ -259,14 +314,14 @@ class Orchestrator:
         await self._emit(EventType.START, at=run.start_time, phase=phase, connections=sc.connections_per_worker)
 
     async def _follow_schedule(self) -> None:
-        assert self.start_time is not None and self.clockmap is not None
+        assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
         for planned in plan_events(self.scenario, self.start_time):
-            with trio.move_on_at(self.clockmap.to_trio(planned.at)):
+            with trio.move_on_at(self._clockmap.to_trio(planned.at)):
                 await self._stop_requested.wait()
-            if self._stop_requested.is_set() or planned.event_type is EventType.STOP:
+            if self.stop_requested or planned.event_type is EventType.STOP:
                 break
             await self._emit_planned(planned)
-        await self._stop(self._stop_reason)
+        await self._stop(self._requested_reason)
 
     async def _emit_planned(self, p: PlannedEvent) -> None:
         await self._emit(
@@ -279,29 +334,29 @@ class Orchestrator:
             ramp_s=p.ramp_s,
         )
         if p.event_type is EventType.SET_PHASE:
-            await self.cp.update_run(self.run_id, phase=p.phase)
+            await self._cp.update_run(self.run_id, phase=p.phase)
         elif p.scope is Scope.RUN and p.connections is not None:
-            await self.cp.update_run(self.run_id, connections=p.connections)
+            await self._cp.update_run(self.run_id, connections=p.connections)
 
     async def _stop(self, reason: StopReason) -> None:
-        assert self.clockmap is not None
-        self.stopped_at = _now_local_control(self.clockmap)
-        if reason is not StopReason.COMPLETED:
-            self.reason = self.reason or str(reason)
+        assert self._clockmap is not None  # set by prepare
+        self.stopped_at = self._clockmap.to_control(trio.current_time())
+        if reason is not StopReason.COMPLETED and self.stop_reason is None:
+            self.stop_reason = reason
         await self._emit(EventType.STOP, at=self.stopped_at, phase=Phase.DONE, reason=reason)
         status = RunStatus.CANCELLING if reason is StopReason.USER_REQUESTED else RunStatus.STOPPING
-        await self._set_status(status, phase=Phase.DONE, stop_reason=str(reason))
+        await self._set_status(status, phase=Phase.DONE, stop_reason=reason, stop_detail=self.stop_detail)
 
     async def _emit(self, event_type: EventType, **fields: Any) -> None:
         """Append the next event: sequence ids are gap-free because only this method writes them."""
-        event = ControlEvent(self.run_id, self.sequence_id + 1, event_type, **fields)
-        await self.cp.append_event(event)
-        self.sequence_id = event.sequence_id
-        self.events.append(event)
+        event = ControlEvent(self.run_id, self._sequence_id + 1, event_type, **fields)
+        await self._cp.append_event(event)
+        self._sequence_id = event.sequence_id
+        self._events.append(event)
 
     async def _set_status(self, status: RunStatus, **changes: Any) -> None:
-        self.status = status
-        await self.cp.update_run(self.run_id, status=status, **changes)
+        self.status = run_transition(self.status, status)
+        await self._cp.update_run(self.run_id, status=status, **changes)
 
     # ---- watching workers ----------------------------------------------------------------
 
@@ -309,60 +364,49 @@ class Orchestrator:
         """Keep RUN_STATUS.updated_at fresh: workers leave a run whose orchestrator went quiet."""
         while True:
             await trio.sleep(self.scenario.heartbeat_s)
-            await self.cp.update_run(self.run_id)
+            await self._cp.update_run(self.run_id)
 
     async def _liveness_loop(self) -> None:
-        """Read the heartbeats every period, and also at the instant the next worker would cross
-        its STALE or DEAD threshold: a dead worker is judged within k2·h plus one read."""
-        sc = self.scenario
-        cm = self.clockmap
-        assert cm is not None
+        """Read the heartbeats every period, and at the instant the next worker would cross its
+        STALE or DEAD threshold (``liveness_round``); write what changed."""
+        sc, cm, health = self.scenario, self._clockmap, self._cp.health
+        assert cm is not None  # set by prepare
         wake = trio.current_time() + sc.heartbeat_s
         while True:
             await trio.sleep_until(wake)
-            beats = await self.cp.read_heartbeats(self.run_id)
-            now_trio = trio.current_time()
-            now = cm.to_control(now_trio)
-            next_check = now + sc.heartbeat_s
-            marks: list[tuple[str, WorkerStatus]] = []
-            for hb in beats:
-                known = self.statuses.get(hb.worker_id)
-                if self._collected or (known is not None and known.finished):
-                    continue  # its final results (or its death) are in: a stale row changes nothing
-                # Time the orchestrator itself could not reach the control plane is nobody's silence.
-                last = hb.last_heartbeat + self.cp.health.unreachable_s(cm.to_trio(hb.last_heartbeat), now_trio)
-                status = classify_liveness(
-                    hb.status, last, now, sc.heartbeat_s, sc.stale_after_beats, sc.dead_after_beats
-                )
-                if status is WorkerStatus.DEAD and hb.worker_id not in self.dead_at:
-                    self.dead_at[hb.worker_id] = trio.current_time()
-                if status is not hb.status:
-                    marks.append((hb.worker_id, status))
-                self.statuses[hb.worker_id] = status  # decided before any await: collection may overrule it
-                if status is WorkerStatus.DEAD and sc.on_worker_loss is OnWorkerLoss.FAIL:
+            beats = await self._cp.read_heartbeats(self.run_id)
+            if self._collected:
+                return  # the final results are in: a stale row changes nothing
+            now = trio.current_time()
+            judged = liveness_round(
+                [(hb, health.unreachable_s(cm.to_trio(hb.last_heartbeat), now)) for hb in beats],
+                self._statuses,
+                cm.to_control(now),
+                sc.heartbeat_s,
+                sc.stale_after_beats,
+                sc.dead_after_beats,
+            )
+            self._statuses.update(judged.statuses)  # decided before any await: collection may overrule it
+            for worker_id in judged.newly_dead:
+                self._dead_at.setdefault(worker_id, now)
+                if sc.on_worker_loss is OnWorkerLoss.FAIL:
                     self.request_stop(StopReason.WORKER_LOST)
-                if not status.finished and status is not WorkerStatus.DEAD:
-                    for beats_ in (sc.stale_after_beats, sc.dead_after_beats):
-                        crossing = last + beats_ * sc.heartbeat_s
-                        if crossing > now:
-                            next_check = min(next_check, crossing)
-                            break
-            for worker_id, status in marks:
-                await self.cp.mark_worker(self.run_id, worker_id, status)
+            for worker_id, status in judged.marks:
+                await self._cp.mark_worker(self.run_id, worker_id, status)
                 log.warning("worker %s is %s", worker_id, status)
-            wake = max(cm.to_trio(next_check), trio.current_time() + MIN_LIVENESS_WAIT_S)
+            wake = max(cm.to_trio(judged.next_check), trio.current_time() + MIN_LIVENESS_WAIT_S)
 
     async def _collect(self) -> list[WorkerResult]:
         """Final results of every worker, waiting up to drain + DEAD detection for stragglers."""
         sc = self.scenario
-        known = set(self.statuses)
+        known = set(self._statuses)
         results: list[WorkerResult] = []
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
         with trio.move_on_after(wait):
             while True:
-                results = self._results_seen = await self.cp.read_results(self.run_id)
+                results = self._results_seen = await self._cp.read_results(self.run_id)
                 final = {r.worker_id for r in results if r.status.finished}
-                dead = {w for w, s in self.statuses.items() if s is WorkerStatus.DEAD}
+                dead = {w for w, s in self._statuses.items() if s is WorkerStatus.DEAD}
                 if self.forced or (known <= final | dead and len(final | dead) >= min(len(known), sc.workers)):
                     break
                 with trio.move_on_after(COLLECT_POLL_S):
@@ -372,45 +416,23 @@ class Orchestrator:
     def _adopt(self, results: list[WorkerResult]) -> list[WorkerResult]:
         """Each worker's status is what its results say (a partial row says RUNNING), unless DEAD."""
         for r in results:
-            if self.statuses.get(r.worker_id) is not WorkerStatus.DEAD:
-                self.statuses[r.worker_id] = r.status
+            if self._statuses.get(r.worker_id) is not WorkerStatus.DEAD:
+                self._statuses[r.worker_id] = r.status
         return sorted(results, key=lambda r: r.worker_id)
 
-    def _final_status(self, results: list[WorkerResult]) -> RunStatus:
-        if self.reason == str(StopReason.USER_REQUESTED):
-            return RunStatus.CANCELLED
-        if self.reason is not None:
-            return RunStatus.FAILED
-        lost = [w for w, s in self.statuses.items() if s is not WorkerStatus.COMPLETED]
-        if lost and self.scenario.on_worker_loss is OnWorkerLoss.FAIL:
-            self.reason = f"{StopReason.WORKER_LOST}: {', '.join(sorted(lost))}"
-            return RunStatus.FAILED
-        if not any(r.status is WorkerStatus.COMPLETED for r in results):
-            self.reason = "no worker completed"
-            return RunStatus.FAILED
-        return RunStatus.COMPLETED
-
     def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}  # retried appends
-        for snap in unique.values():
-            for item in snap.get("intervals", []):
-                series[item["interval"]][0] += item["ops"]
-                series[item["interval"]][1] += item["errors"]
-        interval = self.scenario.snapshot_interval_s
-        timeseries = [{"t_s": i * interval, "ops": n, "errors": e} for i, (n, e) in sorted(series.items())]
-        payloads = [r.payload for r in results if r.payload.get("worker_id")]
         return build_summary(
             run_id=self.run_id,
             status=str(self.status),
-            reason=self.reason,
+            reason=None if self.stop_reason is None else str(self.stop_reason),
+            detail=self.stop_detail,
             scenario=self.scenario,
             start_time=self.start_time,
             stopped_at=self.stopped_at,
-            payloads=payloads,
-            worker_statuses={w: str(s) for w, s in self.statuses.items()},
-            orchestrator_queries=sum(self.counting.counts.values()),
-            timeseries=timeseries,
+            payloads=[r.payload for r in results if r.payload.get("worker_id")],
+            worker_statuses={w: str(s) for w, s in self._statuses.items()},
+            orchestrator_queries=sum(self._counting.counts.values()),
+            timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
         )
 
 

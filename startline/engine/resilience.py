@@ -56,6 +56,28 @@ KEEP_OUTAGES = 64
 """Outages a ``Health`` remembers (older ones no longer matter to any liveness judgement)."""
 
 
+@attrs.frozen
+class HealthStatistics:
+    """A frozen snapshot of a participant's control-plane health (trio time)."""
+
+    calls: int
+    failures: int
+    retries: int
+    failing_since: float | None
+    longest_outage_s: float
+    last_error: str | None
+    outages: tuple[tuple[float, float], ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "failures": self.failures,
+            "retries": self.retries,
+            "longest_outage_s": round(self.longest_outage_s, 6),
+            "last_error": self.last_error,
+        }
+
+
 @attrs.define
 class Health:
     """One participant's control-plane health (trio time): healthy unless a call is failing now."""
@@ -99,14 +121,16 @@ class Health:
         """Count the next failure as the start of a new outage (a last attempt after giving up)."""
         self.failing_since = None
 
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "failures": self.failures,
-            "retries": self.retries,
-            "longest_outage_s": round(self.longest_outage_s, 6),
-            "last_error": self.last_error,
-        }
+    def statistics(self) -> HealthStatistics:
+        return HealthStatistics(
+            self.calls,
+            self.failures,
+            self.retries,
+            self.failing_since,
+            self.longest_outage_s,
+            self.last_error,
+            tuple(self.outages),
+        )
 
 
 @attrs.define(eq=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,11 +79,24 @@ def _workers(payloads: Sequence[Mapping[str, Any]], statuses: Mapping[str, str])
     ]
 
 
+def merge_timeseries(snapshots: Sequence[tuple[str, Mapping[str, Any]]], interval_s: float) -> list[dict[str, Any]]:
+    """The run's time series from every worker's snapshots: ops and errors per interval from
+    START_TIME, summed over workers; a retried append (same worker, same ``n``) counts once."""
+    series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}
+    for snap in unique.values():
+        for item in snap.get("intervals", []):
+            series[item["interval"]][0] += item["ops"]
+            series[item["interval"]][1] += item["errors"]
+    return [{"t_s": i * interval_s, "ops": n, "errors": e} for i, (n, e) in sorted(series.items())]
+
+
 def build_summary(
     *,
     run_id: str,
     status: str,
     reason: str | None,
+    detail: str | None,
     scenario: Scenario,
     start_time: float | None,
     stopped_at: float | None,
@@ -106,6 +120,7 @@ def build_summary(
         "run_id": run_id,
         "status": status,
         "reason": reason,
+        "detail": detail,
         "scenario": scenario.name,
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,

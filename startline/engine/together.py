@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from startline.engine.model import ORCHESTRATOR
@@ -23,8 +24,28 @@ def make_workers(
     clock: Callable[[str], WallClock],
 ) -> tuple[Worker, ...]:
     """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle and clock."""
-    ids = [f"w{i:03d}" for i in range(scenario.workers)]
-    return tuple(Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario) for i, w in enumerate(ids))
+    return tuple(
+        Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario)
+        for i, w in enumerate(worker_ids(scenario))
+    )
+
+
+def worker_id(index: int) -> str:
+    """The id of worker ``index`` when startline names the workers: w000, w001, …"""
+    return f"w{index:03d}"
+
+
+def worker_ids(scenario: Scenario) -> list[str]:
+    return [worker_id(i) for i in range(scenario.workers)]
+
+
+@attrs.frozen
+class Ended:
+    """What a run of ``run_together`` leaves: the summary, and each worker's own results (what a
+    worker process writes to its ``--results`` file), for the workers that did not crash."""
+
+    summary: dict[str, Any]
+    payloads: Mapping[str, dict[str, Any]]
 
 
 async def run_together(
@@ -33,7 +54,7 @@ async def run_together(
     crashes: Mapping[str, float] | None = None,
     restart: Callable[[], Orchestrator] | None = None,
     restart_after_s: float = 0.0,
-) -> dict[str, Any]:
+) -> Ended:
     """Start every worker, orchestrate, return the summary. ``crashes`` (worker id or
     ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
     nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
@@ -61,12 +82,14 @@ async def run_together(
                     return
                 await trio.sleep(successor.scenario.heartbeat_s)
 
+    payloads: dict[str, dict[str, Any]] = {}
+
     async def work(w: Worker) -> None:
         with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
-            await w.run()
+            payloads[w.worker_id] = await w.run()
 
     async with trio.open_nursery() as nursery:
         for w in workers:
             nursery.start_soon(work, w)
         nursery.start_soon(orchestrate)
-    return summary
+    return Ended(summary, payloads)

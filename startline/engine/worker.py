@@ -1,25 +1,30 @@
 """The worker: register, open sessions, wait for the start, run the workload, drain.
 
-Decisions live in ``startline.engine.events``, ``startline.engine.schedule`` and ``startline.engine.clocksync``;
-this module is the thin layer of Trio tasks around them.
+The start path is ``_start`` (driven by a frozen ``StartPlan``); the load path is
+``engine.connection``; the measure path is ``payload()`` over the ``Recorder``. Decisions live
+in ``engine.events``, ``engine.liveness``, ``engine.lifecycle``, ``engine.schedule`` and
+``engine.clocksync``; this module is the thin layer of Trio tasks around them.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
+from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
-from startline.engine.events import WorkerView, apply_event, events_to_apply, reconcile
-from startline.engine.metrics import HIGHEST_US, Recorder
+from startline.engine.events import Next, WorkerView, after_poll, apply_event, catch_up, events_to_apply, reconcile
+from startline.engine.lifecycle import worker_transition
+from startline.engine.liveness import RunSeen, judge_run_alive
+from startline.engine.metrics import Recorder
 from startline.engine.model import (
     ControlEvent,
     Heartbeat,
@@ -32,26 +37,16 @@ from startline.engine.model import (
 )
 from startline.engine.pool import Pool
 from startline.engine.ports import ControlPlane, ControlPlaneError, Session, Target, WallClock
-from startline.engine.resilience import ResilientControlPlane, RetryPolicy, single_leaf
-from startline.engine.scenario import Bookkeeping, Scenario, Strategy
+from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
+from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
-from startline.engine.workload import Mix, ParamSource, derive_seed
+from startline.engine.startplan import INLINE_PERIOD_S, Detection, StartPlan
+from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.worker")
 
 REGISTER_POLL_S = 0.1
 """How often a worker looks for its run's RUN_STATUS row before it exists."""
-INLINE_PERIOD_S = 1.0
-"""The seed's loop polls events and heartbeats inline at most once a second."""
-MEASUREMENT = Phase.MEASUREMENT
-NO_PARAMS: dict[str, Any] = {}
-"""Shared by every parameterless operation (never mutated)."""
-IDLE_MARGIN_S = 0.001
-"""A read at the idle deadline itself finds the row just not stale yet: read a hair after."""
-CATCH_UP_READS = 8
-"""Event reads a worker tries before adopting RUN_STATUS for events it has not seen."""
-SLOT_STRIDE = 100_000
-"""Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
 
 
 class WorkerExit(Exception):
@@ -73,9 +68,48 @@ async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) 
     raise WorkerExit("run_not_found")
 
 
+@attrs.frozen
+class WorkerStatistics:
+    """A frozen snapshot of one worker: what the simulator, the runner and the fault checker read."""
+
+    worker_id: str
+    status: WorkerStatus
+    failure: str | None
+    view: WorkerView
+    marks: Mapping[str, float]
+    """Timeline marks on the control plane's clock (once the worker has its clock map)."""
+    trio_marks: Mapping[str, float]
+    """The same marks on this process's trio clock."""
+    first_query: Mapping[int, float]
+    """slot → trio time of the slot's first operation."""
+    applied_events: tuple[int, ...]
+    offset: OffsetEstimate | None
+    health: HealthStatistics
+    queries: Mapping[str, int]
+    """Control-plane round trips by stage (setup, waiting, running, draining)."""
+    operations: int
+    """Successful operations recorded, all phases."""
+    errors: int
+    connections: int
+    """Connections running now."""
+
+
+@attrs.frozen
+class _Joined:
+    """What a worker has once it has joined the run: the scenario, its plan and its clock map."""
+
+    scenario: Scenario
+    plan: StartPlan
+    pool: Pool
+    clockmap: ClockMap
+
+
 @attrs.define(eq=False)
 class Worker:
-    """One worker process's (or task's) life; ``run()`` returns its TEST_RESULTS payload."""
+    """One worker process's (or task's) life; ``run()`` returns its TEST_RESULTS payload.
+
+    ``scenario`` may be left out: the worker reads it from RUN_STATUS.
+    """
 
     control: ControlPlane
     target: Target
@@ -86,44 +120,44 @@ class Worker:
     group: str = "default"
     scenario: Scenario | None = None
 
-    counting: CountingControlPlane = attrs.field(init=False)
-    cp: ResilientControlPlane = attrs.field(init=False)
-    status: WorkerStatus = WorkerStatus.STARTING
+    status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
+    failure: str | None = attrs.field(init=False, default=None)
     view: WorkerView = attrs.field(init=False)
-    recorder: Recorder = attrs.Factory(Recorder)
-    marks: dict[str, float] = attrs.Factory(dict)
-    trio_marks: dict[str, float] = attrs.Factory(dict)  # the same marks on this process's trio clock
-    first_query: dict[int, float] = attrs.Factory(dict)
-    applied_events: list[int] = attrs.Factory(list)
-    offset: OffsetEstimate | None = None
-    clockmap: ClockMap | None = None
-    windows: PhaseWindows | None = None  # on this process's trio clock
-    stage_started: dict[str, float] = attrs.Factory(dict)
-    failure: str | None = None
-    _initial_connections: int = 0
-    _go: trio.Event = attrs.Factory(trio.Event)
-    _draining: trio.Event = attrs.Factory(trio.Event)
-    _pool: Pool | None = None
-    _ramp_scope: trio.CancelScope | None = None
+    recorder: Recorder = attrs.field(init=False, factory=Recorder)
+    _counting: CountingControlPlane = attrs.field(init=False)
+    _cp: ResilientControlPlane = attrs.field(init=False)
+    _marks: dict[str, float] = attrs.field(init=False, factory=dict)
+    _trio_marks: dict[str, float] = attrs.field(init=False, factory=dict)
+    _applied: list[int] = attrs.field(init=False, factory=list)
+    _offset: OffsetEstimate | None = attrs.field(init=False, default=None)
+    _clockmap: ClockMap | None = attrs.field(init=False, default=None)
+    _stage_started: dict[str, float] = attrs.field(init=False, factory=dict)
+    _initial_connections: int = attrs.field(init=False, default=0)
+    _conns: Connections | None = attrs.field(init=False, default=None)
+    _windows: PhaseWindows | None = attrs.field(init=False, default=None)
+    """The phase windows on this process's trio clock, from the start's detection."""
+    _pool: Pool | None = attrs.field(init=False, default=None)
+    _ramp_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _rng: random.Random = attrs.field(init=False)
-    _last_run_check: float = -math.inf
-    _run_seen_at: tuple[float, float] | None = None  # (trio time, RUN_STATUS.updated_at)
-    _wake: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    _snapshots: int = 0
-    _idle_deadline: float = math.inf  # trio time RUN_STATUS would be stale past run_idle_timeout_s
-    _chores: list[trio.CancelScope] = attrs.Factory(list)
+    _last_run_check: float = attrs.field(init=False, default=-math.inf)
+    _run_seen: RunSeen | None = attrs.field(init=False, default=None)
+    _idle_deadline: float = attrs.field(init=False, default=math.inf)
+    """Trio time RUN_STATUS would be stale past ``run_idle_timeout_s``: read it again then."""
+    _wake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _snapshots: int = attrs.field(init=False, default=0)
+    _chores: list[trio.CancelScope] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
-        self.counting = CountingControlPlane(self.control)
-        self.cp = ResilientControlPlane(
-            self.counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
+        self._counting = CountingControlPlane(self.control)
+        self._cp = ResilientControlPlane(
+            self._counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
         )
         if self.scenario is not None:
-            self.cp.policy = RetryPolicy.of(self.scenario)
+            self._cp.policy = RetryPolicy.of(self.scenario)
         self.view = WorkerView(self.worker_id, self.group)
         self._rng = random.Random(derive_seed("worker", self.run_id, self.worker_id))
 
-    # ---- the life of a worker -------------------------------------------------------------
+    # ---- the public face ------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
@@ -137,110 +171,144 @@ class Worker:
             else:
                 log.exception("worker %s failed", self.worker_id)
                 self.failure = f"{type(leaf).__name__}: {leaf}"
-            self.status = WorkerStatus.FAILED
+            self._set_status(WorkerStatus.FAILED)
         payload = self.payload()
         if self.status is WorkerStatus.FAILED:
             with trio.move_on_after(self._drain_timeout() + 1.0) as scope:
                 scope.shield = True
                 try:
-                    await self._publish_final()
+                    await self._publish_final(WorkerStatus.FAILED)
                 except ControlPlaneError as exc:
                     log.error("worker %s could not publish its results: %s", self.worker_id, exc)
         return payload
 
+    def request_drain(self) -> None:
+        """Stop as if STOP(user_requested) arrived (SIGTERM to a worker process): drain, flush, exit."""
+        if not self.view.stopping:
+            self.view = attrs.evolve(self.view, stop_reason=StopReason.USER_REQUESTED)
+        self._wake.cancel()
+
+    def statistics(self) -> WorkerStatistics:
+        frozen = types.MappingProxyType
+        return WorkerStatistics(
+            worker_id=self.worker_id,
+            status=self.status,
+            failure=self.failure,
+            view=self.view,
+            marks=frozen(dict(self._marks)),
+            trio_marks=frozen(dict(self._trio_marks)),
+            first_query=frozen(dict(self._conns.first_query if self._conns else {})),
+            applied_events=tuple(self._applied),
+            offset=self._offset,
+            health=self._cp.health.statistics(),
+            queries=frozen(dict(self._counting.counts)),
+            operations=self.recorder.operations(),
+            errors=self.recorder.error_total(),
+            connections=self._pool.size if self._pool else 0,
+        )
+
+    # ---- the life of a worker -------------------------------------------------------------
+
     async def _run(self) -> None:
         self._enter("setup")
         await self._heartbeat()
-        run = await self._await_run_row()
-        if self.scenario is None:
-            self.scenario = Scenario.from_dict(run.scenario)
-        sc = self.scenario
-        self.cp.policy = RetryPolicy.of(sc)
+        run = await wait_for_run(self._cp, self.run_id, self.scenario.start_timeout_s if self.scenario else 120.0)
+        sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
+        self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
         self._initial_connections = run.connections or sc.connections_per_worker
         self.view = attrs.evolve(self.view, connections=self._initial_connections)
-        self.status = WorkerStatus.INITIALIZING
+        self._set_status(WorkerStatus.INITIALIZING)
         await self._heartbeat()
+        self._conns = Connections(
+            sc, self.worker_id, self.index, self.recorder, self.target.error_category, self._phase, self._tag
+        )
         async with trio.open_nursery() as nursery:
-            self._pool = Pool(nursery, self._open_session, self._connection)
+            pool = self._pool = Pool(nursery, self._open_session, self._conns.run)
             try:
-                await self._pool.prepare(self._initial_connections)
-                self.offset = await estimate_offset(self.cp, self.clock, sc.start.offset_samples)
-                self.clockmap = ClockMap.anchor(self.offset)
-                self.status = WorkerStatus.READY
+                await pool.prepare(self._initial_connections)
+                self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
+                self._clockmap = ClockMap.anchor(self._offset)
+                self._set_status(WorkerStatus.READY)
                 await self._heartbeat()
                 self._mark("ready")
-                await self._life(nursery, sc)
+                joined = _Joined(sc, StartPlan.of(sc.start, self._cp.supports_push), pool, self._clockmap)
+                if await self._start(nursery, joined):
+                    await self._follow_events(nursery, joined)
+                await self._drain(pool)
             finally:
                 nursery.cancel_scope.cancel()
-        await self._pool.close()
+        await pool.close()
 
-    async def _life(self, nursery: trio.Nursery, sc: Scenario) -> None:
-        assert self._pool is not None
-        strategy = sc.start.strategy
+    async def _start(self, nursery: trio.Nursery, j: _Joined) -> bool:
+        """The start path: wait for the start as the plan says, bookkeeping, release the
+        connections. False when the run stopped before it started."""
+        plan, sc, pool = j.plan, j.scenario, j.pool
         self._enter("waiting")
-        legacy = strategy is Strategy.INLINE_POLL
-        if not legacy:
+        if plan.heartbeat_task_while_waiting:
             nursery.start_soon(self._chore, self._heartbeat_loop)
-        prespawn = sc.start.prespawns
-        if prespawn:
-            await self._pool.scale_to(self._initial_connections)
+        if plan.prespawn:
+            await pool.scale_to(self._initial_connections)
         with trio.fail_after(sc.start_timeout_s):
             try:
-                if legacy:
-                    await self._wait_seed_legacy(sc.start.poll_interval_s)
-                elif strategy is Strategy.PUSH and self.cp.supports_push:
-                    await self._wait_push()
-                else:
-                    await self._wait_poll(sc.start.poll_interval_s, sc.start.jitter_ms / 1000.0)
+                await self._wait_for_start(plan, sc)
             except trio.TooSlowError:
                 raise WorkerExit("never_started") from None
         if self.view.stopping:
-            await self._drain(nursery)
-            return
+            return False
         self._mark("detect")
-        assert self.view.start_time is not None and self.clockmap is not None
-        start_trio = self.clockmap.to_trio(self.view.start_time)
-        self.windows = PhaseWindows.from_scenario(sc, self.view.start_time).shifted(start_trio - self.view.start_time)
-        self.status = WorkerStatus.RUNNING
-        mode = sc.start.bookkeeping_mode
-        if mode is not Bookkeeping.DEFERRED:
-            await self._bookkeeping(parallel=mode is Bookkeeping.PARALLEL)
-        scheduled = strategy is Strategy.SCHEDULED
-        if not prespawn:
-            if not scheduled:
-                self._go.set()  # as the seed: each connection starts as it is spawned
-            await self._pool.scale_to(self.view.connections)
-        if scheduled:
-            await sleep_until_precisely(start_trio, sc.start.spin_ms / 1000.0)
-        self._go.set()
-        if self._pool.size != self.view.connections:
-            await self._pool.scale_to(self.view.connections)
+        start_time = self.view.start_time
+        assert start_time is not None  # a started view has its start time (apply_event, _see_run)
+        start_trio = j.clockmap.to_trio(start_time)
+        windows = self._windows = PhaseWindows.from_scenario(sc, start_time).shifted(start_trio - start_time)
+        self._set_status(WorkerStatus.RUNNING)
+        if plan.bookkeeping is not Bookkeeping.DEFERRED:
+            await self._bookkeeping(parallel=plan.bookkeeping is Bookkeeping.PARALLEL)
+        conns = self._conns
+        assert conns is not None  # made in _run, before the pool
+        if plan.release_as_spawned:
+            conns.gate.open(windows)  # as the seed: each connection starts as it is spawned
+        if not plan.prespawn:
+            await pool.scale_to(self.view.connections)
+        if plan.at_start_time:
+            await sleep_until_precisely(start_trio, plan.spin_s)
+        if not conns.gate.is_open:
+            conns.gate.open(windows)
+        if pool.size != self.view.connections:
+            await pool.scale_to(self.view.connections)
         self._mark("scale")
         self._enter("running")
-        if mode is Bookkeeping.DEFERRED:
+        if plan.bookkeeping is Bookkeeping.DEFERRED:
             nursery.start_soon(self._bookkeeping, True)
-        nursery.start_soon(self._hard_stop, self.windows.end + sc.drain_timeout_s)
-        if legacy:
+        nursery.start_soon(self._hard_stop, pool, windows.end + sc.drain_timeout_s)
+        if not plan.heartbeat_task_while_waiting:
             nursery.start_soon(self._chore, self._heartbeat_loop)
         nursery.start_soon(self._chore, self._flush_loop)
-        await self._follow_events(nursery)
-        await self._drain(nursery)
+        return True
 
     # ---- waiting for the start --------------------------------------------------------------
 
-    async def _wait_seed_legacy(self, sleep_s: float) -> None:
+    async def _wait_for_start(self, plan: StartPlan, sc: Scenario) -> None:
+        match plan.detection:
+            case Detection.INLINE:
+                await self._wait_inline(plan.poll_interval_s)
+            case Detection.PUSH:
+                await self._wait_push(sc.heartbeat_s * sc.stale_after_beats)
+            case Detection.POLL:
+                await self._wait_poll(plan.poll_interval_s, plan.jitter_s)
+
+    async def _wait_inline(self, sleep_s: float) -> None:
         """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
         at most once a second, then sleep (200 ms in the seed)."""
         last_poll = last_beat = -math.inf
         while True:
-            self._see_run(await self.cp.read_run(self.run_id))
+            self._see_run(await self._cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
             now = trio.current_time()
             if now - last_poll >= INLINE_PERIOD_S:
                 last_poll = now
-                await self._poll_events()
+                await self._poll_events(None)
                 if self.view.started or self.view.stopping:
                     return
             if now - last_beat >= INLINE_PERIOD_S:
@@ -253,30 +321,26 @@ class Worker:
         started before the orchestrator read this worker's READY beat, which has only just landed."""
         while True:
             await trio.sleep(self._interval(interval, jitter))
-            self._see_run(await self.cp.read_run(self.run_id))
+            self._see_run(await self._cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
 
-    async def _wait_push(self) -> None:
-        sc = self.scenario
-        assert sc is not None
+    async def _wait_push(self, recheck_s: float) -> None:
         while True:
-            run = await self.cp.read_run(self.run_id)
-            self._see_run(run)
+            run = self._see_run(await self._cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
-            assert run is not None
-            with trio.move_on_after(sc.heartbeat_s * sc.stale_after_beats):
-                await self.cp.wait_for_change(self.run_id, run.version)
+            with trio.move_on_after(recheck_s):
+                await self._cp.wait_for_change(self.run_id, run.version)
 
     def _interval(self, interval: float, jitter: float) -> float:
         return max(0.0, interval + (self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))
 
-    def _see_run(self, run: RunState | None) -> None:
+    def _see_run(self, run: RunState | None) -> RunState:
         """Take what RUN_STATUS says about the start and the stop (events are applied apart)."""
         if run is None:
             raise WorkerExit("run_vanished")
-        self._check_run_alive(run)
+        self._judge_orchestrator(run)
         if run.status is RunStatus.RUNNING and run.start_time is not None and not self.view.started:
             self.view = attrs.evolve(
                 self.view,
@@ -287,27 +351,22 @@ class Worker:
             )
         elif run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
             self.view = reconcile(self.view, run)
+        return run
 
-    def _check_run_alive(self, run: RunState) -> None:
-        """Exit when RUN_STATUS has not been updated for ``run_idle_timeout_s`` (orchestrator lost):
-        judged on the control plane's clock once this worker knows its offset, so the exit comes
-        at the first read past the timeout; before that, from when this worker saw the row change."""
-        assert self.scenario is not None
-        if run.status.terminal:
-            return
-        now = trio.current_time()
-        if self.clockmap is not None:
-            # Time this worker could not reach the control plane itself is not the orchestrator's silence.
-            seen = run.updated_at + self.cp.health.unreachable_s(self.clockmap.to_trio(run.updated_at), now)
-            if self.clockmap.to_control(now) - seen > self.scenario.run_idle_timeout_s:
-                raise WorkerExit("orchestrator_lost")
-            # Read RUN_STATUS again as soon as it could be past the timeout, not a check period later.
-            self._idle_deadline = self.clockmap.to_trio(seen + self.scenario.run_idle_timeout_s) + IDLE_MARGIN_S
-            return
-        if self._run_seen_at is None or run.updated_at != self._run_seen_at[1]:
-            self._run_seen_at = (now, run.updated_at)
-        elif now - self._run_seen_at[0] > self.scenario.run_idle_timeout_s:
+    def _judge_orchestrator(self, run: RunState) -> None:
+        sc = self.scenario
+        assert sc is not None  # read before any RUN_STATUS is judged
+        now, cm = trio.current_time(), self._clockmap
+        # Time this worker could not reach the control plane itself is not the orchestrator's silence.
+        own = self._cp.health.unreachable_s(cm.to_trio(run.updated_at), now) if cm is not None else 0.0
+        verdict = judge_run_alive(
+            run.updated_at, run.status.terminal, now, sc.run_idle_timeout_s, cm, own, self._run_seen
+        )
+        if verdict.lost:
             raise WorkerExit("orchestrator_lost")
+        self._run_seen = verdict.seen
+        if cm is not None:
+            self._idle_deadline = verdict.recheck_at
 
     # ---- after the start ----------------------------------------------------------------------
 
@@ -319,7 +378,7 @@ class Worker:
             self._mark("heartbeat")
 
         async def insert() -> None:
-            await self.cp.upsert_result(
+            await self._cp.upsert_result(
                 WorkerResult(self.run_id, self.worker_id, WorkerStatus.RUNNING, {"start_time": self.view.start_time})
             )
             self._mark("insert")
@@ -332,11 +391,10 @@ class Worker:
             await beat()
             await insert()
 
-    async def _follow_events(self, nursery: trio.Nursery) -> None:
-        sc = self.scenario
-        assert sc is not None
-        push = sc.start.strategy is Strategy.PUSH and self.cp.supports_push
-        interval = INLINE_PERIOD_S if sc.start.strategy is Strategy.INLINE_POLL else sc.start.poll_interval_s
+    async def _follow_events(self, nursery: trio.Nursery, j: _Joined) -> None:
+        """Apply the log's events as they come (polled, or pushed), and read RUN_STATUS every
+        check period and whenever the orchestrator could be judged lost, until the STOP."""
+        sc, plan = j.scenario, j.plan
         check_every = max(sc.heartbeat_s, sc.run_idle_timeout_s / 4)
         seen_version = -1
         while True:
@@ -346,53 +404,56 @@ class Worker:
             now = trio.current_time()
             if now - self._last_run_check >= check_every or now >= self._idle_deadline:
                 self._last_run_check = trio.current_time()
-                run = await self.cp.read_run(self.run_id)
-                if run is not None and run.last_sequence_id > self.view.applied:
+                run = await self._cp.read_run(self.run_id)
+                if run is not None:
                     await self._catch_up(run.last_sequence_id, nursery)
-                self._see_run(run)
-                assert run is not None
-                seen_version = run.version
+                seen_version = self._see_run(run).version
                 if self.view.stopping:
                     return
             self._wake = trio.CancelScope()
             with self._wake:
-                if push:
+                if plan.pushed:
                     with trio.move_on_at(min(trio.current_time() + check_every, self._idle_deadline)):
-                        seen_version = await self.cp.wait_for_change(self.run_id, seen_version)
+                        seen_version = await self._cp.wait_for_change(self.run_id, seen_version)
                 else:
-                    await trio.sleep(self._interval(interval, sc.start.jitter_ms / 1000.0))
+                    await trio.sleep(self._interval(plan.follow_interval_s, plan.jitter_s))
             if self.view.stopping:
                 return
 
-    async def _poll_events(self, nursery: trio.Nursery | None = None) -> None:
-        batch = events_to_apply(self.view.applied, await self.cp.read_events(self.run_id, self.view.applied))
-        for event in batch.to_apply:
-            self._apply(event, nursery)
-        if batch.gap:
-            # A hole in what we read: read again once; whatever is still missing, take from RUN_STATUS.
-            batch = events_to_apply(self.view.applied, await self.cp.read_events(self.run_id, self.view.applied))
+    async def _poll_events(self, nursery: trio.Nursery | None) -> None:
+        """Read the log and apply what follows the last applied event; a hole is read again,
+        then taken from RUN_STATUS (``events.after_poll``)."""
+        reads = 0
+        while True:
+            batch = events_to_apply(self.view.applied, await self._cp.read_events(self.run_id, self.view.applied))
+            reads += 1
             for event in batch.to_apply:
                 self._apply(event, nursery)
-            if batch.gap:
-                run = await self.cp.read_run(self.run_id)
-                assert run is not None
+            step = after_poll(batch.gap, reads)
+            if step is Next.DONE:
+                return
+            if step is Next.ADOPT_RUN_STATUS:
+                run = await self._cp.read_run(self.run_id)
+                if run is None:
+                    raise WorkerExit("run_vanished")
                 before = self.view.connections
                 self.view = reconcile(self.view, run)
                 if nursery is not None and self.view.connections != before:
                     self._start_ramp(nursery)
+                return
 
     async def _catch_up(self, sequence_id: int, nursery: trio.Nursery) -> None:
         """RUN_STATUS is ahead of this worker's log (a STOP seen there first): apply the events up to
         it, so each is applied once and in order; what a few reads cannot bring, RUN_STATUS reconciles."""
-        for _ in range(CATCH_UP_READS):
-            if self.view.applied >= sequence_id:
-                return
+        reads = 0
+        while catch_up(self.view.applied, sequence_id, reads) is Next.READ_AGAIN:
             await self._poll_events(nursery)
+            reads += 1
 
     def _apply(self, event: ControlEvent, nursery: trio.Nursery | None) -> None:
         before = self.view
         self.view = apply_event(self.view, event)
-        self.applied_events.append(event.sequence_id)
+        self._applied.append(event.sequence_id)
         if nursery is not None and self.view.connections != before.connections and before.started:
             self._start_ramp(nursery)
 
@@ -403,148 +464,72 @@ class Worker:
         nursery.start_soon(self._ramp, scope, self.view.connections, self.view.ramp_s)
 
     async def _ramp(self, scope: trio.CancelScope, wanted: int, ramp_s: float) -> None:
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None  # ramps start only once the pool runs
         with scope:
             t0 = trio.current_time()
-            for delay, n in ramp_steps(self._pool.size, wanted, ramp_s):
+            for delay, n in ramp_steps(pool.size, wanted, ramp_s):
                 await trio.sleep_until(t0 + delay)
-                await self._pool.scale_to(n)
+                await pool.scale_to(n)
 
-    async def _hard_stop(self, deadline: float) -> None:
+    async def _hard_stop(self, pool: Pool, deadline: float) -> None:
         """The planned end is known from the start: nothing runs past it plus the drain timeout,
         however late this worker reads the STOP event."""
-        assert self._pool is not None
         await trio.sleep_until(deadline)
-        self._pool.cancel_all()
+        pool.cancel_all()
 
-    async def _drain(self, nursery: trio.Nursery) -> None:
+    async def _drain(self, pool: Pool) -> None:
         """Stop issuing, let in-flight operations finish within the drain timeout, then cancel."""
-        assert self._pool is not None
+        conns = self._conns
+        assert conns is not None  # made in _run, before the pool
         self._enter("draining")
         self._mark("stop")
-        self.status = WorkerStatus.DRAINING
+        self._set_status(WorkerStatus.DRAINING)
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
-        self._draining.set()
-        if not self._go.is_set():
-            self._pool.cancel_all()
+        conns.draining.set()
+        if not conns.gate.is_open:
+            pool.cancel_all()
         with trio.move_on_after(self._drain_timeout()):
-            await self._pool.wait_empty()
-        self._pool.cancel_all()
+            await pool.wait_empty()
+        pool.cancel_all()
         for chore in self._chores:
             chore.cancel()
-        self.status = WorkerStatus.COMPLETED
-        await self._publish_final()
+        # COMPLETED once the results saying so are published; a last heartbeat tells the orchestrator.
+        await self._publish_final(WorkerStatus.COMPLETED)
         self._enter("done")
 
-    async def _publish_final(self) -> None:
+    async def _publish_final(self, status: WorkerStatus) -> None:
         await self._flush_snapshots(final=True)
-        await self.cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
-        await self._heartbeat()
+        await self._cp.upsert_result(WorkerResult(self.run_id, self.worker_id, status, self.payload(status)))
+        self._set_status(status)
+        try:
+            await self._heartbeat()
+        except ControlPlaneError as exc:  # the results are in: what they say stands
+            log.warning("worker %s: last heartbeat not sent: %s", self.worker_id, exc)
 
     # ---- connections ----------------------------------------------------------------------------
 
     async def _open_session(self, slot: int) -> Session:
         session = await self.target.open_session(self.worker_id, slot)
         sc = self.scenario
-        assert sc is not None
+        assert sc is not None  # sessions open after the scenario is known
         await session.set_phase(self._tag(Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT))
         return session
+
+    def _phase(self) -> Phase:
+        return self.view.phase
 
     def _tag(self, phase: Phase) -> dict[str, str]:
         return {"run_id": self.run_id, "worker_id": self.worker_id, "phase": str(phase)}
 
-    async def _connection(self, slot: int, session: Session) -> None:
-        """One closed-loop connection: choose, draw, execute, record, think; until drained.
-
-        The hot path: histograms and the current interval's counts are held locally, and
-        the common case (an operation wholly inside MEASUREMENT) skips the general rule.
-        """
-        sc = self.scenario
-        assert sc is not None
-        mix = Mix.of(sc.operations)
-        ops, total = mix.operations, mix.cumulative[-1]
-        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
-        many = len(ops) > 1
-        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
-        bisect_right = bisect.bisect_right
-        params = ParamSource(
-            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
-        )
-        await self._go.wait()
-        windows, rec, target, draining = self.windows, self.recorder, self.target, self._draining
-        assert windows is not None
-        now = trio.current_time
-        measure, cooldown, end, origin = windows.measure, windows.cooldown, windows.end, windows.start
-        interval_s = rec.interval_s
-        limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
-        hists: dict[tuple[str, Phase], Any] = {}
-        measured = [rec.histogram(op.name, Phase.MEASUREMENT) for op in ops]
-        tagged = self.view.phase
-        first = slot not in self.first_query
-        iv, iv_ops, iv_errors, iv_end = 0, 0, 0, -math.inf
-        done = 0
-        try:
-            while done < limit and not draining.is_set():
-                if self.view.phase is not tagged and self.view.phase is not Phase.DONE:
-                    tagged = self.view.phase
-                    await session.set_phase(self._tag(tagged))
-                i = bisect_right(bounds, uniform() * total) if many else 0
-                op = ops[i]
-                args = params.draw(op) if op.params else NO_PARAMS
-                began = now()
-                if began >= end:
-                    break
-                if first:
-                    self.first_query[slot] = began
-                    first = False
-                failed: Exception | None = None
-                try:
-                    await session.execute(op, args)
-                except Exception as exc:
-                    failed = exc
-                ended = now()
-                phase = MEASUREMENT if measure <= began and ended < cooldown else windows.attribute(began, ended)
-                if ended >= iv_end:
-                    if iv_ops or iv_errors:
-                        rec.add_interval(iv, iv_ops, iv_errors)
-                    iv = math.floor((ended - origin) / interval_s)
-                    iv_end, iv_ops, iv_errors = origin + (iv + 1) * interval_s, 0, 0
-                if failed is None:
-                    if phase is MEASUREMENT:
-                        hist = measured[i]
-                    else:
-                        hist = hists.get((op.name, phase))
-                        if hist is None:
-                            hist = hists[(op.name, phase)] = rec.histogram(op.name, phase)
-                    us = int((ended - began) * 1e6 + 0.5)  # to_us, inlined: this is the hot path
-                    hist.record_value(1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US)
-                    iv_ops += 1
-                else:
-                    rec.add_error(phase, target.error_category(failed))
-                    iv_errors += 1
-                    await trio.lowlevel.checkpoint()  # a failing call may not have yielded
-                done += 1
-                if think > 0:
-                    with trio.move_on_after(think):
-                        await draining.wait()
-        finally:
-            if iv_ops or iv_errors:
-                rec.add_interval(iv, iv_ops, iv_errors)
-
     # ---- bookkeeping helpers ---------------------------------------------------------------------
 
-    async def _await_run_row(self) -> RunState:
-        return await wait_for_run(self.cp, self.run_id, self.scenario.start_timeout_s if self.scenario else 120.0)
-
-    def request_drain(self) -> None:
-        """Stop as if STOP(user_requested) arrived (SIGTERM to a worker process): drain, flush, exit."""
-        if not self.view.stopping:
-            self.view = attrs.evolve(self.view, stop_reason=StopReason.USER_REQUESTED)
-        self._wake.cancel()
+    def _set_status(self, status: WorkerStatus) -> None:
+        self.status = worker_transition(self.status, status)
 
     async def _heartbeat(self) -> None:
-        await self.cp.upsert_heartbeat(
+        await self._cp.upsert_heartbeat(
             Heartbeat(
                 self.run_id,
                 self.worker_id,
@@ -564,7 +549,7 @@ class Worker:
             await loop()
 
     async def _heartbeat_loop(self) -> None:
-        assert self.scenario is not None
+        assert self.scenario is not None  # chores start after the scenario is known
         while True:
             await trio.sleep(self.scenario.heartbeat_s)
             await self._heartbeat()
@@ -572,46 +557,47 @@ class Worker:
     async def _flush_loop(self) -> None:
         """Every flush interval: the finished snapshot intervals, and the results so far (a RUNNING
         TEST_RESULTS row), so a worker that dies keeps what it measured up to its last flush."""
-        assert self.scenario is not None
+        assert self.scenario is not None  # chores start after the scenario is known
         while True:
             await trio.sleep(max(self.scenario.flush_interval_s, self.scenario.snapshot_interval_s))
             await self._flush_snapshots(final=False)
-            await self.cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
+            await self._cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
 
     async def _flush_snapshots(self, final: bool) -> None:
-        if self.windows is None:
+        if self._windows is None:
             return
-        before = (
-            math.inf if final else math.floor((trio.current_time() - self.windows.start) / self.recorder.interval_s)
-        )
-        intervals = self.recorder.take_intervals(before)  # type: ignore[arg-type]
+        now = trio.current_time()
+        before = math.inf if final else math.floor((now - self._windows.start) / self.recorder.interval_s)
+        intervals = self.recorder.take_intervals(before)
         if intervals:
             # ``n`` makes a retried append harmless: readers keep one snapshot per (worker, n).
             self._snapshots += 1
-            await self.cp.append_snapshot(self.run_id, self.worker_id, {"n": self._snapshots, "intervals": intervals})
+            await self._cp.append_snapshot(self.run_id, self.worker_id, {"n": self._snapshots, "intervals": intervals})
 
     def _drain_timeout(self) -> float:
         return self.scenario.drain_timeout_s if self.scenario else 5.0
 
     def _enter(self, stage: str) -> None:
-        self.counting.stage = stage
-        self.stage_started[stage] = trio.current_time()
+        self._counting.stage = stage
+        self._stage_started[stage] = trio.current_time()
 
     def _mark(self, name: str) -> None:
-        self.trio_marks[name] = trio.current_time()
-        if self.clockmap is not None:
-            self.marks[name] = self.clockmap.to_control(trio.current_time())
+        self._trio_marks[name] = trio.current_time()
+        if self._clockmap is not None:
+            self._marks[name] = self._clockmap.to_control(trio.current_time())
 
     # ---- results ---------------------------------------------------------------------------------
 
-    def payload(self) -> dict[str, Any]:
-        """The TEST_RESULTS payload: timeline, clock, metrics, control-plane cost, events applied."""
-        cm = self.clockmap
-        initial = {s: (cm.to_control(t) if cm else t) for s, t in sorted(self.first_query.items())}
-        timeline = dict(self.marks)
+    def payload(self, status: WorkerStatus | None = None) -> dict[str, Any]:
+        """The TEST_RESULTS payload (saying ``status``, by default the worker's own): timeline,
+        clock, metrics, control-plane cost, events applied."""
+        cm = self._clockmap
+        firsts = self._conns.first_query if self._conns else {}
+        initial = {s: (cm.to_control(t) if cm else t) for s, t in sorted(firsts.items())}
+        timeline = dict(self._marks)
         if initial:
             timeline["first_query"] = min(initial.values())
-        st = self.stage_started
+        st = self._stage_started
         now = trio.current_time()
 
         def span(a: str, b: str) -> float:
@@ -619,19 +605,19 @@ class Worker:
 
         return {
             "worker_id": self.worker_id,
-            "status": str(self.status),
+            "status": str(status or self.status),
             "failure": self.failure,
             "initial_connections": self._initial_connections,
-            "clock_offset_ms": None if self.offset is None else self.offset.offset_s * 1000.0,
-            "clock_uncertainty_ms": None if self.offset is None else self.offset.uncertainty_s * 1000.0,
+            "clock_offset_ms": None if self._offset is None else self._offset.offset_s * 1000.0,
+            "clock_uncertainty_ms": None if self._offset is None else self._offset.uncertainty_s * 1000.0,
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
             "control_plane": {
-                "queries": dict(sorted(self.counting.counts.items())),
-                "health": self.cp.health.to_payload(),
+                "queries": dict(sorted(self._counting.counts.items())),
+                "health": self._cp.health.statistics().to_payload(),
                 "waiting_s": span("waiting", "running"),
                 "running_s": span("running", "draining"),
             },
-            "applied_events": list(self.applied_events),
+            "applied_events": list(self._applied),
             "metrics": self.recorder.to_payload(),
         }

@@ -19,7 +19,7 @@ from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import percentile
-from startline.engine.together import make_workers, run_together
+from startline.engine.together import make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimTarget
 from startline.simulate.models import Profile, rng_for
@@ -74,67 +74,54 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         store = MemoryStore(truth_clock)
         target = SimTarget(profile, seed)
 
+        clocks = {h: host_clock(profile, seed, h) for h in (ORCHESTRATOR, *worker_ids(scenario))}
         orchestrator = Orchestrator(
-            SimControlPlane(store, profile, seed, ORCHESTRATOR),
-            host_clock(profile, seed, ORCHESTRATOR),
-            scenario,
-            "sim",
+            SimControlPlane(store, profile, seed, ORCHESTRATOR), clocks[ORCHESTRATOR], scenario, "sim"
         )
         workers = make_workers(
-            scenario,
-            "sim",
-            target,
-            lambda w: SimControlPlane(store, profile, seed, w),
-            lambda w: host_clock(profile, seed, w),
+            scenario, "sim", target, lambda w: SimControlPlane(store, profile, seed, w), clocks.__getitem__
         )
-        summary = await run_together(orchestrator, workers, crashes=profile.crashes)
+        summary = (await run_together(orchestrator, workers, crashes=profile.crashes)).summary
         commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
-        return _measure(summary, workers, target, commits, scenario)
+        return _measure(summary, workers, clocks, target, commits, scenario)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def _measure(
-    summary: Mapping[str, Any], workers: Sequence[Worker], target: SimTarget, commits: list[float], scenario: Scenario
+    summary: Mapping[str, Any],
+    workers: Sequence[Worker],
+    clocks: Mapping[str, Any],
+    target: SimTarget,
+    commits: list[float],
+    scenario: Scenario,
 ) -> dict[str, Any]:
+    """Ground truth beside the workers' estimates, read from each worker's ``statistics()``."""
     start = summary["start_time"]
     commit = commits[0] if commits else None
-    true_first = [
-        EPOCH_2026 + t
-        for w in workers
-        for s, t in target.first_query.get(w.worker_id, {}).items()
-        if s < scenario.connections_per_worker
-    ]
-    lags = [(t - start) * 1000.0 for t in true_first]
-    detect = [
-        (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0
-        for w in workers
-        if "detect" in w.trio_marks and commit is not None
-    ]
-    offsets_err = [
-        abs(w.offset.offset_s - (-w.clock.offset_s)) * 1000.0
-        for w in workers
-        if w.offset is not None  # type: ignore[attr-defined]
-    ]
-    per_worker = []
-    for w in workers:
-        firsts = target.first_query.get(w.worker_id, {})
+    n = scenario.connections_per_worker
+    per_worker, true_first, detect, offsets_err = [], [], [], []
+    for stats in (w.statistics() for w in workers):
+        firsts = target.first_query.get(stats.worker_id, {})
+        true_offset_s = -clocks[stats.worker_id].offset_s
+        true_first += [EPOCH_2026 + t for s, t in firsts.items() if s < n]
+        detected = stats.trio_marks.get("detect")
+        detection = None if detected is None or commit is None else (EPOCH_2026 + detected - commit) * 1000.0
+        if detection is not None:
+            detect.append(detection)
+        if stats.offset is not None:
+            offsets_err.append(abs(stats.offset.offset_s - true_offset_s) * 1000.0)
         per_worker.append(
             {
-                "worker_id": w.worker_id,
-                "true_offset_ms": -w.clock.offset_s * 1000.0,  # type: ignore[attr-defined]
-                "estimated_offset_ms": None if w.offset is None else w.offset.offset_s * 1000.0,
-                "lowest_rtt_ms": None if w.offset is None else w.offset.rtt_s * 1000.0,
-                "detection_ms": None
-                if "detect" not in w.trio_marks or commit is None
-                else (EPOCH_2026 + w.trio_marks["detect"] - commit) * 1000.0,
-                "true_lag_ms": [
-                    (EPOCH_2026 + t - start) * 1000.0
-                    for s, t in sorted(firsts.items())
-                    if s < scenario.connections_per_worker
-                ],
+                "worker_id": stats.worker_id,
+                "true_offset_ms": true_offset_s * 1000.0,
+                "estimated_offset_ms": None if stats.offset is None else stats.offset.offset_s * 1000.0,
+                "lowest_rtt_ms": None if stats.offset is None else stats.offset.rtt_s * 1000.0,
+                "detection_ms": detection,
+                "true_lag_ms": [(EPOCH_2026 + t - start) * 1000.0 for s, t in sorted(firsts.items()) if s < n],
             }
         )
+    lags = [(t - start) * 1000.0 for t in true_first]
     return {
         "status": summary["status"],
         "true": {
@@ -162,11 +149,6 @@ def over_seeds(values: list[float | None]) -> dict[str, float] | None:
     if not xs:
         return None
     return {"p50": round(percentile(xs, 50), 4), "p99": round(percentile(xs, 99), 4), "max": round(max(xs), 4)}
-
-
-def simulate_many(scenario: Scenario, profile: Profile, seeds: Sequence[int]) -> dict[str, Any]:
-    """Runs over ``seeds`` and the DESIGN.md JSON: start and control_plane as distributions."""
-    return aggregate([simulate_once(scenario, profile, s) | {"seed": s} for s in seeds], scenario, profile)
 
 
 def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) -> dict[str, Any]:
