@@ -15,15 +15,12 @@ import argparse
 import json
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live-run harness lives with the tests
-from tests.helpers import LiveRun
-from tests.test_live_faults import faulty
+from startline.testing import LiveRun, faulty
 
 HEARTBEAT_S, DEAD_AFTER = 0.5, 4
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import uuid
 from pathlib import Path
@@ -16,15 +15,13 @@ import trio
 from rich.console import Console
 from rich.markup import escape
 
-from startline.engine.model import StopReason
+from startline import launch
 from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
 from startline.report import print_summary
-from startline.urls import Url, parse_url
+from startline.urls import parse_url
 
 EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
-WORKER_EXIT_GRACE_S = 30.0
-"""How long `run` waits for its worker processes after the summary before killing them."""
 
 err = Console(stderr=True)
 
@@ -91,7 +88,9 @@ def run(
     )
     console = Console(stderr=True, quiet=quiet)
     try:
-        summary = trio.run(_orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console)
+        summary = trio.run(
+            launch.orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console
+        )
     except Exception as exc:
         _fail_known(exc, config)
         raise
@@ -140,93 +139,6 @@ def _url_text(text: str, out: Path) -> str:
     return text.replace("{out}", str(out))
 
 
-async def _orchestrate(
-    scenario: Scenario, control_url: Url, target_url: Url, out: Path, run_id: str, spawn: bool, console: Console
-) -> dict[str, Any]:
-    from startline.backends.system import SystemClock
-    from startline.compose import open_control, open_target
-    from startline.engine.orchestrator import Orchestrator
-    from startline.inprocess import run_in_process_async
-
-    target = open_target(target_url, scenario)
-    if scenario.setup:
-        if not hasattr(target, "setup"):
-            raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
-        with console.status(f"setup: {len(scenario.setup)} statement(s) on the target"):
-            await target.setup(scenario.setup)
-    title = (
-        f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
-        f"{scenario.start.strategy} start"
-    )
-    if control_url.in_process:
-        with console.status(f"{title} (in process)"):
-            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=_on_signals)
-            return done.summary
-    orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
-    summary: dict[str, Any] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_on_signals, orchestrator)
-        await orchestrator.prepare()
-        async with trio.open_nursery() as procs:
-            if spawn:
-                for i in range(scenario.workers):
-                    procs.start_soon(_worker_process, scenario, run_id, i, out)
-            with console.status(title) as status:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(_progress, orchestrator, status, title)
-                    summary = await orchestrator.run()
-                    inner.cancel_scope.cancel()
-            # Workers exit by themselves once their results are in; past the grace (at once after a
-            # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
-            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
-            procs.cancel_scope.deadline = trio.current_time() + grace
-        nursery.cancel_scope.cancel()
-    return summary
-
-
-async def _worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
-    worker_id = f"w{index:03d}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "startline.cli",  # not the `startline` script: works wherever this interpreter does
-        "worker",
-        "--control",
-        scenario.control,
-        "--target",
-        scenario.target,
-        "--run-id",
-        run_id,
-        "--worker-id",
-        worker_id,
-        "--index",
-        str(index),
-        "--results",
-        str(out / f"worker-{worker_id}.json"),
-    ]
-    with open(out / f"worker-{worker_id}.log", "wb") as log:
-        await trio.run_process(cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-async def _progress(orchestrator: Any, status: Any, title: str) -> None:
-    while True:
-        await trio.sleep(0.25)
-        status.update(f"{title} — {orchestrator.progress()}")
-
-
-async def _on_signals(orchestrator: Any) -> None:
-    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
-    a second one forces the stop: no waiting for the drain, the summary keeps what is in."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if orchestrator.stop_requested:
-                err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
-                orchestrator.force_stop()
-            else:
-                err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
-                orchestrator.request_stop(StopReason.USER_REQUESTED)
-
-
 @main.command()
 @click.option("--control", required=True, help="Control-plane URL (sqlite:///..., snowflake://...).")
 @click.option("--run-id", required=True, help="The run to join.")
@@ -256,7 +168,7 @@ def worker(
     except ConfigError as exc:
         fail_usage(str(exc))
     try:
-        payload = trio.run(_work, control_url, target, run_id, worker_id, index, group)
+        payload = trio.run(launch.join_as_worker, control_url, target, run_id, worker_id, index, group)
     except Exception as exc:
         _fail_known(exc, None)
         raise
@@ -265,34 +177,6 @@ def worker(
 
         Path(results).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     sys.exit(EXIT_OK if payload["status"] == "COMPLETED" else EXIT_RUN_FAILED)
-
-
-async def _work(
-    control_url: Url, target: str | None, run_id: str, worker_id: str, index: int, group: str
-) -> dict[str, Any]:
-    from startline.backends.system import SystemClock
-    from startline.compose import open_control, open_target
-    from startline.engine.resilience import ResilientControlPlane
-    from startline.engine.worker import Worker, wait_for_run
-
-    cp = open_control(control_url)
-    # The first read rides out what a shared control plane does while others create it (a
-    # SQLite file locked for a moment): retried like every other call of the worker's.
-    run = await wait_for_run(ResilientControlPlane(cp), run_id)
-    scenario = Scenario.from_dict(run.scenario)
-    tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
-    w = Worker(cp, tgt, SystemClock(), run_id, worker_id, index=index, group=group, scenario=scenario)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def on_term() -> None:
-                async for _ in signals:
-                    w.request_drain()
-
-            nursery.start_soon(on_term)
-            payload = await w.run()
-            nursery.cancel_scope.cancel()
-    return payload
 
 
 def load_profile(name: str | None, path: str | None) -> Any:

@@ -5,15 +5,46 @@ from __future__ import annotations
 import itertools
 import random
 
+import attrs
 import pytest
-from hypothesis import given
+import trio
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from startline.engine.events import WorkerView, apply_event, events_to_apply, reconcile
-from startline.engine.liveness import classify_liveness
-from startline.engine.model import ControlEvent, Phase, RunState, RunStatus, StopReason, WorkerStatus
+from startline.engine.clocksync import ClockMap
+from startline.engine.events import (
+    CATCH_UP_READS,
+    Next,
+    WorkerView,
+    after_poll,
+    apply_event,
+    catch_up,
+    events_to_apply,
+    reconcile,
+)
+from startline.engine.lifecycle import (
+    RUN_TRANSITIONS,
+    WORKER_TRANSITIONS,
+    IllegalTransition,
+    run_outcome,
+    run_transition,
+    worker_transition,
+)
+from startline.engine.liveness import RunSeen, classify_liveness, judge_run_alive, liveness_round
+from startline.engine.model import (
+    TERMINAL_RUN_STATUSES,
+    ControlEvent,
+    Heartbeat,
+    Phase,
+    RunState,
+    RunStatus,
+    StopReason,
+    WorkerStatus,
+)
+from startline.engine.scenario import Bookkeeping, OnWorkerLoss, StartOptions
 from startline.engine.schedule import PhaseWindows, plan_events, ramp_steps
-from tests.helpers import scenario
+from startline.engine.startplan import Detection, StartPlan
+from startline.testing import scenario
 
 
 def _log(n: int) -> list[ControlEvent]:
@@ -55,7 +86,7 @@ def test_apply_event_refuses_out_of_order():
         apply_event(WorkerView("w"), _log(2)[1])
 
 
-def test_scoped_targets_address_only_their_worker_or_group():
+def test_scoped_connection_counts_address_only_their_worker_or_group():
     v = apply_event(WorkerView("w1", group="g"), _log(1)[0])
     e_other = ControlEvent("r", 2, "SET_CONNECTIONS", connections=9, scope="WORKER", scope_id="w2")
     e_group = ControlEvent("r", 3, "SET_CONNECTIONS", connections=7, scope="WORKER_GROUP", scope_id="g")
@@ -112,7 +143,7 @@ def test_phase_attribution_counts_measurement_only_when_inside():
     assert w.attribute(-0.1, 0.1) is Phase.PREPARING  # began before the start: not a WARMUP op
 
 
-def test_plan_events_orders_phases_targets_and_stop():
+def test_plan_events_orders_phases_connection_counts_and_stop():
     sc = scenario(
         warmup_s=1.0,
         measurement_s=2.0,
@@ -129,7 +160,7 @@ def test_plan_events_orders_phases_targets_and_stop():
 
 
 @given(cur=st.integers(0, 50), tgt=st.integers(0, 50), ramp=st.floats(0, 10))
-def test_ramp_steps_move_one_at_a_time_and_end_at_target_by_ramp_time(cur, tgt, ramp):
+def test_ramp_steps_move_one_at_a_time_and_end_at_the_count_by_ramp_time(cur, tgt, ramp):
     steps = ramp_steps(cur, tgt, ramp)
     assert steps[-1][1] == tgt
     assert steps[-1][0] <= ramp + 1e-9
@@ -137,3 +168,225 @@ def test_ramp_steps_move_one_at_a_time_and_end_at_target_by_ramp_time(cur, tgt, 
     if ramp > 0:
         assert all(abs(b - a) <= 1 for a, b in itertools.pairwise(counts))
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+# ---- stop reasons: codes in STOP_REASON, words in STOP_DETAIL --------------------------------
+
+stop_statuses = st.sampled_from([RunStatus.STOPPING, RunStatus.CANCELLING, *TERMINAL_RUN_STATUSES])
+
+
+@given(reason=st.sampled_from(StopReason), detail=st.none() | st.text(max_size=80), status=stop_statuses)
+def test_reconcile_accepts_every_stop_reason_with_any_detail(reason, detail, status):
+    run = RunState("r", status, Phase.DONE, start_time=1.0, stop_reason=reason, stop_detail=detail)
+    view = reconcile(WorkerView("w"), run)
+    assert view.stop_reason is reason and view.stopping
+
+
+@given(reason=st.sampled_from(StopReason), detail=st.text(max_size=80), status=stop_statuses)
+def test_a_stored_reason_with_its_words_appended_still_reads_as_its_code(reason, detail, status):
+    # Rows written before codes and details were apart said "worker_lost: w001".
+    run = RunState("r", status, Phase.DONE, stop_reason=f"{reason}: {detail}")
+    assert run.stop_reason is reason
+    assert reconcile(WorkerView("w"), run).stop_reason is reason
+
+
+@given(text=st.text(max_size=40))
+def test_any_stored_reason_text_reads_as_a_code_never_an_error(text):
+    assert isinstance(StopReason.parse(text), StopReason)
+
+
+@settings(max_examples=30)
+@given(reason=st.sampled_from(StopReason), detail=st.none() | st.text(max_size=200))
+def test_every_stop_reason_and_detail_round_trips_through_the_sqlite_control_plane(tmp_path_factory, reason, detail):
+    from startline.backends.sqlite import SqliteControlPlane
+
+    path = tmp_path_factory.mktemp("cp") / "control.db"
+
+    async def main() -> RunState | None:
+        cp = SqliteControlPlane(path)
+        await cp.create_run(RunState("r", RunStatus.PREPARED, Phase.PREPARING))
+        await cp.update_run("r", status=RunStatus.STOPPING, stop_reason=reason, stop_detail=detail)
+        found = await cp.read_run("r")
+        await cp.close()
+        return found
+
+    found = trio.run(main)
+    assert found is not None and (found.stop_reason, found.stop_detail) == (reason, detail)
+    assert reconcile(WorkerView("w"), found).stop_reason is reason
+
+
+# ---- status transitions (tables) and the run's outcome ---------------------------------------
+
+
+@pytest.mark.parametrize("current", list(WorkerStatus))
+@pytest.mark.parametrize("new", list(WorkerStatus))
+def test_a_worker_makes_exactly_the_transitions_its_table_lists(current, new):
+    allowed = new is current or new in WORKER_TRANSITIONS.get(current, frozenset())
+    if allowed:
+        assert worker_transition(current, new) is new
+    else:
+        with pytest.raises(IllegalTransition):
+            worker_transition(current, new)
+
+
+def test_a_worker_never_gives_itself_a_judgement_or_leaves_a_final_status():
+    for status in WorkerStatus:
+        assert not WORKER_TRANSITIONS.get(status, frozenset()) & {WorkerStatus.STALE, WorkerStatus.DEAD}
+    assert WORKER_TRANSITIONS[WorkerStatus.COMPLETED] == WORKER_TRANSITIONS[WorkerStatus.FAILED] == frozenset()
+
+
+@pytest.mark.parametrize("current", list(RunStatus))
+@pytest.mark.parametrize("new", list(RunStatus))
+def test_a_run_makes_exactly_the_transitions_its_table_lists(current, new):
+    if new is current or new in RUN_TRANSITIONS[current]:
+        assert run_transition(current, new) is new
+    else:
+        with pytest.raises(IllegalTransition):
+            run_transition(current, new)
+    if current.terminal and new is not current:
+        with pytest.raises(IllegalTransition):
+            run_transition(current, new)
+
+
+worker_statuses = st.dictionaries(st.sampled_from(["w0", "w1", "w2", "w3"]), st.sampled_from(WorkerStatus))
+
+
+@given(
+    reason=st.none() | st.sampled_from(StopReason),
+    statuses=worker_statuses,
+    policy=st.sampled_from(OnWorkerLoss),
+)
+def test_run_outcome_is_completed_only_when_stopped_as_planned_and_some_worker_completed(reason, statuses, policy):
+    completed = {w for w, s in statuses.items() if s is WorkerStatus.COMPLETED}
+    out = run_outcome(reason, None, statuses, completed, policy)
+    assert out.status.terminal
+    if out.status is RunStatus.COMPLETED:
+        assert reason in (None, StopReason.COMPLETED) and completed and out.reason is None
+        assert policy is OnWorkerLoss.CONTINUE or set(statuses) == completed
+    else:
+        assert out.reason is not None  # a run that did not complete says why
+    assert (out.status is RunStatus.CANCELLED) == (reason is StopReason.USER_REQUESTED)
+
+
+def test_run_outcome_names_the_lost_workers_in_its_detail():
+    statuses = {"w0": WorkerStatus.COMPLETED, "w1": WorkerStatus.DEAD, "w2": WorkerStatus.FAILED}
+    out = run_outcome(None, None, statuses, {"w0"}, OnWorkerLoss.FAIL)
+    assert (out.status, out.reason, out.detail) == (RunStatus.FAILED, StopReason.WORKER_LOST, "w1, w2")
+
+
+# ---- the start plan ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "push", "detection", "prespawn", "at_start_time", "bookkeeping"),
+    [
+        ("inline-poll", True, Detection.INLINE, False, False, Bookkeeping.SEQUENTIAL),
+        ("poll", True, Detection.POLL, True, False, Bookkeeping.PARALLEL),
+        ("push", True, Detection.PUSH, True, False, Bookkeeping.PARALLEL),
+        ("push", False, Detection.POLL, True, False, Bookkeeping.PARALLEL),  # nothing to be pushed by: poll
+        ("scheduled", True, Detection.POLL, True, True, Bookkeeping.PARALLEL),
+    ],
+)
+def test_the_start_plan_follows_the_strategy(strategy, push, detection, prespawn, at_start_time, bookkeeping):
+    plan = StartPlan.of(StartOptions(strategy=strategy), push_available=push)
+    assert (plan.detection, plan.prespawn, plan.at_start_time, plan.bookkeeping) == (
+        detection,
+        prespawn,
+        at_start_time,
+        bookkeeping,
+    )
+    assert plan.heartbeat_task_while_waiting == (detection is not Detection.INLINE)
+    assert plan.follow_interval_s == (1.0 if detection is Detection.INLINE else plan.poll_interval_s)
+
+
+def test_one_start_option_changes_only_itself_in_the_plan():
+    seed_loop = StartPlan.of(StartOptions(strategy="inline-poll"), push_available=False)
+    prespawned = StartPlan.of(StartOptions(strategy="inline-poll", prespawn=True), push_available=False)
+    assert attrs.evolve(seed_loop, prespawn=True) == prespawned
+    assert seed_loop.release_as_spawned and not prespawned.release_as_spawned
+
+
+# ---- reading the log: holes and catching up -----------------------------------------------------
+
+
+def test_a_poll_reads_again_once_on_a_hole_then_adopts_run_status():
+    assert after_poll(gap=False, reads=1) is Next.DONE
+    assert after_poll(gap=True, reads=1) is Next.READ_AGAIN
+    assert after_poll(gap=True, reads=2) is Next.ADOPT_RUN_STATUS
+
+
+@given(applied=st.integers(0, 50), last=st.integers(0, 50), reads=st.integers(0, 20))
+def test_catching_up_reads_until_applied_reaches_run_status_within_a_bounded_number_of_reads(applied, last, reads):
+    step = catch_up(applied, last, reads)
+    if applied >= last:
+        assert step is Next.DONE
+    else:
+        assert step is (Next.READ_AGAIN if reads < CATCH_UP_READS else Next.ADOPT_RUN_STATUS)
+
+
+# ---- is the orchestrator alive (a worker's judgement) -------------------------------------------
+
+
+@given(
+    updated=st.floats(1e9, 2e9),
+    silent=st.floats(0, 100),
+    timeout=st.floats(0.1, 60),
+    own=st.floats(0, 100),
+    anchor=st.floats(-1e3, 1e3),
+)
+def test_the_orchestrator_is_lost_exactly_when_silent_past_the_timeout_less_the_workers_own_outage(
+    updated, silent, timeout, own, anchor
+):
+    cm = ClockMap(trio_anchor=anchor, control_anchor=updated)  # trio `anchor` ↔ control `updated`
+    now = anchor + silent
+    verdict = judge_run_alive(updated, False, now, timeout, cm, own, None)
+    assert verdict.lost == (silent - own > timeout)
+    if not verdict.lost:
+        assert verdict.recheck_at > now - 1e-6  # look again no earlier than now
+        assert judge_run_alive(updated, False, verdict.recheck_at, timeout, cm, own, None).lost
+
+
+def test_a_terminal_run_is_never_judged_lost():
+    cm = ClockMap(0.0, 0.0)
+    assert not judge_run_alive(0.0, True, 1e6, 1.0, cm, 0.0, None).lost
+
+
+def test_before_its_clock_map_a_worker_times_silence_from_when_it_saw_the_row_change():
+    first = judge_run_alive(100.0, False, 5.0, 10.0, None, 0.0, None)
+    assert not first.lost and first.seen == RunSeen(5.0, 100.0)
+    assert not judge_run_alive(100.0, False, 15.0, 10.0, None, 0.0, first.seen).lost
+    assert judge_run_alive(100.0, False, 15.5, 10.0, None, 0.0, first.seen).lost
+    moved = judge_run_alive(101.0, False, 15.5, 10.0, None, 0.0, first.seen)  # the row changed: alive again
+    assert not moved.lost and moved.seen == RunSeen(15.5, 101.0)
+
+
+# ---- the orchestrator's reading of heartbeats ---------------------------------------------------
+
+
+@given(
+    beats=st.lists(st.tuples(st.floats(0, 30), st.sampled_from(WorkerStatus), st.floats(0, 5)), max_size=8),
+    h=st.floats(0.1, 5),
+    k1=st.integers(1, 5),
+    extra=st.integers(1, 5),
+)
+def test_a_liveness_round_judges_each_worker_and_wakes_at_the_next_threshold(beats, h, k1, extra):
+    k2, now = k1 + extra, 30.0
+    rows = [(Heartbeat("r", f"w{i}", s, last_heartbeat=last), own) for i, (last, s, own) in enumerate(beats)]
+    judged = liveness_round(rows, {}, now, h, k1, k2)
+    assert now < judged.next_check <= now + h
+    for hb, own in rows:
+        want = classify_liveness(hb.status, hb.last_heartbeat + own, now, h, k1, k2)
+        assert judged.statuses[hb.worker_id] is want
+        assert ((hb.worker_id, want) in judged.marks) == (want is not hb.status)
+        assert (hb.worker_id in judged.newly_dead) == (want is WorkerStatus.DEAD)  # none was known DEAD
+        if not want.finished:  # nobody crosses a threshold before the next reading
+            crossings = [hb.last_heartbeat + own + k * h for k in (k1, k2)]
+            assert all(c <= now or c >= judged.next_check - 1e-9 for c in crossings)
+    again = liveness_round(rows, judged.statuses, now, h, k1, k2)
+    assert not again.newly_dead  # judged DEAD once
+
+
+def test_a_worker_whose_final_status_is_known_is_left_alone():
+    row = (Heartbeat("r", "w0", WorkerStatus.RUNNING, last_heartbeat=0.0), 0.0)
+    judged = liveness_round([row], {"w0": WorkerStatus.COMPLETED}, 100.0, 1.0, 2, 4)
+    assert judged.statuses == {} and not judged.marks and not judged.newly_dead

@@ -19,7 +19,7 @@ from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
 from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
 from startline.inprocess import run_in_process_async
-from tests.helpers import CLI, ROOT, kv_setup, run_cli
+from startline.testing import CLI, ROOT, kv_setup, run_cli
 
 LIVE = (
     """

@@ -10,39 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import CLI, ROOT, LiveRun, kv_setup
-
-FAULTY = """
-name = "faulty"
-workers = {workers}
-connections_per_worker = 2
-warmup_s = 0.5
-measurement_s = {measurement_s}
-heartbeat_s = 0.5
-stale_after_beats = 2
-dead_after_beats = 4
-flush_interval_s = 0.5
-snapshot_interval_s = 0.5
-drain_timeout_s = 1.0
-run_idle_timeout_s = {idle_s}
-on_worker_loss = "{policy}"
-target = "sqlite:///{{out}}/data.db"
-{setup}
-
-[start]
-strategy = "scheduled"
-lead_ms = 1000
-
-[[operations]]
-name = "read"
-sql = "SELECT v FROM kv WHERE k = :k"
-params.k = {{ type = "int", min = 1, max = 200 }}
-"""
-
-
-def faulty(**fields: object) -> str:
-    """FAULTY with its fields filled in, on a 200-row kv table."""
-    return FAULTY.format(setup=kv_setup(200), **fields)
+from startline.testing import CLI, ROOT, LiveRun, faulty
 
 
 def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, policy="continue") -> LiveRun:

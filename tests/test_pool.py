@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from startline.engine.pool import Pool
-from tests.helpers import RecordingTarget
+from startline.testing import RecordingTarget
 
 
 @settings(max_examples=60, deadline=None)

@@ -19,7 +19,7 @@ from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
 from startline.engine.together import make_workers, run_together
 from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
-from tests.helpers import CLOCK0, RecordingTarget, scenario
+from startline.testing import CLOCK0, RecordingTarget, scenario
 
 REGRESSION_SEEDS = [
     196,

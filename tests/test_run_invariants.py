@@ -12,7 +12,7 @@ from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.engine.model import EventType, Phase
 from startline.engine.schedule import PhaseWindows
 from startline.inprocess import InProcessRun, run_in_process_async
-from tests.helpers import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
+from startline.testing import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
 
 STRATEGIES = ["inline-poll", "poll", "push", "scheduled"]
 EPS = 1e-9  # float rounding of clock conversions (control ↔ trio time); virtual time is otherwise exact

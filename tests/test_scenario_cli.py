@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from startline.engine.scenario import ConfigError, Scenario
-from tests.helpers import ROOT, run_cli
+from startline.engine.model import Scope
+from startline.engine.scenario import Bookkeeping, ConfigError, OnWorkerLoss, ParamType, Scenario, Strategy
+from startline.simulate.sweep import load_profile
+from startline.testing import ROOT, run_cli
 
 GOOD = """
 name = "ok"
@@ -106,3 +108,49 @@ def test_dead_after_must_exceed_stale_after():
         Scenario.from_dict(
             {"operations": [{"name": "q", "call": "a:b"}], "stale_after_beats": 4, "dead_after_beats": 4}
         )
+
+
+def test_old_names_are_accepted_for_one_release_with_a_deprecation_note():
+    with pytest.warns(FutureWarning, match="inline-poll"):
+        sc = Scenario.from_dict({"operations": [{"name": "q", "call": "m:f"}], "start": {"strategy": "seed-legacy"}})
+    assert sc.start.strategy is Strategy.INLINE_POLL
+    with pytest.warns(FutureWarning, match=r"schedule\[0\]\.connections"):
+        sc = Scenario.from_dict({"operations": [{"name": "q", "call": "m:f"}], "schedule": [{"at_s": 1, "target": 3}]})
+    assert sc.schedule[0].connections == 3
+    with pytest.raises(ConfigError, match=r"schedule\[0\]\.target: is the old name of connections"):
+        Scenario.from_dict(
+            {"operations": [{"name": "q", "call": "m:f"}], "schedule": [{"at_s": 1, "target": 3, "connections": 2}]}
+        )
+    with pytest.warns(FutureWarning, match="snowflake-hybrid"):
+        assert load_profile("seed").name == "snowflake-hybrid"
+
+
+def test_scenario_fields_are_enums_and_round_trip_as_their_names():
+    sc = Scenario.from_dict(
+        {
+            "operations": [{"name": "q", "call": "m:f", "params": {"k": {"type": "int", "min": 1, "max": 2}}}],
+            "start": {"strategy": "poll", "bookkeeping": "deferred"},
+            "on_worker_loss": "fail",
+            "schedule": [{"at_s": 1, "connections": 2, "scope": "WORKER", "scope_id": "w000"}],
+        }
+    )
+    assert sc.start.strategy is Strategy.POLL and sc.start.bookkeeping is Bookkeeping.DEFERRED
+    assert sc.on_worker_loss is OnWorkerLoss.FAIL and sc.schedule[0].scope is Scope.WORKER
+    assert sc.operations[0].params["k"].type is ParamType.INT
+    plain = sc.to_dict()
+    assert plain["start"]["strategy"] == "poll" and plain["schedule"][0]["scope"] == "WORKER"
+    assert json.loads(json.dumps(plain)) == plain and Scenario.from_dict(plain) == sc
+
+
+def test_control_tables_made_by_another_version_are_refused_in_one_line(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "control.db"
+    with sqlite3.connect(db) as c:  # RUN_STATUS as startline 0.1 made it: WORKER_TARGET, no CONNECTIONS
+        c.execute("CREATE TABLE RUN_STATUS (RUN_ID TEXT PRIMARY KEY, STATUS TEXT, WORKER_TARGET INTEGER)")
+    out = tmp_path / "out"
+    (tmp_path / "s.toml").write_text(GOOD)
+    proc = cli("run", str(tmp_path / "s.toml"), "--out", str(out), "--control", f"sqlite:///{db}")
+    assert proc.returncode == 2, proc.stderr
+    assert "RUN_STATUS lacks column" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from startline.engine.scenario import Scenario
+from startline.simulate.determinism import scheduler_random, seed_everything
 from startline.simulate.models import Latency, Profile
 from startline.simulate.runner import simulate_once
 from startline.simulate.sweep import START_PATH_SCENARIO
-from tests.helpers import run_cli
+from startline.testing import run_cli
 
 FLOAT_MS = 1e-3  # epoch seconds near 1.8e9 resolve to ~0.24 µs: differences below 1 µs are float noise
 
@@ -218,3 +221,36 @@ def test_fault_hooks_crash_a_host_and_fail_calls_in_an_outage():
     assert outage.in_outage(50.0) and not outage.in_outage(100.0)
     spiky = Profile.from_dict({"faults": {"spikes": [[1, 2, 300]]}})
     assert spiky.extra_latency_s(1.5) == 0.3 and spiky.extra_latency_s(2.0) == 0.0
+
+
+def _wake_order(seed: int) -> list[int]:
+    """Ten tasks woken by one event: the order Trio runs them in."""
+    seed_everything(seed)
+    order: list[int] = []
+
+    async def main() -> None:
+        go = trio.Event()
+
+        async def task(i: int) -> None:
+            await go.wait()
+            order.append(i)
+
+        async with trio.open_nursery() as n:
+            for i in range(10):
+                n.start_soon(task, i)
+            await trio.sleep(0)
+            go.set()
+
+    trio.run(main)
+    return order
+
+
+def test_trio_scheduler_hook_is_where_startline_expects_it():
+    # A Trio that moves its scheduler's random source must fail here, loudly, not make
+    # simulations silently depend on the process they run in.
+    assert isinstance(scheduler_random(), random.Random)
+
+
+def test_seeding_the_scheduler_fixes_the_order_of_tasks_that_wake_together():
+    assert _wake_order(7) == _wake_order(7)
+    assert len({tuple(_wake_order(s)) for s in range(12)}) > 1  # the seed, not chance, decides it

@@ -26,9 +26,10 @@ from startline.engine.scenario import Scenario
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimTarget
+from startline.simulate.determinism import seed_everything
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
-from startline.simulate.runner import host_clock, seed_everything
+from startline.simulate.runner import host_clock
 
 FAULT_SCENARIO: dict[str, Any] = {
     "name": "faults",

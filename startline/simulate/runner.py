@@ -4,7 +4,6 @@ lag, skew, detection delay, clock offsets) is reported beside each worker's esti
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from startline.engine.schedule import percentile
 from startline.engine.together import make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimTarget
+from startline.simulate.determinism import seed_everything
 from startline.simulate.models import Profile, rng_for
 
 
@@ -53,15 +53,6 @@ class JumpingClock:
 
     def now(self) -> float:
         return self.inner.now() + (self.jump_s if trio.current_time() >= self.at else 0.0)
-
-
-def seed_everything(seed: int) -> None:
-    """Trio shuffles each batch of runnable tasks with a module-level Random: seed it, and the
-    global ``random`` too, so nothing in a simulated run depends on the process it runs in."""
-    import trio._core._run as run_module
-
-    run_module._r.seed(seed)
-    random.seed(seed)
 
 
 def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Shared test parts: a recording target and a control plane with delays and repeats."""
+"""Parts for testing startline and harnesses built on it (the tests and benchmarks use them):
+a recording target, a control plane with delays and repeats, a live multi-process run on SQLite
+whose every participant can be killed, and the ``startline`` command as a subprocess."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from startline.engine.workload import derive_seed
 from startline.simulate.backend import stale_read
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The source checkout (examples/, docs/) when startline runs from one: the tests' working directory."""
 CLI = (sys.executable, "-m", "startline.cli")
 """The ``startline`` command as a real subprocess, whatever the PATH."""
 
@@ -42,6 +45,39 @@ def kv_setup(rows: int) -> str:
         f"  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
         'INSERT INTO kv SELECT i, 0 FROM n;\n"""]\n'
     )
+
+
+FAULTY = """
+name = "faulty"
+workers = {workers}
+connections_per_worker = 2
+warmup_s = 0.5
+measurement_s = {measurement_s}
+heartbeat_s = 0.5
+stale_after_beats = 2
+dead_after_beats = 4
+flush_interval_s = 0.5
+snapshot_interval_s = 0.5
+drain_timeout_s = 1.0
+run_idle_timeout_s = {idle_s}
+on_worker_loss = "{policy}"
+target = "sqlite:///{{out}}/data.db"
+{setup}
+
+[start]
+strategy = "scheduled"
+lead_ms = 1000
+
+[[operations]]
+name = "read"
+sql = "SELECT v FROM kv WHERE k = :k"
+params.k = {{ type = "int", min = 1, max = 200 }}
+"""
+
+
+def faulty(**fields: object) -> str:
+    """FAULTY (a short SQLite run with fast heartbeats, for fault tests) filled in, on a 200-row kv table."""
+    return FAULTY.format(setup=kv_setup(200), **fields)
 
 
 CLOCK0 = TrioWallClock(epoch=0.0)

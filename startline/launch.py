@@ -1,0 +1,153 @@
+"""Processes and signals: ``startline run``'s orchestration of a live run (setup, the worker
+processes it spawns and how it ends them, progress, Ctrl-C) and ``startline worker``'s life in
+a process. The CLI parses and prints; this module runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+
+from startline.engine.model import StopReason
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.together import worker_id
+from startline.urls import Url, parse_url
+
+WORKER_EXIT_GRACE_S = 30.0
+"""How long `run` waits for its worker processes after the summary before ending them."""
+PROGRESS_EVERY_S = 0.25
+
+err = Console(stderr=True)
+
+
+async def orchestrate(
+    scenario: Scenario, control_url: Url, target_url: Url, out: Path, run_id: str, spawn: bool, console: Console
+) -> dict[str, Any]:
+    """Set up the target, then run the scenario: in this process on a memory control plane, or
+    as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
+    elsewhere. Ctrl-C (or SIGTERM) stops the run; a second one forces the stop."""
+    from startline.backends.system import SystemClock
+    from startline.compose import open_control, open_target
+    from startline.inprocess import run_in_process_async
+
+    target = open_target(target_url, scenario)
+    if scenario.setup:
+        if not hasattr(target, "setup"):
+            raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
+        with console.status(f"setup: {len(scenario.setup)} statement(s) on the target"):
+            await target.setup(scenario.setup)
+    title = (
+        f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
+        f"{scenario.start.strategy} start"
+    )
+    if control_url.in_process:
+        with console.status(f"{title} (in process)"):
+            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=on_signals)
+            return done.summary
+    orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
+    summary: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_signals, orchestrator)
+        await orchestrator.prepare()
+        async with trio.open_nursery() as procs:
+            if spawn:
+                for i in range(scenario.workers):
+                    procs.start_soon(worker_process, scenario, run_id, i, out)
+            with console.status(title) as status:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(_progress, orchestrator, status, title)
+                    summary = await orchestrator.run()
+                    inner.cancel_scope.cancel()
+            # Workers exit by themselves once their results are in; past the grace (at once after a
+            # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
+            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
+            procs.cancel_scope.deadline = trio.current_time() + grace
+        nursery.cancel_scope.cancel()
+    return summary
+
+
+def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -> list[str]:
+    """The command line of worker ``index`` of a run (``python -m startline.cli worker ...``:
+    not the `startline` script, so it works wherever this interpreter does)."""
+    return [
+        sys.executable,
+        "-m",
+        "startline.cli",
+        "worker",
+        "--control",
+        scenario.control,
+        "--target",
+        scenario.target,
+        "--run-id",
+        run_id,
+        "--worker-id",
+        worker_id(index),
+        "--index",
+        str(index),
+        "--results",
+        str(results),
+    ]
+
+
+async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
+    """Run worker ``index`` as a child process, logging to OUT/worker-ID.log. Cancelled, it is
+    sent SIGTERM (drain and flush), then killed (trio.run_process's own escalation)."""
+    wid = worker_id(index)
+    cmd = worker_command(scenario, run_id, index, out / f"worker-{wid}.json")
+    with open(out / f"worker-{wid}.log", "wb") as log:
+        await trio.run_process(cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def _progress(orchestrator: Orchestrator, status: Any, title: str) -> None:
+    while True:
+        await trio.sleep(PROGRESS_EVERY_S)
+        status.update(f"{title} — {orchestrator.progress()}")
+
+
+async def on_signals(orchestrator: Orchestrator) -> None:
+    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
+    a second one forces the stop: no waiting for the drain, the summary keeps what is in."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if orchestrator.stop_requested:
+                err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
+                orchestrator.force_stop()
+            else:
+                err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
+                orchestrator.request_stop(StopReason.USER_REQUESTED)
+
+
+async def join_as_worker(
+    control_url: Url, target: str | None, run_id: str, wid: str, index: int, group: str
+) -> dict[str, Any]:
+    """A worker process's life: find the run, open the target, run; SIGINT or SIGTERM drains it.
+    Returns its results payload."""
+    from startline.backends.system import SystemClock
+    from startline.compose import open_control, open_target
+    from startline.engine.resilience import ResilientControlPlane
+    from startline.engine.worker import Worker, wait_for_run
+
+    cp = open_control(control_url)
+    # The first read rides out what a shared control plane does while others create it (a
+    # SQLite file locked for a moment): retried like every other call of the worker's.
+    run = await wait_for_run(ResilientControlPlane(cp), run_id)
+    scenario = Scenario.from_dict(run.scenario)
+    tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
+    w = Worker(cp, tgt, SystemClock(), run_id, wid, index=index, group=group, scenario=scenario)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_term() -> None:
+                async for _ in signals:
+                    w.request_drain()
+
+            nursery.start_soon(on_term)
+            payload = await w.run()
+            nursery.cancel_scope.cancel()
+    return payload
