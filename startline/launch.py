@@ -21,6 +21,8 @@ from startline.urls import Url, parse_url
 
 WORKER_EXIT_GRACE_S = 30.0
 """How long `run` waits for its worker processes after the summary before ending them."""
+WORKER_END_GRACE_S = 2.0
+"""Between the signals that end a worker process: SIGTERM, SIGTERM (forced), SIGKILL."""
 PROGRESS_EVERY_S = 0.25
 
 err = Console(stderr=True)
@@ -101,7 +103,25 @@ async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path)
     wid = worker_id(index)
     cmd = worker_command(scenario, run_id, index, out / f"worker-{wid}.json")
     with open(out / f"worker-{wid}.log", "wb") as log:
-        await trio.run_process(cmd, stdout=log, stderr=log, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        await trio.run_process(
+            cmd,
+            stdout=log,
+            stderr=log,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            deliver_cancel=_end_worker,
+        )
+
+
+async def _end_worker(process: trio.Process) -> None:
+    """A worker process that has to go: SIGTERM (drain, flush, publish), a second SIGTERM a grace
+    later (end within 2 s with what it has, its results file written), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGTERM):
+        process.send_signal(sig)
+        with trio.move_on_after(WORKER_END_GRACE_S):
+            await process.wait()
+            return
+    process.kill()
 
 
 async def _progress(orchestrator: Orchestrator, status: Any, title: str) -> None:
@@ -144,8 +164,13 @@ async def join_as_worker(
         async with trio.open_nursery() as nursery:
 
             async def on_term() -> None:
+                first = True
                 async for _ in signals:
-                    w.request_drain()
+                    if first:
+                        w.request_drain()  # drain, flush, publish, exit
+                        first = False
+                    else:
+                        w.force_stop()  # end within 2 s with what it has
 
             nursery.start_soon(on_term)
             payload = await w.run()

@@ -44,6 +44,9 @@ COLLECT_POLL_S = 0.25
 """How often the orchestrator reads TEST_RESULTS while waiting for final results."""
 READY_POLL_S = 0.05
 """How often the orchestrator reads WORKER_HEARTBEATS while waiting for READY."""
+FORCE_GRACE_S = 1.0
+"""After a forced stop: how long the orchestrator may still take to write the STOP and collect
+what is in, and then to record the end, before it writes the summary with what it has."""
 
 
 @attrs.frozen
@@ -95,6 +98,9 @@ class Orchestrator:
     _stop_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
     _requested_reason: StopReason = attrs.field(init=False, default=StopReason.COMPLETED)
     _force: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _created: bool = attrs.field(init=False, default=False)
+    """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
 
@@ -123,9 +129,12 @@ class Orchestrator:
         return self._force.is_set()
 
     def force_stop(self) -> None:
-        """A second Ctrl-C: stop now — no waiting for the drain; the summary keeps what is in."""
+        """A second Ctrl-C: stop now — no waiting for the drain; the summary keeps what is in.
+        Whatever the orchestrator is waiting for (a control plane that keeps failing included),
+        it writes the summary within ``2 × FORCE_GRACE_S``. Call it from a Trio task."""
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
+        self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
 
     def statistics(self) -> OrchestratorStatistics:
         return OrchestratorStatistics(
@@ -179,6 +188,8 @@ class Orchestrator:
             self.adopted = await self._cp.read_run(self.run_id)
             if self.adopted is None:
                 raise
+        else:
+            self._created = True
         offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
         self._clockmap = ClockMap.anchor(offset)
         if self.adopted is None:
@@ -197,6 +208,7 @@ class Orchestrator:
         log.warning(
             "run %s is %s without its orchestrator (silent %.1f s): failing it", self.run_id, found.status, silent
         )
+        self._created = True
         if found.scenario:
             self.scenario = Scenario.from_dict(found.scenario)
         self._sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
@@ -206,6 +218,23 @@ class Orchestrator:
 
         However it ends, the summary is written: a control plane lost past its tolerance makes
         the run FAILED with what had been collected (workers keep their own results)."""
+        results: list[WorkerResult] = []
+        snapshots: list[tuple[str, dict[str, Any]]] = []
+        with self._main:
+            results, snapshots = await self._run()
+        if self._main.cancelled_caught:  # forced, and the control plane did not let it finish
+            self.status = RunStatus.CANCELLED
+            self.stop_reason = StopReason.USER_REQUESTED
+            self.stop_detail = "forced stop: the summary keeps what was collected"
+            results = self._adopt(self._results_seen)
+            with trio.move_on_after(FORCE_GRACE_S):
+                await self._record_end()
+        summary = self._summary(results, snapshots)
+        if self.out is not None:
+            write_summary(self.out, summary)
+        return summary
+
+    async def _run(self) -> tuple[list[WorkerResult], list[tuple[str, dict[str, Any]]]]:
         results: list[WorkerResult] = []
         snapshots: list[tuple[str, dict[str, Any]]] = []
         try:
@@ -235,32 +264,34 @@ class Orchestrator:
             snapshots = await self._cp.read_snapshots(self.run_id)
         except Exception as exc:
             leaf = single_leaf(exc)
-            if not isinstance(leaf, ControlPlaneError) or isinstance(leaf, ControlPlaneConflict):
-                raise
-            log.error("run %s failed: %s", self.run_id, leaf)
+            if isinstance(leaf, ControlPlaneConflict) or not self._created:
+                raise  # refused, or never created: nothing was measured, nothing to summarise
+            if isinstance(leaf, ControlPlaneError):
+                log.error("run %s failed: %s", self.run_id, leaf)
+                self.stop_reason, self.stop_detail = StopReason.CONTROL_PLANE_LOST, str(leaf)
+            else:  # a bug, or the world did something unforeseen: keep what was measured, say what
+                log.exception("run %s failed", self.run_id)
+                self.stop_reason, self.stop_detail = StopReason.ERROR, f"{type(leaf).__name__}: {leaf}"
             self.status = RunStatus.FAILED
-            self.stop_reason, self.stop_detail = StopReason.CONTROL_PLANE_LOST, str(leaf)
             results = self._adopt(results or self._results_seen)
-            await self._record_failure()
-        summary = self._summary(results, snapshots)
-        if self.out is not None:
-            write_summary(self.out, summary)
-        return summary
+            await self._record_end()
+        return results, snapshots
 
-    async def _record_failure(self) -> None:
-        """After losing the control plane: one more outage tolerance to record FAILED in RUN_STATUS
-        (workers then stop); if it stays down, a restarted orchestrator will fail the run."""
+    async def _record_end(self) -> None:
+        """After losing the control plane (or a forced stop): one more outage tolerance (or the
+        force grace) to record the terminal status in RUN_STATUS, so workers stop; if it stays
+        down, a restarted orchestrator will fail the run."""
         self._cp.health.forgive()
         try:
             await self._cp.update_run(
                 self.run_id,
-                status=RunStatus.FAILED,
+                status=self.status,
                 phase=Phase.DONE,
                 stop_reason=self.stop_reason,
                 stop_detail=self.stop_detail,
             )
         except ControlPlaneError as exc:
-            log.error("run %s: FAILED could not be recorded: %s", self.run_id, exc)
+            log.error("run %s: %s could not be recorded: %s", self.run_id, self.status, exc)
 
     async def _fail_adopted(self) -> None:
         """A restarted orchestrator fails the run it found unfinished: STOP(orchestrator_lost) so any

@@ -1,15 +1,19 @@
 """Control-plane calls that survive trouble: a timeout per call, retries with capped exponential
 backoff and jitter, and a participant's view of its control-plane health.
 
-A call is retried while the current outage (first failure → now) is shorter than the
-tolerance; past it, the call raises ``ControlPlaneError`` and the caller fails truthfully.
-Logical refusals (``ControlPlaneConflict``) are never retried.
+A call is retried while the current outage is shorter than the tolerance; past it, the call
+raises ``ControlPlaneError`` and the caller fails truthfully. An outage is judged for the
+participant (every call failing) and for each kind of call (``read_events``, ``append_event``,
+…) on its own: a kind that keeps failing while others succeed (a table dropped or damaged
+mid-run) ends the participant after the same tolerance. Logical refusals
+(``ControlPlaneConflict``) are never retried.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -67,6 +71,8 @@ class HealthStatistics:
     longest_outage_s: float
     last_error: str | None
     outages: tuple[tuple[float, float], ...]
+    failing_kinds: Mapping[str, float]
+    """Kind of call → trio time it began failing (and has not succeeded since)."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -89,23 +95,27 @@ class Health:
     longest_outage_s: float = 0.0
     last_error: str | None = None
     outages: list[tuple[float, float]] = attrs.Factory(list)  # the last few (first failure, recovery)
+    failing_kinds: dict[str, float] = attrs.Factory(dict)
 
     @property
     def healthy(self) -> bool:
         return self.failing_since is None
 
-    def failed(self, began: float, now: float, error: BaseException) -> float:
-        """Record a call begun at ``began`` that failed at ``now``; returns how long the current
-        outage has lasted. An outage starts when its first failing call began (a call that hangs
-        until its timeout was unanswered from its start)."""
+    def failed(self, began: float, now: float, error: BaseException, kind: str = "") -> float:
+        """Record a call of ``kind`` begun at ``began`` that failed at ``now``; returns how long the
+        current outage has lasted: the participant's (every call failing) or this kind's (its calls
+        failing while others may succeed), whichever is longer. An outage starts when its first
+        failing call began (a call that hangs until its timeout was unanswered from its start)."""
         self.failures += 1
         self.last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if self.failing_since is None:
             self.failing_since = began
-        return now - self.failing_since
+        since = self.failing_kinds.setdefault(kind, began)
+        return now - min(self.failing_since, since)
 
-    def succeeded(self, now: float) -> None:
+    def succeeded(self, now: float, kind: str = "") -> None:
         self.calls += 1
+        self.failing_kinds.pop(kind, None)
         if self.failing_since is not None:
             self.longest_outage_s = max(self.longest_outage_s, now - self.failing_since)
             self.outages = [*self.outages[-(KEEP_OUTAGES - 1) :], (self.failing_since, now)]
@@ -120,6 +130,7 @@ class Health:
     def forgive(self) -> None:
         """Count the next failure as the start of a new outage (a last attempt after giving up)."""
         self.failing_since = None
+        self.failing_kinds.clear()
 
     def statistics(self) -> HealthStatistics:
         return HealthStatistics(
@@ -130,6 +141,7 @@ class Health:
             self.longest_outage_s,
             self.last_error,
             tuple(self.outages),
+            types.MappingProxyType(dict(self.failing_kinds)),
         )
 
 
@@ -162,13 +174,13 @@ class ResilientControlPlane:
                         if attempt and name in LANDED:
                             landed = await LANDED[name](self.inner, *args, **kwargs)
                             if landed:
-                                self.health.succeeded(trio.current_time())
+                                self.health.succeeded(trio.current_time(), name)
                                 return None
                         result = await method(*args, **kwargs)
                 except ControlPlaneConflict:
                     raise
                 except (ControlPlaneError, trio.TooSlowError) as exc:
-                    down = self.health.failed(began, trio.current_time(), exc)
+                    down = self.health.failed(began, trio.current_time(), exc, name)
                     wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
                     tolerance = self.policy.tolerance_s
                     if not self.health.calls:  # never reached yet: more likely a wrong address than an outage
@@ -182,7 +194,7 @@ class ResilientControlPlane:
                     attempt += 1
                     await trio.sleep(wait)
                     continue
-                self.health.succeeded(trio.current_time())
+                self.health.succeeded(trio.current_time(), name)
                 return result
 
         return call

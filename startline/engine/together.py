@@ -11,7 +11,7 @@ import trio
 
 from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
-from startline.engine.ports import ControlPlane, ControlPlaneConflict, Target, WallClock
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Target, WallClock
 from startline.engine.scenario import Scenario
 from startline.engine.worker import Worker
 
@@ -59,13 +59,16 @@ async def run_together(
     ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
     nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
     later by ``restart()``, which fails the orphaned run cleanly (see ``Orchestrator.prepare``);
-    it retries every heartbeat while the old one still looks alive."""
+    it retries every heartbeat while the old one still looks alive, or the control plane is out."""
     crashes = crashes or {}
     summary: dict[str, Any] = {}
 
     async def orchestrate() -> None:
         with trio.move_on_at(crashes.get(ORCHESTRATOR, math.inf)):
             summary.update(await orchestrator.run())
+            if orchestrator.forced:  # a second Ctrl-C ends the workers too
+                for w in workers:
+                    w.force_stop()
             return
         if restart is None:
             return
@@ -80,7 +83,9 @@ async def run_together(
                     raise
                 if successor.adopted.status.terminal:  # it had finished all but the summary
                     return
-                await trio.sleep(successor.scenario.heartbeat_s)
+            except ControlPlaneError:  # it could not even reach the run: the operator tries again
+                pass
+            await trio.sleep(successor.scenario.heartbeat_s)
 
     payloads: dict[str, dict[str, Any]] = {}
 

@@ -47,6 +47,8 @@ log = logging.getLogger("startline.worker")
 
 REGISTER_POLL_S = 0.1
 """How often a worker looks for its run's RUN_STATUS row before it exists."""
+FORCE_GRACE_S = 1.0
+"""After a forced stop: how long the worker may still take to finish, and then to publish."""
 
 
 class WorkerExit(Exception):
@@ -146,6 +148,8 @@ class Worker:
     _wake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _snapshots: int = attrs.field(init=False, default=0)
     _chores: list[trio.CancelScope] = attrs.field(init=False, factory=list)
+    _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _forced: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control)
@@ -162,7 +166,10 @@ class Worker:
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
         try:
-            await self._run()
+            with self._main:
+                await self._run()
+            if self._main.cancelled_caught and self.status is not WorkerStatus.COMPLETED:
+                raise WorkerExit("forced_stop" if self._forced else "stopped_before_joining")
         except Exception as exc:  # the worker's own failure is a result, not a crash
             leaf = single_leaf(exc)
             if isinstance(leaf, WorkerExit):
@@ -174,7 +181,8 @@ class Worker:
             self._set_status(WorkerStatus.FAILED)
         payload = self.payload()
         if self.status is WorkerStatus.FAILED:
-            with trio.move_on_after(self._drain_timeout() + 1.0) as scope:
+            forced = self._main.cancelled_caught
+            with trio.move_on_after(FORCE_GRACE_S if forced else self._drain_timeout() + 1.0) as scope:
                 scope.shield = True
                 try:
                     await self._publish_final(WorkerStatus.FAILED)
@@ -183,10 +191,20 @@ class Worker:
         return payload
 
     def request_drain(self) -> None:
-        """Stop as if STOP(user_requested) arrived (SIGTERM to a worker process): drain, flush, exit."""
+        """Stop as if STOP(user_requested) arrived (SIGTERM to a worker process): drain, flush, exit.
+        Before the start that is at once; before the worker joined its run, it gives up (FAILED)."""
         if not self.view.stopping:
             self.view = attrs.evolve(self.view, stop_reason=StopReason.USER_REQUESTED)
         self._wake.cancel()
+        if self.status in (WorkerStatus.STARTING, WorkerStatus.INITIALIZING):
+            self._main.cancel()
+
+    def force_stop(self) -> None:
+        """A second signal: end within ``2 × FORCE_GRACE_S`` whatever the worker waits for (a control
+        plane that keeps failing included), keeping what it measured. Call it from a Trio task."""
+        self._forced = True
+        self.request_drain()
+        self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
 
     def statistics(self) -> WorkerStatistics:
         frozen = types.MappingProxyType
@@ -251,7 +269,8 @@ class Worker:
             await pool.scale_to(self._initial_connections)
         with trio.fail_after(sc.start_timeout_s):
             try:
-                await self._wait_for_start(plan, sc)
+                with self._wake:  # a drain request (SIGTERM) ends the wait at once
+                    await self._wait_for_start(plan, sc)
             except trio.TooSlowError:
                 raise WorkerExit("never_started") from None
         if self.view.stopping:
