@@ -18,6 +18,7 @@ from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
 from startline.engine.together import make_workers, run_together
+from startline.engine.worker import Worker, WorkerRefused
 from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
 from startline.testing import CLOCK0, RecordingTarget, scenario
 
@@ -58,12 +59,14 @@ class FlakyControlPlane:
     down_from: float = 0.0
     down_until: float = 0.0
     hang: bool = False
+    only: str | None = None
+    """Only this kind of call is down (the others go through)."""
 
     def __getattr__(self, name):
         method = getattr(self.inner, name)
 
         async def call(*args, **kwargs):
-            if self.down_from <= trio.current_time() < self.down_until:
+            if self.down_from <= trio.current_time() < self.down_until and self.only in (None, name):
                 if self.hang:
                     await trio.sleep_forever()
                 await trio.sleep(0.001)
@@ -207,6 +210,68 @@ def test_under_on_worker_loss_fail_a_dead_worker_fails_the_run():
     assert summary["status"] == "FAILED"
     assert summary["reason"] == "worker_lost"
     assert orch.stopped_at is not None and orch.stopped_at < summary["start_time"] + 10.0  # stopped early
+
+
+def test_a_worker_judged_dead_whose_final_results_arrive_later_counts_as_completed():
+    # Its heartbeats cannot land for 9 s (longer than DEAD detection, shorter than the outage
+    # tolerance): the orchestrator judges it DEAD; it was alive all along and reports COMPLETED.
+    sc = scenario(workers=2, measurement_s=14.0, on_worker_loss="continue")
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+
+        def control(w):
+            cp = MemoryControlPlane(store)
+            return FlakyControlPlane(cp, 3.0, 12.0, only="upsert_heartbeat") if w == "w001" else cp
+
+        workers = make_workers(sc, "r", RecordingTarget(), control, lambda _w: CLOCK0)
+        ended = await run_together(orch, workers, {}, None, 0.0)
+        return ended.summary, orch
+
+    summary, orch = virtual(main)
+    assert "w001" in orch.statistics().dead_at  # it was judged DEAD ...
+    entries = {w["worker_id"]: w for w in summary["workers"]}
+    assert entries["w001"]["status"] == "COMPLETED"  # ... and its own last word stands
+    assert summary["status"] == "COMPLETED"
+    timeline = entries["w001"]["timeline"]
+    assert timeline["judged_dead"] < timeline["finished"]
+
+
+def test_a_late_worker_is_refused_by_an_ended_run_and_writes_nothing():
+    sc = scenario(workers=1, measurement_s=2.0)
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        await MemoryControlPlane(store).create_run(RunState("r", RunStatus.FAILED, Phase.DONE, scenario=sc.to_dict()))
+        worker = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
+        with pytest.raises(WorkerRefused, match="has ended"):
+            await worker.run()
+        return store
+
+    store = virtual(main)
+    assert not store.heartbeats["r"] and not store.results["r"]
+
+
+def test_a_second_process_with_a_taken_worker_id_is_refused_and_overwrites_nothing():
+    sc = scenario(workers=1, measurement_s=2.0)
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        await MemoryControlPlane(store).create_run(
+            RunState("r", RunStatus.PREPARED, Phase.PREPARING, scenario=sc.to_dict())
+        )
+        first = await MemoryControlPlane(store).register_worker(
+            Heartbeat("r", "w000", WorkerStatus.STARTING, incarnation="a")
+        )
+        worker = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
+        with pytest.raises(WorkerRefused, match="is taken"):
+            await worker.run()
+        (row,) = await MemoryControlPlane(store).read_heartbeats("r")
+        return first, row, store
+
+    first, row, store = virtual(main)
+    assert row == first and not store.results["r"]
 
 
 def test_a_late_heartbeat_never_turns_dead_back_into_running():

@@ -238,7 +238,7 @@ def test_summary_follows_the_results_contract():
     w = s["workers"][0]
     for key in ("worker_id", "status", "clock_offset_ms", "clock_uncertainty_ms", "timeline", "ops", "errors"):
         assert key in w
-    assert set(w["timeline"]) == {"ready", "detect", "heartbeat", "insert", "scale", "first_query"}
+    assert set(w["timeline"]) == {"ready", "detect", "heartbeat", "insert", "scale", "first_query", "finished"}
     assert all(v is not None for v in w["timeline"].values())
     m = s["phases"]["MEASUREMENT"]
     assert set(m) >= {"ops", "errors", "duration_s", "qps", "latency_ms", "by_kind"}

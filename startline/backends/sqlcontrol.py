@@ -52,6 +52,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ACTIVE_CONNECTIONS", "int"),
         ("APPLIED_SEQUENCE_ID", "int"),
         ("WORKER_GROUP", "text"),
+        ("INCARNATION", "text"),
     ),
     "TEST_RESULTS": (
         ("RUN_ID", "text key"),
@@ -59,6 +60,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("STATUS", "text"),
         ("PAYLOAD", "text"),
         ("UPDATED_AT", "real"),
+        ("INCARNATION", "text"),
     ),
     "METRICS_SNAPSHOTS": (  # an append-only log: keyed only where the database demands a key
         ("RUN_ID", "text key?"),
@@ -106,8 +108,8 @@ class Dialect:
 
     now: str  # the server's now as epoch seconds (UTC), evaluated once per statement
     schema: tuple[str, ...]  # idempotent CREATE statements, with {RUN_STATUS} etc. placeholders
-    upsert_heartbeat: str  # params: run, worker, status, phase, active, applied, group
-    upsert_result: str  # params: run, worker, status, payload
+    upsert_heartbeat: str  # params: run, worker, status, phase, active, applied, group, incarnation
+    upsert_result: str  # params: run, worker, status, payload, incarnation
     begin: str = "BEGIN"
     table: Callable[[str], str] = str  # a table's (validated, quoted) qualified name
     errors: tuple[type[BaseException], ...] = (Exception,)
@@ -152,6 +154,35 @@ def _run(row: Mapping[str, Any]) -> RunState:
         stop_detail=row["STOP_DETAIL"],
         version=row["VERSION"],
         scenario=json.loads(row["SCENARIO"]),
+    )
+
+
+def _heartbeat(r: Mapping[str, Any]) -> Heartbeat:
+    return Heartbeat(
+        r["RUN_ID"],
+        r["WORKER_ID"],
+        r["STATUS"],
+        r["PHASE"],
+        r["LAST_HEARTBEAT"],
+        r["HEARTBEAT_COUNT"],
+        r["ACTIVE_CONNECTIONS"],
+        r["APPLIED_SEQUENCE_ID"],
+        r["WORKER_GROUP"],
+        r["INCARNATION"],
+    )
+
+
+def _heartbeat_params(hb: Heartbeat) -> tuple[Any, ...]:
+    """A heartbeat's values in the order of ``Dialect.upsert_heartbeat``'s parameters."""
+    return (
+        hb.run_id,
+        hb.worker_id,
+        hb.status.value,
+        hb.phase.value,
+        hb.active_connections,
+        hb.applied_sequence_id,
+        hb.group,
+        hb.incarnation,
     )
 
 
@@ -216,17 +247,16 @@ class SqlControlPlane:
         return result
 
     async def create_run(self, run: RunState) -> None:
+        # One statement, so that two orchestrators racing on one id cannot both create it.
         sql = self._sql(
             "INSERT INTO {RUN_STATUS} (RUN_ID, STATUS, PHASE, START_TIME, UPDATED_AT, LAST_SEQUENCE_ID, "
             "CONNECTIONS, EXPECTED_WORKERS, STOP_REASON, STOP_DETAIL, VERSION, SCENARIO) "
-            "SELECT ?, ?, ?, ?, {NOW}, ?, ?, ?, ?, ?, ?, ?"
+            "SELECT ?, ?, ?, ?, {NOW}, ?, ?, ?, ?, ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM {RUN_STATUS} WHERE RUN_ID = ?)"
         )
-        exists = self._sql("SELECT COUNT(*) AS N FROM {RUN_STATUS} WHERE RUN_ID = ?")
 
         def q(c: Any) -> None:
-            if fetch(c, exists, (run.run_id,))[0]["N"]:
-                raise ControlPlaneConflict(f"run {run.run_id!r} exists already")
-            execute(
+            inserted = execute(
                 c,
                 sql,
                 (
@@ -241,8 +271,11 @@ class SqlControlPlane:
                     run.stop_detail,
                     run.version,
                     json.dumps(run.scenario),
+                    run.run_id,
                 ),
             )
+            if inserted == 0:
+                raise ControlPlaneConflict(f"run {run.run_id!r} exists already")
 
         await self._call(q)
 
@@ -311,17 +344,26 @@ class SqlControlPlane:
         found = await self._call(lambda c: fetch(c, sql, (run_id, after)))
         return [ControlEvent.from_dict(json.loads(r["EVENT"])) for r in found]
 
-    async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
-        hb, sql = heartbeat, self._sql(self.dialect.upsert_heartbeat)
-        params = (
-            hb.run_id,
-            hb.worker_id,
-            hb.status.value,
-            hb.phase.value,
-            hb.active_connections,
-            hb.applied_sequence_id,
-            hb.group,
+    async def register_worker(self, heartbeat: Heartbeat) -> Heartbeat:
+        hb = heartbeat
+        insert = self._sql(
+            "INSERT INTO {WORKER_HEARTBEATS} (RUN_ID, WORKER_ID, STATUS, PHASE, LAST_HEARTBEAT, HEARTBEAT_COUNT, "
+            "ACTIVE_CONNECTIONS, APPLIED_SEQUENCE_ID, WORKER_GROUP, INCARNATION) "
+            "SELECT ?, ?, ?, ?, {NOW}, 1, ?, ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM {WORKER_HEARTBEATS} WHERE RUN_ID = ? AND WORKER_ID = ?)"
         )
+        select = self._sql("SELECT * FROM {WORKER_HEARTBEATS} WHERE RUN_ID = ? AND WORKER_ID = ?")
+        params = (*_heartbeat_params(hb), hb.run_id, hb.worker_id)
+
+        def body(c: Any) -> Heartbeat:
+            execute(c, insert, params)  # one statement: two processes racing for an id cannot both win
+            return _heartbeat(fetch(c, select, (hb.run_id, hb.worker_id))[0])
+
+        return await self._call(body)
+
+    async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
+        sql = self._sql(self.dialect.upsert_heartbeat)
+        params = _heartbeat_params(heartbeat)
         await self._call(lambda c: execute(c, sql, params))
 
     async def mark_worker(self, run_id: str, worker_id: str, status: WorkerStatus) -> None:
@@ -333,31 +375,21 @@ class SqlControlPlane:
     async def read_heartbeats(self, run_id: str) -> list[Heartbeat]:
         sql = self._sql("SELECT * FROM {WORKER_HEARTBEATS} WHERE RUN_ID = ? ORDER BY WORKER_ID")
         found = await self._call(lambda c: fetch(c, sql, (run_id,)))
-        return [
-            Heartbeat(
-                r["RUN_ID"],
-                r["WORKER_ID"],
-                r["STATUS"],
-                r["PHASE"],
-                r["LAST_HEARTBEAT"],
-                r["HEARTBEAT_COUNT"],
-                r["ACTIVE_CONNECTIONS"],
-                r["APPLIED_SEQUENCE_ID"],
-                r["WORKER_GROUP"],
-            )
-            for r in found
-        ]
+        return [_heartbeat(r) for r in found]
 
     async def upsert_result(self, result: WorkerResult) -> None:
         sql = self._sql(self.dialect.upsert_result)
-        params = (result.run_id, result.worker_id, result.status.value, json.dumps(result.payload))
+        r = result
+        params = (r.run_id, r.worker_id, r.status.value, json.dumps(r.payload), r.incarnation)
         await self._call(lambda c: execute(c, sql, params))
 
     async def read_results(self, run_id: str) -> list[WorkerResult]:
         sql = self._sql("SELECT * FROM {TEST_RESULTS} WHERE RUN_ID = ? ORDER BY WORKER_ID")
         found = await self._call(lambda c: fetch(c, sql, (run_id,)))
         return [
-            WorkerResult(r["RUN_ID"], r["WORKER_ID"], r["STATUS"], json.loads(r["PAYLOAD"]), r["UPDATED_AT"])
+            WorkerResult(
+                r["RUN_ID"], r["WORKER_ID"], r["STATUS"], json.loads(r["PAYLOAD"]), r["UPDATED_AT"], r["INCARNATION"]
+            )
             for r in found
         ]
 

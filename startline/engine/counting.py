@@ -17,6 +17,7 @@ QUERY_METHODS = frozenset(
         "update_run",
         "append_event",
         "read_events",
+        "register_worker",
         "upsert_heartbeat",
         "mark_worker",
         "read_heartbeats",

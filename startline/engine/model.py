@@ -57,6 +57,11 @@ class WorkerStatus(enum.StrEnum):
     def finished(self) -> bool:
         return self in (WorkerStatus.COMPLETED, WorkerStatus.FAILED, WorkerStatus.DEAD)
 
+    @property
+    def final(self) -> bool:
+        """A worker's own last word (its results say so): never replaced once written."""
+        return self in (WorkerStatus.COMPLETED, WorkerStatus.FAILED)
+
 
 class EventType(enum.StrEnum):
     START = "START"
@@ -186,6 +191,8 @@ class Heartbeat:
     active_connections: int = 0
     applied_sequence_id: int = 0
     group: str = "default"
+    incarnation: str = ""
+    """Which process (or task) wrote the row: a worker id belongs to one incarnation per run."""
 
 
 @attrs.frozen
@@ -197,3 +204,4 @@ class WorkerResult:
     status: WorkerStatus = attrs.field(converter=WorkerStatus)
     payload: dict[str, Any] = attrs.field(factory=dict, eq=False)
     updated_at: float = 0.0
+    incarnation: str = ""

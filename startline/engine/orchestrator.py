@@ -44,6 +44,8 @@ COLLECT_POLL_S = 0.25
 """How often the orchestrator reads TEST_RESULTS while waiting for final results."""
 READY_POLL_S = 0.05
 """How often the orchestrator reads WORKER_HEARTBEATS while waiting for READY."""
+OVERSLEPT_S = 0.25
+"""A wake-up this much later than asked means the process was descheduled (not a timer's jitter)."""
 FORCE_GRACE_S = 1.0
 """After a forced stop: how long the orchestrator may still take to write the STOP and collect
 what is in, and then to record the end, before it writes the summary with what it has."""
@@ -100,6 +102,8 @@ class Orchestrator:
     _force: trio.Event = attrs.field(init=False, factory=trio.Event)
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _created: bool = attrs.field(init=False, default=False)
+    _blind: list[tuple[float, float]] = attrs.field(init=False, factory=list)
+    """Trio-time spans this process overslept a wake-up by more than ``OVERSLEPT_S``."""
     """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
@@ -400,17 +404,21 @@ class Orchestrator:
     async def _liveness_loop(self) -> None:
         """Read the heartbeats every period, and at the instant the next worker would cross its
         STALE or DEAD threshold (``liveness_round``); write what changed."""
-        sc, cm, health = self.scenario, self._clockmap, self._cp.health
+        sc, cm = self.scenario, self._clockmap
         assert cm is not None  # set by prepare
         wake = trio.current_time() + sc.heartbeat_s
         while True:
             await trio.sleep_until(wake)
+            woke = trio.current_time()
+            if woke - wake > OVERSLEPT_S:  # this process was descheduled (a busy host, a pause)
+                self._blind.append((wake, woke))
             beats = await self._cp.read_heartbeats(self.run_id)
             if self._collected:
                 return  # the final results are in: a stale row changes nothing
             now = trio.current_time()
+
             judged = liveness_round(
-                [(hb, health.unreachable_s(cm.to_trio(hb.last_heartbeat), now)) for hb in beats],
+                [(hb, self._own_outage(cm.to_trio(hb.last_heartbeat), now)) for hb in beats],
                 self._statuses,
                 cm.to_control(now),
                 sc.heartbeat_s,
@@ -427,11 +435,18 @@ class Orchestrator:
                 log.warning("worker %s is %s", worker_id, status)
             wake = max(cm.to_trio(judged.next_check), trio.current_time() + MIN_LIVENESS_WAIT_S)
 
+    def _own_outage(self, since: float, now: float) -> float:
+        """How long, of the trio-time span [since, now], this orchestrator could not hear anyone:
+        it could not reach the control plane, or its own process was descheduled."""
+        blind = sum(max(0.0, min(b, now) - max(a, since)) for a, b in self._blind)
+        return self._cp.health.unreachable_s(since, now) + blind
+
     async def _collect(self) -> list[WorkerResult]:
         """Final results of every worker, waiting up to drain + DEAD detection for stragglers."""
         sc = self.scenario
         known = set(self._statuses)
         results: list[WorkerResult] = []
+        dead: set[str] = set()
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
         with trio.move_on_after(wait):
             while True:
@@ -442,14 +457,31 @@ class Orchestrator:
                     break
                 with trio.move_on_after(COLLECT_POLL_S):
                     await self._force.wait()
+        if dead and not self.forced:  # one last look: a worker judged DEAD may have reported meanwhile
+            results = self._results_seen = await self._cp.read_results(self.run_id)
         return self._adopt(results)
 
     def _adopt(self, results: list[WorkerResult]) -> list[WorkerResult]:
-        """Each worker's status is what its results say (a partial row says RUNNING), unless DEAD."""
+        """Each worker's status is what its results say once they are final, even after it was
+        judged DEAD (a worker that was only descheduled, or cut off for a while, and reported in
+        the end: the judgement stays in its timeline); a partial row (RUNNING) does not overrule
+        a DEAD judgement."""
         for r in results:
-            if self._statuses.get(r.worker_id) is not WorkerStatus.DEAD:
+            if r.status.final or self._statuses.get(r.worker_id) is not WorkerStatus.DEAD:
                 self._statuses[r.worker_id] = r.status
         return sorted(results, key=lambda r: r.worker_id)
+
+    def _worker_events(self, results: list[WorkerResult]) -> dict[str, dict[str, float]]:
+        """The orchestrator's marks in each worker's timeline (control-plane clock): when it was
+        judged DEAD, and when its final results landed."""
+        events: dict[str, dict[str, float]] = {}
+        if self._clockmap is not None:
+            for w, t in self._dead_at.items():
+                events.setdefault(w, {})["judged_dead"] = self._clockmap.to_control(t)
+        for r in results:
+            if r.status.final:
+                events.setdefault(r.worker_id, {})["finished"] = r.updated_at
+        return events
 
     def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         return build_summary(
@@ -462,6 +494,7 @@ class Orchestrator:
             stopped_at=self.stopped_at,
             payloads=[r.payload for r in results if r.payload.get("worker_id")],
             worker_statuses={w: str(s) for w, s in self._statuses.items()},
+            worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
         )

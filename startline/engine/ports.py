@@ -53,10 +53,16 @@ class ControlPlane(Protocol):
 
     async def read_events(self, run_id: str, after: int) -> list[ControlEvent]: ...
 
-    async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
-        """Insert or update a worker's row; ``last_heartbeat`` = the server's now.
+    async def register_worker(self, heartbeat: Heartbeat) -> Heartbeat:
+        """Insert the worker's first row unless its id is there already; return the row that is
+        there now. Registered iff its ``incarnation`` is the caller's: one process per worker id."""
+        ...
 
-        A heartbeat never revives a worker the orchestrator marked DEAD.
+    async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Update (or insert) a worker's row; ``last_heartbeat`` = the server's now.
+
+        A heartbeat never revives a worker the orchestrator marked DEAD, and changes nothing in
+        a row another incarnation registered.
         """
         ...
 
@@ -64,7 +70,10 @@ class ControlPlane(Protocol):
 
     async def read_heartbeats(self, run_id: str) -> list[Heartbeat]: ...
 
-    async def upsert_result(self, result: WorkerResult) -> None: ...
+    async def upsert_result(self, result: WorkerResult) -> None:
+        """Insert or update a worker's results: only its own incarnation's row, and never once that
+        row is final (COMPLETED or FAILED): a result is never replaced by a less complete one."""
+        ...
 
     async def read_results(self, run_id: str) -> list[WorkerResult]: ...
 

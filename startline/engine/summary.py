@@ -53,7 +53,9 @@ def control_plane_block(payloads: Sequence[Mapping[str, Any]], orchestrator_quer
     return {"queries": total, "per_worker_per_s_waiting": rate("waiting"), "per_worker_per_s_running": rate("running")}
 
 
-def worker_entry(payload: Mapping[str, Any], status: str) -> dict[str, Any]:
+def worker_entry(payload: Mapping[str, Any], status: str, events: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """One worker in summary.json; ``events`` are the orchestrator's marks in its timeline
+    (``judged_dead``: when it was judged DEAD; ``finished``: when its final results landed)."""
     metrics = payload.get("metrics", {})
     ops = sum(metrics.get("ops", {}).values())
     errors = sum(n for cats in metrics.get("errors", {}).values() for n in cats.values())
@@ -64,18 +66,25 @@ def worker_entry(payload: Mapping[str, Any], status: str) -> dict[str, Any]:
         "failure": payload.get("failure"),
         "clock_offset_ms": payload.get("clock_offset_ms"),
         "clock_uncertainty_ms": payload.get("clock_uncertainty_ms"),
-        "timeline": {m: timeline.get(m) for m in TIMELINE_MARKS},
+        "timeline": {m: timeline.get(m) for m in TIMELINE_MARKS} | dict(events or {}),
         "ops": ops,
         "errors": errors,
     }
 
 
-def _workers(payloads: Sequence[Mapping[str, Any]], statuses: Mapping[str, str]) -> list[dict[str, Any]]:
+def _workers(
+    payloads: Sequence[Mapping[str, Any]],
+    statuses: Mapping[str, str],
+    events: Mapping[str, Mapping[str, float]],
+) -> list[dict[str, Any]]:
     """Every worker, those that never reported (DEAD before their last flush) included."""
     by_id = {p["worker_id"]: p for p in payloads}
     ids = sorted(set(by_id) | set(statuses))
     return [
-        worker_entry(by_id.get(w, {"worker_id": w}), statuses.get(w, by_id.get(w, {}).get("status", "?"))) for w in ids
+        worker_entry(
+            by_id.get(w, {"worker_id": w}), statuses.get(w, by_id.get(w, {}).get("status", "?")), events.get(w)
+        )
+        for w in ids
     ]
 
 
@@ -103,6 +112,7 @@ def build_summary(
     payloads: Sequence[Mapping[str, Any]],
     worker_statuses: Mapping[str, str],
     orchestrator_queries: int,
+    worker_events: Mapping[str, Mapping[str, float]] | None = None,
     timeseries: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     durations: dict[str, float] = {}
@@ -126,7 +136,7 @@ def build_summary(
         "start_time": start_time,
         "start": start_block(start_time, payloads),
         "control_plane": control_plane_block(payloads, orchestrator_queries),
-        "workers": _workers(payloads, worker_statuses),
+        "workers": _workers(payloads, worker_statuses, worker_events or {}),
         "phases": merge_phase_blocks([p.get("metrics", {}) for p in payloads], durations),
         "timeseries": list(timeseries),
     }

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import types
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ from startline.engine.model import (
     WorkerStatus,
 )
 from startline.engine.pool import Pool
-from startline.engine.ports import ControlPlane, ControlPlaneError, Session, Target, WallClock
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Session, Target, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
@@ -49,6 +50,10 @@ REGISTER_POLL_S = 0.1
 """How often a worker looks for its run's RUN_STATUS row before it exists."""
 FORCE_GRACE_S = 1.0
 """After a forced stop: how long the worker may still take to finish, and then to publish."""
+
+
+class WorkerRefused(ControlPlaneConflict):
+    """The run will not have this worker: it has ended, or its id belongs to another process."""
 
 
 class WorkerExit(Exception):
@@ -121,6 +126,8 @@ class Worker:
     index: int = 0
     group: str = "default"
     scenario: Scenario | None = None
+    incarnation: str = attrs.field(factory=lambda: uuid.uuid4().hex, kw_only=True)
+    """This process's (or task's) claim on ``worker_id`` in the run: one incarnation per id."""
 
     status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
     failure: str | None = attrs.field(init=False, default=None)
@@ -170,6 +177,8 @@ class Worker:
                 await self._run()
             if self._main.cancelled_caught and self.status is not WorkerStatus.COMPLETED:
                 raise WorkerExit("forced_stop" if self._forced else "stopped_before_joining")
+        except WorkerRefused:
+            raise  # not this worker's run to write in: nothing is published, nothing overwritten
         except Exception as exc:  # the worker's own failure is a result, not a crash
             leaf = single_leaf(exc)
             if isinstance(leaf, WorkerExit):
@@ -229,8 +238,10 @@ class Worker:
 
     async def _run(self) -> None:
         self._enter("setup")
-        await self._heartbeat()
         run = await wait_for_run(self._cp, self.run_id, self.scenario.start_timeout_s if self.scenario else 120.0)
+        if run.status.terminal:
+            raise WorkerRefused(f"run {self.run_id!r} has ended ({run.status}): it takes no more workers")
+        await self._register()
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
@@ -397,9 +408,7 @@ class Worker:
             self._mark("heartbeat")
 
         async def insert() -> None:
-            await self._cp.upsert_result(
-                WorkerResult(self.run_id, self.worker_id, WorkerStatus.RUNNING, {"start_time": self.view.start_time})
-            )
+            await self._cp.upsert_result(self._result(WorkerStatus.RUNNING, {"start_time": self.view.start_time}))
             self._mark("insert")
 
         if parallel:
@@ -520,7 +529,7 @@ class Worker:
 
     async def _publish_final(self, status: WorkerStatus) -> None:
         await self._flush_snapshots(final=True)
-        await self._cp.upsert_result(WorkerResult(self.run_id, self.worker_id, status, self.payload(status)))
+        await self._cp.upsert_result(self._result(status, self.payload(status)))
         self._set_status(status)
         try:
             await self._heartbeat()
@@ -544,21 +553,35 @@ class Worker:
 
     # ---- bookkeeping helpers ---------------------------------------------------------------------
 
+    async def _register(self) -> None:
+        """Claim this worker id in the run: refused if another process holds it, live or not."""
+        row = await self._cp.register_worker(self._beat())
+        if row.incarnation != self.incarnation:
+            raise WorkerRefused(
+                f"worker id {self.worker_id!r} is taken in run {self.run_id!r} (by another process; its status "
+                f"is {row.status}): each worker of a run needs its own id"
+            )
+
     def _set_status(self, status: WorkerStatus) -> None:
         self.status = worker_transition(self.status, status)
 
-    async def _heartbeat(self) -> None:
-        await self._cp.upsert_heartbeat(
-            Heartbeat(
-                self.run_id,
-                self.worker_id,
-                self.status,
-                self.view.phase,
-                active_connections=self._pool.size if self._pool else 0,
-                applied_sequence_id=self.view.applied,
-                group=self.group,
-            )
+    def _beat(self) -> Heartbeat:
+        return Heartbeat(
+            self.run_id,
+            self.worker_id,
+            self.status,
+            self.view.phase,
+            active_connections=self._pool.size if self._pool else 0,
+            applied_sequence_id=self.view.applied,
+            group=self.group,
+            incarnation=self.incarnation,
         )
+
+    async def _heartbeat(self) -> None:
+        await self._cp.upsert_heartbeat(self._beat())
+
+    def _result(self, status: WorkerStatus, payload: dict[str, Any]) -> WorkerResult:
+        return WorkerResult(self.run_id, self.worker_id, status, payload, incarnation=self.incarnation)
 
     async def _chore(self, loop: Callable[[], Awaitable[None]]) -> None:
         """A background loop (heartbeats, flushes) that ``_drain`` stops before the final results:
@@ -580,7 +603,7 @@ class Worker:
         while True:
             await trio.sleep(max(self.scenario.flush_interval_s, self.scenario.snapshot_interval_s))
             await self._flush_snapshots(final=False)
-            await self._cp.upsert_result(WorkerResult(self.run_id, self.worker_id, self.status, self.payload()))
+            await self._cp.upsert_result(self._result(self.status, self.payload()))
 
     async def _flush_snapshots(self, final: bool) -> None:
         if self._windows is None:
@@ -624,6 +647,7 @@ class Worker:
 
         return {
             "worker_id": self.worker_id,
+            "incarnation": self.incarnation,
             "status": str(status or self.status),
             "failure": self.failure,
             "initial_connections": self._initial_connections,

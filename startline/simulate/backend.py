@@ -30,6 +30,7 @@ CALL_CLASS_OF = {
     "read_events": "event_read",
     "update_run": "status_update",
     "append_event": "event_insert",
+    "register_worker": "heartbeat_merge",
     "upsert_heartbeat": "heartbeat_merge",
     "upsert_result": "results_insert",
     "server_time": "server_time",

@@ -92,10 +92,19 @@ class MemoryControlPlane:
         await trio.lowlevel.checkpoint()
         return [e for e in self.store.events.get(run_id, ()) if e.sequence_id > after]
 
+    async def register_worker(self, heartbeat: Heartbeat) -> Heartbeat:
+        await trio.lowlevel.checkpoint()
+        rows = self.store.heartbeats[heartbeat.run_id]
+        if heartbeat.worker_id not in rows:
+            rows[heartbeat.worker_id] = attrs.evolve(heartbeat, last_heartbeat=self.store.now(), heartbeat_count=1)
+        return rows[heartbeat.worker_id]
+
     async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
         await trio.lowlevel.checkpoint()
         rows = self.store.heartbeats[heartbeat.run_id]
         old = rows.get(heartbeat.worker_id)
+        if old is not None and old.incarnation != heartbeat.incarnation:
+            return  # another incarnation's row
         status = WorkerStatus.DEAD if old is not None and old.status is WorkerStatus.DEAD else heartbeat.status
         rows[heartbeat.worker_id] = attrs.evolve(
             heartbeat,
@@ -116,7 +125,11 @@ class MemoryControlPlane:
 
     async def upsert_result(self, result: WorkerResult) -> None:
         await trio.lowlevel.checkpoint()
-        self.store.results[result.run_id][result.worker_id] = attrs.evolve(result, updated_at=self.store.now())
+        rows = self.store.results[result.run_id]
+        old = rows.get(result.worker_id)
+        if old is not None and (old.incarnation != result.incarnation or old.status.final):
+            return  # never another incarnation's, never once final
+        rows[result.worker_id] = attrs.evolve(result, updated_at=self.store.now())
 
     async def read_results(self, run_id: str) -> list[WorkerResult]:
         await trio.lowlevel.checkpoint()

@@ -12,15 +12,18 @@ from startline.backends.sqlite.db import Db
 SQLITE = Dialect(
     now="((julianday('now') - 2440587.5) * 86400.0)",
     schema=create_tables("CREATE TABLE IF NOT EXISTS", {"text": "TEXT", "real": "REAL", "int": "INTEGER"}),
-    upsert_heartbeat="""INSERT INTO {WORKER_HEARTBEATS} VALUES (?, ?, ?, ?, {NOW}, 1, ?, ?, ?)
+    upsert_heartbeat="""INSERT INTO {WORKER_HEARTBEATS} VALUES (?, ?, ?, ?, {NOW}, 1, ?, ?, ?, ?)
         ON CONFLICT (RUN_ID, WORKER_ID) DO UPDATE SET
           STATUS = CASE WHEN {WORKER_HEARTBEATS}.STATUS = 'DEAD' THEN 'DEAD' ELSE excluded.STATUS END,
           PHASE = excluded.PHASE, LAST_HEARTBEAT = excluded.LAST_HEARTBEAT,
           HEARTBEAT_COUNT = {WORKER_HEARTBEATS}.HEARTBEAT_COUNT + 1, ACTIVE_CONNECTIONS = excluded.ACTIVE_CONNECTIONS,
-          APPLIED_SEQUENCE_ID = excluded.APPLIED_SEQUENCE_ID, WORKER_GROUP = excluded.WORKER_GROUP""",
-    upsert_result="""INSERT INTO {TEST_RESULTS} VALUES (?, ?, ?, ?, {NOW})
+          APPLIED_SEQUENCE_ID = excluded.APPLIED_SEQUENCE_ID, WORKER_GROUP = excluded.WORKER_GROUP
+        WHERE {WORKER_HEARTBEATS}.INCARNATION = excluded.INCARNATION""",
+    upsert_result="""INSERT INTO {TEST_RESULTS} VALUES (?, ?, ?, ?, {NOW}, ?)
         ON CONFLICT (RUN_ID, WORKER_ID) DO UPDATE SET STATUS = excluded.STATUS,
-          PAYLOAD = excluded.PAYLOAD, UPDATED_AT = excluded.UPDATED_AT""",
+          PAYLOAD = excluded.PAYLOAD, UPDATED_AT = excluded.UPDATED_AT
+        WHERE {TEST_RESULTS}.INCARNATION = excluded.INCARNATION
+          AND {TEST_RESULTS}.STATUS NOT IN ('COMPLETED', 'FAILED')""",
     begin="BEGIN IMMEDIATE",
     errors=(sqlite3.Error,),
 )
