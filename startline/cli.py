@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from startline import launch
-from startline.engine.ports import ControlPlaneError
+from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
 from startline.report import print_summary
 from startline.urls import parse_url
@@ -131,6 +131,11 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
     leaf = single_leaf(exc)
     if isinstance(leaf, ConfigError):
         fail_usage(f"{config}: {leaf}" if config else str(leaf))
+    if isinstance(leaf, launch.RunCancelled):
+        err.print(f"[bold red]cancelled:[/] {escape(str(leaf))}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_RUN_FAILED)
+    if isinstance(leaf, ControlPlaneConflict):  # refused: a run id taken or ended, a worker id taken
+        fail_usage(str(leaf))
     if isinstance(leaf, ControlPlaneError):
         fail_usage(f"control plane: {leaf}")
 

@@ -39,16 +39,15 @@ async def orchestrate(
     from startline.inprocess import run_in_process_async
 
     target = open_target(target_url, scenario)
-    if scenario.setup:
-        if not hasattr(target, "setup"):
-            raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
-        with console.status(f"setup: {len(scenario.setup)} statement(s) on the target"):
-            await target.setup(scenario.setup)
+    if scenario.setup and not hasattr(target, "setup"):
+        raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
     title = (
         f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start"
     )
     if control_url.in_process:
+        if not await _interruptible(lambda: _setup(target, scenario, console)):
+            raise RunCancelled("cancelled during setup: nothing was run")
         with console.status(f"{title} (in process)"):
             done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=on_signals)
             return done.summary
@@ -56,9 +55,14 @@ async def orchestrate(
     summary: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signals, orchestrator)
+        # The run is created (or a restart adopts it, or it is refused) before the target is
+        # touched: a refused run never sets up, a restart neither sets up nor spawns again.
         await orchestrator.prepare()
+        fresh = orchestrator.adopted is None
+        if fresh and scenario.setup:
+            await orchestrator.while_prepared(lambda: _setup(target, scenario, console))
         async with trio.open_nursery() as procs:
-            if spawn:
+            if spawn and fresh and not orchestrator.stop_requested:
                 for i in range(scenario.workers):
                     procs.start_soon(worker_process, scenario, run_id, i, out)
             with console.status(title) as status:
@@ -72,6 +76,41 @@ async def orchestrate(
             procs.cancel_scope.deadline = trio.current_time() + grace
         nursery.cancel_scope.cancel()
     return summary
+
+
+class RunCancelled(Exception):
+    """Stopped by the user before anything was measured (Ctrl-C during setup, in process)."""
+
+
+async def _setup(target: Any, scenario: Scenario, console: Console) -> None:
+    """The scenario's setup statements on the target; a statement that fails is bad configuration
+    (one line naming it). Cancelled (Ctrl-C), the statement running is interrupted."""
+    n = len(scenario.setup)
+    with console.status(f"setup: {n} statement(s) on the target"):
+        try:
+            await target.setup(scenario.setup)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            raise ConfigError("setup", f"the target refused it: {type(exc).__name__}: {exc}") from exc
+
+
+async def _interruptible(work: Any) -> bool:
+    """Run ``work``; Ctrl-C or SIGTERM cancels it. True if it ran to the end."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            interrupted = False
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await work()
+            nursery.cancel_scope.cancel()
+    return not interrupted
 
 
 def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from startline.testing import CLI, ROOT, LiveRun, faulty
+from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup
 
 
 def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, policy="continue") -> LiveRun:
@@ -74,6 +75,112 @@ def test_a_restart_of_a_live_or_finished_run_is_refused_with_exit_2(tmp_path):
     _out, err = again.communicate(timeout=120)
     assert again.returncode == 2
     assert "already ended" in err and "Traceback" not in err
+
+
+def test_a_refused_run_never_touches_the_target(tmp_path):
+    run = live_run(tmp_path, "untouched", workers=1, measurement_s=1.0).start()
+    code, err, _ = run.finish()
+    assert code == 0, err[-2000:]
+    data = run.out / "data.db"
+    db = sqlite3.connect(data)
+    db.execute("UPDATE kv SET v = 42 WHERE k = 1")  # setup would drop and reload it
+    db.commit()
+    db.close()
+    again = run.start_orchestrator(tmp_path / "again")
+    _out, err = again.communicate(timeout=120)
+    assert again.returncode == 2, err[-2000:]
+    db = sqlite3.connect(data)
+    assert db.execute("SELECT v FROM kv WHERE k = 1").fetchall() == [(42,)]
+    db.close()
+
+
+def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
+    config = tmp_path / "respawn.toml"
+    config.write_text(faulty(workers=2, measurement_s=60.0, idle_s=3.0, policy="continue"))
+    out = tmp_path / "out"
+    cmd = [*CLI, "run", str(config), "--out", str(out), "--run-id", "respawn", "--quiet"]
+    cmd += ["--control", f"sqlite:///{out}/control.db"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probe = LiveRun(config, out, "respawn", 2)
+    probe.wait_until("MEASUREMENT", probe.measuring)
+    time.sleep(1.0)
+    first.send_signal(signal.SIGKILL)  # its spawned workers live on, notice, stop, publish
+    first.wait(timeout=30)
+    probe.wait_until(
+        "the orphaned workers' results",
+        lambda: len(probe.query("SELECT 1 FROM TEST_RESULTS WHERE STATUS = 'FAILED'")) == 2,
+    )
+    stored = dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS"))
+    files = {w: (out / f"worker-{w}.json").read_text() for w in ("w000", "w001")}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 3, again.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reason"] == "orchestrator_lost"
+    assert dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS")) == stored  # nothing overwritten
+    assert {w: (out / f"worker-{w}.json").read_text() for w in files} == files
+    assert sum(w["ops"] for w in summary["workers"]) > 0
+
+
+def test_a_failing_setup_statement_is_one_line_and_exit_2_and_the_run_is_failed(tmp_path):
+    config = tmp_path / "badsetup.toml"
+    config.write_text(
+        FAULTY.format(
+            setup='setup = ["CREATE TABLE kv (k INTEGER PRIMARY KEY"]',
+            workers=1,
+            measurement_s=1.0,
+            idle_s=30.0,
+            policy="continue",
+        )
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            *CLI,
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--run-id",
+            "badsetup",
+            "--control",
+            f"sqlite:///{out}/control.db",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "setup" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    probe = LiveRun(config, out, "badsetup", 1)
+    assert probe.query("SELECT STATUS, STOP_REASON FROM RUN_STATUS") == [("FAILED", "error")]
+
+
+def test_ctrl_c_during_setup_interrupts_the_statement_and_exits_3(tmp_path):
+    config = tmp_path / "slowsetup.toml"
+    config.write_text(
+        FAULTY.format(setup=kv_setup(500_000_000), workers=1, measurement_s=1.0, idle_s=30.0, policy="continue")
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(config), "--out", str(out), "--run-id", "slow", "--control", f"sqlite:///{out}/control.db"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    probe = LiveRun(config, out, "slow", 1)
+    probe.wait_until("the run created", lambda: probe.query("SELECT STATUS FROM RUN_STATUS"))
+    time.sleep(1.0)  # the load is under way
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr[-2000:]
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["reason"]) == ("CANCELLED", "user_requested")
+    assert probe.query("SELECT STATUS FROM RUN_STATUS") == [("CANCELLED",)]
+    assert not list(out.glob("worker-*.log"))  # no worker was spawned
 
 
 @pytest.mark.parametrize("presses", [1, 2])

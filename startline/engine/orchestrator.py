@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import types
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,30 @@ class Orchestrator:
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
         self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
+
+    async def while_prepared(self, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``work`` (the target's setup) between ``prepare`` and ``run``: RUN_STATUS stays
+        fresh meanwhile (workers waiting for the start do not take the orchestrator for gone), and
+        a stop request cancels it. Returns False if it was cancelled so; if ``work`` raises, the
+        run is recorded FAILED with what it raised, and the error propagates."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._touch_loop)
+
+            async def cancel_on_stop() -> None:
+                await self._stop_requested.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(cancel_on_stop)
+            try:
+                await work()
+            except Exception as exc:
+                self.stop_reason, self.stop_detail = StopReason.ERROR, f"setup: {type(exc).__name__}: {exc}"
+                await self._set_status(
+                    RunStatus.FAILED, phase=Phase.DONE, stop_reason=self.stop_reason, stop_detail=self.stop_detail
+                )
+                raise
+            nursery.cancel_scope.cancel()
+        return not self.stop_requested
 
     def statistics(self) -> OrchestratorStatistics:
         return OrchestratorStatistics(

@@ -40,6 +40,12 @@ class Db:
         # A call timed out by the caller is abandoned: its thread finishes alone, still holding the limiter.
         return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
+    def interrupt(self) -> None:
+        """Abort the statement running on this connection (from any thread): it raises
+        ``sqlite3.OperationalError('interrupted')`` in its own thread."""
+        if self._conn is not None:
+            self._conn.interrupt()
+
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None

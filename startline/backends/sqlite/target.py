@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from startline.backends.sqlite.db import Db
 from startline.engine.scenario import OperationSpec
@@ -52,8 +53,12 @@ class SqliteTarget:
         try:
             for sql in statements:
                 await db.run(lambda c, sql=sql: c.executescript(sql))
+        except trio.Cancelled:
+            db.interrupt()  # Ctrl-C: the statement stops now, not when it is done
+            raise
         finally:
-            await db.close()
+            with trio.move_on_after(5.0, shield=True):  # an interrupted statement returns at once
+                await db.close()
 
     async def open_session(self, worker_id: str, slot: int) -> SqliteSession:
         session = SqliteSession(Db(self.path))
