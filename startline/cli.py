@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from startline import launch
+from startline.engine.files import write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, exit_code
 from startline.report import print_summary
 from startline.urls import parse_url
-
-EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 
 err = Console(stderr=True)
 
@@ -30,6 +30,12 @@ def fail_usage(message: str) -> NoReturn:
     """One clear line on stderr and exit code 2: bad usage or configuration."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(EXIT_USAGE)
+
+
+def fail_run(message: str) -> NoReturn:
+    """One line on stderr and exit code 3: the run (or this worker) failed."""
+    err.print(f"[bold red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(EXIT_RUN_FAILED)
 
 
 def load_scenario(path: str) -> Scenario:
@@ -70,7 +76,8 @@ def run(
     process orchestrates and starts the scenario's `workers` as processes
     (`startline worker ...`), logging to OUT/worker-ID.log.
 
-    Exit codes: 0 done, 2 bad usage or config, 3 the run failed or was cancelled.
+    Exit codes: 0 completed and passed its [checks], 1 completed but failed them, 2 bad usage or
+    config, 3 the run failed or was cancelled.
     """
     scenario = load_scenario(config)
     out_dir = Path(out)
@@ -99,7 +106,7 @@ def run(
         click.echo(path)
     else:
         print_summary(summary, Console(width=max(110, Console().width)), path)
-    sys.exit(EXIT_OK if summary["status"] == "COMPLETED" else EXIT_RUN_FAILED)
+    sys.exit(exit_code(summary["status"], summary["verdict"]))
 
 
 @main.command()
@@ -132,8 +139,9 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
     if isinstance(leaf, ConfigError):
         fail_usage(f"{config}: {leaf}" if config else str(leaf))
     if isinstance(leaf, launch.RunCancelled):
-        err.print(f"[bold red]cancelled:[/] {escape(str(leaf))}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_RUN_FAILED)
+        fail_run(str(leaf))
+    if isinstance(leaf, OSError) and leaf.filename is not None:  # a full disk, a file it may not write
+        fail_run(f"cannot write {leaf.filename}: {leaf.strerror or leaf}")
     if isinstance(leaf, ControlPlaneConflict):  # refused: a run id taken or ended, a worker id taken
         fail_usage(str(leaf))
     if isinstance(leaf, ControlPlaneError):
@@ -178,9 +186,10 @@ def worker(
         _fail_known(exc, None)
         raise
     if results:
-        import json
-
-        Path(results).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        try:
+            write_json(Path(results), payload)
+        except OSError as exc:
+            fail_run(f"cannot write the results file {results}: {exc}")
     sys.exit(EXIT_OK if payload["status"] == "COMPLETED" else EXIT_RUN_FAILED)
 
 
@@ -334,7 +343,7 @@ def _simulate_faults(
             err.print(f"  replay: {replay_command(r.seed, config)}", highlight=False, markup=False)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    sys.exit(EXIT_THRESHOLD if report["violations"] else EXIT_OK)
+    sys.exit(EXIT_CHECKS_FAILED if report["violations"] else EXIT_OK)
 
 
 @main.command()

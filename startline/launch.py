@@ -46,7 +46,7 @@ async def orchestrate(
         f"{scenario.start.strategy} start"
     )
     if control_url.in_process:
-        if not await _interruptible(lambda: _setup(target, scenario, console)):
+        if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console)):
             raise RunCancelled("cancelled during setup: nothing was run")
         with console.status(f"{title} (in process)"):
             done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=on_signals)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -75,6 +76,32 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     console.print(p)
     bad = [w for w in summary["workers"] if w["status"] != "COMPLETED"]
     for w in bad:
-        console.print(f"[yellow]worker {w['worker_id']}: {w['status']}[/] {w.get('failure') or ''}")
+        console.print(f"[yellow]worker {escape(w['worker_id'])}: {w['status']}[/] {escape(w.get('failure') or '')}")
+    _print_failures(summary.get("failures", ()), console)
+    for c in summary.get("checks", ()):
+        mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
+        console.print(f"check {c['name']}: {mark} — {escape(c['detail'])}")
+    verdict = summary.get("verdict")
+    if verdict:
+        style = "bold green" if verdict == "passed" else "bold red"
+        console.print(f"verdict: [{style}]{verdict}[/]")
     if path:
         console.print(f"summary: {path}")
+
+
+FAILURES_SHOWN = 5
+
+
+def _print_failures(failures: Any, console: Console) -> None:
+    """The most frequent errors, with what they said (all of them in failures.csv)."""
+    if not failures:
+        return
+    t = Table(title="Errors", show_header=True, header_style="bold")
+    for col in ("operation", "category", "count", "first message"):
+        t.add_column(col, justify="right" if col == "count" else "left", overflow="fold")
+    for f in failures[:FAILURES_SHOWN]:
+        first = f["messages"][0]["message"] if f["messages"] else ""
+        t.add_row(escape(f["operation"]), escape(f["category"]), f"{f['count']:,}", escape(first))
+    console.print(t)
+    if len(failures) > FAILURES_SHOWN:
+        console.print(f"… and {len(failures) - FAILURES_SHOWN} more (operation, category) in failures.csv")

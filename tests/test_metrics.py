@@ -8,7 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from startline.engine.connection import Tally
-from startline.engine.metrics import Recorder, merge_histograms, merge_phase_blocks, new_histogram
+from startline.engine.metrics import (
+    MESSAGE_CHARS,
+    MESSAGES_KEPT,
+    Recorder,
+    error_message,
+    merge_failures,
+    merge_histograms,
+    merge_phase_blocks,
+    new_histogram,
+)
 from startline.engine.model import Phase
 from startline.engine.scenario import OperationSpec
 from startline.engine.schedule import PhaseWindows
@@ -62,14 +71,40 @@ def test_merged_percentiles_equal_those_of_the_union_within_hdr_precision(parts,
 def test_errors_are_counted_by_phase_and_category():
     r = Recorder()
     t = tally(r)
-    t.failed(10.0, 10.5, "Timeout")
-    t.failed(11.0, 11.5, "Timeout")
-    t.failed(9.0, 9.5, "Refused")
+    t.failed(0, 10.0, 10.5, "Timeout")
+    t.failed(0, 11.0, 11.5, "Timeout")
+    t.failed(0, 9.0, 9.5, "Refused")
     t.close()
     merged = merge_phase_blocks([r.to_payload(), r.to_payload()], {"MEASUREMENT": 2.0, "WARMUP": 1.0})
     assert merged["MEASUREMENT"]["errors"] == 4
     assert merged["MEASUREMENT"]["errors_by_category"] == {"Timeout": 4}
     assert merged["WARMUP"]["errors_by_category"] == {"Refused": 2}
+
+
+def test_error_messages_are_kept_per_operation_and_category_with_counts_and_first_and_last_seen():
+    r = Recorder()
+    for k in range(MESSAGES_KEPT + 3):
+        r.add_error(Phase.MEASUREMENT, "database", "read", f"no such table: t{k}", at=float(k))
+    r.add_error(Phase.MEASUREMENT, "database", "read", "no such table: t0", at=50.0)
+    r.add_error(Phase.WARMUP, "timeout", "write", "slow", at=1.5)
+    (read, write) = r.to_payload(lambda t: t + 1000.0)["failures"]
+    assert (read["operation"], read["category"], read["count"]) == ("read", "database", MESSAGES_KEPT + 4)
+    assert (read["first_seen"], read["last_seen"]) == (1000.0, 1050.0)
+    assert len(read["messages"]) == MESSAGES_KEPT  # distinct ones past the limit are counted, not kept
+    assert read["messages"][0] == {"message": "no such table: t0", "count": 2}
+    assert write["count"] == 1 and write["messages"] == [{"message": "slow", "count": 1}]
+    merged = merge_failures([r.to_payload(), r.to_payload()])
+    assert [(m["operation"], m["count"], m["workers"]) for m in merged] == [
+        ("read", 2 * (MESSAGES_KEPT + 4), 2),
+        ("write", 2, 2),
+    ]
+    assert merged[0]["messages"][0] == {"message": "no such table: t0", "count": 4}
+
+
+def test_an_error_message_is_one_line_named_by_its_type_and_cut():
+    assert error_message(ValueError("a\n  b")) == "ValueError: a b"
+    assert error_message(KeyError()) == "KeyError"
+    assert len(error_message(RuntimeError("x" * 10_000))) == MESSAGE_CHARS
 
 
 def test_interval_counts_are_taken_once():

@@ -396,7 +396,7 @@ def test_the_invariant_checker_catches_a_broken_run(monkeypatch):
     # Break the worker on purpose (it forgets to record its operations): the checker must say so.
     from startline.engine import metrics
 
-    monkeypatch.setattr(metrics.Recorder, "to_payload", lambda self: {"ops": {}, "errors": {}})
+    monkeypatch.setattr(metrics.Recorder, "to_payload", lambda self, to_control=float: {"ops": {}, "errors": {}})
     run = run_with_faults(3)
     assert any(v.startswith("results:") for v in run.violations)
     assert math.isfinite(run.virtual_s)

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from startline.engine.metrics import HIGHEST_US, Recorder
+from startline.engine.metrics import HIGHEST_US, Recorder, error_message
 from startline.engine.model import Phase
 from startline.engine.ports import Session
 from startline.engine.scenario import OperationSpec, Scenario
@@ -95,8 +95,9 @@ class Tally:
             self._next_interval(ended)
         self._iv_ops += 1
 
-    def failed(self, began: float, ended: float, category: str) -> None:
-        self.recorder.add_error(self.phase(began, ended), category)
+    def failed(self, i: int, began: float, ended: float, category: str, message: str = "") -> None:
+        """Operation ``i`` failed with ``category`` saying ``message``."""
+        self.recorder.add_error(self.phase(began, ended), category, self.operations[i].name, message, ended)
         if ended >= self._iv_end:
             self._next_interval(ended)
         self._iv_errors += 1
@@ -169,7 +170,7 @@ class Connections:
                 try:
                     await session.execute(op, args)
                 except Exception as exc:
-                    failed(began, now(), self.error_category(exc))
+                    failed(i, began, now(), self.error_category(exc), error_message(exc))
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
                     ok(i, began, now())

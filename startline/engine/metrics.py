@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -20,6 +20,36 @@ from startline.engine.model import Phase
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
+
+
+MESSAGES_KEPT = 5
+"""Distinct error messages kept per (operation, category); later ones are counted, not kept."""
+MESSAGE_CHARS = 500
+"""An error message is cut to this many characters."""
+
+
+@attrs.define(eq=False)
+class Failure:
+    """The errors of one (operation, category): how many, first and last seen (trio time), and the
+    first ``MESSAGES_KEPT`` distinct messages with their counts."""
+
+    count: int = 0
+    first: float = math.inf
+    last: float = -math.inf
+    messages: dict[str, int] = attrs.Factory(dict)
+
+    def add(self, message: str, at: float) -> None:
+        self.count += 1
+        self.first, self.last = min(self.first, at), max(self.last, at)
+        if message in self.messages or len(self.messages) < MESSAGES_KEPT:
+            self.messages[message] = self.messages.get(message, 0) + 1
+
+
+def error_message(exc: BaseException) -> str:
+    """What an operation's error says, on one line and cut to ``MESSAGE_CHARS``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
+    return text[:MESSAGE_CHARS]
 
 
 def new_histogram() -> HdrHistogram:
@@ -39,6 +69,8 @@ class Recorder:
     histograms: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
     errors: dict[tuple[Phase, str], int] = attrs.Factory(lambda: defaultdict(int))
     intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
+    failures: dict[tuple[str, str], Failure] = attrs.Factory(dict)
+    """(operation, category) → what its errors said."""
 
     def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         """The histogram for (kind, phase), created on first use; connections keep a reference."""
@@ -48,8 +80,12 @@ class Recorder:
             hist = self.histograms[key] = new_histogram()
         return hist
 
-    def add_error(self, phase: Phase, category: str) -> None:
+    def add_error(self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0) -> None:
         self.errors[(phase, category)] += 1
+        failure = self.failures.get((operation, category))
+        if failure is None:
+            failure = self.failures[(operation, category)] = Failure()
+        failure.add(message, at)
 
     def add_interval(self, interval: int, ops: int, errors: int) -> None:
         counts = self.intervals[interval]
@@ -68,7 +104,9 @@ class Recorder:
         done = sorted(i for i in self.intervals if i < before)
         return [{"interval": i, "ops": self.intervals[i][0], "errors": self.intervals.pop(i)[1]} for i in done]
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self, to_control: Callable[[float], float] = float) -> dict[str, Any]:
+        """The metrics part of a worker's results; ``to_control`` maps trio time to the control
+        plane's clock (for when errors were first and last seen)."""
         hists: dict[str, dict[str, str]] = defaultdict(dict)
         for (kind, phase), h in sorted(self.histograms.items()):
             hists[str(phase)][kind] = h.encode().decode("ascii")
@@ -78,7 +116,56 @@ class Recorder:
         errs: dict[str, dict[str, int]] = defaultdict(dict)
         for (phase, cat), n in sorted(self.errors.items()):
             errs[str(phase)][cat] = n
-        return {"histograms": dict(hists), "errors": dict(errs), "ops": dict(sorted(ops.items()))}
+        failures = [
+            {
+                "operation": op,
+                "category": cat,
+                "count": f.count,
+                "first_seen": to_control(f.first),
+                "last_seen": to_control(f.last),
+                "messages": [{"message": m, "count": n} for m, n in f.messages.items()],
+            }
+            for (op, cat), f in sorted(self.failures.items())
+        ]
+        return {
+            "histograms": dict(hists),
+            "errors": dict(errs),
+            "ops": dict(sorted(ops.items())),
+            "failures": failures,
+        }
+
+
+def merge_failures(payloads: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The workers' ``failures`` merged per (operation, category): counts add, first/last seen are
+    the extremes, the first ``MESSAGES_KEPT`` distinct messages (most frequent first) are kept.
+    Most frequent (operation, category) first."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for metrics in payloads:
+        for f in metrics.get("failures", ()):
+            key = (f["operation"], f["category"])
+            m = merged.setdefault(
+                key,
+                {
+                    "operation": key[0],
+                    "category": key[1],
+                    "count": 0,
+                    "first_seen": math.inf,
+                    "last_seen": -math.inf,
+                    "workers": 0,
+                    "messages": defaultdict(int),
+                },
+            )
+            m["count"] += f["count"]
+            m["workers"] += 1
+            m["first_seen"] = min(m["first_seen"], f["first_seen"])
+            m["last_seen"] = max(m["last_seen"], f["last_seen"])
+            for msg in f["messages"]:
+                m["messages"][msg["message"]] += msg["count"]
+    out = []
+    for m in sorted(merged.values(), key=lambda m: (-m["count"], m["operation"], m["category"])):
+        top = sorted(m["messages"].items(), key=lambda kv: (-kv[1], kv[0]))[:MESSAGES_KEPT]
+        out.append(m | {"messages": [{"message": t, "count": n} for t, n in top]})
+    return out
 
 
 def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:

@@ -4,7 +4,6 @@ heartbeats, collects results and writes the summary."""
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import types
@@ -17,6 +16,7 @@ import trio
 
 from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
+from startline.engine.files import FAILURES_HEADER, failure_rows, write_csv, write_json
 from startline.engine.lifecycle import run_outcome, run_transition
 from startline.engine.liveness import MIN_LIVENESS_WAIT_S, liveness_round
 from startline.engine.model import (
@@ -525,7 +525,7 @@ class Orchestrator:
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
+    """OUT/summary.json and OUT/failures.csv, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return path
+    write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
+    return write_json(out / "summary.json", summary)

@@ -240,6 +240,16 @@ _RENAMED: dict[tuple[type, str], str] = {}
 
 
 @attrs.frozen
+class Checks:
+    """What a completed run must show in MEASUREMENT to pass (exit 0); failing one is exit 1."""
+
+    max_error_rate: float = attrs.field(default=0.01, validator=_num(0, 1))
+    """Errors / (operations + errors) at most this."""
+    min_operations: int = attrs.field(default=1, validator=_count(0, 2**62))
+    """At least this many successful operations."""
+
+
+@attrs.frozen
 class Scenario:
     """A benchmark run: timing, workers, the start strategy, the workload and a scaling schedule.
 
@@ -277,6 +287,7 @@ class Scenario:
     flush_interval_s: float = attrs.field(default=5.0, validator=_num(0, 3600, lo_open=True))
     start: StartOptions = attrs.field(factory=StartOptions)
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
+    checks: Checks = attrs.field(factory=Checks)
     control: str = attrs.field(default="memory://", validator=_str)
     target: str = attrs.field(default="memory://", validator=_str)
     setup: tuple[str, ...] = attrs.field(
@@ -353,6 +364,7 @@ class Scenario:
 _NESTED.update(
     {
         (Scenario, "start"): StartOptions,
+        (Scenario, "checks"): Checks,
         (Scenario, "operations"): [OperationSpec],
         (Scenario, "schedule"): [ScaleStep],
         (OperationSpec, "params"): {ParamSpec},

@@ -6,10 +6,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from startline.engine.metrics import merge_phase_blocks
+from startline.engine.metrics import merge_failures, merge_phase_blocks
 from startline.engine.model import Phase
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import PhaseWindows, percentile
+from startline.engine.verdict import evaluate, verdict
 
 TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query")
 
@@ -126,17 +127,23 @@ def build_summary(
         durations = {str(Phase.WARMUP): clip(w.start, w.measure), str(Phase.MEASUREMENT): clip(w.measure, w.cooldown)}
         if scenario.cooldown_s > 0:
             durations[str(Phase.COOLDOWN)] = clip(w.cooldown, w.end)
+    metrics = [p.get("metrics", {}) for p in payloads]
+    phases = merge_phase_blocks(metrics, durations)
+    checks = evaluate(scenario.checks, phases)
     return {
         "run_id": run_id,
         "status": status,
+        "verdict": verdict(status, checks),
         "reason": reason,
         "detail": detail,
+        "checks": [c.to_dict() for c in checks],
         "scenario": scenario.name,
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,
         "start": start_block(start_time, payloads),
         "control_plane": control_plane_block(payloads, orchestrator_queries),
         "workers": _workers(payloads, worker_statuses, worker_events or {}),
-        "phases": merge_phase_blocks([p.get("metrics", {}) for p in payloads], durations),
+        "phases": phases,
+        "failures": merge_failures(metrics),
         "timeseries": list(timeseries),
     }

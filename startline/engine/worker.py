@@ -662,5 +662,5 @@ class Worker:
                 "running_s": span("running", "draining"),
             },
             "applied_events": list(self._applied),
-            "metrics": self.recorder.to_payload(),
+            "metrics": self.recorder.to_payload(cm.to_control if cm is not None else float),
         }

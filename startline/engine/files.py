@@ -1,0 +1,77 @@
+"""Result files written whole or not at all: a temporary file beside the target, flushed to disk
+(fsync), then renamed over it. A full disk or a crash leaves the previous file (or none), never
+a half-written one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (same directory, fsync, rename); on any error the
+    temporary file is removed and the error raised."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # the rename itself survives a crash once the directory is synced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return write_atomic(path, buf.getvalue())
+
+
+FAILURES_HEADER = ("operation", "category", "count", "workers", "first_seen", "last_seen", "message", "message_count")
+
+
+def failure_rows(failures: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """failures.csv: one row per kept message of each (operation, category)."""
+    rows = []
+    for f in failures:
+        for m in f["messages"] or [{"message": "", "count": 0}]:
+            rows.append(
+                (
+                    f["operation"],
+                    f["category"],
+                    f["count"],
+                    f["workers"],
+                    f["first_seen"],
+                    f["last_seen"],
+                    m["message"],
+                    m["count"],
+                )
+            )
+    return rows

@@ -1,0 +1,92 @@
+"""The verdict and the exit code: 0 only for a completed run that passed its checks; errors keep
+what they said (summary.json, the printed summary, failures.csv)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from startline.engine.model import RunStatus
+from startline.engine.scenario import Checks
+from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, evaluate, exit_code, verdict
+from startline.testing import run_cli
+
+cli = functools.partial(run_cli, timeout=120)
+
+statuses = st.sampled_from([str(s) for s in RunStatus])
+phase_blocks = st.fixed_dictionaries(
+    {}, optional={"MEASUREMENT": st.fixed_dictionaries({"ops": st.integers(0, 10**9), "errors": st.integers(0, 10**9)})}
+)
+checks = st.builds(Checks, max_error_rate=st.floats(0, 1), min_operations=st.integers(0, 10**6))
+
+
+@given(status=statuses, phases=phase_blocks, limits=checks)
+def test_exit_0_iff_completed_with_enough_operations_and_an_error_rate_within_the_limit(status, phases, limits):
+    block = phases.get("MEASUREMENT", {"ops": 0, "errors": 0})
+    ops, errors = block["ops"], block["errors"]
+    rate = errors / (ops + errors) if ops + errors else 0.0
+    passes = ops >= limits.min_operations and rate <= limits.max_error_rate
+    code = exit_code(status, verdict(status, evaluate(limits, phases)))
+    if status != "COMPLETED":
+        assert code == EXIT_RUN_FAILED
+    else:
+        assert code == (EXIT_OK if passes else EXIT_CHECKS_FAILED)
+
+
+@given(phases=phase_blocks)
+def test_a_run_with_no_successful_operation_never_passes_the_default_checks(phases):
+    phases = {"MEASUREMENT": {"ops": 0, "errors": phases.get("MEASUREMENT", {}).get("errors", 0)}}
+    assert verdict("COMPLETED", evaluate(Checks(), phases)) == "failed"
+
+
+FAILING = """
+name = "failing"
+workers = 1
+connections_per_worker = 2
+measurement_s = 0.5
+target = "sqlite:///{out}/data.db"
+setup = ["CREATE TABLE IF NOT EXISTS present (k INTEGER)"]
+
+[start]
+strategy = "poll"
+poll_interval_ms = 20
+
+[[operations]]
+name = "missing"
+sql = "SELECT * FROM absent_table"
+"""
+
+
+def test_a_run_whose_every_operation_fails_exits_1_and_says_what_the_errors_said(tmp_path):
+    path = tmp_path / "failing.toml"
+    path.write_text(FAILING.format(out="{out}"))
+    out = tmp_path / "out"
+    proc = cli("run", str(path), "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["verdict"]) == ("COMPLETED", "failed")
+    assert {c["name"]: c["ok"] for c in summary["checks"]} == {"min_operations": False, "max_error_rate": False}
+    (failure,) = summary["failures"]
+    assert failure["operation"] == "missing" and failure["count"] == sum(
+        b["errors"] for b in summary["phases"].values()
+    )
+    assert summary["phases"]["MEASUREMENT"]["errors"] > 0
+    assert "no such table: absent_table" in failure["messages"][0]["message"]
+    assert failure["first_seen"] <= failure["last_seen"]
+    assert "no such table: absent_table" in proc.stdout and "verdict: failed" in proc.stdout
+    with open(out / "failures.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["operation"] == "missing" and "absent_table" in rows[0]["message"]
+
+
+def test_checks_can_be_loosened_in_the_scenario(tmp_path):
+    path = tmp_path / "failing.toml"
+    path.write_text(FAILING.format(out="{out}") + "\n[checks]\nmax_error_rate = 1.0\nmin_operations = 0\n")
+    proc = cli("run", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["verdict"] == "passed"
