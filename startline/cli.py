@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
+import re
 import sys
+import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import attrs
 import click
@@ -19,6 +23,7 @@ from startline import launch
 from startline.engine.files import write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.together import worker_ids
 from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, exit_code
 from startline.report import print_summary
 from startline.urls import parse_url
@@ -30,6 +35,44 @@ def fail_usage(message: str) -> NoReturn:
     """One clear line on stderr and exit code 2: bad usage or configuration."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(EXIT_USAGE)
+
+
+ID_CHARS = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _id_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Run and worker ids: 1 to 128 letters, digits or ``_.:-`` (they name files and log lines)."""
+    if value is not None and not ID_CHARS.fullmatch(value):
+        raise click.BadParameter("must be 1 to 128 letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+def claim_out(out: Path, run_id: str, overwrite: bool) -> IO[str]:
+    """Make sure OUT can be written before anything starts, and that it is this run's: a
+    directory holding another run's summary is refused unless ``overwrite``, one in use by
+    another `startline run` always. Returns the held lock (close it to release)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
+        probe.close()
+        lock = open(out / ".startline.lock", "w")
+    except OSError as exc:
+        fail_usage(f"--out {out}: cannot write there ({exc.strerror or exc})")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        fail_usage(f"--out {out} is in use by another startline run: choose another --out")
+    previous = out / "summary.json"
+    if previous.exists() and not overwrite:
+        try:
+            other = json.loads(previous.read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other != run_id:  # the same run id is a restart: its summary is rewritten
+            lock.close()
+            fail_usage(f"--out {out} holds the summary of run {other!r}: choose another --out, or pass --overwrite")
+    return lock
 
 
 def fail_run(message: str) -> NoReturn:
@@ -53,7 +96,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path())
 @click.option(
     "--out",
     "out",
@@ -65,10 +108,18 @@ def main() -> None:
 @click.option("--control", default=None, help="Control-plane URL (default: the scenario's `control`).")
 @click.option("--target", default=None, help="Target URL (default: the scenario's `target`).")
 @click.option("--no-spawn", is_flag=True, help="Start no worker processes; wait for workers started elsewhere.")
-@click.option("--run-id", default=None, help="Run id (default: scenario name + random suffix).")
+@click.option("--run-id", default=None, callback=_id_option, help="Run id (default: scenario name + random suffix).")
 @click.option("--quiet", is_flag=True, help="Print only the path of summary.json.")
+@click.option("--overwrite", is_flag=True, help="Reuse an --out that holds another run's summary.")
 def run(
-    config: str, out: str, control: str | None, target: str | None, no_spawn: bool, run_id: str | None, quiet: bool
+    config: str,
+    out: str,
+    control: str | None,
+    target: str | None,
+    no_spawn: bool,
+    run_id: str | None,
+    quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Run the scenario in CONFIG and write OUT/summary.json.
 
@@ -81,13 +132,15 @@ def run(
     """
     scenario = load_scenario(config)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or f"{scenario.name}-{uuid.uuid4().hex[:8]}"
+    lock = claim_out(out_dir, run_id, overwrite)
     try:
         control_url = parse_url(control or scenario.control, "control", out_dir)
         target_url = parse_url(target or scenario.target, "target", out_dir)
+        if control_url.in_process or not no_spawn:  # the workers' ids and groups are known
+            scenario.check_scopes(worker_ids(scenario), {"default"})
     except ConfigError as exc:
         fail_usage(f"{config}: {exc}")
-    run_id = run_id or f"{scenario.name}-{uuid.uuid4().hex[:8]}"
     resolved = attrs.evolve(
         scenario,
         control=_url_text(control or scenario.control, out_dir),
@@ -101,6 +154,8 @@ def run(
     except Exception as exc:
         _fail_known(exc, config)
         raise
+    finally:
+        lock.close()
     path = str(out_dir / "summary.json")
     if quiet:
         click.echo(path)
@@ -110,7 +165,7 @@ def run(
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path())
 @click.option("--control", default=None, help="Control-plane URL to check (default: the scenario's `control`).")
 @click.option("--target", default=None, help="Target URL to check (default: the scenario's `target`).")
 def check(config: str, control: str | None, target: str | None) -> None:
@@ -122,6 +177,7 @@ def check(config: str, control: str | None, target: str | None) -> None:
         try:
             parse_url(control or scenario.control, "control", Path(out))
             parse_url(target or scenario.target, "target", Path(out))
+            scenario.check_scopes(worker_ids(scenario), {"default"})
         except ConfigError as exc:
             fail_usage(f"{config}: {exc}")
     length = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
@@ -154,8 +210,8 @@ def _url_text(text: str, out: Path) -> str:
 
 @main.command()
 @click.option("--control", required=True, help="Control-plane URL (sqlite:///..., snowflake://...).")
-@click.option("--run-id", required=True, help="The run to join.")
-@click.option("--worker-id", required=True, help="This worker's id, unique in the run.")
+@click.option("--run-id", required=True, callback=_id_option, help="The run to join.")
+@click.option("--worker-id", required=True, callback=_id_option, help="This worker's id, unique in the run.")
 @click.option("--target", default=None, help="Target URL (default: the run's scenario `target`).")
 @click.option("--index", type=int, default=0, show_default=True, help="This worker's number (keeps sequences unique).")
 @click.option("--group", default="default", show_default=True, help="Worker group (for WORKER_GROUP scaling).")
@@ -203,7 +259,7 @@ def load_profile(name: str | None, path: str | None) -> Any:
 
 
 @main.command()
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.argument("config", required=False, type=click.Path())
 @click.option(
     "--profile",
     "profile_name",

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from pathlib import Path
 
 import attrs
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -160,3 +162,105 @@ def test_bad_names_in_cli_options_exit_2(choice, value):
     result = invoke("simulate", "--seeds", "1", choice, value)
     assert result.exit_code == 2, (result.output, result.exception)
     assert "Traceback" not in result.output
+
+
+# ---- file kinds, sizes, nesting, names, --out ----------------------------------------------------
+
+
+def _fifo(tmp_path):
+    import os
+
+    path = tmp_path / "fifo.toml"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda tmp: Path("/dev/zero"), "not a regular file"),
+        (_fifo, "not a regular file"),
+        (lambda tmp: tmp, "not a regular file"),
+        (lambda tmp: _write(tmp / "big.toml", "# x\n" * 300_000), "bytes"),
+        (lambda tmp: _write(tmp / "deep.toml", "x = " + "[" * 5000 + "]" * 5000), "too deeply"),
+        (lambda tmp: _write(tmp / "bin.toml", b"\xff\xfe\x00"), "cannot read"),
+    ],
+)
+def test_a_scenario_path_that_is_not_a_small_regular_text_file_is_refused_in_one_line(tmp_path, command, make, needle):
+    refused_in_one_line(invoke(command, str(make(tmp_path))), needle)
+
+
+def _write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "field"),
+    [
+        ("max = 3", 'max = 3\nvalues = [1979-05-27]\ntype = "choice"', "values"),
+        ('name = "ok"', 'name = "ok\\u001b[31mred"', "name"),
+        ('name = "ok"', f'name = "{"n" * 5000}"', "name"),
+        ('name = "ok"', 'name = "ok"\nheartbeat_s = 1e-300', "heartbeat_s"),
+        (
+            "measurement_s = 0.5",
+            "measurement_s = 0.5\n[[schedule]]\nat_s = 5.0\nconnections = 1",
+            "schedule[0].at_s",
+        ),
+        (
+            "measurement_s = 0.5",
+            'measurement_s = 0.5\n[[schedule]]\nat_s = 0.3\nconnections = 1\nscope = "WORKER"\nscope_id = "w009"',
+            "schedule[0].scope_id",
+        ),
+        (
+            'strategy = "poll"\npoll_interval_ms = 20',
+            'strategy = "scheduled"\npoll_interval_ms = 2000\nlead_ms = 300',
+            "start.lead_ms",
+        ),
+    ],
+)
+def test_values_run_would_trip_over_are_refused_in_one_line_naming_the_field(tmp_path, replace, by, field):
+    assert replace in GOOD
+    path = tmp_path / "s.toml"
+    text = GOOD.replace(replace, by)
+    if "[[schedule]]" in by:  # arrays of tables go last
+        text = GOOD.replace(replace, replace) + "\n" + by.split("\n", 1)[1]
+    path.write_text(text)
+    for command in ("check", "run"):
+        refused_in_one_line(
+            invoke(command, str(path), *(["--out", str(tmp_path / "o")] if command == "run" else [])), field
+        )
+
+
+@pytest.mark.parametrize("option", ["--run-id", "--worker-id"])
+@pytest.mark.parametrize("value", ["", "a b", "x" * 200, "\x1b[31m"])
+def test_bad_ids_are_refused_in_one_line(option, value):
+    args = ["worker", "--control", "sqlite:///nowhere.db", "--run-id", "r", "--worker-id", "w"]
+    args[args.index(option) + 1] = value
+    result = invoke(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert option in result.output
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_anything_starts(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for out in ("/proc/startline-out", str(blocker / "sub")):
+        refused_in_one_line(invoke("run", str(path), "--out", out), "--out")
+
+
+def test_an_out_holding_another_runs_summary_is_refused_unless_overwrite(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD)
+    out = tmp_path / "out"
+    assert invoke("run", str(path), "--out", str(out), "--run-id", "first").exit_code == 0
+    refused_in_one_line(invoke("run", str(path), "--out", str(out), "--run-id", "second"), "--overwrite")
+    assert json.loads((out / "summary.json").read_text())["run_id"] == "first"
+    assert invoke("run", str(path), "--out", str(out), "--run-id", "second", "--overwrite").exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["run_id"] == "second"

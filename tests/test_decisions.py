@@ -8,7 +8,7 @@ import random
 import attrs
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from startline.engine.clocksync import ClockMap
@@ -148,7 +148,7 @@ def test_plan_events_orders_phases_connection_counts_and_stop():
         warmup_s=1.0,
         measurement_s=2.0,
         cooldown_s=1.0,
-        schedule=[{"at_s": 1.0, "connections": 3}, {"at_s": 9.0, "connections": 1}],
+        schedule=[{"at_s": 1.0, "connections": 3}],
     )
     plan = plan_events(sc, 100.0)
     assert [(p.at, p.event_type.value) for p in plan] == [
@@ -337,6 +337,7 @@ def test_catching_up_reads_until_applied_reaches_run_status_within_a_bounded_num
 def test_the_orchestrator_is_lost_exactly_when_silent_past_the_timeout_less_the_workers_own_outage(
     updated, silent, timeout, own, anchor
 ):
+    assume(abs(silent - own - timeout) > 1e-6)  # at the boundary itself, float rounding decides
     cm = ClockMap(trio_anchor=anchor, control_anchor=updated)  # trio `anchor` ↔ control `updated`
     now = anchor + silent
     verdict = judge_run_alive(updated, False, now, timeout, cm, own, None)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.engine.model import EventType, Phase
+from startline.engine.scenario import SCHEDULED_MARGIN_MS
 from startline.engine.schedule import PhaseWindows
 from startline.inprocess import InProcessRun, run_in_process_async
 from startline.testing import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
@@ -208,7 +209,7 @@ def test_with_zero_warmup_every_operation_is_measurement():
 def test_scheduled_start_issues_every_first_operation_at_start_time_exactly(poll_ms, latency, workers, seed):
     # Worst detection: a poll interval plus a read plus bookkeeping (two writes) plus the
     # orchestrator's update: well under poll + 5 latencies. The lead is longer than that.
-    lead_ms = poll_ms + 5 * latency * 1000 + 10
+    lead_ms = poll_ms + max(SCHEDULED_MARGIN_MS, 5 * latency * 1000 + 10)
     sc = scenario(
         workers=workers,
         connections_per_worker=3,

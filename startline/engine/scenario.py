@@ -7,9 +7,11 @@ naming the dotted field (``start.lead_ms``) and the value, in one line.
 from __future__ import annotations
 
 import enum
+import re
+import stat
 import tomllib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,21 @@ _str = _check(lambda x: isinstance(x, str) and x != "", "must be a non-empty str
 _bool = _check(lambda x: isinstance(x, bool), "must be true or false")
 _MAX_SECONDS = 7 * 24 * 3600.0
 _MAX_COUNT = 1_000_000
+MAX_SCENARIO_BYTES = 1 << 20
+"""A scenario file is a regular file of at most 1 MiB."""
+NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A scenario's ``name`` (it makes run ids, file names and query tags): letters, digits, ``_.-``."""
+_name = _check(
+    lambda x: isinstance(x, str) and NAME_CHARS.fullmatch(x) is not None,
+    "must be 1 to 64 letters, digits, '_', '.' or '-'",
+)
+_scalar_values = _check(
+    lambda v: (
+        v is None
+        or (isinstance(v, tuple) and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in v))
+    ),
+    "must be an array of strings or numbers",
+)
 
 
 def _num(lo: float, hi: float, *, lo_open: bool = False) -> list[Callable[..., None]]:
@@ -124,14 +141,20 @@ class OnWorkerLoss(enum.StrEnum):
     CONTINUE = "continue"
 
 
+SCHEDULED_MARGIN_MS = 100.0
+"""Under ``scheduled``, an explicit poll interval needs ``lead_ms`` >= poll + this (a round trip)."""
+
+
 @attrs.frozen
 class StartOptions:
     """How workers learn that the run started and how fast they get going.
 
     Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 2000 ms (the
     lead time, not the poll, sets the start instant, so a slow poll keeps waiting cheap:
-    with the heartbeat, under 2 queries per worker per second); inline-poll 200 ms (its
-    loop's sleep). ``lead_ms`` (3000) must exceed the poll interval plus the round trips.
+    with the heartbeat, under 2 queries per worker per second; with a lead under 3 s, the
+    lead minus 1 s but at least half the lead); inline-poll 200 ms (its loop's sleep).
+    ``lead_ms`` (3000) must exceed the poll interval plus the round trips: an explicit poll
+    interval under ``scheduled`` needs ``lead_ms >= poll_interval_ms + 100``.
     ``bookkeeping``: sequential for inline-poll, else parallel. ``prespawn``: off for
     inline-poll, else on. Unset, ``inline-poll`` is the seed's loop as written; setting one
     option tries one of the seed's recommendations alone.
@@ -153,9 +176,13 @@ class StartOptions:
 
     @property
     def poll_interval_s(self) -> float:
+        """Unset under ``scheduled``: 2 s, less when the lead is under 3 s — the lead minus 1 s,
+        at least half the lead (a worker must see the start before its instant)."""
         if self.poll_interval_ms is not None:
             return self.poll_interval_ms / 1000.0
-        return {Strategy.INLINE_POLL: 0.2, Strategy.SCHEDULED: 2.0}.get(self.strategy, 0.05)
+        if self.strategy is Strategy.SCHEDULED:
+            return min(2.0, max(self.lead_ms / 2, self.lead_ms - 1000.0) / 1000.0)
+        return 0.2 if self.strategy is Strategy.INLINE_POLL else 0.05
 
     @property
     def bookkeeping_mode(self) -> Bookkeeping:
@@ -182,7 +209,9 @@ class ParamSpec:
     min: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
     max: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
     values: tuple[Any, ...] | None = attrs.field(
-        default=None, converter=lambda x: None if x is None else tuple(x) if isinstance(x, list | tuple) else x
+        default=None,
+        converter=lambda x: None if x is None else tuple(x) if isinstance(x, list | tuple) else x,
+        validator=_scalar_values,
     )
     start: int = attrs.field(default=1, validator=_int)
     step: int = attrs.field(default=1, validator=_int)
@@ -260,7 +289,7 @@ class Scenario:
     operations: tuple[OperationSpec, ...] = attrs.field(
         converter=tuple, validator=_check(lambda x: len(x) >= 1, "needs at least one operation")
     )
-    name: str = attrs.field(default="scenario", validator=_str)
+    name: str = attrs.field(default="scenario", validator=_name)
     seed: int = attrs.field(default=0, validator=_count(0, 2**63 - 1))
     workers: int = attrs.field(default=1, validator=_count(1, 10_000))
     connections_per_worker: int = attrs.field(default=1, validator=_count(0, 100_000))
@@ -269,7 +298,7 @@ class Scenario:
     cooldown_s: float = attrs.field(default=0.0, validator=_num(0, _MAX_SECONDS))
     think_time_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
     operations_per_connection: int = attrs.field(default=0, validator=_count(0, 2**62))
-    heartbeat_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
+    heartbeat_s: float = attrs.field(default=1.0, validator=_num(0.01, 3600))
     stale_after_beats: int = attrs.field(default=3, validator=_count(1, 10_000))
     dead_after_beats: int = attrs.field(default=6, validator=_count(1, 10_000))
     on_worker_loss: OnWorkerLoss = attrs.field(
@@ -309,10 +338,33 @@ class Scenario:
             raise _FieldError(
                 "retry_cap_ms", f"must be >= retry_base_ms (got {self.retry_cap_ms:g} < {self.retry_base_ms:g})"
             )
+        length = self.warmup_s + self.measurement_s + self.cooldown_s
+        for i, step in enumerate(self.schedule):
+            if step.at_s >= length:
+                raise _FieldError(f"schedule[{i}].at_s", f"must be within the run's {length:g} s (got {step.at_s:g})")
+        st = self.start
+        if st.strategy is Strategy.SCHEDULED and st.poll_interval_ms is not None:
+            need = st.poll_interval_ms + SCHEDULED_MARGIN_MS
+            if st.lead_ms < need:
+                raise _FieldError(
+                    "start.lead_ms",
+                    f"must be >= poll_interval_ms + {SCHEDULED_MARGIN_MS:g} ms = {need:g} under a scheduled start "
+                    f"(got {st.lead_ms:g}): a worker must see the start before its instant",
+                )
         names = [op.name for op in self.operations]
         for name in names:
             if names.count(name) > 1:
                 raise _FieldError("operations", f"operation name {name!r} is used twice")
+
+    def check_scopes(self, worker_ids: Collection[str], groups: Collection[str]) -> None:
+        """Every WORKER / WORKER_GROUP step names a worker or group that is in the run."""
+        for i, step in enumerate(self.schedule):
+            known = {Scope.WORKER: worker_ids, Scope.WORKER_GROUP: groups}.get(step.scope)
+            if known is not None and step.scope_id not in known:
+                shown = ", ".join(sorted(known)[:5]) + (", …" if len(known) > 5 else "")
+                raise ConfigError(
+                    f"schedule[{i}].scope_id", f"no worker has {step.scope} {step.scope_id!r} (there are: {shown})"
+                )
 
     @property
     def total_connections(self) -> int:
@@ -323,7 +375,16 @@ class Scenario:
         """Load and validate a scenario file; every problem is a ``ConfigError``."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            info = p.stat()  # before opening: a FIFO or a device would block or never end
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError("", f"scenario file {p} is not a regular file")
+            if info.st_size > MAX_SCENARIO_BYTES:
+                raise ConfigError("", f"scenario file {p} is {info.st_size:,} bytes (at most {MAX_SCENARIO_BYTES:,})")
+            with open(p, "rb") as f:
+                raw = f.read(MAX_SCENARIO_BYTES + 1)
+            if len(raw) > MAX_SCENARIO_BYTES:
+                raise ConfigError("", f"scenario file {p} is over {MAX_SCENARIO_BYTES:,} bytes")
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise ConfigError("", f"scenario file not found: {p}") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -332,6 +393,8 @@ class Scenario:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("", f"{p} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("", f"{p} nests arrays or tables too deeply") from None
         return cls.from_dict(data)
 
     @classmethod
