@@ -24,7 +24,7 @@ $(TESTS): pyproject.toml | $(BIN)/python
 	@touch $(CORE) $(TESTS)
 
 run: $(CORE)
-	$(BIN)/startline run examples/quickstart.toml --out out/quickstart
+	$(BIN)/startline run examples/quickstart.toml --out out/quickstart --overwrite
 
 test: $(TESTS)
 	$(BIN)/ruff check .

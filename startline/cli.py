@@ -170,14 +170,17 @@ def run(
 @click.option("--target", default=None, help="Target URL to check (default: the scenario's `target`).")
 def check(config: str, control: str | None, target: str | None) -> None:
     """Validate CONFIG (and its URLs) without running anything: one line, exit 0 or 2."""
-    import tempfile
+    from startline.compose import open_target
 
     scenario = load_scenario(config)
     with tempfile.TemporaryDirectory() as out:  # stands in for {out}
         try:
             parse_url(control or scenario.control, "control", Path(out))
-            parse_url(target or scenario.target, "target", Path(out))
+            target_url = parse_url(target or scenario.target, "target", Path(out))
             scenario.check_scopes(worker_ids(scenario), {"default"})
+            found = open_target(target_url, scenario)  # operation kinds fit the target; calls import
+            if scenario.setup and not hasattr(found, "setup"):
+                raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
         except ConfigError as exc:
             fail_usage(f"{config}: {exc}")
     length = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
@@ -221,8 +224,23 @@ def _url_text(text: str, out: Path) -> str:
     type=click.Path(dir_okay=False),
     help="Also write this worker's results (JSON) here: kept even if the control plane is lost.",
 )
+@click.option(
+    "--allow-call",
+    "allow_call",
+    multiple=True,
+    metavar="MODULE_PREFIX",
+    help="Run `call` operations from modules under this prefix (repeatable). A `call` is code "
+    "execution: without this, a worker refuses a run whose scenario has one.",
+)
 def worker(
-    control: str, run_id: str, worker_id: str, target: str | None, index: int, group: str, results: str | None
+    control: str,
+    run_id: str,
+    worker_id: str,
+    target: str | None,
+    index: int,
+    group: str,
+    results: str | None,
+    allow_call: tuple[str, ...],
 ) -> None:
     """Join run RUN_ID as one worker: on this host or any other that reaches the control plane.
 
@@ -237,7 +255,7 @@ def worker(
     except ConfigError as exc:
         fail_usage(str(exc))
     try:
-        payload = trio.run(launch.join_as_worker, control_url, target, run_id, worker_id, index, group)
+        payload = trio.run(launch.join_as_worker, control_url, target, run_id, worker_id, index, group, allow_call)
     except Exception as exc:
         _fail_known(exc, None)
         raise

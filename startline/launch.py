@@ -133,7 +133,26 @@ def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -
         str(index),
         "--results",
         str(results),
+        # the scenario came from a file the user passed to `run`: its calls are theirs to allow
+        *(a for module in call_modules(scenario) for a in ("--allow-call", module)),
     ]
+
+
+def call_modules(scenario: Scenario) -> list[str]:
+    """The modules the scenario's ``call`` operations import (code every worker would run)."""
+    return sorted({op.call.partition(":")[0] for op in scenario.operations if isinstance(op.call, str)})
+
+
+def check_calls_allowed(scenario: Scenario, allowed: tuple[str, ...]) -> None:
+    """A worker takes its scenario from the control plane: anyone who can write RUN_STATUS could
+    make it import code. It runs only modules under a prefix given with ``--allow-call``."""
+    for module in call_modules(scenario):
+        if not any(module == p or module.startswith(p + ".") for p in allowed):
+            raise ConfigError(
+                "--allow-call",
+                f"the run's scenario calls code from module {module!r}, which this worker does not allow: "
+                f"start it with --allow-call {module} if you trust the run's control plane",
+            )
 
 
 async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
@@ -183,7 +202,13 @@ async def on_signals(orchestrator: Orchestrator) -> None:
 
 
 async def join_as_worker(
-    control_url: Url, target: str | None, run_id: str, wid: str, index: int, group: str
+    control_url: Url,
+    target: str | None,
+    run_id: str,
+    wid: str,
+    index: int,
+    group: str,
+    allow_call: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A worker process's life: find the run, open the target, run; SIGINT or SIGTERM drains it.
     Returns its results payload."""
@@ -197,6 +222,7 @@ async def join_as_worker(
     # SQLite file locked for a moment): retried like every other call of the worker's.
     run = await wait_for_run(ResilientControlPlane(cp), run_id)
     scenario = Scenario.from_dict(run.scenario)
+    check_calls_allowed(scenario, allow_call)
     tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
     w = Worker(cp, tgt, SystemClock(), run_id, wid, index=index, group=group, scenario=scenario)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -304,3 +304,16 @@ def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(w["worker_id"] for w in summary["workers"]) == ["host0", "host1"]
     assert summary["status"] == "COMPLETED" and summary["phases"]["MEASUREMENT"]["ops"] > 0
+
+
+@pytest.mark.parametrize("secret", ["pa ss word", "p@ss/w:rd&x=1", 'q"uote\\back', "ünï cødé"])
+def test_a_secret_is_masked_by_value_in_every_encoding_an_endpoint_may_echo(secret):
+    from urllib.parse import quote, quote_plus
+
+    from startline.backends.snowflake.conn import safe_message, secrets_of
+
+    kwargs = {"account": "a", "user": "u", "password": secret, "private_key_file_pwd": secret + "2"}
+    for echoed in (secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]):
+        message = safe_message(RuntimeError(f"login failed for u with {echoed} at host a"), secrets_of(kwargs))
+        assert echoed not in message and "***" in message
+        assert message.startswith("login failed for u with")

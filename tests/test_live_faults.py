@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup
+from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup, run_cli
 
 
 def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, policy="continue") -> LiveRun:
@@ -226,3 +226,27 @@ def test_sigterm_to_a_worker_drains_it_and_flushes_its_results(tmp_path):
     assert code == 0, err[-2000:]
     entries = {w["worker_id"]: w for w in summary["workers"]}
     assert entries["w000"]["ops"] == sum(own["metrics"]["ops"].values())
+
+
+def test_a_worker_runs_no_call_from_the_control_plane_unless_allowed(tmp_path):
+    import trio
+
+    from startline.backends.sqlite import SqliteControlPlane
+    from startline.engine.model import Phase, RunState, RunStatus
+    from startline.testing import scenario
+
+    db = tmp_path / "control.db"
+    sc = scenario(workers=1)  # one `call` operation: startline.backends.memory.ops:sleep_ms
+
+    async def create():
+        cp = SqliteControlPlane(db)
+        await cp.create_run(RunState("r", RunStatus.FAILED, Phase.DONE, scenario=sc.to_dict()))
+        await cp.close()
+
+    trio.run(create)
+    base = ["worker", "--control", f"sqlite:///{db}", "--run-id", "r", "--worker-id", "w000"]
+    refused = run_cli(*base, timeout=60)
+    assert refused.returncode == 2 and "--allow-call startline.backends.memory.ops" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    allowed = run_cli(*base, "--allow-call", "startline.backends", timeout=60)
+    assert allowed.returncode == 2 and "has ended" in allowed.stderr  # past the call check: the run is over

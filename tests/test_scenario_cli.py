@@ -154,3 +154,21 @@ def test_control_tables_made_by_another_version_are_refused_in_one_line(tmp_path
     assert proc.returncode == 2, proc.stderr
     assert "RUN_STATUS lacks column" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "field"),
+    [
+        ('call = "startline.backends.memory.ops:sleep_ms"', 'sql = "SELECT 1"', "operations[0].sql"),
+        ('call = "startline.backends.memory.ops:sleep_ms"', 'call = "nowhere.at_all:fn"', "operations[0].call"),
+        ('call = "startline.backends.memory.ops:sleep_ms"', 'call = "time:sleep"', "operations[0].call"),
+        ('name = "ok"', 'name = "ok"\nsetup = ["CREATE TABLE t (k INT)"]', "setup"),
+    ],
+)
+def test_check_refuses_what_run_would_refuse(tmp_path, replace, by, field):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace(replace, by))
+    for command in ("check", "run"):
+        proc = cli(command, str(path), *(["--out", str(tmp_path / "out")] if command == "run" else []))
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert field in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import importlib
+import inspect
 import itertools
 import random
 from collections.abc import Awaitable, Callable
@@ -74,4 +75,7 @@ def resolve_call(call: str | Callable[..., Awaitable[Any]], field: str = "call")
         raise ConfigError(field, f"cannot import {call!r}: {exc}") from None
     if not callable(obj):
         raise ConfigError(field, f"{call!r} is not callable")
+    method = type(obj).__call__ if not inspect.isroutine(obj) else None
+    if not (inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(method)):
+        raise ConfigError(field, f"{call!r} must be an async function (async def), the engine awaits it")
     return obj

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import attrs
 import trio
@@ -57,9 +59,10 @@ class SnowflakeSettings:
         import snowflake.connector
 
         params = {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, **(session_parameters or {})}
+        kwargs = connection_kwargs(self.connection_name)
         try:
             return snowflake.connector.connect(
-                **connection_kwargs(self.connection_name),
+                **kwargs,
                 paramstyle="qmark",
                 session_parameters=params,
                 login_timeout=10,
@@ -67,7 +70,7 @@ class SnowflakeSettings:
             )
         except snowflake.connector.errors.Error as exc:
             raise ConnectionFailed(
-                f"cannot connect with connection {self.connection_name!r}: {safe_message(exc)}"
+                f"cannot connect with connection {self.connection_name!r}: {safe_message(exc, secrets_of(kwargs))}"
             ) from None
 
 
@@ -114,10 +117,31 @@ class ConnectionFailed(Exception):
     """Could not open a Snowflake connection (message free of credentials)."""
 
 
-def safe_message(exc: BaseException) -> str:
-    """An error's message with anything that looks like a secret masked."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+SECRET_WORDS = ("password", "pwd", "token", "secret", "private_key", "passcode")
+"""A connection parameter whose name contains one of these holds a secret."""
+
+
+def secrets_of(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The secret values among connection parameters."""
+    return tuple(str(v) for k, v in kwargs.items() if v not in (None, "") and any(w in k.lower() for w in SECRET_WORDS))
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret masked by value, as given and in the encodings an endpoint may
+    echo it in (URL-quoted, form-encoded, JSON- or repr-escaped); then anything still shaped like
+    ``password=...`` masked by pattern."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1], repr(secret)[1:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            if form:
+                text = text.replace(form, "***")
     return re.sub(r"(?i)(password|token|secret|private_key)[^,;\s]*\s*[=:]\s*\S+", r"\1=***", text)
+
+
+def safe_message(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """An error's first line with the connection's secrets masked (``mask``)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return mask(text, secrets)
 
 
 def error_category(exc: BaseException) -> str:
