@@ -21,6 +21,7 @@ from startline.engine.metrics import (
 from startline.engine.model import Phase
 from startline.engine.scenario import OperationSpec
 from startline.engine.schedule import PhaseWindows
+from startline.engine.summary import merge_timeseries
 
 Q = (OperationSpec("q", call="x:y"),)
 WINDOWS = PhaseWindows(start=0.0, measure=10.0, cooldown=1000.0, end=1000.0)
@@ -113,9 +114,45 @@ def test_interval_counts_are_taken_once():
     for i in (0, 0, 1, 2):
         t.ok(0, i + 0.5, i + 0.501)
     t.close()
-    assert r.take_intervals(2) == [{"interval": 0, "ops": 2, "errors": 0}, {"interval": 1, "ops": 1, "errors": 0}]
+    z = {"errors": 0, "connections": 0}
+    assert r.take_intervals(2) == [{"interval": 0, "ops": 2} | z, {"interval": 1, "ops": 1} | z]
     assert r.take_intervals(2) == []
-    assert r.take_intervals(math.inf) == [{"interval": 2, "ops": 1, "errors": 0}]
+    assert r.take_intervals(math.inf) == [{"interval": 2, "ops": 1} | z]
+
+
+def test_every_interval_is_taken_zeros_included_with_the_most_connections_running_in_it():
+    r = Recorder()
+    r.note_connections(0, 4)
+    r.add_interval(0, 10, 0)
+    r.note_connections(2, 8)  # scaled up in interval 2, down in 3
+    r.note_connections(3, 2)
+    r.add_interval(5, 3, 1)
+    got = r.take_intervals(6)
+    assert [(x["interval"], x["ops"], x["connections"]) for x in got] == [
+        (0, 10, 4),
+        (1, 0, 4),
+        (2, 0, 8),
+        (3, 0, 8),
+        (4, 0, 2),
+        (5, 3, 2),
+    ]
+    r.add_interval(1, 5, 0)  # held by a connection until now: late, counted, no second connection count
+    assert r.take_intervals(6) == [{"interval": 1, "ops": 5, "errors": 0}]
+
+
+def test_the_time_series_has_every_interval_up_to_the_last_reported_and_counts_a_retried_append_once():
+    snaps = [
+        ("w0", {"n": 1, "intervals": [{"interval": 0, "ops": 5, "errors": 0, "connections": 2}]}),
+        ("w0", {"n": 1, "intervals": [{"interval": 0, "ops": 5, "errors": 0, "connections": 2}]}),
+        ("w1", {"n": 1, "intervals": [{"interval": 3, "ops": 1, "errors": 1, "connections": 1}]}),
+    ]
+    series = merge_timeseries(snaps, 0.5)
+    assert [(x["t_s"], x["ops"], x["errors"], x["connections"]) for x in series] == [
+        (0.0, 5, 0, 2),
+        (0.5, 0, 0, 0),
+        (1.0, 0, 0, 0),
+        (1.5, 1, 1, 1),
+    ]
 
 
 def test_an_operation_counts_in_measurement_only_if_it_began_and_ended_inside_it():

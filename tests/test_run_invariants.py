@@ -199,6 +199,34 @@ def test_with_zero_warmup_every_operation_is_measurement():
     assert sum(b["ops"] for b in phases.values()) == 2 * 2 * 7
 
 
+def test_a_run_whose_connections_spend_their_budget_ends_early_and_its_qps_is_over_the_time_it_ran():
+    # 3 workers x 2 connections x 40 operations of 5-50 ms: about 1 s of work in a 60 s window.
+    sc = scenario(workers=3, warmup_s=0.0, measurement_s=60.0, operations_per_connection=40, start={"strategy": "poll"})
+    result = run_virtual(sc)
+    s = result.summary
+    block = s["phases"]["MEASUREMENT"]
+    assert block["ops"] == 3 * 2 * 40
+    assert s["status"] == "COMPLETED" and "operations_per_connection" in s["detail"]
+    spent = max(w["timeline"]["spent"] for w in s["workers"])
+    assert block["duration_s"] == pytest.approx(spent - s["start_time"])
+    assert block["duration_s"] < 5.0 and block["qps"] > 40  # not 240 ops over 60 s
+    assert result.orchestrator.stopped_at - s["start_time"] < 10.0  # it did not idle to the planned end
+
+
+def test_the_time_series_has_every_interval_with_the_connections_running():
+    sc = scenario(
+        workers=2,
+        warmup_s=1.0,
+        measurement_s=4.0,
+        schedule=[{"at_s": 2.0, "connections": 4}],
+        start={"strategy": "poll"},  # events seen within 50 ms: in interval 2
+    )
+    series = run_virtual(sc).summary["timeseries"]
+    assert [x["t_s"] for x in series] == [float(i) for i in range(len(series))]
+    assert len(series) >= 5
+    assert [x["connections"] for x in series[:4]] == [2 * 2, 2 * 2, 2 * 4, 2 * 4]
+
+
 @slow_settings
 @given(
     poll_ms=st.integers(20, 1000),

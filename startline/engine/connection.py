@@ -131,6 +131,8 @@ class Connections:
     draining: trio.Event = attrs.field(init=False, factory=trio.Event)
     first_query: dict[int, float] = attrs.field(init=False, factory=dict)
     """slot → trio time of the slot's first operation."""
+    spent: int = attrs.field(init=False, default=0)
+    """Connections that ended because they had issued ``operations_per_connection``."""
 
     async def run(self, slot: int, session: Session) -> None:
         """One closed-loop connection, from the gate until drained, its budget spent, or the planned end."""
@@ -180,3 +182,5 @@ class Connections:
                         await draining.wait()
         finally:
             tally.close()
+        if done >= limit:
+            self.spent += 1

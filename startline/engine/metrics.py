@@ -71,6 +71,12 @@ class Recorder:
     intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
     failures: dict[tuple[str, str], Failure] = attrs.Factory(dict)
     """(operation, category) → what its errors said."""
+    _connections: dict[int, list[int]] = attrs.Factory(dict)
+    """interval → [most connections running in it, connections running at its last change]."""
+    _running: int = 0
+    """Connections running at the start of the next interval not yet taken."""
+    _taken: int = 0
+    """Intervals before this one have been taken (``take_intervals``)."""
 
     def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         """The histogram for (kind, phase), created on first use; connections keep a reference."""
@@ -99,10 +105,38 @@ class Recorder:
     def error_total(self) -> int:
         return sum(self.errors.values())
 
-    def take_intervals(self, before: int) -> list[dict[str, int]]:
-        """Remove and return the interval counts older than ``before`` (closed intervals)."""
-        done = sorted(i for i in self.intervals if i < before)
-        return [{"interval": i, "ops": self.intervals[i][0], "errors": self.intervals.pop(i)[1]} for i in done]
+    def note_connections(self, interval: int, n: int) -> None:
+        """``n`` connections run from now on (now is in ``interval``)."""
+        seen = self._connections.get(interval)
+        if seen is None:
+            self._connections[interval] = [max(n, self._last_before(interval)), n]
+        else:
+            seen[0], seen[1] = max(seen[0], n), n
+
+    def _last_before(self, interval: int) -> int:
+        earlier = [i for i in self._connections if i < interval]
+        return self._connections[max(earlier)][1] if earlier else self._running
+
+    def take_intervals(self, before: float, final: bool = False) -> list[dict[str, int]]:
+        """Remove and return every closed interval older than ``before`` not taken yet — those
+        without an operation included (zeros), each with the most connections running in it —
+        and the counts that came late for intervals taken before (ops and errors only).
+        ``final``: also every interval that holds counts, whatever ``before`` says."""
+        late = [
+            {"interval": i, "ops": self.intervals[i][0], "errors": self.intervals.pop(i)[1]}
+            for i in sorted(i for i in self.intervals if i < self._taken)
+        ]
+        upto = before if math.isfinite(before) else max([*self.intervals, *self._connections, self._taken - 1]) + 1
+        if final:
+            upto = max(upto, max(self.intervals, default=-1) + 1)
+        taken = []
+        for i in range(self._taken, int(upto)):
+            ops, errors = self.intervals.pop(i, (0, 0))
+            most, last = self._connections.pop(i, (self._running, self._running))
+            self._running = last
+            taken.append({"interval": i, "ops": ops, "errors": errors, "connections": most})
+        self._taken = max(self._taken, int(upto))
+        return late + taken
 
     def to_payload(self, to_control: Callable[[float], float] = float) -> dict[str, Any]:
         """The metrics part of a worker's results; ``to_control`` maps trio time to the control

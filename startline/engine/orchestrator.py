@@ -102,6 +102,8 @@ class Orchestrator:
     _force: trio.Event = attrs.field(init=False, factory=trio.Event)
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _created: bool = attrs.field(init=False, default=False)
+    _prepared: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Set once ``prepare`` is through (the run exists, or this orchestrator gave up)."""
     _blind: list[tuple[float, float]] = attrs.field(init=False, factory=list)
     """Trio-time spans this process overslept a wake-up by more than ``OVERSLEPT_S``."""
     """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
@@ -139,6 +141,10 @@ class Orchestrator:
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
         self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
+
+    async def wait_prepared(self) -> None:
+        """Return once the run exists (``prepare`` is through), or ``run`` has ended without it."""
+        await self._prepared.wait()
 
     async def while_prepared(self, work: Callable[[], Awaitable[None]]) -> bool:
         """Run ``work`` (the target's setup) between ``prepare`` and ``run``: RUN_STATUS stays
@@ -222,6 +228,7 @@ class Orchestrator:
         self._clockmap = ClockMap.anchor(offset)
         if self.adopted is None:
             await self._set_status(RunStatus.STARTING)
+            self._prepared.set()
             return
         found = self.adopted
         if found.status.terminal:
@@ -240,6 +247,7 @@ class Orchestrator:
         if found.scenario:
             self.scenario = Scenario.from_dict(found.scenario)
         self._sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
+        self._prepared.set()
 
     async def run(self) -> dict[str, Any]:
         """Prepare (if not done), wait for READY, start, drive the schedule, collect, summarise.
@@ -248,8 +256,11 @@ class Orchestrator:
         the run FAILED with what had been collected (workers keep their own results)."""
         results: list[WorkerResult] = []
         snapshots: list[tuple[str, dict[str, Any]]] = []
-        with self._main:
-            results, snapshots = await self._run()
+        try:
+            with self._main:
+                results, snapshots = await self._run()
+        finally:
+            self._prepared.set()
         if self._main.cancelled_caught:  # forced, and the control plane did not let it finish
             self.status = RunStatus.CANCELLED
             self.stop_reason = StopReason.USER_REQUESTED
@@ -373,6 +384,27 @@ class Orchestrator:
         await self._emit(EventType.START, at=run.start_time, phase=phase, connections=sc.connections_per_worker)
 
     async def _follow_schedule(self) -> None:
+        assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
+        async with trio.open_nursery() as nursery:
+            if self.scenario.operations_per_connection:
+                nursery.start_soon(self._watch_spent)
+            await self._follow_plan()
+            nursery.cancel_scope.cancel()
+
+    async def _watch_spent(self) -> None:
+        """With ``operations_per_connection``: once every worker has published its final results
+        (it has issued all its operations, or failed), the run ends — it does not idle to its
+        planned end."""
+        while True:
+            await trio.sleep(self.scenario.heartbeat_s)
+            results = await self._cp.read_results(self.run_id)
+            final = {r.worker_id for r in results if r.status.final}
+            if final and set(self._statuses) <= final:
+                self.stop_detail = "every connection issued its operations_per_connection"
+                self.request_stop(StopReason.COMPLETED)
+                return
+
+    async def _follow_plan(self) -> None:
         assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
         for planned in plan_events(self.scenario, self.start_time):
             with trio.move_on_at(self._clockmap.to_trio(planned.at)):

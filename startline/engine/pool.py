@@ -23,6 +23,8 @@ class Pool:
     nursery: trio.Nursery
     open_session: OpenSession
     run_connection: RunConnection
+    on_size: Callable[[int], None] = lambda _n: None
+    """Told the number of running connections whenever it changes."""
     _sessions: dict[int, Session] = attrs.Factory(dict)
     _scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
     _lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
@@ -44,6 +46,7 @@ class Pool:
         async with self._lock:
             while len(self._scopes) > n:
                 self._scopes.pop(max(self._scopes)).cancel()
+            self.on_size(len(self._scopes))
             # Start exactly the missing number once: a connection that ends by itself at once
             # (its run is over) must not make this loop start it again forever.
             missing = n - len(self._scopes)
@@ -60,6 +63,7 @@ class Pool:
         for scope in self._scopes.values():
             scope.cancel()
         self._scopes.clear()
+        self.on_size(0)
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}
@@ -70,6 +74,7 @@ class Pool:
     async def _connection(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
             self._scopes[slot] = scope
+            self.on_size(len(self._scopes))
             try:
                 session = self._sessions.get(slot)
                 if session is None:
@@ -79,4 +84,5 @@ class Pool:
             finally:
                 if self._scopes.get(slot) is scope:
                     del self._scopes[slot]
+                self.on_size(len(self._scopes))
                 self._exits.unpark_all()

@@ -12,7 +12,7 @@ from startline.engine.scenario import Scenario
 from startline.engine.schedule import PhaseWindows, percentile
 from startline.engine.verdict import evaluate, verdict
 
-TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query")
+TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query", "spent")
 
 
 def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
@@ -90,15 +90,24 @@ def _workers(
 
 
 def merge_timeseries(snapshots: Sequence[tuple[str, Mapping[str, Any]]], interval_s: float) -> list[dict[str, Any]]:
-    """The run's time series from every worker's snapshots: ops and errors per interval from
-    START_TIME, summed over workers; a retried append (same worker, same ``n``) counts once."""
-    series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    """The run's time series from every worker's snapshots: ops, errors and connections running
+    per interval from START_TIME, summed over workers; every interval up to the last one
+    reported, zeros included (a stall shows); a retried append (same worker, same ``n``) counts
+    once."""
+    series: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}
     for snap in unique.values():
         for item in snap.get("intervals", []):
-            series[item["interval"]][0] += item["ops"]
-            series[item["interval"]][1] += item["errors"]
-    return [{"t_s": i * interval_s, "ops": n, "errors": e} for i, (n, e) in sorted(series.items())]
+            row = series[item["interval"]]
+            row[0] += item["ops"]
+            row[1] += item["errors"]
+            row[2] += item.get("connections", 0)
+    last = max(series, default=-1)
+    return [
+        {"t_s": i * interval_s, "ops": n, "errors": e, "connections": c}
+        for i in range(last + 1)
+        for n, e, c in [series.get(i, (0, 0, 0))]
+    ]
 
 
 def build_summary(
@@ -120,6 +129,9 @@ def build_summary(
     if start_time is not None:
         w = PhaseWindows.from_scenario(scenario, start_time)
         end = stopped_at if stopped_at is not None else w.end
+        spent = [p.get("timeline", {}).get("spent") for p in payloads]
+        if spent and None not in spent:  # every worker issued all its operations: it ran until then
+            end = min(end, max(spent))
 
         def clip(a: float, b: float) -> float:
             return max(0.0, min(b, end) - a)

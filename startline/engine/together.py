@@ -13,7 +13,7 @@ from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Target, WallClock
 from startline.engine.scenario import Scenario
-from startline.engine.worker import Worker
+from startline.engine.worker import Worker, WorkerRefused
 
 
 def make_workers(
@@ -55,7 +55,7 @@ async def run_together(
     restart: Callable[[], Orchestrator] | None = None,
     restart_after_s: float = 0.0,
 ) -> Ended:
-    """Start every worker, orchestrate, return the summary. ``crashes`` (worker id or
+    """Create the run, start every worker, orchestrate, return the summary. ``crashes`` (worker id or
     ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
     nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
     later by ``restart()``, which fails the orphaned run cleanly (see ``Orchestrator.prepare``);
@@ -63,9 +63,22 @@ async def run_together(
     crashes = crashes or {}
     summary: dict[str, Any] = {}
 
+    created = trio.Event()  # workers are started once the run exists (or its creation failed)
+
     async def orchestrate() -> None:
         with trio.move_on_at(crashes.get(ORCHESTRATOR, math.inf)):
-            summary.update(await orchestrator.run())
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def relay() -> None:
+                        await orchestrator.wait_prepared()
+                        created.set()
+
+                    nursery.start_soon(relay)
+                    summary.update(await orchestrator.run())
+                    nursery.cancel_scope.cancel()
+            finally:
+                created.set()
             if orchestrator.forced:  # a second Ctrl-C ends the workers too
                 for w in workers:
                     w.force_stop()
@@ -91,7 +104,11 @@ async def run_together(
 
     async def work(w: Worker) -> None:
         with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
-            payloads[w.worker_id] = await w.run()
+            await created.wait()  # as a launcher does: the run first, then its workers
+            try:
+                payloads[w.worker_id] = await w.run()
+            except WorkerRefused:  # the run ended before this worker joined: it has nothing to say
+                pass
 
     async with trio.open_nursery() as nursery:
         for w in workers:

@@ -157,6 +157,8 @@ class Worker:
     _chores: list[trio.CancelScope] = attrs.field(init=False, factory=list)
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _forced: bool = attrs.field(init=False, default=False)
+    _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Every connection has issued its ``operations_per_connection``."""
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control)
@@ -253,7 +255,7 @@ class Worker:
             sc, self.worker_id, self.index, self.recorder, self.target.error_category, self._phase, self._tag
         )
         async with trio.open_nursery() as nursery:
-            pool = self._pool = Pool(nursery, self._open_session, self._conns.run)
+            pool = self._pool = Pool(nursery, self._open_session, self._conns.run, self._note_connections)
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
@@ -425,7 +427,7 @@ class Worker:
         sc, plan = j.scenario, j.plan
         check_every = max(sc.heartbeat_s, sc.run_idle_timeout_s / 4)
         seen_version = -1
-        while True:
+        while not self._spent.is_set():
             await self._poll_events(nursery)
             if self.view.stopping:
                 return
@@ -447,6 +449,7 @@ class Worker:
                     await trio.sleep(self._interval(plan.follow_interval_s, plan.jitter_s))
             if self.view.stopping:
                 return
+        log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
 
     async def _poll_events(self, nursery: trio.Nursery | None) -> None:
         """Read the log and apply what follows the last applied event; a hole is read again,
@@ -605,12 +608,25 @@ class Worker:
             await self._flush_snapshots(final=False)
             await self._cp.upsert_result(self._result(self.status, self.payload()))
 
+    def _note_connections(self, n: int) -> None:
+        w = self._windows
+        at = 0 if w is None else max(0, math.floor((trio.current_time() - w.start) / self.recorder.interval_s))
+        self.recorder.note_connections(at, n)
+        conns = self._conns
+        if n == 0 and conns is not None and conns.spent and self.view.connections > 0 and not self._spent.is_set():
+            # every connection has issued its operations_per_connection: this worker is done
+            self._mark("spent")
+            self._spent.set()
+            self._wake.cancel()
+
     async def _flush_snapshots(self, final: bool) -> None:
         if self._windows is None:
             return
         now = trio.current_time()
-        before = math.inf if final else math.floor((now - self._windows.start) / self.recorder.interval_s)
-        intervals = self.recorder.take_intervals(before)
+        # the last flush takes every interval up to now (and no further than the planned end)
+        upto = math.ceil if final else math.floor
+        before = upto((min(now, self._windows.end) - self._windows.start) / self.recorder.interval_s)
+        intervals = self.recorder.take_intervals(before, final=final)
         if intervals:
             # ``n`` makes a retried append harmless: readers keep one snapshot per (worker, n).
             self._snapshots += 1
