@@ -108,8 +108,12 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
     first.wait(timeout=30)
     probe.wait_until(
         "the orphaned workers' results",
-        lambda: len(probe.query("SELECT 1 FROM TEST_RESULTS WHERE STATUS = 'FAILED'")) == 2,
+        lambda: (
+            len(probe.query("SELECT 1 FROM TEST_RESULTS WHERE STATUS = 'FAILED'")) == 2
+            and all((out / f"worker-{w}.json").exists() for w in ("w000", "w001"))
+        ),
     )
+    time.sleep(0.5)  # the files are renamed into place whole; the processes exit right after
     stored = dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS"))
     files = {w: (out / f"worker-{w}.json").read_text() for w in ("w000", "w001")}
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

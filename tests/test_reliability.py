@@ -126,6 +126,52 @@ def test_a_control_plane_never_reached_is_given_up_on_after_first_contact_s():
     assert virtual(main) <= FIRST_CONTACT_S
 
 
+def test_a_call_kind_that_keeps_failing_ends_the_participant():
+    # The events table is damaged for one worker from 3 s on: its heartbeats and result writes
+    # still land (each a success of another kind), yet it gives up within T_out of the damage.
+    sc = scenario(workers=2, measurement_s=30.0, outage_tolerance_s=4.0, on_worker_loss="continue")
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+
+        def control(w):
+            cp = MemoryControlPlane(store)
+            return FlakyControlPlane(cp, 3.0, math.inf, only="read_events") if w == "w001" else cp
+
+        workers = make_workers(sc, "r", RecordingTarget(), control, lambda _w: CLOCK0)
+        ended = await run_together(orch, workers, {}, None, 0.0)
+        return ended, workers
+
+    ended, workers = virtual(main)
+    bad = workers[1].statistics()
+    assert bad.status is WorkerStatus.FAILED and "unreachable" in (bad.failure or "")
+    assert ended.payloads["w001"]["status"] == "FAILED"  # its own results, as --results writes them
+    assert sum(ended.payloads["w001"]["metrics"]["ops"].values()) > 0
+    assert bad.trio_marks["failed"] - 3.0 < sc.outage_tolerance_s + sc.control_timeout_s + 1.0
+    assert ended.summary["status"] == "COMPLETED"  # the other worker ran to the end
+
+
+def test_an_orchestrator_whose_event_writes_keep_failing_ends_with_its_summary():
+    sc = scenario(workers=2, measurement_s=30.0, outage_tolerance_s=4.0)
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        cp = FlakyControlPlane(MemoryControlPlane(store), 0.0, math.inf, only="append_event")
+        cp.down_from = 4.0  # after START: the scale and phase events cannot be written
+        orch = Orchestrator(cp, CLOCK0, sc, "r")
+        workers = make_workers(sc, "r", RecordingTarget(), lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
+        ended = await run_together(orch, workers, {}, None, 0.0)
+        return ended, trio.current_time()
+
+    ended, at = virtual(main)
+    assert (ended.summary["status"], ended.summary["reason"]) == ("FAILED", "control_plane_lost")
+    assert {w["worker_id"] for w in ended.summary["workers"]} == {"w000", "w001"}
+    # the workers keep what they measured: they notice RUN_STATUS go quiet, stop and publish
+    assert all(sum(p["metrics"]["ops"].values()) > 0 for p in ended.payloads.values())
+    assert at < 4.0 + sc.outage_tolerance_s + sc.run_idle_timeout_s + 10.0  # nobody hung
+
+
 def test_a_hung_call_times_out_and_is_retried():
     async def main():
         cp = _resilient(FlakyControlPlane(MemoryControlPlane(MemoryStore(CLOCK0)), 0.0, 1.5, hang=True), timeout=1.0)

@@ -83,4 +83,4 @@ def run_outcome(
         return Outcome(RunStatus.FAILED, StopReason.WORKER_LOST, ", ".join(lost))
     if not completed:
         return Outcome(RunStatus.FAILED, StopReason.NO_WORKER_COMPLETED, stop_detail)
-    return Outcome(RunStatus.COMPLETED, stop_reason, stop_detail)
+    return Outcome(RunStatus.COMPLETED, None, stop_detail)

@@ -312,9 +312,25 @@ class Orchestrator:
                 log.exception("run %s failed", self.run_id)
                 self.stop_reason, self.stop_detail = StopReason.ERROR, f"{type(leaf).__name__}: {leaf}"
             self.status = RunStatus.FAILED
+            if not results:  # one last look (the failing kind may not be the results' table)
+                with trio.move_on_after(FORCE_GRACE_S):
+                    self._cp.health.forgive()
+                    try:
+                        self._results_seen = await self._cp.read_results(self.run_id)
+                    except ControlPlaneError:
+                        pass
             results = self._adopt(results or self._results_seen)
+            self._unseen_finals(results)
             await self._record_end()
         return results, snapshots
+
+    def _unseen_finals(self, results: list[WorkerResult]) -> None:
+        """A worker whose heartbeat said it finished but whose final results were never read is
+        listed as RUNNING (its last known row): the summary never claims more than it holds."""
+        seen = {r.worker_id: r.status for r in results}
+        for w, status in self._statuses.items():
+            if status.final and not (w in seen and seen[w].final):
+                self._statuses[w] = WorkerStatus.RUNNING
 
     async def _record_end(self) -> None:
         """After losing the control plane (or a forced stop): one more outage tolerance (or the

@@ -190,6 +190,7 @@ class Worker:
                 log.exception("worker %s failed", self.worker_id)
                 self.failure = f"{type(leaf).__name__}: {leaf}"
             self._set_status(WorkerStatus.FAILED)
+            self._mark("failed")
         payload = self.payload()
         if self.status is WorkerStatus.FAILED:
             forced = self._main.cancelled_caught

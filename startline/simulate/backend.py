@@ -62,8 +62,16 @@ class SimControlPlane:
             self.calls[call_class] = n + 1
             rng = rng_for(self.seed, self.host, call_class, n)
             now = trio.current_time()
+            resume = self.profile.paused_until(self.host, now)
+            if resume > now:  # this process is descheduled: nothing it does happens until then
+                await trio.sleep_until(resume)
+                now = resume
             latency = self.profile.control_latency(call_class).sample(rng) + self.profile.extra_latency_s(now)
-            failing = rng.random() < self.profile.error_probability.get(call_class, 0.0) or self.profile.in_outage(now)
+            failing = (
+                rng.random() < self.profile.error_probability.get(call_class, 0.0)
+                or self.profile.in_outage(now)
+                or self.profile.broken(call_class, now)
+            )
             vis, jit = self.profile.visibility, self.profile.visibility_jitter
             before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
             SLEEPS[0] += 2

@@ -76,7 +76,11 @@ FAULT_TYPES = (
     "failing_calls",
     "clock_jump",
     "stale_event_reads",
+    "broken_call_kind",
+    "pause",
 )
+BREAKABLE = ("event_read", "heartbeat_merge", "results_insert", "status_update", "event_insert")
+"""Call kinds a damaged control table breaks (each its own table or statement)."""
 
 
 @attrs.frozen
@@ -126,6 +130,17 @@ class FaultPlan:
         faults["clock_jump"] = len(jumps)
         stale = rng.choice([0.0, 0.2, 0.5])
         faults["stale_event_reads"] = int(stale > 0)
+        # Drawn last, so that the faults above stay what they were for every seed.
+        broken = {}
+        if rng.random() < 0.1:  # a control table dropped or damaged: one kind of call fails from then on
+            broken[rng.choice(BREAKABLE)] = rng.uniform(0.0, horizon)
+            faults["broken_call_kind"] = 1
+        pauses = {}
+        if rng.random() < 0.1:  # a process descheduled for seconds (SIGSTOP, a busy host): it cannot talk
+            host = rng.choice([*workers, ORCHESTRATOR])
+            at = rng.uniform(0.0, horizon)
+            pauses[host] = (at, at + rng.uniform(0.5, 2.0) * sc.dead_after_beats * sc.heartbeat_s)
+            faults["pause"] = 1
         prof = attrs.evolve(
             profile,
             crashes=crashes,
@@ -135,6 +150,8 @@ class FaultPlan:
             error_probability=errors,
             clock_jumps=jumps,
             stale_event_reads=stale,
+            broken_calls=broken,
+            pauses=pauses,
         )
         return cls(sc, prof, dict(faults))
 

@@ -42,7 +42,20 @@ def terminal_bound_s(sc: Scenario, profile: Profile) -> float:
     bound = sc.ready_timeout_s + sc.start.lead_ms / 1000.0 + run + sc.drain_timeout_s + collect + sc.outage_tolerance_s
     if ORCHESTRATOR in profile.crashes:
         bound += profile.orchestrator_restart_s + (sc.dead_after_beats + 1) * sc.heartbeat_s + collect
-    return bound + sum(hi - lo for lo, hi in profile.outages) + sum(hi - lo for lo, hi, _ in profile.spikes)
+    if profile.broken_calls:  # a kind that keeps failing: one more tolerance to give up, then collect
+        bound += sc.outage_tolerance_s + collect
+    return (
+        bound
+        + sum(hi - lo for lo, hi in profile.outages)
+        + sum(hi - lo for lo, hi, _ in profile.spikes)
+        + sum(hi - lo for lo, hi in profile.pauses.values())
+    )
+
+
+def participant_bound_s(sc: Scenario, profile: Profile) -> float:
+    """By when every participant has ended: the run's terminal bound, then a worker's own
+    judgement that its orchestrator is gone (T_idle), one more outage tolerance, the drain."""
+    return terminal_bound_s(sc, profile) + sc.run_idle_timeout_s + sc.outage_tolerance_s + sc.drain_timeout_s + 2.0
 
 
 @attrs.define
@@ -69,6 +82,9 @@ class Checker:
             *self.completed_operations_in_results(),
             *self.short_outage_loses_nothing(),
             *self.status_is_truthful(),
+            *self.everyone_ends_within_bound(),
+            *self.no_result_replaced_by_a_less_complete_one(),
+            *self.every_participant_that_ends_leaves_its_results(),
         ]
 
     # ---- facts about the run ----------------------------------------------------------------
@@ -176,7 +192,15 @@ class Checker:
     def _unhealthy(self, window: tuple[float, float], watcher_outages: Sequence[tuple[float, float]]) -> bool:
         """Was the control plane slow, down, or failing the orchestrator's calls in ``window``?"""
         lo, hi = window
-        spans = [*self.profile.outages, *((a, b) for a, b, _ in self.profile.spikes), *watcher_outages]
+        spans = [
+            *self.profile.outages,
+            *((a, b) for a, b, _ in self.profile.spikes),
+            *watcher_outages,
+            *(span for host, span in self.profile.pauses.items() if host.startswith(ORCHESTRATOR)),
+        ]
+        broken = min(self.profile.broken_calls.values(), default=math.inf)
+        if hi >= broken:  # a kind of call the orchestrator needs may be failing from then on
+            return True
         return any(a <= hi and lo <= b for a, b in spans)
 
     def completed_operations_in_results(self) -> list[str]:
@@ -212,9 +236,12 @@ class Checker:
         push calls past their timeout (a call begun at a spike's end still times out), merged
         when the gap between them is too short for a retry to get through."""
         timeout, cap = self.sc.control_timeout_s, self.sc.retry_cap_ms / 1000.0
+        if self.profile.broken_calls:
+            return math.inf  # a kind of call that never works again is an outage without end
         spans = sorted(
             [
                 *self.profile.outages,
+                *((lo, hi + timeout) for lo, hi in self.profile.pauses.values()),
                 *((lo, hi + timeout) for lo, hi, x in self.profile.spikes if x / 1000.0 >= timeout / 2),
             ]
         )
@@ -254,4 +281,44 @@ class Checker:
                 out.append(f"status: COMPLETED under on_worker_loss=fail with {lost} not COMPLETED")
         if status == RunStatus.COMPLETED and not self.summary and ORCHESTRATOR not in self.profile.crashes:
             out.append("status: COMPLETED without a summary")
+        return out
+
+    def everyone_ends_within_bound(self) -> list[str]:
+        """Nothing hangs: the simulation (every participant) ends within the participant bound,
+        whatever kind of call keeps failing."""
+        bound = participant_bound_s(self.sc, self.profile)
+        if self.ended > bound + EPS:
+            return [f"hang: participants ran until {self.ended:.3f} s, past the bound {bound:.3f} s"]
+        return []
+
+    def no_result_replaced_by_a_less_complete_one(self) -> list[str]:
+        """A worker's final results, once in TEST_RESULTS, are the ones it wrote last: no later
+        write (its own partial flush, another process with its id) replaced them."""
+        out = []
+        rows = self.store.results.get(RUN_ID, {})
+        for w, own in self.payloads.items():
+            row = rows.get(w)
+            if row is None or not row.status.final or own.get("status") not in ("COMPLETED", "FAILED"):
+                continue
+            stored = sum(row.payload.get("metrics", {}).get("ops", {}).values())
+            mine = sum(own.get("metrics", {}).get("ops", {}).values())
+            if row.status != own["status"] or stored != mine:
+                out.append(
+                    f"replaced: {w}'s stored result says {row.status} with {stored} ops, its own {own['status']} {mine}"
+                )
+        return out
+
+    def every_participant_that_ends_leaves_its_results(self) -> list[str]:
+        """Every worker that was not crashed and joined the run ends with its own final results
+        (what `worker --results` writes); an orchestrator that was not crashed writes a summary."""
+        out = []
+        joined = set(self.store.heartbeats.get(RUN_ID, {}))
+        for w in self.workers:
+            if self.crashed(w.worker_id) or w.worker_id not in joined:
+                continue
+            own = self.payloads.get(w.worker_id)
+            if own is None or own.get("status") not in ("COMPLETED", "FAILED"):
+                out.append(f"results file: {w.worker_id} ended without final results ({own and own.get('status')})")
+        if ORCHESTRATOR not in self.profile.crashes and not self.summary:
+            out.append("results file: the orchestrator ended without a summary")
         return out

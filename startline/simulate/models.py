@@ -147,6 +147,17 @@ class Profile:
     orchestrator_restart_s: float = 1.0  # a crashed orchestrator's successor starts this much later
     clock_jumps: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → (at_s, jump_ms)
     stale_event_reads: float = 0.0  # probability an event read comes back late (a prefix) and repeated
+    broken_calls: Mapping[str, float] = attrs.field(factory=dict)  # call class → from when it always fails
+    pauses: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → [at_s, until_s): descheduled
+
+    def broken(self, call_class: str, now: float) -> bool:
+        """A call kind that fails from some instant on (its table dropped or damaged)."""
+        return now >= self.broken_calls.get(call_class, math.inf)
+
+    def paused_until(self, host: str, now: float) -> float:
+        """When a host descheduled at ``now`` (a paused process) runs again; ``now`` if it is not."""
+        lo, hi = self.pauses.get(host, (math.inf, math.inf))
+        return hi if lo <= now < hi else now
 
     def extra_latency_s(self, now: float) -> float:
         return sum(extra for lo, hi, extra in self.spikes if lo <= now < hi) / 1000.0
