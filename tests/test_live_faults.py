@@ -254,3 +254,71 @@ def test_a_worker_runs_no_call_from_the_control_plane_unless_allowed(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     allowed = run_cli(*base, "--allow-call", "startline.backends", timeout=60)
     assert allowed.returncode == 2 and "has ended" in allowed.stderr  # past the call check: the run is over
+
+
+def _fragile(tmp_path, run_id, **fields):
+    """A live run whose participants give up on the control plane after 4 s (T_out)."""
+    config = tmp_path / f"{run_id}.toml"
+    text = faulty(**fields).replace(
+        "on_worker_loss", "outage_tolerance_s = 4.0\ncontrol_timeout_s = 1.0\non_worker_loss"
+    )
+    config.write_text(text)
+    return LiveRun(config, tmp_path / "out", run_id, fields["workers"])
+
+
+@pytest.mark.parametrize("presses", [0, 2])
+def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_file_complete(tmp_path, presses):
+    run = _fragile(tmp_path, f"drop{presses}", workers=2, measurement_s=8.0, idle_s=30.0, policy="continue").start()
+    run.wait_until("MEASUREMENT", run.measuring)
+    time.sleep(1.0)
+    db = sqlite3.connect(run.control, timeout=30)
+    db.execute("DROP TABLE RUN_CONTROL_EVENTS")  # the events table is gone: reads and appends fail
+    db.commit()
+    db.close()
+    dropped = time.monotonic()
+    for _ in range(presses):
+        run.orchestrator.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    code, err, summary = run.finish(timeout=90)
+    took = time.monotonic() - dropped
+    assert code == 3, err[-2000:]
+    assert "Traceback" not in err
+    if presses:
+        assert summary["status"] == "CANCELLED" and took < 10.0  # Ctrl-C works while calls keep failing
+    else:
+        assert (summary["status"], summary["reason"]) == ("FAILED", "control_plane_lost")
+        # the end (7 s away) + T_out + one call timeout + the drain, with room for a busy machine
+        assert took < 7.0 + 4.0 + 1.0 + 1.0 + 10.0
+    for wid in ("w000", "w001"):
+        own = json.loads((run.out / f"worker-{wid}.json").read_text())
+        assert own["status"] == "FAILED" and sum(own["metrics"]["ops"].values()) > 0
+        assert "unreachable" in own["failure"]
+
+
+def test_a_paused_worker_resumes_and_its_results_count(tmp_path):
+    run = live_run(tmp_path, "pause", workers=2, measurement_s=10.0, policy="continue").start()
+    run.wait_until("MEASUREMENT", run.measuring)
+    time.sleep(0.5)
+    run.procs["w001"].send_signal(signal.SIGSTOP)
+    run.wait_until(
+        "judged DEAD", lambda: run.query("SELECT STATUS FROM WORKER_HEARTBEATS WHERE WORKER_ID = 'w001'") == [("DEAD",)]
+    )
+    time.sleep(0.5)
+    run.procs["w001"].send_signal(signal.SIGCONT)
+    code, err, summary = run.finish()
+    assert (code, summary["status"]) == (0, "COMPLETED"), err[-2000:]
+    entry = {w["worker_id"]: w for w in summary["workers"]}["w001"]
+    assert entry["status"] == "COMPLETED" and entry["ops"] > 0
+    assert entry["timeline"]["judged_dead"] < entry["timeline"]["finished"]
+
+
+def test_a_worker_id_started_twice_is_refused_and_the_first_keeps_its_place(tmp_path):
+    run = live_run(tmp_path, "twins", workers=1, measurement_s=3.0).start()
+    run.wait_until("w000 registered", lambda: run.query("SELECT 1 FROM WORKER_HEARTBEATS WHERE WORKER_ID = 'w000'"))
+    cmd = ["worker", "--control", f"sqlite:///{run.control}", "--run-id", run.run_id, "--worker-id", "w000"]
+    twin = run_cli(*cmd, "--results", str(tmp_path / "twin.json"), timeout=60)
+    assert twin.returncode == 2 and "is taken" in twin.stderr, twin.stderr
+    assert not (tmp_path / "twin.json").exists()
+    code, err, summary = run.finish()
+    assert code == 0, err[-2000:]
+    assert summary["workers"][0]["ops"] > 0

@@ -90,3 +90,34 @@ def test_checks_can_be_loosened_in_the_scenario(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["verdict"] == "passed"
+
+
+def test_a_full_disk_is_one_line_and_exit_3_with_nothing_half_written(tmp_path):
+    import resource
+    import signal
+    import subprocess
+
+    from startline.testing import CLI, ROOT
+    from tests.test_scenario_cli import GOOD
+
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    out = tmp_path / "out"
+
+    def small_files():  # files past 4 KiB cannot grow, as on a full disk (EFBIG, not a signal)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(
+        [*CLI, "run", str(path), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "summary.json" in proc.stderr
+    assert not (out / "summary.json").exists()  # not there rather than half there
+    assert not list(out.glob(".summary.json.*"))  # no temporary file left behind
