@@ -168,25 +168,35 @@ def run(
 @click.argument("config", type=click.Path())
 @click.option("--control", default=None, help="Control-plane URL to check (default: the scenario's `control`).")
 @click.option("--target", default=None, help="Target URL to check (default: the scenario's `target`).")
-def check(config: str, control: str | None, target: str | None) -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also reach both URLs, and have a SQLite target explain every SQL statement with sample "
+    "parameters (on a scratch in-memory copy with the setup applied; the file is not changed).",
+)
+def check(config: str, control: str | None, target: str | None, connect: bool) -> None:
     """Validate CONFIG (and its URLs) without running anything: one line, exit 0 or 2."""
     from startline.compose import open_target
 
     scenario = load_scenario(config)
     with tempfile.TemporaryDirectory() as out:  # stands in for {out}
         try:
-            parse_url(control or scenario.control, "control", Path(out))
+            control_url = parse_url(control or scenario.control, "control", Path(out))
             target_url = parse_url(target or scenario.target, "target", Path(out))
             scenario.check_scopes(worker_ids(scenario), {"default"})
             found = open_target(target_url, scenario)  # operation kinds fit the target; calls import
             if scenario.setup and not hasattr(found, "setup"):
                 raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
+            problems = trio.run(launch.check_connect, scenario, control_url, target_url) if connect else []
         except ConfigError as exc:
             fail_usage(f"{config}: {exc}")
+    if problems:
+        fail_usage(f"{config}: " + "; ".join(problems))
     length = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
     click.echo(
         f"{config}: ok — {scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start, {length:g} s, {len(scenario.operations)} operation(s)"
+        + (", both URLs reached" if connect else "")
     )
 
 

@@ -113,6 +113,48 @@ async def _interruptible(work: Any) -> bool:
     return not interrupted
 
 
+async def check_connect(scenario: Scenario, control_url: Url, target_url: Url) -> list[str]:
+    """``startline check --connect``: reach the control plane and the target, and have the
+    target prepare (explain) every SQL statement with sample parameters. What went wrong, as
+    lines naming the field; empty when all is well."""
+    import random
+
+    from startline.compose import open_control, open_target
+    from startline.engine.ports import ControlPlaneError
+    from startline.engine.workload import ParamSource
+
+    problems: list[str] = []
+    if not control_url.in_process:
+        cp = open_control(control_url)
+        try:
+            with trio.fail_after(scenario.control_timeout_s):
+                await cp.server_time()
+        except (ControlPlaneError, trio.TooSlowError, OSError) as exc:
+            problems.append(f"control: cannot reach it: {exc or type(exc).__name__}")
+        finally:
+            close = getattr(cp, "close", None)
+            if close is not None:
+                await close()
+    target = open_target(target_url, scenario)
+    if hasattr(target, "check_statements"):
+        params = ParamSource(random.Random(scenario.seed), slot=0)
+        statements = [
+            (f"operations[{i}].sql", op.sql, params.draw(op))
+            for i, op in enumerate(scenario.operations)
+            if op.sql is not None
+        ]
+        for where, said in await target.check_statements(scenario.setup, statements):
+            problems.append(f"{where}: the target refuses it: {said}")
+    elif target_url.scheme != "memory":
+        try:
+            with trio.fail_after(scenario.control_timeout_s):
+                session = await target.open_session("check", 0)
+                await session.close()
+        except Exception as exc:  # whatever the driver raises: said in one line
+            problems.append(f"target: cannot reach it: {type(exc).__name__}: {exc}")
+    return problems
+
+
 def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -> list[str]:
     """The command line of worker ``index`` of a run (``python -m startline.cli worker ...``:
     not the `startline` script, so it works wherever this interpreter does)."""

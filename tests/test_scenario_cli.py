@@ -172,3 +172,40 @@ def test_check_refuses_what_run_would_refuse(tmp_path, replace, by, field):
         proc = cli(command, str(path), *(["--out", str(tmp_path / "out")] if command == "run" else []))
         assert proc.returncode == 2, (command, proc.stderr)
         assert field in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+SQL_SCENARIO = """
+name = "sql"
+target = "sqlite:///{out}/data.db"
+control = "sqlite:///{out}/control.db"
+measurement_s = 1.0
+setup = ["CREATE TABLE IF NOT EXISTS kv (k INTEGER PRIMARY KEY, v INTEGER)"]
+
+[[operations]]
+name = "get"
+sql = "SELECT v FROM kv WHERE k = :k"
+params.k = { type = "int", min = 1, max = 10 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "needle"),
+    [
+        (None, None, None),
+        ("SELECT v FROM kv", "SELECT v FROM nowhere", "no such table: nowhere"),
+        ("SELECT v FROM kv", "SELECT w FROM kv", "no such column: w"),
+        ("WHERE k = :k", "WHERE k = :j", "operations[0].sql"),
+        ("CREATE TABLE IF NOT EXISTS kv", "CREATE TABEL kv", "setup"),
+    ],
+)
+def test_check_connect_has_the_target_explain_every_statement_without_touching_it(tmp_path, replace, by, needle):
+    text = SQL_SCENARIO if replace is None else SQL_SCENARIO.replace(replace, by)
+    path = tmp_path / "sql.toml"
+    path.write_text(text)
+    proc = cli("check", str(path), "--connect", "--target", f"sqlite:///{tmp_path}/data.db")
+    if needle is None:
+        assert proc.returncode == 0 and "both URLs reached" in proc.stdout, proc.stderr
+    else:
+        assert proc.returncode == 2, proc.stdout
+        assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "data.db").exists()  # explained on a scratch copy

@@ -67,3 +67,36 @@ class SqliteTarget:
 
     def error_category(self, exc: BaseException) -> str:
         return error_category(exc)
+
+    async def check_statements(
+        self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[str, str]]:
+        """``startline check --connect``: EXPLAIN each (where, sql, sample parameters) on a
+        scratch in-memory copy of the file with the setup applied (the file is not touched).
+        Returns (where, what SQLite said) for each statement it refused."""
+
+        def check() -> list[tuple[str, str]]:
+            scratch = sqlite3.connect(":memory:")
+            try:
+                if self.path.exists():
+                    source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                    try:
+                        source.backup(scratch)
+                    finally:
+                        source.close()
+                for sql in setup:
+                    try:
+                        scratch.executescript(sql)
+                    except sqlite3.Error as exc:
+                        return [("setup", f"{type(exc).__name__}: {exc}")]
+                refused = []
+                for where, sql, params in statements:
+                    try:
+                        scratch.execute(f"EXPLAIN {sql}", dict(params)).fetchall()
+                    except (sqlite3.Error, ValueError) as exc:
+                        refused.append((where, f"{type(exc).__name__}: {exc}"))
+                return refused
+            finally:
+                scratch.close()
+
+        return await trio.to_thread.run_sync(check)
