@@ -151,6 +151,8 @@ def run(
         summary = trio.run(
             launch.orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console
         )
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        fail_run("cancelled before the run started")
     except Exception as exc:
         _fail_known(exc, config)
         raise
@@ -266,6 +268,8 @@ def worker(
         fail_usage(str(exc))
     try:
         payload = trio.run(launch.join_as_worker, control_url, target, run_id, worker_id, index, group, allow_call)
+    except KeyboardInterrupt:  # before the worker's own signal handling was in place
+        fail_run("cancelled before joining the run")
     except Exception as exc:
         _fail_known(exc, None)
         raise

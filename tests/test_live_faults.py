@@ -322,3 +322,20 @@ def test_a_worker_id_started_twice_is_refused_and_the_first_keeps_its_place(tmp_
     code, err, summary = run.finish()
     assert code == 0, err[-2000:]
     assert summary["workers"][0]["ops"] > 0
+
+
+def test_ctrl_c_to_a_worker_still_waiting_for_its_run_is_one_line_and_exit_3(tmp_path):
+    proc = subprocess.Popen(
+        [*CLI, "worker", "--control", f"sqlite:///{tmp_path}/control.db", "--run-id", "later", "--worker-id", "w0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    probe = LiveRun(tmp_path / "x.toml", tmp_path, "later", 1)
+    probe.wait_until("the worker polls", lambda: (tmp_path / "control.db").exists())
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
