@@ -40,8 +40,11 @@ REGRESSION_SEEDS = [
     1442,
     1453,
     1647,
+    2634,
     5472,
+    5777,
     8035,
+    8163,
     9330,
 ]
 """Seeds the fault simulation once failed on, each for a bug since fixed (see docs/reliability.md)."""

@@ -113,6 +113,13 @@ class Health:
         since = self.failing_kinds.setdefault(kind, began)
         return now - min(self.failing_since, since)
 
+    def abandoned(self, kind: str, since: float) -> None:
+        """A call of ``kind`` was cancelled while it retried an outage it had opened: nobody is
+        trying that kind any more, so its outage ends here (the next failure starts a new one;
+        else a lone failure much later would add to this one)."""
+        if self.failing_kinds.get(kind) == since:
+            del self.failing_kinds[kind]
+
     def succeeded(self, now: float, kind: str = "") -> None:
         self.calls += 1
         self.failing_kinds.pop(kind, None)
@@ -166,6 +173,15 @@ class ResilientControlPlane:
 
     def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         async def call(*args: Any, **kwargs: Any) -> Any:
+            opened_by_me: list[float] = []  # when this call opened its kind's outage, if it did
+            try:
+                return await attempts(opened_by_me, *args, **kwargs)
+            except trio.Cancelled:
+                for since in opened_by_me:
+                    self.health.abandoned(name, since)
+                raise
+
+        async def attempts(opened_by_me: list[float], *args: Any, **kwargs: Any) -> Any:
             attempt = 0
             while True:
                 began = trio.current_time()
@@ -180,6 +196,8 @@ class ResilientControlPlane:
                 except ControlPlaneConflict:
                     raise
                 except (ControlPlaneError, trio.TooSlowError) as exc:
+                    if name not in self.health.failing_kinds:
+                        opened_by_me.append(began)
                     down = self.health.failed(began, trio.current_time(), exc, name)
                     wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
                     tolerance = self.policy.tolerance_s
