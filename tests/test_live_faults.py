@@ -284,7 +284,11 @@ def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_fi
     assert code == 3, err[-2000:]
     assert "Traceback" not in err
     if presses:
-        assert summary["status"] == "CANCELLED" and took < 10.0  # Ctrl-C works while calls keep failing
+        # Ctrl-C works while calls keep failing: the run ends at once, CANCELLED — or FAILED when
+        # the DROP itself held the database long enough (it waits for the write lock, as everyone
+        # else does meanwhile) that the outage had passed T_out before the signal was handled.
+        assert took < 10.0
+        assert summary["status"] == "CANCELLED" or summary["reason"] == "control_plane_lost", summary["detail"]
     else:
         assert (summary["status"], summary["reason"]) == ("FAILED", "control_plane_lost")
         # the end (7 s away) + T_out + one call timeout + the drain, with room for a busy machine
