@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 # `run` installs only what the main job needs; `test` adds the test extra.
 CORE   := $(VENV)/.installed-core
 TESTS  := $(VENV)/.installed-test
-PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# PYTHONWARNINGS: setuptools prints an informational notice ("be careful with folders named
+# like your package") on every editable install of a flat layout; it is about editable
+# installs in general, not this package, and would be the only output of a clean install.
+PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: run test lint bench clean
 
