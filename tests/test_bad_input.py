@@ -264,3 +264,37 @@ def test_an_out_holding_another_runs_summary_is_refused_unless_overwrite(tmp_pat
     assert json.loads((out / "summary.json").read_text())["run_id"] == "first"
     assert invoke("run", str(path), "--out", str(out), "--run-id", "second", "--overwrite").exit_code == 0
     assert json.loads((out / "summary.json").read_text())["run_id"] == "second"
+
+
+def _make_path(tmp_path, kind: str, content: bytes) -> Path:
+    import os
+
+    path = tmp_path / f"{kind}-{abs(hash(content)) % 10**8}.toml"
+    if path.exists() or path.is_symlink():
+        return path
+    if kind == "regular":
+        path.write_bytes(content)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "nowhere")
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(2 << 20)  # sparse: 2 MiB of zeros
+    return path
+
+
+@fuzz
+@given(
+    kind=st.sampled_from(["regular", "fifo", "directory", "device", "dangling", "huge"]),
+    content=st.binary(max_size=64) | st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+def test_any_kind_of_path_as_a_scenario_is_checked_or_refused_in_one_line_and_never_hangs(tmp_path, kind, content):
+    result = invoke("check", str(_make_path(tmp_path, kind, content)))
+    if kind == "regular" and result.exit_code == 0:
+        return  # some bytes are a valid scenario (a bare table with defaults needs operations: rare)
+    refused_in_one_line(result)
