@@ -4,9 +4,12 @@
    WORKER_HEARTBEATS says DEAD (goal: <= k2·h + one status read after its last heartbeat);
 2. the largest control-plane outage survived without losing a result: another process holds
    the control database's write lock (BEGIN EXCLUSIVE) for L seconds mid-measurement, and the
-   run must end COMPLETED with every worker's operations in the summary.
+   run must end COMPLETED with every worker's operations in the summary;
+3. a damaged control table: RUN_CONTROL_EVENTS dropped mid-measurement; time until each worker
+   process has given up (its results file written) and until the orchestrator has (goal: a
+   worker within T_out + one poll + the drain + 1 s of the damage).
 
-    .venv/bin/python benchmarks/live_faults.py [--kills 5] [--outages 1,2,3,4,5,6]
+    .venv/bin/python benchmarks/live_faults.py [--kills 5] [--outages 1,2,3,4,5,6] [--broken 3]
 """
 
 from __future__ import annotations
@@ -88,16 +91,52 @@ def outage(tmp: Path, seconds: float, tolerance: float) -> dict[str, object]:
     }
 
 
+def broken(tmp: Path, i: int, tolerance: float) -> dict[str, object]:
+    extra = f"outage_tolerance_s = {tolerance}\ncontrol_timeout_s = 1.0\nretry_cap_ms = 500"
+    run = LiveRun(config(tmp, f"broken{i}", 8.0, extra), tmp / f"broken{i}", f"b{i}", 3)
+    run.start().wait_until("MEASUREMENT", run.measuring)
+    time.sleep(1.0 + 0.1 * i)
+    damaged = time.monotonic()  # from the start of the DROP: it waits for the write lock as everyone does
+    db = sqlite3.connect(run.control, timeout=30)
+    db.execute("DROP TABLE RUN_CONTROL_EVENTS")
+    db.commit()
+    db.close()
+    drop_s = time.monotonic() - damaged
+    ended: dict[str, float] = {}
+    while len(ended) < 3 and time.monotonic() - damaged < 120:
+        for wid, proc in run.procs.items():
+            if wid not in ended and proc.poll() is not None:
+                ended[wid] = time.monotonic() - damaged
+        time.sleep(0.01)
+    assert run.orchestrator is not None
+    run.orchestrator.wait(timeout=120)
+    orchestrator_s = time.monotonic() - damaged
+    code, _err, summary = run.finish()
+    own = [json.loads((run.out / f"worker-w{k:03d}.json").read_text()) for k in range(3)]
+    return {
+        "drop_took_s": round(drop_s, 3),
+        "workers_gave_up_s": sorted(round(v, 3) for v in ended.values()),
+        "orchestrator_ended_s": round(orchestrator_s, 3),
+        "status": summary.get("status"),
+        "reason": summary.get("reason"),
+        "exit": code,
+        "results_files": sorted({p["status"] for p in own}),
+        "ops_in_files": sum(sum(p["metrics"]["ops"].values()) for p in own),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--outages", default="1,2,3,4,5,6")
     ap.add_argument("--tolerance", type=float, default=5.0)
+    ap.add_argument("--broken", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="startline-live-faults-"))
     try:
         kills = [detection(tmp, i) for i in range(args.kills)]
-        outages = [outage(tmp, float(s), args.tolerance) for s in args.outages.split(",")]
+        outages = [outage(tmp, float(s), args.tolerance) for s in args.outages.split(",") if s]
+        damaged = [broken(tmp, i, args.tolerance) for i in range(args.broken)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     bound = DEAD_AFTER * HEARTBEAT_S
@@ -106,13 +145,14 @@ def main() -> None:
             "bound_s": f"k2·h = {bound} + one status read",
             "kill_to_dead_s": [round(k["kill_to_dead_s"], 3) for k in kills],
             "last_beat_to_dead_s": [round(k["last_beat_to_dead_s"], 3) for k in kills],
-            "max_last_beat_to_dead_s": round(max(k["last_beat_to_dead_s"] for k in kills), 3),
+            "max_last_beat_to_dead_s": round(max((k["last_beat_to_dead_s"] for k in kills), default=0.0), 3),
         },
         "outage": {
             "outage_tolerance_s": args.tolerance,
             "runs": outages,
             "largest_survived_s": max((o["outage_s"] for o in outages if o["survived"]), default=0.0),
         },
+        "broken_table": {"outage_tolerance_s": args.tolerance, "runs": damaged},
     }
     print(json.dumps(report, indent=2))
 
