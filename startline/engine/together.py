@@ -25,7 +25,8 @@ def make_workers(
 ) -> tuple[Worker, ...]:
     """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle and clock."""
     return tuple(
-        Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario)
+        # one task per id: the incarnation is named, not drawn, so that runs are reproducible
+        Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario, incarnation=f"{run_id}/{w}")
         for i, w in enumerate(worker_ids(scenario))
     )
 
