@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 
 from startline.backends.memory import CallableTarget, MemoryControlPlane, MemoryStore, TrioWallClock
 from startline.engine.model import ORCHESTRATOR
@@ -52,6 +53,12 @@ async def run_in_process_async(
     ``MemoryControlPlane`` on the store; pass your own to wrap it or to use another backend.
     ``watch`` runs beside the run until it ends (the CLI's signal handler: Ctrl-C stops the run).
     """
+    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        # On virtual time instants coincide exactly (a poll and an append at one instant): the
+        # order of tasks that wake together must not depend on the process.
+        from startline.simulate.determinism import scheduler_random
+
+        scheduler_random().seed(scenario.seed)
     clock = clock or TrioWallClock.aligned_to_system()
     memory = store if store is not None else MemoryStore(clock)
     handle = control or (lambda _participant: MemoryControlPlane(memory))

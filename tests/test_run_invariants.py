@@ -328,6 +328,29 @@ def test_same_seed_same_summary_bytes_on_virtual_time():
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def test_same_seed_same_summary_bytes_in_another_process():
+    # Each process draws its own Trio scheduling order unless the run seeds it: a poll and an
+    # event append at one virtual instant must not be ordered by the process.
+    import subprocess
+    import sys
+
+    code = (
+        "import json, trio, trio.testing\n"
+        "from startline.inprocess import run_in_process_async\n"
+        "from startline.testing import CLOCK0, RecordingTarget, scenario\n"
+        "sc = scenario(seed=7, workers=2, warmup_s=1.0, measurement_s=4.0, "
+        "schedule=[{'at_s': 2.0, 'connections': 4}])\n"
+        "run = trio.run(lambda: run_in_process_async(sc, target=RecordingTarget(), clock=CLOCK0), "
+        "clock=trio.testing.MockClock(autojump_threshold=0))\n"
+        "print(json.dumps(run.summary, sort_keys=True))\n"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(3)
+    }
+    assert len(outs) == 1
+
+
 def test_a_stop_requested_before_the_start_cancels_the_run_cleanly():
     sc = scenario(workers=3, ready_timeout_s=60.0)
 
