@@ -529,8 +529,18 @@ class Orchestrator:
                     break
                 with trio.move_on_after(COLLECT_POLL_S):
                     await self._force.wait()
-        if dead and not self.forced:  # one last look: a worker judged DEAD may have reported meanwhile
-            results = self._results_seen = await self._cp.read_results(self.run_id)
+        if dead and not self.forced:
+            # A worker judged DEAD may only have been descheduled: alive, it drains and reports
+            # like the others. Give it one drain (and a heartbeat) more, then take what is there.
+            with trio.move_on_after(sc.drain_timeout_s + sc.heartbeat_s):
+                while True:
+                    results = self._results_seen = await self._cp.read_results(self.run_id)
+                    if dead <= {r.worker_id for r in results if r.status.final}:
+                        break
+                    with trio.move_on_after(COLLECT_POLL_S):
+                        await self._force.wait()
+                    if self.forced:
+                        break
         return self._adopt(results)
 
     def _adopt(self, results: list[WorkerResult]) -> list[WorkerResult]:

@@ -39,6 +39,7 @@ def terminal_bound_s(sc: Scenario, profile: Profile) -> float:
     lead, the run, the drain, the collection, one outage tolerance, a restarted orchestrator."""
     run = sc.warmup_s + sc.measurement_s + sc.cooldown_s
     collect = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
+    collect += sc.drain_timeout_s + sc.heartbeat_s  # a worker judged DEAD gets one drain more to report
     bound = sc.ready_timeout_s + sc.start.lead_ms / 1000.0 + run + sc.drain_timeout_s + collect + sc.outage_tolerance_s
     if ORCHESTRATOR in profile.crashes:
         bound += profile.orchestrator_restart_s + (sc.dead_after_beats + 1) * sc.heartbeat_s + collect
