@@ -323,6 +323,24 @@ def test_a_second_process_with_a_taken_worker_id_is_refused_and_overwrites_nothi
     assert row == first and not store.results["r"]
 
 
+def test_a_schedule_step_for_a_worker_no_one_is_fails_the_run_before_it_starts():
+    # Workers started elsewhere (--no-spawn) are known only once READY: the orchestrator checks then.
+    sc = scenario(
+        workers=2, measurement_s=5.0, schedule=[{"at_s": 1.0, "connections": 3, "scope": "WORKER", "scope_id": "host9"}]
+    )
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
+        workers = make_workers(sc, "r", RecordingTarget(), lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
+        return (await run_together(orch, workers, {}, None, 0.0)).summary, store
+
+    summary, store = virtual(main)
+    assert (summary["status"], summary["reason"]) == ("FAILED", "error")
+    assert "schedule[0].scope_id" in summary["detail"] and "host9" in summary["detail"]
+    assert store.runs["r"].start_time is None  # it never started
+
+
 def test_a_late_heartbeat_never_turns_dead_back_into_running():
     async def main():
         cp = MemoryControlPlane(MemoryStore(CLOCK0))

@@ -33,7 +33,7 @@ from startline.engine.model import (
 )
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
-from startline.engine.scenario import OnWorkerLoss, Scenario, Strategy
+from startline.engine.scenario import ConfigError, OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from startline.engine.summary import build_summary, merge_timeseries
 from startline.engine.workload import derive_seed
@@ -103,6 +103,8 @@ class Orchestrator:
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _created: bool = attrs.field(init=False, default=False)
     _prepared: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _groups: dict[str, str] = attrs.field(init=False, factory=dict)
+    """worker id → its group, as its heartbeats say."""
     """Set once ``prepare`` is through (the run exists, or this orchestrator gave up)."""
     _blind: list[tuple[float, float]] = attrs.field(init=False, factory=list)
     """Trio-time spans this process overslept a wake-up by more than ``OVERSLEPT_S``."""
@@ -282,13 +284,18 @@ class Orchestrator:
                 nursery.start_soon(self._touch_loop)
                 if self.adopted is not None:
                     await self._fail_adopted()
-                elif await self._wait_ready():
+                elif not await self._wait_ready():
+                    reason = self._requested_reason if self.stop_requested else StopReason.READY_TIMEOUT
+                    await self._stop(reason)
+                elif problem := self._unknown_scope():
+                    # workers started elsewhere (--no-spawn) are known only now: a schedule step
+                    # for a worker or group none of them is would silently do nothing
+                    self.stop_detail = problem
+                    await self._stop(StopReason.ERROR)
+                else:
                     await self._start()
                     nursery.start_soon(self._liveness_loop)
                     await self._follow_schedule()
-                else:
-                    reason = self._requested_reason if self.stop_requested else StopReason.READY_TIMEOUT
-                    await self._stop(reason)
                 results = await self._collect()
                 self._collected = True
                 completed = {r.worker_id for r in results if r.status is WorkerStatus.COMPLETED}
@@ -372,11 +379,20 @@ class Orchestrator:
                 beats = await self._cp.read_heartbeats(self.run_id)
                 for hb in beats:
                     self._statuses[hb.worker_id] = hb.status
+                    self._groups[hb.worker_id] = hb.group
                 if sum(hb.status is WorkerStatus.READY for hb in beats) >= self.scenario.workers:
                     return True
                 with trio.move_on_after(READY_POLL_S):
                     await self._stop_requested.wait()
         return False
+
+    def _unknown_scope(self) -> str | None:
+        """The first schedule step whose WORKER / WORKER_GROUP scope no READY worker has."""
+        try:
+            self.scenario.check_scopes(set(self._groups), set(self._groups.values()))
+        except ConfigError as exc:
+            return str(exc)
+        return None
 
     async def _start(self) -> None:
         """RUNNING with START_TIME: the server's now, or (scheduled) now + lead; then START."""
