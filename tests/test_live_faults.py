@@ -20,6 +20,12 @@ def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, pol
     return LiveRun(config, tmp_path / "out", run_id, workers)
 
 
+def start_run(config, out, *extra: str) -> subprocess.Popen[str]:
+    """``startline run CONFIG --out OUT`` with its control plane in OUT/control.db, as a process."""
+    cmd = [*CLI, "run", str(config), "--out", str(out), "--control", f"sqlite:///{out}/control.db", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("policy", ["continue", "fail"])
 def test_a_worker_killed_mid_run_is_dead_and_the_run_ends_per_policy(tmp_path, policy):
     run = live_run(tmp_path, f"kill-{policy}", policy=policy).start()
@@ -98,9 +104,7 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
     config = tmp_path / "respawn.toml"
     config.write_text(faulty(workers=2, measurement_s=60.0, idle_s=3.0, policy="continue"))
     out = tmp_path / "out"
-    cmd = [*CLI, "run", str(config), "--out", str(out), "--run-id", "respawn", "--quiet"]
-    cmd += ["--control", f"sqlite:///{out}/control.db"]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_run(config, out, "--run-id", "respawn", "--quiet")
     probe = LiveRun(config, out, "respawn", 2)
     probe.wait_until("MEASUREMENT", probe.measuring)
     time.sleep(1.0)
@@ -116,8 +120,9 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
     time.sleep(0.5)  # the files are renamed into place whole; the processes exit right after
     stored = dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS"))
     files = {w: (out / f"worker-{w}.json").read_text() for w in ("w000", "w001")}
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 3, again.stderr[-2000:]
+    again = start_run(config, out, "--run-id", "respawn", "--quiet")
+    _out, again_err = again.communicate(timeout=120)
+    assert again.returncode == 3, again_err[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reason"] == "orchestrator_lost"
     assert dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS")) == stored  # nothing overwritten
@@ -137,26 +142,11 @@ def test_a_failing_setup_statement_is_one_line_and_exit_2_and_the_run_is_failed(
         )
     )
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            *CLI,
-            "run",
-            str(config),
-            "--out",
-            str(out),
-            "--run-id",
-            "badsetup",
-            "--control",
-            f"sqlite:///{out}/control.db",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and "setup" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = start_run(config, out, "--run-id", "badsetup")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-2000:]
+    assert "Traceback" not in err and "setup" in err
+    assert len(err.strip().splitlines()) == 1
     probe = LiveRun(config, out, "badsetup", 1)
     assert probe.query("SELECT STATUS, STOP_REASON FROM RUN_STATUS") == [("FAILED", "error")]
 
@@ -167,13 +157,7 @@ def test_ctrl_c_during_setup_interrupts_the_statement_and_exits_3(tmp_path):
         FAULTY.format(setup=kv_setup(500_000_000), workers=1, measurement_s=1.0, idle_s=30.0, policy="continue")
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*CLI, "run", str(config), "--out", str(out), "--run-id", "slow", "--control", f"sqlite:///{out}/control.db"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(config, out, "--run-id", "slow")
     probe = LiveRun(config, out, "slow", 1)
     probe.wait_until("the run created", lambda: probe.query("SELECT STATUS FROM RUN_STATUS"))
     time.sleep(1.0)  # the load is under way
@@ -192,13 +176,7 @@ def test_ctrl_c_cancels_the_run_and_writes_what_was_measured(tmp_path, presses):
     config = tmp_path / "cancel.toml"
     config.write_text(faulty(workers=2, measurement_s=60.0, idle_s=30.0, policy="continue"))
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*CLI, "run", str(config), "--out", str(out), "--control", f"sqlite:///{out}/control.db"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(config, out)
     probe = LiveRun(config, out, "", 2)
     probe.wait_until("MEASUREMENT", lambda: probe.query("SELECT 1 FROM RUN_STATUS WHERE PHASE = 'MEASUREMENT'"))
     time.sleep(1.5)

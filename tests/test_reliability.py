@@ -4,6 +4,7 @@ results that survive, and the deterministic fault simulation's invariants over m
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 import pytest
@@ -79,6 +80,35 @@ class FlakyControlPlane:
         return call
 
 
+@attrs.frozen
+class Together:
+    """What ``together`` leaves: the run's end, its participants, the store, the virtual end."""
+
+    ended: Any
+    orchestrator: Orchestrator
+    workers: tuple[Worker, ...]
+    store: MemoryStore
+    at: float
+
+
+def together(sc, worker_control=None, orchestrator_control=None) -> Together:
+    """One in-process run on virtual time; ``worker_control(worker_id, cp)`` and
+    ``orchestrator_control(cp)`` may wrap a participant's memory control plane."""
+
+    async def main():
+        store = MemoryStore(CLOCK0)
+        wrap = orchestrator_control or (lambda cp: cp)
+        orch = Orchestrator(wrap(MemoryControlPlane(store)), CLOCK0, sc, "r")
+        wrap_worker = worker_control or (lambda _w, cp: cp)
+        workers = make_workers(
+            sc, "r", RecordingTarget(), lambda w: wrap_worker(w, MemoryControlPlane(store)), lambda _w: CLOCK0
+        )
+        ended = await run_together(orch, workers, {}, None, 0.0)
+        return Together(ended, orch, workers, store, trio.current_time())
+
+    return virtual(main)
+
+
 # ---- retries, timeouts, outages --------------------------------------------------------------
 
 
@@ -133,46 +163,25 @@ def test_a_call_kind_that_keeps_failing_ends_the_participant():
     # The events table is damaged for one worker from 3 s on: its heartbeats and result writes
     # still land (each a success of another kind), yet it gives up within T_out of the damage.
     sc = scenario(workers=2, measurement_s=30.0, outage_tolerance_s=4.0, on_worker_loss="continue")
-
-    async def main():
-        store = MemoryStore(CLOCK0)
-        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
-
-        def control(w):
-            cp = MemoryControlPlane(store)
-            return FlakyControlPlane(cp, 3.0, math.inf, only="read_events") if w == "w001" else cp
-
-        workers = make_workers(sc, "r", RecordingTarget(), control, lambda _w: CLOCK0)
-        ended = await run_together(orch, workers, {}, None, 0.0)
-        return ended, workers
-
-    ended, workers = virtual(main)
-    bad = workers[1].statistics()
+    run = together(sc, lambda w, cp: FlakyControlPlane(cp, 3.0, math.inf, only="read_events") if w == "w001" else cp)
+    bad = run.workers[1].statistics()
     assert bad.status is WorkerStatus.FAILED and "unreachable" in (bad.failure or "")
-    assert ended.payloads["w001"]["status"] == "FAILED"  # its own results, as --results writes them
-    assert sum(ended.payloads["w001"]["metrics"]["ops"].values()) > 0
+    assert run.ended.payloads["w001"]["status"] == "FAILED"  # its own results, as --results writes them
+    assert sum(run.ended.payloads["w001"]["metrics"]["ops"].values()) > 0
     assert bad.trio_marks["failed"] - 3.0 < sc.outage_tolerance_s + sc.control_timeout_s + 1.0
-    assert ended.summary["status"] == "COMPLETED"  # the other worker ran to the end
+    assert run.ended.summary["status"] == "COMPLETED"  # the other worker ran to the end
 
 
 def test_an_orchestrator_whose_event_writes_keep_failing_ends_with_its_summary():
+    # After START (4 s): the scale and phase events cannot be written.
     sc = scenario(workers=2, measurement_s=30.0, outage_tolerance_s=4.0)
-
-    async def main():
-        store = MemoryStore(CLOCK0)
-        cp = FlakyControlPlane(MemoryControlPlane(store), 0.0, math.inf, only="append_event")
-        cp.down_from = 4.0  # after START: the scale and phase events cannot be written
-        orch = Orchestrator(cp, CLOCK0, sc, "r")
-        workers = make_workers(sc, "r", RecordingTarget(), lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
-        ended = await run_together(orch, workers, {}, None, 0.0)
-        return ended, trio.current_time()
-
-    ended, at = virtual(main)
-    assert (ended.summary["status"], ended.summary["reason"]) == ("FAILED", "control_plane_lost")
-    assert {w["worker_id"] for w in ended.summary["workers"]} == {"w000", "w001"}
+    run = together(sc, orchestrator_control=lambda cp: FlakyControlPlane(cp, 4.0, math.inf, only="append_event"))
+    summary = run.ended.summary
+    assert (summary["status"], summary["reason"]) == ("FAILED", "control_plane_lost")
+    assert {w["worker_id"] for w in summary["workers"]} == {"w000", "w001"}
     # the workers keep what they measured: they notice RUN_STATUS go quiet, stop and publish
-    assert all(sum(p["metrics"]["ops"].values()) > 0 for p in ended.payloads.values())
-    assert at < 4.0 + sc.outage_tolerance_s + sc.run_idle_timeout_s + 10.0  # nobody hung
+    assert all(sum(p["metrics"]["ops"].values()) > 0 for p in run.ended.payloads.values())
+    assert run.at < 4.0 + sc.outage_tolerance_s + sc.run_idle_timeout_s + 10.0  # nobody hung
 
 
 def test_a_hung_call_times_out_and_is_retried():
@@ -265,21 +274,9 @@ def test_a_worker_judged_dead_whose_final_results_arrive_later_counts_as_complet
     # Its heartbeats cannot land for 9 s (longer than DEAD detection, shorter than the outage
     # tolerance): the orchestrator judges it DEAD; it was alive all along and reports COMPLETED.
     sc = scenario(workers=2, measurement_s=14.0, on_worker_loss="continue")
-
-    async def main():
-        store = MemoryStore(CLOCK0)
-        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
-
-        def control(w):
-            cp = MemoryControlPlane(store)
-            return FlakyControlPlane(cp, 3.0, 12.0, only="upsert_heartbeat") if w == "w001" else cp
-
-        workers = make_workers(sc, "r", RecordingTarget(), control, lambda _w: CLOCK0)
-        ended = await run_together(orch, workers, {}, None, 0.0)
-        return ended.summary, orch
-
-    summary, orch = virtual(main)
-    assert "w001" in orch.statistics().dead_at  # it was judged DEAD ...
+    run = together(sc, lambda w, cp: FlakyControlPlane(cp, 3.0, 12.0, only="upsert_heartbeat") if w == "w001" else cp)
+    summary = run.ended.summary
+    assert "w001" in run.orchestrator.statistics().dead_at  # it was judged DEAD ...
     entries = {w["worker_id"]: w for w in summary["workers"]}
     assert entries["w001"]["status"] == "COMPLETED"  # ... and its own last word stands
     assert summary["status"] == "COMPLETED"
@@ -325,20 +322,12 @@ def test_a_second_process_with_a_taken_worker_id_is_refused_and_overwrites_nothi
 
 def test_a_schedule_step_for_a_worker_no_one_is_fails_the_run_before_it_starts():
     # Workers started elsewhere (--no-spawn) are known only once READY: the orchestrator checks then.
-    sc = scenario(
-        workers=2, measurement_s=5.0, schedule=[{"at_s": 1.0, "connections": 3, "scope": "WORKER", "scope_id": "host9"}]
-    )
-
-    async def main():
-        store = MemoryStore(CLOCK0)
-        orch = Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r")
-        workers = make_workers(sc, "r", RecordingTarget(), lambda _w: MemoryControlPlane(store), lambda _w: CLOCK0)
-        return (await run_together(orch, workers, {}, None, 0.0)).summary, store
-
-    summary, store = virtual(main)
+    step = {"at_s": 1.0, "connections": 3, "scope": "WORKER", "scope_id": "host9"}
+    run = together(scenario(workers=2, measurement_s=5.0, schedule=[step]))
+    summary = run.ended.summary
     assert (summary["status"], summary["reason"]) == ("FAILED", "error")
     assert "schedule[0].scope_id" in summary["detail"] and "host9" in summary["detail"]
-    assert store.runs["r"].start_time is None  # it never started
+    assert run.store.runs["r"].start_time is None  # it never started
 
 
 def test_a_late_heartbeat_never_turns_dead_back_into_running():
