@@ -173,47 +173,44 @@ class ResilientControlPlane:
 
     def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         async def call(*args: Any, **kwargs: Any) -> Any:
-            opened_by_me: list[float] = []  # when this call opened its kind's outage, if it did
-            try:
-                return await attempts(opened_by_me, *args, **kwargs)
-            except trio.Cancelled:
-                for since in opened_by_me:
-                    self.health.abandoned(name, since)
-                raise
-
-        async def attempts(opened_by_me: list[float], *args: Any, **kwargs: Any) -> Any:
             attempt = 0
-            while True:
-                began = trio.current_time()
-                try:
-                    with trio.fail_after(self.policy.timeout_s):
-                        if attempt and name in LANDED:
-                            landed = await LANDED[name](self.inner, *args, **kwargs)
-                            if landed:
-                                self.health.succeeded(trio.current_time(), name)
-                                return None
-                        result = await method(*args, **kwargs)
-                except ControlPlaneConflict:
-                    raise
-                except (ControlPlaneError, trio.TooSlowError) as exc:
-                    if name not in self.health.failing_kinds:
-                        opened_by_me.append(began)
-                    down = self.health.failed(began, trio.current_time(), exc, name)
-                    wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
-                    tolerance = self.policy.tolerance_s
-                    if not self.health.calls:  # never reached yet: more likely a wrong address than an outage
-                        tolerance = min(tolerance, FIRST_CONTACT_S)
-                    if down + wait > tolerance:
-                        raise ControlPlaneError(
-                            f"control plane unreachable for {down:.1f} s (tolerance {tolerance:g} s) during {name}: "
-                            f"{self.health.last_error}"
-                        ) from exc
-                    self.health.retries += 1
-                    attempt += 1
-                    await trio.sleep(wait)
-                    continue
-                self.health.succeeded(trio.current_time(), name)
-                return result
+            opened: float | None = None  # when this call opened its kind's outage, if it did
+            try:
+                while True:
+                    began = trio.current_time()
+                    try:
+                        with trio.fail_after(self.policy.timeout_s):
+                            if attempt and name in LANDED:
+                                landed = await LANDED[name](self.inner, *args, **kwargs)
+                                if landed:
+                                    self.health.succeeded(trio.current_time(), name)
+                                    return None
+                            result = await method(*args, **kwargs)
+                    except ControlPlaneConflict:
+                        raise
+                    except (ControlPlaneError, trio.TooSlowError) as exc:
+                        if name not in self.health.failing_kinds:
+                            opened = began
+                        down = self.health.failed(began, trio.current_time(), exc, name)
+                        wait = backoff_s(attempt, self.policy.base_s, self.policy.cap_s, self.rng.random())
+                        tolerance = self.policy.tolerance_s
+                        if not self.health.calls:  # never reached yet: more likely a wrong address than an outage
+                            tolerance = min(tolerance, FIRST_CONTACT_S)
+                        if down + wait > tolerance:
+                            raise ControlPlaneError(
+                                f"control plane unreachable for {down:.1f} s (tolerance {tolerance:g} s) during "
+                                f"{name}: {self.health.last_error}"
+                            ) from exc
+                        self.health.retries += 1
+                        attempt += 1
+                        await trio.sleep(wait)
+                        continue
+                    self.health.succeeded(trio.current_time(), name)
+                    return result
+            except trio.Cancelled:
+                if opened is not None:
+                    self.health.abandoned(name, opened)
+                raise
 
         return call
 
