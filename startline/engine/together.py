@@ -64,22 +64,9 @@ async def run_together(
     crashes = crashes or {}
     summary: dict[str, Any] = {}
 
-    created = trio.Event()  # workers are started once the run exists (or its creation failed)
-
     async def orchestrate() -> None:
         with trio.move_on_at(crashes.get(ORCHESTRATOR, math.inf)):
-            try:
-                async with trio.open_nursery() as nursery:
-
-                    async def relay() -> None:
-                        await orchestrator.wait_prepared()
-                        created.set()
-
-                    nursery.start_soon(relay)
-                    summary.update(await orchestrator.run())
-                    nursery.cancel_scope.cancel()
-            finally:
-                created.set()
+            summary.update(await orchestrator.run())
             if orchestrator.forced:  # a second Ctrl-C ends the workers too
                 for w in workers:
                     w.force_stop()
@@ -105,7 +92,8 @@ async def run_together(
 
     async def work(w: Worker) -> None:
         with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
-            await created.wait()  # as a launcher does: the run first, then its workers
+            # as a launcher does: the run first, then its workers (set however ``run`` ends)
+            await orchestrator.wait_prepared()
             try:
                 payloads[w.worker_id] = await w.run()
             except WorkerRefused:  # the run ended before this worker joined: it has nothing to say
