@@ -102,13 +102,13 @@ class Orchestrator:
     _force: trio.Event = attrs.field(init=False, factory=trio.Event)
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _created: bool = attrs.field(init=False, default=False)
+    """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
     _prepared: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Set once ``prepare`` is through (the run exists, or this orchestrator gave up)."""
     _groups: dict[str, str] = attrs.field(init=False, factory=dict)
     """worker id → its group, as its heartbeats say."""
-    """Set once ``prepare`` is through (the run exists, or this orchestrator gave up)."""
     _blind: list[tuple[float, float]] = attrs.field(init=False, factory=list)
     """Trio-time spans this process overslept a wake-up by more than ``OVERSLEPT_S``."""
-    """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
 
@@ -533,31 +533,38 @@ class Orchestrator:
         """Final results of every worker, waiting up to drain + DEAD detection for stragglers."""
         sc = self.scenario
         known = set(self._statuses)
-        results: list[WorkerResult] = []
-        dead: set[str] = set()
+
+        def dead() -> set[str]:
+            return {w for w, s in self._statuses.items() if s is WorkerStatus.DEAD}
+
+        def all_in(results: list[WorkerResult]) -> bool:
+            done = {r.worker_id for r in results if r.status.finished} | dead()
+            return known <= done and len(done) >= min(len(known), sc.workers)
+
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
-        with trio.move_on_after(wait):
+        results = await self._read_results_until(all_in, wait)
+        judged = dead()
+        if judged and not self.forced:
+            # A worker judged DEAD may only have been descheduled: alive, it drains and reports
+            # like the others. Give it one drain (and a heartbeat) more, then take what is there.
+            results = await self._read_results_until(
+                lambda rs: judged <= {r.worker_id for r in rs if r.status.final}, sc.drain_timeout_s + sc.heartbeat_s
+            )
+        return self._adopt(results)
+
+    async def _read_results_until(
+        self, done: Callable[[list[WorkerResult]], bool], within: float
+    ) -> list[WorkerResult]:
+        """Read TEST_RESULTS every ``COLLECT_POLL_S`` until ``done`` says so, a forced stop (one
+        last read after it), or ``within`` seconds; the last read (also kept as ``_results_seen``)."""
+        with trio.move_on_after(within):
             while True:
-                results = self._results_seen = await self._cp.read_results(self.run_id)
-                final = {r.worker_id for r in results if r.status.finished}
-                dead = {w for w, s in self._statuses.items() if s is WorkerStatus.DEAD}
-                if self.forced or (known <= final | dead and len(final | dead) >= min(len(known), sc.workers)):
+                self._results_seen = await self._cp.read_results(self.run_id)
+                if self.forced or done(self._results_seen):
                     break
                 with trio.move_on_after(COLLECT_POLL_S):
                     await self._force.wait()
-        if dead and not self.forced:
-            # A worker judged DEAD may only have been descheduled: alive, it drains and reports
-            # like the others. Give it one drain (and a heartbeat) more, then take what is there.
-            with trio.move_on_after(sc.drain_timeout_s + sc.heartbeat_s):
-                while True:
-                    results = self._results_seen = await self._cp.read_results(self.run_id)
-                    if dead <= {r.worker_id for r in results if r.status.final}:
-                        break
-                    with trio.move_on_after(COLLECT_POLL_S):
-                        await self._force.wait()
-                    if self.forced:
-                        break
-        return self._adopt(results)
+        return self._results_seen
 
     def _adopt(self, results: list[WorkerResult]) -> list[WorkerResult]:
         """Each worker's status is what its results say once they are final, even after it was
