@@ -186,10 +186,8 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
             control_url = parse_url(control or scenario.control, "control", Path(out))
             target_url = parse_url(target or scenario.target, "target", Path(out))
             scenario.check_scopes(worker_ids(scenario), {"default"})
-            found = open_target(target_url, scenario)  # operation kinds fit the target; calls import
-            if scenario.setup and not hasattr(found, "setup"):
-                raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
-            problems = trio.run(launch.check_connect, scenario, control_url, target_url) if connect else []
+            found = open_target(target_url, scenario)  # operation kinds and setup fit it; calls import
+            problems = trio.run(launch.check_connect, scenario, control_url, target_url, found) if connect else []
         except ConfigError as exc:
             fail_usage(f"{config}: {exc}")
     if problems:

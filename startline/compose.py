@@ -34,7 +34,15 @@ def open_control(url: Url) -> ControlPlane:
 
 
 def open_target(url: Url, scenario: Scenario) -> Any:
-    """A ``Target`` (with ``setup`` where it runs SQL) for ``url``; checks the mix fits it."""
+    """A ``Target`` (with ``setup`` where it runs SQL) for ``url``; checks the mix and the
+    scenario's ``setup`` fit it."""
+    target = _target(url, scenario)
+    if scenario.setup and not hasattr(target, "setup"):
+        raise ConfigError("setup", f"the {url.scheme} target runs no setup statements")
+    return target
+
+
+def _target(url: Url, scenario: Scenario) -> Any:
     target: Target
     if url.scheme == "memory":
         from startline.backends.memory import CallableTarget

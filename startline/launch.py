@@ -39,8 +39,6 @@ async def orchestrate(
     from startline.inprocess import run_in_process_async
 
     target = open_target(target_url, scenario)
-    if scenario.setup and not hasattr(target, "setup"):
-        raise ConfigError("setup", f"the {target_url.scheme} target runs no setup statements")
     title = (
         f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start"
@@ -89,9 +87,7 @@ async def _setup(target: Any, scenario: Scenario, console: Console) -> None:
     with console.status(f"setup: {n} statement(s) on the target"):
         try:
             await target.setup(scenario.setup)
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (a Ctrl-C's Cancelled is not an Exception: it passes)
             raise ConfigError("setup", f"the target refused it: {type(exc).__name__}: {exc}") from exc
 
 
@@ -113,13 +109,13 @@ async def _interruptible(work: Any) -> bool:
     return not interrupted
 
 
-async def check_connect(scenario: Scenario, control_url: Url, target_url: Url) -> list[str]:
-    """``startline check --connect``: reach the control plane and the target, and have the
-    target prepare (explain) every SQL statement with sample parameters. What went wrong, as
-    lines naming the field; empty when all is well."""
+async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, target: Any) -> list[str]:
+    """``startline check --connect``: reach the control plane and the target (``open_target``'s,
+    for ``target_url``), and have the target prepare (explain) every SQL statement with sample
+    parameters. What went wrong, as lines naming the field; empty when all is well."""
     import random
 
-    from startline.compose import open_control, open_target
+    from startline.compose import open_control
     from startline.engine.ports import ControlPlaneError
     from startline.engine.workload import ParamSource
 
@@ -135,7 +131,6 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url) -
             close = getattr(cp, "close", None)
             if close is not None:
                 await close()
-    target = open_target(target_url, scenario)
     if hasattr(target, "check_statements"):
         params = ParamSource(random.Random(scenario.seed), slot=0)
         statements = [
