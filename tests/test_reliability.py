@@ -91,6 +91,13 @@ class Together:
     at: float
 
 
+async def store_with_run(sc, status: RunStatus, phase: Phase) -> MemoryStore:
+    """A memory store holding run "r" of ``sc`` in ``status`` and ``phase``."""
+    store = MemoryStore(CLOCK0)
+    await MemoryControlPlane(store).create_run(RunState("r", status, phase, scenario=sc.to_dict()))
+    return store
+
+
 def together(sc, worker_control=None, orchestrator_control=None) -> Together:
     """One in-process run on virtual time; ``worker_control(worker_id, cp)`` and
     ``orchestrator_control(cp)`` may wrap a participant's memory control plane."""
@@ -288,8 +295,7 @@ def test_a_late_worker_is_refused_by_an_ended_run_and_writes_nothing():
     sc = scenario(workers=1, measurement_s=2.0)
 
     async def main():
-        store = MemoryStore(CLOCK0)
-        await MemoryControlPlane(store).create_run(RunState("r", RunStatus.FAILED, Phase.DONE, scenario=sc.to_dict()))
+        store = await store_with_run(sc, RunStatus.FAILED, Phase.DONE)
         worker = Worker(MemoryControlPlane(store), RecordingTarget(), CLOCK0, "r", "w000")
         with pytest.raises(WorkerRefused, match="has ended"):
             await worker.run()
@@ -303,10 +309,7 @@ def test_a_second_process_with_a_taken_worker_id_is_refused_and_overwrites_nothi
     sc = scenario(workers=1, measurement_s=2.0)
 
     async def main():
-        store = MemoryStore(CLOCK0)
-        await MemoryControlPlane(store).create_run(
-            RunState("r", RunStatus.PREPARED, Phase.PREPARING, scenario=sc.to_dict())
-        )
+        store = await store_with_run(sc, RunStatus.PREPARED, Phase.PREPARING)
         first = await MemoryControlPlane(store).register_worker(
             Heartbeat("r", "w000", WorkerStatus.STARTING, incarnation="a")
         )
@@ -364,10 +367,7 @@ def test_a_restart_is_refused_while_the_orchestrator_is_alive_or_after_the_run_e
     sc = scenario(workers=1, measurement_s=2.0)
 
     async def main():
-        store = MemoryStore(CLOCK0)
-        await MemoryControlPlane(store).create_run(
-            RunState("r", RunStatus.RUNNING, Phase.WARMUP, scenario=sc.to_dict())
-        )
+        store = await store_with_run(sc, RunStatus.RUNNING, Phase.WARMUP)
         with pytest.raises(ControlPlaneConflict, match="alive"):
             await Orchestrator(MemoryControlPlane(store), CLOCK0, sc, "r").run()
         store.runs["r"] = attrs.evolve(store.runs["r"], status=RunStatus.COMPLETED)
