@@ -192,10 +192,9 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
             fail_usage(f"{config}: {exc}")
     if problems:
         fail_usage(f"{config}: " + "; ".join(problems))
-    length = scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
     click.echo(
         f"{config}: ok — {scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
-        f"{scenario.start.strategy} start, {length:g} s, {len(scenario.operations)} operation(s)"
+        f"{scenario.start.strategy} start, {scenario.length_s:g} s, {len(scenario.operations)} operation(s)"
         + (", both URLs reached" if connect else "")
     )
 

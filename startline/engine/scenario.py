@@ -338,7 +338,7 @@ class Scenario:
             raise _FieldError(
                 "retry_cap_ms", f"must be >= retry_base_ms (got {self.retry_cap_ms:g} < {self.retry_base_ms:g})"
             )
-        length = self.warmup_s + self.measurement_s + self.cooldown_s
+        length = self.length_s
         for i, step in enumerate(self.schedule):
             if step.at_s >= length:
                 raise _FieldError(f"schedule[{i}].at_s", f"must be within the run's {length:g} s (got {step.at_s:g})")
@@ -365,6 +365,11 @@ class Scenario:
                 raise ConfigError(
                     f"schedule[{i}].scope_id", f"no worker has {step.scope} {step.scope_id!r} (there are: {shown})"
                 )
+
+    @property
+    def length_s(self) -> float:
+        """The planned run: warmup, measurement and cooldown, from START_TIME."""
+        return self.warmup_s + self.measurement_s + self.cooldown_s
 
     @property
     def total_connections(self) -> int:

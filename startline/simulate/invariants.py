@@ -37,7 +37,7 @@ def short_outage_s(sc: Scenario) -> float:
 def terminal_bound_s(sc: Scenario, profile: Profile) -> float:
     """By when (virtual seconds from the beginning) the run is in a terminal status: READY wait,
     lead, the run, the drain, the collection, one outage tolerance, a restarted orchestrator."""
-    run = sc.warmup_s + sc.measurement_s + sc.cooldown_s
+    run = sc.length_s
     collect = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
     collect += sc.drain_timeout_s + sc.heartbeat_s  # a worker judged DEAD gets one drain more to report
     bound = sc.ready_timeout_s + sc.start.lead_ms / 1000.0 + run + sc.drain_timeout_s + collect + sc.outage_tolerance_s
