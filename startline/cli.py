@@ -333,7 +333,6 @@ def simulate(
     from each seed, checked against the invariants in docs/reliability.md; a failing seed is
     printed with the command that replays it, and the exit code is 1.
     """
-    import json
 
     from rich.progress import Progress
     from rich.table import Table
@@ -381,13 +380,12 @@ def simulate(
         table.add_row(name, *(f"{d[k]:,.2f}" if d else "-" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
     if json_path:
-        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json(Path(json_path), summary)
 
 
 def _simulate_faults(
     config: str | None, strategy: str | None, workers: int | None, seeds: range, jobs: int, json_path: str | None
 ) -> None:
-    import json
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -427,7 +425,7 @@ def _simulate_faults(
         if r.violations:
             err.print(f"  replay: {replay_command(r.seed, config)}", highlight=False, markup=False)
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(Path(json_path), report)
     sys.exit(EXIT_CHECKS_FAILED if report["violations"] else EXIT_OK)
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (same directory, fsync, rename); on any error the
-    temporary file is removed and the error raised."""
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically (same directory, fsync,
+    rename); on any error the temporary file is removed and the error raised."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -20,6 +20,7 @@ SWEEP.toml::
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import tomllib
@@ -30,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from startline.engine.files import write_atomic
 from startline.engine.scenario import ConfigError, Scenario, deprecated
 from startline.simulate.models import Profile
 from startline.simulate.runner import aggregate, simulate_once
@@ -230,11 +232,12 @@ def run_sweep(
         ordered = sorted(runs[i], key=lambda r: r["seed"])  # same bytes whatever order chunks finished in
         rows.append(row_of(cell, sc, prof, aggregate(ordered, sc, prof)))
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "cells.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.md").write_text(summary_table(rows, sweep), encoding="utf-8")
+    cells = io.StringIO()
+    w = csv.DictWriter(cells, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(out / "cells.csv", cells.getvalue())
+    write_atomic(out / "summary.md", summary_table(rows, sweep))
     if not plot(rows, out):
         log.warning(PLOT_EXTRA)
     return rows
@@ -315,7 +318,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> bool:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "lag_vs_poll_interval.png", dpi=110)
+    _save(fig, out / "lag_vs_poll_interval.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -331,6 +334,13 @@ def plot(rows: list[dict[str, Any]], out: Path) -> bool:
     ax.set_title("Start precision against control-plane cost")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "precision_vs_cost.png", dpi=110)
+    _save(fig, out / "precision_vs_cost.png")
     plt.close(fig)
     return True
+
+
+def _save(fig: Any, path: Path) -> None:
+    """A figure as PNG, written whole or not at all."""
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
+    write_atomic(path, png.getvalue())
