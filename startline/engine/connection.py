@@ -17,16 +17,18 @@ from typing import Any
 import attrs
 import trio
 
-from startline.engine.metrics import HIGHEST_US, Recorder, error_message
+from startline.engine.metrics import HIGHEST_US, Recorder, error_message, to_us
 from startline.engine.model import Phase
 from startline.engine.ports import Session
-from startline.engine.scenario import OperationSpec, Scenario
+from startline.engine.scenario import Arrival, OperationSpec, Scenario
 from startline.engine.schedule import PhaseWindows
 from startline.engine.workload import Mix, ParamSource, derive_seed
 
 MEASUREMENT = Phase.MEASUREMENT
 NO_PARAMS: dict[str, Any] = {}
 """Shared by every parameterless operation (never mutated)."""
+GROW_LAG_S = 0.001
+"""Open loop: an operation taken this late, with no connection idle, asks for one more connection."""
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
 
@@ -60,21 +62,27 @@ class Tally:
 
     An operation counts in MEASUREMENT only if it began and ended inside it; the common case
     (wholly inside) skips the general rule. Interval counts are held here and added to the
-    recorder when the interval changes and at ``close``.
+    recorder when the interval changes and at ``close``. In an open loop an operation "begins"
+    at its intended start: ``latency_ms`` is the response time, and ``late`` (over
+    ``latency_limit_ms``) counts on it.
     """
 
     recorder: Recorder
     operations: tuple[OperationSpec, ...]
     windows: PhaseWindows
+    latency_limit_s: float = math.inf
     _measured: list[Any] = attrs.field(init=False)
     _other: dict[tuple[int, Phase], Any] = attrs.field(init=False, factory=dict)
     _iv: int = attrs.field(init=False, default=0)
     _iv_end: float = attrs.field(init=False, default=-math.inf)
     _iv_ops: int = attrs.field(init=False, default=0)
     _iv_errors: int = attrs.field(init=False, default=0)
+    _iv_hist: Any = attrs.field(init=False, default=None)
+    _limit_us: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._measured = [self.recorder.histogram(op.name, MEASUREMENT) for op in self.operations]
+        self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
 
     def phase(self, began: float, ended: float) -> Phase:
         w = self.windows
@@ -90,10 +98,22 @@ class Tally:
             if hist is None:
                 hist = self._other[(i, phase)] = self.recorder.histogram(self.operations[i].name, phase)
         us = int((ended - began) * 1e6 + 0.5)  # to_us, inlined: this is the hot path
-        hist.record_value(1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US)
+        value = 1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US
+        hist.record_value(value)
         if ended >= self._iv_end:
             self._next_interval(ended)
         self._iv_ops += 1
+        if self._iv_hist is not None:
+            self._iv_hist.record_value(value)
+        if us > self._limit_us:
+            self.recorder.count(phase, LATE)
+
+    def served(self, i: int, intended: float, began: float, ended: float) -> None:
+        """Open loop: operation ``i``, due at ``intended``, ran from ``began`` and succeeded."""
+        self.ok(i, intended, ended)
+        phase = self.phase(intended, ended)
+        self.recorder.service_histogram(self.operations[i].name, phase).record_value(to_us(ended - began))
+        self.recorder.lag_histogram(phase).record_value(to_us(began - intended))
 
     def failed(self, i: int, began: float, ended: float, category: str, message: str = "") -> None:
         """Operation ``i`` failed with ``category`` saying ``message``."""
@@ -102,17 +122,123 @@ class Tally:
             self._next_interval(ended)
         self._iv_errors += 1
 
+    def offered(self, intended: float, now: float, skipped: bool) -> None:
+        """Open loop: an operation was due at ``intended``; ``skipped``: too late to send."""
+        phase = self.windows.phase_at(intended)
+        if now >= self._iv_end:
+            self._next_interval(now)
+        self.recorder.count(phase, OFFERED, self._iv)
+        if skipped:
+            self.recorder.count(phase, SKIPPED, self._iv)
+
     def _next_interval(self, t: float) -> None:
         self.close()
         interval_s = self.recorder.interval_s
         self._iv = math.floor((t - self.windows.start) / interval_s)
         self._iv_end = self.windows.start + (self._iv + 1) * interval_s
+        if self.recorder.interval_latency:
+            self._iv_hist = self.recorder.interval_histogram(self._iv)
 
     def close(self) -> None:
         """Add the counts held for the current interval to the recorder."""
         if self._iv_ops or self._iv_errors:
             self.recorder.add_interval(self._iv, self._iv_ops, self._iv_errors)
         self._iv_ops = self._iv_errors = 0
+
+
+OFFERED, SKIPPED, LATE = 0, 1, 2
+"""Indexes of ``Recorder.count``."""
+
+
+@attrs.define(eq=False)
+class Arrivals:
+    """An open loop's schedule for one worker: the intended start of each operation, whichever
+    connection is free to take it (a late one is taken late, and its lag shows).
+
+    The schedule integrates the rate: the next start is where the area under the rate from the
+    last one reaches one (uniform) or an exponential draw (Poisson, seeded). A rate ramps
+    linearly (``set_rate``). Uniform schedules of the workers are shifted by ``phase`` of a gap
+    after the first start (at START_TIME for all, so the start skew means what it means in a
+    closed loop), so that the run's starts are spread evenly rather than in bursts of one per
+    worker.
+    """
+
+    rate: float
+    """Operations per second now (at the end of a ramp)."""
+    start: float
+    poisson: bool = False
+    phase: float = 0.0
+    rng: random.Random = attrs.field(factory=lambda: random.Random(0))
+    idle: int = attrs.field(init=False, default=0)
+    """Connections holding an arrival that is not due yet."""
+    taken: int = attrs.field(init=False, default=0)
+    _ramp: tuple[float, float, float] | None = attrs.field(init=False, default=None)
+    """(from, rate at from, until): the rate goes linearly to ``rate`` at ``until``."""
+    _last: float = attrs.field(init=False)
+    _next: float = attrs.field(init=False)
+    _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._last = self._next = self.start
+
+    def rate_at(self, t: float) -> float:
+        if self._ramp is not None:
+            t0, r0, t1 = self._ramp
+            if t < t1:
+                return r0 + (self.rate - r0) * max(0.0, t - t0) / (t1 - t0)
+        return self.rate
+
+    def set_rate(self, rate: float, since: float, ramp_s: float, now: float) -> None:
+        """From ``since`` (<= now: an event read late ramps from where it should have begun),
+        go linearly to ``rate`` over ``ramp_s``; the next start is moved to match."""
+        due = self._units(now, self._next) if math.isfinite(self._next) and self._next > now else None
+        r0 = self.rate_at(min(since, now))
+        self.rate = rate
+        self._ramp = (since, r0, since + ramp_s) if ramp_s > 0 and since + ramp_s > now else None
+        if due is not None:
+            self._next = self._advance(now, due)
+        elif not math.isfinite(self._next):
+            self._next = self._advance(max(now, self._last), self._draw())
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def take(self) -> float:
+        """The next intended start (waits while the rate is zero)."""
+        while not math.isfinite(self._next):
+            await self._changed.wait()
+        t = self._last = self._next
+        units = self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0)
+        self._next = self._advance(t, units)
+        self.taken += 1
+        return t
+
+    def _draw(self) -> float:
+        return self.rng.expovariate(1.0) if self.poisson else 1.0
+
+    def _units(self, a: float, b: float) -> float:
+        """The area under the rate over [a, b] (operations due in it)."""
+        if self._ramp is None or a >= self._ramp[2]:
+            return self.rate * (b - a)
+        t1 = self._ramp[2]
+        m = min(b, t1)
+        area = (self.rate_at(a) + self.rate_at(m)) / 2 * (m - a)
+        return area + self.rate * max(0.0, b - t1)
+
+    def _advance(self, t: float, units: float) -> float:
+        """The instant after ``t`` where the area under the rate reaches ``units``."""
+        if self._ramp is not None and t < self._ramp[2]:
+            t0, r0, t1 = self._ramp
+            r, slope = self.rate_at(t), (self.rate - r0) / (t1 - t0)
+            in_ramp = (r + self.rate) / 2 * (t1 - t)
+            if units <= in_ramp:
+                if abs(slope) < 1e-12:
+                    return t + units / r
+                # r·x + slope/2·x² = units
+                disc = r * r + 2 * slope * units
+                return t + (math.sqrt(max(0.0, disc)) - r) / slope
+            units -= in_ramp
+            t = t1
+        return t + units / self.rate if self.rate > 0 else math.inf
 
 
 @attrs.define(eq=False)
@@ -134,20 +260,53 @@ class Connections:
     spent: int = attrs.field(init=False, default=0)
     """Connections that ended because they had issued ``operations_per_connection``."""
 
+    arrivals: Arrivals | None = attrs.field(init=False, default=None)
+    """The open loop's schedule, made when the gate opens (rate mode, find-max over the rate)."""
+    grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
+    """Open loop: asked for one more connection when an operation is taken late and none is idle."""
+
+    def open_gate(self, windows: PhaseWindows, rate: float) -> None:
+        """Release the connections; an open loop's schedule starts at ``windows.start`` at ``rate``."""
+        sc = self.scenario
+        if sc.load.open_loop:
+            self.arrivals = Arrivals(
+                rate,
+                windows.start,
+                poisson=sc.load.arrival is Arrival.POISSON,
+                phase=(self.index % sc.workers) / sc.workers,
+                rng=random.Random(derive_seed(sc.seed, self.worker_id, "arrivals")),
+            )
+        self.gate.open(windows)
+
     async def run(self, slot: int, session: Session) -> None:
-        """One closed-loop connection, from the gate until drained, its budget spent, or the planned end."""
+        """One connection, from the gate until drained, its budget spent, or the planned end."""
+        windows = await self.gate.wait()
+        if self.arrivals is not None:
+            await self._open_loop(slot, session, windows, self.arrivals)
+        else:
+            await self._closed_loop(slot, session, windows)
+
+    def _draws(self, slot: int) -> tuple[Callable[[], int], ParamSource]:
+        """This slot's seeded choice of operation (an index into the mix) and its parameters."""
         sc = self.scenario
         mix = Mix.of(sc.operations)
-        ops, total = mix.operations, mix.cumulative[-1]
+        total = mix.cumulative[-1]
         bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
-        many = len(ops) > 1
         uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
-        bisect_right = bisect.bisect_right
         params = ParamSource(
             random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
         )
-        windows = await self.gate.wait()
-        tally = Tally(self.recorder, ops, windows)
+        if len(mix.operations) == 1:
+            return (lambda: 0), params
+        bisect_right = bisect.bisect_right
+        return (lambda: bisect_right(bounds, uniform() * total)), params
+
+    async def _closed_loop(self, slot: int, session: Session, windows: PhaseWindows) -> None:
+        """The closed loop: the next operation as soon as the last one ended (and the think time)."""
+        sc = self.scenario
+        ops = sc.operations
+        choose, params = self._draws(slot)
+        tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         ok, failed, draining, now = tally.ok, tally.failed, self.draining, trio.current_time
         end = windows.end
         limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
@@ -160,7 +319,7 @@ class Connections:
                 if phase is not tagged and phase is not Phase.DONE:
                     tagged = phase
                     await session.set_phase(self.tag(tagged))
-                i = bisect_right(bounds, uniform() * total) if many else 0
+                i = choose()
                 op = ops[i]
                 args = params.draw(op) if op.params else NO_PARAMS
                 began = now()
@@ -180,6 +339,64 @@ class Connections:
                 if think > 0:
                     with trio.move_on_after(think):
                         await draining.wait()
+        finally:
+            tally.close()
+        if done >= limit:
+            self.spent += 1
+
+    async def _open_loop(self, slot: int, session: Session, windows: PhaseWindows, arrivals: Arrivals) -> None:
+        """The open loop: take the next intended start, wait for it, send — or, already later than
+        ``max_lag_ms``, skip it. Response time runs from the intended start (coordinated omission
+        is not hidden), service time from the actual one."""
+        sc = self.scenario
+        ops = sc.operations
+        choose, params = self._draws(slot)
+        tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+        draining, now, end = self.draining, trio.current_time, windows.end
+        max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
+        limit = sc.operations_per_connection or math.inf
+        tagged = self.phase_now()
+        done = 0
+        try:
+            while done < limit and not draining.is_set():
+                intended = await arrivals.take()
+                if intended >= end:
+                    break
+                first = arrivals.taken == 1
+                if intended > now():
+                    arrivals.idle += 1
+                    try:
+                        with trio.move_on_at(intended):
+                            await draining.wait()
+                    finally:
+                        arrivals.idle -= 1
+                    if draining.is_set():
+                        break
+                began = now()
+                late = began - intended > max_lag
+                tally.offered(intended, began, skipped=late)
+                if late:
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if began - intended > GROW_LAG_S and arrivals.idle == 0:
+                    self.grow()  # the schedule is ahead of the connections
+                phase = self.phase_now()
+                if phase is not tagged and phase is not Phase.DONE:
+                    tagged = phase
+                    await session.set_phase(self.tag(tagged))
+                i = choose()
+                op = ops[i]
+                args = params.draw(op) if op.params else NO_PARAMS
+                if first:
+                    self.first_query[slot] = began
+                try:
+                    await session.execute(op, args)
+                except Exception as exc:
+                    tally.failed(i, intended, now(), self.error_category(exc), error_message(exc))
+                    await trio.lowlevel.checkpoint()
+                else:
+                    tally.served(i, intended, began, now())
+                done += 1
         finally:
             tally.close()
         if done >= limit:

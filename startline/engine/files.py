@@ -77,3 +77,24 @@ def failure_rows(failures: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]
                 )
             )
     return rows
+
+
+STEPS_HEADER = (
+    "at_s",
+    "connections",
+    "rate",
+    "qps",
+    "p95_ms",
+    "p99_ms",
+    "error_rate",
+    "stable",
+    "reason",
+    "error_pct",
+    "to",
+    "action",
+)
+"""steps.csv: the load control's steps (find-max's steps, the QPS controller's readings)."""
+
+
+def step_rows(steps: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    return [tuple("" if s.get(k) is None else s.get(k) for k in STEPS_HEADER) for s in steps]

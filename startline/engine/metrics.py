@@ -71,6 +71,19 @@ class Recorder:
     intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
     failures: dict[tuple[str, str], Failure] = attrs.Factory(dict)
     """(operation, category) → what its errors said."""
+    interval_latency: bool = False
+    """Keep a response-time histogram per interval too (all kinds), shipped with the snapshots:
+    what the QPS controller and find-max read, merged exactly across workers."""
+    interval_histograms: dict[int, HdrHistogram] = attrs.Factory(dict)
+    service: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
+    """Open loop: service time (actual start → end) per (kind, phase); ``histograms`` hold the
+    response time (intended start → end)."""
+    lag: dict[Phase, HdrHistogram] = attrs.Factory(dict)
+    """Open loop: schedule lag (intended → actual start) per phase."""
+    load_counts: dict[Phase, list[int]] = attrs.Factory(dict)
+    """phase → [offered, skipped, late]; offered and skipped in an open loop only."""
+    interval_load: dict[int, list[int]] = attrs.Factory(dict)
+    """Open loop: interval → [offered, skipped]."""
     _connections: dict[int, list[int]] = attrs.Factory(dict)
     """interval → [most connections running in it, connections running at its last change]."""
     _running: int = 0
@@ -85,6 +98,38 @@ class Recorder:
         if hist is None:
             hist = self.histograms[key] = new_histogram()
         return hist
+
+    def interval_histogram(self, interval: int) -> HdrHistogram:
+        hist = self.interval_histograms.get(interval)
+        if hist is None:
+            hist = self.interval_histograms[interval] = new_histogram()
+        return hist
+
+    def service_histogram(self, kind: str, phase: Phase) -> HdrHistogram:
+        key = (kind, phase)
+        hist = self.service.get(key)
+        if hist is None:
+            hist = self.service[key] = new_histogram()
+        return hist
+
+    def lag_histogram(self, phase: Phase) -> HdrHistogram:
+        hist = self.lag.get(phase)
+        if hist is None:
+            hist = self.lag[phase] = new_histogram()
+        return hist
+
+    def count(self, phase: Phase, what: int, interval: int | None = None) -> None:
+        """One more offered (0), skipped (1) or late (2) operation in ``phase``; offered and
+        skipped also in ``interval``."""
+        counts = self.load_counts.get(phase)
+        if counts is None:
+            counts = self.load_counts[phase] = [0, 0, 0]
+        counts[what] += 1
+        if interval is not None:
+            row = self.interval_load.get(interval)
+            if row is None:
+                row = self.interval_load[interval] = [0, 0]
+            row[what] += 1
 
     def add_error(self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0) -> None:
         self.errors[(phase, category)] += 1
@@ -136,7 +181,21 @@ class Recorder:
             self._running = last
             taken.append({"interval": i, "ops": ops, "errors": errors, "connections": most})
         self._taken = max(self._taken, int(upto))
+        for row in late + taken:
+            self._add_interval_extras(row)
         return late + taken
+
+    def _add_interval_extras(self, row: dict[str, Any]) -> None:
+        """An interval's response-time histogram and open-loop counts, when kept."""
+        i = row["interval"]
+        load = self.interval_load.pop(i, None)
+        if load is not None:
+            row["offered"], row["skipped"] = load
+        hist = self.interval_histograms.pop(i, None)
+        if hist is not None and hist.get_total_count():
+            row["latency"] = hist.encode().decode("ascii")
+        elif self.interval_latency:
+            row["latency"] = ""
 
     def to_payload(self, to_control: Callable[[float], float] = float) -> dict[str, Any]:
         """The metrics part of a worker's results; ``to_control`` maps trio time to the control
@@ -161,12 +220,25 @@ class Recorder:
             }
             for (op, cat), f in sorted(self.failures.items())
         ]
-        return {
+        out = {
             "histograms": dict(hists),
             "errors": dict(errs),
             "ops": dict(sorted(ops.items())),
             "failures": failures,
         }
+        if self.service:
+            service: dict[str, dict[str, str]] = defaultdict(dict)
+            for (kind, phase), h in sorted(self.service.items()):
+                service[str(phase)][kind] = h.encode().decode("ascii")
+            out["service"] = dict(service)
+        if self.lag:
+            out["lag"] = {str(phase): h.encode().decode("ascii") for phase, h in sorted(self.lag.items())}
+        if self.load_counts:
+            out["load_counts"] = {
+                str(phase): dict(zip(("offered", "skipped", "late"), c, strict=True))
+                for phase, c in sorted(self.load_counts.items())
+            }
+        return out
 
 
 def merge_failures(payloads: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -247,7 +319,11 @@ def merge_phase_blocks(
 ) -> dict[str, dict[str, Any]]:
     """``phases`` of summary.json: per phase ops, errors, qps and latency, overall and by kind."""
     by_phase: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    service: dict[str, list[str]] = defaultdict(list)
+    lag: dict[str, list[str]] = defaultdict(list)
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    open_loop = False
     for payload in payloads:
         for phase, kinds in payload.get("histograms", {}).items():
             for kind, enc in kinds.items():
@@ -255,6 +331,14 @@ def merge_phase_blocks(
         for phase, cats in payload.get("errors", {}).items():
             for cat, n in cats.items():
                 errors[phase][cat] += n
+        for phase, kinds in payload.get("service", {}).items():
+            service[phase].extend(kinds.values())
+        for phase, enc in payload.get("lag", {}).items():
+            lag[phase].append(enc)
+        for phase, c in payload.get("load_counts", {}).items():
+            for key, n in c.items():
+                counts[phase][key] += n
+        open_loop = open_loop or "service" in payload or "lag" in payload
     out: dict[str, dict[str, Any]] = {}
     for phase in (Phase.WARMUP, Phase.MEASUREMENT, Phase.COOLDOWN, Phase.DONE):
         kinds = by_phase.get(str(phase), {})
@@ -272,15 +356,27 @@ def merge_phase_blocks(
                 "latency_ms": latency_block(h),
             }
         ops = total.get_total_count()
+        n_errors = sum(errors[str(phase)].values())
+        c = counts.get(str(phase), {})
+        latency = latency_block(total)
         out[str(phase)] = {
             "ops": ops,
-            "errors": sum(errors[str(phase)].values()),
+            "errors": n_errors,
             "errors_by_category": dict(sorted(errors[str(phase)].items())),
             "duration_s": duration,
             "qps": _rate(ops, duration),
-            "latency_ms": latency_block(total),
+            "latency_ms": latency,
+            # response time = latency_ms (from the intended start in an open loop); service time
+            # from the actual start (the same in a closed loop)
+            "service_ms": latency_block(merge_histograms(service[str(phase)])) if open_loop else latency,
+            "offered": c.get("offered", 0) if open_loop else ops + n_errors,
+            "completed": ops + n_errors,
+            "skipped": c.get("skipped", 0),
+            "late": c.get("late", 0),
             "by_kind": by_kind,
         }
+        if open_loop:
+            out[str(phase)]["schedule_lag_ms"] = latency_block(merge_histograms(lag[str(phase)]))
     return out
 
 

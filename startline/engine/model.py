@@ -67,6 +67,8 @@ class EventType(enum.StrEnum):
     START = "START"
     SET_PHASE = "SET_PHASE"
     SET_CONNECTIONS = "SET_CONNECTIONS"
+    SET_RATE = "SET_RATE"
+    """An open loop's rate per worker (``rate`` ops/s, reached linearly over ``ramp_s``)."""
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -93,6 +95,9 @@ class StopReason(enum.StrEnum):
     ORCHESTRATOR_LOST = "orchestrator_lost"
     CONTROL_PLANE_LOST = "control_plane_lost"
     NO_WORKER_COMPLETED = "no_worker_completed"
+    BOUNDS_LIMIT_REACHED = "bounds_limit_reached"
+    """The QPS controller ran at its connection ceiling under the target for ``bounds_patience``
+    readings: the run completes, and fails its check (exit 1)."""
 
     @classmethod
     def parse(cls, value: object) -> StopReason | None:
@@ -141,12 +146,16 @@ class ControlEvent:
     scope_id: str | None = None
     ramp_s: float = attrs.field(default=0.0, validator=_non_negative)
     reason: StopReason | None = attrs.field(default=None, converter=v_optional_enum(StopReason))
+    rate: float | None = attrs.field(default=None, validator=_non_negative)
+    """SET_RATE: operations per second per worker."""
 
     def __attrs_post_init__(self) -> None:
         if self.event_type is EventType.SET_PHASE and self.phase is None:
             raise ValueError("SET_PHASE needs a phase")
         if self.event_type is EventType.SET_CONNECTIONS and self.connections is None:
             raise ValueError("SET_CONNECTIONS needs connections")
+        if self.event_type is EventType.SET_RATE and self.rate is None:
+            raise ValueError("SET_RATE needs a rate")
         if self.event_type is EventType.STOP and self.reason is None:
             raise ValueError("STOP needs a reason")
         if self.scope is not Scope.RUN and not self.scope_id:

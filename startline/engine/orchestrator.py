@@ -5,6 +5,7 @@ heartbeats, collects results and writes the summary."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import types
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,9 +17,17 @@ import trio
 
 from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
-from startline.engine.files import FAILURES_HEADER, failure_rows, write_csv, write_json
+from startline.engine.files import FAILURES_HEADER, STEPS_HEADER, failure_rows, step_rows, write_csv, write_json
 from startline.engine.lifecycle import run_outcome, run_transition
 from startline.engine.liveness import MIN_LIVENESS_WAIT_S, liveness_round
+from startline.engine.loadcontrol import (
+    FindMaxSearch,
+    QpsController,
+    QpsDecision,
+    reported_through,
+    split,
+    window,
+)
 from startline.engine.model import (
     ORCHESTRATOR,
     ControlEvent,
@@ -33,7 +42,7 @@ from startline.engine.model import (
 )
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
-from startline.engine.scenario import ConfigError, OnWorkerLoss, Scenario, Strategy
+from startline.engine.scenario import ConfigError, FindMaxOver, LoadMode, OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from startline.engine.summary import build_summary, merge_timeseries
 from startline.engine.workload import derive_seed
@@ -111,6 +120,12 @@ class Orchestrator:
     """Trio-time spans this process overslept a wake-up by more than ``OVERSLEPT_S``."""
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
+    _emitting: trio.StrictFIFOLock = attrs.field(init=False, factory=trio.StrictFIFOLock)
+    """Sequence ids are gap-free: one append at a time (the plan, the load control, a re-split)."""
+    _qps_steps: list[QpsDecision] = attrs.field(init=False, factory=list)
+    _search: FindMaxSearch | None = attrs.field(init=False, default=None)
+    _rate_now: tuple[float, float, float] | None = attrs.field(init=False, default=None)
+    """Open loop: the run-wide rate last set — (rate, from, ramp_s) on the control plane's clock."""
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control)
@@ -215,7 +230,7 @@ class Orchestrator:
                     self.run_id,
                     RunStatus.PREPARED,
                     Phase.PREPARING,
-                    connections=sc.connections_per_worker,
+                    connections=initial_connections(sc),
                     expected_workers=sc.workers,
                     scenario=sc.to_dict(),
                 )
@@ -413,13 +428,15 @@ class Orchestrator:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
         self.start_time = run.start_time
-        await self._emit(EventType.START, at=run.start_time, phase=phase, connections=sc.connections_per_worker)
+        await self._emit(EventType.START, at=run.start_time, phase=phase, connections=initial_connections(sc))
 
     async def _follow_schedule(self) -> None:
         assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
         async with trio.open_nursery() as nursery:
             if self.scenario.operations_per_connection:
                 nursery.start_soon(self._watch_spent)
+            if self.scenario.load.controlled:
+                nursery.start_soon(self._load_control)
             await self._follow_plan()
             nursery.cancel_scope.cancel()
 
@@ -447,6 +464,10 @@ class Orchestrator:
         await self._stop(self._requested_reason)
 
     async def _emit_planned(self, p: PlannedEvent) -> None:
+        if p.event_type is EventType.SET_RATE:
+            assert p.rate is not None  # planned with its rate
+            await self._set_rate(p.rate, p.at, p.ramp_s)
+            return
         await self._emit(
             p.event_type,
             at=p.at,
@@ -471,11 +492,175 @@ class Orchestrator:
         await self._set_status(status, phase=Phase.DONE, stop_reason=reason, stop_detail=self.stop_detail)
 
     async def _emit(self, event_type: EventType, **fields: Any) -> None:
-        """Append the next event: sequence ids are gap-free because only this method writes them."""
-        event = ControlEvent(self.run_id, self._sequence_id + 1, event_type, **fields)
-        await self._cp.append_event(event)
-        self._sequence_id = event.sequence_id
-        self._events.append(event)
+        """Append the next event: sequence ids are gap-free because only this method writes them,
+        one at a time."""
+        async with self._emitting:
+            event = ControlEvent(self.run_id, self._sequence_id + 1, event_type, **fields)
+            await self._cp.append_event(event)
+            self._sequence_id = event.sequence_id
+            self._events.append(event)
+
+    # ---- the load modes ------------------------------------------------------------------
+
+    def _live_workers(self) -> list[str]:
+        """The workers a run-wide level is split over: every one not lost."""
+        gone = (WorkerStatus.DEAD, WorkerStatus.FAILED)
+        return sorted(w for w, s in self._statuses.items() if s not in gone)
+
+    async def _set_connections(self, total: int) -> None:
+        """Run-wide ``total`` connections, split over the live workers: one RUN event with the
+        base count, one WORKER event for each worker that takes one more."""
+        live = self._live_workers()
+        if not live:
+            return
+        shares = split(max(total, len(live)), live)
+        base = min(shares.values())
+        at = self._now()
+        await self._emit(EventType.SET_CONNECTIONS, at=at, connections=base)
+        await self._cp.update_run(self.run_id, connections=base)
+        for w, n in shares.items():
+            if n != base:
+                await self._emit(EventType.SET_CONNECTIONS, at=at, connections=n, scope=Scope.WORKER, scope_id=w)
+
+    async def _set_rate(self, rate: float, at: float, ramp_s: float = 0.0) -> None:
+        """The run-wide open-loop ``rate`` from control-plane instant ``at`` (over ``ramp_s``),
+        split evenly over the live workers."""
+        self._rate_now = (rate, at, ramp_s)
+        live = self._live_workers() or [""]
+        await self._emit(EventType.SET_RATE, at=at, rate=rate / len(live), ramp_s=ramp_s)
+
+    async def _resplit(self) -> None:
+        """A worker was lost: the others take its share of the rate (the rest of a ramp included)."""
+        if self._rate_now is None:
+            rate, at, ramp_s = self.scenario.load.rate, self._now(), 0.0
+        else:
+            rate, at, ramp_s = self._rate_now
+        now = self._now()
+        await self._set_rate(rate, now, max(0.0, at + ramp_s - now))
+
+    def _now(self) -> float:
+        assert self._clockmap is not None  # set by prepare
+        return self._clockmap.to_control(trio.current_time())
+
+    async def _load_control(self) -> None:
+        """qps and find_max: decide the level from the intervals the workers ship."""
+        if self.scenario.load.mode is LoadMode.QPS:
+            await self._qps_control()
+        else:
+            await self._find_max()
+
+    async def _window(self, first: int, last: int) -> Any:
+        """The merged figures of intervals ``first..last``, once every live worker has shipped
+        them (or a few snapshot periods passed: a worker that stalls does not stall the control)."""
+        sc = self.scenario
+        snaps: list[tuple[str, dict[str, Any]]] = []
+        with trio.move_on_after(3 * sc.snapshot_interval_s + sc.heartbeat_s):
+            while True:
+                snaps = await self._cp.read_snapshots(self.run_id)
+                upto = reported_through(snaps)
+                if all(upto.get(w, -1) >= last for w in self._live_workers()):
+                    break
+                await trio.sleep(COLLECT_POLL_S)
+        return window(snaps, first, last, sc.snapshot_interval_s)
+
+    def _interval_at(self, t: float) -> int:
+        assert self.start_time is not None  # the load control runs after the start
+        return math.floor((t - self.start_time) / self.scenario.snapshot_interval_s + 1e-9)
+
+    async def _qps_control(self) -> None:
+        sc, load = self.scenario, self.scenario.load
+        assert self.start_time is not None and self._clockmap is not None  # after the start
+        iv = sc.snapshot_interval_s
+        per_window = max(1, round(load.control_interval_s / iv))
+        ctl = QpsController.of(load, sc.workers, initial_total(sc))
+        if ctl.connections != initial_connections(sc) * sc.workers:
+            await self._set_connections(ctl.connections)
+        clean_from = self._interval_at(self._now()) + 1
+        wake = self.start_time + load.control_interval_s
+        while True:
+            await trio.sleep_until(self._clockmap.to_trio(wake))
+            wake += load.control_interval_s
+            now = self._now()
+            last = self._interval_at(now) - 1
+            first = max(clean_from, last - per_window + 1)
+            if first > last:
+                continue
+            w = await self._window(first, last)
+            ctl, decision = ctl.decide(round(now - self.start_time, 3), w)
+            self._qps_steps.append(decision)
+            log.info("qps control: %s", decision)
+            if decision.action == "bounds_limit_reached":
+                self.stop_detail = (
+                    f"{decision.qps:g} qps at the ceiling of {decision.connections} connections, under "
+                    f"98 % of target_qps {load.target_qps:g} for {load.bounds_patience} readings"
+                )
+                self.request_stop(StopReason.BOUNDS_LIMIT_REACHED)
+                return
+            if decision.to != decision.connections:
+                await self._set_connections(decision.to)
+                clean_from = self._interval_at(self._now()) + 1
+
+    async def _find_max(self) -> None:
+        sc, fm = self.scenario, self.scenario.load.find_max
+        assert self.start_time is not None and self._clockmap is not None  # after the start
+        search = self._search = FindMaxSearch(fm)
+        level = fm.start
+        by_rate = fm.over is FindMaxOver.RATE
+        if not by_rate and max(int(level), len(self._live_workers())) != initial_connections(sc) * sc.workers:
+            await self._set_connections(int(level))
+        step_start = self.start_time + sc.warmup_s
+        await trio.sleep_until(self._clockmap.to_trio(step_start))
+        budget_end = self.start_time + sc.warmup_s + sc.measurement_s
+        while True:
+            step_end = step_start + fm.step_s
+            if step_end > budget_end:
+                return  # the measurement time is spent: the result says time_budget
+            await trio.sleep_until(self._clockmap.to_trio(step_end))
+            iv = sc.snapshot_interval_s
+            first = math.ceil((step_start + fm.settle - self.start_time) / iv - 1e-9)  # whole intervals after settling
+            last = self._interval_at(step_end) - 1
+            w = await self._window(first, last)
+            step = search.judge(level, w, round(step_start - self.start_time, 3))
+            search, nxt = search.after(step)
+            self._search = search
+            log.info("find_max step: %s", step)
+            if nxt is None:
+                best = search.result()
+                found = best.get("concurrency") or best.get("rate")
+                self.stop_detail = f"find_max: {best['reason']}; best {found} at {best['qps']} qps"
+                self.request_stop(StopReason.COMPLETED)
+                return
+            level = nxt
+            if by_rate:
+                await self._set_rate(level, self._now())
+            else:
+                await self._set_connections(int(level))
+            step_start = self._now()
+
+    def load_block(self) -> dict[str, Any]:
+        """``load`` of summary.json: the mode, its steps and its result (what the orchestrator decided;
+        rate mode's offered/achieved figures are the phases')."""
+        load = self.scenario.load
+        block: dict[str, Any] = {"mode": str(load.mode), "steps": [], "result": None}
+        if load.mode is LoadMode.QPS:
+            block["steps"] = [attrs.asdict(d) for d in self._qps_steps]
+            last = self._qps_steps[-1] if self._qps_steps else None
+            block["result"] = {
+                "target_qps": load.target_qps,
+                "connections": last.to if last else None,
+                "qps": last.qps if last else None,
+                "reason": "bounds_limit_reached"
+                if self.stop_reason is StopReason.BOUNDS_LIMIT_REACHED
+                else "settled"
+                if last is not None and last.action == "hold"
+                else "not_settled",
+            }
+        elif load.mode is LoadMode.FIND_MAX and self._search is not None:
+            block["steps"] = [st.to_dict(load.find_max.over) for st in self._search.steps]
+            block["result"] = self._search.result() | {"over": str(load.find_max.over)}
+        elif load.mode is LoadMode.RATE:
+            block["result"] = {"rate": load.rate, "arrival": str(load.arrival), "stages": len(load.stages)}
+        return block
 
     async def _set_status(self, status: RunStatus, **changes: Any) -> None:
         self.status = run_transition(self.status, status)
@@ -518,6 +703,8 @@ class Orchestrator:
                 self._dead_at.setdefault(worker_id, now)
                 if sc.on_worker_loss is OnWorkerLoss.FAIL:
                     self.request_stop(StopReason.WORKER_LOST)
+            if judged.newly_dead and sc.load.open_loop and not self.stop_requested:
+                await self._resplit()
             for worker_id, status in judged.marks:
                 await self._cp.mark_worker(self.run_id, worker_id, status)
                 log.warning("worker %s is %s", worker_id, status)
@@ -602,11 +789,31 @@ class Orchestrator:
             worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
+            load=self.load_block(),
         )
 
 
+def initial_total(scenario: Scenario) -> int:
+    """Run-wide connections at the start: qps mode's ``starting_connections``, find-max's first level
+    (over concurrency), or ``connections_per_worker`` on each worker."""
+    load = scenario.load
+    if load.mode is LoadMode.QPS and load.starting_connections:
+        return max(load.starting_connections, scenario.workers)
+    if load.mode is LoadMode.FIND_MAX and load.find_max.over is FindMaxOver.CONCURRENCY:
+        return max(int(load.find_max.start), scenario.workers)
+    return scenario.total_connections
+
+
+def initial_connections(scenario: Scenario) -> int:
+    """Connections per worker in the START event (the base of the split of ``initial_total``)."""
+    return initial_total(scenario) // scenario.workers
+
+
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """OUT/summary.json and OUT/failures.csv, each written whole or not at all."""
+    """OUT/summary.json, OUT/failures.csv and (with load steps) OUT/steps.csv, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
+    steps = (summary.get("load") or {}).get("steps") or ()
+    if steps:
+        write_csv(out / "steps.csv", STEPS_HEADER, step_rows(steps))
     return write_json(out / "summary.json", summary)

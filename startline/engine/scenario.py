@@ -263,6 +263,122 @@ class ScaleStep:
             raise _FieldError("scope_id", f"scope {self.scope} needs a scope_id")
 
 
+class LoadMode(enum.StrEnum):
+    """How load is driven (see docs/load.md)."""
+
+    CONCURRENCY = "concurrency"
+    """A fixed closed loop: ``connections_per_worker`` connections, changed only by ``schedule``."""
+    RATE = "rate"
+    """An open loop: operations start on a schedule (``rate``, ``stages``), whatever the target does."""
+    QPS = "qps"
+    """A controller adds and removes connections to hold ``target_qps``."""
+    FIND_MAX = "find_max"
+    """Step the concurrency (or the offered rate) until the target degrades."""
+
+
+class Arrival(enum.StrEnum):
+    UNIFORM = "uniform"
+    POISSON = "poisson"
+
+
+class FindMaxOver(enum.StrEnum):
+    CONCURRENCY = "concurrency"
+    RATE = "rate"
+
+
+@attrs.frozen
+class RateStage:
+    """Ramp the run-wide rate linearly to ``rate`` over ``duration_s`` (k6's ramping-arrival-rate)."""
+
+    duration_s: float = attrs.field(validator=_num(0, _MAX_SECONDS, lo_open=True))
+    rate: float = attrs.field(validator=_num(0, 1e9))
+
+
+@attrs.frozen
+class Slo:
+    """Latency limits a find-max step must keep (response time, all kinds merged), in ms."""
+
+    p95_ms: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_num(0, 3_600_000, lo_open=True))
+    )
+    p99_ms: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_num(0, 3_600_000, lo_open=True))
+    )
+
+
+@attrs.frozen
+class FindMax:
+    """``[load.find_max]``: step the level (run-wide connections, or offered ops/s when ``over =
+    "rate"``) from ``start`` by ``step`` every ``step_s`` until a step is unstable, then bisect
+    between the last stable and the first unstable level ``max_refinements`` times."""
+
+    start: float = attrs.field(default=5, validator=_num(0, 1e9, lo_open=True))
+    step: float = attrs.field(default=10, validator=_num(0, 1e9, lo_open=True))
+    step_s: float = attrs.field(default=30.0, validator=_num(0, _MAX_SECONDS, lo_open=True))
+    settle_s: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(0, _MAX_SECONDS)))
+    """Excluded from the step's figures; default min(5, step_s / 3)."""
+    max_error_rate: float = attrs.field(default=0.01, validator=_num(0, 1))
+    qps_stability_pct: float = attrs.field(default=5.0, validator=_num(0, 100))
+    latency_stability_pct: float = attrs.field(default=20.0, validator=_num(0, 1e6))
+    slo: Slo = attrs.field(factory=Slo)
+    max_refinements: int = attrs.field(default=2, validator=_count(0, 20))
+    over: FindMaxOver = attrs.field(
+        default=FindMaxOver.CONCURRENCY, converter=_to(FindMaxOver), validator=_one_of(FindMaxOver)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.settle_s is not None and self.settle_s >= self.step_s:
+            raise _FieldError("settle_s", f"must be < step_s (got {self.settle_s:g} >= {self.step_s:g})")
+
+    @property
+    def settle(self) -> float:
+        return self.settle_s if self.settle_s is not None else min(5.0, self.step_s / 3)
+
+
+@attrs.frozen
+class LoadOptions:
+    """``[load]``: the load mode and its settings; each mode reads only its own keys.
+
+    Counts of connections here (``starting_connections``, ``min_connections``,
+    ``max_connections``, ``find_max.start``/``step``) and rates (``rate``, ``stages``) are
+    run-wide; they are split across the workers. ``max_in_flight`` is per worker.
+    """
+
+    mode: LoadMode = attrs.field(default=LoadMode.CONCURRENCY, converter=_to(LoadMode), validator=_one_of(LoadMode))
+    # rate
+    rate: float = attrs.field(default=0.0, validator=_num(0, 1e9))
+    arrival: Arrival = attrs.field(default=Arrival.UNIFORM, converter=_to(Arrival), validator=_one_of(Arrival))
+    stages: tuple[RateStage, ...] = attrs.field(factory=tuple, converter=tuple)
+    max_in_flight: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count(1, 100_000)))
+    """Per worker; default ``connections_per_worker`` (no growth)."""
+    max_lag_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
+    latency_limit_ms: float = attrs.field(default=0.0, validator=_num(0, 3_600_000))
+    # qps
+    target_qps: float = attrs.field(default=0.0, validator=_num(0, 1e9))
+    control_interval_s: float = attrs.field(default=10.0, validator=_num(0, 3600, lo_open=True))
+    starting_connections: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_count(1, 1_000_000))
+    )
+    max_step_up: int = attrs.field(default=15, validator=_count(1, 1_000_000))
+    max_step_down: int = attrs.field(default=8, validator=_count(1, 1_000_000))
+    min_connections: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count(1, 1_000_000)))
+    """Run-wide; default one per worker."""
+    max_connections: int = attrs.field(default=10_000, validator=_count(1, 1_000_000))
+    bounds_patience: int = attrs.field(default=3, validator=_count(1, 1000))
+    # find_max
+    find_max: FindMax = attrs.field(factory=FindMax)
+
+    @property
+    def open_loop(self) -> bool:
+        """Operations start on a schedule (rate mode, or find-max over the rate)."""
+        return self.mode is LoadMode.RATE or (self.mode is LoadMode.FIND_MAX and self.find_max.over is FindMaxOver.RATE)
+
+    @property
+    def controlled(self) -> bool:
+        """The orchestrator decides the level as the run goes, from the intervals it reads."""
+        return self.mode in (LoadMode.QPS, LoadMode.FIND_MAX)
+
+
 _NESTED: dict[Any, Any] = {}
 _RENAMED: dict[tuple[type, str], str] = {}
 """Old key → its new name, accepted (with a deprecation note) for one release."""
@@ -317,6 +433,7 @@ class Scenario:
     start: StartOptions = attrs.field(factory=StartOptions)
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
     checks: Checks = attrs.field(factory=Checks)
+    load: LoadOptions = attrs.field(factory=LoadOptions)
     control: str = attrs.field(default="memory://", validator=_str)
     target: str = attrs.field(default="memory://", validator=_str)
     setup: tuple[str, ...] = attrs.field(
@@ -351,10 +468,54 @@ class Scenario:
                     f"must be >= poll_interval_ms + {SCHEDULED_MARGIN_MS:g} ms = {need:g} under a scheduled start "
                     f"(got {st.lead_ms:g}): a worker must see the start before its instant",
                 )
+        self._check_load()
         names = [op.name for op in self.operations]
         for name in names:
             if names.count(name) > 1:
                 raise _FieldError("operations", f"operation name {name!r} is used twice")
+
+    def _check_load(self) -> None:
+        load = self.load
+        if load.mode is not LoadMode.CONCURRENCY and self.schedule:
+            raise _FieldError(
+                "schedule", f'is for load.mode = "concurrency" (load.mode is {load.mode!r}: it sets the level)'
+            )
+        if load.mode is LoadMode.RATE and load.rate == 0 and not any(st.rate > 0 for st in load.stages):
+            raise _FieldError("load.rate", "must be > 0 (or give stages with a rate) in rate mode")
+        if load.open_loop and self.connections_per_worker < 1:
+            raise _FieldError(
+                "connections_per_worker", "must be >= 1 in an open loop (the sessions opened before the start)"
+            )
+        if load.max_in_flight is not None and load.max_in_flight < self.connections_per_worker:
+            raise _FieldError(
+                "load.max_in_flight",
+                f"must be >= connections_per_worker (got {load.max_in_flight} < {self.connections_per_worker})",
+            )
+        if load.mode is LoadMode.QPS and load.target_qps <= 0:
+            raise _FieldError("load.target_qps", "must be > 0 in qps mode")
+        if load.min_connections is not None and load.min_connections > load.max_connections:
+            raise _FieldError(
+                "load.min_connections",
+                f"must be <= max_connections (got {load.min_connections} > {load.max_connections})",
+            )
+        if load.mode is LoadMode.QPS and load.control_interval_s < 2 * self.snapshot_interval_s:
+            raise _FieldError(
+                "load.control_interval_s",
+                f"must be >= 2 x snapshot_interval_s = {2 * self.snapshot_interval_s:g} "
+                f"(got {load.control_interval_s:g})",
+            )
+        fm = load.find_max
+        if load.mode is LoadMode.FIND_MAX and fm.step_s - fm.settle < self.snapshot_interval_s:
+            raise _FieldError(
+                "load.find_max.step_s",
+                f"must leave at least one snapshot interval ({self.snapshot_interval_s:g} s) after settle_s "
+                f"(got step_s {fm.step_s:g}, settle {fm.settle:g})",
+            )
+
+    @property
+    def max_in_flight(self) -> int:
+        """Connections a worker may run in an open loop."""
+        return self.load.max_in_flight or self.connections_per_worker
 
     def check_scopes(self, worker_ids: Collection[str], groups: Collection[str]) -> None:
         """Every WORKER / WORKER_GROUP step names a worker or group that is in the run."""
@@ -433,6 +594,10 @@ _NESTED.update(
     {
         (Scenario, "start"): StartOptions,
         (Scenario, "checks"): Checks,
+        (Scenario, "load"): LoadOptions,
+        (LoadOptions, "stages"): [RateStage],
+        (LoadOptions, "find_max"): FindMax,
+        (FindMax, "slo"): Slo,
         (Scenario, "operations"): [OperationSpec],
         (Scenario, "schedule"): [ScaleStep],
         (OperationSpec, "params"): {ParamSpec},

@@ -124,6 +124,7 @@ def build_summary(
     orchestrator_queries: int,
     worker_events: Mapping[str, Mapping[str, float]] | None = None,
     timeseries: Sequence[Mapping[str, Any]] = (),
+    load: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     durations: dict[str, float] = {}
     if start_time is not None:
@@ -141,7 +142,8 @@ def build_summary(
             durations[str(Phase.COOLDOWN)] = clip(w.cooldown, w.end)
     metrics = [p.get("metrics", {}) for p in payloads]
     phases = merge_phase_blocks(metrics, durations)
-    checks = evaluate(scenario.checks, phases)
+    load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
+    checks = evaluate(scenario.checks, phases, load)
     return {
         "run_id": run_id,
         "status": status,
@@ -156,6 +158,7 @@ def build_summary(
         "control_plane": control_plane_block(payloads, orchestrator_queries),
         "workers": _workers(payloads, worker_statuses, worker_events or {}),
         "phases": phases,
+        "load": load,
         "failures": merge_failures(metrics),
         "timeseries": list(timeseries),
     }

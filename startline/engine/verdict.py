@@ -29,12 +29,31 @@ class Check:
         return attrs.asdict(self)
 
 
-def evaluate(checks: Checks, phases: Mapping[str, Mapping[str, Any]]) -> tuple[Check, ...]:
-    """The scenario's checks on the MEASUREMENT phase (absent: nothing was measured)."""
+def evaluate(
+    checks: Checks, phases: Mapping[str, Mapping[str, Any]], load: Mapping[str, Any] | None = None
+) -> tuple[Check, ...]:
+    """The scenario's checks on the MEASUREMENT phase (absent: nothing was measured), and in qps
+    mode whether the controller held its target."""
     block = phases.get(str(Phase.MEASUREMENT), {})
     ops, errors = int(block.get("ops", 0)), int(block.get("errors", 0))
     rate = errors / (ops + errors) if ops + errors else 0.0
+    result = (load or {}).get("result") or {}
+    held: tuple[Check, ...] = ()
+    if (load or {}).get("mode") == "qps":
+        reached = result.get("reason") != "bounds_limit_reached"
+        held = (
+            Check(
+                "target_qps",
+                reached,
+                result.get("qps") or 0.0,
+                result.get("target_qps") or 0.0,
+                f"the controller {'held' if reached else 'could not reach'} target_qps "
+                f"{result.get('target_qps') or 0:g} ({result.get('qps') or 0:g} qps with "
+                f"{result.get('connections')} connections)",
+            ),
+        )
     return (
+        *held,
         Check(
             "min_operations",
             ops >= checks.min_operations,

@@ -39,7 +39,7 @@ from startline.engine.model import (
 from startline.engine.pool import Pool
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Session, Target, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
-from startline.engine.scenario import Bookkeeping, Scenario
+from startline.engine.scenario import Bookkeeping, LoadMode, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
 from startline.engine.startplan import INLINE_PERIOD_S, Detection, StartPlan
 from startline.engine.workload import derive_seed
@@ -158,6 +158,7 @@ class Worker:
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _growing: bool = attrs.field(init=False, default=False)
     """Every connection has issued its ``operations_per_connection``."""
 
     def __attrs_post_init__(self) -> None:
@@ -248,6 +249,7 @@ class Worker:
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
+        self.recorder.interval_latency = sc.load.controlled or sc.load.open_loop
         self._initial_connections = run.connections or sc.connections_per_worker
         self.view = attrs.evolve(self.view, connections=self._initial_connections)
         self._set_status(WorkerStatus.INITIALIZING)
@@ -257,6 +259,7 @@ class Worker:
         )
         async with trio.open_nursery() as nursery:
             pool = self._pool = Pool(nursery, self._open_session, self._conns.run, self._note_connections)
+            self._conns.grow = lambda: self._grow(nursery, pool)
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
@@ -300,13 +303,13 @@ class Worker:
         conns = self._conns
         assert conns is not None  # made in _run, before the pool
         if plan.release_as_spawned:
-            conns.gate.open(windows)  # as the seed: each connection starts as it is spawned
+            conns.open_gate(windows, self._rate())  # as the seed: each connection starts as it is spawned
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
         if plan.at_start_time:
             await sleep_until_precisely(start_trio, plan.spin_s)
         if not conns.gate.is_open:
-            conns.gate.open(windows)
+            conns.open_gate(windows, self._rate())
         if pool.size != self.view.connections:
             await pool.scale_to(self.view.connections)
         self._mark("scale")
@@ -488,6 +491,37 @@ class Worker:
         self._applied.append(event.sequence_id)
         if nursery is not None and self.view.connections != before.connections and before.started:
             self._start_ramp(nursery)
+        arrivals = self._conns.arrivals if self._conns is not None else None
+        if arrivals is not None and self.view.rate is not None and self.view is not before and event.rate is not None:
+            now = trio.current_time()
+            cm = self._clockmap
+            since = min(now, cm.to_trio(event.at)) if cm is not None and event.at is not None else now
+            arrivals.set_rate(self.view.rate, since, self.view.rate_ramp_s, now)
+
+    def _rate(self) -> float:
+        """This worker's open-loop rate at the start: the last SET_RATE's, or its share of ``load.rate``."""
+        sc = self.scenario
+        assert sc is not None  # known before the start
+        if self.view.rate is not None:
+            return self.view.rate
+        first = sc.load.find_max.start if sc.load.mode is LoadMode.FIND_MAX else sc.load.rate
+        return first / sc.workers
+
+    def _grow(self, nursery: trio.Nursery, pool: Pool) -> None:
+        """Open loop: one more connection, up to ``max_in_flight`` (one request at a time)."""
+        sc = self.scenario
+        assert sc is not None  # connections run only once the scenario is known
+        if self._growing or pool.size >= sc.max_in_flight or self.view.stopping:
+            return
+        self._growing = True
+
+        async def grow() -> None:
+            try:
+                await pool.scale_to(pool.size + 1)
+            finally:
+                self._growing = False
+
+        nursery.start_soon(grow)
 
     def _start_ramp(self, nursery: trio.Nursery) -> None:
         if self._ramp_scope is not None:
@@ -604,10 +638,17 @@ class Worker:
         """Every flush interval: the finished snapshot intervals, and the results so far (a RUNNING
         TEST_RESULTS row), so a worker that dies keeps what it measured up to its last flush."""
         assert self.scenario is not None  # chores start after the scenario is known
+        sc = self.scenario
+        flush_every = max(sc.flush_interval_s, sc.snapshot_interval_s)
+        # The orchestrator steers a qps or find-max run on the intervals: ship each one as it closes.
+        snap_every = sc.snapshot_interval_s if sc.load.controlled else flush_every
+        next_results = trio.current_time() + flush_every
         while True:
-            await trio.sleep(max(self.scenario.flush_interval_s, self.scenario.snapshot_interval_s))
+            await trio.sleep(snap_every)
             await self._flush_snapshots(final=False)
-            await self._cp.upsert_result(self._result(self.status, self.payload()))
+            if trio.current_time() >= next_results - 1e-9:
+                next_results += flush_every
+                await self._cp.upsert_result(self._result(self.status, self.payload()))
 
     def _note_connections(self, n: int) -> None:
         w = self._windows
