@@ -262,8 +262,16 @@ class Connections:
 
     arrivals: Arrivals | None = attrs.field(init=False, default=None)
     """The open loop's schedule, made when the gate opens (rate mode, find-max over the rate)."""
+    tallies: set[Tally] = attrs.field(init=False, factory=set)
+    """The running connections' tallies (``settle`` hands their held counts to the recorder)."""
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
+
+    def settle(self) -> None:
+        """Every running connection adds the interval counts it holds to the recorder (before a
+        snapshot is taken: an interval's operations travel with it, not one snapshot later)."""
+        for tally in self.tallies:
+            tally.close()
 
     def open_gate(self, windows: PhaseWindows, rate: float) -> None:
         """Release the connections; an open loop's schedule starts at ``windows.start`` at ``rate``."""
@@ -307,6 +315,7 @@ class Connections:
         ops = sc.operations
         choose, params = self._draws(slot)
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+        self.tallies.add(tally)
         ok, failed, draining, now = tally.ok, tally.failed, self.draining, trio.current_time
         end = windows.end
         limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
@@ -341,6 +350,7 @@ class Connections:
                         await draining.wait()
         finally:
             tally.close()
+            self.tallies.discard(tally)
         if done >= limit:
             self.spent += 1
 
@@ -352,6 +362,7 @@ class Connections:
         ops = sc.operations
         choose, params = self._draws(slot)
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+        self.tallies.add(tally)
         draining, now, end = self.draining, trio.current_time, windows.end
         max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
         limit = sc.operations_per_connection or math.inf
@@ -399,5 +410,6 @@ class Connections:
                 done += 1
         finally:
             tally.close()
+            self.tallies.discard(tally)
         if done >= limit:
             self.spent += 1

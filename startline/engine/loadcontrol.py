@@ -194,7 +194,7 @@ class QpsController:
         if not self.estimated and qps > 0 and abs(qps - target) > band:
             # Little's law: connections = throughput × time per operation (latency and think time),
             # and that time is n / qps now: the target needs target × n / qps connections.
-            return to(max(1, math.ceil(target * n / qps)), "little")
+            return to(max(1, round(target * n / qps)), "little")
         if n >= self.high and qps < 0.98 * target:
             if self.at_ceiling + 1 >= self.patience:
                 return to(n, "bounds_limit_reached", at_ceiling=self.at_ceiling + 1)

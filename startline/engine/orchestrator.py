@@ -44,6 +44,7 @@ from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPl
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import ConfigError, FindMaxOver, LoadMode, OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
+from startline.engine.startplan import STEERED_FOLLOW_S
 from startline.engine.summary import build_summary, merge_timeseries
 from startline.engine.workload import derive_seed
 
@@ -575,7 +576,7 @@ class Orchestrator:
         ctl = QpsController.of(load, sc.workers, initial_total(sc))
         if ctl.connections != initial_connections(sc) * sc.workers:
             await self._set_connections(ctl.connections)
-        clean_from = self._interval_at(self._now()) + 1
+        clean_from = self._interval_at(self._now() + STEERED_FOLLOW_S) + 1
         wake = self.start_time + load.control_interval_s
         while True:
             await trio.sleep_until(self._clockmap.to_trio(wake))
@@ -598,7 +599,8 @@ class Orchestrator:
                 return
             if decision.to != decision.connections:
                 await self._set_connections(decision.to)
-                clean_from = self._interval_at(self._now()) + 1
+                # the workers read the change within STEERED_FOLLOW_S: the window starts after that
+                clean_from = self._interval_at(self._now() + STEERED_FOLLOW_S) + 1
 
     async def _find_max(self) -> None:
         sc, fm = self.scenario, self.scenario.load.find_max

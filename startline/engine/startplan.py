@@ -12,6 +12,8 @@ from startline.engine.scenario import Bookkeeping, StartOptions, Strategy
 
 INLINE_PERIOD_S = 1.0
 """The inline loop reads the events and heartbeats at most once a second."""
+STEERED_FOLLOW_S = 0.5
+"""When the orchestrator steers the level (qps, find_max), workers read the log at least this often."""
 
 
 class Detection(enum.Enum):
@@ -38,7 +40,9 @@ class StartPlan:
     """How often the event log is read after the start (when not pushed)."""
 
     @classmethod
-    def of(cls, options: StartOptions, push_available: bool) -> StartPlan:
+    def of(cls, options: StartOptions, push_available: bool, steered: bool = False) -> StartPlan:
+        """``steered``: the orchestrator changes the level as the run goes (qps, find_max): its
+        changes are read within ``STEERED_FOLLOW_S``."""
         strategy = options.strategy
         if strategy is Strategy.INLINE_POLL:
             detection = Detection.INLINE
@@ -54,7 +58,10 @@ class StartPlan:
             bookkeeping=options.bookkeeping_mode,
             at_start_time=strategy is Strategy.SCHEDULED,
             spin_s=options.spin_ms / 1000.0,
-            follow_interval_s=INLINE_PERIOD_S if detection is Detection.INLINE else options.poll_interval_s,
+            follow_interval_s=min(
+                INLINE_PERIOD_S if detection is Detection.INLINE else options.poll_interval_s,
+                STEERED_FOLLOW_S if steered else float("inf"),
+            ),
         )
 
     @property

@@ -267,7 +267,9 @@ class Worker:
                 self._set_status(WorkerStatus.READY)
                 await self._heartbeat()
                 self._mark("ready")
-                joined = _Joined(sc, StartPlan.of(sc.start, self._cp.supports_push), pool, self._clockmap)
+                joined = _Joined(
+                    sc, StartPlan.of(sc.start, self._cp.supports_push, sc.load.controlled), pool, self._clockmap
+                )
                 if await self._start(nursery, joined):
                     await self._follow_events(nursery, joined)
                 await self._drain(pool)
@@ -664,6 +666,8 @@ class Worker:
     async def _flush_snapshots(self, final: bool) -> None:
         if self._windows is None:
             return
+        if self._conns is not None:
+            self._conns.settle()
         now = trio.current_time()
         # the last flush takes every interval up to now (and no further than the planned end)
         upto = math.ceil if final else math.floor

@@ -8,6 +8,7 @@ back after the rest. The control plane's clock is the truth.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,7 @@ import trio
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import OperationSpec
-from startline.simulate.models import Profile, rng_for
+from startline.simulate.models import Capacity, Profile, rng_for
 
 SLEEPS = [0]
 """Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
@@ -111,7 +112,16 @@ class SimSession:
         if self.slot not in self.target.first_query.get(self.worker_id, {}):
             self.target.first_query.setdefault(self.worker_id, {})[self.slot] = began
         SLEEPS[0] += 1
-        await trio.sleep(self.target.profile.target.sample(rng))
+        profile = self.target.profile
+        if profile.target_stalls:
+            resume = profile.stalled_until(began)
+            if resume > began:  # the target answers nothing until then
+                await trio.sleep_until(resume)
+        capacity = profile.capacity
+        if capacity is None:
+            await trio.sleep(self.target.profile.target.sample(rng))
+        else:
+            await self.target.serve(capacity, rng)
         if self.target.ops is not None:
             self.target.ops.append((self.worker_id, began, trio.current_time()))
 
@@ -131,6 +141,25 @@ class SimTarget:
     seed: int
     first_query: dict[str, dict[int, float]] = attrs.Factory(dict)
     ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
+
+    _servers: trio.Semaphore | None = attrs.field(init=False, default=None)
+
+    async def serve(self, capacity: Capacity, rng: Any) -> None:
+        """Wait (FIFO) for one of the target's servers, then hold it for a service time; past
+        ``timeout_ms`` in the queue the operation fails."""
+        if self._servers is None:
+            self._servers = trio.Semaphore(capacity.servers)
+        servers, service = self._servers, capacity.service.sample(rng)
+        acquired = False
+        with trio.move_on_after(capacity.timeout_ms / 1000.0 if capacity.timeout_ms > 0 else math.inf):
+            await servers.acquire()
+            acquired = True
+        if not acquired:
+            raise TimeoutError(f"queued over {capacity.timeout_ms:g} ms at a saturated target")
+        try:
+            await trio.sleep(service)
+        finally:
+            servers.release()
 
     async def open_session(self, worker_id: str, slot: int) -> SimSession:
         return SimSession(self, worker_id, slot)

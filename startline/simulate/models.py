@@ -58,6 +58,30 @@ class Latency:
         return max(0.0, ms) / 1000.0
 
     @property
+    def mean_s(self) -> float:
+        """The mean of ``sample`` (a normal's clipping ignored)."""
+        p = self.params
+        match self.type:
+            case "constant":
+                ms = p["ms"]
+            case "uniform":
+                ms = (p["lo_ms"] + p["hi_ms"]) / 2
+            case "normal":
+                ms = p["mean_ms"]
+            case "lognormal":
+                mu = math.log(p["p50_ms"])
+                sigma = (math.log(p["p99_ms"]) - mu) / 2.3263478740408408
+                ms = math.exp(mu + sigma * sigma / 2)
+            case "empirical":
+                ms = sum(p["samples_ms"]) / len(p["samples_ms"])
+            case "mixture":
+                total = sum(w for w, _ in self.components)
+                return sum(w * m.mean_s for w, m in self.components) / total
+            case _:
+                raise ValueError(self.type)
+        return max(0.0, ms) / 1000.0
+
+    @property
     def worst_s(self) -> float:
         """An upper bound of ``sample`` (inf where unbounded)."""
         p = self.params
@@ -116,6 +140,46 @@ class Latency:
         return cls(type_, params, comps)
 
 
+@attrs.frozen
+class Capacity:
+    """A target that serves ``servers`` operations at once, each for a ``service`` time; the rest
+    wait in one FIFO queue. An operation that waited ``timeout_ms`` (0: never) fails instead.
+    Its ground truth: the knee at ``servers`` operations in flight, and at most
+    ``servers / mean service time`` operations per second."""
+
+    servers: int
+    service: Latency
+    timeout_ms: float = 0.0
+
+    @property
+    def max_qps(self) -> float:
+        mean = self.service.mean_s
+        return self.servers / mean if mean > 0 else math.inf
+
+    def truth(self) -> dict[str, float]:
+        mean_ms = self.service.mean_s * 1000
+        return {"servers": self.servers, "max_qps": round(self.max_qps, 3), "service_mean_ms": mean_ms}
+
+    @classmethod
+    def parse(cls, data: Any) -> Capacity | None:
+        if data is None:
+            return None
+        if not isinstance(data, Mapping):
+            raise ConfigError("capacity", "must be a table {servers, service, timeout_ms}")
+        unknown = set(data) - {"servers", "service", "timeout_ms"}
+        if unknown:
+            raise ConfigError(f"capacity.{sorted(unknown)[0]}", "unknown key (known: servers, service, timeout_ms)")
+        servers = data.get("servers")
+        if not isinstance(servers, int) or isinstance(servers, bool) or not 1 <= servers <= 1_000_000:
+            raise ConfigError("capacity.servers", f"must be an integer between 1 and 1000000 (got {servers!r})")
+        if "service" not in data:
+            raise ConfigError("capacity.service", "is required")
+        timeout = data.get("timeout_ms", 0.0)
+        if not _is_number(timeout) or timeout < 0:
+            raise ConfigError("capacity.timeout_ms", f"must be a number >= 0 (got {timeout!r})")
+        return cls(servers, Latency.parse(data["service"], "capacity.service"), float(timeout))
+
+
 CALL_CLASSES = (
     "status_read",
     "event_read",
@@ -149,6 +213,12 @@ class Profile:
     stale_event_reads: float = 0.0  # probability an event read comes back late (a prefix) and repeated
     broken_calls: Mapping[str, float] = attrs.field(factory=dict)  # call class → from when it always fails
     pauses: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → [at_s, until_s): descheduled
+    capacity: Capacity | None = None  # the target serves this many operations at once (else: each takes `target`)
+    target_stalls: tuple[tuple[float, float], ...] = ()  # [start_s, end_s): the target answers nothing
+
+    def stalled_until(self, now: float) -> float:
+        """When a target stalled at ``now`` answers again; ``now`` if it is not stalled."""
+        return max([hi for lo, hi in self.target_stalls if lo <= now < hi], default=now)
 
     def broken(self, call_class: str, now: float) -> bool:
         """A call kind that fails from some instant on (its table dropped or damaged)."""
@@ -180,6 +250,8 @@ class Profile:
             "drift_ppm",
             "error_probability",
             "faults",
+            "capacity",
+            "target_stalls",
         }
         for key in data:
             if key not in known:
@@ -205,8 +277,19 @@ class Profile:
             clock_spread_ms=float(data.get("clock_spread_ms", 0.0)),
             drift_ppm=float(data.get("drift_ppm", 0.0)),
             error_probability=_probabilities(data.get("error_probability", {})),
+            capacity=Capacity.parse(data.get("capacity")),
+            target_stalls=_stalls(data.get("target_stalls", [])),
             **_faults(data.get("faults", {})),
         )
+
+
+def _stalls(items: Any) -> tuple[tuple[float, float], ...]:
+    ok = isinstance(items, list) and all(
+        isinstance(w, list) and len(w) == 2 and all(_is_number(x) and x >= 0 for x in w) and w[0] <= w[1] for w in items
+    )
+    if not ok:
+        raise ConfigError("target_stalls", "must be a list of [start_s, end_s]")
+    return tuple((float(a), float(b)) for a, b in items)
 
 
 def _probabilities(data: Any) -> dict[str, float]:

@@ -74,7 +74,7 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         )
         summary = (await run_together(orchestrator, workers, crashes=profile.crashes)).summary
         commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
-        return _measure(summary, workers, clocks, target, commits, scenario)
+        return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -125,6 +125,18 @@ def _measure(
         "workers": per_worker,
         "commit_time": commit,
         "start_time": start,
+    }
+
+
+def _load_figures(summary: Mapping[str, Any], profile: Profile) -> dict[str, Any]:
+    """What the load modes decided and what MEASUREMENT saw, beside the target's true capacity."""
+    m = summary["phases"].get("MEASUREMENT", {})
+    keys = ("qps", "offered", "completed", "skipped", "late")
+    return {
+        "load": summary["load"],
+        "measurement": {k: m.get(k) for k in keys}
+        | {"latency_p99_ms": m.get("latency_ms", {}).get("p99"), "service_p99_ms": m.get("service_ms", {}).get("p99")},
+        "capacity": None if profile.capacity is None else profile.capacity.truth(),
     }
 
 
