@@ -1,0 +1,341 @@
+"""The load modes: the pure decisions (split, rate plan, arrivals, the QPS controller, the find-max
+search) against plants whose answer is known, then whole runs on virtual time against a simulated
+target whose capacity is known (the issue's property tests)."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from startline.engine.connection import Arrivals
+from startline.engine.loadcontrol import FindMaxSearch, QpsController, Window, rate_at, rate_plan, split
+from startline.engine.scenario import ConfigError, FindMax, LoadOptions, Scenario
+from startline.simulate.models import Profile
+from startline.simulate.runner import simulate_once
+
+# ---- splitting and the rate plan ----------------------------------------------------------------
+
+
+@given(st.integers(0, 10_000), st.lists(st.text("abcdefw0123456789", min_size=1, max_size=4), min_size=1, unique=True))
+def test_a_split_adds_up_to_the_total_and_differs_by_at_most_one(total: int, workers: list[str]) -> None:
+    shares = split(total, workers)
+    assert sum(shares.values()) == total
+    assert max(shares.values()) - min(shares.values()) <= 1
+    assert shares == split(total, list(reversed(workers)))  # the order the ids come in does not matter
+
+
+def test_the_rate_plan_ramps_linearly_through_its_stages() -> None:
+    load = Scenario.from_dict(
+        {
+            "operations": [{"name": "a", "sql": "x"}],
+            "load": {
+                "mode": "rate",
+                "rate": 100,
+                "stages": [
+                    {"duration_s": 10, "rate": 200},
+                    {"duration_s": 10, "rate": 200},
+                    {"duration_s": 5, "rate": 0},
+                ],
+            },
+        }
+    ).load
+    plan = rate_plan(load)
+    assert [rate_at(100, plan, t) for t in (0, 5, 10, 15, 20, 22.5, 25, 99)] == [100, 150, 200, 200, 200, 100, 0, 0]
+
+
+# ---- arrivals --------------------------------------------------------------------------------------
+
+
+async def _count(arrivals: Arrivals, until: float) -> list[float]:
+    out = []
+    while True:
+        t = await arrivals.take()
+        if t >= until:
+            return out
+        out.append(t)
+
+
+@given(st.floats(0.5, 5_000), st.floats(0.5, 60), st.floats(0, 0.999))
+def test_uniform_arrivals_offer_rate_times_duration_within_one(rate: float, seconds: float, phase: float) -> None:
+    starts = trio.run(_count, Arrivals(rate, 100.0, phase=phase), 100.0 + seconds)
+    assert abs(len(starts) - rate * seconds) <= 1 + 1e-6
+    assert starts[0] == 100.0  # every worker's first operation is due at START_TIME
+    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+
+
+@given(st.floats(0, 1_000), st.floats(1, 1_000), st.floats(1, 30))
+def test_a_ramp_offers_the_area_under_the_rate_within_one(r0: float, r1: float, ramp_s: float) -> None:
+    async def main() -> list[float]:
+        arrivals = Arrivals(r0, 0.0)
+        arrivals.set_rate(r1, 0.0, ramp_s, 0.0)
+        return await _count(arrivals, ramp_s)
+
+    starts = trio.run(main)
+    assert abs(len(starts) - (r0 + r1) / 2 * ramp_s) <= 1.5
+
+
+def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
+    import random
+
+    def draw(seed: int) -> list[float]:
+        return trio.run(_count, Arrivals(200.0, 0.0, poisson=True, rng=random.Random(seed)), 50.0)
+
+    a, b = draw(7), draw(7)
+    assert a == b
+    assert abs(len(a) - 10_000) < 4 * math.sqrt(10_000)
+    assert draw(8) != a
+
+
+# ---- the QPS controller against a plant whose answer is known -----------------------------------------
+
+
+def plant(connections: int, per_connection: float, capacity: float) -> Window:
+    """A closed loop whose connections each make ``per_connection`` ops/s, up to ``capacity``."""
+    qps = min(connections * per_connection, capacity)
+    latency_ms = 1000.0 * connections / qps
+    block = {k: latency_ms for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
+    return Window(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
+
+
+def drive(ctl: QpsController, per_connection: float, capacity: float, readings: int) -> list:
+    decisions = []
+    for i in range(readings):
+        ctl, d = ctl.decide(10.0 * i, plant(ctl.connections, per_connection, capacity))
+        decisions.append(d)
+        if d.action == "bounds_limit_reached":
+            break
+    return decisions
+
+
+@settings(max_examples=300)
+@given(st.floats(5, 500), st.integers(1, 400), st.integers(1, 200), st.integers(1, 8))
+def test_qps_controller_settles_within_5pct_of_a_reachable_target_without_oscillating(
+    per_connection: float, wanted: int, start: int, workers: int
+) -> None:
+    wanted = max(wanted, workers)  # at least one connection per worker
+    target = wanted * per_connection * 1.01  # reachable: `wanted` connections make it within 5 %
+    load = LoadOptions(mode="qps", target_qps=target, max_connections=1000)
+    decisions = drive(QpsController.of(load, workers, max(start, workers)), per_connection, math.inf, 30)
+    settled = [i for i, d in enumerate(decisions) if d.action == "hold" and abs(d.error_pct) <= 5]
+    assert settled, decisions
+    first = settled[0]
+    assert first <= 4  # Little's law lands it at once; the seed's steps finish the approach
+    assert all(d.action == "hold" and abs(d.error_pct) <= 5 for d in decisions[first:])  # and it stays
+
+
+def test_qps_controller_follows_the_seeds_rules() -> None:
+    load = LoadOptions(mode="qps", target_qps=1000, max_connections=1000)
+    ctl = attrs.evolve(QpsController.of(load, 1, 10), estimated=True)  # past its first estimate
+    # under the target: up at once, by gain × gap, at most max_step_up
+    up, d = ctl.decide(0, plant(10, 50, math.inf))  # 500 qps: error -50 % → gain 0.20 × (20 - 10)
+    assert (d.action, d.to) == ("up", 12)
+    _, d = attrs.evolve(ctl, connections=100).decide(0, plant(100, 1, math.inf))  # gap 900: capped
+    assert (d.action, d.to) == ("up", 115)
+    # over it: the first reading holds, the second goes down, at most max_step_down
+    once, d = ctl.decide(0, plant(10, 200, math.inf))
+    assert d.action == "hold"
+    _, d = once.decide(0, plant(10, 200, math.inf))
+    assert (d.action, d.to) == ("down", 8)  # 2000 qps: gain 0.25 × (5 - 10) = -1.25, a whole step of 2
+    # inside the deadband max(2, 5 %): hold
+    _, d = ctl.decide(0, plant(10, 104, math.inf))
+    assert d.action == "hold"
+
+
+def test_qps_controller_reports_bounds_limit_reached_for_an_unreachable_target() -> None:
+    load = LoadOptions(mode="qps", target_qps=5000, max_connections=40, bounds_patience=3)
+    decisions = drive(QpsController.of(load, 2, 4), 100, 3000, 50)
+    assert decisions[-1].action == "bounds_limit_reached"
+    assert decisions[-1].connections == 40
+    assert [d.action for d in decisions[-3:-1]] == ["hold", "hold"]  # patience: three readings at the ceiling
+
+
+# ---- the find-max search against a plant whose knee is known ---------------------------------------------
+
+
+def knee_plant(level: float, servers: int, service_ms: float) -> Window:
+    """A closed loop on ``servers`` servers: throughput grows until ``servers`` connections, then
+    the queue grows and so does the latency."""
+    qps = min(level, servers) / (service_ms / 1000)
+    latency = service_ms * max(1.0, level / servers)
+    block = {k: latency for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
+    return Window(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 500), st.integers(1, 60), st.integers(1, 40), st.integers(0, 4))
+def test_find_max_lands_within_one_step_of_the_true_knee(servers: int, step: int, start: int, refinements: int) -> None:
+    start = min(start, servers)  # the search starts below the knee
+    search = FindMaxSearch(FindMax(start=start, step=step, max_refinements=refinements))
+    level: float | None = start
+    while level is not None:
+        measured = search.judge(level, knee_plant(level, servers, 20.0), 0.0)
+        search, level = search.after(measured)
+        assert len(search.steps) < 1000
+    result = search.result()
+    assert abs(result["concurrency"] - servers) <= step
+    assert result["reason"] in ("unstable", "refined")
+
+
+def test_find_max_checks_in_the_seeds_order() -> None:
+    fm = FindMax(start=5, step=10, max_error_rate=0.01, slo=FindMax().slo)
+    search = FindMaxSearch(fm)
+    base = knee_plant(5, 100, 10)
+    assert search.judge(5, attrs.evolve(base, errors=base.ops // 10), 0).reason == "errors"
+    slo = FindMaxSearch(attrs.evolve(fm, slo=attrs.evolve(fm.slo, p99_ms=5.0)))
+    assert slo.judge(5, base, 0).reason == "slo"
+    first, _ = search.after(search.judge(5, base, 0))
+    assert first.judge(15, knee_plant(15, 100, 13), 0).reason == "latency"  # p95 30 % over the first step's
+    assert first.judge(15, knee_plant(5, 100, 10), 0).reason == "no_gain"  # three times the load, same qps
+
+
+# ---- whole runs on virtual time, against a target whose capacity is known -------------------------------
+
+
+def scenario(load: dict, **kw) -> Scenario:
+    base = {
+        "name": "load",
+        "workers": 2,
+        "connections_per_worker": 2,
+        "measurement_s": 10,
+        "operations": [{"name": "op", "call": "unused:in_simulation"}],
+        "load": load,
+    }
+    return Scenario.from_dict(base | kw)
+
+
+def capacity(servers: int, lo_ms: float, hi_ms: float, **extra) -> Profile:
+    return Profile.from_dict(
+        {"capacity": {"servers": servers, "service": {"type": "uniform", "lo_ms": lo_ms, "hi_ms": hi_ms}}} | extra
+    )
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(4, 40), st.floats(5, 30), st.integers(0, 2**32))
+def test_simulated_find_max_lands_within_one_step_of_the_targets_knee(
+    servers: int, service_ms: float, seed: int
+) -> None:
+    sc = scenario(
+        {"mode": "find_max", "find_max": {"start": 2, "step": 4, "step_s": 3, "settle_s": 1}},
+        measurement_s=120,
+    )
+    r = simulate_once(sc, capacity(servers, service_ms * 0.8, service_ms * 1.2), seed)
+    result = r["load"]["result"]
+    assert r["status"] == "COMPLETED"
+    assert abs(result["concurrency"] - servers) <= 4, r["load"]["steps"]
+    assert result["qps"] == pytest.approx(r["capacity"]["max_qps"], rel=0.1)
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(4, 30), st.data(), st.integers(0, 2**32))
+def test_simulated_qps_control_settles_within_5pct_and_stays(servers: int, data: st.DataObject, seed: int) -> None:
+    truth = capacity(servers, 8, 12)  # each connection makes 100 ops/s below the knee
+    wanted = data.draw(st.integers(2, servers), label="connections that reach the target")
+    target = 100.0 * wanted
+    sc = scenario({"mode": "qps", "target_qps": target, "control_interval_s": 2}, measurement_s=40)
+    r = simulate_once(sc, truth, seed)
+    steps = r["load"]["steps"]
+    close = [i for i, s in enumerate(steps) if abs(s["qps"] - target) <= 0.05 * target]
+    assert close and close[0] <= 4, steps  # within 10 s of control
+    after = steps[close[0] :]
+    assert all(abs(s["qps"] - target) <= 0.05 * target for s in after), steps  # and it holds there
+    assert {s["to"] for s in after[1:]} == {after[0]["to"]}, steps  # without oscillating
+    assert r["load"]["result"]["reason"] == "settled"
+
+
+def test_simulated_qps_control_stops_with_bounds_limit_reached_when_the_target_is_out_of_reach() -> None:
+    sc = scenario({"mode": "qps", "target_qps": 2000, "control_interval_s": 2, "max_connections": 30}, measurement_s=60)
+    r = simulate_once(sc, capacity(10, 8, 12), 3)  # at most 1,000 ops/s
+    assert r["load"]["result"]["reason"] == "bounds_limit_reached"
+    assert r["status"] == "COMPLETED"
+    assert r["load"]["steps"][-1]["connections"] == 30
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 4), st.floats(20, 800), st.sampled_from(["uniform", "poisson"]), st.integers(0, 2**32))
+def test_open_loop_offers_the_scheduled_count(workers: int, rate: float, arrival: str, seed: int) -> None:
+    sc = scenario({"mode": "rate", "rate": rate, "arrival": arrival, "max_in_flight": 20}, workers=workers)
+    r = simulate_once(sc, capacity(50, 1, 3), seed)
+    offered = r["measurement"]["offered"]
+    if arrival == "uniform":
+        assert abs(offered - rate * 10) <= workers  # ± one per worker
+    else:
+        assert abs(offered - rate * 10) <= 5 * math.sqrt(rate * 10)
+    assert r["measurement"]["skipped"] == 0
+
+
+def test_open_loop_response_time_includes_a_stall_that_service_time_does_not() -> None:
+    stall = {"target_stalls": [[5.0, 6.0]]}
+    profile = Profile.from_dict({"target": 1.0} | stall)
+    open_loop = simulate_once(
+        scenario({"mode": "rate", "rate": 500, "max_in_flight": 1}, workers=1, connections_per_worker=1), profile, 1
+    )
+    closed = simulate_once(scenario({}, workers=1, connections_per_worker=1), profile, 1)
+    m, c = open_loop["measurement"], closed["measurement"]
+    assert m["latency_p99_ms"] > 500  # the operations due during the stall waited for it
+    assert m["service_p99_ms"] < 5  # each of them took a millisecond once sent
+    assert c["latency_p99_ms"] < 5  # the closed loop simply sent less: coordinated omission
+    assert m["offered"] == pytest.approx(5000, abs=1)
+
+
+def test_open_loop_skips_what_is_later_than_max_lag() -> None:
+    profile = Profile.from_dict({"target": 1.0, "target_stalls": [[5.0, 6.0]]})
+    r = simulate_once(
+        scenario(
+            {"mode": "rate", "rate": 500, "max_in_flight": 1, "max_lag_ms": 100}, workers=1, connections_per_worker=1
+        ),
+        profile,
+        1,
+    )
+    m = r["measurement"]
+    assert 400 <= m["skipped"] <= 500  # about the 450 due more than 100 ms before the stall ended
+    assert m["offered"] == m["completed"] + m["skipped"]
+
+
+def test_a_lost_workers_share_of_the_rate_goes_to_the_others() -> None:
+    sc = scenario({"mode": "rate", "rate": 400, "max_in_flight": 20}, workers=2, measurement_s=20)
+    r = simulate_once(sc, Profile.from_dict({"target": 2.0, "faults": {"crashes": {"w001": 6.0}}}), 5)
+    assert r["status"] == "COMPLETED"
+    assert r["measurement"]["qps"] > 300  # the survivor took over w001's 200 ops/s once it was judged DEAD
+
+
+def test_a_rate_mode_simulation_is_the_same_bytes_for_the_same_seed() -> None:
+    import json
+
+    sc = scenario({"mode": "rate", "rate": 300, "arrival": "poisson", "max_in_flight": 4})
+    profile = capacity(3, 5, 15)
+    a, b = (json.dumps(simulate_once(sc, profile, 11), sort_keys=True) for _ in range(2))
+    assert a == b
+
+
+# ---- the contract: [load] keys, refused input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("load", "field"),
+    [
+        ({"mode": "bogus"}, "load.mode"),
+        ({"mode": "rate"}, "load.rate"),
+        ({"mode": "qps"}, "load.target_qps"),
+        ({"mode": "rate", "rate": 10, "max_in_flight": 1}, "load.max_in_flight"),
+        ({"mode": "find_max", "find_max": {"step_s": 3, "settle_s": 3}}, "load.find_max.settle_s"),
+        ({"mode": "find_max", "find_max": {"over": "sideways"}}, "load.find_max.over"),
+        ({"mode": "rate", "rate": 10, "stages": [{"duration_s": 0, "rate": 1}]}, "load.stages[0].duration_s"),
+        ({"mode": "qps", "target_qps": 10, "control_interval_s": 1}, "load.control_interval_s"),
+        ({"rate_per_s": 10}, "load.rate_per_s"),
+    ],
+)
+def test_bad_load_settings_name_their_field(load: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        scenario(load, connections_per_worker=2)
+    assert err.value.field == field or str(err.value).startswith(field + ":"), str(err.value)
+
+
+def test_a_schedule_is_refused_outside_concurrency_mode() -> None:
+    with pytest.raises(ConfigError, match="^schedule"):
+        scenario({"mode": "rate", "rate": 10}, schedule=[{"at_s": 1, "connections": 3}])
