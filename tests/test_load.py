@@ -4,6 +4,7 @@ target whose capacity is known (the issue's property tests)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import attrs
@@ -66,7 +67,7 @@ def test_uniform_arrivals_offer_rate_times_duration_within_one(rate: float, seco
     starts = trio.run(_count, Arrivals(rate, 100.0, phase=phase), 100.0 + seconds)
     assert abs(len(starts) - rate * seconds) <= 1 + 1e-6
     assert starts[0] == 100.0  # every worker's first operation is due at START_TIME
-    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(starts))
 
 
 @given(st.floats(0, 1_000), st.floats(1, 1_000), st.floats(1, 30))
@@ -133,7 +134,7 @@ def test_qps_controller_follows_the_seeds_rules() -> None:
     load = LoadOptions(mode="qps", target_qps=1000, max_connections=1000)
     ctl = attrs.evolve(QpsController.of(load, 1, 10), estimated=True)  # past its first estimate
     # under the target: up at once, by gain × gap, at most max_step_up
-    up, d = ctl.decide(0, plant(10, 50, math.inf))  # 500 qps: error -50 % → gain 0.20 × (20 - 10)
+    _, d = ctl.decide(0, plant(10, 50, math.inf))  # 500 qps: error -50 % → gain 0.20 × (20 - 10)
     assert (d.action, d.to) == ("up", 12)
     _, d = attrs.evolve(ctl, connections=100).decide(0, plant(100, 1, math.inf))  # gap 900: capped
     assert (d.action, d.to) == ("up", 115)
@@ -337,5 +338,5 @@ def test_bad_load_settings_name_their_field(load: dict, field: str) -> None:
 
 
 def test_a_schedule_is_refused_outside_concurrency_mode() -> None:
-    with pytest.raises(ConfigError, match="^schedule"):
+    with pytest.raises(ConfigError, match=r"^schedule"):
         scenario({"mode": "rate", "rate": 10}, schedule=[{"at_s": 1, "connections": 3}])
