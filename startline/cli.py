@@ -22,7 +22,7 @@ from rich.markup import escape
 from startline import launch
 from startline.engine.files import write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
-from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.scenario import ConfigError, LoadMode, Scenario
 from startline.engine.together import worker_ids
 from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, exit_code
 from startline.report import print_summary
@@ -379,8 +379,43 @@ def simulate(
     for name, d in rows:
         table.add_row(name, *(f"{d[k]:,.2f}" if d else "-" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
+    _print_simulated_load(summary["load"], scenario, seeds)
     if json_path:
         write_json(Path(json_path), summary)
+
+
+def _print_simulated_load(load: dict[str, Any], scenario: Scenario, seeds: int) -> None:
+    """The load mode's results over the seeds, beside the target's true capacity."""
+    from rich.table import Table
+
+    if scenario.load.mode is LoadMode.CONCURRENCY and not load.get("capacity"):
+        return
+    table = Table(title=f"load {scenario.load.mode}, {seeds} seeds (measured by startline)")
+    for col in ("figure", "p50", "p99", "max"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    names = {
+        "qps": "MEASUREMENT qps",
+        "latency_p99_ms": "response p99 ms",
+        "service_p99_ms": "service p99 ms",
+        "skipped": "skipped",
+        "found_concurrency": "find-max concurrency",
+        "found_rate": "find-max rate",
+        "found_qps": "find-max qps",
+        "settled_connections": "qps-control connections",
+    }
+    for key, name in names.items():
+        d = load.get(key)
+        if d:
+            table.add_row(name, *(f"{d[k]:,.2f}" for k in ("p50", "p99", "max")))
+    Console(width=max(100, Console().width)).print(table)
+    cap = load.get("capacity")
+    if cap:
+        print(
+            f"ground truth: the target serves {cap['servers']} operations at once "
+            f"(the knee), at most {cap['max_qps']:,.1f} ops/s (mean service {cap['service_mean_ms']:.2f} ms)"
+        )
+    if load.get("reasons"):
+        print("qps control ended: " + ", ".join(f"{k} ×{n}" for k, n in load["reasons"].items()))
 
 
 def _simulate_faults(

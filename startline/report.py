@@ -74,6 +74,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
                     _ms(kl["max"]),
                 )
     console.print(p)
+    _print_open_loop(summary["phases"], console)
+    _print_load(summary.get("load") or {}, console)
     bad = [w for w in summary["workers"] if w["status"] != "COMPLETED"]
     for w in bad:
         console.print(f"[yellow]worker {escape(w['worker_id'])}: {w['status']}[/] {escape(w.get('failure') or '')}")
@@ -105,3 +107,68 @@ def _print_failures(failures: Any, console: Console) -> None:
     console.print(t)
     if len(failures) > FAILURES_SHOWN:
         console.print(f"… and {len(failures) - FAILURES_SHOWN} more (operation, category) in failures.csv")
+
+
+def _print_open_loop(phases: dict[str, Any], console: Console) -> None:
+    """An open loop's schedule: offered, skipped, late; response vs service time; schedule lag."""
+    rows = [(phase, b) for phase, b in phases.items() if "schedule_lag_ms" in b]
+    if not rows:
+        return
+    t = Table(title="Open loop (response time from the intended start)", show_header=True, header_style="bold")
+    cols = ("phase", "offered", "completed", "skipped", "late", "response p99 ms", "service p99 ms", "lag p99 ms")
+    for col in cols:
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for phase, b in rows:
+        t.add_row(
+            phase,
+            f"{b['offered']:,}",
+            f"{b['completed']:,}",
+            f"{b['skipped']:,}",
+            f"{b['late']:,}",
+            _ms(b["latency_ms"]["p99"]),
+            _ms(b["service_ms"]["p99"]),
+            _ms(b["schedule_lag_ms"]["p99"]),
+        )
+    console.print(t)
+
+
+def _print_load(load: dict[str, Any], console: Console) -> None:
+    """The load control's steps (find-max's, the QPS controller's readings) and its result."""
+    steps, result = load.get("steps") or [], load.get("result")
+    if steps:
+        keys = [
+            k
+            for k in (
+                "at_s",
+                "connections",
+                "rate",
+                "to",
+                "action",
+                "qps",
+                "p95_ms",
+                "p99_ms",
+                "error_rate",
+                "stable",
+                "reason",
+            )
+            if any(k in st for st in steps)
+        ]
+        t = Table(title=f"Load: {load.get('mode')}", show_header=True, header_style="bold")
+        for k in keys:
+            t.add_column(k.replace("_", " "), justify="right")
+        for st in steps:
+            t.add_row(*(_cell(st.get(k)) for k in keys))
+        console.print(t)
+    if result and load.get("mode") != "concurrency":
+        shown = ", ".join(f"{k} {_cell(v)}" for k, v in result.items() if not isinstance(v, dict))
+        console.print(f"load {load.get('mode')}: {escape(shown)}")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "[red]no[/]"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    return escape(str(v))

@@ -15,7 +15,7 @@ import trio.testing
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
 from startline.engine.model import ORCHESTRATOR, RunStatus
-from startline.engine.orchestrator import Orchestrator
+from startline.engine.orchestrator import Orchestrator, initial_connections
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import percentile
 from startline.engine.together import make_workers, run_together, worker_ids
@@ -90,10 +90,13 @@ def _measure(
     """Ground truth beside the workers' estimates, read from each worker's ``statistics()``."""
     start = summary["start_time"]
     commit = commits[0] if commits else None
-    n = scenario.connections_per_worker
+    n = initial_connections(scenario)
     per_worker, true_first, detect, offsets_err = [], [], [], []
     for stats in (w.statistics() for w in workers):
         firsts = target.first_query.get(stats.worker_id, {})
+        if scenario.load.open_loop and firsts:  # the start is each worker's first arrival, whichever slot took it
+            t = min(firsts.values())
+            firsts = {0: t}
         true_offset_s = -clocks[stats.worker_id].offset_s
         true_first += [EPOCH_2026 + t for s, t in firsts.items() if s < n]
         detected = stats.trio_marks.get("detect")
@@ -154,6 +157,28 @@ def over_seeds(values: list[float | None]) -> dict[str, float] | None:
     return {"p50": round(percentile(xs, 50), 4), "p99": round(percentile(xs, 99), 4), "max": round(max(xs), 4)}
 
 
+def load_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load modes' results over the seeds, beside the target's true capacity (when it has one)."""
+    m = [r.get("measurement") or {} for r in runs]
+    results = [((r.get("load") or {}).get("result") or {}) for r in runs]
+    out: dict[str, Any] = {
+        "mode": (runs[0].get("load") or {}).get("mode") if runs else None,
+        "capacity": runs[0].get("capacity") if runs else None,
+        "qps": over_seeds([x.get("qps") for x in m]),
+        "latency_p99_ms": over_seeds([x.get("latency_p99_ms") for x in m]),
+        "service_p99_ms": over_seeds([x.get("service_p99_ms") for x in m]),
+        "skipped": over_seeds([x.get("skipped") for x in m]),
+    }
+    if out["mode"] == "find_max":
+        out["found_concurrency"] = over_seeds([x.get("concurrency") for x in results])
+        out["found_rate"] = over_seeds([x.get("rate") for x in results])
+        out["found_qps"] = over_seeds([x.get("qps") for x in results])
+    if out["mode"] == "qps":
+        out["settled_connections"] = over_seeds([x.get("connections") for x in results])
+        out["reasons"] = dict(sorted(Counter(str(x.get("reason")) for x in results).items()))
+    return out
+
+
 def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) -> dict[str, Any]:
     seeds = [r["seed"] for r in runs]
     t = [r["true"] for r in runs]
@@ -183,6 +208,7 @@ def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) 
             "per_worker_per_s_waiting": over_seeds([c["per_worker_per_s_waiting"] for c in cp]),
             "per_worker_per_s_running": over_seeds([c["per_worker_per_s_running"] for c in cp]),
         },
+        "load": load_over_seeds(runs),
         "statuses": dict(sorted(Counter(r["status"] for r in runs).items())),
         "config": {"scenario": scenario.to_dict(), "profile": attrs.asdict(profile)},
     }
