@@ -11,7 +11,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from startline.engine.connection import Arrivals
@@ -146,6 +146,20 @@ def test_qps_controller_follows_the_seeds_rules() -> None:
     # inside the deadband max(2, 5 %): hold
     _, d = ctl.decide(0, plant(10, 104, math.inf))
     assert d.action == "hold"
+
+
+@given(st.floats(5, 500), st.integers(1, 6), st.floats(0.05, 0.95), st.integers(1, 50))
+def test_qps_controller_holds_the_nearest_whole_count_when_none_is_within_5pct(
+    per_connection: float, below: int, between: float, start: int
+) -> None:
+    target = (below + between) * per_connection  # between `below` and `below + 1` connections
+    band = max(2.0, 0.05 * target)
+    assume(min(between, 1 - between) * per_connection > band)  # neither count is inside the deadband
+    assume(abs(between - 0.5) > 0.01)  # one of them is the nearer
+    load = LoadOptions(mode="qps", target_qps=target, max_connections=1000, min_connections=1)
+    decisions = drive(QpsController.of(load, 1, start), per_connection, math.inf, 30)
+    nearest = below + (1 if between > 0.5 else 0)
+    assert all(d.action == "hold" and d.to == nearest for d in decisions[-10:]), decisions
 
 
 def test_qps_controller_reports_bounds_limit_reached_for_an_unreachable_target() -> None:

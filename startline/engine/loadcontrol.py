@@ -151,7 +151,8 @@ class QpsController:
     """The seed's QPS controller, fed a window of merged intervals: a deadband of max(2, 5 %) of
     the target; up after one reading under it, down after two over; a step of
     gain × (target / (qps / connections) − connections), at most ``max_step_up`` /
-    ``max_step_down``, within the bounds; at the ceiling and under 98 % of the target for
+    ``max_step_down``, within the bounds, and only if it is expected to come closer (whole
+    connections); at the ceiling and under 98 % of the target for
     ``bounds_patience`` readings, it gives up (BOUNDS_LIMIT_REACHED). Its first reading jumps to
     Little's law: connections ≈ target × mean latency."""
 
@@ -204,11 +205,25 @@ class QpsController:
         wanted = target / (qps / n) - n if qps > 0 else math.inf
         if qps < target:
             step = min(self.max_up, max(1, math.ceil(gain(error) * wanted)) if math.isfinite(wanted) else self.max_up)
+            if self._no_closer(n + step, w):
+                return to(n, "hold", over=0, at_ceiling=0)
             return to(n + step, "up", over=0, at_ceiling=0)
         if self.over + 1 < 2:
             return to(n, "hold", over=self.over + 1, at_ceiling=0)
         step = min(self.max_down, max(1, math.ceil(-gain(error) * wanted)))
+        if self._no_closer(n - step, w):
+            return to(n, "hold", over=0, at_ceiling=0)
         return to(n - step, "down", over=0, at_ceiling=0)
+
+    def _no_closer(self, new: int, w: Window) -> bool:
+        """Whole connections: a step whose expected reading (throughput in proportion to the
+        connections) is no closer to the target than this one is not taken — the controller
+        holds the nearest count instead of swinging around a target between two counts."""
+        new = min(self.high, max(self.low, new))
+        if w.qps <= 0 or new == self.connections:
+            return False
+        expected = w.qps * new / self.connections
+        return abs(expected - self.target) >= abs(w.qps - self.target)
 
 
 # ---- the find-max search --------------------------------------------------------------------------

@@ -651,11 +651,7 @@ class Orchestrator:
                 "target_qps": load.target_qps,
                 "connections": last.to if last else None,
                 "qps": last.qps if last else None,
-                "reason": "bounds_limit_reached"
-                if self.stop_reason is StopReason.BOUNDS_LIMIT_REACHED
-                else "settled"
-                if last is not None and last.action == "hold"
-                else "not_settled",
+                "reason": qps_result_reason(last, load.target_qps, self.stop_reason),
             }
         elif load.mode is LoadMode.FIND_MAX and self._search is not None:
             block["steps"] = [st.to_dict(load.find_max.over) for st in self._search.steps]
@@ -793,6 +789,17 @@ class Orchestrator:
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
             load=self.load_block(),
         )
+
+
+def qps_result_reason(last: QpsDecision | None, target: float, stop: StopReason | None) -> str:
+    """How the QPS control ended: ``bounds_limit_reached``; ``settled`` (holding within the deadband);
+    ``nearest_whole_count`` (holding the whole number of connections nearest the target, which no
+    count reaches within the deadband); or ``not_settled`` (still moving when the run ended)."""
+    if stop is StopReason.BOUNDS_LIMIT_REACHED:
+        return "bounds_limit_reached"
+    if last is None or last.action != "hold":
+        return "not_settled"
+    return "settled" if abs(last.qps - target) <= max(2.0, 0.05 * target) else "nearest_whole_count"
 
 
 def initial_total(scenario: Scenario) -> int:

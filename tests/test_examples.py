@@ -1,0 +1,62 @@
+"""The load-mode examples, run as a user runs them: ``startline run examples/X.toml`` with real
+worker processes on SQLite files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from startline.testing import run_cli
+
+
+def run_example(name: str, out: Path) -> dict:
+    proc = run_cli("run", f"examples/{name}.toml", "--out", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def steps_csv(out: Path) -> list[dict[str, str]]:
+    with open(out / "steps.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_rate_example_offers_its_schedule_and_measures_from_the_intended_start(tmp_path: Path) -> None:
+    summary = run_example("rate", tmp_path)
+    m = summary["phases"]["MEASUREMENT"]
+    # 200 → 400 ops/s over the first 4 s, then 400: MEASUREMENT [2 s, 10 s) is due 700 + 2,400 starts
+    assert m["offered"] == pytest.approx(3100, rel=0.1)
+    assert m["offered"] == m["completed"] + m["skipped"]
+    assert m["qps"] == pytest.approx(m["offered"] / m["duration_s"], rel=0.1)
+    assert {"schedule_lag_ms", "service_ms", "late"} <= set(m)
+    assert m["latency_ms"]["max"] >= m["service_ms"]["max"]  # response time includes the wait to be sent
+    assert summary["load"]["mode"] == "rate"
+    assert summary["verdict"] == "passed"
+
+
+def test_the_qps_example_holds_its_target(tmp_path: Path) -> None:
+    summary = run_example("qps", tmp_path)
+    load = summary["load"]
+    assert load["mode"] == "qps"
+    assert load["steps"][0]["action"] == "little"  # Little's law first
+    assert load["result"]["reason"] in ("settled", "nearest_whole_count")
+    last = load["steps"][-1]
+    assert abs(last["qps"] - 300) / 300 < 0.2
+    assert summary["checks"][0]["name"] == "target_qps"
+    rows = steps_csv(tmp_path)
+    assert [float(r["at_s"]) for r in rows] == [s["at_s"] for s in load["steps"]]
+
+
+def test_the_find_max_example_steps_until_a_step_is_unstable(tmp_path: Path) -> None:
+    summary = run_example("find-max", tmp_path)
+    load = summary["load"]
+    steps, result = load["steps"], load["result"]
+    assert load["mode"] == "find_max"
+    assert steps[0]["connections"] == 2 and steps[0]["stable"]
+    assert any(not s["stable"] for s in steps) or result["reason"] == "time_budget"
+    best = max((s for s in steps if s["stable"]), key=lambda s: s["qps"])
+    assert (result["concurrency"], result["qps"]) == (best["connections"], best["qps"])
+    assert len(steps_csv(tmp_path)) == len(steps)
+    assert summary["status"] == "COMPLETED"
