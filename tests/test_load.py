@@ -354,3 +354,48 @@ def test_bad_load_settings_name_their_field(load: dict, field: str) -> None:
 def test_a_schedule_is_refused_outside_concurrency_mode() -> None:
     with pytest.raises(ConfigError, match=r"^schedule"):
         scenario({"mode": "rate", "rate": 10}, schedule=[{"at_s": 1, "connections": 3}])
+
+
+# ---- the library: the same through Scenario.from_dict, with Python callables ------------------------------
+
+
+def test_a_library_user_runs_the_open_loop_with_a_callable_and_sees_the_stall() -> None:
+    from startline.inprocess import run_in_process_async
+
+    calls = 0
+
+    async def query() -> None:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(1.0 if calls == 1000 else 0.001)  # one call stalls for a second
+
+    def summary(load: dict) -> dict:
+        sc = Scenario.from_dict(
+            {
+                "name": "lib",
+                "measurement_s": 10,
+                "operations": [{"name": "query", "call": query}],
+                "load": load,
+            }
+        )
+
+        async def main() -> dict:
+            nonlocal calls
+            calls = 0
+            return (await run_in_process_async(sc)).summary
+
+        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    open_loop = summary({"mode": "rate", "rate": 500, "max_in_flight": 1})
+    closed = summary({"mode": "concurrency"})
+    m, c = open_loop["phases"]["MEASUREMENT"], closed["phases"]["MEASUREMENT"]
+    assert open_loop["load"] == {
+        "mode": "rate",
+        "steps": [],
+        "result": {"rate": 500, "arrival": "uniform", "stages": 0},
+    }
+    assert m["offered"] == pytest.approx(5000, abs=1)
+    assert m["latency_ms"]["p99"] > 500 > m["service_ms"]["p99"]  # the 500 operations due during the stall waited
+    assert m["schedule_lag_ms"]["max"] >= 990
+    assert c["latency_ms"]["p99"] < 5 and c["service_ms"] == c["latency_ms"]  # the closed loop hides it
+    assert c["offered"] == c["completed"] == c["ops"] + c["errors"] and c["skipped"] == 0
