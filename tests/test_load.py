@@ -74,11 +74,35 @@ def test_uniform_arrivals_offer_rate_times_duration_within_one(rate: float, seco
 def test_a_ramp_offers_the_area_under_the_rate_within_one(r0: float, r1: float, ramp_s: float) -> None:
     async def main() -> list[float]:
         arrivals = Arrivals(r0, 0.0)
-        arrivals.set_rate(r1, 0.0, ramp_s, 0.0)
+        arrivals.change(0.0, r1, ramp_s, 0.0)
         return await _count(arrivals, ramp_s)
 
     starts = trio.run(main)
     assert abs(len(starts) - (r0 + r1) / 2 * ramp_s) <= 1.5
+
+
+def test_a_schedule_at_rate_zero_offers_nothing_until_its_ramp_and_stops_waiting_when_stopped() -> None:
+    async def main() -> tuple[list[float], float]:
+        arrivals = Arrivals(0.0, 0.0)
+        with trio.move_on_after(1.0):
+            await arrivals.take()
+            raise AssertionError("a start was offered at rate 0")
+        arrivals.change(1.0, 100.0, 1.0, trio.current_time())  # ramp 0 → 100 ops/s over [1 s, 2 s]
+        starts = await _count(arrivals, 2.0)
+        waiting = Arrivals(0.0, 0.0)
+        async with trio.open_nursery() as n:
+            n.start_soon(_stop_later, waiting)
+            after_stop = await waiting.take()
+        return starts, after_stop
+
+    starts, after_stop = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert abs(len(starts) - 50) <= 1 and starts[0] > 1.0
+    assert after_stop == math.inf
+
+
+async def _stop_later(arrivals: Arrivals) -> None:
+    await trio.sleep(0.5)
+    arrivals.stop()
 
 
 def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
@@ -399,3 +423,74 @@ def test_a_library_user_runs_the_open_loop_with_a_callable_and_sees_the_stall() 
     assert m["schedule_lag_ms"]["max"] >= 990
     assert c["latency_ms"]["p99"] < 5 and c["service_ms"] == c["latency_ms"]  # the closed loop hides it
     assert c["offered"] == c["completed"] == c["ops"] + c["errors"] and c["skipped"] == 0
+
+
+def test_an_open_loop_whose_rate_ramped_to_zero_drains_at_once() -> None:
+    """Connections waiting for a start that never comes (rate 0) stop waiting at the STOP: the
+    worker does not sit out its drain timeout."""
+    from startline.inprocess import run_in_process_async
+
+    async def query() -> None:
+        await trio.sleep(0.001)
+
+    sc = Scenario.from_dict(
+        {
+            "name": "to-zero",
+            "measurement_s": 4,
+            "drain_timeout_s": 30,
+            "operations": [{"name": "query", "call": query}],
+            "load": {"mode": "rate", "rate": 100, "stages": [{"duration_s": 1, "rate": 0}], "max_in_flight": 2},
+        }
+    )
+
+    async def main() -> tuple[float, dict]:
+        t0 = trio.current_time()
+        run = await run_in_process_async(sc)
+        return trio.current_time() - t0, run.summary
+
+    took, summary = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert summary["status"] == "COMPLETED"
+    assert took < 4 + 3.0 + 5  # lead, the run, a little to drain: not the 30 s drain timeout
+    assert summary["phases"]["MEASUREMENT"]["offered"] == pytest.approx(50, abs=1)  # the area under the ramp
+
+
+@settings(max_examples=60)
+@given(
+    st.floats(0, 500),
+    st.lists(st.tuples(st.floats(0.0, 20.0), st.floats(0, 500), st.floats(0, 10)), max_size=4),
+)
+def test_arrivals_offer_the_area_under_any_plan_of_ramps_and_steps(
+    rate: float, changes: list[tuple[float, float, float]]
+) -> None:
+    """Over [0, 30 s], the starts offered are the area under the plan within one: each change
+    ramps linearly from the rate at its ``at`` (a later change cuts an earlier ramp short)."""
+    changes = sorted(changes)
+
+    async def main() -> list[float]:
+        arrivals = Arrivals(rate, 0.0)
+        for at, to, ramp in changes:
+            arrivals.change(at, to, ramp, 0.0)
+        arrivals.stop()  # a plan that ends at rate 0 ends the count instead of waiting for a change
+        return await _count(arrivals, 30.0)
+
+    starts = trio.run(main)
+    assert abs(len(starts) - _area(rate, changes, 30.0)) <= 1.5
+
+
+def _area(rate: float, changes: list[tuple[float, float, float]], until: float) -> float:
+    """The area under the plan by the midpoint rule, from its definition."""
+    steps, total = 20_000, 0.0
+    dt = until / steps
+    for i in range(steps):
+        total += _rate_of(rate, changes, (i + 0.5) * dt) * dt
+    return total
+
+
+def _rate_of(rate: float, changes: list[tuple[float, float, float]], t: float) -> float:
+    r = rate
+    for k, (at, to, ramp) in enumerate(changes):
+        if t < at:
+            break
+        start = _rate_of(rate, changes[:k], at)
+        r = to if ramp == 0 or t >= at + ramp else start + (to - start) * (t - at) / ramp
+    return r

@@ -9,9 +9,10 @@ planned end passes. Everything about time is ``trio.current_time()``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -155,16 +156,16 @@ class Arrivals:
     """An open loop's schedule for one worker: the intended start of each operation, whichever
     connection is free to take it (a late one is taken late, and its lag shows).
 
-    The schedule integrates the rate: the next start is where the area under the rate from the
-    last one reaches one (uniform) or an exponential draw (Poisson, seeded). A rate ramps
-    linearly (``set_rate``). Uniform schedules of the workers are shifted by ``phase`` of a gap
+    The rate is a piecewise-linear plan: ``rate`` from ``start``, then each change ``(at, rate,
+    ramp_s)`` ramps linearly from the rate at ``at`` to its rate over ``ramp_s``. The next start
+    is where the area under the plan since the last one reaches one (uniform) or an exponential
+    draw (Poisson, seeded). Uniform schedules of the workers are shifted by ``phase`` of a gap
     after the first start (at START_TIME for all, so the start skew means what it means in a
-    closed loop), so that the run's starts are spread evenly rather than in bursts of one per
-    worker.
+    closed loop), so that the run's starts are spread evenly, not in bursts of one per worker.
     """
 
     rate: float
-    """Operations per second now (at the end of a ramp)."""
+    """Operations per second from ``start`` (until the first change)."""
     start: float
     poisson: bool = False
     phase: float = 0.0
@@ -172,39 +173,58 @@ class Arrivals:
     idle: int = attrs.field(init=False, default=0)
     """Connections holding an arrival that is not due yet."""
     taken: int = attrs.field(init=False, default=0)
-    _ramp: tuple[float, float, float] | None = attrs.field(init=False, default=None)
-    """(from, rate at from, until): the rate goes linearly to ``rate`` at ``until``."""
+    _points: list[tuple[float, float]] = attrs.field(init=False)
+    """The plan's breakpoints (time, rate), linear between them, constant after the last."""
     _last: float = attrs.field(init=False)
     _next: float = attrs.field(init=False)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _stopped: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
-        self._last = self._next = self.start
+        self._points = [(self.start, self.rate)]
+        self._last = self.start
+        self._next = self.start if self.rate > 0 else math.inf  # a schedule at rate 0 waits for a ramp
 
     def rate_at(self, t: float) -> float:
-        if self._ramp is not None:
-            t0, r0, t1 = self._ramp
-            if t < t1:
-                return r0 + (self.rate - r0) * max(0.0, t - t0) / (t1 - t0)
-        return self.rate
+        pts = self._points
+        k = bisect.bisect_right(pts, (t, math.inf)) - 1
+        if k < 0:
+            return pts[0][1]
+        if k == len(pts) - 1:
+            return pts[k][1]
+        (a, ra), (b, rb) = pts[k], pts[k + 1]
+        return ra if b == a else ra + (rb - ra) * (t - a) / (b - a)
 
-    def set_rate(self, rate: float, since: float, ramp_s: float, now: float) -> None:
-        """From ``since`` (<= now: an event read late ramps from where it should have begun),
-        go linearly to ``rate`` over ``ramp_s``; the next start is moved to match."""
-        due = self._units(now, self._next) if math.isfinite(self._next) and self._next > now else None
-        r0 = self.rate_at(min(since, now))
-        self.rate = rate
-        self._ramp = (since, r0, since + ramp_s) if ramp_s > 0 and since + ramp_s > now else None
-        if due is not None:
-            self._next = self._advance(now, due)
+    def change(self, at: float, rate: float, ramp_s: float, now: float) -> None:
+        """From ``at``, ramp linearly to ``rate`` over ``ramp_s`` (what the plan held from ``at`` on
+        is replaced). ``at`` may be past (a change read late ramps from where it should have
+        begun) or future (planned); the next start moves to match."""
+        pending = self._units(now, self._next) if math.isfinite(self._next) and self._next > now else None
+        pts = self._points
+        before = [p for p in pts if p[0] < at]
+        from_rate = self.rate_at(at)
+        if before:  # the plan up to ``at`` is kept as it was: its value just before ``at``
+            a, ra = before[-1]
+            b, rb = next((p for p in pts if p[0] >= at), (math.inf, ra))
+            before.append((at, ra if b == math.inf else ra + (rb - ra) * (at - a) / (b - a)))
+        self._points = [*before, (at, from_rate), (at + max(0.0, ramp_s), rate)]
+        if pending is not None:
+            self._next = self._advance(now, pending)
         elif not math.isfinite(self._next):
             self._next = self._advance(max(now, self._last), self._draw())
         self._changed.set()
         self._changed = trio.Event()
 
+    def stop(self) -> None:
+        """No more starts: connections waiting for one (the rate is zero) stop waiting."""
+        self._stopped = True
+        self._changed.set()
+
     async def take(self) -> float:
-        """The next intended start (waits while the rate is zero)."""
+        """The next intended start (waits while the rate is zero); after ``stop``, infinity."""
         while not math.isfinite(self._next):
+            if self._stopped:
+                return math.inf
             await self._changed.wait()
         t = self._last = self._next
         units = self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0)
@@ -215,30 +235,41 @@ class Arrivals:
     def _draw(self) -> float:
         return self.rng.expovariate(1.0) if self.poisson else 1.0
 
+    def _segments(self, t: float) -> Iterator[tuple[float, float, float, float]]:
+        """(from, to, rate at from, rate at to) of the plan from ``t`` on; the last is endless."""
+        pts = self._points
+        for (a, _ra), (b, rb) in itertools.pairwise(pts):
+            if b > t and b > a:  # a step (a == b) has no area
+                lo = max(a, t)
+                yield lo, b, self.rate_at(lo), rb
+        last_t, last_r = pts[-1]
+        yield max(t, last_t), math.inf, last_r, last_r
+
     def _units(self, a: float, b: float) -> float:
-        """The area under the rate over [a, b] (operations due in it)."""
-        if self._ramp is None or a >= self._ramp[2]:
-            return self.rate * (b - a)
-        t1 = self._ramp[2]
-        m = min(b, t1)
-        area = (self.rate_at(a) + self.rate_at(m)) / 2 * (m - a)
-        return area + self.rate * max(0.0, b - t1)
+        """The area under the plan over [a, b] (operations due in it)."""
+        area = 0.0
+        for lo, hi, r0, r1 in self._segments(a):
+            if lo >= b:
+                break
+            m = min(hi, b)
+            rm = r0 if hi == math.inf else r0 + (r1 - r0) * (m - lo) / (hi - lo)
+            area += (r0 + rm) / 2 * (m - lo)
+        return area
 
     def _advance(self, t: float, units: float) -> float:
-        """The instant after ``t`` where the area under the rate reaches ``units``."""
-        if self._ramp is not None and t < self._ramp[2]:
-            t0, r0, t1 = self._ramp
-            r, slope = self.rate_at(t), (self.rate - r0) / (t1 - t0)
-            in_ramp = (r + self.rate) / 2 * (t1 - t)
-            if units <= in_ramp:
+        """The instant after ``t`` where the area under the plan reaches ``units``."""
+        for lo, hi, r0, r1 in self._segments(t):
+            if hi == math.inf:
+                return lo + units / r0 if r0 > 0 else math.inf
+            area = (r0 + r1) / 2 * (hi - lo)
+            if units <= area:
+                slope = (r1 - r0) / (hi - lo)
                 if abs(slope) < 1e-12:
-                    return t + units / r
-                # r·x + slope/2·x² = units
-                disc = r * r + 2 * slope * units
-                return t + (math.sqrt(max(0.0, disc)) - r) / slope
-            units -= in_ramp
-            t = t1
-        return t + units / self.rate if self.rate > 0 else math.inf
+                    return lo + units / r0
+                # r0·x + slope/2·x² = units
+                return lo + (math.sqrt(max(0.0, r0 * r0 + 2 * slope * units)) - r0) / slope
+            units -= area
+        return math.inf
 
 
 @attrs.define(eq=False)
@@ -273,17 +304,20 @@ class Connections:
         for tally in self.tallies:
             tally.close()
 
-    def open_gate(self, windows: PhaseWindows, rate: float) -> None:
-        """Release the connections; an open loop's schedule starts at ``windows.start`` at ``rate``."""
+    def open_gate(self, windows: PhaseWindows, rate: float, changes: Sequence[tuple[float, float, float]] = ()) -> None:
+        """Release the connections; an open loop's schedule starts at ``windows.start`` at ``rate``,
+        then follows ``changes`` — (at, rate, ramp_s) on this process's trio clock."""
         sc = self.scenario
         if sc.load.open_loop:
-            self.arrivals = Arrivals(
+            arrivals = self.arrivals = Arrivals(
                 rate,
                 windows.start,
                 poisson=sc.load.arrival is Arrival.POISSON,
                 phase=(self.index % sc.workers) / sc.workers,
                 rng=random.Random(derive_seed(sc.seed, self.worker_id, "arrivals")),
             )
+            for at, to, ramp_s in changes:
+                arrivals.change(at, to, ramp_s, windows.start)
         self.gate.open(windows)
 
     async def run(self, slot: int, session: Session) -> None:

@@ -24,6 +24,8 @@ from startline.engine.loadcontrol import (
     FindMaxSearch,
     QpsController,
     QpsDecision,
+    rate_at,
+    rate_plan,
     reported_through,
     split,
     window,
@@ -125,8 +127,8 @@ class Orchestrator:
     """Sequence ids are gap-free: one append at a time (the plan, the load control, a re-split)."""
     _qps_steps: list[QpsDecision] = attrs.field(init=False, factory=list)
     _search: FindMaxSearch | None = attrs.field(init=False, default=None)
-    _rate_now: tuple[float, float, float] | None = attrs.field(init=False, default=None)
-    """Open loop: the run-wide rate last set — (rate, from, ramp_s) on the control plane's clock."""
+    _rate_level: float = attrs.field(init=False, default=0.0)
+    """Find-max over the rate: the run-wide rate of the current step."""
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control)
@@ -465,10 +467,6 @@ class Orchestrator:
         await self._stop(self._requested_reason)
 
     async def _emit_planned(self, p: PlannedEvent) -> None:
-        if p.event_type is EventType.SET_RATE:
-            assert p.rate is not None  # planned with its rate
-            await self._set_rate(p.rate, p.at, p.ramp_s)
-            return
         await self._emit(
             p.event_type,
             at=p.at,
@@ -523,21 +521,33 @@ class Orchestrator:
             if n != base:
                 await self._emit(EventType.SET_CONNECTIONS, at=at, connections=n, scope=Scope.WORKER, scope_id=w)
 
-    async def _set_rate(self, rate: float, at: float, ramp_s: float = 0.0) -> None:
-        """The run-wide open-loop ``rate`` from control-plane instant ``at`` (over ``ramp_s``),
-        split evenly over the live workers."""
-        self._rate_now = (rate, at, ramp_s)
+    async def _set_rate(self, level: float) -> None:
+        """Find-max over the rate: the run-wide ``level`` from now, split over the live workers."""
+        self._rate_level = level
         live = self._live_workers() or [""]
-        await self._emit(EventType.SET_RATE, at=at, rate=rate / len(live), ramp_s=ramp_s)
+        await self._emit(EventType.SET_RATE, at=self._now(), rate=level / len(live))
 
     async def _resplit(self) -> None:
-        """A worker was lost: the others take its share of the rate (the rest of a ramp included)."""
-        if self._rate_now is None:
-            rate, at, ramp_s = self.scenario.load.rate, self._now(), 0.0
-        else:
-            rate, at, ramp_s = self._rate_now
+        """A worker was lost: the others take its share of the rate. Workers follow the scenario's
+        stages themselves (their share of them); this amends their plan from now on: the rest of
+        the current stage, then every stage to come, split over the workers left."""
+        assert self.start_time is not None  # workers are judged only after the start
+        n = max(1, len(self._live_workers()))
         now = self._now()
-        await self._set_rate(rate, now, max(0.0, at + ramp_s - now))
+        if self.scenario.load.mode is LoadMode.FIND_MAX:
+            await self._emit(EventType.SET_RATE, at=now, rate=self._rate_level / n)
+            return
+        load, t = self.scenario.load, now - self.start_time
+        plan = rate_plan(load)
+        current = next(((at, to, ramp) for at, to, ramp in plan if at <= t < at + ramp), None)
+        if current is None:
+            await self._emit(EventType.SET_RATE, at=now, rate=rate_at(load.rate, plan, t) / n)
+        else:
+            at, to, ramp = current
+            await self._emit(EventType.SET_RATE, at=now, rate=to / n, ramp_s=at + ramp - t)
+        for at, to, ramp in plan:
+            if at > t:
+                await self._emit(EventType.SET_RATE, at=self.start_time + at, rate=to / n, ramp_s=ramp)
 
     def _now(self) -> float:
         assert self._clockmap is not None  # set by prepare
@@ -606,7 +616,7 @@ class Orchestrator:
         sc, fm = self.scenario, self.scenario.load.find_max
         assert self.start_time is not None and self._clockmap is not None  # after the start
         search = self._search = FindMaxSearch(fm)
-        level = fm.start
+        level = self._rate_level = fm.start
         by_rate = fm.over is FindMaxOver.RATE
         if not by_rate and max(int(level), len(self._live_workers())) != initial_connections(sc) * sc.workers:
             await self._set_connections(int(level))
@@ -634,7 +644,7 @@ class Orchestrator:
                 return
             level = nxt
             if by_rate:
-                await self._set_rate(level, self._now())
+                await self._set_rate(level)
             else:
                 await self._set_connections(int(level))
             step_start = self._now()

@@ -7,9 +7,8 @@ import math
 
 import attrs
 
-from startline.engine.loadcontrol import rate_plan
 from startline.engine.model import EventType, Phase, Scope, StopReason
-from startline.engine.scenario import LoadMode, Scenario
+from startline.engine.scenario import Scenario
 
 
 @attrs.frozen
@@ -64,8 +63,6 @@ class PlannedEvent:
     scope_id: str | None = None
     ramp_s: float = 0.0
     reason: StopReason | None = None
-    rate: float | None = None
-    """SET_RATE: the run-wide rate (the orchestrator splits it over the workers it has)."""
 
 
 def plan_events(scenario: Scenario, start_time: float) -> list[PlannedEvent]:
@@ -99,11 +96,6 @@ def plan_events(scenario: Scenario, start_time: float) -> list[PlannedEvent]:
                 ),
             )
         )
-    if scenario.load.mode is LoadMode.RATE:
-        for i, (at_s, rate, ramp_s) in enumerate(rate_plan(scenario.load)):
-            at = start_time + at_s
-            if at < w.end:
-                planned.append((at, 1, i, PlannedEvent(at, EventType.SET_RATE, ramp_s=ramp_s, rate=rate)))
     planned.append((w.end, 2, 0, PlannedEvent(w.end, EventType.STOP, phase=Phase.DONE, reason=StopReason.COMPLETED)))
     planned.sort(key=lambda x: x[:3])
     return [p for *_, p in planned]

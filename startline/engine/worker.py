@@ -25,9 +25,11 @@ from startline.engine.counting import CountingControlPlane
 from startline.engine.events import Next, WorkerView, after_poll, apply_event, catch_up, events_to_apply, reconcile
 from startline.engine.lifecycle import worker_transition
 from startline.engine.liveness import RunSeen, judge_run_alive
+from startline.engine.loadcontrol import rate_plan
 from startline.engine.metrics import Recorder
 from startline.engine.model import (
     ControlEvent,
+    EventType,
     Heartbeat,
     Phase,
     RunState,
@@ -159,6 +161,8 @@ class Worker:
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
     _growing: bool = attrs.field(init=False, default=False)
+    _rate_changes: list[tuple[float | None, float, float]] = attrs.field(init=False, factory=list)
+    """SET_RATE events (at, rate, ramp_s) read before the open loop's schedule was made."""
     """Every connection has issued its ``operations_per_connection``."""
 
     def __attrs_post_init__(self) -> None:
@@ -305,13 +309,14 @@ class Worker:
         conns = self._conns
         assert conns is not None  # made in _run, before the pool
         if plan.release_as_spawned:
-            conns.open_gate(windows, self._rate())  # as the seed: each connection starts as it is spawned
+            # as the seed: each connection starts as it is spawned
+            conns.open_gate(windows, self._rate(), self._rate_plan(windows))
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
         if plan.at_start_time:
             await sleep_until_precisely(start_trio, plan.spin_s)
         if not conns.gate.is_open:
-            conns.open_gate(windows, self._rate())
+            conns.open_gate(windows, self._rate(), self._rate_plan(windows))
         if pool.size != self.view.connections:
             await pool.scale_to(self.view.connections)
         self._mark("scale")
@@ -493,19 +498,34 @@ class Worker:
         self._applied.append(event.sequence_id)
         if nursery is not None and self.view.connections != before.connections and before.started:
             self._start_ramp(nursery)
-        arrivals = self._conns.arrivals if self._conns is not None else None
-        if arrivals is not None and self.view.rate is not None and self.view is not before and event.rate is not None:
-            now = trio.current_time()
-            cm = self._clockmap
-            since = min(now, cm.to_trio(event.at)) if cm is not None and event.at is not None else now
-            arrivals.set_rate(self.view.rate, since, self.view.rate_ramp_s, now)
+        if event.event_type is EventType.SET_RATE and self.view.addresses(event) and event.rate is not None:
+            change = (event.at, event.rate, event.ramp_s)
+            arrivals = self._conns.arrivals if self._conns is not None else None
+            if arrivals is None:
+                self._rate_changes.append(change)  # the schedule is made at the start, with it
+            else:
+                arrivals.change(*self._trio_change(change), trio.current_time())
 
-    def _rate(self) -> float:
-        """This worker's open-loop rate at the start: the last SET_RATE's, or its share of ``load.rate``."""
+    def _trio_change(self, change: tuple[float | None, float, float]) -> tuple[float, float, float]:
+        """A SET_RATE's (at, rate, ramp_s) with ``at`` on this process's trio clock."""
+        at, rate, ramp_s = change
+        cm, now = self._clockmap, trio.current_time()
+        return (now if at is None or cm is None else cm.to_trio(at)), rate, ramp_s
+
+    def _rate_plan(self, windows: PhaseWindows) -> list[tuple[float, float, float]]:
+        """The open loop's changes of rate on this process's trio clock: the scenario's stages (this
+        worker's share), then the SET_RATE events read before the start."""
         sc = self.scenario
         assert sc is not None  # known before the start
-        if self.view.rate is not None:
-            return self.view.rate
+        share = 1.0 / sc.workers
+        stages = [(windows.start + at, rate * share, ramp) for at, rate, ramp in rate_plan(sc.load)]
+        return stages + [self._trio_change(c) for c in self._rate_changes]
+
+    def _rate(self) -> float:
+        """This worker's open-loop rate at the start: its share of ``load.rate`` (find-max over the
+        rate: of its first level)."""
+        sc = self.scenario
+        assert sc is not None  # known before the start
         first = sc.load.find_max.start if sc.load.mode is LoadMode.FIND_MAX else sc.load.rate
         return first / sc.workers
 
@@ -556,6 +576,8 @@ class Worker:
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
         conns.draining.set()
+        if conns.arrivals is not None:
+            conns.arrivals.stop()
         if not conns.gate.is_open:
             pool.cancel_all()
         with trio.move_on_after(self._drain_timeout()):
