@@ -215,6 +215,17 @@ class Arrivals:
         self._changed.set()
         self._changed = trio.Event()
 
+    def backlog(self, until: float) -> list[float]:
+        """The starts due before ``until`` that no connection took (the loop fell behind), taken
+        now, so that they are counted offered."""
+        due = []
+        while self._next < until:
+            t = self._last = self._next
+            self._next = self._advance(t, self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0))
+            self.taken += 1
+            due.append(t)
+        return due
+
     def stop(self) -> None:
         """No more starts: connections waiting for one (the rate is zero) stop waiting."""
         self._stopped = True
@@ -297,6 +308,16 @@ class Connections:
     """The running connections' tallies (``settle`` hands their held counts to the recorder)."""
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
+
+    def close_schedule(self, now: float) -> None:
+        """The drain: starts that fell due before now (and the planned end) but were never sent
+        count as offered — offered − completed − skipped is what was still waiting to be sent."""
+        arrivals, windows = self.arrivals, self.gate._windows
+        if arrivals is None or windows is None:
+            return
+        for t in arrivals.backlog(min(now, windows.end)):
+            self.recorder.count(windows.phase_at(t), OFFERED)
+        arrivals.stop()
 
     def settle(self) -> None:
         """Every running connection adds the interval counts it holds to the recorder (before a

@@ -576,8 +576,7 @@ class Worker:
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
         conns.draining.set()
-        if conns.arrivals is not None:
-            conns.arrivals.stop()
+        conns.close_schedule(trio.current_time())
         if not conns.gate.is_open:
             pool.cancel_all()
         with trio.move_on_after(self._drain_timeout()):
