@@ -12,7 +12,7 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -80,10 +80,12 @@ class Tally:
     _iv_errors: int = attrs.field(init=False, default=0)
     _iv_hist: Any = attrs.field(init=False, default=None)
     _limit_us: float = attrs.field(init=False)
+    _more: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._measured = [self.recorder.histogram(op.name, MEASUREMENT) for op in self.operations]
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
+        self._more = self.recorder.interval_latency or self.latency_limit_s > 0
 
     def phase(self, began: float, ended: float) -> Phase:
         w = self.windows
@@ -104,10 +106,11 @@ class Tally:
         if ended >= self._iv_end:
             self._next_interval(ended)
         self._iv_ops += 1
-        if self._iv_hist is not None:
-            self._iv_hist.record_value(value)
-        if us > self._limit_us:
-            self.recorder.count(phase, LATE)
+        if self._more:  # an interval histogram, or a latency limit: not the common case
+            if self._iv_hist is not None:
+                self._iv_hist.record_value(value)
+            if us > self._limit_us:
+                self.recorder.count(phase, LATE)
 
     def served(self, i: int, intended: float, began: float, ended: float) -> None:
         """Open loop: operation ``i``, due at ``intended``, ran from ``began`` and succeeded."""
@@ -341,13 +344,11 @@ class Connections:
                 arrivals.change(at, to, ramp_s, windows.start)
         self.gate.open(windows)
 
-    async def run(self, slot: int, session: Session) -> None:
-        """One connection, from the gate until drained, its budget spent, or the planned end."""
-        windows = await self.gate.wait()
-        if self.arrivals is not None:
-            await self._open_loop(slot, session, windows, self.arrivals)
-        else:
-            await self._closed_loop(slot, session, windows)
+    def run(self, slot: int, session: Session) -> Coroutine[Any, Any, None]:
+        """One connection, from the gate until drained, its budget spent, or the planned end: the
+        loop's own coroutine (not awaited through another frame, which every suspension of every
+        operation would pass through)."""
+        return self._open_loop(slot, session) if self.scenario.load.open_loop else self._closed_loop(slot, session)
 
     def _draws(self, slot: int) -> tuple[Callable[[], int], ParamSource]:
         """This slot's seeded choice of operation (an index into the mix) and its parameters."""
@@ -364,11 +365,19 @@ class Connections:
         bisect_right = bisect.bisect_right
         return (lambda: bisect_right(bounds, uniform() * total)), params
 
-    async def _closed_loop(self, slot: int, session: Session, windows: PhaseWindows) -> None:
+    async def _closed_loop(self, slot: int, session: Session) -> None:
         """The closed loop: the next operation as soon as the last one ended (and the think time)."""
         sc = self.scenario
-        ops = sc.operations
-        choose, params = self._draws(slot)
+        mix = Mix.of(sc.operations)
+        ops, total = mix.operations, mix.cumulative[-1]
+        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
+        many = len(ops) > 1
+        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
+        bisect_right = bisect.bisect_right
+        params = ParamSource(
+            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
+        )
+        windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         self.tallies.add(tally)
         ok, failed, draining, now = tally.ok, tally.failed, self.draining, trio.current_time
@@ -383,7 +392,7 @@ class Connections:
                 if phase is not tagged and phase is not Phase.DONE:
                     tagged = phase
                     await session.set_phase(self.tag(tagged))
-                i = choose()
+                i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
                 op = ops[i]
                 args = params.draw(op) if op.params else NO_PARAMS
                 began = now()
@@ -409,13 +418,16 @@ class Connections:
         if done >= limit:
             self.spent += 1
 
-    async def _open_loop(self, slot: int, session: Session, windows: PhaseWindows, arrivals: Arrivals) -> None:
+    async def _open_loop(self, slot: int, session: Session) -> None:
         """The open loop: take the next intended start, wait for it, send — or, already later than
         ``max_lag_ms``, skip it. Response time runs from the intended start (coordinated omission
         is not hidden), service time from the actual one."""
         sc = self.scenario
         ops = sc.operations
         choose, params = self._draws(slot)
+        windows = await self.gate.wait()
+        arrivals = self.arrivals
+        assert arrivals is not None  # made by open_gate, before the gate opens
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         self.tallies.add(tally)
         draining, now, end = self.draining, trio.current_time, windows.end
