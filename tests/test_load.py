@@ -270,6 +270,23 @@ def test_simulated_find_max_lands_within_one_step_of_the_targets_knee(
     assert result["qps"] == pytest.approx(r["capacity"]["max_qps"], rel=0.1)
 
 
+@settings(max_examples=4, deadline=None)
+@given(st.integers(3, 25), st.integers(0, 2**32))
+def test_simulated_find_max_over_the_rate_lands_within_one_step_below_the_targets_maximum(
+    servers: int, seed: int
+) -> None:
+    load = {
+        "mode": "find_max",
+        "max_in_flight": 200,
+        "find_max": {"over": "rate", "start": 100, "step": 100, "step_s": 4, "settle_s": 1},
+    }
+    truth = capacity(servers, 16, 24)  # at most servers / 20 ms
+    r = simulate_once(scenario(load, measurement_s=300), truth, seed)
+    result, most = r["load"]["result"], truth.capacity.max_qps
+    assert most - 100 <= result["rate"] <= most, r["load"]["steps"]
+    assert result["qps"] == pytest.approx(result["rate"], rel=0.02)  # achieved what it offered
+
+
 @settings(max_examples=5, deadline=None)
 @given(st.integers(4, 30), st.data(), st.integers(0, 2**32))
 def test_simulated_qps_control_settles_within_5pct_and_stays(servers: int, data: st.DataObject, seed: int) -> None:
