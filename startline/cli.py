@@ -193,10 +193,27 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
     if problems:
         fail_usage(f"{config}: " + "; ".join(problems))
     click.echo(
-        f"{config}: ok — {scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
+        f"{config}: ok — {scenario.name}: {describe_load(scenario)}, "
         f"{scenario.start.strategy} start, {scenario.length_s:g} s, {len(scenario.operations)} operation(s)"
         + (", both URLs reached" if connect else "")
     )
+
+
+def describe_load(sc: Scenario) -> str:
+    """The workers and the load mode, in a few words (``check``'s line)."""
+    load, w = sc.load, f"{sc.workers} workers"
+    if load.mode is LoadMode.RATE:
+        stages = f", {len(load.stages)} stages" if load.stages else ""
+        return (
+            f"{w}, open loop at {load.rate:g} ops/s ({load.arrival}{stages}), up to {sc.max_in_flight} in flight each"
+        )
+    if load.mode is LoadMode.QPS:
+        low = load.min_connections or sc.workers
+        return f"{w}, holding {load.target_qps:g} ops/s with {low}–{load.max_connections} connections"
+    if load.mode is LoadMode.FIND_MAX:
+        fm = load.find_max
+        return f"{w}, find-max over the {fm.over} from {fm.start:g} by {fm.step:g} every {fm.step_s:g} s"
+    return f"{w} × {sc.connections_per_worker} connections"
 
 
 def _fail_known(exc: BaseException, config: str | None) -> None:
