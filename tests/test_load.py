@@ -521,3 +521,29 @@ def _rate_of(rate: float, changes: list[tuple[float, float, float]], t: float) -
         start = _rate_of(rate, changes[:k], at)
         r = to if ramp == 0 or t >= at + ramp else start + (to - start) * (t - at) / ramp
     return r
+
+
+def test_the_progress_line_says_where_the_load_control_is() -> None:
+    from startline.engine.orchestrator import Orchestrator
+    from startline.inprocess import run_in_process_async
+
+    async def query() -> None:
+        await trio.sleep(0.01)
+
+    sc = Scenario.from_dict(
+        {
+            "name": "progress",
+            "measurement_s": 20,
+            "operations": [{"name": "query", "call": query}],
+            "load": {"mode": "find_max", "find_max": {"start": 1, "step": 1, "step_s": 3}},
+        }
+    )
+    lines: list[str] = []
+
+    async def watch(orchestrator: Orchestrator) -> None:
+        while True:
+            await trio.sleep(1.0)
+            lines.append(orchestrator.progress())
+
+    trio.run(lambda: run_in_process_async(sc, watch=watch), clock=trio.testing.MockClock(autojump_threshold=0))
+    assert any("find-max step 1: 1 connections" in line and "(stable)" in line for line in lines), lines

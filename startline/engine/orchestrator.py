@@ -216,7 +216,20 @@ class Orchestrator:
         now = self._clockmap.to_control(trio.current_time())
         windows = PhaseWindows.from_scenario(self.scenario, self.start_time)
         left = max(0.0, windows.end - now)
-        return f"{self.status} {windows.phase_at(now)}, {left:.0f} s left"
+        return f"{self.status} {windows.phase_at(now)}, {left:.0f} s left" + self._load_progress()
+
+    def _load_progress(self) -> str:
+        """The load control's last step, for the progress line."""
+        if self._qps_steps:
+            d = self._qps_steps[-1]
+            return f"; qps {d.qps:,.0f} of {self.scenario.load.target_qps:,.0f} with {d.to} connections ({d.action})"
+        search = self._search
+        if search is not None and search.steps:
+            st = search.steps[-1]
+            unit = "ops/s" if self.scenario.load.find_max.over is FindMaxOver.RATE else "connections"
+            mark = "stable" if st.stable else f"unstable: {st.reason}"
+            return f"; find-max step {len(search.steps)}: {st.level:g} {unit}, {st.qps:,.0f} qps ({mark})"
+        return ""
 
     async def prepare(self) -> None:
         """Create the run (PREPARED, with the scenario) and move it to STARTING; idempotent.
