@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from startline.engine.files import STEPS_HEADER
+
 
 def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:,.2f}"
@@ -136,23 +138,7 @@ def _print_load(load: dict[str, Any], console: Console) -> None:
     """The load control's steps (find-max's, the QPS controller's readings) and its result."""
     steps, result = load.get("steps") or [], load.get("result")
     if steps:
-        keys = [
-            k
-            for k in (
-                "at_s",
-                "connections",
-                "rate",
-                "to",
-                "action",
-                "qps",
-                "p95_ms",
-                "p99_ms",
-                "error_rate",
-                "stable",
-                "reason",
-            )
-            if any(k in st for st in steps)
-        ]
+        keys = [k for k in STEPS_HEADER if any(k in st for st in steps)]
         t = Table(title=f"Load: {load.get('mode')}", show_header=True, header_style="bold")
         for k in keys:
             t.add_column(k.replace("_", " "), justify="right")

@@ -93,30 +93,16 @@ class Recorder:
 
     def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         """The histogram for (kind, phase), created on first use; connections keep a reference."""
-        key = (kind, phase)
-        hist = self.histograms.get(key)
-        if hist is None:
-            hist = self.histograms[key] = new_histogram()
-        return hist
+        return _made(self.histograms, (kind, phase))
 
     def interval_histogram(self, interval: int) -> HdrHistogram:
-        hist = self.interval_histograms.get(interval)
-        if hist is None:
-            hist = self.interval_histograms[interval] = new_histogram()
-        return hist
+        return _made(self.interval_histograms, interval)
 
     def service_histogram(self, kind: str, phase: Phase) -> HdrHistogram:
-        key = (kind, phase)
-        hist = self.service.get(key)
-        if hist is None:
-            hist = self.service[key] = new_histogram()
-        return hist
+        return _made(self.service, (kind, phase))
 
     def lag_histogram(self, phase: Phase) -> HdrHistogram:
-        hist = self.lag.get(phase)
-        if hist is None:
-            hist = self.lag[phase] = new_histogram()
-        return hist
+        return _made(self.lag, phase)
 
     def count(self, phase: Phase, what: int, interval: int | None = None) -> None:
         """One more offered (0), skipped (1) or late (2) operation in ``phase``; offered and
@@ -239,6 +225,14 @@ class Recorder:
                 for phase, c in sorted(self.load_counts.items())
             }
         return out
+
+
+def _made(table: dict[Any, HdrHistogram], key: Any) -> HdrHistogram:
+    """``table[key]``, a new histogram the first time."""
+    hist = table.get(key)
+    if hist is None:
+        hist = table[key] = new_histogram()
+    return hist
 
 
 def merge_failures(payloads: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
