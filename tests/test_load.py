@@ -402,6 +402,12 @@ def test_bad_load_settings_name_their_field(load: dict, field: str) -> None:
     assert err.value.field == field or str(err.value).startswith(field + ":"), str(err.value)
 
 
+def test_think_time_is_refused_in_an_open_loop() -> None:
+    with pytest.raises(ConfigError, match=r"^think_time_ms: is for closed loops"):
+        scenario({"mode": "rate", "rate": 10}, think_time_ms=5)
+    assert scenario({"mode": "qps", "target_qps": 10}, think_time_ms=5).think_time_ms == 5
+
+
 def test_a_schedule_is_refused_outside_concurrency_mode() -> None:
     with pytest.raises(ConfigError, match=r"^schedule"):
         scenario({"mode": "rate", "rate": 10}, schedule=[{"at_s": 1, "connections": 3}])

@@ -482,6 +482,8 @@ class Scenario:
             )
         if load.mode is LoadMode.RATE and load.rate == 0 and not any(st.rate > 0 for st in load.stages):
             raise _FieldError("load.rate", "must be > 0 (or give stages with a rate) in rate mode")
+        if load.open_loop and self.think_time_ms > 0:
+            raise _FieldError("think_time_ms", "is for closed loops: in an open loop the schedule paces the operations")
         if load.open_loop and self.connections_per_worker < 1:
             raise _FieldError(
                 "connections_per_worker", "must be >= 1 in an open loop (the sessions opened before the start)"
