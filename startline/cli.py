@@ -380,7 +380,7 @@ def simulate(
     summary = aggregate(results, scenario, profile)
     table = Table(
         title=f"{scenario.start.strategy}, {scenario.workers} workers, profile {profile.name}, "
-        f"{seeds} seeds (ground truth)"
+        f"{seeds} seeds (ground truth, and what the workers measured)"
     )
     for col in ("figure", "p50", "p99", "max"):
         table.add_column(col, justify="left" if col == "figure" else "right")
@@ -390,6 +390,8 @@ def simulate(
         ("lag p50 ms", st["lag_ms"]["p50"]),
         ("lag max ms", st["lag_ms"]["max"]),
         ("skew ms", st["skew_ms"]),
+        ("skew ms, as the workers measured it", st["measured_skew_ms"]),
+        ("lag max ms, as the workers measured it", st["measured_lag_ms"]["max"]),
         ("control-plane q/worker/s waiting", cp["per_worker_per_s_waiting"]),
         ("control-plane q/worker/s running", cp["per_worker_per_s_running"]),
     ]

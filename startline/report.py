@@ -31,16 +31,28 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     lag = start.get("lag_ms") or {}
     t = Table(title="Start", show_header=True, header_style="bold")
     for col in ("connections", "lag min ms", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
+    skew = _ms(start.get("skew_ms"))
+    if start.get("skew_uncertainty_ms") is not None:
+        skew += f" ± {start['skew_uncertainty_ms']:,.2f}"
     t.add_row(
         str(start["connections"]),
         _ms(lag.get("min")),
         _ms(lag.get("p50")),
         _ms(lag.get("p99")),
         _ms(lag.get("max")),
-        _ms(start.get("skew_ms")),
+        skew,
     )
     console.print(t)
+    if start.get("lag_uncertainty_ms") is not None:
+        console.print(f"each lag ± {start['lag_uncertainty_ms']:,.2f} ms (the workers' clock maps)")
+    host = (start.get("witnesses") or {}).get("host")
+    if host:
+        hl = host.get("lag_ms")
+        console.print(
+            f"witness, the host's own clock (every worker on one host): skew {_ms(host['skew_ms'])} ms"
+            + (f", lag p50 {_ms(hl['p50'])} ms, max {_ms(hl['max'])} ms" if hl else "")
+        )
     console.print(
         f"control plane: {cp['queries']} queries; per worker per second "
         f"waiting {_ms(cp['per_worker_per_s_waiting'])}, running {_ms(cp['per_worker_per_s_running'])}"

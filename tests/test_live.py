@@ -317,3 +317,21 @@ def test_a_secret_is_masked_by_value_in_every_encoding_an_endpoint_may_echo(secr
         message = safe_message(RuntimeError(f"login failed for u with {echoed} at host a"), secrets_of(kwargs))
         assert echoed not in message and "***" in message
         assert message.startswith("login failed for u with")
+
+
+@pytest.mark.parametrize("strategy", ["scheduled", "poll", "inline-poll"])
+def test_skew_and_lag_with_their_error_bars_bracket_the_host_clock_witness(tmp_path, strategy):
+    """Live on SQLite every process shares the host's clock: the host-clock witness is ground
+    truth, and what the workers measured through their clock maps must bracket it."""
+    (tmp_path / "live.toml").write_text(LIVE.replace('strategy = "scheduled"', f'strategy = "{strategy}"'))
+    out = tmp_path / "out"
+    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    start, host = summary["start"], summary["start"]["witnesses"]["host"]
+    assert host["connections"] == start["connections"] == 4
+    assert abs(start["skew_ms"] - host["skew_ms"]) <= start["skew_uncertainty_ms"]
+    for k in ("min", "p50", "max"):
+        assert abs(start["lag_ms"][k] - host["lag_ms"][k]) <= start["lag_uncertainty_ms"]
+    for w in summary["workers"]:  # one host, one clock: the true offset is 0
+        assert abs(w["clock_offset_ms"]) <= w["clock_uncertainty_ms"]

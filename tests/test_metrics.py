@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -164,3 +165,31 @@ def test_an_operation_counts_in_measurement_only_if_it_began_and_ended_inside_it
     counts = {phase: h.get_total_count() for (_, phase), h in r.histograms.items()}
     assert counts == {Phase.WARMUP: 1, Phase.MEASUREMENT: 1, Phase.DONE: 1}
     assert r.operations() == 3
+
+
+def test_an_offset_error_bar_holds_rtt_resolution_and_the_spread_of_good_samples() -> None:
+    from startline.engine.clocksync import best_offset
+
+    # (wall send, trio send, server, trio receive, wall receive): RTTs 2, 3 and 10 ms
+    samples = [(0.0, 0.0, 0.0011, 0.002, 0.002), (1.0, 1.0, 1.0019, 1.003, 1.003), (2.0, 2.0, 2.009, 2.010, 2.010)]
+    est = best_offset(samples, resolution_s=0.001)
+    assert est.rtt_s == pytest.approx(0.002)
+    # offsets of the good samples (RTT <= 4 ms): 0.1 ms and 0.4 ms → spread 0.15 ms; the 10 ms one is left out
+    assert est.spread_s == pytest.approx(0.00015)
+    assert est.uncertainty_s == pytest.approx(0.001 + 0.001 + 0.00015)
+
+
+def test_the_skew_error_bar_is_the_two_bounding_workers_and_zero_when_one_worker_bounds_both() -> None:
+    from startline.engine.summary import start_block
+
+    def worker(firsts: dict[str, float], u: float) -> dict:
+        return {"initial_connections": len(firsts), "first_query": firsts, "clock_uncertainty_ms": u}
+
+    a, b, c = worker({"0": 10.001, "1": 10.004}, 0.2), worker({"0": 10.002}, 0.5), worker({"0": 10.003}, 0.7)
+    block = start_block(10.0, [a, b, c])
+    assert block["skew_ms"] == pytest.approx(3.0)
+    assert block["skew_uncertainty_ms"] == 0.0  # a's two connections bound it: one clock map
+    assert block["lag_uncertainty_ms"] == 0.7
+    block = start_block(10.0, [worker({"0": 10.001}, 0.2), b, c])
+    assert block["skew_uncertainty_ms"] == pytest.approx(0.2 + 0.7)
+    assert block["witnesses"] == {}  # no host clock read (virtual time, or an older worker)

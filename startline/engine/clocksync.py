@@ -26,28 +26,40 @@ class OffsetEstimate:
     samples: int
     server_s: float = 0.0
     trio_mid_s: float = 0.0
+    resolution_s: float = 0.0
+    """The control plane's clock ticks this coarsely: its reading may be this much early."""
+    spread_s: float = 0.0
+    """Half the range of the offsets the good round trips (RTT within twice the best) gave."""
 
     @property
     def uncertainty_s(self) -> float:
-        return self.rtt_s / 2.0
+        """RTT/2 (where in the round trip the server read its clock), the server clock's
+        resolution, and the spread of the good samples: an error bar, not a best case."""
+        return self.rtt_s / 2.0 + self.resolution_s + self.spread_s
 
 
 Sample = tuple[float, float, float, float, float]
 """(wall at send, trio at send, server time, trio at receive, wall at receive)."""
 
 
-def best_offset(samples: list[Sample]) -> OffsetEstimate:
+def best_offset(samples: list[Sample], resolution_s: float = 0.0) -> OffsetEstimate:
     """The minimum-RTT sample; RTTs are measured on the trio clock, so a wall-clock jump during
-    the round trips cannot make a sample look fast (a backward jump would give a negative RTT)."""
+    the round trips cannot make a sample look fast (a backward jump would give a negative RTT).
+    Its error bar adds the server clock's ``resolution_s`` and the spread of the good samples'
+    offsets (each measured as server − trio midpoint, so a wall-clock jump does not widen it)."""
     if not samples:
         raise ValueError("need at least one sample")
     w0, m0, server, m1, w1 = min(samples, key=lambda s: (s[3] - s[1], s[1]))
+    rtt = m1 - m0
+    good = [s[2] - (s[1] + s[3]) / 2.0 for s in samples if s[3] - s[1] <= 2 * rtt]
     return OffsetEstimate(
         offset_s=server - (w0 + w1) / 2.0,
-        rtt_s=m1 - m0,
+        rtt_s=rtt,
         samples=len(samples),
         server_s=server,
         trio_mid_s=(m0 + m1) / 2.0,
+        resolution_s=resolution_s,
+        spread_s=(max(good) - min(good)) / 2.0,
     )
 
 
@@ -60,7 +72,7 @@ async def estimate_offset(cp: ControlPlane, clock: WallClock, samples: int) -> O
         m1, w1 = trio.current_time(), clock.now()
         taken.append((w0, m0, server, m1, w1))
         await trio.lowlevel.checkpoint()
-    return best_offset(taken)
+    return best_offset(taken, float(getattr(cp, "clock_resolution_s", 0.0)))
 
 
 @attrs.frozen

@@ -302,6 +302,10 @@ class Connections:
     draining: trio.Event = attrs.field(init=False, factory=trio.Event)
     first_query: dict[int, float] = attrs.field(init=False, factory=dict)
     """slot → trio time of the slot's first operation."""
+    host_now: Callable[[], float] | None = attrs.field(init=False, default=None)
+    """This host's clock (``time.time``) on real time: the start's host-clock witness."""
+    host_first_query: dict[int, float] = attrs.field(init=False, factory=dict)
+    """slot → the host's clock at the slot's first operation (when ``host_now`` is set)."""
     spent: int = attrs.field(init=False, default=0)
     """Connections that ended because they had issued ``operations_per_connection``."""
 
@@ -400,6 +404,8 @@ class Connections:
                     break
                 if first:
                     self.first_query[slot] = began
+                    if self.host_now is not None:
+                        self.host_first_query[slot] = self.host_now()
                     first = False
                 try:
                     await session.execute(op, args)
@@ -467,6 +473,8 @@ class Connections:
                 args = params.draw(op) if op.params else NO_PARAMS
                 if first:
                     self.first_query[slot] = began
+                    if self.host_now is not None:
+                        self.host_first_query[slot] = self.host_now()
                 try:
                     await session.execute(op, args)
                 except Exception as exc:

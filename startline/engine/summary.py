@@ -22,16 +22,48 @@ def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
 
 
 def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Lag of every initial connection (first_query − START_TIME) and the skew across them."""
-    firsts = [t for p in payloads for t in initial_first_queries(p)]
+    """Lag of every initial connection (first_query − START_TIME) and the skew across them, each
+    with its error bar: a lag is as uncertain as its worker's clock map, the skew as the two
+    workers whose connections bound it (0 when one worker bounds both ends: one clock map).
+    ``witnesses``: the same start seen by other clocks, where the run has them."""
+    firsts = [(t, p) for p in payloads for t in initial_first_queries(p)]
     if start_time is None or not firsts:
-        return {"lag_ms": None, "skew_ms": None, "connections": 0}
-    lags = [(t - start_time) * 1000.0 for t in firsts]
+        return {"lag_ms": None, "skew_ms": None, "connections": 0, "witnesses": {}}
+    lags = [(t - start_time) * 1000.0 for t, _ in firsts]
+    (_, first), (_, last) = min(firsts, key=lambda x: x[0]), max(firsts, key=lambda x: x[0])
+
+    def uncertainty(p: Mapping[str, Any]) -> float:
+        return float(p.get("clock_uncertainty_ms") or 0.0)
+
+    host = host_witness(start_time, payloads)
     return {
         "lag_ms": {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)},
-        "skew_ms": (max(firsts) - min(firsts)) * 1000.0,
+        "lag_uncertainty_ms": max(uncertainty(p) for _, p in firsts),
+        "skew_ms": (max(firsts, key=lambda x: x[0])[0] - min(firsts, key=lambda x: x[0])[0]) * 1000.0,
+        "skew_uncertainty_ms": 0.0 if first is last else uncertainty(first) + uncertainty(last),
         "connections": len(firsts),
+        "witnesses": {"host": host} if host else {},
     }
+
+
+def host_witness(start_time: float, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The start on the host's own clock, when every worker ran on one host (live runs): each
+    initial connection's first operation read from ``time.time()``. Its skew is ground truth for
+    a local run; its lag too when the control plane's clock is the host's (SQLite)."""
+    seen = [p.get("host") for p in payloads if initial_first_queries(p)]
+    if not seen or any(not h for h in seen) or len({h["name"] for h in seen}) != 1:
+        return None
+    times = []
+    for p in payloads:
+        n = int(p.get("initial_connections", 0))
+        times += [t for s, t in (p.get("host") or {}).get("first_query", {}).items() if int(s) < n]
+    if not times:
+        return None
+    block: dict[str, Any] = {"skew_ms": (max(times) - min(times)) * 1000.0, "connections": len(times)}
+    if all(h["control_clock"] for h in seen):
+        lags = [(t - start_time) * 1000.0 for t in times]
+        block["lag_ms"] = {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)}
+    return block
 
 
 def control_plane_block(payloads: Sequence[Mapping[str, Any]], orchestrator_queries: int) -> dict[str, Any]:

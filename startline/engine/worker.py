@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket
+import time
 import types
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +20,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
@@ -261,6 +264,8 @@ class Worker:
         self._conns = Connections(
             sc, self.worker_id, self.index, self.recorder, self.target.error_category, self._phase, self._tag
         )
+        if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+            self._conns.host_now = time.time  # the host's own clock: a witness of the start
         async with trio.open_nursery() as nursery:
             pool = self._pool = Pool(nursery, self._open_session, self._conns.run, self._note_connections)
             self._conns.grow = lambda: self._grow(nursery, pool)
@@ -713,6 +718,18 @@ class Worker:
 
     # ---- results ---------------------------------------------------------------------------------
 
+    def _host_witness(self) -> dict[str, Any] | None:
+        """The host's own clock at each connection's first operation, and whether the control
+        plane's clock is this host's (then START_TIME is on it too)."""
+        conns = self._conns
+        if conns is None or conns.host_now is None:
+            return None
+        return {
+            "name": socket.gethostname(),
+            "control_clock": self._cp.clock_is_host,
+            "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
+        }
+
     def payload(self, status: WorkerStatus | None = None) -> dict[str, Any]:
         """The TEST_RESULTS payload (saying ``status``, by default the worker's own): timeline,
         clock, metrics, control-plane cost, events applied."""
@@ -738,6 +755,7 @@ class Worker:
             "clock_uncertainty_ms": None if self._offset is None else self._offset.uncertainty_s * 1000.0,
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
+            "host": self._host_witness(),
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),
                 "health": self._cp.health.statistics().to_payload(),

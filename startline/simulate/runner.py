@@ -116,6 +116,11 @@ def _measure(
             }
         )
     lags = [(t - start) * 1000.0 for t in true_first]
+    measured_start = dict(summary["start"])
+    if true_first:  # the simulation's own witness of the start: ground truth
+        measured_start["witnesses"] = dict(measured_start.get("witnesses") or {}) | {
+            "truth": {"skew_ms": (max(true_first) - min(true_first)) * 1000.0, "lag_ms": _block(lags)}
+        }
     return {
         "status": summary["status"],
         "true": {
@@ -124,7 +129,7 @@ def _measure(
             "detection_ms": _block(detect),
             "offset_error_ms": _block(offsets_err),
         },
-        "measured": {"start": summary["start"], "control_plane": summary["control_plane"]},
+        "measured": {"start": measured_start, "control_plane": summary["control_plane"]},
         "workers": per_worker,
         "commit_time": commit,
         "start_time": start,

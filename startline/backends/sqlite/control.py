@@ -1,5 +1,6 @@
-"""The control plane on a SQLite file. Instants come from SQLite's own clock
-(``julianday('now')``, millisecond resolution), so every process shares one reference."""
+"""The control plane on a SQLite file. Instants come from the host's clock through a SQL
+function registered on every connection (``startline_now()``: ``time.time()``, microseconds;
+SQLite's own ``julianday('now')`` has milliseconds): every process on the host shares it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import sqlite3
 from pathlib import Path
 
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
-from startline.backends.sqlite.db import Db
+from startline.backends.sqlite.db import HOST_NOW, Db
 
 SQLITE = Dialect(
-    now="((julianday('now') - 2440587.5) * 86400.0)",
+    now=f"{HOST_NOW}()",
     schema=create_tables("CREATE TABLE IF NOT EXISTS", {"text": "TEXT", "real": "REAL", "int": "INTEGER"}),
     upsert_heartbeat="""INSERT INTO {WORKER_HEARTBEATS} VALUES (?, ?, ?, ?, {NOW}, 1, ?, ?, ?, ?)
         ON CONFLICT (RUN_ID, WORKER_ID) DO UPDATE SET
@@ -31,6 +32,11 @@ SQLITE = Dialect(
 
 class SqliteControlPlane(SqlControlPlane):
     """The five control tables in one SQLite file (WAL, busy timeout, created if missing)."""
+
+    clock_resolution_s = 1e-6
+    """``time.time()`` as a float: about a microsecond."""
+    clock_is_host = True
+    """The control plane's clock is this host's: host-clock witnesses measure against START_TIME."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(Db(path), SQLITE, str(path))

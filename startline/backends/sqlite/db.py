@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -12,11 +13,15 @@ import trio
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+HOST_NOW = "startline_now"
+"""A SQL function on every connection: this host's clock as epoch seconds (``time.time()``)."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """Autocommit connection in WAL mode with a busy timeout, usable from any one thread at a time."""
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    # The control plane's clock: this host's, at full resolution (julianday('now') has 1 ms).
+    conn.create_function(HOST_NOW, 0, time.time)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
