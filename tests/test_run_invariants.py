@@ -261,7 +261,16 @@ def test_summary_follows_the_results_contract():
     s = run_virtual(sc).summary
     for key in ("run_id", "status", "start_strategy", "start_time", "start", "control_plane", "workers", "phases"):
         assert key in s
-    assert set(s["start"]) == {"lag_ms", "skew_ms", "connections"}
+    assert set(s["start"]) == {
+        "lag_ms",
+        "lag_uncertainty_ms",
+        "skew_ms",
+        "skew_uncertainty_ms",
+        "connections",
+        "witnesses",
+    }
+    assert s["start"]["witnesses"] == {}  # virtual time: no host clock is read
+    assert s["load"] == {"mode": "concurrency", "steps": [], "result": None}
     assert set(s["start"]["lag_ms"]) == {"min", "p50", "p99", "max"}
     assert set(s["control_plane"]) == {"queries", "per_worker_per_s_waiting", "per_worker_per_s_running"}
     w = s["workers"][0]
@@ -271,6 +280,8 @@ def test_summary_follows_the_results_contract():
     assert all(v is not None for k, v in w["timeline"].items() if k != "spent")  # no operations_per_connection
     m = s["phases"]["MEASUREMENT"]
     assert set(m) >= {"ops", "errors", "duration_s", "qps", "latency_ms", "by_kind"}
+    assert set(m) >= {"service_ms", "offered", "completed", "skipped", "late"}
+    assert m["service_ms"] == m["latency_ms"] and m["offered"] == m["completed"] == m["ops"] + m["errors"]
     assert set(m["latency_ms"]) == {"p50", "p90", "p95", "p99", "p999", "max", "mean"}
     assert m["duration_s"] == pytest.approx(1.0)
     assert sum(x["ops"] for x in s["workers"]) == sum(b["ops"] for b in s["phases"].values())
