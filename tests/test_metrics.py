@@ -179,7 +179,7 @@ def test_an_offset_error_bar_holds_rtt_resolution_and_the_spread_of_good_samples
     assert est.uncertainty_s == pytest.approx(0.001 + 0.001 + 0.00015)
 
 
-def test_the_skew_error_bar_is_the_two_bounding_workers_and_zero_when_one_worker_bounds_both() -> None:
+def test_the_skew_error_bar_is_the_two_largest_worker_uncertainties_and_zero_for_one_worker() -> None:
     from startline.engine.summary import start_block
 
     def worker(firsts: dict[str, float], u: float) -> dict:
@@ -188,8 +188,10 @@ def test_the_skew_error_bar_is_the_two_bounding_workers_and_zero_when_one_worker
     a, b, c = worker({"0": 10.001, "1": 10.004}, 0.2), worker({"0": 10.002}, 0.5), worker({"0": 10.003}, 0.7)
     block = start_block(10.0, [a, b, c])
     assert block["skew_ms"] == pytest.approx(3.0)
-    assert block["skew_uncertainty_ms"] == 0.0  # a's two connections bound it: one clock map
+    # a's connections bound the measured skew, but b's and c's true instants may lie beyond them
+    assert block["skew_uncertainty_ms"] == pytest.approx(0.5 + 0.7)
     assert block["lag_uncertainty_ms"] == 0.7
-    block = start_block(10.0, [worker({"0": 10.001}, 0.2), b, c])
-    assert block["skew_uncertainty_ms"] == pytest.approx(0.2 + 0.7)
+    tied = start_block(10.0, [worker({"0": 10.001}, 0.2), worker({"0": 10.001}, 0.3)])
+    assert tied["skew_ms"] == 0.0 and tied["skew_uncertainty_ms"] == pytest.approx(0.5)  # a 0 bounds nothing
+    assert start_block(10.0, [a])["skew_uncertainty_ms"] == 0.0  # one worker, one clock map
     assert block["witnesses"] == {}  # no host clock read (virtual time, or an older worker)

@@ -23,24 +23,26 @@ def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
 
 def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Lag of every initial connection (first_query − START_TIME) and the skew across them, each
-    with its error bar: a lag is as uncertain as its worker's clock map, the skew as the two
-    workers whose connections bound it (0 when one worker bounds both ends: one clock map).
-    ``witnesses``: the same start seen by other clocks, where the run has them."""
+    with its error bar. A lag is as uncertain as its worker's clock map. The skew: the true first
+    and last connections may belong to any two workers (a measured skew of 0 bounds nothing), so
+    its error bar is the sum of the two largest workers' uncertainties (0 with one worker: one
+    clock map). ``witnesses``: the same start seen by other clocks, where the run has them."""
     firsts = [(t, p) for p in payloads for t in initial_first_queries(p)]
     if start_time is None or not firsts:
         return {"lag_ms": None, "skew_ms": None, "connections": 0, "witnesses": {}}
     lags = [(t - start_time) * 1000.0 for t, _ in firsts]
-    (_, first), (_, last) = min(firsts, key=lambda x: x[0]), max(firsts, key=lambda x: x[0])
 
     def uncertainty(p: Mapping[str, Any]) -> float:
         return float(p.get("clock_uncertainty_ms") or 0.0)
+
+    per_worker = sorted((uncertainty(p) for p in payloads if initial_first_queries(p)), reverse=True)
 
     host = host_witness(start_time, payloads)
     return {
         "lag_ms": {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)},
         "lag_uncertainty_ms": max(uncertainty(p) for _, p in firsts),
         "skew_ms": (max(firsts, key=lambda x: x[0])[0] - min(firsts, key=lambda x: x[0])[0]) * 1000.0,
-        "skew_uncertainty_ms": 0.0 if first is last else uncertainty(first) + uncertainty(last),
+        "skew_uncertainty_ms": sum(per_worker[:2]) if len(per_worker) > 1 else 0.0,
         "connections": len(firsts),
         "witnesses": {"host": host} if host else {},
     }
