@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -282,3 +283,24 @@ def test_measured_skew_within_its_error_bar_brackets_the_true_skew(
     start = simulate_once(sc, profile, seed)["measured"]["start"]
     truth = start["witnesses"]["truth"]["skew_ms"]
     assert abs(truth - start["skew_ms"]) <= start["skew_uncertainty_ms"] + 1e-9
+
+
+def test_worker_processes_that_start_late_reach_ready_late_and_the_run_still_starts_together() -> None:
+    """The issue's live finding: worker processes start 1.1–1.5 s after the orchestrator. A profile's
+    ``worker_start`` draws each worker's delay (seeded); READY then spreads by as much, and a
+    scheduled start still releases every connection at one instant."""
+    from startline.engine.model import ORCHESTRATOR
+
+    base = {"control": {"other": {"type": "uniform", "lo_ms": 5, "hi_ms": 15}}, "target": 2.0}
+    late = Profile.from_dict(base | {"worker_start": {"type": "uniform", "lo_ms": 1100, "hi_ms": 1500}})
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6})
+    on_time, delayed = simulate_once(sc, Profile.from_dict(base), 3), simulate_once(sc, late, 3)
+    delays = [late.start_delay_s(3, w["worker_id"]) for w in delayed["workers"]]
+    assert all(1.1 <= d <= 1.5 for d in delays) and len(set(delays)) == len(delays)
+    assert ORCHESTRATOR not in {w["worker_id"] for w in delayed["workers"]}
+    assert delayed["status"] == on_time["status"] == "COMPLETED"
+    assert delayed["true"]["skew_ms"] == pytest.approx(on_time["true"]["skew_ms"], abs=1.0)
+    spread = (max(delays) - min(delays)) * 1000.0
+    assert on_time["true"]["ready_spread_ms"] < 100 < spread
+    assert delayed["true"]["ready_spread_ms"] == pytest.approx(spread, abs=on_time["true"]["ready_spread_ms"] + 50)
+    assert Profile.from_dict(base).start_delay_s(3, "w000") == 0.0

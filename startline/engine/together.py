@@ -55,13 +55,17 @@ async def run_together(
     crashes: Mapping[str, float] | None = None,
     restart: Callable[[], Orchestrator] | None = None,
     restart_after_s: float = 0.0,
+    start_delays: Mapping[str, float] | None = None,
 ) -> Ended:
     """Create the run, start every worker, orchestrate, return the summary. ``crashes`` (worker id or
     ``"orchestrator"`` → trio time) stops that participant dead at that instant, writing
     nothing more: a simulated host crash. A crashed orchestrator is replaced ``restart_after_s``
     later by ``restart()``, which fails the orphaned run cleanly (see ``Orchestrator.prepare``);
-    it retries every heartbeat while the old one still looks alive, or the control plane is out."""
+    it retries every heartbeat while the old one still looks alive, or the control plane is out.
+    ``start_delays`` (worker id → seconds): a worker begins that long after the run exists, as a
+    worker process starts a while after its launcher (interpreter, imports, connecting)."""
     crashes = crashes or {}
+    start_delays = start_delays or {}
     summary: dict[str, Any] = {}
 
     async def orchestrate() -> None:
@@ -94,6 +98,7 @@ async def run_together(
         with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
             # as a launcher does: the run first, then its workers (set however ``run`` ends)
             await orchestrator.wait_prepared()
+            await trio.sleep(start_delays.get(w.worker_id, 0.0))
             try:
                 payloads[w.worker_id] = await w.run()
             except WorkerRefused:  # the run ended before this worker joined: it has nothing to say

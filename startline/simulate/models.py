@@ -215,6 +215,11 @@ class Profile:
     pauses: Mapping[str, tuple[float, float]] = attrs.field(factory=dict)  # host → [at_s, until_s): descheduled
     capacity: Capacity | None = None  # the target serves this many operations at once (else: each takes `target`)
     target_stalls: tuple[tuple[float, float], ...] = ()  # [start_s, end_s): the target answers nothing
+    worker_start: Latency | None = None  # each worker process begins this long after its run exists
+
+    def start_delay_s(self, seed: int, worker: str) -> float:
+        """How long after the run exists this worker begins (a process starting, importing, connecting)."""
+        return 0.0 if self.worker_start is None else self.worker_start.sample(rng_for(seed, worker, "start", 0))
 
     def stalled_until(self, now: float) -> float:
         """When a target stalled at ``now`` answers again; ``now`` if it is not stalled."""
@@ -252,6 +257,7 @@ class Profile:
             "faults",
             "capacity",
             "target_stalls",
+            "worker_start",
         }
         for key in data:
             if key not in known:
@@ -279,6 +285,7 @@ class Profile:
             error_probability=_probabilities(data.get("error_probability", {})),
             capacity=Capacity.parse(data.get("capacity")),
             target_stalls=_stalls(data.get("target_stalls", [])),
+            worker_start=None if "worker_start" not in data else Latency.parse(data["worker_start"], "worker_start"),
             **_faults(data.get("faults", {})),
         )
 

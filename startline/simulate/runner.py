@@ -72,7 +72,8 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
         workers = make_workers(
             scenario, "sim", target, lambda w: SimControlPlane(store, profile, seed, w), clocks.__getitem__
         )
-        summary = (await run_together(orchestrator, workers, crashes=profile.crashes)).summary
+        delays = {w.worker_id: profile.start_delay_s(seed, w.worker_id) for w in workers}
+        summary = (await run_together(orchestrator, workers, crashes=profile.crashes, start_delays=delays)).summary
         commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
         return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile)
 
@@ -91,8 +92,10 @@ def _measure(
     start = summary["start_time"]
     commit = commits[0] if commits else None
     n = initial_connections(scenario)
-    per_worker, true_first, detect, offsets_err = [], [], [], []
+    per_worker, true_first, detect, offsets_err, ready = [], [], [], [], []
     for stats in (w.statistics() for w in workers):
+        if "ready" in stats.trio_marks:
+            ready.append(stats.trio_marks["ready"])
         firsts = target.first_query.get(stats.worker_id, {})
         if scenario.load.open_loop and firsts:  # the start is each worker's first arrival, whichever slot took it
             t = min(firsts.values())
@@ -128,6 +131,7 @@ def _measure(
             "skew_ms": (max(true_first) - min(true_first)) * 1000.0 if true_first else None,
             "detection_ms": _block(detect),
             "offset_error_ms": _block(offsets_err),
+            "ready_spread_ms": (max(ready) - min(ready)) * 1000.0 if ready else None,
         },
         "measured": {"start": measured_start, "control_plane": summary["control_plane"]},
         "workers": per_worker,
