@@ -162,16 +162,6 @@ class ResilientControlPlane:
     health: Health = attrs.Factory(Health)
 
     @property
-    def clock_resolution_s(self) -> float:
-        """How coarsely the control plane's clock ticks (0: as fine as a float)."""
-        return float(getattr(self.inner, "clock_resolution_s", 0.0))
-
-    @property
-    def clock_is_host(self) -> bool:
-        """The control plane's clock is this host's own (SQLite, memory)."""
-        return bool(getattr(self.inner, "clock_is_host", False))
-
-    @property
     def supports_push(self) -> bool:
         return bool(getattr(self.inner, "supports_push", isinstance(self.inner, PushControlPlane)))
 

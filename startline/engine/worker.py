@@ -726,7 +726,8 @@ class Worker:
             return None
         return {
             "name": socket.gethostname(),
-            "control_clock": self._cp.clock_is_host,
+            # a control plane says so (SQLite); the wrappers forward it, absent means no
+            "control_clock": bool(getattr(self._cp, "clock_is_host", False)),
             "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
         }
 
