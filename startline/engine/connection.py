@@ -46,6 +46,11 @@ class StartGate:
     def is_open(self) -> bool:
         return self._opened.is_set()
 
+    @property
+    def windows(self) -> PhaseWindows | None:
+        """The phase windows, once the gate is open."""
+        return self._windows
+
     def open(self, windows: PhaseWindows) -> None:
         self._windows = windows
         self._opened.set()
@@ -223,10 +228,7 @@ class Arrivals:
         now, so that they are counted offered."""
         due = []
         while self._next < until:
-            t = self._last = self._next
-            self._next = self._advance(t, self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0))
-            self.taken += 1
-            due.append(t)
+            due.append(self._take_next())
         return due
 
     def stop(self) -> None:
@@ -240,6 +242,11 @@ class Arrivals:
             if self._stopped:
                 return math.inf
             await self._changed.wait()
+        return self._take_next()
+
+    def _take_next(self) -> float:
+        """The next start, and the schedule moved on past it (the first gap of a uniform schedule
+        shifted by ``phase``)."""
         t = self._last = self._next
         units = self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0)
         self._next = self._advance(t, units)
@@ -319,7 +326,7 @@ class Connections:
     def close_schedule(self, now: float) -> None:
         """The drain: starts that fell due before now (and the planned end) but were never sent
         count as offered — offered − completed − skipped is what was still waiting to be sent."""
-        arrivals, windows = self.arrivals, self.gate._windows
+        arrivals, windows = self.arrivals, self.gate.windows
         if arrivals is None or windows is None:
             return
         for t in arrivals.backlog(min(now, windows.end)):
@@ -354,33 +361,25 @@ class Connections:
         operation would pass through)."""
         return self._open_loop(slot, session) if self.scenario.load.open_loop else self._closed_loop(slot, session)
 
-    def _draws(self, slot: int) -> tuple[Callable[[], int], ParamSource]:
-        """This slot's seeded choice of operation (an index into the mix) and its parameters."""
+    def _draws(self, slot: int) -> tuple[tuple[float, ...], float, Callable[[], float], ParamSource]:
+        """This slot's seeded draws: the mix's bisect bounds and total weight, its uniform source
+        (an operation is ``bisect_right(bounds, uniform() * total)``, inlined by the loops: the
+        hot path), and its parameters."""
         sc = self.scenario
         mix = Mix.of(sc.operations)
-        total = mix.cumulative[-1]
         bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
         uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
         params = ParamSource(
             random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
         )
-        if len(mix.operations) == 1:
-            return (lambda: 0), params
-        bisect_right = bisect.bisect_right
-        return (lambda: bisect_right(bounds, uniform() * total)), params
+        return bounds, mix.cumulative[-1], uniform, params
 
     async def _closed_loop(self, slot: int, session: Session) -> None:
         """The closed loop: the next operation as soon as the last one ended (and the think time)."""
         sc = self.scenario
-        mix = Mix.of(sc.operations)
-        ops, total = mix.operations, mix.cumulative[-1]
-        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
-        many = len(ops) > 1
-        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
-        bisect_right = bisect.bisect_right
-        params = ParamSource(
-            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
-        )
+        ops = sc.operations
+        bounds, total, uniform, params = self._draws(slot)
+        many, bisect_right = len(ops) > 1, bisect.bisect_right
         windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         self.tallies.add(tally)
@@ -430,7 +429,8 @@ class Connections:
         is not hidden), service time from the actual one."""
         sc = self.scenario
         ops = sc.operations
-        choose, params = self._draws(slot)
+        bounds, total, uniform, params = self._draws(slot)
+        many, bisect_right = len(ops) > 1, bisect.bisect_right
         windows = await self.gate.wait()
         arrivals = self.arrivals
         assert arrivals is not None  # made by open_gate, before the gate opens
@@ -468,7 +468,7 @@ class Connections:
                 if phase is not tagged and phase is not Phase.DONE:
                     tagged = phase
                     await session.set_phase(self.tag(tagged))
-                i = choose()
+                i = bisect_right(bounds, uniform() * total) if many else 0
                 op = ops[i]
                 args = params.draw(op) if op.params else NO_PARAMS
                 if first:
