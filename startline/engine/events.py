@@ -74,9 +74,6 @@ class WorkerView:
     phase: Phase = Phase.PREPARING
     connections: int = 0
     ramp_s: float = 0.0
-    rate: float | None = None
-    """An open loop's rate (ops/s for this worker) from the last SET_RATE; None: the scenario's."""
-    rate_ramp_s: float = 0.0
     stop_reason: StopReason | None = None
 
     @property
@@ -109,8 +106,6 @@ def apply_event(view: WorkerView, event: ControlEvent) -> WorkerView:
             return attrs.evolve(view, phase=event.phase)
         case EventType.SET_CONNECTIONS if view.addresses(event):
             return attrs.evolve(view, connections=event.connections, ramp_s=event.ramp_s)
-        case EventType.SET_RATE if view.addresses(event):
-            return attrs.evolve(view, rate=event.rate, rate_ramp_s=event.ramp_s)
         case EventType.STOP:
             return attrs.evolve(view, stop_reason=event.reason, phase=event.phase or Phase.DONE)
     return view

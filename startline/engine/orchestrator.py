@@ -24,6 +24,7 @@ from startline.engine.loadcontrol import (
     FindMaxSearch,
     QpsController,
     QpsDecision,
+    Window,
     rate_at,
     rate_plan,
     reported_through,
@@ -534,6 +535,12 @@ class Orchestrator:
             if n != base:
                 await self._emit(EventType.SET_CONNECTIONS, at=at, connections=n, scope=Scope.WORKER, scope_id=w)
 
+    async def _complete_start_split(self, total: int) -> None:
+        """START gave every worker the base of the run-wide level; split the rest (or a level the
+        bounds moved) over the workers now."""
+        if total != initial_connections(self.scenario) * self.scenario.workers:
+            await self._set_connections(total)
+
     async def _set_rate(self, level: float) -> None:
         """Find-max over the rate: the run-wide ``level`` from now, split over the live workers."""
         self._rate_level = level
@@ -545,11 +552,10 @@ class Orchestrator:
         stages themselves (their share of them); this amends their plan from now on: the rest of
         the current stage, then every stage to come, split over the workers left."""
         assert self.start_time is not None  # workers are judged only after the start
-        n = max(1, len(self._live_workers()))
-        now = self._now()
         if self.scenario.load.mode is LoadMode.FIND_MAX:
-            await self._emit(EventType.SET_RATE, at=now, rate=self._rate_level / n)
+            await self._set_rate(self._rate_level)
             return
+        n, now = max(1, len(self._live_workers())), self._now()
         load, t = self.scenario.load, now - self.start_time
         plan = rate_plan(load)
         current = next(((at, to, ramp) for at, to, ramp in plan if at <= t < at + ramp), None)
@@ -573,7 +579,7 @@ class Orchestrator:
         else:
             await self._find_max()
 
-    async def _window(self, first: int, last: int) -> Any:
+    async def _window(self, first: int, last: int) -> Window:
         """The merged figures of intervals ``first..last``, once every live worker has shipped
         them (or a few snapshot periods passed: a worker that stalls does not stall the control)."""
         sc = self.scenario
@@ -597,8 +603,7 @@ class Orchestrator:
         iv = sc.snapshot_interval_s
         per_window = max(1, round(load.control_interval_s / iv))
         ctl = QpsController.of(load, sc.workers, initial_total(sc))
-        if ctl.connections != initial_connections(sc) * sc.workers:
-            await self._set_connections(ctl.connections)
+        await self._complete_start_split(ctl.connections)
         clean_from = self._interval_at(self._now() + STEERED_FOLLOW_S) + 1
         wake = self.start_time + load.control_interval_s
         while True:
@@ -631,8 +636,8 @@ class Orchestrator:
         search = self._search = FindMaxSearch(fm)
         level = self._rate_level = fm.start
         by_rate = fm.over is FindMaxOver.RATE
-        if not by_rate and max(int(level), len(self._live_workers())) != initial_connections(sc) * sc.workers:
-            await self._set_connections(int(level))
+        if not by_rate:
+            await self._complete_start_split(max(int(level), len(self._live_workers())))
         step_start = self.start_time + sc.warmup_s
         await trio.sleep_until(self._clockmap.to_trio(step_start))
         budget_end = self.start_time + sc.warmup_s + sc.measurement_s
