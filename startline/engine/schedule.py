@@ -116,3 +116,10 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100.0 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def distribution(values: list[float]) -> dict[str, float] | None:
+    """min, p50, p99 and max (nearest rank) of a list; None for an empty one."""
+    if not values:
+        return None
+    return {"min": min(values), "p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values)}

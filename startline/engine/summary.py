@@ -9,16 +9,17 @@ from typing import Any
 from startline.engine.metrics import merge_failures, merge_phase_blocks
 from startline.engine.model import Phase
 from startline.engine.scenario import Scenario
-from startline.engine.schedule import PhaseWindows, percentile
+from startline.engine.schedule import PhaseWindows, distribution
 from startline.engine.verdict import evaluate, verdict
 
 TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query", "spent")
 
 
-def initial_first_queries(payload: Mapping[str, Any]) -> list[float]:
-    """``first_query`` of the worker's initial connections (control-plane clock)."""
+def initial_first_queries(payload: Mapping[str, Any], firsts: Mapping[str, float] | None = None) -> list[float]:
+    """``first_query`` of the worker's initial connections (control-plane clock), or of ``firsts``
+    (slot → instant on another clock) for the same connections."""
     n = int(payload.get("initial_connections", 0))
-    return [t for s, t in payload.get("first_query", {}).items() if int(s) < n]
+    return [t for s, t in (payload.get("first_query", {}) if firsts is None else firsts).items() if int(s) < n]
 
 
 def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -27,22 +28,18 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
     and last connections may belong to any two workers (a measured skew of 0 bounds nothing), so
     its error bar is the sum of the two largest workers' uncertainties (0 with one worker: one
     clock map). ``witnesses``: the same start seen by other clocks, where the run has them."""
-    firsts = [(t, p) for p in payloads for t in initial_first_queries(p)]
+    starting = [(p, initial_first_queries(p)) for p in payloads]
+    starting = [(p, ts) for p, ts in starting if ts]  # the workers whose initial connections started
+    firsts = [t for _, ts in starting for t in ts]
     if start_time is None or not firsts:
         return {"lag_ms": None, "skew_ms": None, "connections": 0, "witnesses": {}}
-    lags = [(t - start_time) * 1000.0 for t, _ in firsts]
-
-    def uncertainty(p: Mapping[str, Any]) -> float:
-        return float(p.get("clock_uncertainty_ms") or 0.0)
-
-    per_worker = sorted((uncertainty(p) for p in payloads if initial_first_queries(p)), reverse=True)
-
+    uncertainty = sorted((float(p.get("clock_uncertainty_ms") or 0.0) for p, _ in starting), reverse=True)
     host = host_witness(start_time, payloads)
     return {
-        "lag_ms": {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)},
-        "lag_uncertainty_ms": max(uncertainty(p) for _, p in firsts),
-        "skew_ms": (max(firsts, key=lambda x: x[0])[0] - min(firsts, key=lambda x: x[0])[0]) * 1000.0,
-        "skew_uncertainty_ms": sum(per_worker[:2]) if len(per_worker) > 1 else 0.0,
+        "lag_ms": distribution([(t - start_time) * 1000.0 for t in firsts]),
+        "lag_uncertainty_ms": uncertainty[0],
+        "skew_ms": (max(firsts) - min(firsts)) * 1000.0,
+        "skew_uncertainty_ms": sum(uncertainty[:2]) if len(uncertainty) > 1 else 0.0,
         "connections": len(firsts),
         "witnesses": {"host": host} if host else {},
     }
@@ -55,16 +52,13 @@ def host_witness(start_time: float, payloads: Sequence[Mapping[str, Any]]) -> di
     seen = [p.get("host") for p in payloads if initial_first_queries(p)]
     if not seen or any(not h for h in seen) or len({h["name"] for h in seen}) != 1:
         return None
-    times = []
-    for p in payloads:
-        n = int(p.get("initial_connections", 0))
-        times += [t for s, t in (p.get("host") or {}).get("first_query", {}).items() if int(s) < n]
+    times = [t for p in payloads for t in initial_first_queries(p, (p.get("host") or {}).get("first_query", {}))]
     if not times:
         return None
     block: dict[str, Any] = {"skew_ms": (max(times) - min(times)) * 1000.0, "connections": len(times)}
     if all(h["control_clock"] for h in seen):
         lags = [(t - start_time) * 1000.0 for t in times]
-        block["lag_ms"] = {"min": min(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags)}
+        block["lag_ms"] = distribution(lags)
     return block
 
 

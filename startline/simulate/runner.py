@@ -17,7 +17,7 @@ from startline.backends.memory.clock import EPOCH_2026
 from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator, initial_connections
 from startline.engine.scenario import Scenario
-from startline.engine.schedule import percentile
+from startline.engine.schedule import distribution, percentile
 from startline.engine.together import make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimTarget
@@ -122,15 +122,15 @@ def _measure(
     measured_start = dict(summary["start"])
     if true_first:  # the simulation's own witness of the start: ground truth
         measured_start["witnesses"] = dict(measured_start.get("witnesses") or {}) | {
-            "truth": {"skew_ms": (max(true_first) - min(true_first)) * 1000.0, "lag_ms": _block(lags)}
+            "truth": {"skew_ms": (max(true_first) - min(true_first)) * 1000.0, "lag_ms": distribution(lags)}
         }
     return {
         "status": summary["status"],
         "true": {
-            "lag_ms": _block(lags),
+            "lag_ms": distribution(lags),
             "skew_ms": (max(true_first) - min(true_first)) * 1000.0 if true_first else None,
-            "detection_ms": _block(detect),
-            "offset_error_ms": _block(offsets_err),
+            "detection_ms": distribution(detect),
+            "offset_error_ms": distribution(offsets_err),
             "ready_spread_ms": (max(ready) - min(ready)) * 1000.0 if ready else None,
         },
         "measured": {"start": measured_start, "control_plane": summary["control_plane"]},
@@ -150,12 +150,6 @@ def _load_figures(summary: Mapping[str, Any], profile: Profile) -> dict[str, Any
         | {"latency_p99_ms": m.get("latency_ms", {}).get("p99"), "service_p99_ms": m.get("service_ms", {}).get("p99")},
         "capacity": None if profile.capacity is None else profile.capacity.truth(),
     }
-
-
-def _block(xs: list[float]) -> dict[str, float] | None:
-    if not xs:
-        return None
-    return {"min": min(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "max": max(xs)}
 
 
 def over_seeds(values: list[float | None]) -> dict[str, float] | None:
