@@ -123,6 +123,11 @@ def window(snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last:
 # ---- the QPS controller ---------------------------------------------------------------------------
 
 
+def deadband(target: float) -> float:
+    """How far from the target (ops/s) a reading still holds: max(2, 5 % of the target)."""
+    return max(2.0, 0.05 * target)
+
+
 def gain(error: float) -> float:
     """The share of the estimated gap a step closes, by the size of the error (the seed's table)."""
     e = abs(error)
@@ -183,7 +188,7 @@ class QpsController:
     def decide(self, at_s: float, w: Window) -> tuple[QpsController, QpsDecision]:
         n, target, qps = self.connections, self.target, w.qps
         error = (qps - target) / target
-        band = max(2.0, 0.05 * target)
+        band = deadband(target)
 
         def to(new: int, action: str, **changes: Any) -> tuple[QpsController, QpsDecision]:
             new = min(self.high, max(self.low, new))

@@ -25,6 +25,7 @@ from startline.engine.loadcontrol import (
     QpsController,
     QpsDecision,
     Window,
+    deadband,
     rate_at,
     rate_plan,
     reported_through,
@@ -827,7 +828,7 @@ def qps_result_reason(last: QpsDecision | None, target: float, stop: StopReason 
         return "bounds_limit_reached"
     if last is None or last.action != "hold":
         return "not_settled"
-    return "settled" if abs(last.qps - target) <= max(2.0, 0.05 * target) else "nearest_whole_count"
+    return "settled" if abs(last.qps - target) <= deadband(target) else "nearest_whole_count"
 
 
 def initial_total(scenario: Scenario) -> int:
