@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,9 +204,22 @@ async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path)
             stdout=log,
             stderr=log,
             check=False,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # when it was launched, on this host's clock: the worker measures its own start delay
+            env={**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(time.time())},
             deliver_cancel=_end_worker,
         )
+
+
+LAUNCHED_AT = "STARTLINE_LAUNCHED_AT"
+"""The environment variable a launcher sets to the host's time (epoch seconds) it started a worker at."""
+
+
+def launched_at() -> float | None:
+    """When this worker process was launched, if its launcher said (``LAUNCHED_AT``)."""
+    try:
+        return float(os.environ[LAUNCHED_AT])
+    except (KeyError, ValueError):
+        return None
 
 
 async def _end_worker(process: trio.Process) -> None:
@@ -261,7 +275,9 @@ async def join_as_worker(
     scenario = Scenario.from_dict(run.scenario)
     check_calls_allowed(scenario, allow_call)
     tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
-    w = Worker(cp, tgt, SystemClock(), run_id, wid, index=index, group=group, scenario=scenario)
+    w = Worker(
+        cp, tgt, SystemClock(), run_id, wid, index=index, group=group, scenario=scenario, launched_at=launched_at()
+    )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 

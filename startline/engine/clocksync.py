@@ -6,6 +6,8 @@ error at most RTT/2; the sample with the lowest RTT is kept.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import attrs
 import trio
 import trio.testing
@@ -97,13 +99,19 @@ class ClockMap:
         return self.trio_anchor + (control_time - self.control_anchor)
 
 
-async def sleep_until_precisely(deadline: float, spin_s: float) -> None:
-    """``trio.sleep_until`` that, on the system clock, spins the last ``spin_s`` (yielding
-    to other tasks each pass) since an OS timer wakes a process a millisecond or two late.
-    Under a ``MockClock`` it is a plain ``sleep_until``: virtual time is exact."""
-    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock) or spin_s <= 0:
+async def sleep_until_precisely(
+    deadline: float, spin_s: float, sleep_until: Callable[[float], Awaitable[None]] = trio.sleep_until
+) -> None:
+    """``sleep_until`` that, on the system clock, spins the last ``spin_s`` (yielding to other
+    tasks each pass) since an OS timer wakes a process a millisecond or two late: a wake later
+    than the spin is still late by the difference. Under a ``MockClock`` the spin is exact (a
+    simulated runtime's sleep makes the wake late)."""
+    if spin_s <= 0:
+        await sleep_until(deadline)
+        return
+    await sleep_until(deadline - spin_s)
+    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
         await trio.sleep_until(deadline)
         return
-    await trio.sleep_until(deadline - spin_s)
     while trio.current_time() < deadline:
         await trio.lowlevel.checkpoint()

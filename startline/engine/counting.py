@@ -1,4 +1,5 @@
-"""Count control-plane queries by stage of a worker's life (setup, waiting, running, draining)."""
+"""Count control-plane queries by stage of a worker's life (setup, waiting, running, draining),
+and time each round trip by method (what ``startline calibrate`` fits a profile's latencies to)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import trio
+from hdrh.histogram import HdrHistogram
 
+from startline.engine.metrics import made, to_us
 from startline.engine.ports import ControlPlane, PushControlPlane
 
 QUERY_METHODS = frozenset(
@@ -33,11 +37,13 @@ QUERY_METHODS = frozenset(
 
 @attrs.define(eq=False)
 class CountingControlPlane:
-    """Wraps a control plane; every round trip adds one to the current ``stage``'s count."""
+    """Wraps a control plane; every round trip adds one to the current ``stage``'s count and its
+    duration to its method's histogram (failed ones too; a push wait is not a round trip)."""
 
     inner: ControlPlane
     stage: str = "setup"
     counts: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
+    latency: dict[str, HdrHistogram] = attrs.Factory(dict)
 
     @property
     def supports_push(self) -> bool:
@@ -47,11 +53,26 @@ class CountingControlPlane:
         method = getattr(self.inner, name)
         if name not in QUERY_METHODS:
             return method
-        return self._counted(method)
+        return self._counted(name, method)
 
-    def _counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
+    def latency_payload(self) -> dict[str, str]:
+        """Each method's round-trip times (HDR, microseconds), encoded."""
+        return {name: h.encode().decode("ascii") for name, h in sorted(self.latency.items())}
+
+    def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         async def call(*args: Any, **kwargs: Any) -> Any:
             self.counts[self.stage] += 1
-            return await method(*args, **kwargs)
+            began = trio.current_time()
+            try:
+                result = await method(*args, **kwargs)
+            except Exception:  # a failed round trip took its time too; a cancelled one is not timed
+                self._time(name, began)
+                raise
+            self._time(name, began)
+            return result
 
         return call
+
+    def _time(self, name: str, began: float) -> None:
+        if name != "wait_for_change":  # a push wait is not a round trip
+            made(self.latency, name).record_value(to_us(trio.current_time() - began))

@@ -93,16 +93,16 @@ class Recorder:
 
     def histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         """The histogram for (kind, phase), created on first use; connections keep a reference."""
-        return _made(self.histograms, (kind, phase))
+        return made(self.histograms, (kind, phase))
 
     def interval_histogram(self, interval: int) -> HdrHistogram:
-        return _made(self.interval_histograms, interval)
+        return made(self.interval_histograms, interval)
 
     def service_histogram(self, kind: str, phase: Phase) -> HdrHistogram:
-        return _made(self.service, (kind, phase))
+        return made(self.service, (kind, phase))
 
     def lag_histogram(self, phase: Phase) -> HdrHistogram:
-        return _made(self.lag, phase)
+        return made(self.lag, phase)
 
     def count(self, phase: Phase, what: int, interval: int | None = None) -> None:
         """One more offered (0), skipped (1) or late (2) operation in ``phase``; offered and
@@ -227,7 +227,7 @@ class Recorder:
         return out
 
 
-def _made(table: dict[Any, HdrHistogram], key: Any) -> HdrHistogram:
+def made(table: dict[Any, HdrHistogram], key: Any) -> HdrHistogram:
     """``table[key]``, a new histogram the first time."""
     hist = table.get(key)
     if hist is None:

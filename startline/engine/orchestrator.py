@@ -815,6 +815,7 @@ class Orchestrator:
             worker_statuses={w: str(s) for w, s in self._statuses.items()},
             worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
+            orchestrator_latency=self._counting.latency_payload(),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
             load=self.load_block(),
         )

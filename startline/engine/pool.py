@@ -25,6 +25,9 @@ class Pool:
     run_connection: RunConnection
     on_size: Callable[[int], None] = lambda _n: None
     """Told the number of running connections whenever it changes."""
+    spawned: Callable[[], Awaitable[None]] | None = None
+    """Awaited as each connection's task begins, before it counts as started: what starting a
+    task costs (``Runtime.spawned``), paid one connection after another."""
     _sessions: dict[int, Session] = attrs.Factory(dict)
     _scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
     _lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
@@ -72,6 +75,8 @@ class Pool:
                 await session.close()
 
     async def _connection(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.spawned is not None:
+            await self.spawned()
         with trio.CancelScope() as scope:
             self._scopes[slot] = scope
             self.on_size(len(self._scopes))

@@ -1,4 +1,4 @@
-"""What the core needs from the world: a control plane, a target, and a wall clock.
+"""What the core needs from the world: a control plane, a target, a wall clock and a runtime.
 
 Backends implement these protocols; the engine never imports a backend.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
+
+import trio
 
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
 from startline.engine.scenario import OperationSpec
@@ -120,3 +122,35 @@ class WallClock(Protocol):
     """This host's idea of now, in epoch seconds; may be off from the control plane's."""
 
     def now(self) -> float: ...
+
+
+class Runtime(Protocol):
+    """What a worker's process costs in time beyond its calls: starting a connection's task, and
+    how late a sleep wakes. Live, both are the machine's own (``TrioRuntime``); a simulation
+    charges them from its profile."""
+
+    async def spawned(self) -> None:
+        """Called as each connection's task begins: the cost of starting it."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until trio time ``deadline`` (or, on a real machine, a little later)."""
+        ...
+
+    async def release_until(self, deadline: float) -> None:
+        """Sleep until ``deadline``, an instant every worker of the run wakes at (a scheduled
+        start's release): on a shared machine they queue for its cores."""
+        ...
+
+
+class TrioRuntime:
+    """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``."""
+
+    async def spawned(self) -> None:
+        return None
+
+    async def sleep_until(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+
+    async def release_until(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)

@@ -11,7 +11,15 @@ import trio
 
 from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
-from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Target, WallClock
+from startline.engine.ports import (
+    ControlPlane,
+    ControlPlaneConflict,
+    ControlPlaneError,
+    Runtime,
+    Target,
+    TrioRuntime,
+    WallClock,
+)
 from startline.engine.scenario import Scenario
 from startline.engine.worker import Worker, WorkerRefused
 
@@ -22,11 +30,23 @@ def make_workers(
     target: Target,
     control: Callable[[str], ControlPlane],
     clock: Callable[[str], WallClock],
+    runtime: Callable[[str], Runtime] = lambda _w: TrioRuntime(),
 ) -> tuple[Worker, ...]:
-    """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle and clock."""
+    """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle,
+    clock and runtime."""
     return tuple(
         # one task per id: the incarnation is named, not drawn, so that runs are reproducible
-        Worker(control(w), target, clock(w), run_id, w, index=i, scenario=scenario, incarnation=f"{run_id}/{w}")
+        Worker(
+            control(w),
+            target,
+            clock(w),
+            run_id,
+            w,
+            index=i,
+            scenario=scenario,
+            incarnation=f"{run_id}/{w}",
+            runtime=runtime(w),
+        )
         for i, w in enumerate(worker_ids(scenario))
     )
 
@@ -98,6 +118,7 @@ async def run_together(
         with trio.move_on_at(crashes.get(w.worker_id, math.inf)):
             # as a launcher does: the run first, then its workers (set however ``run`` ends)
             await orchestrator.wait_prepared()
+            w.launched_at = w.clock.now()
             await trio.sleep(start_delays.get(w.worker_id, 0.0))
             try:
                 payloads[w.worker_id] = await w.run()

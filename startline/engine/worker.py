@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+from hdrh.histogram import HdrHistogram
 
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
@@ -29,7 +30,7 @@ from startline.engine.events import Next, WorkerView, after_poll, apply_event, c
 from startline.engine.lifecycle import worker_transition
 from startline.engine.liveness import RunSeen, judge_run_alive
 from startline.engine.loadcontrol import rate_plan
-from startline.engine.metrics import Recorder
+from startline.engine.metrics import Recorder, new_histogram, to_us
 from startline.engine.model import (
     ControlEvent,
     EventType,
@@ -42,7 +43,16 @@ from startline.engine.model import (
     WorkerStatus,
 )
 from startline.engine.pool import Pool
-from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, Session, Target, WallClock
+from startline.engine.ports import (
+    ControlPlane,
+    ControlPlaneConflict,
+    ControlPlaneError,
+    Runtime,
+    Session,
+    Target,
+    TrioRuntime,
+    WallClock,
+)
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, LoadMode, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
@@ -133,6 +143,10 @@ class Worker:
     scenario: Scenario | None = None
     incarnation: str = attrs.field(factory=lambda: uuid.uuid4().hex, kw_only=True)
     """This process's (or task's) claim on ``worker_id`` in the run: one incarnation per id."""
+    runtime: Runtime = attrs.field(factory=TrioRuntime, kw_only=True)
+    launched_at: float | None = attrs.field(default=None, kw_only=True)
+    """When this worker's launcher started it, on this host's wall clock (``None``: not known):
+    the process's start delay is measured from it."""
 
     status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
     failure: str | None = attrs.field(init=False, default=None)
@@ -164,6 +178,12 @@ class Worker:
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
     _growing: bool = attrs.field(init=False, default=False)
+    _began: float | None = attrs.field(init=False, default=None)
+    """This host's wall clock when ``run()`` began."""
+    _wakes: HdrHistogram = attrs.field(init=False, factory=new_histogram)
+    """How late this process woke from its start-path sleeps."""
+    _release_at: float | None = attrs.field(init=False, default=None)
+    """The trio instant a scheduled start releases this worker's connections at."""
     _rate_changes: list[tuple[float | None, float, float]] = attrs.field(init=False, factory=list)
     """SET_RATE events (at, rate, ramp_s) read before the open loop's schedule was made."""
     """Every connection has issued its ``operations_per_connection``."""
@@ -182,6 +202,7 @@ class Worker:
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
+        self._began = self.clock.now()
         try:
             with self._main:
                 await self._run()
@@ -267,18 +288,20 @@ class Worker:
         if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             self._conns.host_now = time.time  # the host's own clock: a witness of the start
         async with trio.open_nursery() as nursery:
-            pool = self._pool = Pool(nursery, self._open_session, self._conns.run, self._note_connections)
+            pool = self._pool = Pool(
+                nursery, self._open_session, self._conns.run, self._note_connections, self.runtime.spawned
+            )
             self._conns.grow = lambda: self._grow(nursery, pool)
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
                 self._clockmap = ClockMap.anchor(self._offset)
+                plan = StartPlan.of(sc.start, self._cp.supports_push, sc.load.controlled)
                 self._set_status(WorkerStatus.READY)
-                await self._heartbeat()
+                if plan.heartbeat_task_while_waiting:  # the inline loop says READY with its own first beat
+                    await self._heartbeat()
                 self._mark("ready")
-                joined = _Joined(
-                    sc, StartPlan.of(sc.start, self._cp.supports_push, sc.load.controlled), pool, self._clockmap
-                )
+                joined = _Joined(sc, plan, pool, self._clockmap)
                 if await self._start(nursery, joined):
                     await self._follow_events(nursery, joined)
                 await self._drain(pool)
@@ -319,7 +342,8 @@ class Worker:
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
         if plan.at_start_time:
-            await sleep_until_precisely(start_trio, plan.spin_s)
+            self._release_at = start_trio
+            await sleep_until_precisely(start_trio, plan.spin_s, self.runtime.release_until)
         if not conns.gate.is_open:
             conns.open_gate(windows, self._rate(), self._rate_plan(windows))
         if pool.size != self.view.connections:
@@ -347,28 +371,30 @@ class Worker:
 
     async def _wait_inline(self, sleep_s: float) -> None:
         """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
-        at most once a second, then sleep (200 ms in the seed)."""
+        at most once a second (the first beat says READY), then sleep (200 ms in the seed). As
+        the seed's loop, it leaves on what RUN_STATUS says, not on a START read among the events
+        (a STOP there ends the wait)."""
         last_poll = last_beat = -math.inf
         while True:
-            self._see_run(await self._cp.read_run(self.run_id))
-            if self.view.started or self.view.stopping:
+            run = self._see_run(await self._cp.read_run(self.run_id))
+            if (run.status is RunStatus.RUNNING and self.view.started) or self.view.stopping:
                 return
             now = trio.current_time()
             if now - last_poll >= INLINE_PERIOD_S:
                 last_poll = now
                 await self._poll_events(None)
-                if self.view.started or self.view.stopping:
+                if self.view.stopping:
                     return
             if now - last_beat >= INLINE_PERIOD_S:
                 last_beat = now
                 await self._heartbeat()
-            await trio.sleep(sleep_s)
+            await self._sleep(sleep_s)
 
     async def _wait_poll(self, interval: float, jitter: float) -> None:
         """Poll RUN_STATUS every interval. The first poll waits one interval: the run cannot have
         started before the orchestrator read this worker's READY beat, which has only just landed."""
         while True:
-            await trio.sleep(self._interval(interval, jitter))
+            await self._sleep(self._interval(interval, jitter))
             self._see_run(await self._cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
@@ -380,6 +406,12 @@ class Worker:
                 return
             with trio.move_on_after(recheck_s):
                 await self._cp.wait_for_change(self.run_id, run.version)
+
+    async def _sleep(self, seconds: float) -> None:
+        """A start-path sleep, through the runtime, noting how late it woke."""
+        deadline = trio.current_time() + seconds
+        await self.runtime.sleep_until(deadline)
+        self._wakes.record_value(to_us(trio.current_time() - deadline))
 
     def _interval(self, interval: float, jitter: float) -> float:
         return max(0.0, interval + (self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))
@@ -462,7 +494,7 @@ class Worker:
                     with trio.move_on_at(min(trio.current_time() + check_every, self._idle_deadline)):
                         seen_version = await self._cp.wait_for_change(self.run_id, seen_version)
                 else:
-                    await trio.sleep(self._interval(plan.follow_interval_s, plan.jitter_s))
+                    await self._sleep(self._interval(plan.follow_interval_s, plan.jitter_s))
             if self.view.stopping:
                 return
         log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
@@ -731,6 +763,18 @@ class Worker:
             "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
         }
 
+    def _process(self) -> dict[str, Any]:
+        """This process's own costs: how long after its launcher it began; how late it woke from
+        its start-path sleeps; under a scheduled start, how late its first connection began after
+        the release instant (a late wake, and the wait for a core when every process wakes at once)."""
+        began, launched, release = self._began, self.launched_at, self._release_at
+        firsts = self._conns.first_query if self._conns else {}
+        return {
+            "start_delay_ms": None if began is None or launched is None else (began - launched) * 1000.0,
+            "wake_late_us": self._wakes.encode().decode("ascii") if self._wakes.get_total_count() else None,
+            "release_late_ms": None if release is None or not firsts else (min(firsts.values()) - release) * 1000.0,
+        }
+
     def payload(self, status: WorkerStatus | None = None) -> dict[str, Any]:
         """The TEST_RESULTS payload (saying ``status``, by default the worker's own): timeline,
         clock, metrics, control-plane cost, events applied."""
@@ -757,8 +801,10 @@ class Worker:
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
             "host": self._host_witness(),
+            "process": self._process(),
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),
+                "latency_us": self._counting.latency_payload(),
                 "health": self._cp.health.statistics().to_payload(),
                 "waiting_s": span("waiting", "running"),
                 "running_s": span("running", "draining"),

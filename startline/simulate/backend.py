@@ -1,9 +1,13 @@
 """The memory backend's semantics plus latency on virtual time.
 
 A call of class C from host H takes a latency drawn from (seed, H, C, n) where n counts
-H's calls of class C. The effect (a write landing, a read looking, CURRENT_TIMESTAMP()
-being taken) happens at ``visibility`` × latency into the round trip; the reply comes
-back after the rest. The control plane's clock is the truth.
+H's calls of class C. A read looks (and a ``server_time`` reads the clock) at ``visibility``
+× latency into the round trip; a write takes its timestamp at ``stamp`` × latency (as a
+statement's ``CURRENT_TIMESTAMP()`` is taken when it begins) and lands at ``commit`` × latency;
+the reply comes back after the rest. The control plane's clock is the truth.
+
+``SimRuntime`` charges a worker process's own costs: each connection task's start (``spawn``)
+and each start-path sleep's late wake (``wake``, ``monotonic_drift_ppm``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import attrs
 import trio
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
+from startline.backends.memory.control import STAMPED_AT
 from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import OperationSpec
-from startline.simulate.models import Capacity, Profile, rng_for
+from startline.simulate.models import Capacity, Latency, Profile, rng_for
 
 SLEEPS = [0]
 """Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
@@ -36,6 +41,10 @@ CALL_CLASS_OF = {
     "upsert_result": "results_insert",
     "server_time": "server_time",
 }
+WRITE_METHODS = frozenset(
+    {"create_run", "update_run", "append_event", "register_worker", "upsert_heartbeat", "mark_worker", "upsert_result"}
+)
+"""Calls whose effect is a write: stamped at ``stamp``, landing at ``commit``."""
 
 
 @attrs.define(eq=False)
@@ -74,13 +83,26 @@ class SimControlPlane:
                 or self.profile.broken(call_class, now)
             )
             vis, jit = self.profile.visibility, self.profile.visibility_jitter
-            before = latency * (vis + rng.uniform(-jit, jit) if jit else vis)
+            shift = rng.uniform(-jit, jit) if jit else 0.0
+            stamp, commit = self.profile.write_points() if name in WRITE_METHODS else (vis, vis)
+            before = latency * min(1.0, max(0.0, commit + shift))
+            stamped_at = latency * min(1.0, max(0.0, stamp + shift))
             SLEEPS[0] += 2
-            await trio.sleep(before)
+            stamp_value = None
+            if stamped_at < before:  # the statement reads the clock as it begins, lands later
+                await trio.sleep(stamped_at)
+                stamp_value = self.store.clock.now()
+                await trio.sleep(before - stamped_at)
+            else:
+                await trio.sleep(before)
             if failing:
                 await trio.sleep(latency - before)
                 raise ControlPlaneError(f"injected {call_class} failure")
-            result = await method(*args, **kwargs)
+            token = STAMPED_AT.set(stamp_value)
+            try:
+                result = await method(*args, **kwargs)
+            finally:
+                STAMPED_AT.reset(token)
             await trio.sleep(latency - before)
             if call_class == "event_read" and result and rng.random() < self.profile.stale_event_reads:
                 result = stale_read(result, rng)
@@ -96,6 +118,43 @@ def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
     events = events + [rng.choice(events) for _ in range(rng.randint(0, 2))] if events else events
     rng.shuffle(events)
     return events
+
+
+@attrs.define(eq=False)
+class SimRuntime:
+    """One worker process's costs on virtual time: starting a connection's task takes ``spawn``
+    (drawn per host and task), a sleep lasts (1 + the host's monotonic drift) times as long and
+    wakes ``wake`` late (drawn per host and wake); the release every worker wakes at together,
+    ``release_wake`` late (else ``wake``)."""
+
+    profile: Profile
+    seed: int
+    host: str
+    _spawns: int = attrs.field(init=False, default=0)
+    _wakes: int = attrs.field(init=False, default=0)
+    _drift: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._drift = self.profile.host_drift(self.seed, self.host)
+
+    async def spawned(self) -> None:
+        if self.profile.spawn is not None:
+            n, self._spawns = self._spawns, self._spawns + 1
+            await trio.sleep(self.profile.spawn.sample(rng_for(self.seed, self.host, "spawn", n)))
+
+    async def sleep_until(self, deadline: float) -> None:
+        await self._sleep(deadline, self.profile.wake, "wake")
+
+    async def release_until(self, deadline: float) -> None:
+        await self._sleep(deadline, self.profile.release_wake or self.profile.wake, "release")
+
+    async def _sleep(self, deadline: float, late: Latency | None, what: str) -> None:
+        now = trio.current_time()
+        wake = now + max(0.0, deadline - now) * (1.0 + self._drift)
+        if late is not None:
+            n, self._wakes = self._wakes, self._wakes + 1
+            wake += late.sample(rng_for(self.seed, self.host, what, n))
+        await trio.sleep_until(wake)
 
 
 @attrs.define(eq=False)
@@ -143,6 +202,7 @@ class SimTarget:
     ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
 
     _servers: trio.Semaphore | None = attrs.field(init=False, default=None)
+    _opened: set[str] = attrs.field(init=False, factory=set)
 
     async def serve(self, capacity: Capacity, rng: Any) -> None:
         """Wait (FIFO) for one of the target's servers, then hold it for a service time; past
@@ -162,6 +222,10 @@ class SimTarget:
             servers.release()
 
     async def open_session(self, worker_id: str, slot: int) -> SimSession:
+        init = self.profile.worker_init
+        if init is not None and worker_id not in self._opened:  # the worker's pool sets up once
+            self._opened.add(worker_id)
+            await trio.sleep(init.sample(rng_for(self.seed, worker_id, "init", 0)))
         return SimSession(self, worker_id, slot)
 
     def error_category(self, exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
-from startline.simulate.backend import SimControlPlane, SimTarget
+from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
 from startline.simulate.determinism import seed_everything
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
@@ -195,7 +195,9 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
         return o
 
     async def main() -> tuple[Ended, tuple[Worker, ...], float]:
-        workers = make_workers(sc, RUN_ID, target, control, lambda w: host_clock(profile, seed, w))
+        workers = make_workers(
+            sc, RUN_ID, target, control, lambda w: host_clock(profile, seed, w), lambda w: SimRuntime(profile, seed, w)
+        )
         ended = await run_together(
             orchestrator("orchestrator"),
             workers,

@@ -216,6 +216,23 @@ class Profile:
     capacity: Capacity | None = None  # the target serves this many operations at once (else: each takes `target`)
     target_stalls: tuple[tuple[float, float], ...] = ()  # [start_s, end_s): the target answers nothing
     worker_start: Latency | None = None  # each worker process begins this long after its run exists
+    stamp: float | None = None  # where in a write's round trip now() is taken (None: at visibility)
+    commit: float | None = None  # where in a write's round trip it lands (None: at visibility)
+    worker_init: Latency | None = None  # a worker's first session takes this long to open (its pool's set-up)
+    spawn: Latency | None = None  # starting one connection's task costs this (one after another)
+    wake: Latency | None = None  # each sleep of a worker's start path wakes this much late
+    release_wake: Latency | None = None  # a scheduled release, all workers at once, this late (else wake)
+    monotonic_drift_ppm: float = 0.0  # each host's sleeps last (1 + uniform ±ppm) times as long
+
+    def write_points(self) -> tuple[float, float]:
+        """(stamp, commit): where in a write's round trip its timestamp is taken and where it lands."""
+        vis = self.visibility
+        return (vis if self.stamp is None else self.stamp, vis if self.commit is None else self.commit)
+
+    def host_drift(self, seed: int, host: str) -> float:
+        """This host's monotonic clock rate error (a fraction: 1e-6 per ppm)."""
+        ppm = self.monotonic_drift_ppm
+        return rng_for(seed, host, "monotonic", 0).uniform(-ppm, ppm) * 1e-6 if ppm else 0.0
 
     def start_delay_s(self, seed: int, worker: str) -> float:
         """How long after the run exists this worker begins (a process starting, importing, connecting)."""
@@ -258,6 +275,13 @@ class Profile:
             "capacity",
             "target_stalls",
             "worker_start",
+            "stamp",
+            "commit",
+            "worker_init",
+            "spawn",
+            "wake",
+            "release_wake",
+            "monotonic_drift_ppm",
         }
         for key in data:
             if key not in known:
@@ -274,6 +298,20 @@ class Profile:
             raise ConfigError(
                 "visibility_jitter", f"must be between 0 and min(visibility, 1 - visibility) (got {jit!r})"
             )
+        points = {k: data.get(k) for k in ("stamp", "commit")}
+        for k, v in points.items():
+            if v is not None and not (_is_number(v) and 0 <= v <= 1):
+                raise ConfigError(k, f"must be between 0 and 1 (got {v!r})")
+        stamp, commit = (vis if points[k] is None else points[k] for k in ("stamp", "commit"))
+        if stamp > commit:
+            raise ConfigError("stamp", f"must be <= commit: a write is stamped before it lands (got {stamp!r})")
+        drift = data.get("monotonic_drift_ppm", 0.0)
+        if not _is_number(drift) or not 0 <= drift <= 1e5:
+            raise ConfigError("monotonic_drift_ppm", f"must be between 0 and 100000 (got {drift!r})")
+
+        def latency(key: str) -> Latency | None:
+            return None if key not in data else Latency.parse(data[key], key)
+
         return cls(
             name=data.get("name", name),
             control={k: Latency.parse(v, f"control.{k}") for k, v in control.items()},
@@ -285,7 +323,14 @@ class Profile:
             error_probability=_probabilities(data.get("error_probability", {})),
             capacity=Capacity.parse(data.get("capacity")),
             target_stalls=_stalls(data.get("target_stalls", [])),
-            worker_start=None if "worker_start" not in data else Latency.parse(data["worker_start"], "worker_start"),
+            worker_start=latency("worker_start"),
+            stamp=None if points["stamp"] is None else float(points["stamp"]),
+            commit=None if points["commit"] is None else float(points["commit"]),
+            worker_init=latency("worker_init"),
+            spawn=latency("spawn"),
+            wake=latency("wake"),
+            release_wake=latency("release_wake"),
+            monotonic_drift_ppm=float(drift),
             **_faults(data.get("faults", {})),
         )
 

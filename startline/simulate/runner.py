@@ -20,7 +20,7 @@ from startline.engine.scenario import Scenario
 from startline.engine.schedule import distribution, percentile
 from startline.engine.together import make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
-from startline.simulate.backend import SimControlPlane, SimTarget
+from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
 from startline.simulate.determinism import seed_everything
 from startline.simulate.models import Profile, rng_for
 
@@ -70,7 +70,12 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
             SimControlPlane(store, profile, seed, ORCHESTRATOR), clocks[ORCHESTRATOR], scenario, "sim"
         )
         workers = make_workers(
-            scenario, "sim", target, lambda w: SimControlPlane(store, profile, seed, w), clocks.__getitem__
+            scenario,
+            "sim",
+            target,
+            lambda w: SimControlPlane(store, profile, seed, w),
+            clocks.__getitem__,
+            lambda w: SimRuntime(profile, seed, w),
         )
         delays = {w.worker_id: profile.start_delay_s(seed, w.worker_id) for w in workers}
         summary = (await run_together(orchestrator, workers, crashes=profile.crashes, start_delays=delays)).summary

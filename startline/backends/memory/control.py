@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -12,6 +13,10 @@ import trio
 
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError, WallClock
+
+STAMPED_AT: ContextVar[float | None] = ContextVar("STAMPED_AT", default=None)
+"""Set by a caller (the simulator) for the length of one write: the instant its statement read
+the clock (``CURRENT_TIMESTAMP()`` as a statement begins), where it lands later."""
 
 
 @attrs.define(eq=False)
@@ -28,7 +33,8 @@ class MemoryStore:
     _changed: dict[str, trio.Event] = attrs.Factory(dict)
 
     def now(self) -> float:
-        return self.clock.now()
+        stamped = STAMPED_AT.get()
+        return self.clock.now() if stamped is None else stamped
 
     def run(self, run_id: str) -> RunState:
         try:
