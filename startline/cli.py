@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from startline import launch
-from startline.engine.files import write_json
+from startline.engine.files import write_atomic, write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, LoadMode, Scenario
 from startline.engine.together import worker_ids
@@ -391,7 +391,10 @@ def simulate(
         ("lag max ms", st["lag_ms"]["max"]),
         ("skew ms", st["skew_ms"]),
         ("skew ms, as the workers measured it", st["measured_skew_ms"]),
+        ("  measured − true", st["skew_error_ms"]),
+        ("  ± its error bar (skew_uncertainty_ms)", st["skew_uncertainty_ms"]),
         ("lag max ms, as the workers measured it", st["measured_lag_ms"]["max"]),
+        ("  measured − true", st["lag_max_error_ms"]),
         ("control-plane q/worker/s waiting", cp["per_worker_per_s_waiting"]),
         ("control-plane q/worker/s running", cp["per_worker_per_s_running"]),
     ]
@@ -530,6 +533,43 @@ def sweep(sweep_file: str, jobs: int, out: str) -> None:
         from startline.simulate.sweep import PLOT_EXTRA
 
         err.print(PLOT_EXTRA, highlight=False, markup=False)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="calibrated.toml", show_default=True, help="The profile to write."
+)
+@click.option("--name", default="calibrated", show_default=True, help="The profile's name.")
+def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
+    """Fit a simulate profile to live runs: their control-plane round trips by kind, their
+    operations' service times, their worker processes' start delays and late wakes.
+
+    Each RUN_DIR is the --out of a `startline run` whose workers were processes (it holds
+    worker-*.json). Then `startline simulate SCENARIO --profile-file OUT` predicts a scenario
+    against what those runs saw.
+    """
+    from rich.table import Table
+
+    from startline.simulate.calibrate import Observed, fit, to_toml
+    from startline.simulate.models import Profile
+
+    try:
+        runs = [Observed.read(Path(d)) for d in run_dirs]
+        fitted = fit(runs, name)
+        profile = Profile.from_dict(fitted, name)  # what simulate will read: checked before writing
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    write_atomic(Path(out), to_toml(fitted, [r.source for r in runs]))
+    table = Table(title=f"profile {name!r} from {len(runs)} run(s), {sum(len(r.payloads) for r in runs)} workers")
+    for col in ("figure", "mean ms", "worst ms"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    figures = {f"control.{c}": m for c, m in profile.control.items()} | {"target": profile.target}
+    figures |= {k: m for k in ("worker_start", "wake", "release_wake") if (m := getattr(profile, k)) is not None}
+    for figure, model in figures.items():
+        table.add_row(figure, f"{model.mean_s * 1000:,.3f}", f"{model.worst_s * 1000:,.3f}")
+    Console(width=max(100, Console().width)).print(table)
+    click.echo(f"wrote {out} (clock_spread_ms = {profile.clock_spread_ms:g})")
 
 
 if __name__ == "__main__":

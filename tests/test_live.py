@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
 from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
 from startline.inprocess import run_in_process_async
+from startline.simulate.models import Profile
 from startline.testing import CLI, ROOT, kv_setup, run_cli
 
 LIVE = (
@@ -81,11 +83,23 @@ def _check_multiprocess_run(out: Path, proc: subprocess.CompletedProcess[str], c
     return summary
 
 
-def test_multiprocess_run_on_sqlite(tmp_path):
+def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     (tmp_path / "live.toml").write_text(LIVE)
     out = tmp_path / "out"
     proc = cli("run", str(tmp_path / "live.toml"), "--out", str(out))
     _check_multiprocess_run(out, proc, out / "control.db")
+    # what the run measured of itself becomes a profile that predicts the same scenario
+    profile = tmp_path / "profile.toml"
+    proc = cli("calibrate", str(out), "--out", str(profile))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fitted = Profile.from_dict(tomllib.loads(profile.read_text()))
+    assert {"status_read", "heartbeat_merge", "results_insert", "status_update", "event_insert"} <= set(fitted.control)
+    assert fitted.clock_spread_ms == 0.0  # both workers on this host: one clock
+    assert fitted.worker_start is not None and 0 < fitted.worker_start.mean_s < 30  # a process starting
+    assert fitted.release_wake is not None  # a scheduled start: how late each worker's first connection began
+    proc = cli("simulate", str(tmp_path / "live.toml"), "--profile-file", str(profile), "--seeds", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "profile calibrated" in proc.stdout
 
 
 def test_multiprocess_run_with_the_control_plane_on_fakesnow(tmp_path, fakesnow_home):

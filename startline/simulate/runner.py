@@ -18,7 +18,7 @@ from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator, initial_connections
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import distribution, percentile
-from startline.engine.together import make_workers, run_together, worker_ids
+from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
 from startline.simulate.determinism import seed_everything
@@ -57,11 +57,17 @@ class JumpingClock:
 
 def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
     """One run on virtual time; returns truth and estimates for the start path."""
+    return simulate_run(scenario, profile, seed)[0]
+
+
+def simulate_run(scenario: Scenario, profile: Profile, seed: int) -> tuple[dict[str, Any], Ended]:
+    """One run on virtual time: truth and estimates for the start path, and what the run left
+    (its summary, each worker's results: what a live run writes to its directory)."""
     scenario = attrs.evolve(scenario, seed=seed)
     seed_everything(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> tuple[dict[str, Any], Ended]:
         store = MemoryStore(truth_clock)
         target = SimTarget(profile, seed)
 
@@ -78,9 +84,10 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
             lambda w: SimRuntime(profile, seed, w),
         )
         delays = {w.worker_id: profile.start_delay_s(seed, w.worker_id) for w in workers}
-        summary = (await run_together(orchestrator, workers, crashes=profile.crashes, start_delays=delays)).summary
+        ended = await run_together(orchestrator, workers, crashes=profile.crashes, start_delays=delays)
+        summary = ended.summary
         commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
-        return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile)
+        return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile), ended
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -187,6 +194,14 @@ def load_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _error(run: Mapping[str, Any], figure: str, stat: str | None = None) -> float | None:
+    """What the workers measured minus the truth, for one run's start figure."""
+    measured, true = run["measured"]["start"].get(figure), run["true"].get(figure)
+    if stat is not None:
+        measured, true = (None if d is None else d.get(stat) for d in (measured, true))
+    return None if measured is None or true is None else measured - true
+
+
 def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) -> dict[str, Any]:
     seeds = [r["seed"] for r in runs]
     t = [r["true"] for r in runs]
@@ -211,6 +226,9 @@ def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) 
                 for k in ("p50", "max")
             },
             "measured_skew_ms": over_seeds([r["measured"]["start"]["skew_ms"] for r in runs]),
+            "skew_error_ms": over_seeds([_error(r, "skew_ms") for r in runs]),
+            "lag_max_error_ms": over_seeds([_error(r, "lag_ms", "max") for r in runs]),
+            "skew_uncertainty_ms": over_seeds([r["measured"]["start"].get("skew_uncertainty_ms") for r in runs]),
         },
         "control_plane": {
             "per_worker_per_s_waiting": over_seeds([c["per_worker_per_s_waiting"] for c in cp]),

@@ -33,7 +33,7 @@ import attrs
 
 from startline.engine.files import write_atomic
 from startline.engine.scenario import ConfigError, Scenario, deprecated
-from startline.simulate.models import Profile
+from startline.simulate.models import Latency, Profile
 from startline.simulate.runner import aggregate, simulate_once
 
 START_PATH_SCENARIO: dict[str, Any] = {
@@ -80,6 +80,10 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+LATENCY_FIELDS = frozenset({"worker_start", "worker_init", "spawn", "wake", "release_wake"})
+"""Profile fields a cell sets with a latency model (a number of ms, or a table with a type)."""
+
+
 @attrs.frozen
 class Cell:
     name: str
@@ -93,7 +97,7 @@ class Cell:
                 field = key.removeprefix("profile.")
                 if field not in prof or field in ("control", "target", "name"):
                     raise ConfigError(key, "unknown or unsweepable profile field")
-                prof[field] = value
+                prof[field] = Latency.parse(value, key) if field in LATENCY_FIELDS else value
             else:
                 _set(sc, key, value)
         try:

@@ -1,0 +1,162 @@
+"""How well the simulator predicts live runs: N live runs per strategy on SQLite (W worker
+processes × C connections), interleaved; a profile calibrated from the first half of each
+strategy's runs (`startline calibrate`); that strategy's scenario simulated over S seeds with it;
+predicted / live for the other half.
+
+    .venv/bin/python benchmarks/fidelity.py [--runs 20] [--groups 15] [--workers 4] [--connections 2]
+
+Figures, pooled over the predicted half's runs: detection (each worker's detect mark −
+START_TIME) p50/p99, lag (each initial connection's first operation − START_TIME) p50/p99,
+skew (one per run) p50/p99, and control-plane queries per worker per second while waiting.
+Predicted: the same figures over a group of as many simulated runs, median over the groups.
+Goal (issue 12): every ratio within 0.85–1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import attrs
+from live_start import scenario_toml
+
+from startline.engine.scenario import Scenario
+from startline.engine.schedule import percentile
+from startline.simulate.calibrate import Observed, fit
+from startline.simulate.models import Profile
+from startline.simulate.runner import simulate_once
+
+STRATEGIES = {
+    "poll": {"strategy": "poll"},  # every 50 ms, bookkeeping in parallel, pre-spawned
+    "seed-legacy (inline-poll)": {"strategy": "inline-poll"},
+    "scheduled": {"strategy": "scheduled"},  # poll every 2 s, lead 3 s
+}
+SIM_MEASUREMENT_S = 0.3
+FIGURES = ("detection p50", "detection p99", "lag p50", "lag p99", "skew p50", "skew p99", "cp q/worker/s waiting")
+
+
+def live_figures(run_dir: Path) -> dict[str, list[float]]:
+    """One live run's raw figures: each worker's detection, each initial connection's lag, the skew."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    start = summary["start_time"]
+    out: dict[str, list[float]] = {"detection": [], "lag": [], "skew": [], "cp": []}
+    for f in sorted(run_dir.glob("worker-*.json")):
+        p = json.loads(f.read_text())
+        n = p["initial_connections"]
+        if (detect := p["timeline"].get("detect")) is not None:
+            out["detection"].append((detect - start) * 1000.0)
+        out["lag"] += [(t - start) * 1000.0 for s, t in p["first_query"].items() if int(s) < n]
+    out["skew"].append(summary["start"]["skew_ms"])
+    out["cp"].append(summary["control_plane"]["per_worker_per_s_waiting"])
+    return out
+
+
+def simulated_figures(scenario: Scenario, profile: Profile, seeds: range) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"detection": [], "lag": [], "skew": [], "cp": []}
+    for seed in seeds:
+        r = simulate_once(scenario, profile, seed)
+        # from START_TIME, as live (detection_ms is from the RUNNING write: START_TIME - lead when scheduled)
+        shift = (r["commit_time"] - r["start_time"]) * 1000.0
+        out["detection"] += [w["detection_ms"] + shift for w in r["workers"] if w["detection_ms"] is not None]
+        out["lag"] += [lag for w in r["workers"] for lag in w["true_lag_ms"]]
+        out["skew"].append(r["true"]["skew_ms"])
+        out["cp"].append(r["measured"]["control_plane"]["per_worker_per_s_waiting"])
+    return out
+
+
+def summarise(raw: dict[str, list[float]]) -> dict[str, float]:
+    return {
+        "detection p50": percentile(raw["detection"], 50),
+        "detection p99": percentile(raw["detection"], 99),
+        "lag p50": percentile(raw["lag"], 50),
+        "lag p99": percentile(raw["lag"], 99),
+        "skew p50": percentile(raw["skew"], 50),
+        "skew p99": percentile(raw["skew"], 99),
+        "cp q/worker/s waiting": sum(raw["cp"]) / len(raw["cp"]),
+    }
+
+
+def merge(items: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {k: [x for item in items for x in item[k]] for k in ("detection", "lag", "skew", "cp")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20, help="Live runs per strategy (half calibrate, half are predicted).")
+    ap.add_argument("--groups", type=int, default=15, help="Groups of simulated runs, each as many as the live ones.")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=2)
+    ap.add_argument("--out", default="out/bench-fidelity")
+    ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
+    args = ap.parse_args()
+    root = Path(args.out)
+    dirs: dict[str, list[Path]] = {name: [] for name in STRATEGIES}
+    for run in range(args.runs):
+        for name, start in STRATEGIES.items():  # interleaved: machine noise hits every strategy alike
+            out = root / name.split()[0] / f"run{run:02d}"
+            if not (args.reuse and (out / "summary.json").exists()):
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                (out / "scenario.toml").write_text(scenario_toml(start, args.workers, args.connections))
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "startline.cli",
+                        "run",
+                        str(out / "scenario.toml"),
+                        "--out",
+                        str(out),
+                        "--quiet",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                if proc.returncode != 0:
+                    print(f"{name} run {run}: exit {proc.returncode}: {proc.stderr[-500:]}", file=sys.stderr)
+                    continue
+            dirs[name].append(out)
+        print(f"live run {run + 1}/{args.runs} of each strategy done", file=sys.stderr, flush=True)
+    table: list[dict[str, Any]] = []
+    for name, runs in dirs.items():
+        half = len(runs) // 2
+        calibrating, predicted = runs[:half], runs[half:]
+        profile = Profile.from_dict(fit([Observed.read(d) for d in calibrating], "fidelity"), "fidelity")
+        # The start path ends at the first operations: a short measurement predicts it as well and
+        # spares simulating half a million operations per seed.
+        scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=SIM_MEASUREMENT_S)
+        live = summarise(merge([live_figures(d) for d in predicted]))
+        # Predict what that many live runs show: each figure over a group of as many simulated
+        # runs, the median over the groups (a p99 of six runs is not the p99 of sixty).
+        n = len(predicted)
+        groups = [
+            summarise(simulated_figures(scenario, profile, range(g * n, (g + 1) * n))) for g in range(args.groups)
+        ]
+        sim = {f: statistics.median(g[f] for g in groups) for f in FIGURES}
+        for figure in FIGURES:
+            ratio = sim[figure] / live[figure] if live[figure] else float("nan")
+            table.append(
+                {"strategy": name, "figure": figure, "live": live[figure], "predicted": sim[figure], "ratio": ratio}
+            )
+        print(f"{name}: calibrated from {half} runs, predicted {len(predicted)}", file=sys.stderr, flush=True)
+    print("| strategy | figure | live | predicted | predicted / live |")
+    print("|---|---|---|---|---|")
+    for row in table:
+        flag = "" if 0.85 <= row["ratio"] <= 1.15 else " ✗"
+        print(
+            f"| {row['strategy']} | {row['figure']} | {row['live']:.2f} | {row['predicted']:.2f} | "
+            f"{row['ratio']:.2f}{flag} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

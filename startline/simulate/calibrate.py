@@ -1,0 +1,178 @@
+"""Fit a simulate profile to live runs (``startline calibrate RUN_DIR... --out profile.toml``).
+
+What a run measured of itself becomes the profile's figures, each an empirical distribution
+of ``QUANTILES`` evenly spaced quantiles of everything observed:
+
+- ``control.<class>``: every control-plane round trip, timed by the workers (their results
+  files) and the orchestrator (summary.json), merged by the simulator's call class;
+- ``target``: the operations' service times (all kinds and phases);
+- ``worker_start``: how long after its launcher each worker process began;
+- ``wake``: how late the workers' start-path sleeps woke;
+- ``release_wake``: under a scheduled start, how late each worker's first connection began
+  after the release instant (all processes wake at once: on a small machine they queue for
+  its cores, which a sleep of one's own does not show).
+
+What no run can observe is left at the simulator's default and said so in the file: where in
+a round trip the server reads its clock or a write lands (``visibility``, ``stamp``,
+``commit``), and the cost of starting a task (``spawn``; microseconds on a real machine). Hosts'
+clocks: one host (every worker's host witness names the same machine) shares one clock,
+``clock_spread_ms = 0``; otherwise the largest estimated offset, as ±spread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from hdrh.histogram import HdrHistogram
+
+from startline.engine.metrics import merge_histograms, new_histogram, to_us
+from startline.engine.scenario import ConfigError
+from startline.simulate.backend import CALL_CLASS_OF
+
+QUANTILES = 200
+"""Points of each fitted empirical distribution (the quantiles at (i + ½) / QUANTILES)."""
+
+
+@attrs.frozen
+class Observed:
+    """What one live run says about itself: its workers' results and its summary."""
+
+    source: str
+    payloads: tuple[Mapping[str, Any], ...]
+    summary: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Observed:
+        """A run directory of ``startline run``: ``worker-*.json`` (each worker process's results)
+        and ``summary.json``."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise ConfigError("RUN_DIR", f"{str(run_dir)!r} is not a directory")
+        files = sorted(run_dir.glob("worker-*.json"))
+        if not files:
+            raise ConfigError(
+                "RUN_DIR",
+                f"{str(run_dir)!r} has no worker-*.json: calibrate needs a run whose workers were processes",
+            )
+        summary = run_dir / "summary.json"
+        return cls(
+            str(run_dir),
+            tuple(json.loads(f.read_text()) for f in files),
+            json.loads(summary.read_text()) if summary.exists() else {},
+        )
+
+
+def empirical(h: HdrHistogram) -> dict[str, Any]:
+    """A histogram (microseconds) as an empirical latency model (milliseconds)."""
+    return {
+        "type": "empirical",
+        "samples_ms": [
+            round(h.get_value_at_percentile(100.0 * (i + 0.5) / QUANTILES) / 1000.0, 4) for i in range(QUANTILES)
+        ],
+    }
+
+
+def _merged(encoded: Iterable[str]) -> HdrHistogram | None:
+    items = list(encoded)
+    return merge_histograms(items) if items else None
+
+
+def control_latencies(runs: Sequence[Observed]) -> dict[str, HdrHistogram]:
+    """Every timed round trip, workers' and orchestrators', by the simulator's call class."""
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        sources = [p.get("control_plane", {}).get("latency_us", {}) for p in run.payloads]
+        sources.append(run.summary.get("control_plane", {}).get("orchestrator_latency_us", {}))
+        for latency in sources:
+            for method, encoded in latency.items():
+                by_class[CALL_CLASS_OF.get(method, "other")].append(encoded)
+    return {c: h for c, items in sorted(by_class.items()) if (h := _merged(items)) is not None}
+
+
+def service_times(runs: Sequence[Observed]) -> HdrHistogram | None:
+    """The operations' service times: in an open loop the ``service`` histograms (its latency
+    includes the wait for a free slot), else the latency histograms."""
+    items = []
+    for run in runs:
+        for p in run.payloads:
+            metrics = p.get("metrics", {})
+            table = metrics.get("service") or metrics.get("histograms", {})
+            items += [enc for kinds in table.values() for enc in kinds.values()]
+    return _merged(items)
+
+
+def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
+    """A profile (as ``Profile.from_dict`` reads it) fitted to ``runs``."""
+    if not runs:
+        raise ConfigError("RUN_DIR", "give at least one run directory")
+    profile: dict[str, Any] = {"name": name}
+    control = control_latencies(runs)
+    if not control:
+        raise ConfigError("RUN_DIR", "these runs recorded no control-plane latencies (made before calibrate existed)")
+    profile["control"] = {c: empirical(h) for c, h in control.items()}
+    target = service_times(runs)
+    if target is not None:
+        profile["target"] = empirical(target)
+    payloads = [p for run in runs for p in run.payloads]
+    processes = [p.get("process") or {} for p in payloads]
+    for key, figure in (("start_delay_ms", "worker_start"), ("release_late_ms", "release_wake")):
+        values = [v for proc in processes if (v := proc.get(key)) is not None]
+        if values:
+            profile[figure] = empirical(_histogram_ms(values))
+    wakes = _merged(enc for proc in processes if (enc := proc.get("wake_late_us")))
+    if wakes is not None:
+        profile["wake"] = empirical(wakes)
+    profile["clock_spread_ms"] = _clock_spread(payloads)
+    return profile
+
+
+def _histogram_ms(values: Iterable[float]) -> HdrHistogram:
+    h = new_histogram()
+    for v in values:
+        h.record_value(to_us(v / 1000.0))
+    return h
+
+
+def _clock_spread(payloads: Sequence[Mapping[str, Any]]) -> float:
+    hosts = {(p.get("host") or {}).get("name") for p in payloads}
+    if len(hosts) == 1 and None not in hosts:
+        return 0.0  # one machine, one clock
+    offsets = [abs(o) for p in payloads if (o := p.get("clock_offset_ms")) is not None]
+    return round(max(offsets, default=0.0), 3)
+
+
+HEADER = """\
+# Fitted by `startline calibrate` from {n} run(s): {sources}
+# Each latency: {q} evenly spaced quantiles of every observed round trip, in ms.
+# Not observable from a run, left at the simulator's defaults: visibility (0.5), stamp and
+# commit (at visibility), spawn (no cost), monotonic_drift_ppm (0).
+"""
+
+
+def to_toml(profile: Mapping[str, Any], sources: Sequence[str]) -> str:
+    """The profile as TOML: its top-level figures, then one table per latency with its samples
+    wrapped ten to a line. (Written here rather than with tomli-w, which puts each of an array's
+    items on its own line: 2,000 lines for one profile.)"""
+    lines = [HEADER.format(n=len(sources), sources=", ".join(sources), q=QUANTILES).rstrip("\n")]
+    tables = {k: v for k, v in profile.items() if isinstance(v, Mapping)}
+    lines += [f"{k} = {_value(v)}" for k, v in profile.items() if k not in tables]
+    for key, table in tables.items():
+        models = table.items() if key == "control" else [(None, table)]
+        for sub, model in models:
+            lines += ["", f"[{key}.{sub}]" if sub else f"[{key}]"]
+            for k, v in model.items():
+                if isinstance(v, list):
+                    rows = [", ".join(_value(x) for x in v[i : i + 10]) for i in range(0, len(v), 10)]
+                    lines += [f"{k} = [", *(f"    {row}," for row in rows), "]"]
+                else:
+                    lines.append(f"{k} = {_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v)  # a string, a number: TOML and JSON write them alike

@@ -1,0 +1,91 @@
+"""``startline calibrate``: a profile fitted to what runs measured of themselves. The round trip
+(a profile → simulated runs → calibrate → the profile) on virtual time; the command on a live
+run's directory is in tests/test_live.py."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from startline.engine.scenario import ConfigError, Scenario
+from startline.simulate.calibrate import Observed, fit, to_toml
+from startline.simulate.models import Latency, Profile
+from startline.simulate.runner import simulate_run
+from startline.simulate.sweep import START_PATH_SCENARIO
+from startline.testing import run_cli
+
+
+def uniform(lo: float, hi: float) -> dict[str, Any]:
+    return {"type": "uniform", "lo_ms": lo, "hi_ms": hi}
+
+
+TRUE = Profile.from_dict(
+    {
+        "control": {
+            "status_read": uniform(5, 15),
+            "event_read": uniform(8, 20),
+            "status_update": uniform(10, 30),
+            "event_insert": uniform(6, 12),
+            "heartbeat_merge": uniform(10, 20),
+            "results_insert": uniform(12, 24),
+            "server_time": uniform(2, 6),
+            "other": uniform(4, 8),
+        },
+        "target": uniform(1, 3),
+        "worker_start": uniform(300, 900),
+        "wake": uniform(0.2, 1.0),
+        "release_wake": uniform(1, 4),
+    },
+    "true",
+)
+
+
+def observed(strategy: str, seeds: range) -> list[Observed]:
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6, "start": {"strategy": strategy}})
+    runs = []
+    for seed in seeds:
+        _, ended = simulate_run(sc, TRUE, seed)
+        runs.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.summary))
+    return runs
+
+
+def close(fitted: Latency, true: Latency, rel: float) -> bool:
+    return abs(fitted.mean_s - true.mean_s) <= rel * true.mean_s and fitted.worst_s <= true.worst_s * (1 + rel)
+
+
+def test_calibrate_round_trips_a_profile_through_simulated_runs() -> None:
+    """Every figure a run observes comes back within a few per cent of the profile that made it
+    (HDR keeps 3 significant digits; the empirical fit keeps 200 quantiles)."""
+    runs = observed("scheduled", range(12))
+    fitted = Profile.from_dict(fit(runs), "fitted")
+    assert set(fitted.control) == set(TRUE.control)
+    for call_class, true in TRUE.control.items():
+        assert close(fitted.control[call_class], true, 0.05), call_class
+    assert close(fitted.target, TRUE.target, 0.05)
+    assert fitted.worker_start is not None and close(fitted.worker_start, TRUE.worker_start, 0.12)
+    assert fitted.wake is not None and close(fitted.wake, TRUE.wake, 0.08)
+    assert fitted.release_wake is not None and close(fitted.release_wake, TRUE.release_wake, 0.12)
+    assert fitted.clock_spread_ms == 0.0  # the simulated hosts report no host witness: offsets are 0
+
+
+def test_a_fitted_profile_written_as_toml_reads_back_the_same() -> None:
+    fitted = fit(observed("poll", range(3)))
+    text = to_toml(fitted, ["a", "b"])
+    assert tomllib.loads(text) == json.loads(json.dumps(fitted))
+    assert Profile.from_dict(tomllib.loads(text)) == Profile.from_dict(fitted)
+    assert "release_wake" not in fitted  # only a scheduled start has a release instant
+
+
+def test_a_directory_without_worker_results_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        Observed.read(tmp_path)
+    assert "worker-*.json" in str(err.value)
+    proc = run_cli("calibrate", str(tmp_path), "--out", str(tmp_path / "p.toml"), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "RUN_DIR" in proc.stderr
+    assert not (tmp_path / "p.toml").exists()
