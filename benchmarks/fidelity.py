@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
+    ap.add_argument("--swap", action="store_true", help="Calibrate from the second half, predict the first.")
     args = ap.parse_args()
     root = Path(args.out)
     dirs: dict[str, list[Path]] = {name: [] for name in STRATEGIES}
@@ -129,7 +130,7 @@ def main() -> None:
     table: list[dict[str, Any]] = []
     for name, runs in dirs.items():
         half = len(runs) // 2
-        calibrating, predicted = runs[:half], runs[half:]
+        calibrating, predicted = (runs[half:], runs[:half]) if args.swap else (runs[:half], runs[half:])
         profile = Profile.from_dict(fit([Observed.read(d) for d in calibrating], "fidelity"), "fidelity")
         # The start path ends at the first operations: a short measurement predicts it as well and
         # spares simulating half a million operations per seed.

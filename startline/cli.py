@@ -565,7 +565,8 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     for col in ("figure", "mean ms", "worst ms"):
         table.add_column(col, justify="left" if col == "figure" else "right")
     figures = {f"control.{c}": m for c, m in profile.control.items()} | {"target": profile.target}
-    figures |= {k: m for k in ("worker_start", "wake", "release_wake") if (m := getattr(profile, k)) is not None}
+    optional = ("worker_start_shared", "worker_start", "wake", "release_wake")
+    figures |= {k: m for k in optional if (m := getattr(profile, k)) is not None}
     for figure, model in figures.items():
         table.add_row(figure, f"{model.mean_s * 1000:,.3f}", f"{model.worst_s * 1000:,.3f}")
     Console(width=max(100, Console().width)).print(table)

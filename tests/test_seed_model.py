@@ -137,3 +137,17 @@ def test_a_drifting_monotonic_clock_releases_early_or_late_by_the_drift_over_the
     assert max(abs(lag) for lag in lags) > 0.1
     exact = simulate_once(sc, flat(), 9)
     assert all(abs(lag) < FLOAT_MS for w in lags_by_worker(exact) for lag in w)
+
+
+def test_a_sweep_cell_sets_a_latency_valued_profile_field() -> None:
+    from startline.simulate.models import Latency
+    from startline.simulate.sweep import Cell
+
+    base = load_profile("snowflake-hybrid", None)
+    _, prof = Cell("no spawn", {"profile.spawn": 0, "profile.wake": {"type": "constant", "ms": 2}}).build(
+        dict(START_PATH_SCENARIO), base
+    )
+    assert prof.spawn == Latency("constant", {"ms": 0.0}) and prof.wake == Latency("constant", {"ms": 2})
+    with pytest.raises(ConfigError) as err:
+        Cell("bad", {"profile.spawn": "fast"}).build(dict(START_PATH_SCENARIO), base)
+    assert "profile.spawn" in err.value.field

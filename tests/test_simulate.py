@@ -160,8 +160,9 @@ def test_simulate_cli_prints_a_table_and_writes_json(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "skew ms" in proc.stdout
+    assert "skew ms" in proc.stdout and "measured − true" in proc.stdout
     data = json.loads(out.read_text())
+    assert {"skew_error_ms", "lag_max_error_ms", "skew_uncertainty_ms"} <= set(data["start"])
     assert data["runs"] == 3
     assert set(data["start"]["lag_ms"]["p50"]) == {"p50", "p99", "max"}
     assert set(data["control_plane"]) == {"per_worker_per_s_waiting", "per_worker_per_s_running"}
@@ -263,13 +264,16 @@ def test_seeding_the_scheduler_fixes_the_order_of_tasks_that_wake_together():
     st.floats(0.0, 0.5),
     st.floats(0.0, 100.0),
     st.floats(0.0, 100.0),
+    st.floats(0.0, 500.0),
+    st.floats(0.0, 3.0),
     st.integers(0, 2**32),
 )
 def test_measured_skew_within_its_error_bar_brackets_the_true_skew(
-    strategy: str, jitter: float, spread_ms: float, drift_ppm: float, seed: int
+    strategy: str, jitter: float, spread_ms: float, drift_ppm: float, monotonic_ppm: float, wake_ms: float, seed: int
 ) -> None:
     """Asymmetric round-trip legs (the server reads its clock anywhere in the round trip), clocks
-    spread and drifting: the true skew lies within the measured skew ± start.skew_uncertainty_ms."""
+    spread and drifting, sleeps that wake late and last longer: the true skew lies within the
+    measured skew ± start.skew_uncertainty_ms."""
     profile = Profile.from_dict(
         {
             "control": {"other": {"type": "uniform", "lo_ms": 10, "hi_ms": 80}},
@@ -277,6 +281,8 @@ def test_measured_skew_within_its_error_bar_brackets_the_true_skew(
             "visibility_jitter": jitter,
             "clock_spread_ms": spread_ms,
             "drift_ppm": drift_ppm,
+            "monotonic_drift_ppm": monotonic_ppm,
+            "wake": {"type": "uniform", "lo_ms": 0, "hi_ms": wake_ms},
         }
     )
     sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"start": {"strategy": strategy}})

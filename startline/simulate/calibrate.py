@@ -6,7 +6,11 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
 - ``control.<class>``: every control-plane round trip, timed by the workers (their results
   files) and the orchestrator (summary.json), merged by the simulator's call class;
 - ``target``: the operations' service times (all kinds and phases);
-- ``worker_start``: how long after its launcher each worker process began;
+- ``worker_start_shared`` and ``worker_start``: how long after its launcher each worker
+  process began, as a part shared by the run's workers (their median, less the largest
+  distance any worker began before its run's median) and a part of each worker's own (the
+  rest): live, a run's workers begin either close together or with one far off, which draws
+  of each worker's delay alone spread too evenly;
 - ``wake``: how late the workers' start-path sleeps woke;
 - ``release_wake``: under a scheduled start, how late each worker's first connection began
   after the release instant (all processes wake at once: on a small machine they queue for
@@ -22,6 +26,7 @@ clocks: one host (every worker's host witness names the same machine) shares one
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -120,15 +125,32 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
         profile["target"] = empirical(target)
     payloads = [p for run in runs for p in run.payloads]
     processes = [p.get("process") or {} for p in payloads]
-    for key, figure in (("start_delay_ms", "worker_start"), ("release_late_ms", "release_wake")):
-        values = [v for proc in processes if (v := proc.get(key)) is not None]
-        if values:
-            profile[figure] = empirical(_histogram_ms(values))
+    profile |= _start_delays(runs)
+    releases = [v for proc in processes if (v := proc.get("release_late_ms")) is not None]
+    if releases:
+        profile["release_wake"] = empirical(_histogram_ms(releases))
     wakes = _merged(enc for proc in processes if (enc := proc.get("wake_late_us")))
     if wakes is not None:
         profile["wake"] = empirical(wakes)
     profile["clock_spread_ms"] = _clock_spread(payloads)
     return profile
+
+
+def _start_delays(runs: Sequence[Observed]) -> dict[str, Any]:
+    """Each worker's start delay as the run's shared part plus its own (see the module's doc)."""
+    per_run = [
+        [d for p in run.payloads if (d := (p.get("process") or {}).get("start_delay_ms")) is not None] for run in runs
+    ]
+    per_run = [delays for delays in per_run if delays]
+    if not per_run:
+        return {}
+    medians = [statistics.median(delays) for delays in per_run]
+    early = max(m - d for m, delays in zip(medians, per_run, strict=True) for d in delays)
+    own = [d - m + early for m, delays in zip(medians, per_run, strict=True) for d in delays]
+    return {
+        "worker_start_shared": empirical(_histogram_ms(max(0.0, m - early) for m in medians)),
+        "worker_start": empirical(_histogram_ms(own)),
+    }
 
 
 def _histogram_ms(values: Iterable[float]) -> HdrHistogram:

@@ -216,6 +216,7 @@ class Profile:
     capacity: Capacity | None = None  # the target serves this many operations at once (else: each takes `target`)
     target_stalls: tuple[tuple[float, float], ...] = ()  # [start_s, end_s): the target answers nothing
     worker_start: Latency | None = None  # each worker process begins this long after its run exists
+    worker_start_shared: Latency | None = None  # ... plus this, drawn once per run (a machine busy or not)
     stamp: float | None = None  # where in a write's round trip now() is taken (None: at visibility)
     commit: float | None = None  # where in a write's round trip it lands (None: at visibility)
     worker_init: Latency | None = None  # a worker's first session takes this long to open (its pool's set-up)
@@ -235,8 +236,11 @@ class Profile:
         return rng_for(seed, host, "monotonic", 0).uniform(-ppm, ppm) * 1e-6 if ppm else 0.0
 
     def start_delay_s(self, seed: int, worker: str) -> float:
-        """How long after the run exists this worker begins (a process starting, importing, connecting)."""
-        return 0.0 if self.worker_start is None else self.worker_start.sample(rng_for(seed, worker, "start", 0))
+        """How long after the run exists this worker begins (a process starting, importing,
+        connecting): its own ``worker_start`` plus the run's ``worker_start_shared``."""
+        own = 0.0 if self.worker_start is None else self.worker_start.sample(rng_for(seed, worker, "start", 0))
+        shared = self.worker_start_shared
+        return own + (0.0 if shared is None else shared.sample(rng_for(seed, "run", "start", 0)))
 
     def stalled_until(self, now: float) -> float:
         """When a target stalled at ``now`` answers again; ``now`` if it is not stalled."""
@@ -275,6 +279,7 @@ class Profile:
             "capacity",
             "target_stalls",
             "worker_start",
+            "worker_start_shared",
             "stamp",
             "commit",
             "worker_init",
@@ -324,6 +329,7 @@ class Profile:
             capacity=Capacity.parse(data.get("capacity")),
             target_stalls=_stalls(data.get("target_stalls", [])),
             worker_start=latency("worker_start"),
+            worker_start_shared=latency("worker_start_shared"),
             stamp=None if points["stamp"] is None else float(points["stamp"]),
             commit=None if points["commit"] is None else float(points["commit"]),
             worker_init=latency("worker_init"),

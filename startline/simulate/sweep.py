@@ -80,7 +80,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-LATENCY_FIELDS = frozenset({"worker_start", "worker_init", "spawn", "wake", "release_wake"})
+LATENCY_FIELDS = frozenset({"worker_start", "worker_start_shared", "worker_init", "spawn", "wake", "release_wake"})
 """Profile fields a cell sets with a latency model (a number of ms, or a table with a type)."""
 
 
