@@ -1,11 +1,11 @@
 """How well the simulator predicts live runs: N live runs per strategy on SQLite (W worker
-processes × C connections), interleaved; a profile calibrated from the first half of each
-strategy's runs (`startline calibrate`); that strategy's scenario simulated over S seeds with it;
-predicted / live for the other half.
+processes × C connections), interleaved; a profile calibrated from every other run of each
+strategy (`startline calibrate`); that strategy's scenario simulated with it; predicted / live
+for the runs in between (`--swap`: the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--groups 15] [--workers 4] [--connections 2]
 
-Figures, pooled over the predicted half's runs: detection (each worker's detect mark −
+Figures, pooled over the predicted runs: detection (each worker's detect mark −
 START_TIME) p50/p99, lag (each initial connection's first operation − START_TIME) p50/p99,
 skew (one per run) p50/p99, and control-plane queries per worker per second while waiting.
 Predicted: the same figures over a group of as many simulated runs, median over the groups.
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
-    ap.add_argument("--swap", action="store_true", help="Calibrate from the second half, predict the first.")
+    ap.add_argument("--swap", action="store_true", help="Calibrate from the odd runs, predict the even ones.")
     args = ap.parse_args()
     root = Path(args.out)
     dirs: dict[str, list[Path]] = {name: [] for name in STRATEGIES}
@@ -129,8 +129,8 @@ def main() -> None:
         print(f"live run {run + 1}/{args.runs} of each strategy done", file=sys.stderr, flush=True)
     table: list[dict[str, Any]] = []
     for name, runs in dirs.items():
-        half = len(runs) // 2
-        calibrating, predicted = (runs[half:], runs[:half]) if args.swap else (runs[:half], runs[half:])
+        # every other run: both halves see the machine as it was over the whole benchmark
+        calibrating, predicted = (runs[1::2], runs[0::2]) if args.swap else (runs[0::2], runs[1::2])
         profile = Profile.from_dict(fit([Observed.read(d) for d in calibrating], "fidelity"), "fidelity")
         # The start path ends at the first operations: a short measurement predicts it as well and
         # spares simulating half a million operations per seed.
@@ -148,7 +148,7 @@ def main() -> None:
             table.append(
                 {"strategy": name, "figure": figure, "live": live[figure], "predicted": sim[figure], "ratio": ratio}
             )
-        print(f"{name}: calibrated from {half} runs, predicted {len(predicted)}", file=sys.stderr, flush=True)
+        print(f"{name}: calibrated from {len(calibrating)} runs, predicted {n}", file=sys.stderr, flush=True)
     print("| strategy | figure | live | predicted | predicted / live |")
     print("|---|---|---|---|---|")
     for row in table:

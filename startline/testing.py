@@ -226,6 +226,26 @@ class LiveRun:
         with open(self.out / f"worker-{wid}.log", "wb") as log:  # the child keeps its own descriptor
             self.procs[wid] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
 
+    def pause(self, wid: str, attempts: int = 50) -> None:
+        """SIGSTOP worker ``wid`` while it holds no write lock on the SQLite control plane. A
+        process stopped inside a write keeps the file locked: nobody can write until it resumes
+        (the run then fails ``control_plane_lost``), which is not a paused worker but a paused
+        lock. Stopped inside one, it is resumed and stopped again a moment later."""
+        proc = self.procs[wid]
+        for _ in range(attempts):
+            proc.send_signal(signal.SIGSTOP)
+            db = sqlite3.connect(self.control, timeout=0.2)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.rollback()
+                return
+            except sqlite3.OperationalError:  # locked: by this worker, or by another for a moment
+                proc.send_signal(signal.SIGCONT)
+                time.sleep(0.05)
+            finally:
+                db.close()
+        raise TimeoutError(f"could not pause {wid} outside a write in {attempts} attempts")
+
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.control.exists():
             return []

@@ -281,7 +281,7 @@ def test_a_paused_worker_resumes_and_its_results_count(tmp_path):
     run = live_run(tmp_path, "pause", workers=2, measurement_s=10.0, policy="continue").start()
     run.wait_until("MEASUREMENT", run.measuring)
     time.sleep(0.5)
-    run.procs["w001"].send_signal(signal.SIGSTOP)
+    run.pause("w001")  # not inside a write: it would hold the SQLite control plane's lock
     run.wait_until(
         "judged DEAD", lambda: run.query("SELECT STATUS FROM WORKER_HEARTBEATS WHERE WORKER_ID = 'w001'") == [("DEAD",)]
     )
