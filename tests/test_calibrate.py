@@ -51,7 +51,7 @@ def observed(strategy: str, seeds: range) -> list[Observed]:
     runs = []
     for seed in seeds:
         _, ended = simulate_run(sc, TRUE, seed)
-        runs.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.summary))
+        runs.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.orchestrator))
     return runs
 
 

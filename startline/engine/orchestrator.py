@@ -210,6 +210,18 @@ class Orchestrator:
             adopted=self.adopted,
         )
 
+    def own_results(self) -> dict[str, Any]:
+        """What the orchestrator measured of itself (OUT/orchestrator.json): its control-plane
+        round trips by method (HDR, microseconds, encoded) — what ``startline calibrate`` fits
+        the orchestrator's writes to. The workers' are in their own results."""
+        return {
+            "run_id": self.run_id,
+            "control_plane": {
+                "queries": dict(sorted(self._counting.counts.items())),
+                "latency_us": self._counting.latency_payload(),
+            },
+        }
+
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
         if self.start_time is None or self._clockmap is None:
@@ -305,7 +317,7 @@ class Orchestrator:
                 await self._record_end()
         summary = self._summary(results, snapshots)
         if self.out is not None:
-            write_summary(self.out, summary)
+            write_summary(self.out, summary, self.own_results())
         return summary
 
     async def _run(self) -> tuple[list[WorkerResult], list[tuple[str, dict[str, Any]]]]:
@@ -815,7 +827,6 @@ class Orchestrator:
             worker_statuses={w: str(s) for w, s in self._statuses.items()},
             worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
-            orchestrator_latency=self._counting.latency_payload(),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
             load=self.load_block(),
         )
@@ -848,9 +859,12 @@ def initial_connections(scenario: Scenario) -> int:
     return initial_total(scenario) // scenario.workers
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """OUT/summary.json, OUT/failures.csv and (with load steps) OUT/steps.csv, each written whole or not at all."""
+def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | None = None) -> Path:
+    """OUT/summary.json, OUT/failures.csv, (with load steps) OUT/steps.csv and (given ``own``) the
+    orchestrator's own results in OUT/orchestrator.json, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
+    if own is not None:
+        write_json(out / "orchestrator.json", own)
     write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
     steps = (summary.get("load") or {}).get("steps") or ()
     if steps:

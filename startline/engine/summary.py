@@ -62,13 +62,9 @@ def host_witness(start_time: float, payloads: Sequence[Mapping[str, Any]]) -> di
     return block
 
 
-def control_plane_block(
-    payloads: Sequence[Mapping[str, Any]], orchestrator_queries: int, orchestrator_latency: Mapping[str, str] = {}
-) -> dict[str, Any]:
+def control_plane_block(payloads: Sequence[Mapping[str, Any]], orchestrator_queries: int) -> dict[str, Any]:
     """Queries in all, and per worker per second while waiting (READY → release of the
-    connections) and while running (release → STOP): all workers' queries over all their seconds;
-    the orchestrator's round trips by method (HDR, microseconds, encoded; each worker's are in its
-    results), what ``startline calibrate`` fits the orchestrator's writes to."""
+    connections) and while running (release → STOP): all workers' queries over all their seconds."""
     total = orchestrator_queries
     sums = {"waiting": [0, 0.0], "running": [0, 0.0]}
     for p in payloads:
@@ -83,12 +79,7 @@ def control_plane_block(
         n, seconds = sums[stage]
         return round(n / seconds, 4) if seconds > 0 else None
 
-    return {
-        "queries": total,
-        "per_worker_per_s_waiting": rate("waiting"),
-        "per_worker_per_s_running": rate("running"),
-        "orchestrator_latency_us": dict(orchestrator_latency),
-    }
+    return {"queries": total, "per_worker_per_s_waiting": rate("waiting"), "per_worker_per_s_running": rate("running")}
 
 
 def worker_entry(payload: Mapping[str, Any], status: str, events: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -159,7 +150,6 @@ def build_summary(
     payloads: Sequence[Mapping[str, Any]],
     worker_statuses: Mapping[str, str],
     orchestrator_queries: int,
-    orchestrator_latency: Mapping[str, str] = {},
     worker_events: Mapping[str, Mapping[str, float]] | None = None,
     timeseries: Sequence[Mapping[str, Any]] = (),
     load: Mapping[str, Any] | None = None,
@@ -193,7 +183,7 @@ def build_summary(
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,
         "start": start_block(start_time, payloads),
-        "control_plane": control_plane_block(payloads, orchestrator_queries, orchestrator_latency),
+        "control_plane": control_plane_block(payloads, orchestrator_queries),
         "workers": _workers(payloads, worker_statuses, worker_events or {}),
         "phases": phases,
         "load": load,

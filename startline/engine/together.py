@@ -62,11 +62,13 @@ def worker_ids(scenario: Scenario) -> list[str]:
 
 @attrs.frozen
 class Ended:
-    """What a run of ``run_together`` leaves: the summary, and each worker's own results (what a
-    worker process writes to its ``--results`` file), for the workers that did not crash."""
+    """What a run of ``run_together`` leaves: the summary, each worker's own results (what a
+    worker process writes to its ``--results`` file) for the workers that did not crash, and the
+    first orchestrator's own results (what it writes to orchestrator.json)."""
 
     summary: dict[str, Any]
     payloads: Mapping[str, dict[str, Any]]
+    orchestrator: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 async def run_together(
@@ -129,4 +131,4 @@ async def run_together(
         for w in workers:
             nursery.start_soon(work, w)
         nursery.start_soon(orchestrate)
-    return Ended(summary, payloads)
+    return Ended(summary, payloads, orchestrator.own_results())

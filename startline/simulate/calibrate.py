@@ -4,7 +4,7 @@ What a run measured of itself becomes the profile's figures, each an empirical d
 of ``QUANTILES`` evenly spaced quantiles of everything observed:
 
 - ``control.<class>``: every control-plane round trip, timed by the workers (their results
-  files) and the orchestrator (summary.json), merged by the simulator's call class;
+  files) and the orchestrator (orchestrator.json), merged by the simulator's call class;
 - ``target``: the operations' service times (all kinds and phases);
 - ``worker_start_shared`` and ``worker_start``: how long after its launcher each worker
   process began, as a part shared by the run's workers (their median, less the largest
@@ -45,16 +45,16 @@ QUANTILES = 200
 
 @attrs.frozen
 class Observed:
-    """What one live run says about itself: its workers' results and its summary."""
+    """What one live run says about itself: its workers' results and its orchestrator's."""
 
     source: str
     payloads: tuple[Mapping[str, Any], ...]
-    summary: Mapping[str, Any] = attrs.field(factory=dict)
+    orchestrator: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def read(cls, run_dir: Path) -> Observed:
         """A run directory of ``startline run``: ``worker-*.json`` (each worker process's results)
-        and ``summary.json``."""
+        and ``orchestrator.json``."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise ConfigError("RUN_DIR", f"{str(run_dir)!r} is not a directory")
@@ -64,11 +64,11 @@ class Observed:
                 "RUN_DIR",
                 f"{str(run_dir)!r} has no worker-*.json: calibrate needs a run whose workers were processes",
             )
-        summary = run_dir / "summary.json"
+        own = run_dir / "orchestrator.json"
         return cls(
             str(run_dir),
             tuple(json.loads(f.read_text()) for f in files),
-            json.loads(summary.read_text()) if summary.exists() else {},
+            json.loads(own.read_text()) if own.exists() else {},
         )
 
 
@@ -92,7 +92,7 @@ def control_latencies(runs: Sequence[Observed]) -> dict[str, HdrHistogram]:
     by_class: dict[str, list[str]] = defaultdict(list)
     for run in runs:
         sources = [p.get("control_plane", {}).get("latency_us", {}) for p in run.payloads]
-        sources.append(run.summary.get("control_plane", {}).get("orchestrator_latency_us", {}))
+        sources.append(run.orchestrator.get("control_plane", {}).get("latency_us", {}))
         for latency in sources:
             for method, encoded in latency.items():
                 by_class[CALL_CLASS_OF.get(method, "other")].append(encoded)
