@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import attrs
-from live_start import scenario_toml
+from live_start import run_live, scenario_toml
 
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import percentile
@@ -103,28 +101,9 @@ def main() -> None:
     for run in range(args.runs):
         for name, start in STRATEGIES.items():  # interleaved: machine noise hits every strategy alike
             out = root / name.split()[0] / f"run{run:02d}"
-            if not (args.reuse and (out / "summary.json").exists()):
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                (out / "scenario.toml").write_text(scenario_toml(start, args.workers, args.connections))
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "startline.cli",
-                        "run",
-                        str(out / "scenario.toml"),
-                        "--out",
-                        str(out),
-                        "--quiet",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                if proc.returncode != 0:
-                    print(f"{name} run {run}: exit {proc.returncode}: {proc.stderr[-500:]}", file=sys.stderr)
-                    continue
+            fresh = not (args.reuse and (out / "summary.json").exists())
+            if fresh and not run_live(out, scenario_toml(start, args.workers, args.connections), f"{name} run {run}"):
+                continue
             dirs[name].append(out)
         print(f"live run {run + 1}/{args.runs} of each strategy done", file=sys.stderr, flush=True)
     table: list[dict[str, Any]] = []

@@ -54,6 +54,24 @@ params.k = {{ type = "int", min = 1, max = 1000 }}
 """
 
 
+def run_live(out: Path, scenario: str, what: str) -> bool:
+    """``startline run`` of ``scenario`` into a fresh ``out`` (a fresh control plane per run);
+    False, said on stderr, when it did not exit 0."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cfg = out / "scenario.toml"
+    cfg.write_text(scenario)
+    proc = subprocess.run(
+        [sys.executable, "-m", "startline.cli", "run", str(cfg), "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        print(f"{what}: exit {proc.returncode}: {proc.stderr[-500:]}", file=sys.stderr)
+    return proc.returncode == 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -69,18 +87,7 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             out = root / name / f"run{run:02d}"
-            shutil.rmtree(out, ignore_errors=True)  # a fresh control plane per run
-            out.mkdir(parents=True)
-            cfg = out / "scenario.toml"
-            cfg.write_text(scenario_toml(start, args.workers, args.connections))
-            proc = subprocess.run(
-                [sys.executable, "-m", "startline.cli", "run", str(cfg), "--out", str(out), "--quiet"],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if proc.returncode != 0:
-                print(f"{name} run {run}: exit {proc.returncode}: {proc.stderr[-500:]}", file=sys.stderr)
+            if not run_live(out, scenario_toml(start, args.workers, args.connections), f"{name} run {run}"):
                 continue
             import sqlite3
 
