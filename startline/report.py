@@ -97,6 +97,9 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     for c in summary.get("checks", ()):
         mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
         console.print(f"check {c['name']}: {mark} — {escape(c['detail'])}")
+    for t in summary.get("thresholds", ()):
+        mark = "[green]ok[/]" if t["ok"] else "[bold red]FAILED[/]"
+        console.print(f"threshold {escape(t['metric'])}: {escape(t['threshold'])} {mark} — {escape(t['detail'])}")
     verdict = summary.get("verdict")
     if verdict:
         style = "bold green" if verdict == "passed" else "bold red"

@@ -272,8 +272,16 @@ def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
     """The exact union of encoded histograms (same ranges, so counts add bucket by bucket)."""
     merged = new_histogram()
     for e in encoded:
-        merged.add(HdrHistogram.decode(e.encode("ascii")))
+        add_into(merged, HdrHistogram.decode(e.encode("ascii")))
     return merged
+
+
+def add_into(target: HdrHistogram, h: HdrHistogram) -> HdrHistogram:
+    """``target.add(h)``, except that an empty ``h`` changes nothing (hdrh's ``add`` of an empty
+    histogram sets the minimum to 0: a threshold on ``min`` caught it)."""
+    if h.get_total_count():
+        target.add(h)
+    return target
 
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
@@ -343,7 +351,7 @@ def merge_phase_blocks(
         by_kind = {}
         for kind in sorted(kinds):
             h = merge_histograms(kinds[kind])
-            total.add(h)
+            add_into(total, h)
             by_kind[kind] = {
                 "ops": h.get_total_count(),
                 "qps": _rate(h.get_total_count(), duration),

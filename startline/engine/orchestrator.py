@@ -49,7 +49,7 @@ from startline.engine.resilience import HealthStatistics, ResilientControlPlane,
 from startline.engine.scenario import ConfigError, FindMaxOver, LoadMode, OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from startline.engine.startplan import STEERED_FOLLOW_S
-from startline.engine.summary import build_summary, merge_timeseries
+from startline.engine.summary import build_summary, interval_latency, merge_timeseries
 from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.orchestrator")
@@ -828,6 +828,7 @@ class Orchestrator:
             worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
+            intervals=interval_latency(snapshots),
             load=self.load_block(),
         )
 

@@ -18,6 +18,8 @@ from typing import Any
 import attrs
 
 from startline.engine.model import Scope
+from startline.engine.thresholds import Threshold, ThresholdError
+from startline.engine.thresholds import parse as parse_thresholds
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,20 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+
+
+def _thresholds(scenario: Any, table: Any) -> None:
+    """Every threshold readable, and each ``kind`` one of the scenario's operations."""
+    try:
+        items = parse_thresholds(table)
+    except ThresholdError as exc:
+        raise ConfigError(exc.field, exc.message) from None
+    kinds = {op.name for op in scenario.operations}
+    for t in items:
+        if t.kind is not None and t.kind not in kinds:
+            raise ConfigError(
+                f'thresholds."{t.key}"', f"no operation is named {t.kind!r} (known: {', '.join(sorted(kinds))})"
+            )
 
 
 class _FieldError(ValueError):
@@ -433,6 +449,8 @@ class Scenario:
     start: StartOptions = attrs.field(factory=StartOptions)
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
     checks: Checks = attrs.field(factory=Checks)
+    thresholds: Mapping[str, Any] = attrs.field(factory=dict, validator=lambda s, _a, v: _thresholds(s, v))
+    """``[thresholds]`` as written (k6-shaped; see ``engine.thresholds``): read by ``threshold_list``."""
     load: LoadOptions = attrs.field(factory=LoadOptions)
     control: str = attrs.field(default="memory://", validator=_str)
     target: str = attrs.field(default="memory://", validator=_str)
@@ -513,6 +531,16 @@ class Scenario:
                 f"must leave at least one snapshot interval ({self.snapshot_interval_s:g} s) after settle_s "
                 f"(got step_s {fm.step_s:g}, settle {fm.settle:g})",
             )
+
+    @property
+    def threshold_list(self) -> tuple[Threshold, ...]:
+        """The ``[thresholds]``, each read (they were checked when the scenario was made)."""
+        return parse_thresholds(self.thresholds)
+
+    @property
+    def windowed_thresholds(self) -> bool:
+        """A threshold must hold in every window: workers ship a latency histogram per interval."""
+        return any(t.window_s is not None for t in self.threshold_list)
 
     @property
     def max_in_flight(self) -> int:

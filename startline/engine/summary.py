@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from startline.engine.metrics import merge_failures, merge_phase_blocks
+from hdrh.histogram import HdrHistogram
+
+from startline.engine import thresholds
+from startline.engine.metrics import add_into, merge_failures, merge_histograms, merge_phase_blocks, new_histogram
 from startline.engine.model import Phase
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import PhaseWindows, distribution
@@ -138,6 +142,39 @@ def merge_timeseries(snapshots: Sequence[tuple[str, Mapping[str, Any]]], interva
     ]
 
 
+def _measured(
+    scenario: Scenario,
+    metrics: Sequence[Mapping[str, Any]],
+    phases: Mapping[str, Any],
+    start: Mapping[str, Any],
+    intervals: Mapping[int, HdrHistogram],
+) -> thresholds.Measured:
+    """What the thresholds read: MEASUREMENT's histograms and figures, the start, and MEASUREMENT's
+    windows from the interval histograms (intervals count from START_TIME)."""
+    measurement = str(Phase.MEASUREMENT)
+    latency, service = thresholds.histograms_of(metrics, measurement)
+    iv = scenario.snapshot_interval_s
+    first = round(scenario.warmup_s / iv)
+    last = math.ceil((scenario.warmup_s + scenario.measurement_s) / iv - 1e-9) - 1
+
+    def windows(window_s: float) -> list[HdrHistogram]:
+        return thresholds.windows_of(intervals, first, last, max(1, round(window_s / iv)))
+
+    return thresholds.Measured(phases.get(measurement, {}), start, latency, service, windows)
+
+
+def interval_latency(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, HdrHistogram]:
+    """Each interval's response-time histogram over every worker (shipped with the snapshots when
+    a load mode or a windowed threshold asks for them); a retried append counts once."""
+    unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}
+    out: dict[int, HdrHistogram] = {}
+    for snap in unique.values():
+        for item in snap.get("intervals", []):
+            if item.get("latency"):
+                add_into(out.setdefault(item["interval"], new_histogram()), merge_histograms([item["latency"]]))
+    return out
+
+
 def build_summary(
     *,
     run_id: str,
@@ -153,7 +190,10 @@ def build_summary(
     worker_events: Mapping[str, Mapping[str, float]] | None = None,
     timeseries: Sequence[Mapping[str, Any]] = (),
     load: Mapping[str, Any] | None = None,
+    intervals: Mapping[int, HdrHistogram] | None = None,
 ) -> dict[str, Any]:
+    """summary.json. ``intervals``: each interval's response-time histogram (``interval_latency``),
+    which windowed thresholds read."""
     durations: dict[str, float] = {}
     if start_time is not None:
         w = PhaseWindows.from_scenario(scenario, start_time)
@@ -172,17 +212,20 @@ def build_summary(
     phases = merge_phase_blocks(metrics, durations)
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
     checks = evaluate(scenario.checks, phases, load)
+    start = start_block(start_time, payloads)
+    judged = thresholds.evaluate(scenario.threshold_list, _measured(scenario, metrics, phases, start, intervals or {}))
     return {
         "run_id": run_id,
         "status": status,
-        "verdict": verdict(status, checks),
+        "verdict": verdict(status, [*checks, *judged]),
         "reason": reason,
         "detail": detail,
         "checks": [c.to_dict() for c in checks],
+        "thresholds": [t.to_dict() for t in judged],
         "scenario": scenario.name,
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,
-        "start": start_block(start_time, payloads),
+        "start": start,
         "control_plane": control_plane_block(payloads, orchestrator_queries),
         "workers": _workers(payloads, worker_statuses, worker_events or {}),
         "phases": phases,

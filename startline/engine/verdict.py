@@ -10,6 +10,7 @@ import attrs
 
 from startline.engine.model import Phase, RunStatus
 from startline.engine.scenario import Checks
+from startline.engine.thresholds import Result
 
 PASSED, FAILED = "passed", "failed"
 EXIT_OK, EXIT_CHECKS_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
@@ -72,8 +73,8 @@ def evaluate(
     )
 
 
-def verdict(status: str, checks: Sequence[Check]) -> str:
-    """``passed`` only for a COMPLETED run whose every check holds."""
+def verdict(status: str, checks: Sequence[Check | Result]) -> str:
+    """``passed`` only for a COMPLETED run whose every check and threshold holds."""
     return PASSED if status == RunStatus.COMPLETED and all(c.ok for c in checks) else FAILED
 
 
