@@ -573,5 +573,64 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     click.echo(f"wrote {out} (clock_spread_ms = {profile.clock_spread_ms:g})")
 
 
+@main.command("compare")
+@click.argument("base", type=click.Path())
+@click.argument("candidates", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--band",
+    "bands",
+    multiple=True,
+    metavar="NAME=WARN:FAIL",
+    help="Change a regression band (qps, p95, p99 in per cent; error_rate in points), e.g. p99=25:50.",
+)
+@click.option("--force", is_flag=True, help="Compare runs of different scenarios.")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the comparison here.")
+def compare_runs(
+    base: str, candidates: tuple[str, ...], bands: tuple[str, ...], force: bool, json_path: str | None
+) -> None:
+    """Compare runs: BASE's key figures beside each CANDIDATE's, with the change and regression
+    bands (defaults: qps -10 % warn / -20 % fail, p95 +20 % / +40 %, p99 +25 % / +50 %, error
+    rate +1 / +5 points). Each run is its summary.json or its --out directory.
+
+    Exit codes: 0 no band failed (warnings are printed), 1 a band failed, 2 bad usage or runs of
+    different scenarios (without --force).
+    """
+    from rich.table import Table
+
+    from startline.compare import CompareError, bands_with, compare, read_summary, same_scenario
+
+    try:
+        judged = bands_with(bands)
+        runs = [read_summary(p) for p in (base, *candidates)]
+        for path, other in zip(candidates, runs[1:], strict=True):
+            differs = same_scenario(runs[0], other)
+            if differs and not force:
+                raise CompareError(path, f"not the same scenario as {base} ({differs}): --force compares them anyway")
+    except CompareError as exc:
+        fail_usage(str(exc))
+    results = [compare(runs[0], other, judged, (base, path)) for path, other in zip(candidates, runs[1:], strict=True)]
+    console = Console(width=max(100, Console().width))
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    for c in results:
+        table = Table(title=f"{c.base} → {c.candidate} (status {c.status[0]} → {c.status[1]})")
+        for col in ("figure", "base", "candidate", "change", "band"):
+            table.add_column(col, justify="left" if col in ("figure", "band") else "right")
+        for r in c.rows:
+            change = "-" if r.change is None else f"{r.change:+,.1f} {'pt' if r.unit == 'points' else '%'}"
+            band = f"[{styles[r.verdict]}]{r.verdict}[/]" if r.verdict else ""
+            table.add_row(r.figure, _figure(r.base, r.unit), _figure(r.candidate, r.unit), change, band)
+        console.print(table)
+        console.print(f"verdict: [{styles[c.verdict]}]{c.verdict}[/]")
+    if json_path:
+        write_json(Path(json_path), [c.to_dict() for c in results])
+    sys.exit(EXIT_CHECKS_FAILED if any(c.verdict == "fail" for c in results) else EXIT_OK)
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:,.2f} %" if unit == "points" else f"{value:,.2f}"
+
+
 if __name__ == "__main__":
     main()

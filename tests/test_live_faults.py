@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -318,6 +319,15 @@ def test_ctrl_c_to_a_worker_still_waiting_for_its_run_is_one_line_and_exit_3(tmp
     probe.wait_until("the worker polls", lambda: (tmp_path / "control.db").exists())
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        proc.kill()
+        sig = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigPnd", "ShdPnd"))]
+        raise AssertionError(
+            f"no exit after SIGINT; test's handler {signal.getsignal(signal.SIGINT)}, mask {blocked}; worker {sig}"
+        ) from None
     assert proc.returncode == 3, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

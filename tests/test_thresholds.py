@@ -51,7 +51,9 @@ def test_the_issues_example_parses_into_one_threshold_per_expression() -> None:
         ({"error_rate{kind=q}": ["rate < 0.1"]}, "tag"),
         ({"latency_ms{window=ten}": ["p(95) < 1"]}, "window must be a duration"),
         ({"latency_ms{kind=q,window=1s}": ["p(95) < 1"]}, "kind and window together"),
-        ({"latency_ms": [{"threshold": "p(99) < 1", "abort_on_fail": True}]}, "abort_on_fail is not available yet"),
+        ({"latency_ms{kind=q}": [{"threshold": "p(99) < 1", "abort_on_fail": True}]}, "abort_on_fail takes"),
+        ({"start.skew_ms": [{"threshold": "value < 1", "abort_on_fail": True}]}, "abort_on_fail takes"),
+        ({"latency_ms": [{"threshold": "p(99) < 1", "abort_on_fail": 1}]}, "true or false"),
         ({"latency_ms": [{"threshold": "p(99) < 1", "abort": True}]}, "a table takes"),
         ({"latency_ms": []}, "must be a list"),
         ({"start.lag_ms": ["p(95) < 1"]}, "start.lag_ms takes"),
@@ -167,3 +169,29 @@ def test_a_failed_threshold_exits_1_and_the_summary_says_which(tmp_path: Path) -
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [t["ok"] for t in summary["thresholds"]] == [False, True]
     assert summary["thresholds"][0]["value"] >= 2.0  # a 2 ms sleep
+
+
+def test_a_crossed_abort_on_fail_threshold_stops_the_run_which_completes_and_fails_it() -> None:
+    """Every operation takes 5-50 ms: p(50) < 1 ms is crossed at the first interval of MEASUREMENT
+    after its delay; the run stops there (THRESHOLD), COMPLETED, its verdict failed."""
+    sc = {"measurement_s": 10.0, "snapshot_interval_s": 0.5}
+    s = _run(
+        thresholds={"latency_ms": [{"threshold": "p(50) < 1", "abort_on_fail": True, "delay_abort_eval_s": 2}]}, **sc
+    )
+    assert (s["status"], s["reason"], s["verdict"]) == ("COMPLETED", "threshold", "failed")
+    (t,) = s["thresholds"]
+    assert t["ok"] is False and t["value"] >= 5 and "after 2 s of MEASUREMENT" in t["detail"]
+    assert "threshold latency_ms: p(50) < 1 crossed" in s["detail"]
+    assert 2.0 <= s["phases"]["MEASUREMENT"]["duration_s"] < 5.0  # stopped (snapshots shipped, STOP sent), not 10 s
+    held = _run(thresholds={"latency_ms": [{"threshold": "p(50) < 1000", "abort_on_fail": True}]}, **sc)
+    assert (held["status"], held["reason"], held["verdict"]) == ("COMPLETED", None, "passed")
+    assert held["phases"]["MEASUREMENT"]["duration_s"] == pytest.approx(10.0)
+
+
+def test_an_abort_threshold_waits_for_its_delay_and_is_judged_at_the_end_if_it_never_came() -> None:
+    s = _run(
+        thresholds={"error_rate": [{"threshold": "rate > 0.5", "abort_on_fail": True, "delay_abort_eval_s": 99}]},
+        measurement_s=3.0,
+    )
+    assert (s["status"], s["reason"], s["verdict"]) == ("COMPLETED", None, "failed")  # no error at all: 0 > 0.5 fails
+    assert s["thresholds"][0]["detail"].startswith("rate of error_rate = 0")

@@ -65,6 +65,10 @@ class Outcome:
     detail: str | None = None
 
 
+COMPLETING = (StopReason.BOUNDS_LIMIT_REACHED, StopReason.THRESHOLD)
+"""Early stops after which the run still COMPLETES (and fails a check or a threshold: exit 1)."""
+
+
 def run_outcome(
     stop_reason: StopReason | None,
     stop_detail: str | None,
@@ -76,12 +80,12 @@ def run_outcome(
     worker's final status, and the workers whose COMPLETED results are in."""
     if stop_reason is StopReason.USER_REQUESTED:
         return Outcome(RunStatus.CANCELLED, stop_reason, stop_detail)
-    if stop_reason is not None and stop_reason not in (StopReason.COMPLETED, StopReason.BOUNDS_LIMIT_REACHED):
+    if stop_reason is not None and stop_reason not in (StopReason.COMPLETED, *COMPLETING):
         return Outcome(RunStatus.FAILED, stop_reason, stop_detail)
     lost = sorted(w for w, s in statuses.items() if s is not WorkerStatus.COMPLETED)
     if lost and on_worker_loss is OnWorkerLoss.FAIL:
         return Outcome(RunStatus.FAILED, StopReason.WORKER_LOST, ", ".join(lost))
     if not completed:
         return Outcome(RunStatus.FAILED, StopReason.NO_WORKER_COMPLETED, stop_detail)
-    kept = stop_reason if stop_reason is StopReason.BOUNDS_LIMIT_REACHED else None
+    kept = stop_reason if stop_reason in COMPLETING else None
     return Outcome(RunStatus.COMPLETED, kept, stop_detail)

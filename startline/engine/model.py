@@ -98,6 +98,9 @@ class StopReason(enum.StrEnum):
     BOUNDS_LIMIT_REACHED = "bounds_limit_reached"
     """The QPS controller ran at its connection ceiling under the target for ``bounds_patience``
     readings: the run completes, and fails its check (exit 1)."""
+    THRESHOLD = "threshold"
+    """An ``abort_on_fail`` threshold was crossed during MEASUREMENT: the run completes early, and
+    fails that threshold (exit 1)."""
 
     @classmethod
     def parse(cls, value: object) -> StopReason | None:

@@ -50,6 +50,8 @@ from startline.engine.scenario import ConfigError, FindMaxOver, LoadMode, OnWork
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from startline.engine.startplan import STEERED_FOLLOW_S
 from startline.engine.summary import build_summary, interval_latency, merge_timeseries
+from startline.engine.thresholds import Measured, crossing, windows_of
+from startline.engine.thresholds import Result as ThresholdResult
 from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.orchestrator")
@@ -126,6 +128,8 @@ class Orchestrator:
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
     _emitting: trio.StrictFIFOLock = attrs.field(init=False, factory=trio.StrictFIFOLock)
+    _crossed: dict[tuple[str, str], ThresholdResult] = attrs.field(init=False, factory=dict)
+    """``abort_on_fail`` thresholds crossed during the run (by key and expression)."""
     """Sequence ids are gap-free: one append at a time (the plan, the load control, a re-split)."""
     _qps_steps: list[QpsDecision] = attrs.field(init=False, factory=list)
     _search: FindMaxSearch | None = attrs.field(init=False, default=None)
@@ -467,6 +471,8 @@ class Orchestrator:
                 nursery.start_soon(self._watch_spent)
             if self.scenario.load.controlled:
                 nursery.start_soon(self._load_control)
+            if any(t.abort_on_fail for t in self.scenario.threshold_list):
+                nursery.start_soon(self._watch_thresholds)
             await self._follow_plan()
             nursery.cancel_scope.cancel()
 
@@ -593,8 +599,12 @@ class Orchestrator:
             await self._find_max()
 
     async def _window(self, first: int, last: int) -> Window:
-        """The merged figures of intervals ``first..last``, once every live worker has shipped
-        them (or a few snapshot periods passed: a worker that stalls does not stall the control)."""
+        """The merged figures of intervals ``first..last``."""
+        return window(await self._snapshots_through(last), first, last, self.scenario.snapshot_interval_s)
+
+    async def _snapshots_through(self, last: int) -> list[tuple[str, dict[str, Any]]]:
+        """The run's snapshots once every live worker has shipped interval ``last`` (or a few
+        snapshot periods passed: a worker that stalls does not stall the control)."""
         sc = self.scenario
         snaps: list[tuple[str, dict[str, Any]]] = []
         with trio.move_on_after(3 * sc.snapshot_interval_s + sc.heartbeat_s):
@@ -604,7 +614,32 @@ class Orchestrator:
                 if all(upto.get(w, -1) >= last for w in self._live_workers()):
                     break
                 await trio.sleep(COLLECT_POLL_S)
-        return window(snaps, first, last, sc.snapshot_interval_s)
+        return snaps
+
+    async def _watch_thresholds(self) -> None:
+        """The ``abort_on_fail`` thresholds, judged on MEASUREMENT so far at the end of each of its
+        snapshot intervals (once a threshold's ``delay_abort_eval_s`` has passed): the first one
+        crossed stops the run (THRESHOLD), which then completes and fails it."""
+        sc = self.scenario
+        assert self.start_time is not None and self._clockmap is not None  # after the start
+        watched = [t for t in sc.threshold_list if t.abort_on_fail]
+        iv = sc.snapshot_interval_s
+        first = round(sc.warmup_s / iv)
+        last = math.ceil((sc.warmup_s + sc.measurement_s) / iv - 1e-9) - 1
+        for k in range(first, last + 1):
+            await trio.sleep_until(self._clockmap.to_trio(self.start_time + (k + 1) * iv))
+            snaps = await self._snapshots_through(k)
+            latency = windows_of(interval_latency(snaps), first, k, k - first + 1)[0]
+            w = window(snaps, first, k, iv)
+            elapsed = (k - first + 1) * iv
+            so_far = Measured({"ops": w.ops, "errors": w.errors, "qps": w.ops / elapsed}, {}, {None: latency}, {})
+            for t in watched:
+                crossed = crossing(t, so_far, elapsed)
+                if crossed is not None:
+                    self._crossed[(t.key, t.expression)] = crossed
+                    self.stop_detail = f"threshold {t.key}: {t.expression} crossed ({crossed.detail})"
+                    self.request_stop(StopReason.THRESHOLD)
+                    return
 
     def _interval_at(self, t: float) -> int:
         assert self.start_time is not None  # the load control runs after the start
@@ -829,6 +864,7 @@ class Orchestrator:
             orchestrator_queries=sum(self._counting.counts.values()),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
             intervals=interval_latency(snapshots),
+            crossed=self._crossed,
             load=self.load_block(),
         )
 

@@ -538,9 +538,9 @@ class Scenario:
         return parse_thresholds(self.thresholds)
 
     @property
-    def windowed_thresholds(self) -> bool:
-        """A threshold must hold in every window: workers ship a latency histogram per interval."""
-        return any(t.window_s is not None for t in self.threshold_list)
+    def interval_thresholds(self) -> bool:
+        """A threshold judged per window or live: workers ship a latency histogram per interval."""
+        return any(t.window_s is not None or t.abort_on_fail for t in self.threshold_list)
 
     @property
     def max_in_flight(self) -> int:

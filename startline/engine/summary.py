@@ -191,9 +191,10 @@ def build_summary(
     timeseries: Sequence[Mapping[str, Any]] = (),
     load: Mapping[str, Any] | None = None,
     intervals: Mapping[int, HdrHistogram] | None = None,
+    crossed: Mapping[tuple[str, str], thresholds.Result] | None = None,
 ) -> dict[str, Any]:
     """summary.json. ``intervals``: each interval's response-time histogram (``interval_latency``),
-    which windowed thresholds read."""
+    which windowed thresholds read; ``crossed``: the thresholds that stopped the run."""
     durations: dict[str, float] = {}
     if start_time is not None:
         w = PhaseWindows.from_scenario(scenario, start_time)
@@ -213,7 +214,8 @@ def build_summary(
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
     checks = evaluate(scenario.checks, phases, load)
     start = start_block(start_time, payloads)
-    judged = thresholds.evaluate(scenario.threshold_list, _measured(scenario, metrics, phases, start, intervals or {}))
+    measured = _measured(scenario, metrics, phases, start, intervals or {})
+    judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
     return {
         "run_id": run_id,
         "status": status,

@@ -46,6 +46,10 @@ BY_KIND = frozenset({"latency_ms", "service_ms", "qps", "ops"})
 WINDOWED = frozenset({"latency_ms"})
 """Metrics a ``{window=...}`` tag can split into windows of MEASUREMENT."""
 
+LIVE = ("latency_ms", "error_rate", "qps")
+"""Metrics the orchestrator can judge while the run goes (from the workers' interval snapshots):
+the only ones an ``abort_on_fail`` threshold may take."""
+
 OPS: Mapping[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -144,8 +148,6 @@ def _item(key: str, metric: str, kind: str | None, window_s: float | None, item:
             raise ThresholdError(field, f"abort_on_fail must be true or false (got {abort!r})")
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < math.inf:
             raise ThresholdError(field, f"delay_abort_eval_s must be a number of seconds >= 0 (got {delay!r})")
-        if abort:
-            raise ThresholdError(field, "abort_on_fail is not available yet: thresholds are evaluated at the end")
         item = item["threshold"]
     if not isinstance(item, str):
         raise ThresholdError(field, f"an expression is a string such as 'p(99) < 50' (got {item!r})")
@@ -156,6 +158,10 @@ def _item(key: str, metric: str, kind: str | None, window_s: float | None, item:
     if stat not in METRICS[metric]:
         known = ", ".join("p(N)" if s == "p" else s for s in METRICS[metric])
         raise ThresholdError(field, f"{metric} takes {known} (got {m['stat']!r})")
+    if abort and (metric not in LIVE or kind is not None or window_s is not None):
+        raise ThresholdError(
+            field, f"abort_on_fail takes {', '.join(LIVE)} over every kind, not windowed (the figures judged live)"
+        )
     pct = None if m["pct"] is None else float(m["pct"])
     if pct is not None and not 0 < pct <= 100:
         raise ThresholdError(field, f"a percentile is in (0, 100] (got {pct:g})")
@@ -196,8 +202,24 @@ class Result:
         return attrs.asdict(self)
 
 
-def evaluate(thresholds: Sequence[Threshold], measured: Measured) -> tuple[Result, ...]:
-    return tuple(_evaluate(t, measured) for t in thresholds)
+def evaluate(
+    thresholds: Sequence[Threshold], measured: Measured, crossed: Mapping[tuple[str, str], Result] | None = None
+) -> tuple[Result, ...]:
+    """Each threshold judged on ``measured``; one ``crossed`` during the run (by key and
+    expression: it stopped the run) is that failure, whatever the end shows."""
+    crossed = crossed or {}
+    return tuple(crossed.get((t.key, t.expression)) or _evaluate(t, measured) for t in thresholds)
+
+
+def crossing(t: Threshold, measured: Measured, elapsed_s: float) -> Result | None:
+    """An ``abort_on_fail`` threshold judged live after ``elapsed_s`` of MEASUREMENT: the failure
+    that stops the run, or None (it holds, its delay has not passed, or nothing to judge yet)."""
+    if elapsed_s < t.delay_abort_eval_s:
+        return None
+    r = _evaluate(t, measured)
+    if r.ok or r.value is None:
+        return None
+    return attrs.evolve(r, detail=f"{r.detail}, after {elapsed_s:g} s of MEASUREMENT: the run stopped (abort_on_fail)")
 
 
 def _evaluate(t: Threshold, m: Measured) -> Result:

@@ -1,0 +1,98 @@
+"""``startline compare``: key figures side by side, regression bands (warn/fail), a refusal for
+runs of different scenarios unless forced, exit 1 on a failing band."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from startline.compare import DEFAULT_BANDS, FAIL, OK, WARN, Band, CompareError, bands_with, compare, same_scenario
+from startline.testing import run_cli
+
+
+def summary(qps: float, p95: float, p99: float, ops: int = 1000, errors: int = 0, **extra: Any) -> dict[str, Any]:
+    latency = {"p50": p95 / 2, "p90": p95, "p95": p95, "p99": p99, "p999": p99, "max": p99, "mean": p95 / 2}
+    return {
+        "scenario": "s",
+        "start_strategy": "scheduled",
+        "status": "COMPLETED",
+        "workers": [{}, {}],
+        "start": {"skew_ms": 1.0, "lag_ms": {"min": 0.5, "p50": 1.0, "p99": 2.0, "max": 2.0}},
+        "phases": {
+            "MEASUREMENT": {
+                "ops": ops,
+                "errors": errors,
+                "qps": qps,
+                "latency_ms": latency,
+                "by_kind": {"read": {"ops": ops, "qps": qps, "latency_ms": latency}},
+            }
+        },
+    } | extra
+
+
+def test_the_seed_systems_bands_mark_warn_and_fail_in_both_directions() -> None:
+    base = summary(1000, 10, 20)
+    rows = {r.figure: r for r in compare(base, summary(850, 13, 26), DEFAULT_BANDS, ("a", "b")).rows}
+    assert rows["qps"].verdict == WARN and rows["qps"].change == pytest.approx(-15)
+    assert rows["latency p95 ms"].verdict == WARN and rows["latency p99 ms"].verdict == WARN
+    assert rows["read: qps"].verdict == WARN  # a kind's figure takes its figure's band
+    assert rows["start skew ms"].verdict is None  # shown, not banded
+    worse = compare(base, summary(700, 15, 31, ops=900, errors=100), DEFAULT_BANDS, ("a", "b"))
+    by = {r.figure: r.verdict for r in worse.rows}
+    assert by["qps"] == by["latency p95 ms"] == by["latency p99 ms"] == by["error rate"] == FAIL
+    assert worse.verdict == FAIL
+    better = compare(base, summary(2000, 5, 10), DEFAULT_BANDS, ("a", "b"))
+    assert better.verdict == OK  # faster and quicker is never a regression
+
+
+@given(st.floats(1, 1e6), st.floats(-99, 500))
+def test_a_band_fails_exactly_when_the_change_the_wrong_way_exceeds_its_fail_limit(base: float, pct: float) -> None:
+    band = Band("latency p99 ms", 25, 50, higher_is_worse=True)
+    candidate = base * (1 + pct / 100)
+    change = band.change(base, candidate)
+    assert change is not None
+    assert (band.judge(base, candidate) == FAIL) == (change > 50)
+    assert (band.judge(base, candidate) == OK) == (change <= 25)
+
+
+def test_runs_of_different_scenarios_are_not_compared_unless_forced(tmp_path: Path) -> None:
+    assert same_scenario(summary(1, 1, 1), summary(1, 1, 1)) is None
+    assert "scenario" in (same_scenario(summary(1, 1, 1), summary(1, 1, 1, scenario="other")) or "")
+    assert "workers" in (same_scenario(summary(1, 1, 1), summary(1, 1, 1, workers=[{}])) or "")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(summary(1000, 10, 20)))
+    b.write_text(json.dumps(summary(1000, 10, 20, scenario="other")))
+    refused = run_cli("compare", str(a), str(b), timeout=60)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--force" in refused.stderr
+    forced = run_cli("compare", str(a), str(b), "--force", timeout=60)
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_compare_exits_1_on_a_failing_band_and_writes_json(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b.json"
+    a.mkdir()
+    (a / "summary.json").write_text(json.dumps(summary(1000, 10, 20)))  # a run's directory works too
+    b.write_text(json.dumps(summary(1000, 10, 40)))
+    proc = run_cli("compare", str(a), str(b), "--json", str(tmp_path / "c.json"), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "latency p99 ms" in proc.stdout and "fail" in proc.stdout
+    (result,) = json.loads((tmp_path / "c.json").read_text())
+    assert result["verdict"] == FAIL
+    loosened = run_cli("compare", str(a), str(b), "--band", "p99=150:200", timeout=60)
+    assert loosened.returncode == 0, loosened.stdout
+
+
+def test_a_bad_band_or_a_missing_run_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(CompareError):
+        bands_with(["p42=1:2"])
+    with pytest.raises(CompareError):
+        bands_with(["p99=5:1"])
+    assert {b.figure: (b.warn, b.fail) for b in bands_with(["p99=30:60"])}["latency p99 ms"] == (30, 60)
+    proc = run_cli("compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), timeout=60)
+    assert proc.returncode == 2 and "no summary.json" in proc.stderr and "Traceback" not in proc.stderr
