@@ -28,20 +28,19 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
         )
         + f", start strategy [cyan]{summary['start_strategy']}[/]"
     )
+    console.print(_shape(summary))
     lag = start.get("lag_ms") or {}
-    t = Table(title="Start", show_header=True, header_style="bold")
-    for col in ("connections", "lag min ms", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms"):
+    t = Table(title="Start (ms from START_TIME)", show_header=True, header_style="bold")
+    for col in ("connections", "lag min", "lag p50", "lag p99", "lag max", "skew", "± skew"):
         t.add_column(col, justify="right", no_wrap=True)
-    skew = _ms(start.get("skew_ms"))
-    if start.get("skew_uncertainty_ms") is not None:
-        skew += f" ± {start['skew_uncertainty_ms']:,.2f}"
     t.add_row(
         str(start["connections"]),
         _ms(lag.get("min")),
         _ms(lag.get("p50")),
         _ms(lag.get("p99")),
         _ms(lag.get("max")),
-        skew,
+        _ms(start.get("skew_ms")),
+        _ms(start.get("skew_uncertainty_ms")),
     )
     console.print(t)
     if start.get("lag_uncertainty_ms") is not None:
@@ -61,6 +60,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
     for col in ("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         p.add_column(col, justify="right" if col not in ("phase", "kind") else "left")
     for phase, block in summary["phases"].items():
+        if not block["ops"] and not block["errors"]:
+            continue  # a phase with nothing in it (no warmup, DONE)
         lat = block["latency_ms"]
         p.add_row(
             phase,
@@ -109,6 +110,16 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
 
 
 FAILURES_SHOWN = 5
+
+
+def _shape(summary: dict[str, Any]) -> str:
+    """Workers × connections and how long each phase ran."""
+    workers = len(summary["workers"])
+    connections = summary["start"].get("connections") or 0
+    per = f"{connections // workers}" if workers and connections % workers == 0 else f"{connections} in all"
+    spans = {phase: b.get("duration_s", 0.0) for phase, b in summary["phases"].items() if b.get("duration_s")}
+    ran = ", ".join(f"{phase} {s:,.1f} s" for phase, s in spans.items())
+    return f"{workers} workers × {per} connections; ran {sum(spans.values()):,.1f} s" + (f" ({ran})" if ran else "")
 
 
 def _print_failures(failures: Any, console: Console) -> None:
