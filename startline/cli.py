@@ -111,6 +111,13 @@ def main() -> None:
 @click.option("--run-id", default=None, callback=_id_option, help="Run id (default: scenario name + random suffix).")
 @click.option("--quiet", is_flag=True, help="Print only the path of summary.json.")
 @click.option("--overwrite", is_flag=True, help="Reuse an --out that holds another run's summary.")
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    help="Not on a terminal: a progress line every this many seconds (0: none).",
+)
 def run(
     config: str,
     out: str,
@@ -120,6 +127,7 @@ def run(
     run_id: str | None,
     quiet: bool,
     overwrite: bool,
+    progress_every: float,
 ) -> None:
     """Run the scenario in CONFIG and write OUT/summary.json.
 
@@ -149,7 +157,15 @@ def run(
     console = Console(stderr=True, quiet=quiet)
     try:
         summary = trio.run(
-            launch.orchestrate, resolved, control_url, target_url, out_dir, run_id, not no_spawn, console
+            launch.orchestrate,
+            resolved,
+            control_url,
+            target_url,
+            out_dir,
+            run_id,
+            not no_spawn,
+            console,
+            progress_every,
         )
     except KeyboardInterrupt:  # before the run's own signal handling was in place
         fail_run("cancelled before the run started")

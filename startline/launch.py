@@ -30,7 +30,14 @@ err = Console(stderr=True)
 
 
 async def orchestrate(
-    scenario: Scenario, control_url: Url, target_url: Url, out: Path, run_id: str, spawn: bool, console: Console
+    scenario: Scenario,
+    control_url: Url,
+    target_url: Url,
+    out: Path,
+    run_id: str,
+    spawn: bool,
+    console: Console,
+    progress_every_s: float = 5.0,
 ) -> dict[str, Any]:
     """Set up the target, then run the scenario: in this process on a memory control plane, or
     as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
@@ -47,8 +54,16 @@ async def orchestrate(
     if control_url.in_process:
         if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console)):
             raise RunCancelled("cancelled during setup: nothing was run")
+        lines = not console.is_terminal and not console.quiet and progress_every_s > 0
+
+        async def watch(orchestrator: Orchestrator) -> None:
+            async with trio.open_nursery() as nursery:
+                if lines:
+                    nursery.start_soon(progress_lines, orchestrator, console, progress_every_s)
+                await on_signals(orchestrator)
+
         with console.status(f"{title} (in process)"):
-            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=on_signals)
+            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch)
             return done.summary
     orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
@@ -67,6 +82,8 @@ async def orchestrate(
             with console.status(title) as status:
                 async with trio.open_nursery() as inner:
                     inner.start_soon(_progress, orchestrator, status, title)
+                    if not console.is_terminal and not console.quiet and progress_every_s > 0:
+                        inner.start_soon(progress_lines, orchestrator, console, progress_every_s)
                     summary = await orchestrator.run()
                     inner.cancel_scope.cancel()
             # Workers exit by themselves once their results are in; past the grace (at once after a
@@ -237,6 +254,15 @@ async def _progress(orchestrator: Orchestrator, status: Any, title: str) -> None
     while True:
         await trio.sleep(PROGRESS_EVERY_S)
         status.update(f"{title} — {orchestrator.progress()}")
+
+
+async def progress_lines(orchestrator: Orchestrator, console: Console, every_s: float) -> None:
+    """Not on a terminal (CI, a log file): one plain line every ``every_s`` seconds."""
+    began = trio.current_time()
+    while True:
+        await trio.sleep(every_s)
+        line = await orchestrator.progress_line()
+        console.print(f"[{trio.current_time() - began:6.1f} s] {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 async def on_signals(orchestrator: Orchestrator) -> None:

@@ -81,6 +81,20 @@ def test_run_writes_summary_and_exits_0(tmp_path):
     assert "summary.json" in proc.stdout
 
 
+def test_not_on_a_terminal_a_run_prints_a_plain_progress_line_every_progress_every_seconds(tmp_path):
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD.replace("measurement_s = 0.5", "measurement_s = 2.5\nflush_interval_s = 0.5"))
+    proc = cli("run", str(path), "--out", str(tmp_path / "out"), "--progress-every", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if " s left" in line]
+    assert len(lines) >= 3, proc.stderr  # a captured stderr is not a terminal
+    assert any("ops/s then" in line for line in lines), lines  # the workers' figures, once they shipped some
+    quiet = cli("run", str(path), "--out", str(tmp_path / "q"), "--progress-every", "0.5", "--quiet")
+    assert quiet.returncode == 0 and " s left" not in quiet.stderr
+    never = cli("run", str(path), "--out", str(tmp_path / "n"), "--progress-every", "0")
+    assert never.returncode == 0 and " s left" not in never.stderr
+
+
 def test_help_lists_the_commands():
     proc = cli("--help")
     assert proc.returncode == 0

@@ -226,6 +226,25 @@ class Orchestrator:
             },
         }
 
+    async def progress_line(self) -> str:
+        """One plain line for a log (pgbench ``-P`` style): the progress, the operations and errors
+        so far and the last complete interval's throughput, from the workers' snapshots."""
+        line = self.progress()
+        if self.start_time is None:
+            return line
+        try:
+            snapshots = await self._cp.read_snapshots(self.run_id)
+        except ControlPlaneError:
+            return line + "; figures: control plane unreachable"
+        series = merge_timeseries(snapshots, self.scenario.snapshot_interval_s)
+        ops, errors = sum(r["ops"] for r in series), sum(r["errors"] for r in series)
+        if not series:
+            return f"{line}; no snapshot from the workers yet"
+        last = series[-2] if len(series) > 1 else series[-1]  # the newest interval may still be arriving
+        iv = self.scenario.snapshot_interval_s
+        upto = series[-1]["t_s"] + iv
+        return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
+
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
         if self.start_time is None or self._clockmap is None:

@@ -700,8 +700,10 @@ class Worker:
         assert self.scenario is not None  # chores start after the scenario is known
         sc = self.scenario
         flush_every = max(sc.flush_interval_s, sc.snapshot_interval_s)
-        # The orchestrator steers a qps or find-max run on the intervals: ship each one as it closes.
-        snap_every = sc.snapshot_interval_s if sc.load.controlled else flush_every
+        # The orchestrator steers a qps or find-max run, or judges abort_on_fail thresholds, on the
+        # intervals: ship each one as it closes.
+        live = sc.load.controlled or any(t.abort_on_fail for t in sc.threshold_list)
+        snap_every = sc.snapshot_interval_s if live else flush_every
         next_results = trio.current_time() + flush_every
         while True:
             await trio.sleep(snap_every)
