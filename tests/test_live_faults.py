@@ -314,6 +314,10 @@ def test_ctrl_c_to_a_worker_still_waiting_for_its_run_is_one_line_and_exit_3(tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A process started in the background by a non-interactive shell has SIGINT ignored, and its
+        # children inherit that (a worker then rightly ignores Ctrl-C): pytest run as `... &` did.
+        # This test is about a worker that receives SIGINT, so its worker starts with the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     probe = LiveRun(tmp_path / "x.toml", tmp_path, "later", 1)
     probe.wait_until("the worker polls", lambda: (tmp_path / "control.db").exists())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import attrs
 import pytest
@@ -184,6 +185,38 @@ def test_qps_controller_holds_the_nearest_whole_count_when_none_is_within_5pct(
     decisions = drive(QpsController.of(load, 1, start), per_connection, math.inf, 30)
     nearest = below + (1 if between > 0.5 else 0)
     assert all(d.action == "hold" and d.to == nearest for d in decisions[-10:]), decisions
+
+
+@settings(max_examples=300)
+@given(st.floats(20, 200), st.floats(0.3, 0.7), st.floats(0.0, 0.045), st.integers(1, 20), st.integers(0, 2**16))
+def test_qps_controller_settles_on_one_of_two_counts_either_side_of_the_target_despite_noisy_readings(
+    per_connection: float, between: float, noise: float, below: int, seed: int
+) -> None:
+    """Live on SQLite the controller swung 6 → 7 → 6 → 7 around 300 qps (282, 329, 323.5, 276): from
+    each count, the other one's proportional expectation looked closer. With each count's last
+    reading remembered (and a return to it only for more than the deadband), readings that wander
+    by up to 4.5 % leave it on one of the two."""
+    rng = random.Random(seed)
+    target = (below + between) * per_connection
+    band = max(2.0, 0.05 * target)
+    assume(min(between, 1 - between) * per_connection > band + noise * (below + 1) * per_connection)
+    load = LoadOptions(mode="qps", target_qps=target, max_connections=1000, min_connections=1)
+    ctl, decisions = QpsController.of(load, 1, below), []
+    for i in range(30):
+        w = plant(ctl.connections, per_connection * (1 + rng.uniform(-noise, noise)), math.inf)
+        ctl, d = ctl.decide(10.0 * i, w)
+        decisions.append(d)
+    last = decisions[-12:]
+    assert {d.to for d in last} <= {below, below + 1} and len({d.to for d in last}) == 1, decisions
+
+
+def test_qps_controller_holds_where_the_other_count_read_no_closer() -> None:
+    """The live case: at 7 connections 323.5 qps; 6 connections last read 276 (24 under against
+    23.5 over): down is no closer, hold."""
+    load = LoadOptions(mode="qps", target_qps=300, max_connections=40)
+    ctl = attrs.evolve(QpsController.of(load, 2, 7), estimated=True, over=1, seen=((6, 276.0),))
+    _, d = ctl.decide(0, plant(7, 323.5 / 7, math.inf))
+    assert (d.action, d.to) == ("hold", 7)
 
 
 def test_qps_controller_reports_bounds_limit_reached_for_an_unreachable_target() -> None:

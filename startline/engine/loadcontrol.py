@@ -171,6 +171,8 @@ class QpsController:
     estimated: bool = False
     over: int = 0
     at_ceiling: int = 0
+    seen: tuple[tuple[int, float], ...] = ()
+    """The last reading (qps) at each connection count this controller has run."""
 
     @classmethod
     def of(cls, load: LoadOptions, workers: int, connections: int) -> QpsController:
@@ -192,7 +194,8 @@ class QpsController:
 
         def to(new: int, action: str, **changes: Any) -> tuple[QpsController, QpsDecision]:
             new = min(self.high, max(self.low, new))
-            state = attrs.evolve(self, connections=new, estimated=True, **changes)
+            seen = tuple(sorted({**dict(self.seen), n: qps}.items()))
+            state = attrs.evolve(self, connections=new, estimated=True, seen=seen, **changes)
             lat = w.latency_ms
             figures = (lat["p95"], lat["p99"], round(w.error_rate, 6))
             return state, QpsDecision(at_s, n, round(qps, 3), round(100 * error, 2), new, action, *figures)
@@ -221,14 +224,18 @@ class QpsController:
         return to(n - step, "down", over=0, at_ceiling=0)
 
     def _no_closer(self, new: int, w: Window) -> bool:
-        """Whole connections: a step whose expected reading (throughput in proportion to the
-        connections) is no closer to the target than this one is not taken — the controller
-        holds the nearest count instead of swinging around a target between two counts."""
+        """Whole connections: a step whose expected reading is no closer to the target than this
+        one is not taken — the controller holds the nearest count instead of swinging around a
+        target between two counts. Expected: throughput in proportion to the connections; for a
+        count it ran before, what it read then, which must be closer by more than the deadband
+        (throughput noise made two counts either side of the target each look the farther)."""
         new = min(self.high, max(self.low, new))
         if w.qps <= 0 or new == self.connections:
             return False
-        expected = w.qps * new / self.connections
-        return abs(expected - self.target) >= abs(w.qps - self.target)
+        seen = dict(self.seen)
+        if new in seen:  # back to a count it ran: only if that read closer by more than the deadband
+            return abs(seen[new] - self.target) >= abs(w.qps - self.target) - deadband(self.target)
+        return abs(w.qps * new / self.connections - self.target) >= abs(w.qps - self.target)
 
 
 # ---- the find-max search --------------------------------------------------------------------------
