@@ -259,6 +259,7 @@ def test_scheduled_start_issues_every_first_operation_at_start_time_exactly(poll
 def test_summary_follows_the_results_contract():
     sc = scenario(warmup_s=0.5, measurement_s=1.0)
     s = run_virtual(sc).summary
+    assert s["schema_version"] == 1
     for key in ("run_id", "status", "start_strategy", "start_time", "start", "control_plane", "workers", "phases"):
         assert key in s
     assert set(s["start"]) == {

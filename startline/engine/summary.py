@@ -163,6 +163,11 @@ def _measured(
     return thresholds.Measured(phases.get(measurement, {}), start, latency, service, windows)
 
 
+SCHEMA_VERSION = 1
+"""summary.json's layout (docs/architecture.md#summaryjson): raised when a key changes meaning or
+goes away; new keys do not raise it."""
+
+
 def interval_latency(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, HdrHistogram]:
     """Each interval's response-time histogram over every worker (shipped with the snapshots when
     a load mode or a windowed threshold asks for them); a retried append counts once."""
@@ -217,6 +222,7 @@ def build_summary(
     measured = _measured(scenario, metrics, phases, start, intervals or {})
     judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
     return {
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "status": status,
         "verdict": verdict(status, [*checks, *judged]),
