@@ -29,17 +29,20 @@ class Band:
     def judge(self, base: float | None, candidate: float | None) -> str | None:
         if base is None or candidate is None:
             return None
-        change = self.change(base, candidate)
-        if change is None:
+        moved = change(base, candidate, self.points)
+        if moved is None:
             return None
-        worse = change if self.higher_is_worse else -change
+        worse = moved if self.higher_is_worse else -moved
         return FAIL if worse > self.fail else WARN if worse > self.warn else OK
 
-    def change(self, base: float, candidate: float) -> float | None:
-        """Candidate against base: percentage points for a rate, else per cent of the base."""
-        if self.points:
-            return (candidate - base) * 100.0
-        return None if base == 0 else (candidate - base) / base * 100.0
+
+def change(base: float | None, candidate: float | None, points: bool) -> float | None:
+    """Candidate against base: percentage points for a rate, else per cent of the base."""
+    if base is None or candidate is None:
+        return None
+    if points:
+        return (candidate - base) * 100.0
+    return None if base == 0 else (candidate - base) / base * 100.0
 
 
 DEFAULT_BANDS = (
@@ -73,7 +76,8 @@ def figures(summary: Mapping[str, Any]) -> dict[str, float | None]:
     }
     for kind, block in sorted((m.get("by_kind") or {}).items()):
         kl = block.get("latency_ms") or {}
-        out |= {f"{kind}: qps": block.get("qps"), f"{kind}: latency p95 ms": kl.get("p95")}
+        out[f"{kind}: qps"] = block.get("qps")
+        out[f"{kind}: latency p95 ms"] = kl.get("p95")
         out[f"{kind}: latency p99 ms"] = kl.get("p99")
     return out
 
@@ -118,12 +122,10 @@ def compare(
     a, b = figures(base), figures(candidate)
     rows = []
     for figure in [*a, *(f for f in b if f not in a)]:
-        band = band_of(figure, bands) or Band(figure, 0, 0, True, points=figure.endswith("error rate"))
+        band, points = band_of(figure, bands), figure.endswith("error rate")
         x, y = a.get(figure), b.get(figure)
-        change = None if x is None or y is None else band.change(x, y)
-        judged = band_of(figure, bands)
-        verdict = judged.judge(x, y) if judged is not None else None
-        rows.append(Row(figure, x, y, change, "points" if band.points else "%", verdict))
+        verdict = None if band is None else band.judge(x, y)
+        rows.append(Row(figure, x, y, change(x, y, points), "points" if points else "%", verdict))
     return Comparison(names[0], names[1], (str(base.get("status")), str(candidate.get("status"))), tuple(rows))
 
 

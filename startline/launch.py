@@ -51,10 +51,11 @@ async def orchestrate(
         f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start"
     )
+    # not on a terminal (CI, a log file): plain progress lines instead of the status spinner
+    lines = not console.is_terminal and not console.quiet and progress_every_s > 0
     if control_url.in_process:
         if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console)):
             raise RunCancelled("cancelled during setup: nothing was run")
-        lines = not console.is_terminal and not console.quiet and progress_every_s > 0
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
@@ -82,7 +83,7 @@ async def orchestrate(
             with console.status(title) as status:
                 async with trio.open_nursery() as inner:
                     inner.start_soon(_progress, orchestrator, status, title)
-                    if not console.is_terminal and not console.quiet and progress_every_s > 0:
+                    if lines:
                         inner.start_soon(progress_lines, orchestrator, console, progress_every_s)
                     summary = await orchestrator.run()
                     inner.cancel_scope.cancel()

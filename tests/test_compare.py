@@ -11,7 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from startline.compare import DEFAULT_BANDS, FAIL, OK, WARN, Band, CompareError, bands_with, compare, same_scenario
+from startline.compare import (
+    DEFAULT_BANDS,
+    FAIL,
+    OK,
+    WARN,
+    Band,
+    CompareError,
+    bands_with,
+    change,
+    compare,
+    same_scenario,
+)
 from startline.testing import run_cli
 
 
@@ -54,10 +65,10 @@ def test_the_seed_systems_bands_mark_warn_and_fail_in_both_directions() -> None:
 def test_a_band_fails_exactly_when_the_change_the_wrong_way_exceeds_its_fail_limit(base: float, pct: float) -> None:
     band = Band("latency p99 ms", 25, 50, higher_is_worse=True)
     candidate = base * (1 + pct / 100)
-    change = band.change(base, candidate)
-    assert change is not None
-    assert (band.judge(base, candidate) == FAIL) == (change > 50)
-    assert (band.judge(base, candidate) == OK) == (change <= 25)
+    moved = change(base, candidate, band.points)
+    assert moved is not None
+    assert (band.judge(base, candidate) == FAIL) == (moved > 50)
+    assert (band.judge(base, candidate) == OK) == (moved <= 25)
 
 
 def test_runs_of_different_scenarios_are_not_compared_unless_forced(tmp_path: Path) -> None:

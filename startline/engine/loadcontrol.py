@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from startline.engine.metrics import latency_block, merge_histograms
+from startline.engine.metrics import latency_block, merge_histograms, unique_snapshots
 from startline.engine.scenario import FindMax, FindMaxOver, LoadOptions
 
 # ---- splitting a run-wide level -------------------------------------------------------------
@@ -97,10 +97,9 @@ def reported_through(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> dict
 def window(snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last: int, interval_s: float) -> Window:
     """The figures of intervals ``first..last`` (inclusive) over every worker; a retried append
     (same worker, same ``n``) counts once."""
-    unique = {(w, snap.get("n", i)): snap for i, (w, snap) in enumerate(snapshots)}
     sums: dict[str, int] = defaultdict(int)
     encoded: list[str] = []
-    for snap in unique.values():
+    for snap in unique_snapshots(snapshots):
         for item in snap.get("intervals", ()):
             if first <= item["interval"] <= last:
                 for key in ("ops", "errors", "offered", "skipped"):

@@ -276,6 +276,11 @@ def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
     return merged
 
 
+def unique_snapshots(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
+    """The workers' snapshots, each once: a retried append (same worker, same ``n``) counts once."""
+    return list({(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}.values())
+
+
 def add_into(target: HdrHistogram, h: HdrHistogram) -> HdrHistogram:
     """``target.add(h)``, except that an empty ``h`` changes nothing (hdrh's ``add`` of an empty
     histogram sets the minimum to 0: a threshold on ``min`` caught it)."""

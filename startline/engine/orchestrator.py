@@ -128,9 +128,9 @@ class Orchestrator:
     _collected: bool = attrs.field(init=False, default=False)
     _results_seen: list[WorkerResult] = attrs.field(init=False, factory=list)
     _emitting: trio.StrictFIFOLock = attrs.field(init=False, factory=trio.StrictFIFOLock)
+    """Sequence ids are gap-free: one append at a time (the plan, the load control, a re-split)."""
     _crossed: dict[tuple[str, str], ThresholdResult] = attrs.field(init=False, factory=dict)
     """``abort_on_fail`` thresholds crossed during the run (by key and expression)."""
-    """Sequence ids are gap-free: one append at a time (the plan, the load control, a re-split)."""
     _qps_steps: list[QpsDecision] = attrs.field(init=False, factory=list)
     _search: FindMaxSearch | None = attrs.field(init=False, default=None)
     _rate_level: float = attrs.field(init=False, default=0.0)
@@ -490,7 +490,7 @@ class Orchestrator:
                 nursery.start_soon(self._watch_spent)
             if self.scenario.load.controlled:
                 nursery.start_soon(self._load_control)
-            if any(t.abort_on_fail for t in self.scenario.threshold_list):
+            if self.scenario.abort_thresholds:
                 nursery.start_soon(self._watch_thresholds)
             await self._follow_plan()
             nursery.cancel_scope.cancel()
@@ -641,18 +641,16 @@ class Orchestrator:
         crossed stops the run (THRESHOLD), which then completes and fails it."""
         sc = self.scenario
         assert self.start_time is not None and self._clockmap is not None  # after the start
-        watched = [t for t in sc.threshold_list if t.abort_on_fail]
-        iv = sc.snapshot_interval_s
-        first = round(sc.warmup_s / iv)
-        last = math.ceil((sc.warmup_s + sc.measurement_s) / iv - 1e-9) - 1
-        for k in range(first, last + 1):
+        iv, first = sc.snapshot_interval_s, sc.measurement_intervals.start
+        for k in sc.measurement_intervals:
             await trio.sleep_until(self._clockmap.to_trio(self.start_time + (k + 1) * iv))
             snaps = await self._snapshots_through(k)
             latency = windows_of(interval_latency(snaps), first, k, k - first + 1)[0]
-            w = window(snaps, first, k, iv)
+            counts = merge_timeseries(snaps, iv)[first : k + 1]  # each latency histogram decoded once, above
+            ops, errors = sum(r["ops"] for r in counts), sum(r["errors"] for r in counts)
             elapsed = (k - first + 1) * iv
-            so_far = Measured({"ops": w.ops, "errors": w.errors, "qps": w.ops / elapsed}, {}, {None: latency}, {})
-            for t in watched:
+            so_far = Measured({"ops": ops, "errors": errors, "qps": ops / elapsed}, {}, {None: latency}, {})
+            for t in sc.abort_thresholds:
                 crossed = crossing(t, so_far, elapsed)
                 if crossed is not None:
                     self._crossed[(t.key, t.expression)] = crossed

@@ -7,6 +7,7 @@ naming the dotted field (``start.lead_ms``) and the value, in one line.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import stat
 import tomllib
@@ -540,7 +541,18 @@ class Scenario:
     @property
     def interval_thresholds(self) -> bool:
         """A threshold judged per window or live: workers ship a latency histogram per interval."""
-        return any(t.window_s is not None or t.abort_on_fail for t in self.threshold_list)
+        return bool(self.abort_thresholds) or any(t.window_s is not None for t in self.threshold_list)
+
+    @property
+    def measurement_intervals(self) -> range:
+        """The snapshot intervals (counted from START_TIME) that MEASUREMENT covers."""
+        iv = self.snapshot_interval_s
+        return range(round(self.warmup_s / iv), math.ceil((self.warmup_s + self.measurement_s) / iv - 1e-9))
+
+    @property
+    def abort_thresholds(self) -> tuple[Threshold, ...]:
+        """The thresholds the orchestrator judges live (``abort_on_fail``)."""
+        return tuple(t for t in self.threshold_list if t.abort_on_fail)
 
     @property
     def max_in_flight(self) -> int:

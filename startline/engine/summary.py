@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,7 +9,14 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from startline.engine import thresholds
-from startline.engine.metrics import add_into, merge_failures, merge_histograms, merge_phase_blocks, new_histogram
+from startline.engine.metrics import (
+    add_into,
+    merge_failures,
+    merge_histograms,
+    merge_phase_blocks,
+    new_histogram,
+    unique_snapshots,
+)
 from startline.engine.model import Phase
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import PhaseWindows, distribution
@@ -127,8 +133,7 @@ def merge_timeseries(snapshots: Sequence[tuple[str, Mapping[str, Any]]], interva
     reported, zeros included (a stall shows); a retried append (same worker, same ``n``) counts
     once."""
     series: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}
-    for snap in unique.values():
+    for snap in unique_snapshots(snapshots):
         for item in snap.get("intervals", []):
             row = series[item["interval"]]
             row[0] += item["ops"]
@@ -153,12 +158,10 @@ def _measured(
     windows from the interval histograms (intervals count from START_TIME)."""
     measurement = str(Phase.MEASUREMENT)
     latency, service = thresholds.histograms_of(metrics, measurement)
-    iv = scenario.snapshot_interval_s
-    first = round(scenario.warmup_s / iv)
-    last = math.ceil((scenario.warmup_s + scenario.measurement_s) / iv - 1e-9) - 1
+    iv, measured = scenario.snapshot_interval_s, scenario.measurement_intervals
 
     def windows(window_s: float) -> list[HdrHistogram]:
-        return thresholds.windows_of(intervals, first, last, max(1, round(window_s / iv)))
+        return thresholds.windows_of(intervals, measured.start, measured.stop - 1, max(1, round(window_s / iv)))
 
     return thresholds.Measured(phases.get(measurement, {}), start, latency, service, windows)
 
@@ -171,9 +174,8 @@ goes away; new keys do not raise it."""
 def interval_latency(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, HdrHistogram]:
     """Each interval's response-time histogram over every worker (shipped with the snapshots when
     a load mode or a windowed threshold asks for them); a retried append counts once."""
-    unique = {(worker, snap.get("n", i)): snap for i, (worker, snap) in enumerate(snapshots)}
     out: dict[int, HdrHistogram] = {}
-    for snap in unique.values():
+    for snap in unique_snapshots(snapshots):
         for item in snap.get("intervals", []):
             if item.get("latency"):
                 add_into(out.setdefault(item["interval"], new_histogram()), merge_histograms([item["latency"]]))

@@ -11,8 +11,8 @@
 A key is a metric with optional tags (``kind``: one operation kind; ``window``: every window of
 that many seconds of MEASUREMENT must pass); each item is an expression ``STAT OP NUMBER``, or
 a table ``{threshold = ..., abort_on_fail, delay_abort_eval_s}``. Parsing refuses what it does
-not know (a ``ConfigError`` naming ``thresholds."KEY"``); evaluation is a pure function of what
-the run measured (``Measured``).
+not know (a ``ThresholdError`` naming ``thresholds."KEY"``, which the scenario turns into its
+``ConfigError``); evaluation is a pure function of what the run measured (``Measured``).
 """
 
 from __future__ import annotations

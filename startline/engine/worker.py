@@ -177,7 +177,9 @@ class Worker:
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Every connection has issued its ``operations_per_connection``."""
     _growing: bool = attrs.field(init=False, default=False)
+    """An open loop is opening one more connection on demand (one at a time)."""
     _began: float | None = attrs.field(init=False, default=None)
     """This host's wall clock when ``run()`` began."""
     _wakes: HdrHistogram = attrs.field(init=False, factory=new_histogram)
@@ -186,7 +188,6 @@ class Worker:
     """The trio instant a scheduled start releases this worker's connections at."""
     _rate_changes: list[tuple[float | None, float, float]] = attrs.field(init=False, factory=list)
     """SET_RATE events (at, rate, ramp_s) read before the open loop's schedule was made."""
-    """Every connection has issued its ``operations_per_connection``."""
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control)
@@ -702,7 +703,7 @@ class Worker:
         flush_every = max(sc.flush_interval_s, sc.snapshot_interval_s)
         # The orchestrator steers a qps or find-max run, or judges abort_on_fail thresholds, on the
         # intervals: ship each one as it closes.
-        live = sc.load.controlled or any(t.abort_on_fail for t in sc.threshold_list)
+        live = sc.load.controlled or bool(sc.abort_thresholds)
         snap_every = sc.snapshot_interval_s if live else flush_every
         next_results = trio.current_time() + flush_every
         while True:
