@@ -195,3 +195,60 @@ def test_the_skew_error_bar_is_the_two_largest_worker_uncertainties_and_zero_for
     assert tied["skew_ms"] == 0.0 and tied["skew_uncertainty_ms"] == pytest.approx(0.5)  # a 0 bounds nothing
     assert start_block(10.0, [a])["skew_uncertainty_ms"] == 0.0  # one worker, one clock map
     assert block["witnesses"] == {}  # no host clock read (virtual time, or an older worker)
+
+
+Q2 = (OperationSpec("a", call="x:y"), OperationSpec("b", call="x:y"))
+samples = st.lists(
+    st.tuples(st.integers(0, 1), st.floats(10.0, 15.99), st.integers(1, 5_000_000)), min_size=0, max_size=120
+)
+
+
+@given(workers=st.lists(samples, min_size=1, max_size=4))
+def test_each_intervals_merged_histogram_per_kind_equals_the_union_of_its_samples_and_folds_into_the_run(workers):
+    """Workers record each operation once, into its interval's histogram of its kind; the merge
+    over workers of interval k, kind q is exactly the histogram of every sample of (k, q), and
+    the run's histogram per kind (results) is the union over all intervals."""
+    from startline.engine.summary import interval_kinds
+
+    snapshots, payloads = [], []
+    for w, ops in enumerate(workers):
+        r = Recorder(interval_latency=True)
+        t = Tally(r, Q2, WINDOWS)
+        for kind, ended, us in sorted(ops, key=lambda o: o[1]):
+            t.ok(kind, ended - us / 1e6 if ended - us / 1e6 >= 10.0 else 10.0, ended)
+            if ended > 13.0 and not snapshots:  # a mid-run flush: intervals before 13 are taken
+                t.close()
+                snapshots.append((f"w{w}", {"n": 0, "intervals": r.take_intervals(13)}))
+        t.close()
+        snapshots.append((f"w{w}", {"n": 1, "intervals": r.take_intervals(16, final=True)}))
+        payloads.append(r.to_payload())
+    merged = interval_kinds(snapshots)
+    for k in range(16):
+        for kind, name in enumerate(("a", "b")):
+            union = new_histogram()
+            for ops in workers:
+                for q, ended, us in ops:
+                    began = ended - us / 1e6 if ended - us / 1e6 >= 10.0 else 10.0
+                    if q == kind and math.floor(ended) == k:
+                        union.record_value(max(1, round((ended - began) * 1e6)))
+            got = merged.get(k, {}).get(name)
+            assert (got.get_total_count() if got else 0) == union.get_total_count()
+            if got is not None and union.get_total_count():
+                assert list(got.counts) == list(union.counts) and got.get_max_value() == union.get_max_value()
+    run = merge_phase_blocks(payloads, {"MEASUREMENT": 6.0})
+    for name in ("a", "b"):
+        expected = sum(h[name].get_total_count() for h in merged.values() if name in h)
+        assert run.get("MEASUREMENT", {}).get("by_kind", {}).get(name, {}).get("ops", 0) == expected
+
+
+def test_results_flushed_mid_run_hold_the_operations_of_intervals_not_yet_taken():
+    r = Recorder(interval_latency=True)
+    t = Tally(r, Q, WINDOWS)
+    for k in range(5):
+        t.ok(0, 10.0 + k, 10.5 + k)
+    assert r.operations() == 5
+    assert merge_phase_blocks([r.to_payload()], {"MEASUREMENT": 5.0})["MEASUREMENT"]["ops"] == 5
+    t.close()
+    r.take_intervals(13)
+    assert r.operations() == 5 and sum(h.get_total_count() for h in r.histograms.values()) == 3
+    assert merge_phase_blocks([r.to_payload()], {"MEASUREMENT": 5.0})["MEASUREMENT"]["ops"] == 5

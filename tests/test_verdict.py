@@ -81,6 +81,13 @@ def test_a_run_whose_every_operation_fails_exits_1_and_says_what_the_errors_said
     with open(out / "failures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["operation"] == "missing" and "absent_table" in rows[0]["message"]
+    # every interval, errors per kind included, in intervals.csv (one row per interval x kind)
+    with open(out / "intervals.csv", newline="") as f:
+        intervals = list(csv.DictReader(f))
+    assert [r["kind"] for r in intervals] == ["all", "missing"] * len(summary["timeseries"])
+    per_kind = [r for r in intervals if r["kind"] == "missing"]
+    assert sum(int(r["errors"]) for r in per_kind) == failure["count"]
+    assert all(r["ops"] == "0" and r["p99_ms"] == "0.0" for r in per_kind)
 
 
 def test_checks_can_be_loosened_in_the_scenario(tmp_path):

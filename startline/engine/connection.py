@@ -83,14 +83,13 @@ class Tally:
     _iv_end: float = attrs.field(init=False, default=-math.inf)
     _iv_ops: int = attrs.field(init=False, default=0)
     _iv_errors: int = attrs.field(init=False, default=0)
-    _iv_hist: Any = attrs.field(init=False, default=None)
     _limit_us: float = attrs.field(init=False)
     _more: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._measured = [self.recorder.histogram(op.name, MEASUREMENT) for op in self.operations]
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
-        self._more = self.recorder.interval_latency or self.latency_limit_s > 0
+        self._more = self.latency_limit_s > 0
 
     def phase(self, began: float, ended: float) -> Phase:
         w = self.windows
@@ -98,24 +97,21 @@ class Tally:
 
     def ok(self, i: int, began: float, ended: float) -> None:
         """Operation ``i`` (its index in ``operations``) succeeded."""
+        if ended >= self._iv_end:  # first: the interval decides the histogram
+            self._next_interval(ended)
         phase = self.phase(began, ended)
         if phase is MEASUREMENT:
             hist = self._measured[i]
         else:
             hist = self._other.get((i, phase))
             if hist is None:
-                hist = self._other[(i, phase)] = self.recorder.histogram(self.operations[i].name, phase)
+                hist = self._other[(i, phase)] = self.recorder.recording(self._iv, self.operations[i].name, phase)
         us = int((ended - began) * 1e6 + 0.5)  # to_us, inlined: this is the hot path
         value = 1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US
         hist.record_value(value)
-        if ended >= self._iv_end:
-            self._next_interval(ended)
         self._iv_ops += 1
-        if self._more:  # an interval histogram, or a latency limit: not the common case
-            if self._iv_hist is not None:
-                self._iv_hist.record_value(value)
-            if us > self._limit_us:
-                self.recorder.count(phase, LATE)
+        if self._more and us > self._limit_us:  # a latency limit: not the common case
+            self.recorder.count(phase, LATE)
 
     def served(self, i: int, intended: float, began: float, ended: float) -> None:
         """Open loop: operation ``i``, due at ``intended``, ran from ``began`` and succeeded."""
@@ -126,9 +122,9 @@ class Tally:
 
     def failed(self, i: int, began: float, ended: float, category: str, message: str = "") -> None:
         """Operation ``i`` failed with ``category`` saying ``message``."""
-        self.recorder.add_error(self.phase(began, ended), category, self.operations[i].name, message, ended)
         if ended >= self._iv_end:
             self._next_interval(ended)
+        self.recorder.add_error(self.phase(began, ended), category, self.operations[i].name, message, ended, self._iv)
         self._iv_errors += 1
 
     def offered(self, intended: float, now: float, skipped: bool) -> None:
@@ -145,8 +141,9 @@ class Tally:
         interval_s = self.recorder.interval_s
         self._iv = math.floor((t - self.windows.start) / interval_s)
         self._iv_end = self.windows.start + (self._iv + 1) * interval_s
-        if self.recorder.interval_latency:
-            self._iv_hist = self.recorder.interval_histogram(self._iv)
+        if self.recorder.interval_latency:  # this interval's histograms from now on
+            self._measured = [self.recorder.recording(self._iv, op.name, MEASUREMENT) for op in self.operations]
+            self._other.clear()
 
     def close(self) -> None:
         """Add the counts held for the current interval to the recorder."""

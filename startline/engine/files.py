@@ -98,3 +98,37 @@ STEPS_HEADER = (
 
 def step_rows(steps: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     return [tuple("" if s.get(k) is None else s.get(k) for k in STEPS_HEADER) for s in steps]
+
+
+INTERVALS_HEADER = (
+    "t_s",
+    "phase",
+    "kind",
+    "ops",
+    "errors",
+    "qps",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "connections",
+)
+"""intervals.csv: one row per snapshot interval × kind (``all`` first, then each kind)."""
+
+
+def interval_rows(timeseries: Sequence[Mapping[str, Any]], interval_s: float) -> list[tuple[Any, ...]]:
+    """intervals.csv from summary.json's ``timeseries``: every interval, zeros included; the
+    latency columns are empty when the run kept no per-interval histograms."""
+    rows = []
+    for r in timeseries:
+        parts = [("all", r, r.get("connections", ""))]
+        parts += [(kind, k, "") for kind, k in r.get("by_kind", {}).items()]
+        for kind, figures, connections in parts:
+            lat = figures.get("latency_ms") or {}
+            qps = figures.get("qps", round(figures["ops"] / interval_s, 3))
+            pct = [lat.get(p, "") for p in ("p50", "p90", "p95", "p99", "max", "mean")]
+            errors = figures.get("errors", 0)
+            rows.append((r["t_s"], r.get("phase", ""), kind, figures["ops"], errors, qps, *pct, connections))
+    return rows

@@ -104,8 +104,7 @@ def window(snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last:
             if first <= item["interval"] <= last:
                 for key in ("ops", "errors", "offered", "skipped"):
                     sums[key] += item.get(key, 0)
-                if item.get("latency"):
-                    encoded.append(item["latency"])
+                encoded.extend(item.get("kinds", {}).values())
     n = max(0, last - first + 1)
     return Window(
         first,

@@ -72,9 +72,15 @@ class Recorder:
     failures: dict[tuple[str, str], Failure] = attrs.Factory(dict)
     """(operation, category) → what its errors said."""
     interval_latency: bool = False
-    """Keep a response-time histogram per interval too (all kinds), shipped with the snapshots:
-    what the QPS controller and find-max read, merged exactly across workers."""
-    interval_histograms: dict[int, HdrHistogram] = attrs.Factory(dict)
+    """Record each operation into its interval's histogram of (kind, phase), shipped with the
+    snapshots (``kinds``: kind → encoded HDR) and folded into ``histograms`` as the interval is
+    taken: per-interval percentiles per kind, merged exactly across workers (what intervals.csv,
+    the report, the QPS controller, find-max and windowed thresholds read) at one recording per
+    operation."""
+    interval_histograms: dict[int, dict[tuple[str, Phase], HdrHistogram]] = attrs.Factory(dict)
+    """interval → (kind, phase) → the interval's histogram, until the interval is taken."""
+    interval_errors: dict[tuple[int, str], int] = attrs.Factory(lambda: defaultdict(int))
+    """(interval, kind) → errors, until the interval is taken (with ``interval_latency``)."""
     service: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
     """Open loop: service time (actual start → end) per (kind, phase); ``histograms`` hold the
     response time (intended start → end)."""
@@ -95,8 +101,16 @@ class Recorder:
         """The histogram for (kind, phase), created on first use; connections keep a reference."""
         return made(self.histograms, (kind, phase))
 
-    def interval_histogram(self, interval: int) -> HdrHistogram:
-        return made(self.interval_histograms, interval)
+    def recording(self, interval: int, kind: str, phase: Phase) -> HdrHistogram:
+        """Where an operation of (kind, phase) that ended in ``interval`` is recorded: that
+        interval's histogram when intervals keep latency (folded into the run's as it is taken),
+        else the run's."""
+        if not self.interval_latency:
+            return self.histogram(kind, phase)
+        table = self.interval_histograms.get(interval)
+        if table is None:
+            table = self.interval_histograms[interval] = {}
+        return made(table, (kind, phase))
 
     def service_histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         return made(self.service, (kind, phase))
@@ -117,8 +131,12 @@ class Recorder:
                 row = self.interval_load[interval] = [0, 0]
             row[what] += 1
 
-    def add_error(self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0) -> None:
+    def add_error(
+        self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0, interval: int = -1
+    ) -> None:
         self.errors[(phase, category)] += 1
+        if self.interval_latency and interval >= 0:
+            self.interval_errors[(interval, operation)] += 1
         failure = self.failures.get((operation, category))
         if failure is None:
             failure = self.failures[(operation, category)] = Failure()
@@ -130,8 +148,9 @@ class Recorder:
         counts[1] += errors
 
     def operations(self) -> int:
-        """Successful operations recorded, all kinds and phases."""
-        return sum(h.get_total_count() for h in self.histograms.values())
+        """Successful operations recorded, all kinds and phases (intervals not taken included)."""
+        pending = sum(h.get_total_count() for t in self.interval_histograms.values() for h in t.values())
+        return pending + sum(h.get_total_count() for h in self.histograms.values())
 
     def error_total(self) -> int:
         return sum(self.errors.values())
@@ -177,20 +196,28 @@ class Recorder:
         load = self.interval_load.pop(i, None)
         if load is not None:
             row["offered"], row["skipped"] = load
-        hist = self.interval_histograms.pop(i, None)
-        if hist is not None and hist.get_total_count():
-            row["latency"] = hist.encode().decode("ascii")
-        elif self.interval_latency:
-            row["latency"] = ""
+        table = self.interval_histograms.pop(i, None)
+        if table is None and not self.interval_latency:
+            return
+        by_kind: dict[str, HdrHistogram] = {}
+        for (kind, phase), h in sorted((table or {}).items()):
+            if h.get_total_count():
+                add_into(self.histogram(kind, phase), h)
+                by_kind[kind] = add_into(by_kind[kind], h) if kind in by_kind else h
+        row["kinds"] = {kind: h.encode().decode("ascii") for kind, h in by_kind.items()}
+        errors = {k: self.interval_errors.pop((n, k)) for n, k in sorted(self.interval_errors) if n == i}
+        if errors:
+            row["kind_errors"] = errors
 
     def to_payload(self, to_control: Callable[[float], float] = float) -> dict[str, Any]:
         """The metrics part of a worker's results; ``to_control`` maps trio time to the control
         plane's clock (for when errors were first and last seen)."""
+        recorded = self._recorded()
         hists: dict[str, dict[str, str]] = defaultdict(dict)
-        for (kind, phase), h in sorted(self.histograms.items()):
+        for (kind, phase), h in sorted(recorded.items()):
             hists[str(phase)][kind] = h.encode().decode("ascii")
         ops: dict[str, int] = defaultdict(int)
-        for (_, phase), h in self.histograms.items():
+        for (_, phase), h in recorded.items():
             ops[str(phase)] += h.get_total_count()
         errs: dict[str, dict[str, int]] = defaultdict(dict)
         for (phase, cat), n in sorted(self.errors.items()):
@@ -224,6 +251,21 @@ class Recorder:
                 str(phase): dict(zip(("offered", "skipped", "late"), c, strict=True))
                 for phase, c in sorted(self.load_counts.items())
             }
+        return out
+
+    def _recorded(self) -> dict[tuple[str, Phase], HdrHistogram]:
+        """The run's histograms with the intervals not taken yet added in (copies where they
+        differ): results flushed mid-run hold every operation recorded so far."""
+        pending = [(key, h) for t in self.interval_histograms.values() for key, h in t.items() if h.get_total_count()]
+        if not pending:
+            return self.histograms
+        out = dict(self.histograms)
+        copied: set[tuple[str, Phase]] = set()
+        for key, h in pending:
+            if key not in copied:
+                copied.add(key)
+                out[key] = add_into(new_histogram(), out[key]) if key in out else new_histogram()
+            add_into(out[key], h)
         return out
 
 

@@ -17,7 +17,16 @@ import trio
 
 from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
-from startline.engine.files import FAILURES_HEADER, STEPS_HEADER, failure_rows, step_rows, write_csv, write_json
+from startline.engine.files import (
+    FAILURES_HEADER,
+    INTERVALS_HEADER,
+    STEPS_HEADER,
+    failure_rows,
+    interval_rows,
+    step_rows,
+    write_csv,
+    write_json,
+)
 from startline.engine.lifecycle import run_outcome, run_transition
 from startline.engine.liveness import MIN_LIVENESS_WAIT_S, liveness_round
 from startline.engine.loadcontrol import (
@@ -49,7 +58,7 @@ from startline.engine.resilience import HealthStatistics, ResilientControlPlane,
 from startline.engine.scenario import ConfigError, FindMaxOver, LoadMode, OnWorkerLoss, Scenario, Strategy
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
 from startline.engine.startplan import STEERED_FOLLOW_S
-from startline.engine.summary import build_summary, interval_latency, merge_timeseries
+from startline.engine.summary import build_summary, interval_kinds, interval_latency, kind_errors, merge_timeseries
 from startline.engine.thresholds import Measured, crossing, windows_of
 from startline.engine.thresholds import Result as ThresholdResult
 from startline.engine.workload import derive_seed
@@ -645,7 +654,7 @@ class Orchestrator:
         for k in sc.measurement_intervals:
             await trio.sleep_until(self._clockmap.to_trio(self.start_time + (k + 1) * iv))
             snaps = await self._snapshots_through(k)
-            latency = windows_of(interval_latency(snaps), first, k, k - first + 1)[0]
+            latency = windows_of(interval_latency(interval_kinds(snaps)), first, k, k - first + 1)[0]
             counts = merge_timeseries(snaps, iv)[first : k + 1]  # each latency histogram decoded once, above
             ops, errors = sum(r["ops"] for r in counts), sum(r["errors"] for r in counts)
             elapsed = (k - first + 1) * iv
@@ -880,7 +889,8 @@ class Orchestrator:
             worker_events=self._worker_events(results),
             orchestrator_queries=sum(self._counting.counts.values()),
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
-            intervals=interval_latency(snapshots),
+            intervals=interval_kinds(snapshots),
+            kind_errors=kind_errors(snapshots),
             crossed=self._crossed,
             load=self.load_block(),
         )
@@ -914,12 +924,17 @@ def initial_connections(scenario: Scenario) -> int:
 
 
 def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | None = None) -> Path:
-    """OUT/summary.json, OUT/failures.csv, (with load steps) OUT/steps.csv and (given ``own``) the
+    """OUT/summary.json, OUT/intervals.csv, OUT/failures.csv, (with load steps) OUT/steps.csv and (given ``own``) the
     orchestrator's own results in OUT/orchestrator.json, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
     if own is not None:
         write_json(out / "orchestrator.json", own)
     write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
+    write_csv(
+        out / "intervals.csv",
+        INTERVALS_HEADER,
+        interval_rows(summary.get("timeseries", ()), summary.get("snapshot_interval_s", 1.0)),
+    )
     steps = (summary.get("load") or {}).get("steps") or ()
     if steps:
         write_csv(out / "steps.csv", STEPS_HEADER, step_rows(steps))

@@ -447,6 +447,9 @@ class Scenario:
     outage_tolerance_s: float = attrs.field(default=20.0, validator=_num(0, _MAX_SECONDS))
     snapshot_interval_s: float = attrs.field(default=1.0, validator=_num(0, 3600, lo_open=True))
     flush_interval_s: float = attrs.field(default=5.0, validator=_num(0, 3600, lo_open=True))
+    interval_latency: bool = attrs.field(default=True, validator=_bool)
+    """Latency percentiles per kind for every snapshot interval (intervals.csv, the report); the
+    simulator turns it off unless a load mode or a windowed threshold needs it (its cost there)."""
     start: StartOptions = attrs.field(factory=StartOptions)
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
     checks: Checks = attrs.field(factory=Checks)
@@ -542,6 +545,11 @@ class Scenario:
     def interval_thresholds(self) -> bool:
         """A threshold judged per window or live: workers ship a latency histogram per interval."""
         return bool(self.abort_thresholds) or any(t.window_s is not None for t in self.threshold_list)
+
+    @property
+    def interval_histograms(self) -> bool:
+        """Workers record into a histogram per interval and kind, shipped with their snapshots."""
+        return self.interval_latency or self.load.controlled or self.load.open_loop or self.interval_thresholds
 
     @property
     def measurement_intervals(self) -> range:

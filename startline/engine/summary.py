@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,8 +12,8 @@ from hdrh.histogram import HdrHistogram
 from startline.engine import thresholds
 from startline.engine.metrics import (
     add_into,
+    latency_block,
     merge_failures,
-    merge_histograms,
     merge_phase_blocks,
     new_histogram,
     unique_snapshots,
@@ -171,15 +172,90 @@ SCHEMA_VERSION = 1
 goes away; new keys do not raise it."""
 
 
-def interval_latency(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, HdrHistogram]:
-    """Each interval's response-time histogram over every worker (shipped with the snapshots when
-    a load mode or a windowed threshold asks for them); a retried append counts once."""
-    out: dict[int, HdrHistogram] = {}
+def interval_kinds(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, dict[str, HdrHistogram]]:
+    """Each interval's response-time histogram per kind over every worker (shipped with the
+    snapshots, ``kinds``); a retried append counts once."""
+    out: dict[int, dict[str, HdrHistogram]] = {}
     for snap in unique_snapshots(snapshots):
         for item in snap.get("intervals", []):
-            if item.get("latency"):
-                add_into(out.setdefault(item["interval"], new_histogram()), merge_histograms([item["latency"]]))
+            for kind, enc in item.get("kinds", {}).items():
+                add_into(out.setdefault(item["interval"], {}).setdefault(kind, new_histogram()), decode(enc))
     return out
+
+
+def interval_latency(kinds: Mapping[int, Mapping[str, HdrHistogram]]) -> dict[int, HdrHistogram]:
+    """Each interval's response-time histogram over every kind (``interval_kinds`` merged)."""
+    out: dict[int, HdrHistogram] = {}
+    for i, by_kind in kinds.items():
+        merged = out[i] = new_histogram()
+        for h in by_kind.values():
+            add_into(merged, h)
+    return out
+
+
+def kind_errors(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, dict[str, int]]:
+    """interval → kind → errors over every worker; a retried append counts once."""
+    out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for snap in unique_snapshots(snapshots):
+        for item in snap.get("intervals", []):
+            for kind, n in item.get("kind_errors", {}).items():
+                out[item["interval"]][kind] += n
+    return out
+
+
+def with_latency(
+    timeseries: Sequence[Mapping[str, Any]],
+    kinds: Mapping[int, Mapping[str, HdrHistogram]],
+    errors: Mapping[int, Mapping[str, int]],
+    interval_s: float,
+) -> list[dict[str, Any]]:
+    """The time series with each interval's latency over all kinds and ``by_kind`` (ops, errors,
+    qps, latency) for every kind the run has — zeros where a kind had no operation — when the
+    workers shipped per-interval histograms."""
+    if not kinds and not errors:
+        return [dict(row) for row in timeseries]
+    names = sorted({k for by_kind in kinds.values() for k in by_kind} | {k for e in errors.values() for k in e})
+    empty = new_histogram()
+    out = []
+    for i, row in enumerate(timeseries):
+        by_kind = kinds.get(i, {})
+        total = new_histogram()
+        for h in by_kind.values():
+            add_into(total, h)
+        out.append(
+            dict(row)
+            | {
+                "latency_ms": latency_block(total),
+                "by_kind": {
+                    k: {
+                        "ops": (h := by_kind.get(k, empty)).get_total_count(),
+                        "errors": errors.get(i, {}).get(k, 0),
+                        "qps": round(h.get_total_count() / interval_s, 3),
+                        "latency_ms": latency_block(h),
+                    }
+                    for k in names
+                },
+            }
+        )
+    return out
+
+
+def _phased(rows: list[dict[str, Any]], scenario: Scenario) -> list[dict[str, Any]]:
+    """Each interval with the phase its middle falls in (intervals count from START_TIME)."""
+    w, half = PhaseWindows.from_scenario(scenario, 0.0), scenario.snapshot_interval_s / 2
+    return [{"t_s": r["t_s"], "phase": str(w.phase_at(r["t_s"] + half))} | r for r in rows]
+
+
+def without_passwords(settings: dict[str, Any]) -> dict[str, Any]:
+    """The scenario as run, a password in a ``control`` or ``target`` URL masked (summary.json
+    and the report are files people send to each other)."""
+    return settings | {
+        k: re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", settings[k]) for k in ("control", "target") if k in settings
+    }
+
+
+def decode(encoded: str) -> HdrHistogram:
+    return HdrHistogram.decode(encoded.encode("ascii"))
 
 
 def build_summary(
@@ -197,11 +273,13 @@ def build_summary(
     worker_events: Mapping[str, Mapping[str, float]] | None = None,
     timeseries: Sequence[Mapping[str, Any]] = (),
     load: Mapping[str, Any] | None = None,
-    intervals: Mapping[int, HdrHistogram] | None = None,
+    intervals: Mapping[int, Mapping[str, HdrHistogram]] | None = None,
+    kind_errors: Mapping[int, Mapping[str, int]] | None = None,
     crossed: Mapping[tuple[str, str], thresholds.Result] | None = None,
 ) -> dict[str, Any]:
-    """summary.json. ``intervals``: each interval's response-time histogram (``interval_latency``),
-    which windowed thresholds read; ``crossed``: the thresholds that stopped the run."""
+    """summary.json. ``intervals``: each interval's response-time histograms by kind
+    (``interval_kinds``), which the time series and windowed thresholds read, with ``kind_errors``;
+    ``crossed``: the thresholds that stopped the run."""
     durations: dict[str, float] = {}
     if start_time is not None:
         w = PhaseWindows.from_scenario(scenario, start_time)
@@ -221,7 +299,7 @@ def build_summary(
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
     checks = evaluate(scenario.checks, phases, load)
     start = start_block(start_time, payloads)
-    measured = _measured(scenario, metrics, phases, start, intervals or {})
+    measured = _measured(scenario, metrics, phases, start, interval_latency(intervals or {}))
     judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -241,5 +319,9 @@ def build_summary(
         "phases": phases,
         "load": load,
         "failures": merge_failures(metrics),
-        "timeseries": list(timeseries),
+        "config": {"scenario": without_passwords(scenario.to_dict())},
+        "snapshot_interval_s": scenario.snapshot_interval_s,
+        "timeseries": _phased(
+            with_latency(timeseries, intervals or {}, kind_errors or {}, scenario.snapshot_interval_s), scenario
+        ),
     }

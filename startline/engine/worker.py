@@ -278,7 +278,7 @@ class Worker:
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
-        self.recorder.interval_latency = sc.load.controlled or sc.load.open_loop or sc.interval_thresholds
+        self.recorder.interval_latency = sc.interval_histograms
         self._initial_connections = run.connections or sc.connections_per_worker
         self.view = attrs.evolve(self.view, connections=self._initial_connections)
         self._set_status(WorkerStatus.INITIALIZING)

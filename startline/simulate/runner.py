@@ -63,7 +63,7 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
 def simulate_run(scenario: Scenario, profile: Profile, seed: int) -> tuple[dict[str, Any], Ended]:
     """One run on virtual time: truth and estimates for the start path, and what the run left
     (its summary, each worker's results: what a live run writes to its directory)."""
-    scenario = attrs.evolve(scenario, seed=seed)
+    scenario = attrs.evolve(scenario, seed=seed, interval_latency=False)
     seed_everything(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
 
