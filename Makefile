@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# `run` installs only what the main job needs; `test` adds the test extra.
+# `run` installs what the main job needs (the core and matplotlib for report.html); `test` adds
+# the test extra, and Chromium (scripts/ensure-chromium) for the report's browser test.
 CORE   := $(VENV)/.installed-core
 TESTS  := $(VENV)/.installed-test
 # PYTHONWARNINGS: setuptools prints an informational notice ("be careful with folders named
@@ -19,7 +20,7 @@ $(BIN)/python:
 	$(PIP) --upgrade pip
 
 $(CORE): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[plot]'
 	@touch $(CORE)
 
 $(TESTS): pyproject.toml | $(BIN)/python
@@ -30,6 +31,7 @@ run: $(CORE)
 	$(BIN)/startline run examples/quickstart.toml --out out/quickstart --overwrite
 
 test: $(TESTS)
+	scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -19,7 +19,7 @@ import trio
 from rich.console import Console
 from rich.markup import escape
 
-from startline import launch
+from startline import htmlreport, launch
 from startline.engine.files import write_atomic, write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, LoadMode, Scenario
@@ -175,11 +175,24 @@ def run(
     finally:
         lock.close()
     path = str(out_dir / "summary.json")
+    report = _write_report(out_dir, summary, console)
     if quiet:
         click.echo(path)
     else:
-        print_summary(summary, Console(width=max(110, Console().width)), path)
+        print_summary(summary, Console(width=max(110, Console().width)), path, report)
     sys.exit(exit_code(summary["status"], summary["verdict"]))
+
+
+def _write_report(out_dir: Path, summary: dict[str, Any], console: Console) -> str | None:
+    """OUT/report.html, or one line saying why there is none (the run's result stands either way)."""
+    if not htmlreport.available():
+        console.print(htmlreport.PLOT_EXTRA, highlight=False)
+        return None
+    try:
+        return str(htmlreport.write_report(out_dir, summary))
+    except OSError as exc:
+        console.print(f"report.html not written: {exc}", highlight=False)
+        return None
 
 
 @main.command()
@@ -601,8 +614,20 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
 )
 @click.option("--force", is_flag=True, help="Compare runs of different scenarios.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the comparison here.")
+@click.option(
+    "--html",
+    "html_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the comparison as a report (the runs' series overlaid) here.",
+)
 def compare_runs(
-    base: str, candidates: tuple[str, ...], bands: tuple[str, ...], force: bool, json_path: str | None
+    base: str,
+    candidates: tuple[str, ...],
+    bands: tuple[str, ...],
+    force: bool,
+    json_path: str | None,
+    html_path: str | None,
 ) -> None:
     """Compare runs: BASE's key figures beside each CANDIDATE's, with the change and regression
     bands (defaults: qps -10 % warn / -20 % fail, p95 +20 % / +40 %, p99 +25 % / +50 %, error
@@ -639,7 +664,35 @@ def compare_runs(
         console.print(f"verdict: [{styles[c.verdict]}]{c.verdict}[/]")
     if json_path:
         write_json(Path(json_path), [c.to_dict() for c in results])
+    if html_path:
+        if not htmlreport.available():
+            fail_usage(f"--html: {htmlreport.PLOT_EXTRA}")
+        labels = (base, *candidates)
+        click.echo(
+            f"wrote {htmlreport.write_comparison(Path(html_path), list(zip(labels, runs, strict=True)), results)}"
+        )
     sys.exit(EXIT_CHECKS_FAILED if any(c.verdict == "fail" for c in results) else EXIT_OK)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Default: RUN_DIR/report.html.")
+def report_cmd(run_dir: str, out: str | None) -> None:
+    """Rebuild RUN_DIR/report.html from RUN_DIR/summary.json (one self-contained file: open it
+    anywhere, no network needed)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        fail_usage(f"RUN_DIR: no summary.json in {run_dir}")
+    except (OSError, ValueError) as exc:
+        fail_usage(f"RUN_DIR: {path} could not be read ({exc})")
+    if not isinstance(summary, dict) or "run_id" not in summary:
+        fail_usage(f"RUN_DIR: {path} is not a startline summary")
+    if not htmlreport.available():
+        fail_usage(htmlreport.PLOT_EXTRA)
+    target = Path(out) if out else Path(run_dir) / "report.html"
+    click.echo(str(htmlreport.write_atomic(target, htmlreport.render(summary))))
 
 
 def _figure(value: float | None, unit: str) -> str:

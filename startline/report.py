@@ -15,7 +15,9 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:,.2f}"
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None, path: str | None = None) -> None:
+def print_summary(
+    summary: dict[str, Any], console: Console | None = None, path: str | None = None, report: str | None = None
+) -> None:
     console = console or Console()
     start = summary["start"]
     cp = summary["control_plane"]
@@ -107,6 +109,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, path:
         console.print(f"verdict: [{style}]{verdict}[/]")
     if path:
         console.print(f"summary: {path}")
+    if report:
+        console.print(f"report: {report}")
 
 
 FAILURES_SHOWN = 5

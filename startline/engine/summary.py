@@ -52,6 +52,7 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
         "skew_ms": (max(firsts) - min(firsts)) * 1000.0,
         "skew_uncertainty_ms": sum(uncertainty[:2]) if len(uncertainty) > 1 else 0.0,
         "connections": len(firsts),
+        "by_worker": {p["worker_id"]: sorted(round((t - start_time) * 1000.0, 3) for t in ts) for p, ts in starting},
         "witnesses": {"host": host} if host else {},
     }
 
@@ -313,6 +314,7 @@ def build_summary(
         "scenario": scenario.name,
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,
+        "stopped_at": stopped_at,
         "start": start,
         "control_plane": control_plane_block(payloads, orchestrator_queries),
         "workers": _workers(payloads, worker_statuses, worker_events or {}),

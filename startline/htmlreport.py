@@ -1,0 +1,516 @@
+"""report.html: one self-contained file per run, rebuilt from summary.json alone.
+
+Charts are matplotlib figures inlined as SVG (text kept as text: ``svg.fonttype = none``). Why
+matplotlib: it is the well-kept plotting library the sweep's plots already use (the ``plot``
+extra), it draws offline, and static SVG needs no script — a JavaScript charting library would
+have to be inlined whole (Plotly's bundle alone is ~3.5 MB) for the file to open without a
+network. A quickstart report is ~0.3 MB. Ids and metadata are fixed (``svg.hashsalt``, no
+date), so the same summary gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from startline.engine.files import write_atomic
+
+PLOT_EXTRA = "report.html needs matplotlib: pip install 'startline[plot]'"
+"""The one line shown where a report was asked for and matplotlib is missing."""
+
+PHASE_COLOURS = {"WARMUP": "#fdf0d5", "MEASUREMENT": "#e3f2e1", "COOLDOWN": "#e4ecf7"}
+KIND_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_report(out: Path, summary: Mapping[str, Any]) -> Path:
+    """OUT/report.html from ``summary`` (written whole or not at all)."""
+    return write_atomic(Path(out) / "report.html", render(summary))
+
+
+def render(summary: Mapping[str, Any]) -> str:
+    """The report's HTML: verdict and thresholds, the start, throughput and errors over time,
+    latency over time per kind, the latency distribution, control-plane cost, workers, the
+    scenario. Every chart is inline SVG; nothing is fetched."""
+    charts = _Charts(summary)
+    sections = [
+        _section("Verdict", _verdict(summary)),
+        _section("The start", charts.start() + _start_table(summary)),
+        _section("Throughput and errors", charts.throughput()),
+        _section("Latency over time", charts.latency_over_time()),
+        _section("Latency distribution (MEASUREMENT)", charts.distribution() + _phase_table(summary)),
+        _section("Load control", _load_table(summary)) if (summary.get("load") or {}).get("steps") else "",
+        _section("Errors", _failures(summary)) if summary.get("failures") else "",
+        _section("Control plane", _control_plane(summary)),
+        _section("Workers", charts.workers() + _workers_table(summary)),
+        _section("Scenario", f"<pre>{html.escape(json.dumps((summary.get('config') or {}), indent=2))}</pre>"),
+    ]
+    title = f"{summary.get('scenario', 'run')} — {summary.get('run_id', '')}"
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n"
+    )
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{font-size:1.4em}h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.passed{color:#1a7f37;font-weight:bold}.failed{color:#c62828;font-weight:bold}
+figure{margin:8px 0}svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.8em}
+""".strip()
+
+
+def _section(title: str, body: str) -> str:
+    anchor = title.split(" (")[0].lower().replace(" ", "-")
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _td(v: Any) -> str:
+    if v is None:
+        return "<td>-</td>"
+    if isinstance(v, bool):
+        return f'<td class="{"passed" if v else "failed"}">{"ok" if v else "FAILED"}</td>'
+    if isinstance(v, int):
+        return f'<td class="n">{v:,}</td>'
+    if isinstance(v, float):
+        return f'<td class="n">{v:,.2f}</td>'
+    return f"<td>{html.escape(str(v))}</td>"
+
+
+def _verdict(s: Mapping[str, Any]) -> str:
+    verdict = s.get("verdict") or "-"
+    reason = f" ({s['reason']}" + (f": {s['detail']}" if s.get("detail") else "") + ")" if s.get("reason") else ""
+    phases = {p: b.get("duration_s", 0.0) for p, b in s.get("phases", {}).items() if b.get("duration_s")}
+    workers = len(s.get("workers", ()))
+    shape = (
+        f"{workers} workers, {s.get('start', {}).get('connections') or 0} connections at the start; ran "
+        + ", ".join(f"{p} {d:,.1f} s" for p, d in phases.items())
+    )
+    rows = [(c["name"], c["ok"], c.get("value"), c.get("detail")) for c in s.get("checks", ())]
+    rows += [
+        (f"{t['metric']}: {t['threshold']}", t["ok"], t.get("value"), t.get("detail")) for t in s.get("thresholds", ())
+    ]
+    return (
+        f'<p>verdict: <span class="{html.escape(verdict)}">{html.escape(verdict)}</span> — status '
+        f"{html.escape(str(s.get('status')))}{html.escape(reason)}, start strategy "
+        f"{html.escape(str(s.get('start_strategy')))}</p><p>{html.escape(shape)}</p>"
+        + _table(("check / threshold", "result", "value", "detail"), rows)
+    )
+
+
+def _start_table(s: Mapping[str, Any]) -> str:
+    st = s.get("start") or {}
+    lag = st.get("lag_ms") or {}
+    rows = [
+        (
+            "measured (control-plane clock)",
+            lag.get("p50"),
+            lag.get("p99"),
+            lag.get("max"),
+            st.get("skew_ms"),
+            st.get("skew_uncertainty_ms"),
+        )
+    ]
+    for name, w in sorted((st.get("witnesses") or {}).items()):
+        wl = w.get("lag_ms") or {}
+        rows.append((f"witness: {name}", wl.get("p50"), wl.get("p99"), wl.get("max"), w.get("skew_ms"), None))
+    return _table(("clock", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms", "± skew ms"), rows)
+
+
+def _phase_table(s: Mapping[str, Any]) -> str:
+    rows = []
+    for phase, b in s.get("phases", {}).items():
+        if not b.get("ops") and not b.get("errors"):
+            continue
+        lat = b["latency_ms"]
+        rows.append((phase, "all", b["ops"], b["errors"], b["qps"], lat["p50"], lat["p95"], lat["p99"], lat["max"]))
+        for kind, k in b.get("by_kind", {}).items():
+            kl = k["latency_ms"]
+            rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
+    return _table(("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows)
+
+
+def _load_table(s: Mapping[str, Any]) -> str:
+    from startline.engine.files import STEPS_HEADER
+
+    load = s["load"]
+    keys = [k for k in STEPS_HEADER if any(k in st for st in load["steps"])]
+    result = load.get("result") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in result.items() if not isinstance(v, dict))
+    return f"<p>mode {html.escape(str(load.get('mode')))}: {html.escape(shown)}</p>" + _table(
+        keys, ([st.get(k) for k in keys] for st in load["steps"])
+    )
+
+
+def _failures(s: Mapping[str, Any]) -> str:
+    rows = [
+        (f["operation"], f["category"], f["count"], f["workers"], f["messages"][0]["message"] if f["messages"] else "")
+        for f in s["failures"]
+    ]
+    return _table(("operation", "category", "count", "workers", "first message"), rows)
+
+
+def _control_plane(s: Mapping[str, Any]) -> str:
+    cp = s.get("control_plane") or {}
+    return _table(
+        ("queries", "per worker per s, waiting", "per worker per s, running"),
+        [(cp.get("queries"), cp.get("per_worker_per_s_waiting"), cp.get("per_worker_per_s_running"))],
+    )
+
+
+TIMELINE = ("ready", "detect", "first_query", "spent", "judged_dead", "finished")
+
+
+def _workers_table(s: Mapping[str, Any]) -> str:
+    t0 = s.get("start_time")
+    rows = []
+    for w in s.get("workers", ()):
+        tl = w.get("timeline") or {}
+        marks = [None if tl.get(m) is None or t0 is None else round((tl[m] - t0) * 1000.0, 1) for m in TIMELINE]
+        rows.append(
+            (
+                w["worker_id"],
+                w["status"],
+                w["ops"],
+                w["errors"],
+                w.get("clock_offset_ms"),
+                w.get("clock_uncertainty_ms"),
+                *marks,
+            )
+        )
+    header = (
+        "worker",
+        "status",
+        "ops",
+        "errors",
+        "clock offset ms",
+        "± ms",
+        *(f"{m} (ms from START)" for m in TIMELINE),
+    )
+    return _table(header, rows)
+
+
+class _Charts:
+    """The report's figures, each an inline SVG in a ``<figure id=chart-NAME>``."""
+
+    def __init__(self, summary: Mapping[str, Any]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+
+        self.plt = pyplot
+        self.s = summary
+        self.series = list(summary.get("timeseries") or ())
+        self.iv = float(summary.get("snapshot_interval_s") or 1.0)
+        self.rc = {"svg.fonttype": "none", "svg.hashsalt": "startline", "font.size": 9}
+
+    def _figure(self, name: str, draw: Callable[[Any], str], height: float = 3.0) -> str:
+        """Draw on a new figure; ``draw`` returns the caption (empty: nothing to show)."""
+        with self.plt.rc_context(self.rc):
+            fig = self.plt.figure(figsize=(10, height))
+            try:
+                caption = draw(fig)
+                if not caption:
+                    return ""
+                fig.tight_layout()
+                buf = io.StringIO()
+                fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+            finally:
+                self.plt.close(fig)
+        svg = buf.getvalue()
+        svg = svg[svg.index("<svg") :]
+        return f'<figure id="chart-{name}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
+
+    def _shade(self, ax: Any) -> None:
+        """The phases shaded, each labelled once."""
+        spans: dict[str, list[float]] = {}
+        for r in self.series:
+            p = r.get("phase")
+            if p in PHASE_COLOURS:
+                lo, hi = spans.setdefault(p, [r["t_s"], r["t_s"] + self.iv])
+                spans[p] = [min(lo, r["t_s"]), max(hi, r["t_s"] + self.iv)]
+        for p, (lo, hi) in spans.items():
+            ax.axvspan(lo, hi, color=PHASE_COLOURS[p], zorder=0, label=p)
+
+    def _events(self, ax: Any) -> None:
+        """Control events: load steps, scale steps, STOP."""
+        load = self.s.get("load") or {}
+        for k, st in enumerate(load.get("steps") or ()):
+            ax.axvline(st["at_s"], color="#888", lw=0.8, ls=":", label="load step" if k == 0 else None)
+        scenario = (self.s.get("config") or {}).get("scenario") or {}
+        for k, step in enumerate(scenario.get("schedule") or ()):
+            ax.axvline(step.get("at_s", 0), color="#6a1b9a", lw=0.9, ls="--", label="scale" if k == 0 else None)
+        t0, stop = self.s.get("start_time"), self.s.get("stopped_at")
+        if t0 is not None and stop is not None and stop >= t0:
+            ax.axvline(stop - t0, color="#c62828", lw=1.2, label="STOP")
+
+    def throughput(self) -> str:
+        def draw(fig: Any) -> str:
+            if not self.series:
+                return ""
+            ax = fig.add_subplot(1, 1, 1)
+            self._shade(ax)
+            t = [r["t_s"] + self.iv / 2 for r in self.series]
+            ax.plot(t, [r["ops"] / self.iv for r in self.series], color="#1f77b4", label="ops/s")
+            ax.set_ylabel("operations / s")
+            ax.set_xlabel("seconds from START_TIME")
+            errors = [r["errors"] / self.iv for r in self.series]
+            if any(errors):
+                ax2 = ax.twinx()
+                ax2.bar(t, errors, width=self.iv * 0.8, color="#c62828", alpha=0.6, label="errors/s")
+                ax2.set_ylabel("errors / s", color="#c62828")
+            self._events(ax)
+            ax.set_ylim(bottom=0)
+            ax.legend(loc="lower right", fontsize=8)
+            total = sum(r["ops"] for r in self.series)
+            return (
+                f"{total:,} operations and {sum(r['errors'] for r in self.series):,} errors, per {self.iv:g} s interval"
+            )
+
+        return self._figure("throughput", draw)
+
+    def latency_over_time(self) -> str:
+        def draw(fig: Any) -> str:
+            rows = [r for r in self.series if "latency_ms" in r]
+            if not rows:
+                return ""
+            ax = fig.add_subplot(1, 1, 1)
+            self._shade(ax)
+            t = [r["t_s"] + self.iv / 2 for r in rows]
+            kinds = sorted({k for r in rows for k in r.get("by_kind", {})})
+            for n, kind in enumerate(kinds):
+                colour = KIND_COLOURS[n % len(KIND_COLOURS)]
+                for pct, style in (("p50", "-"), ("p99", "--")):
+                    ys = [_positive(r["by_kind"].get(kind, {}).get("latency_ms", {}).get(pct)) for r in rows]
+                    ax.plot(t, ys, ls=style, color=colour, lw=1, label=f"{kind} {pct}")
+            self._events(ax)
+            ax.set_yscale("log")
+            ax.set_ylabel("latency ms (log)")
+            ax.set_xlabel("seconds from START_TIME")
+            ax.legend(loc="upper left", fontsize=7, ncol=4)
+            return "p50 (solid) and p99 (dashed) per kind and interval, merged exactly over the workers"
+
+        return self._figure("latency", draw, height=3.4)
+
+    def distribution(self) -> str:
+        points = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9), ("max", 99.99))
+
+        def draw(fig: Any) -> str:
+            phase = (self.s.get("phases") or {}).get("MEASUREMENT") or {}
+            kinds = phase.get("by_kind") or {}
+            if not phase.get("ops"):
+                return ""
+            ax = fig.add_subplot(1, 1, 1)
+            x = [1 / (1 - p / 100.0) for _, p in points]
+            for n, (kind, k) in enumerate([("all", phase), *sorted(kinds.items())]):
+                ys = [_positive(k["latency_ms"][key]) for key, _ in points]
+                colour = "#000" if kind == "all" else KIND_COLOURS[(n - 1) % len(KIND_COLOURS)]
+                ax.plot(x, ys, marker="o", ms=3, color=colour, lw=1.6 if kind == "all" else 1, label=kind)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(x, [key for key, _ in points])
+            ax.set_ylabel("latency ms (log)")
+            ax.legend(fontsize=8)
+            return "percentiles of MEASUREMENT's latency (the last point is the maximum)"
+
+        return self._figure("distribution", draw)
+
+    def start(self) -> str:
+        def draw(fig: Any) -> str:
+            by_worker = (self.s.get("start") or {}).get("by_worker") or {}
+            if not by_worker:
+                return ""
+            ax, hist = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+            names = sorted(by_worker)
+            for y, w in enumerate(names):
+                lags = by_worker[w]
+                ax.hlines(y, min(lags), max(lags), color="#90a4ae", lw=4)
+                ax.plot(lags, [y] * len(lags), "|", color="#1f77b4", ms=10)
+            ax.axvline(0, color="#c62828", lw=1, label="START_TIME")
+            ax.set_yticks(range(len(names)), names)
+            ax.invert_yaxis()
+            ax.set_xlabel("first operation, ms from START_TIME")
+            ax.legend(fontsize=8)
+            every = [v for w in names for v in by_worker[w]]
+            hist.hist(every, bins=min(30, max(5, len(every) // 2)), color="#1f77b4")
+            hist.set_xlabel("lag ms")
+            hist.set_ylabel("connections")
+            st = self.s["start"]
+            unc = st.get("skew_uncertainty_ms")
+            return (
+                f"each connection's first operation per worker (left) and the lag of all {len(every)} (right); "
+                f"skew {st.get('skew_ms', 0):,.2f} ms" + (f" ± {unc:,.2f}" if unc is not None else "")
+            )
+
+        return self._figure(
+            "start", draw, height=max(2.4, 0.3 * len((self.s.get("start") or {}).get("by_worker") or {}) + 1.2)
+        )
+
+    def workers(self) -> str:
+        def draw(fig: Any) -> str:
+            t0 = self.s.get("start_time")
+            workers = self.s.get("workers") or ()
+            if t0 is None or not workers:
+                return ""
+            ax = fig.add_subplot(1, 1, 1)
+            markers = {
+                "ready": "o",
+                "detect": "s",
+                "first_query": "|",
+                "spent": "x",
+                "judged_dead": "X",
+                "finished": "D",
+            }
+            seen: set[str] = set()
+            for y, w in enumerate(workers):
+                tl = w.get("timeline") or {}
+                xs = [tl[m] - t0 for m in TIMELINE if tl.get(m) is not None]
+                if xs:
+                    ax.hlines(y, min(xs), max(xs), color="#cfd8dc", lw=3)
+                for m in TIMELINE:
+                    if tl.get(m) is not None:
+                        ax.plot(tl[m] - t0, y, markers[m], color="#37474f", ms=5, label=None if m in seen else m)
+                        seen.add(m)
+            ax.axvline(0, color="#c62828", lw=1)
+            ax.set_yticks(range(len(workers)), [f"{w['worker_id']} ({w['status']})" for w in workers])
+            ax.invert_yaxis()
+            ax.set_xlabel("seconds from START_TIME")
+            ax.legend(fontsize=7, ncol=6, loc="lower right")
+            return "each worker's timeline: ready, start detected, first operation, finished (the orchestrator's marks)"
+
+        return self._figure("workers", draw, height=max(2.0, 0.3 * len(self.s.get("workers") or ()) + 1.0))
+
+
+def _positive(v: float | None) -> float:
+    """A latency on a log axis: a missing or zero reading is a gap, not a dive to zero."""
+    return v if v is not None and v > 0 else math.nan
+
+
+RUN_COLOURS = ("#000000", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def write_comparison(path: Path, runs: Sequence[tuple[str, Mapping[str, Any]]], comparisons: Sequence[Any]) -> Path:
+    """The comparison as one self-contained HTML file: the key figures with their bands (one
+    table per candidate, as ``compare`` prints them) and the runs' series overlaid."""
+    return write_atomic(Path(path), render_comparison(runs, comparisons))
+
+
+def render_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]], comparisons: Sequence[Any]) -> str:
+    tables = []
+    for c in comparisons:
+        rows = [
+            (
+                r.figure,
+                r.base,
+                r.candidate,
+                None if r.change is None else f"{r.change:+,.1f} {'pt' if r.unit == 'points' else '%'}",
+                r.verdict or "",
+            )
+            for r in c.rows
+        ]
+        tables.append(
+            f"<h3>{html.escape(c.base)} → {html.escape(c.candidate)}: "
+            f'<span class="{"passed" if c.verdict == "ok" else "failed"}">{html.escape(c.verdict)}</span></h3>'
+            + _table(("figure", "base", "candidate", "change", "band"), rows)
+        )
+    overlay = _Overlay(runs)
+    sections = [
+        _section("Key figures", "\n".join(tables)),
+        _section("Throughput", overlay.chart("throughput", lambda r: r["ops"], "operations / s", per_second=True)),
+        _section(
+            "p99 latency", overlay.chart("p99", lambda r: r.get("latency_ms", {}).get("p99"), "p99 ms (log)", log=True)
+        ),
+        _section("Start", overlay.start()),
+    ]
+    names = ", ".join(label for label, _ in runs)
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>compare: {html.escape(names)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>compare: {html.escape(names)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+class _Overlay(_Charts):
+    """The same charts with one line per run (the base in black)."""
+
+    def __init__(self, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        super().__init__(runs[0][1])
+        self.runs = runs
+
+    def chart(
+        self,
+        name: str,
+        value: Callable[[Mapping[str, Any]], Any],
+        label: str,
+        per_second: bool = False,
+        log: bool = False,
+    ) -> str:
+        def draw(fig: Any) -> str:
+            ax = fig.add_subplot(1, 1, 1)
+            drawn = 0
+            for n, (run, s) in enumerate(self.runs):
+                iv = float(s.get("snapshot_interval_s") or 1.0)
+                rows = [r for r in s.get("timeseries") or () if value(r) is not None]
+                if not rows:
+                    continue
+                ys = [value(r) / iv if per_second else _positive(value(r)) for r in rows]
+                ax.plot(
+                    [r["t_s"] + iv / 2 for r in rows], ys, color=RUN_COLOURS[n % len(RUN_COLOURS)], lw=1.2, label=run
+                )
+                drawn += 1
+            if not drawn:
+                return ""
+            if log:
+                ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.set_xlabel("seconds from START_TIME")
+            ax.legend(fontsize=8)
+            return f"{label} per interval, each run from its own START_TIME"
+
+        return self._figure(name, draw)
+
+    def start(self) -> str:
+        def draw(fig: Any) -> str:
+            ax = fig.add_subplot(1, 1, 1)
+            drawn = 0
+            for n, (run, s) in enumerate(self.runs):
+                lags = sorted(v for vs in ((s.get("start") or {}).get("by_worker") or {}).values() for v in vs)
+                if lags:
+                    ax.step(
+                        lags,
+                        [(k + 1) / len(lags) for k in range(len(lags))],
+                        where="post",
+                        color=RUN_COLOURS[n % len(RUN_COLOURS)],
+                        label=run,
+                    )
+                    drawn += 1
+            if not drawn:
+                return ""
+            ax.set_xlabel("first operation, ms from START_TIME")
+            ax.set_ylabel("share of connections started")
+            ax.legend(fontsize=8)
+            return "each run's connections by how late they started (cumulative)"
+
+        return self._figure("start", draw)
