@@ -24,7 +24,6 @@ WORKER_EXIT_GRACE_S = 30.0
 """How long `run` waits for its worker processes after the summary before ending them."""
 WORKER_END_GRACE_S = 2.0
 """Between the signals that end a worker process: SIGTERM, SIGTERM (forced), SIGKILL."""
-PROGRESS_EVERY_S = 0.25
 
 err = Console(stderr=True)
 
@@ -51,21 +50,17 @@ async def orchestrate(
         f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start"
     )
-    # not on a terminal (CI, a log file): plain progress lines instead of the status spinner
-    lines = not console.is_terminal and not console.quiet and progress_every_s > 0
     if control_url.in_process:
         if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console)):
             raise RunCancelled("cancelled during setup: nothing was run")
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
-                if lines:
-                    nursery.start_soon(progress_lines, orchestrator, console, progress_every_s)
+                nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s)
                 await on_signals(orchestrator)
 
-        with console.status(f"{title} (in process)"):
-            done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch)
-            return done.summary
+        done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch)
+        return done.summary
     orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
@@ -80,13 +75,10 @@ async def orchestrate(
             if spawn and fresh and not orchestrator.stop_requested:
                 for i in range(scenario.workers):
                     procs.start_soon(worker_process, scenario, run_id, i, out)
-            with console.status(title) as status:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(_progress, orchestrator, status, title)
-                    if lines:
-                        inner.start_soon(progress_lines, orchestrator, console, progress_every_s)
-                    summary = await orchestrator.run()
-                    inner.cancel_scope.cancel()
+            async with trio.open_nursery() as inner:
+                inner.start_soon(display, orchestrator, console, title, progress_every_s)
+                summary = await orchestrator.run()
+                inner.cancel_scope.cancel()
             # Workers exit by themselves once their results are in; past the grace (at once after a
             # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
             grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
@@ -251,10 +243,17 @@ async def _end_worker(process: trio.Process) -> None:
     process.kill()
 
 
-async def _progress(orchestrator: Orchestrator, status: Any, title: str) -> None:
-    while True:
-        await trio.sleep(PROGRESS_EVERY_S)
-        status.update(f"{title} — {orchestrator.progress()}")
+async def display(orchestrator: Orchestrator, console: Console, title: str, progress_every_s: float) -> None:
+    """What a run shows while it runs: on a terminal the live panel (``liveview``), otherwise a
+    plain progress line every ``progress_every_s`` (0: none); nothing with ``--quiet``."""
+    from startline import liveview
+
+    if console.quiet:
+        return
+    if console.is_terminal:
+        await liveview.show(orchestrator, console, title)
+    elif progress_every_s > 0:
+        await progress_lines(orchestrator, console, progress_every_s)
 
 
 async def progress_lines(orchestrator: Orchestrator, console: Console, every_s: float) -> None:

@@ -254,6 +254,14 @@ class Orchestrator:
         upto = series[-1]["t_s"] + iv
         return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
 
+    async def read_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
+        """The workers' snapshots so far (for a live view; counted with the orchestrator's queries)."""
+        return await self._cp.read_snapshots(self.run_id)
+
+    async def read_payloads(self) -> list[dict[str, Any]]:
+        """The workers' results so far (flushed every ``flush_interval_s``), for a live view."""
+        return [r.payload for r in await self._cp.read_results(self.run_id) if r.payload.get("worker_id")]
+
     def progress(self) -> str:
         """One line for a progress display: status, phase and seconds to the planned end."""
         if self.start_time is None or self._clockmap is None:
