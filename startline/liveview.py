@@ -23,6 +23,7 @@ from rich.text import Text
 
 from startline.engine.metrics import add_into, latency_block, new_histogram
 from startline.engine.model import ControlEvent, Scope, WorkerStatus
+from startline.engine.orchestrator import initial_total
 from startline.engine.ports import ControlPlaneError
 from startline.engine.summary import start_block
 
@@ -216,9 +217,7 @@ async def show(orchestrator: Any, console: Console, title: str) -> None:
                 with trio.move_on_after(2 * REFRESH_S):  # an unreachable control plane freezes the figures only
                     try:
                         tally.add(await orchestrator.read_snapshots())
-                        if start is None or start["connections"] < (
-                            target_connections(stats.events, live_workers) or 0
-                        ):
+                        if start is None or start["connections"] < initial_total(sc):  # until all started
                             block = start_block(stats.start_time, await orchestrator.read_payloads())
                             start = block if block.get("lag_ms") else None
                     except ControlPlaneError:
