@@ -55,7 +55,7 @@ def render(summary: Mapping[str, Any]) -> str:
         _section("Errors", _failures(summary)) if summary.get("failures") else "",
         _section("Control plane", _control_plane(summary)),
         _section("Workers", charts.workers() + _workers_table(summary)),
-        _section("Scenario", f"<pre>{html.escape(json.dumps((summary.get('config') or {}), indent=2))}</pre>"),
+        _section("Scenario", _scenario(summary)),
     ]
     title = f"{summary.get('scenario', 'run')} — {summary.get('run_id', '')}"
     return (
@@ -169,6 +169,19 @@ def _failures(s: Mapping[str, Any]) -> str:
         for f in s["failures"]
     ]
     return _table(("operation", "category", "count", "workers", "first message"), rows)
+
+
+def _scenario(s: Mapping[str, Any]) -> str:
+    settings = (s.get("config") or {}).get("scenario") or {}
+    shown = ", ".join(
+        f"{k} = {settings[k]}"
+        for k in ("workers", "connections_per_worker", "warmup_s", "measurement_s", "cooldown_s")
+        if k in settings
+    )
+    return (
+        f"<p>{html.escape(shown)}</p><details><summary>the scenario as run (JSON)</summary>"
+        f"<pre>{html.escape(json.dumps(settings, indent=2))}</pre></details>"
+    )
 
 
 def _control_plane(s: Mapping[str, Any]) -> str:
