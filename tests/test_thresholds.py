@@ -50,8 +50,7 @@ def test_the_issues_example_parses_into_one_threshold_per_expression() -> None:
         ({"latency_ms": ["p(0) < 5"]}, "percentile"),
         ({"error_rate{kind=q}": ["rate < 0.1"]}, "tag"),
         ({"latency_ms{window=ten}": ["p(95) < 1"]}, "window must be a duration"),
-        ({"latency_ms{kind=q,window=1s}": ["p(95) < 1"]}, "kind and window together"),
-        ({"latency_ms{kind=q}": [{"threshold": "p(99) < 1", "abort_on_fail": True}]}, "abort_on_fail takes"),
+        ({"qps{kind=q}": [{"threshold": "value > 1", "abort_on_fail": True}]}, "abort_on_fail takes"),
         ({"start.skew_ms": [{"threshold": "value < 1", "abort_on_fail": True}]}, "abort_on_fail takes"),
         ({"latency_ms": [{"threshold": "p(99) < 1", "abort_on_fail": 1}]}, "true or false"),
         ({"latency_ms": [{"threshold": "p(99) < 1", "abort": True}]}, "a table takes"),
@@ -99,7 +98,7 @@ def test_windowed_and_whole_run_agree_when_one_window_spans_the_run(intervals, s
             whole.record_value(ms * 1000)
     n = len(intervals)
 
-    def windows(window_s: float):
+    def windows(window_s: float, kind: str | None):
         return windows_of(per_interval, 0, n - 1, round(window_s))  # 1 s intervals
 
     measured = Measured({}, {}, {None: whole}, {None: whole}, windows)
@@ -118,7 +117,7 @@ def test_a_windowed_threshold_passes_only_if_every_window_with_operations_passes
         for ms in samples:
             h.record_value(ms * 1000)
     parts = windows_of(per_interval, 0, len(intervals) - 1, per_window)
-    measured = Measured({}, {}, {}, {}, lambda _s: parts)
+    measured = Measured({}, {}, {}, {}, lambda _s, _k: parts)
     (result,) = evaluate(parse({f"latency_ms{{window={per_window}s}}": [f"max < {limit}"]}), measured)
     busy = [h for h in parts if h.get_total_count()]
     assert result.ok == (bool(busy) and all(h.get_max_value() / 1000 < limit for h in busy))
@@ -198,3 +197,42 @@ def test_an_abort_threshold_waits_for_its_delay_and_is_judged_at_the_end_if_it_n
     )
     assert (s["status"], s["reason"], s["verdict"]) == ("COMPLETED", None, "failed")  # no error at all: 0 > 0.5 fails
     assert s["thresholds"][0]["detail"].startswith("rate of error_rate = 0")
+
+
+TWO_KINDS = [
+    {
+        "name": "fast",
+        "call": "startline.backends.memory.ops:sleep_ms",
+        "params": {"ms": {"type": "int", "min": 1, "max": 1}},
+    },
+    {
+        "name": "slow",
+        "call": "startline.backends.memory.ops:sleep_ms",
+        "params": {"ms": {"type": "int", "min": 30, "max": 30}},
+    },
+]
+
+
+def test_a_windowed_threshold_on_one_kind_judges_that_kinds_windows_only() -> None:
+    s = _run(
+        operations=TWO_KINDS,
+        thresholds={
+            "latency_ms{kind=fast,window=1s}": ["max < 10"],
+            "latency_ms{kind=slow,window=1s}": ["max < 10"],
+            "latency_ms{window=1s}": ["max < 10"],
+        },
+    )
+    by = {t["metric"]: t for t in s["thresholds"]}
+    assert by["latency_ms{kind=fast,window=1s}"]["ok"] is True
+    assert by["latency_ms{kind=fast,window=1s}"]["detail"] == "3 of 3 windows of 1 s pass"
+    assert by["latency_ms{kind=slow,window=1s}"]["ok"] is False and by["latency_ms{kind=slow,window=1s}"]["value"] >= 30
+    assert by["latency_ms{window=1s}"]["ok"] is False  # every kind: the slow one is in it
+
+
+def test_an_abort_on_fail_threshold_on_one_kind_stops_the_run_only_when_that_kind_crosses() -> None:
+    sc = {"measurement_s": 10.0, "snapshot_interval_s": 0.5, "operations": TWO_KINDS}
+    fast = _run(thresholds={"latency_ms{kind=fast}": [{"threshold": "p(99) < 10", "abort_on_fail": True}]}, **sc)
+    assert (fast["status"], fast["reason"], fast["verdict"]) == ("COMPLETED", None, "passed")
+    slow = _run(thresholds={"latency_ms{kind=slow}": [{"threshold": "p(99) < 10", "abort_on_fail": True}]}, **sc)
+    assert (slow["status"], slow["reason"], slow["verdict"]) == ("COMPLETED", "threshold", "failed")
+    assert slow["phases"]["MEASUREMENT"]["duration_s"] < 5.0

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+from hdrh.histogram import HdrHistogram
 
 from startline.engine.clocksync import ClockMap, estimate_offset
 from startline.engine.counting import CountingControlPlane
@@ -662,11 +663,15 @@ class Orchestrator:
         for k in sc.measurement_intervals:
             await trio.sleep_until(self._clockmap.to_trio(self.start_time + (k + 1) * iv))
             snaps = await self._snapshots_through(k)
-            latency = windows_of(interval_latency(interval_kinds(snaps)), first, k, k - first + 1)[0]
+            kinds = interval_kinds(snaps)
+            wanted = {t.kind for t in sc.abort_thresholds if t.kind is not None}
+            by_kind: dict[str | None, Mapping[int, HdrHistogram]] = {None: interval_latency(kinds)}
+            by_kind |= {kind: {i: h[kind] for i, h in kinds.items() if kind in h} for kind in wanted}
+            latency = {kind: windows_of(of, first, k, k - first + 1)[0] for kind, of in by_kind.items()}
             counts = merge_timeseries(snaps, iv)[first : k + 1]  # each latency histogram decoded once, above
             ops, errors = sum(r["ops"] for r in counts), sum(r["errors"] for r in counts)
             elapsed = (k - first + 1) * iv
-            so_far = Measured({"ops": ops, "errors": errors, "qps": ops / elapsed}, {}, {None: latency}, {})
+            so_far = Measured({"ops": ops, "errors": errors, "qps": ops / elapsed}, {}, latency, {})
             for t in sc.abort_thresholds:
                 crossed = crossing(t, so_far, elapsed)
                 if crossed is not None:

@@ -154,16 +154,18 @@ def _measured(
     metrics: Sequence[Mapping[str, Any]],
     phases: Mapping[str, Any],
     start: Mapping[str, Any],
-    intervals: Mapping[int, HdrHistogram],
+    intervals: Mapping[int, Mapping[str, HdrHistogram]],
 ) -> thresholds.Measured:
     """What the thresholds read: MEASUREMENT's histograms and figures, the start, and MEASUREMENT's
-    windows from the interval histograms (intervals count from START_TIME)."""
+    windows from the interval histograms by kind (intervals count from START_TIME)."""
     measurement = str(Phase.MEASUREMENT)
     latency, service = thresholds.histograms_of(metrics, measurement)
     iv, measured = scenario.snapshot_interval_s, scenario.measurement_intervals
+    merged = interval_latency(intervals)
 
-    def windows(window_s: float) -> list[HdrHistogram]:
-        return thresholds.windows_of(intervals, measured.start, measured.stop - 1, max(1, round(window_s / iv)))
+    def windows(window_s: float, kind: str | None) -> list[HdrHistogram]:
+        of = merged if kind is None else {i: h[kind] for i, h in intervals.items() if kind in h}
+        return thresholds.windows_of(of, measured.start, measured.stop - 1, max(1, round(window_s / iv)))
 
     return thresholds.Measured(phases.get(measurement, {}), start, latency, service, windows)
 
@@ -300,7 +302,7 @@ def build_summary(
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
     checks = evaluate(scenario.checks, phases, load)
     start = start_block(start_time, payloads)
-    measured = _measured(scenario, metrics, phases, start, interval_latency(intervals or {}))
+    measured = _measured(scenario, metrics, phases, start, intervals or {})
     judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
     return {
         "schema_version": SCHEMA_VERSION,

@@ -132,8 +132,6 @@ def _key(key: str, field: str) -> tuple[str, str | None, float | None]:
             where = {"kind": BY_KIND, "window": WINDOWED}.get(name)
             allowed = f"on {', '.join(sorted(where))} only" if where else "known tags: kind, window"
             raise ThresholdError(field, f"tag {tag!r} is not taken here ({allowed})")
-    if kind is not None and window_s is not None:
-        raise ThresholdError(field, "a windowed threshold covers every kind (kind and window together: not yet)")
     return metric, kind, window_s
 
 
@@ -158,9 +156,10 @@ def _item(key: str, metric: str, kind: str | None, window_s: float | None, item:
     if stat not in METRICS[metric]:
         known = ", ".join("p(N)" if s == "p" else s for s in METRICS[metric])
         raise ThresholdError(field, f"{metric} takes {known} (got {m['stat']!r})")
-    if abort and (metric not in LIVE or kind is not None or window_s is not None):
+    if abort and (metric not in LIVE or (kind is not None and metric != "latency_ms") or window_s is not None):
         raise ThresholdError(
-            field, f"abort_on_fail takes {', '.join(LIVE)} over every kind, not windowed (the figures judged live)"
+            field,
+            f"abort_on_fail takes {', '.join(LIVE)} (latency_ms by kind too), not windowed (the figures judged live)",
         )
     pct = None if m["pct"] is None else float(m["pct"])
     if pct is not None and not 0 < pct <= 100:
@@ -183,8 +182,9 @@ class Measured:
     latency: Mapping[str | None, HdrHistogram]
     """Response time by kind (``None``: every kind)."""
     service: Mapping[str | None, HdrHistogram]
-    windows: Callable[[float], Sequence[HdrHistogram]] = lambda _s: ()
-    """The response-time histograms of MEASUREMENT's consecutive windows of that many seconds."""
+    windows: Callable[[float, str | None], Sequence[HdrHistogram]] = lambda _s, _k: ()
+    """The response-time histograms of MEASUREMENT's consecutive windows of that many seconds, of
+    one kind (``None``: every kind)."""
 
 
 @attrs.frozen
@@ -224,7 +224,7 @@ def crossing(t: Threshold, measured: Measured, elapsed_s: float) -> Result | Non
 
 def _evaluate(t: Threshold, m: Measured) -> Result:
     if t.window_s is not None:
-        windows = m.windows(t.window_s)
+        windows = m.windows(t.window_s, t.kind)
         values = [_of_histogram(t, h) for h in windows if h.get_total_count()]
         if not values:
             return Result(t.key, t.expression, False, None, "no operation in MEASUREMENT to judge")
