@@ -192,6 +192,8 @@ def _control_plane(s: Mapping[str, Any]) -> str:
     )
 
 
+HEALTH = ("calls", "failures", "retries", "longest_outage_s")
+"""Each worker's control-plane health, as its results report it."""
 TIMELINE = ("ready", "detect", "first_query", "spent", "judged_dead", "finished")
 
 
@@ -210,6 +212,7 @@ def _workers_table(s: Mapping[str, Any]) -> str:
                 w.get("clock_offset_ms"),
                 w.get("clock_uncertainty_ms"),
                 *marks,
+                *(((w.get("health") or {}).get(k)) for k in HEALTH),
             )
         )
     header = (
@@ -220,6 +223,7 @@ def _workers_table(s: Mapping[str, Any]) -> str:
         "clock offset ms",
         "± ms",
         *(f"{m} (ms from START)" for m in TIMELINE),
+        *(f"control plane {k.replace('_', ' ')}" for k in HEALTH),
     )
     return _table(header, rows)
 

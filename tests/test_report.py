@@ -111,6 +111,7 @@ def test_a_run_writes_a_self_contained_report_that_chromium_draws_with_every_cha
         assert f'id="{chart}"' in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run_id"] in text and "latency_ms{kind=read}: p(99) &lt; 60000" in text
+    assert "control plane retries" in text and all(w["health"]["calls"] > 0 for w in summary["workers"])
 
     dom = browse(page, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr

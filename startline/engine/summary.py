@@ -110,6 +110,7 @@ def worker_entry(payload: Mapping[str, Any], status: str, events: Mapping[str, f
         "timeline": {m: timeline.get(m) for m in TIMELINE_MARKS} | dict(events or {}),
         "ops": ops,
         "errors": errors,
+        "health": (payload.get("control_plane") or {}).get("health"),
     }
 
 
