@@ -190,8 +190,8 @@ def _write_report(out_dir: Path, summary: dict[str, Any], console: Console) -> s
         return None
     try:
         return str(htmlreport.write_report(out_dir, summary))
-    except OSError as exc:
-        console.print(f"report.html not written: {exc}", highlight=False)
+    except Exception as exc:  # the run's result and exit code stand without its report
+        console.print(f"report.html not written: {type(exc).__name__}: {exc}", highlight=False)
         return None
 
 

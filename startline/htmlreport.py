@@ -71,7 +71,8 @@ h1{font-size:1.4em}h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .passed{color:#1a7f37;font-weight:bold}.failed{color:#c62828;font-weight:bold}
-figure{margin:8px 0}svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.8em}
+figure{margin:8px 0}.none{color:#777;font-style:italic}
+svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.8em}
 """.strip()
 
 
@@ -250,7 +251,7 @@ class _Charts:
             try:
                 caption = draw(fig)
                 if not caption:
-                    return ""
+                    return f'<p id="chart-{name}" class="none">nothing to draw here: no such figures in this run</p>'
                 fig.tight_layout()
                 buf = io.StringIO()
                 fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -317,11 +318,15 @@ class _Charts:
             self._shade(ax)
             t = [r["t_s"] + self.iv / 2 for r in rows]
             kinds = sorted({k for r in rows for k in r.get("by_kind", {})})
+            drawn = False
             for n, kind in enumerate(kinds):
                 colour = KIND_COLOURS[n % len(KIND_COLOURS)]
                 for pct, style in (("p50", "-"), ("p99", "--")):
                     ys = [_positive(r["by_kind"].get(kind, {}).get("latency_ms", {}).get(pct)) for r in rows]
                     ax.plot(t, ys, ls=style, color=colour, lw=1, label=f"{kind} {pct}")
+                    drawn = drawn or any(y == y for y in ys)  # not NaN: some interval had an operation
+            if not drawn:
+                return ""  # not one successful operation in any interval
             self._events(ax)
             ax.set_yscale("log")
             ax.set_ylabel("latency ms (log)")
@@ -493,6 +498,8 @@ class _Overlay(_Charts):
                 if not rows:
                     continue
                 ys = [value(r) / iv if per_second else _positive(value(r)) for r in rows]
+                if all(y != y for y in ys):  # all NaN: nothing on a log axis
+                    continue
                 ax.plot(
                     [r["t_s"] + iv / 2 for r in rows], ys, color=RUN_COLOURS[n % len(RUN_COLOURS)], lw=1.2, label=run
                 )

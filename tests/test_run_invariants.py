@@ -268,14 +268,39 @@ def test_summary_follows_the_results_contract():
         "skew_ms",
         "skew_uncertainty_ms",
         "connections",
+        "by_worker",
         "witnesses",
     }
     assert s["start"]["witnesses"] == {}  # virtual time: no host clock is read
+    # each initial connection's lag, per worker: the same figures as the lag distribution's
+    lags = sorted(v for vs in s["start"]["by_worker"].values() for v in vs)
+    assert len(lags) == s["start"]["connections"] and set(s["start"]["by_worker"]) == {
+        w["worker_id"] for w in s["workers"]
+    }
+    assert lags[0] == pytest.approx(s["start"]["lag_ms"]["min"], abs=1e-3)
+    assert lags[-1] == pytest.approx(s["start"]["lag_ms"]["max"], abs=1e-3)
+    # every interval with its phase, latency and figures per kind; their ops add up to the phases'
+    series = s["timeseries"]
+    assert [r["t_s"] for r in series] == [i * s["snapshot_interval_s"] for i in range(len(series))]
+    mid = [r["t_s"] + s["snapshot_interval_s"] / 2 for r in series]  # warmup 0.5 s, measurement 1 s
+    assert [r["phase"] for r in series] == ["WARMUP" if t < 0.5 else "MEASUREMENT" if t < 1.5 else "DONE" for t in mid]
+    assert all(sum(k["ops"] for k in r["by_kind"].values()) == r["ops"] for r in series)
+    assert sum(r["ops"] for r in series) == sum(b["ops"] for b in s["phases"].values())
+    assert s["config"]["scenario"]["name"] == sc.name
     assert s["load"] == {"mode": "concurrency", "steps": [], "result": None}
     assert set(s["start"]["lag_ms"]) == {"min", "p50", "p99", "max"}
     assert set(s["control_plane"]) == {"queries", "per_worker_per_s_waiting", "per_worker_per_s_running"}
     w = s["workers"][0]
-    for key in ("worker_id", "status", "clock_offset_ms", "clock_uncertainty_ms", "timeline", "ops", "errors"):
+    for key in (
+        "worker_id",
+        "status",
+        "clock_offset_ms",
+        "clock_uncertainty_ms",
+        "timeline",
+        "ops",
+        "errors",
+        "health",
+    ):
         assert key in w
     assert set(w["timeline"]) == {"ready", "detect", "heartbeat", "insert", "scale", "first_query", "spent", "finished"}
     assert all(v is not None for k, v in w["timeline"].items() if k != "spent")  # no operations_per_connection

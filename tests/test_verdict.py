@@ -88,6 +88,9 @@ def test_a_run_whose_every_operation_fails_exits_1_and_says_what_the_errors_said
     per_kind = [r for r in intervals if r["kind"] == "missing"]
     assert sum(int(r["errors"]) for r in per_kind) == failure["count"]
     assert all(r["ops"] == "0" and r["p99_ms"] == "0.0" for r in per_kind)
+    # the report is written for a failing run too, saying there is no latency to draw
+    report = (out / "report.html").read_text()
+    assert '<span class="failed">failed</span>' in report and 'id="chart-latency" class="none"' in report
 
 
 def test_checks_can_be_loosened_in_the_scenario(tmp_path):

@@ -52,7 +52,9 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
         "skew_ms": (max(firsts) - min(firsts)) * 1000.0,
         "skew_uncertainty_ms": sum(uncertainty[:2]) if len(uncertainty) > 1 else 0.0,
         "connections": len(firsts),
-        "by_worker": {p["worker_id"]: sorted(round((t - start_time) * 1000.0, 3) for t in ts) for p, ts in starting},
+        "by_worker": {
+            p.get("worker_id", "?"): sorted(round((t - start_time) * 1000.0, 3) for t in ts) for p, ts in starting
+        },
         "witnesses": {"host": host} if host else {},
     }
 
