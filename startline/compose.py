@@ -22,6 +22,20 @@ def _snowflake(field: str) -> Any:
     return snowflake
 
 
+POSTGRES_EXTRA = "postgresql:// needs psycopg: pip install 'startline[postgres]'"
+
+
+def _postgres(field: str) -> Any:
+    """The PostgreSQL backend module, or a ConfigError naming the extra that provides it."""
+    try:
+        import startline.backends.postgres as postgres
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "psycopg":
+            raise ConfigError(field, POSTGRES_EXTRA) from None
+        raise
+    return postgres
+
+
 def open_control(url: Url) -> ControlPlane:
     if url.scheme == "sqlite":
         from startline.backends.sqlite import SqliteControlPlane
@@ -30,6 +44,8 @@ def open_control(url: Url) -> ControlPlane:
         return SqliteControlPlane(url.path)
     if url.scheme == "snowflake":
         return _snowflake("control").SnowflakeControlPlane.from_url(url)
+    if url.scheme == "postgresql":
+        return _postgres("control").PostgresControlPlane.from_url(url)
     raise ConfigError("control", f"{url.scheme}:// is in-process only; use it without worker processes")
 
 
@@ -59,4 +75,6 @@ def _target(url: Url, scenario: Scenario) -> Any:
         return target
     if url.scheme == "snowflake":
         return _snowflake("target").SnowflakeTarget.from_url(url)
+    if url.scheme == "postgresql":
+        return _postgres("target").PostgresTarget.from_url(url)
     raise ConfigError("target", f"unknown target {url.scheme}")

@@ -1,8 +1,9 @@
 """Connection URLs for the two roles: ``--control`` and ``--target``.
 
 ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``;
-``snowflake://CONNECTION_NAME[?database=DB&schema=SCHEMA]``. ``{out}`` in a URL is the
-run's output directory.
+``snowflake://CONNECTION_NAME[?database=DB&schema=SCHEMA]``;
+``postgresql://[user@]host[:port]/db[?options]`` (libpq's own URL: PG* variables, ``~/.pgpass``
+and service files fill what it leaves out). ``{out}`` in a URL is the run's output directory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import attrs
 
 from startline.engine.scenario import ConfigError
 
-SCHEMES = ("memory", "sqlite", "snowflake")
+SCHEMES = ("memory", "sqlite", "snowflake", "postgresql")
 
 
 @attrs.frozen
@@ -56,4 +57,6 @@ def parse_url(text: str, field: str, out: Path | None = None) -> Url:
         if unknown:
             raise ConfigError(field, f"unknown option {sorted(unknown)[0]!r} in {text!r}")
         return Url("snowflake", connection=name, options=options)
+    if scheme in ("postgresql", "postgres"):
+        return Url("postgresql", connection=raw)
     raise ConfigError(field, f"unknown scheme {scheme!r} in {text!r} (expected one of {', '.join(SCHEMES)})")

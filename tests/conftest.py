@@ -66,3 +66,31 @@ def fakesnow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ["SNOWFLAKE_HOME"] = old
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 server (pgserver's binaries, from the package index) on loopback for
+    the session: its URL (the ``postgres`` database)."""
+    from startline.backends.postgres import server
+
+    data = tmp_path_factory.mktemp("postgres") / "data"
+    local = server.start(data)
+    try:
+        yield local.url
+    finally:
+        server.stop(data)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of its own on the session's server, for one test: its URL."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server.rsplit("/", 1)[0] + "/" + name

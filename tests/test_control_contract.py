@@ -1,4 +1,4 @@
-"""The control-plane contract every backend keeps (memory, SQLite, Snowflake on fakesnow): one
+"""The control-plane contract every backend keeps (memory, SQLite, Snowflake on fakesnow, PostgreSQL): one
 process per worker id, a final result never replaced, a run id created once."""
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from startline.engine.ports import ControlPlaneError
 from startline.testing import CLOCK0
 
 
-@pytest.fixture(params=["memory", "sqlite", "snowflake"])
+@pytest.fixture(params=["memory", "sqlite", "snowflake", "postgres"])
 def control(request, tmp_path):
     if request.param == "memory":
         return MemoryControlPlane(MemoryStore(CLOCK0))
     if request.param == "sqlite":
         return SqliteControlPlane(tmp_path / "control.db")
+    if request.param == "postgres":
+        from startline.backends.postgres import PostgresControlPlane
+
+        return PostgresControlPlane(request.getfixturevalue("postgres_url"))
     request.getfixturevalue("fakesnow_home")
     return SnowflakeControlPlane(SnowflakeSettings("fakesnow", database=f"CONTRACT_{tmp_path.name[-6:].upper()}"))
 

@@ -1,0 +1,143 @@
+"""psycopg 3 connections used from Trio: blocking calls in worker threads, one at a time per
+connection (psycopg's async API runs on asyncio only, so under Trio its sync API in threads is
+the way, as for SQLite and Snowflake).
+
+Connections use client-side binding (``ClientCursor``) and never prepare statements on the
+server, so they work through PgBouncer in transaction pooling. A URL is libpq's own
+(``postgresql://user@host:port/db?options``): what it leaves out comes from libpq's usual sources
+(PG* environment variables, ``~/.pgpass``, service files). A password never appears in a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import trio
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 10
+
+
+def safe(text: str) -> str:
+    """``text`` with any password in a URL or conninfo masked."""
+    text = re.sub(r"(://[^/:@\s]*):[^@/\s]*@", r"\1:***@", text)
+    return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", text)
+
+
+class QmarkCursor:
+    """A psycopg client-side cursor that takes the control plane's qmark (``?``) parameters."""
+
+    def __init__(self, cur: psycopg.ClientCursor[Any]) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self._cur.execute(sql.replace("?", "%s") if params else sql, params or None)
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+class QmarkConnection:
+    """What ``sqlcontrol`` needs of a DB-API connection, over a psycopg one."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def cursor(self) -> QmarkCursor:
+        return QmarkCursor(psycopg.ClientCursor(self.raw))
+
+
+def connect(url: str, application_name: str) -> psycopg.Connection[Any]:
+    """An autocommit connection (transactions are explicit), never preparing on the server."""
+    conn = psycopg.connect(
+        url,
+        autocommit=True,
+        prepare_threshold=None,
+        cursor_factory=psycopg.ClientCursor,
+        application_name=application_name[:63],
+        connect_timeout=CONNECT_TIMEOUT_S,
+    )
+    return conn
+
+
+class PgExecutor:
+    """One connection and the limiter that serialises its use across Trio tasks."""
+
+    def __init__(self, url: str, application_name: str, limiter: trio.CapacityLimiter | None = None) -> None:
+        self.url = url
+        self.application_name = application_name
+        self.conn: psycopg.Connection[Any] | None = None
+        self._lock = trio.CapacityLimiter(1)
+        self._limiter = limiter
+
+    def _open(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(self.url, self.application_name)
+        return self.conn
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` in a thread (a qmark-taking wrapper: the control plane's SQL)."""
+        return await self.run_raw(lambda c: fn(QmarkConnection(c)))
+
+    async def run_raw(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        def call() -> T:
+            conn = self._open()
+            try:
+                return fn(conn)
+            except psycopg.OperationalError:
+                if conn.closed or conn.broken:
+                    self.conn = None  # reconnect on the next call
+                raise
+
+        async with self._lock:
+            if self._limiter is None:
+                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+
+    def cancel(self) -> None:
+        """Cancel the statement running on this connection (from any thread)."""
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel_safe()
+            except psycopg.Error:
+                pass
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await trio.to_thread.run_sync(conn.close)
+
+
+def error_category(exc: BaseException) -> str:
+    """psycopg errors by what a benchmark reader cares about (SQLSTATE classes)."""
+    from psycopg import errors
+
+    if isinstance(exc, errors.QueryCanceled):
+        return "timeout"
+    if isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected | errors.LockNotAvailable):
+        return "conflict"
+    if isinstance(exc, errors.IntegrityError):
+        return "constraint"
+    if isinstance(exc, psycopg.OperationalError):
+        return "connection"
+    if isinstance(exc, psycopg.ProgrammingError):
+        return "sql"
+    if isinstance(exc, psycopg.Error):
+        return "database"
+    return type(exc).__name__

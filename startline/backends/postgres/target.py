@@ -1,0 +1,79 @@
+"""A SQL target on PostgreSQL: one connection per session, ``application_name`` carrying worker
+and phase (changed at the phase boundary: the counterpart of Snowflake's QUERY_TAG, visible in
+``pg_stat_activity``), parameters bound client-side (``:name`` → ``%s``, never inside literals)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import psycopg
+import trio
+
+from startline.backends.postgres.conn import PgExecutor, error_category
+from startline.backends.sqlparams import positional
+from startline.engine.scenario import OperationSpec
+
+
+def application_name(tag: Mapping[str, str]) -> str:
+    """``startline WORKER PHASE`` (PostgreSQL keeps 63 characters of it)."""
+    return f"startline {tag.get('worker_id', '')} {tag.get('phase', '')}".strip()[:63]
+
+
+def _run(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql, values or None)
+        if cur.description is not None:
+            cur.fetchall()
+
+
+@attrs.define(eq=False)
+class PostgresSession:
+    executor: PgExecutor
+    application_name: str = ""
+
+    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
+        sql, names = positional(op.sql or "", "%s")
+        values = tuple(params[n] for n in names)
+        await self.executor.run_raw(lambda c: _run(c, sql, values))
+
+    async def set_phase(self, tag: Mapping[str, str]) -> None:
+        self.application_name = application_name(tag)
+        name = self.application_name
+        await self.executor.run_raw(lambda c: _run(c, "SELECT set_config('application_name', %s, false)", (name,)))
+
+    async def close(self) -> None:
+        await self.executor.close()
+
+
+@attrs.define(eq=False)
+class PostgresTarget:
+    url: str
+    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(256))
+
+    @classmethod
+    def from_url(cls, url: Any) -> PostgresTarget:
+        return cls(url.connection)
+
+    async def setup(self, statements: Sequence[str]) -> None:
+        """The scenario's ``setup`` statements, each as written (several per string allowed)."""
+        ex = PgExecutor(self.url, "startline setup")
+        try:
+            for sql in statements:
+                await ex.run_raw(lambda c, sql=sql: c.execute(sql))  # type: ignore[misc]
+        except trio.Cancelled:
+            ex.cancel()
+            raise
+        finally:
+            with trio.move_on_after(5.0, shield=True):
+                await ex.close()
+
+    async def open_session(self, worker_id: str, slot: int) -> PostgresSession:
+        name = application_name({"worker_id": f"{worker_id}/{slot}"})
+        ex = PgExecutor(self.url, name, limiter=self.limiter)
+        await ex.run_raw(lambda c: None)  # connect now, before the barrier
+        return PostgresSession(ex, name)
+
+    def error_category(self, exc: BaseException) -> str:
+        return error_category(exc)
