@@ -1,7 +1,11 @@
-"""Live start precision and control-plane cost on this machine: SQLite control plane and
-target, W worker processes × C connections, N runs per strategy, side by side.
+"""Live start precision and control-plane cost on this machine: SQLite (or PostgreSQL) control
+plane and target, W worker processes × C connections, N runs per strategy, side by side.
 
     .venv/bin/python benchmarks/live_start.py [--runs 20] [--workers 8] [--connections 4] [--out out/bench-live]
+    .venv/bin/python benchmarks/live_start.py --postgres out/pg-bench [--only push poll-50ms scheduled]
+
+``--postgres DIR`` starts (or reuses) a local PostgreSQL server with its data in DIR (pgserver's
+binaries) and gives every run a fresh database on it, control plane and target.
 
 Per strategy: lag p50/p99 over every initial connection of every run, skew p50/p99 over
 runs, and control-plane queries per worker per second while waiting and while running.
@@ -28,21 +32,34 @@ STRATEGIES = {
         "prespawn": True,
     },
     "inline-poll": {"strategy": "inline-poll"},
+    "push": {"strategy": "push"},  # a control plane that notifies (PostgreSQL); elsewhere it polls
+    "poll-50ms": {"strategy": "poll", "poll_interval_ms": 50},
 }
+DEFAULT = ("scheduled", "poll-50ms-parallel-prespawn", "inline-poll")
+"""The strategies run on SQLite unless --only says otherwise (push needs a notifying control plane)."""
+ON_POSTGRES = ("push", "poll-50ms", "scheduled")
+
+SQLITE_SETUP = """['''DROP TABLE IF EXISTS kv; CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+  INSERT INTO kv SELECT i, 0 FROM n;''']"""
+POSTGRES_SETUP = """["DROP TABLE IF EXISTS kv", "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER)",
+  "INSERT INTO kv SELECT g, 0 FROM generate_series(1, 1000) g"]"""
 
 
-def scenario_toml(start: dict, workers: int, connections: int) -> str:
+def scenario_toml(start: dict, workers: int, connections: int, url: str | None = None) -> str:
+    """The benchmark's scenario: on SQLite files in the run's directory, or on ``url`` (PostgreSQL)."""
     start_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in start.items())
+    control = url or "sqlite:///{out}/control.db"
+    target = url or "sqlite:///{out}/data.db"
     return f"""
 name = "bench-live"
 workers = {workers}
 connections_per_worker = {connections}
 warmup_s = 0
 measurement_s = 3
-control = "sqlite:///{{out}}/control.db"
-target = "sqlite:///{{out}}/data.db"
-setup = ['''DROP TABLE IF EXISTS kv; CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER);
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO kv SELECT i, 0 FROM n;''']
+control = "{control}"
+target = "{target}"
+setup = {POSTGRES_SETUP if url else SQLITE_SETUP}
 
 [start]
 {start_lines}
@@ -72,6 +89,17 @@ def run_live(out: Path, scenario: str, what: str) -> bool:
     return proc.returncode == 0
 
 
+def fresh_database(server_url: str, name: str) -> str:
+    """A new, empty database on the server (its URL): every run starts on an empty control plane."""
+    import psycopg
+
+    name = name.replace("-", "_")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -79,26 +107,26 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--out", default="out/bench-live")
     ap.add_argument("--only", nargs="*", default=None, help="Strategies to run (default: all).")
+    ap.add_argument("--postgres", default=None, metavar="DIR", help="Run on a local PostgreSQL server (data in DIR).")
     args = ap.parse_args()
     root = Path(args.out)
-    results: dict[str, dict] = {name: {"lags": [], "skews": [], "waiting": [], "running": []} for name in STRATEGIES}
-    for run in range(args.runs):
-        for name, start in STRATEGIES.items():  # interleaved: machine noise hits every strategy alike
-            if args.only and name not in args.only:
-                continue
-            out = root / name / f"run{run:02d}"
-            if not run_live(out, scenario_toml(start, args.workers, args.connections), f"{name} run {run}"):
-                continue
-            import sqlite3
+    server_url = None
+    if args.postgres:
+        from startline.backends.postgres import server
 
+        server_url = server.start(Path(args.postgres)).url
+    chosen = args.only or (ON_POSTGRES if server_url else DEFAULT)
+    results: dict[str, dict] = {name: {"lags": [], "skews": [], "waiting": [], "running": []} for name in chosen}
+    for run in range(args.runs):
+        for name in chosen:  # interleaved: machine noise hits every strategy alike
+            url = None if server_url is None else fresh_database(server_url, f"bench_{name}_{run}")
+            out = root / name / f"run{run:02d}"
+            scenario = scenario_toml(STRATEGIES[name], args.workers, args.connections, url)
+            if not run_live(out, scenario, f"{name} run {run}"):
+                continue
             summary = json.loads((out / "summary.json").read_text())
-            db = sqlite3.connect(out / "control.db")
-            for (payload,) in db.execute("SELECT PAYLOAD FROM TEST_RESULTS WHERE RUN_ID = ?", (summary["run_id"],)):
-                p = json.loads(payload)
-                n = p["initial_connections"]
-                results[name]["lags"].extend(
-                    (t - summary["start_time"]) * 1000 for s, t in p["first_query"].items() if int(s) < n
-                )
+            for lags in summary["start"]["by_worker"].values():
+                results[name]["lags"].extend(lags)
             r = results[name]
             r["skews"].append(summary["start"]["skew_ms"])
             r["waiting"].append(summary["control_plane"]["per_worker_per_s_waiting"])

@@ -1,0 +1,188 @@
+"""PostgreSQL as control plane and target, against a real server (pgserver's PostgreSQL 16 on
+loopback): its clock, push by LISTEN/NOTIFY and the fallback to polling when the listening
+connection is killed, the target's binding and application_name, and live multi-process runs
+with push, poll and scheduled starts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+import trio
+
+from startline.backends.postgres import PostgresControlPlane, PostgresTarget
+from startline.backends.postgres.conn import safe
+from startline.backends.sqlparams import positional
+from startline.engine.model import ControlEvent, EventType, Phase, RunState, RunStatus
+from startline.engine.scenario import OperationSpec
+from startline.testing import run_cli
+
+
+async def _run(cp: PostgresControlPlane, run_id: str = "r1") -> RunState:
+    await cp.create_run(RunState(run_id, RunStatus.PREPARED, Phase.PREPARING, connections=1, scenario={"a": 1}))
+    run = await cp.read_run(run_id)
+    assert run is not None
+    return run
+
+
+async def test_the_control_planes_clock_is_the_servers_and_the_log_keeps_order(postgres_url):
+    cp = PostgresControlPlane(postgres_url)
+    try:
+        before = time.time()
+        now = await cp.server_time()
+        assert abs(now - before) < 5  # the server runs on this host: the same clock, give or take
+        run = await _run(cp)
+        assert run.scenario == {"a": 1} and run.start_time is None
+        started = await cp.update_run(
+            "r1", expect_status=RunStatus.PREPARED, status=RunStatus.RUNNING, start_time_now=True
+        )
+        assert started is not None and started.start_time is not None and started.version == run.version + 1
+        assert await cp.update_run("r1", expect_status=RunStatus.PREPARED, status=RunStatus.FAILED) is None
+        for n in (1, 2):
+            await cp.append_event(ControlEvent("r1", n, EventType.SET_CONNECTIONS, connections=n))
+        await cp.append_event(ControlEvent("r1", 2, EventType.SET_CONNECTIONS, connections=2))  # a retry: once
+        assert [e.sequence_id for e in await cp.read_events("r1", 0)] == [1, 2]
+        await cp.append_snapshot("r1", "w0", {"n": 1, "intervals": []})
+        assert await cp.read_snapshots("r1") == [("w0", {"n": 1, "intervals": []})]
+    finally:
+        await cp.close()
+
+
+async def test_push_wakes_a_waiter_at_once_on_every_change_of_the_run(postgres_url):
+    cp, writer = PostgresControlPlane(postgres_url), PostgresControlPlane(postgres_url)
+    try:
+        run = await _run(writer)
+        woke: list[int] = []
+
+        async def wait() -> None:
+            woke.append(await cp.wait_for_change("r1", run.version))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.sleep(0.3)  # the waiter is listening, nothing changed yet
+            assert woke == []
+            await writer.append_event(ControlEvent("r1", 1, EventType.START, at=0.0, connections=1))
+        assert woke == [run.version + 1]
+        stats = cp.statistics()
+        assert stats.listening and stats.listens == 1 and stats.notifications >= 1 and stats.fallback_polls == 0
+    finally:
+        await cp.close()
+        await writer.close()
+
+
+async def test_push_falls_back_to_polling_when_its_connection_is_killed_and_listens_again(postgres_url):
+    cp, writer = PostgresControlPlane(postgres_url), PostgresControlPlane(postgres_url)
+    try:
+        run = await _run(writer)
+        with trio.move_on_after(0.2):
+            await cp.wait_for_change("r1", run.version)  # now listening
+        first = cp.listener_pid
+        assert first is not None
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone() == (True,)
+        woke: list[int] = []
+
+        async def wait() -> None:
+            woke.append(await cp.wait_for_change("r1", run.version))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.sleep(0.3)
+            await writer.update_run("r1", status=RunStatus.STARTING)
+        assert woke == [run.version + 1]
+        stats = cp.statistics()
+        assert stats.listens == 2 and cp.listener_pid not in (None, first)  # listening again, a new connection
+        # and the new connection is woken by NOTIFY again
+        async with trio.open_nursery() as nursery:
+            woke.clear()
+            nursery.start_soon(lambda: _append_after(writer, 0.3))
+            woke.append(await cp.wait_for_change("r1", run.version + 1))
+        assert woke == [run.version + 2] and cp.statistics().notifications > stats.notifications
+    finally:
+        await cp.close()
+        await writer.close()
+
+
+async def _append_after(cp: PostgresControlPlane, delay: float) -> None:
+    await trio.sleep(delay)
+    await cp.update_run("r1", status=RunStatus.RUNNING)
+
+
+async def test_the_target_binds_named_parameters_outside_literals_and_tags_sessions_by_phase(postgres_url):
+    target = PostgresTarget(postgres_url)
+    await target.setup(["CREATE TABLE kv (k INT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'time:now 5%')"])
+    session = await target.open_session("w7", 0)
+    try:
+        await session.set_phase({"run_id": "r", "worker_id": "w7", "phase": "MEASUREMENT"})
+        op = OperationSpec("q", sql="UPDATE kv SET v = v || ':x' || :suffix WHERE k = :k AND v LIKE 'time:now 5%'")
+        await session.execute(op, {"k": 1, "suffix": "!"})
+        with psycopg.connect(postgres_url) as c:
+            assert c.execute("SELECT v FROM kv").fetchone() == ("time:now 5%:x!",)
+            names = [r[0] for r in c.execute("SELECT application_name FROM pg_stat_activity").fetchall()]
+        assert "startline w7 MEASUREMENT" in names
+        with pytest.raises(psycopg.errors.UndefinedTable) as err:
+            await session.execute(OperationSpec("bad", sql="SELECT * FROM absent"), {})
+        assert target.error_category(err.value) == "sql"
+    finally:
+        await session.close()
+
+
+def test_named_parameters_are_rewritten_only_in_sql_code():
+    sql = "SELECT ':a', \"b:c\", x::int, :id, $$:d$$, $t$:e$t$ -- :f\n/* :g */ FROM t WHERE y = :id AND z LIKE '5%'"
+    qmark, names = positional(sql)
+    assert names == ("id", "id")
+    assert qmark == sql.replace(":id", "?")
+    pyformat, _ = positional(sql, "%s")
+    assert pyformat == sql.replace(":id", "%s").replace("%'", "%%'")
+
+
+def test_a_password_never_shows_in_a_message():
+    assert safe("postgresql://bob:s3cret@db:5432/x failed") == "postgresql://bob:***@db:5432/x failed"
+    assert "s3cret" not in safe("host=db password=s3cret user=bob")
+
+
+SCENARIO = """
+name = "pg-{strategy}"
+workers = 3
+connections_per_worker = 2
+warmup_s = 0.5
+measurement_s = 2
+control = "{url}"
+target = "{url}"
+setup = ["DROP TABLE IF EXISTS accounts",
+         "CREATE TABLE accounts (id INT PRIMARY KEY, balance INT NOT NULL)",
+         "INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 1000) g"]
+
+[start]
+strategy = "{strategy}"
+
+[[operations]]
+name = "read"
+weight = 3
+sql = "SELECT balance FROM accounts WHERE id = :id"
+params.id = {{ type = "int", min = 1, max = 1000 }}
+
+[[operations]]
+name = "update"
+weight = 1
+sql = "UPDATE accounts SET balance = balance + 1 WHERE id = :id"
+params.id = {{ type = "int", min = 1, max = 1000 }}
+"""
+
+
+@pytest.mark.parametrize("strategy", ["push", "poll", "scheduled"])
+def test_a_live_run_on_postgresql_with_worker_processes(strategy, postgres_url, tmp_path):
+    path = tmp_path / "pg.toml"
+    path.write_text(SCENARIO.format(strategy=strategy, url=postgres_url))
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (s["status"], s["verdict"], s["start_strategy"]) == ("COMPLETED", "passed", strategy)
+    assert s["start"]["connections"] == 6 and s["phases"]["MEASUREMENT"]["ops"] > 0
+    assert set(s["phases"]["MEASUREMENT"]["by_kind"]) == {"read", "update"}
+    with psycopg.connect(postgres_url) as c:
+        updated = c.execute("SELECT sum(balance) - 100 * 1000 FROM accounts").fetchone()[0]
+    assert updated == sum(b["by_kind"].get("update", {}).get("ops", 0) for b in s["phases"].values())
+    assert (tmp_path / "out" / "report.html").exists()
