@@ -674,6 +674,40 @@ def compare_runs(
     sys.exit(EXIT_CHECKS_FAILED if any(c.verdict == "fail" for c in results) else EXIT_OK)
 
 
+@main.group("postgres")
+def postgres_group() -> None:
+    """A local PostgreSQL server for trying startline (PostgreSQL 16 from the pgserver wheel:
+    pip install 'startline[postgres-server]')."""
+
+
+@postgres_group.command("start")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: a free port on 127.0.0.1.")
+def postgres_start(data_dir: str, port: int | None) -> None:
+    """Start a server with its data in DATA_DIR (made on first use; a server already running
+    there is reused) and print its URL, for a scenario's control and target."""
+    from startline.backends.postgres import server
+
+    try:
+        local = server.start(Path(data_dir), port)
+    except RuntimeError as exc:
+        fail_usage(str(exc))
+    click.echo(local.url)
+
+
+@postgres_group.command("stop")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+def postgres_stop(data_dir: str) -> None:
+    """Stop the server whose data is in DATA_DIR."""
+    from startline.backends.postgres import server
+
+    try:
+        stopped = server.stop(Path(data_dir))
+    except RuntimeError as exc:
+        fail_usage(str(exc))
+    click.echo(f"stopped the server of {data_dir}" if stopped else f"no server running for {data_dir}")
+
+
 @main.command("report")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Default: RUN_DIR/report.html.")

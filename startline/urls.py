@@ -53,7 +53,7 @@ def parse_url(text: str, field: str, out: Path | None = None) -> Url:
         if not name:
             raise ConfigError(field, f"expected snowflake://CONNECTION_NAME (got {text!r})")
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(options) - {"database", "schema", "warehouse", "hybrid"}
+        unknown = set(options) - {"database", "schema", "warehouse", "role", "hybrid"}
         if unknown:
             raise ConfigError(field, f"unknown option {sorted(unknown)[0]!r} in {text!r}")
         return Url("snowflake", connection=name, options=options)

@@ -60,3 +60,28 @@ def test_the_find_max_example_steps_until_a_step_is_unstable(tmp_path: Path) -> 
     assert (result["concurrency"], result["qps"]) == (best["connections"], best["qps"])
     assert len(steps_csv(tmp_path)) == len(steps)
     assert summary["status"] == "COMPLETED"
+
+
+def test_the_postgres_example_runs_with_its_documented_commands(tmp_path: Path) -> None:
+    """`startline postgres start DIR` → URL; `startline run examples/postgres.toml --control URL
+    --target URL`; `startline postgres stop DIR` — as the example's header says."""
+    data = tmp_path / "pg"
+    started = run_cli("postgres", "start", str(data), timeout=180)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    try:
+        again = run_cli("postgres", "start", str(data), timeout=60)
+        assert again.stdout.strip() == url  # already running: the same server
+        out = tmp_path / "out"
+        proc = run_cli(
+            "run", "examples/postgres.toml", "--control", url, "--target", url, "--out", str(out), timeout=240
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["start_strategy"], summary["verdict"]) == ("push", "passed")
+        assert set(summary["phases"]["MEASUREMENT"]["by_kind"]) == {"point_lookup", "range_scan", "update"}
+    finally:
+        stopped = run_cli("postgres", "stop", str(data), timeout=120)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert "no server running" in run_cli("postgres", "stop", str(data), timeout=60).stdout

@@ -15,10 +15,11 @@ import pytest
 import trio
 
 from startline.backends.snowflake import SnowflakeControlPlane, SnowflakeTarget
-from startline.backends.snowflake.conn import SnowflakeSettings
+from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings
+from startline.backends.sqlcontrol import fetch
 from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
 from startline.engine.ports import ControlPlaneError
-from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.scenario import ConfigError, OperationSpec, Scenario
 from startline.inprocess import run_in_process_async
 from startline.simulate.models import Profile
 from startline.testing import CLI, ROOT, kv_setup, run_cli
@@ -349,3 +350,37 @@ def test_skew_and_lag_with_their_error_bars_bracket_the_host_clock_witness(tmp_p
         assert abs(start["lag_ms"][k] - host["lag_ms"][k]) <= start["lag_uncertainty_ms"]
     for w in summary["workers"]:  # one host, one clock: the true offset is 0
         assert abs(w["clock_offset_ms"]) <= w["clock_uncertainty_ms"]
+
+
+async def test_the_snowflake_target_works_in_its_urls_database_and_schema_and_binds_outside_literals(fakesnow_home):
+    """Unqualified names (setup's DROP/CREATE, the workload) land in the URL's database and schema,
+    not in the connection's default; a literal holding ':name' is sent as written."""
+    from startline.urls import parse_url
+
+    keep = SnowflakeSettings("fakesnow", database="KEEPDB", schema="PUBLIC", context={"database": "KEEPDB"})
+    other = SnowflakeTarget(keep)
+    await other.setup(["CREATE DATABASE IF NOT EXISTS KEEPDB", "CREATE OR REPLACE TABLE KEEPDB.PUBLIC.LOG (V TEXT)"])
+    target = SnowflakeTarget.from_url(parse_url("snowflake://fakesnow?database=TGTDB&schema=APP", "target"))
+    assert dict(target.settings.context) == {"database": "TGTDB", "schema": "APP"}
+    await target.setup(
+        [
+            "CREATE DATABASE IF NOT EXISTS TGTDB",
+            "CREATE SCHEMA IF NOT EXISTS TGTDB.APP",
+            "DROP TABLE IF EXISTS LOG",
+            "CREATE TABLE LOG (V TEXT, K INTEGER)",
+        ]
+    )
+    session = await target.open_session("w0", 0)
+    try:
+        op = OperationSpec("log", sql="INSERT INTO LOG (V, K) SELECT 'time:now :k', :k")
+        await session.execute(op, {"k": 7})
+        rows = await session.executor.run(lambda c: fetch(c, "SELECT V, K FROM TGTDB.APP.LOG"))
+    finally:
+        await session.close()
+    assert rows == [{"V": "time:now :k", "K": 7}]
+    check = SnowflakeExecutor(keep)
+    try:
+        kept = await check.run(lambda c: fetch(c, "SELECT COUNT(*) AS N FROM KEEPDB.PUBLIC.LOG"))
+    finally:
+        await check.close()
+    assert kept == [{"N": 0}]  # the other database's LOG was not dropped

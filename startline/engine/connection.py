@@ -367,7 +367,10 @@ class Connections:
         bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
         uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
         params = ParamSource(
-            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")), slot=self.index * SLOT_STRIDE + slot
+            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")),
+            slot=self.index * SLOT_STRIDE + slot,
+            position=self.index * sc.connections_per_worker + slot,
+            connections=sc.total_connections,
         )
         return bounds, mix.cumulative[-1], uniform, params
 

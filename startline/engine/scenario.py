@@ -216,11 +216,47 @@ class ParamType(enum.StrEnum):
     INT = "int"
     CHOICE = "choice"
     SEQUENCE = "sequence"
+    ZIPF = "zipf"
+    HOTSPOT = "hotspot"
+    WEIGHTED = "weighted"
+    SAMPLE = "sample"
+
+
+ZIPF_MAX_KEYS = 1_000_000
+"""A zipf parameter's range: its cumulative weights are a table (8 bytes a key) in each process."""
+SAMPLE_MAX = 1_000_000
+
+
+def _unit(lo_open: bool = True) -> Callable[..., None]:
+    def check(_self: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is None:
+            return
+        ok = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (0 < value < 1 if lo_open else 0 <= value <= 1)
+        )
+        if not ok:
+            raise _FieldError(attribute.name, f"must be a fraction strictly between 0 and 1 (got {value!r})")
+
+    return check
 
 
 @attrs.frozen
 class ParamSpec:
-    """A parameter generator: ``int`` (uniform in [min, max]), ``choice`` or ``sequence``."""
+    """A parameter generator, every draw from the connection's seeded stream:
+
+    - ``int``: uniform in [min, max]; ``choice``: uniform over ``values``; ``sequence``: start,
+      start + step, … (each connection slot in its own block);
+    - ``zipf``: an integer in [min, max], rank k (min is rank 1) drawn with weight 1 / k^s;
+    - ``hotspot``: an integer in [min, max]; with probability ``hot_share`` from the hot set, the
+      first ``hot_fraction`` of the range, else from the rest (uniform within each);
+    - ``weighted``: one of ``values`` with the matching ``weights``;
+    - ``sample``: values read from the target at setup (``sql``, the first column, at most
+      ``size`` distinct values, in the order the query returns them), stored with the run so
+      every worker walks the same pool: connection c of C starts at c × ⌊size / C⌋ and steps by
+      one, so no two connections take the same value in the same step of a pass.
+    """
 
     type: ParamType = attrs.field(converter=_to(ParamType), validator=_one_of(ParamType))
     min: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
@@ -232,15 +268,41 @@ class ParamSpec:
     )
     start: int = attrs.field(default=1, validator=_int)
     step: int = attrs.field(default=1, validator=_int)
+    s: float = attrs.field(default=1.0, validator=_num(0, 10, lo_open=True))
+    hot_fraction: float | None = attrs.field(default=None, validator=_unit())
+    hot_share: float | None = attrs.field(default=None, validator=_unit(lo_open=False))
+    weights: tuple[float, ...] | None = attrs.field(
+        default=None, converter=lambda x: tuple(x) if isinstance(x, list | tuple) else x
+    )
+    sql: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    size: int = attrs.field(default=5000, validator=_count(1, SAMPLE_MAX))
 
     def __attrs_post_init__(self) -> None:
-        if self.type is ParamType.INT:
+        if self.type in (ParamType.INT, ParamType.ZIPF, ParamType.HOTSPOT):
             if self.min is None or self.max is None:
-                raise _FieldError("min" if self.min is None else "max", "int parameters need min and max")
+                raise _FieldError("min" if self.min is None else "max", f"{self.type} parameters need min and max")
             if self.min > self.max:
                 raise _FieldError("max", f"must be >= min (got {self.max} < {self.min})")
-        if self.type is ParamType.CHOICE and (not isinstance(self.values, tuple) or not self.values):
-            raise _FieldError("values", f"choice parameters need a non-empty list (got {self.values!r})")
+        if self.type is ParamType.ZIPF and self.max - self.min + 1 > ZIPF_MAX_KEYS:  # type: ignore[operator]
+            raise _FieldError(
+                "max", f"a zipf range holds at most {ZIPF_MAX_KEYS:,} keys (got {self.max - self.min + 1:,})"
+            )  # type: ignore[operator]
+        if self.type is ParamType.HOTSPOT:
+            for name in ("hot_fraction", "hot_share"):
+                if getattr(self, name) is None:
+                    raise _FieldError(name, "hotspot parameters need hot_fraction and hot_share")
+        if self.type in (ParamType.CHOICE, ParamType.WEIGHTED) and (
+            not isinstance(self.values, tuple) or not self.values
+        ):
+            raise _FieldError("values", f"{self.type} parameters need a non-empty list (got {self.values!r})")
+        if self.type is ParamType.WEIGHTED:
+            w = self.weights
+            if not isinstance(w, tuple) or len(w) != len(self.values or ()):
+                raise _FieldError("weights", "weighted parameters need one weight per value")
+            if any(not isinstance(x, int | float) or isinstance(x, bool) or x < 0 for x in w) or not sum(w) > 0:
+                raise _FieldError("weights", f"must be numbers >= 0, not all 0 (got {list(w)!r})")
+        if self.type is ParamType.SAMPLE and not self.sql:
+            raise _FieldError("sql", "sample parameters need the query whose first column is the pool")
 
 
 @attrs.frozen

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import bisect
+import functools
 import hashlib
 import importlib
 import inspect
@@ -43,23 +45,71 @@ class Mix:
 
 @attrs.define(eq=False)
 class ParamSource:
-    """Draws an operation's parameters for one connection slot."""
+    """Draws an operation's parameters for one connection slot.
+
+    ``position`` is the connection's place among the run's ``connections`` (worker index ×
+    connections per worker + slot): where it starts walking a ``sample`` pool."""
 
     rng: random.Random
     slot: int
+    position: int = 0
+    connections: int = 1
     _counters: dict[tuple[str, str], int] = attrs.Factory(dict)
 
     def draw(self, op: OperationSpec) -> dict[str, Any]:
         return {name: self._one(op.name, name, spec) for name, spec in op.params.items()}
 
     def _one(self, op_name: str, name: str, spec: ParamSpec) -> Any:
-        if spec.type is ParamType.INT:
+        t = spec.type
+        if t is ParamType.INT:
             return self.rng.randint(spec.min, spec.max)  # type: ignore[arg-type]
-        if spec.type is ParamType.CHOICE:
+        if t is ParamType.CHOICE:
             return self.rng.choice(spec.values)  # type: ignore[arg-type]
+        if t is ParamType.ZIPF:
+            table = zipf_table(spec.max - spec.min + 1, spec.s)  # type: ignore[operator]
+            return spec.min + bisect.bisect_right(table, self.rng.random() * table[-1])  # type: ignore[operator]
+        if t is ParamType.HOTSPOT:
+            return hotspot(self.rng, spec.min, spec.max, spec.hot_fraction, spec.hot_share)  # type: ignore[arg-type]
+        if t is ParamType.WEIGHTED:
+            table = weights_table(spec.weights)  # type: ignore[arg-type]
+            return spec.values[bisect.bisect_right(table, self.rng.random() * table[-1])]  # type: ignore[index]
         n = self._counters.get((op_name, name), 0)
         self._counters[(op_name, name)] = n + 1
+        if t is ParamType.SAMPLE:
+            pool = spec.values
+            if not pool:
+                raise ConfigError(f"{op_name}.params.{name}", "the sample pool was not drawn (no target setup ran)")
+            return pool[walk(self.position, self.connections, len(pool), n)]
         return spec.start + (self.slot * SEQUENCE_BLOCK + n) * spec.step
+
+
+def walk(position: int, connections: int, size: int, step: int) -> int:
+    """Where connection ``position`` of ``connections`` is in a pool of ``size`` at its ``step``:
+    it starts at position × ⌊size / connections⌋ and moves by one, so within a pass (``step`` <
+    ⌊size / connections⌋) no two connections take the same index at the same step."""
+    stride = max(1, size // max(1, connections))
+    return (position * stride + step) % size
+
+
+@functools.lru_cache(maxsize=32)
+def zipf_table(n: int, s: float) -> array.array:
+    """Cumulative weights 1/k^s for ranks 1..n (one table per process and (n, s))."""
+    return array.array("d", itertools.accumulate(k**-s for k in range(1, n + 1)))
+
+
+@functools.lru_cache(maxsize=256)
+def weights_table(weights: tuple[float, ...]) -> tuple[float, ...]:
+    """Cumulative weights, with a zero weight never chosen (bisect_right skips its empty span)."""
+    return tuple(itertools.accumulate(weights))
+
+
+def hotspot(rng: random.Random, lo: int, hi: int, hot_fraction: float, hot_share: float) -> int:
+    """The first ``hot_fraction`` of [lo, hi] (at least one key) takes ``hot_share`` of the draws."""
+    n = hi - lo + 1
+    hot = min(n, max(1, round(n * hot_fraction)))
+    if hot == n or rng.random() < hot_share:
+        return lo + rng.randrange(hot)
+    return lo + hot + rng.randrange(n - hot)
 
 
 def resolve_call(call: str | Callable[..., Awaitable[Any]], field: str = "call") -> Callable[..., Awaitable[Any]]:

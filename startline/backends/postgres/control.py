@@ -22,7 +22,7 @@ CHANNEL = "startline_run"
 FALLBACK_POLL_S = 0.05
 """Between two reads of RUN_STATUS while the listening connection is down."""
 LISTEN_WAIT_S = 0.5
-"""How long one listening thread waits for a notification before it returns (and is asked again)."""
+"""How often the listening thread looks whether it is still wanted, and a waiter re-checks."""
 
 POSTGRES = Dialect(
     now="EXTRACT(EPOCH FROM clock_timestamp())::float8",
@@ -70,7 +70,7 @@ class PostgresControlPlane(SqlControlPlane):
         self.url = url
         self._listener: psycopg.Connection[Any] | None = None
         self._latest: dict[str, int] = {}
-        self._pump = threading.Lock()
+        self._notified = trio.Event()
         self._listens = self._notifications = self._fallbacks = 0
 
     @classmethod
@@ -94,8 +94,9 @@ class PostgresControlPlane(SqlControlPlane):
         while True:
             if self._latest.get(run_id, -1) > seen_version:
                 return self._latest[run_id]
-            if listening:
-                listening = await trio.to_thread.run_sync(self._receive, abandon_on_cancel=True)
+            if listening and self._listener is not None:
+                with trio.move_on_after(LISTEN_WAIT_S):  # the listener thread sets it on every notification
+                    await self._notified.wait()
                 continue
             await trio.sleep(FALLBACK_POLL_S)
             self._fallbacks += 1
@@ -108,7 +109,8 @@ class PostgresControlPlane(SqlControlPlane):
             listening = await self._listen()
 
     async def _listen(self) -> bool:
-        """A listening connection (opened if there is none): False when it cannot be had."""
+        """A listening connection, with its thread (opened if there is none): False when it
+        cannot be had."""
         if self._listener is not None and not self._listener.closed:
             return True
 
@@ -118,38 +120,44 @@ class PostgresControlPlane(SqlControlPlane):
             return conn
 
         try:
-            self._listener = await trio.to_thread.run_sync(open_listener, abandon_on_cancel=True)
+            conn = await trio.to_thread.run_sync(open_listener, abandon_on_cancel=True)
         except psycopg.Error:
             self._listener = None
             return False
+        self._listener = conn
         self._listens += 1
+        token = trio.lowlevel.current_trio_token()
+        threading.Thread(target=self._receive, args=(conn, token), name="startline-listen", daemon=True).start()
         return True
 
-    def _receive(self) -> bool:
-        """In a thread: take the notifications that arrive within ``LISTEN_WAIT_S`` into
-        ``_latest`` (a cancelled waiter's thread still records what it received); False when the
-        listening connection broke."""
-        conn = self._listener
-        if conn is None:
-            return False
-        if not self._pump.acquire(timeout=LISTEN_WAIT_S):
-            return True  # another thread is listening; look again
+    def _receive(self, conn: psycopg.Connection[Any], token: trio.lowlevel.TrioToken) -> None:
+        """The listening thread: each notification into ``_latest`` and a wake-up of the waiters,
+        until this connection is replaced or closed, or breaks (the waiters then poll)."""
         try:
-            for n in conn.notifies(timeout=LISTEN_WAIT_S, stop_after=1):
-                run_id, _, version = n.payload.rpartition(":")
-                self._notifications += 1
-                if version.isdigit():
-                    self._latest[run_id] = max(self._latest.get(run_id, -1), int(version))
-            return True
+            while self._listener is conn:
+                for n in conn.notifies(timeout=LISTEN_WAIT_S):
+                    run_id, _, version = n.payload.rpartition(":")
+                    self._notifications += 1
+                    if version.isdigit():
+                        self._latest[run_id] = max(self._latest.get(run_id, -1), int(version))
+                    trio.from_thread.run_sync(self._wake, trio_token=token)
         except psycopg.Error:
-            self._listener = None
+            if self._listener is conn:
+                self._listener = None
             try:
                 conn.close()
             except psycopg.Error:
                 pass
-            return False
-        finally:
-            self._pump.release()
+            try:
+                trio.from_thread.run_sync(self._wake, trio_token=token)  # the waiters fall back to polling
+            except trio.RunFinishedError:
+                pass
+        except trio.RunFinishedError:
+            pass
+
+    def _wake(self) -> None:
+        self._notified.set()
+        self._notified = trio.Event()
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None

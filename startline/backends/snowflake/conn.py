@@ -35,19 +35,31 @@ class SnowflakeSettings:
     database: str = "STARTLINE"
     schema: str = "CONTROL"
     hybrid: bool = True
+    context: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
+    """What every session of this connection works in: ``database``, ``schema``, ``warehouse``,
+    ``role`` (those the URL gives), passed to the connector at connect — over what
+    ``connections.toml`` says."""
 
     def __attrs_post_init__(self) -> None:
         identifier(self.database, "database")
         identifier(self.schema, "schema")
+        for key, value in self.context.items():
+            identifier(value, key)
 
     @classmethod
-    def from_url(cls, url: Any, default_schema: str = "CONTROL") -> SnowflakeSettings:
+    def from_url(cls, url: Any, default_schema: str = "CONTROL", in_context: bool = False) -> SnowflakeSettings:
+        """``in_context`` (a target): sessions work in the URL's database and schema, so that
+        unqualified names (setup's ``DROP TABLE``, the workload) land there, not in the
+        connection's default database. The control plane names its tables in full and takes
+        only the URL's warehouse and role."""
         opts = url.options
+        keys = ("database", "schema", "warehouse", "role") if in_context else ("warehouse", "role")
         return cls(
             url.connection,
             opts.get("database", "STARTLINE"),
             opts.get("schema", default_schema),
             opts.get("hybrid", "true").lower() != "false",
+            {k: opts[k] for k in keys if k in opts},
         )
 
     def qualified(self, table: str) -> str:
@@ -59,7 +71,7 @@ class SnowflakeSettings:
         import snowflake.connector
 
         params = {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, **(session_parameters or {})}
-        kwargs = connection_kwargs(self.connection_name)
+        kwargs = connection_kwargs(self.connection_name) | dict(self.context)
         try:
             return snowflake.connector.connect(
                 **kwargs,

@@ -3,10 +3,8 @@ phase (changed at the phase boundary), ``USE_CACHED_RESULT`` FALSE unless asked.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +14,7 @@ import trio
 
 from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, error_category, safe_message
 from startline.backends.sqlcontrol import execute, fetch
+from startline.backends.sqlparams import positional
 from startline.engine.scenario import OperationSpec
 
 log = logging.getLogger("startline.snowflake")
@@ -28,7 +27,7 @@ class SnowflakeSession:
     issued: list[str] = attrs.Factory(list)  # session statements sent (ALTER SESSION …), for reading back
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        sql, names = _qmark(op.sql or "")
+        sql, names = positional(op.sql or "")
         values = tuple(params[n] for n in names)
         await self.executor.run(lambda c: fetch(c, sql, values))
 
@@ -46,15 +45,6 @@ class SnowflakeSession:
         await self.executor.close()
 
 
-_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
-
-
-@functools.lru_cache(maxsize=256)
-def _qmark(sql: str) -> tuple[str, tuple[str, ...]]:
-    """Scenario SQL names its parameters (``:id``); the connector binds qmark (``?``) in order."""
-    return _NAMED.sub("?", sql), tuple(_NAMED.findall(sql))
-
-
 @attrs.define(eq=False)
 class SnowflakeTarget:
     settings: SnowflakeSettings
@@ -63,7 +53,7 @@ class SnowflakeTarget:
 
     @classmethod
     def from_url(cls, url: Any) -> SnowflakeTarget:
-        return cls(SnowflakeSettings.from_url(url, default_schema="PUBLIC"))
+        return cls(SnowflakeSettings.from_url(url, default_schema="PUBLIC", in_context=True))
 
     async def setup(self, statements: list[str]) -> None:
         ex = SnowflakeExecutor(self.settings)
