@@ -18,6 +18,7 @@ from startline.engine.model import StopReason
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.together import worker_id
+from startline.engine.workload import draw_pools
 from startline.urls import Url, parse_url
 
 WORKER_EXIT_GRACE_S = 30.0
@@ -53,6 +54,7 @@ async def orchestrate(
     if control_url.in_process:
         if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console)):
             raise RunCancelled("cancelled during setup: nothing was run")
+        scenario = await draw_pools(target, scenario)
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
@@ -69,8 +71,15 @@ async def orchestrate(
         # touched: a refused run never sets up, a restart neither sets up nor spawns again.
         await orchestrator.prepare()
         fresh = orchestrator.adopted is None
-        if fresh and scenario.setup:
-            await orchestrator.while_prepared(lambda: _setup(target, scenario, console))
+        if fresh and (scenario.setup or scenario.unresolved_pools):
+
+            async def setup_and_pools() -> None:
+                if scenario.setup:
+                    await _setup(target, scenario, console)
+                if scenario.unresolved_pools:
+                    await orchestrator.publish_scenario(await draw_pools(target, scenario))
+
+            await orchestrator.while_prepared(setup_and_pools)
         async with trio.open_nursery() as procs:
             if spawn and fresh and not orchestrator.stop_requested:
                 for i in range(scenario.workers):

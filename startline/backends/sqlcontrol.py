@@ -99,6 +99,7 @@ _RUN_COLUMNS = {
     "expected_workers": "EXPECTED_WORKERS",
     "stop_reason": "STOP_REASON",
     "stop_detail": "STOP_DETAIL",
+    "scenario": "SCENARIO",  # the scenario as run, once its sample pools are drawn (JSON)
 }
 
 
@@ -290,7 +291,7 @@ class SqlControlPlane:
         sets, params = ["UPDATED_AT = {NOW}", "VERSION = VERSION + 1"], []
         for key, value in changes.items():
             sets.append(f"{_RUN_COLUMNS[key]} = ?")  # an unknown field is a bug, never input
-            params.append(_plain(value))
+            params.append(json.dumps(value) if key == "scenario" else _plain(value))
         if start_time_now:
             sets.append("START_TIME = {NOW}")
         where, wparams = "RUN_ID = ?", [run_id]

@@ -182,6 +182,12 @@ class Orchestrator:
         """Return once the run exists (``prepare`` is through), or ``run`` has ended without it."""
         await self._prepared.wait()
 
+    async def publish_scenario(self, scenario: Scenario) -> None:
+        """The scenario as run from now on (its ``sample`` pools drawn at setup), in RUN_STATUS
+        for every worker — those already waiting re-read it before they draw a parameter."""
+        self.scenario = scenario
+        await self._cp.update_run(self.run_id, scenario=scenario.to_dict())
+
     async def while_prepared(self, work: Callable[[], Awaitable[None]]) -> bool:
         """Run ``work`` (the target's setup) between ``prepare`` and ``run``: RUN_STATUS stays
         fresh meanwhile (workers waiting for the start do not take the orchestrator for gone), and

@@ -12,7 +12,7 @@ import re
 import stat
 import tomllib
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -678,6 +678,30 @@ class Scenario:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         return _build(cls, data, "")
+
+    @property
+    def unresolved_pools(self) -> tuple[tuple[str, str, ParamSpec], ...]:
+        """(operation, parameter, spec) of every ``sample`` parameter whose pool is not drawn yet."""
+        return tuple(
+            (op.name, name, spec)
+            for op in self.operations
+            for name, spec in op.params.items()
+            if spec.type is ParamType.SAMPLE and spec.values is None
+        )
+
+    def with_pools(self, pools: Mapping[tuple[str, str], Sequence[Any]]) -> Scenario:
+        """The scenario with the ``sample`` pools of (operation, parameter) filled in."""
+        operations = tuple(
+            attrs.evolve(
+                op,
+                params={
+                    name: attrs.evolve(spec, values=tuple(pools[(op.name, name)])) if (op.name, name) in pools else spec
+                    for name, spec in op.params.items()
+                },
+            )
+            for op in self.operations
+        )
+        return attrs.evolve(self, operations=operations)
 
     def to_dict(self) -> dict[str, Any]:
         """A TOML/JSON-able form that ``from_dict`` reads back (callables become their names)."""

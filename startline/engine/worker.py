@@ -276,6 +276,8 @@ class Worker:
             raise WorkerRefused(f"run {self.run_id!r} has ended ({run.status}): it takes no more workers")
         await self._register()
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
+        if sc.unresolved_pools:  # joined during setup: the orchestrator is drawing the sample pools
+            sc = self.scenario = await self._scenario_with_pools(sc)
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
         self.recorder.interval_latency = sc.interval_histograms
@@ -646,6 +648,21 @@ class Worker:
 
     def _phase(self) -> Phase:
         return self.view.phase
+
+    async def _scenario_with_pools(self, sc: Scenario) -> Scenario:
+        """The run's scenario once its ``sample`` pools are in RUN_STATUS (read every
+        ``REGISTER_POLL_S``, for up to ``start_timeout_s``)."""
+        with trio.move_on_after(sc.start_timeout_s):
+            while True:
+                run = await self._cp.read_run(self.run_id)
+                if run is not None and run.status.terminal:
+                    raise WorkerRefused(f"run {self.run_id!r} ended ({run.status}) before its sample pools were drawn")
+                if run is not None:
+                    drawn = Scenario.from_dict(run.scenario)
+                    if not drawn.unresolved_pools:
+                        return drawn
+                await trio.sleep(REGISTER_POLL_S)
+        raise WorkerRefused(f"run {self.run_id!r}: no sample pools after {sc.start_timeout_s:g} s")
 
     def _tag(self, phase: Phase) -> dict[str, str]:
         return {"run_id": self.run_id, "worker_id": self.worker_id, "phase": str(phase)}

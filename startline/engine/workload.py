@@ -129,3 +129,42 @@ def resolve_call(call: str | Callable[..., Awaitable[Any]], field: str = "call")
     if not (inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(method)):
         raise ConfigError(field, f"{call!r} must be an async function (async def), the engine awaits it")
     return obj
+
+
+def pool_values(rows: Any, size: int) -> list[Any]:
+    """A ``sample`` pool from a query's rows: the first column's first ``size`` distinct values,
+    in the order the query returned them, as JSON values (a whole Decimal as int, others as float;
+    anything else not a number or a string as its text)."""
+    import decimal
+
+    seen: dict[Any, None] = {}
+    for row in rows:
+        value = row[0]
+        if isinstance(value, decimal.Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        elif isinstance(value, bool) or (value is not None and not isinstance(value, str | int | float)):
+            value = str(value)  # (a pool holds strings and numbers only)
+        if value is None or value in seen:
+            continue
+        seen[value] = None
+        if len(seen) >= size:
+            break
+    return list(seen)
+
+
+async def draw_pools(target: Any, scenario: Any) -> Any:
+    """The scenario with every ``sample`` pool drawn from ``target`` (its ``sample(sql, size)``):
+    once, at setup, so that every worker walks the same pool. An empty pool is a config error."""
+    pools = {}
+    for op_name, name, spec in scenario.unresolved_pools:
+        field = f"operations.{op_name}.params.{name}"
+        if not hasattr(target, "sample"):
+            raise ConfigError(field, "sample parameters need a SQL target to draw the pool from")
+        try:
+            values = await target.sample(spec.sql, spec.size)
+        except Exception as exc:
+            raise ConfigError(field, f"the target refused its sql: {type(exc).__name__}: {exc}") from exc
+        if not values:
+            raise ConfigError(field, f"its sql returned no value to sample ({spec.sql!r})")
+        pools[(op_name, name)] = values
+    return scenario.with_pools(pools) if pools else scenario

@@ -14,6 +14,7 @@ import trio
 from startline.backends.postgres.conn import PgExecutor, error_category
 from startline.backends.sqlparams import positional
 from startline.engine.scenario import OperationSpec
+from startline.engine.workload import pool_values
 
 
 def application_name(tag: Mapping[str, str]) -> str:
@@ -68,6 +69,20 @@ class PostgresTarget:
         finally:
             with trio.move_on_after(5.0, shield=True):
                 await ex.close()
+
+    async def sample(self, sql: str, size: int) -> list[Any]:
+        """A ``sample`` parameter's pool: the first ``size`` distinct values of ``sql``'s first column."""
+        ex = PgExecutor(self.url, "startline sample")
+
+        def draw(c: psycopg.Connection[Any]) -> list[Any]:
+            with c.cursor() as cur:
+                cur.execute(sql)
+                return pool_values(cur, size)
+
+        try:
+            return await ex.run_raw(draw)
+        finally:
+            await ex.close()
 
     async def open_session(self, worker_id: str, slot: int) -> PostgresSession:
         name = application_name({"worker_id": f"{worker_id}/{slot}"})

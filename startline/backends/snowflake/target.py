@@ -16,6 +16,7 @@ from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettin
 from startline.backends.sqlcontrol import execute, fetch
 from startline.backends.sqlparams import positional
 from startline.engine.scenario import OperationSpec
+from startline.engine.workload import pool_values
 
 log = logging.getLogger("startline.snowflake")
 
@@ -60,6 +61,23 @@ class SnowflakeTarget:
         try:
             for sql in statements:
                 await ex.run(lambda c, sql=sql: execute(c, sql))
+        finally:
+            await ex.close()
+
+    async def sample(self, sql: str, size: int) -> list[Any]:
+        """A ``sample`` parameter's pool: the first ``size`` distinct values of ``sql``'s first column."""
+        ex = SnowflakeExecutor(self.settings)
+
+        def draw(c: Any) -> list[Any]:
+            cur = c.cursor()
+            try:
+                cur.execute(sql)
+                return pool_values(cur, size)
+            finally:
+                cur.close()
+
+        try:
+            return await ex.run(draw)
         finally:
             await ex.close()
 

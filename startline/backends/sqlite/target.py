@@ -12,6 +12,7 @@ import trio
 
 from startline.backends.sqlite.db import Db
 from startline.engine.scenario import OperationSpec
+from startline.engine.workload import pool_values
 
 
 @attrs.define(eq=False)
@@ -59,6 +60,14 @@ class SqliteTarget:
         finally:
             with trio.move_on_after(5.0, shield=True):  # an interrupted statement returns at once
                 await db.close()
+
+    async def sample(self, sql: str, size: int) -> list[Any]:
+        """A ``sample`` parameter's pool: the first ``size`` distinct values of ``sql``'s first column."""
+        db = Db(self.path)
+        try:
+            return await db.run(lambda c: pool_values(c.execute(sql), size))
+        finally:
+            await db.close()
 
     async def open_session(self, worker_id: str, slot: int) -> SqliteSession:
         session = SqliteSession(Db(self.path))
