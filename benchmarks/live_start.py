@@ -33,11 +33,12 @@ STRATEGIES = {
     },
     "inline-poll": {"strategy": "inline-poll"},
     "push": {"strategy": "push"},  # a control plane that notifies (PostgreSQL); elsewhere it polls
+    "push-parallel-prespawn": {"strategy": "push", "bookkeeping": "parallel", "prespawn": True},
     "poll-50ms": {"strategy": "poll", "poll_interval_ms": 50},
 }
 DEFAULT = ("scheduled", "poll-50ms-parallel-prespawn", "inline-poll")
 """The strategies run on SQLite unless --only says otherwise (push needs a notifying control plane)."""
-ON_POSTGRES = ("push", "poll-50ms", "scheduled")
+ON_POSTGRES = ("push", "push-parallel-prespawn", "poll-50ms-parallel-prespawn", "scheduled")
 
 SQLITE_SETUP = """['''DROP TABLE IF EXISTS kv; CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER);
   WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)

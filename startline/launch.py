@@ -84,16 +84,38 @@ async def orchestrate(
             if spawn and fresh and not orchestrator.stop_requested:
                 for i in range(scenario.workers):
                     procs.start_soon(worker_process, scenario, run_id, i, out)
+            statements = await _statement_watch(target, console)
             async with trio.open_nursery() as inner:
                 inner.start_soon(display, orchestrator, console, title, progress_every_s)
+                if statements is not None:
+                    inner.start_soon(statements.at_measurement, orchestrator)
                 summary = await orchestrator.run()
                 inner.cancel_scope.cancel()
+            if statements is not None:
+                with trio.move_on_after(30):
+                    written = await statements.end(out)
+                    if written is not None:
+                        console.print(f"pg_stat_statements per phase: {written}", highlight=False)
             # Workers exit by themselves once their results are in; past the grace (at once after a
             # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
             grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
             procs.cancel_scope.deadline = trio.current_time() + grace
         nursery.cancel_scope.cancel()
     return summary
+
+
+async def _statement_watch(target: Any, console: Console) -> Any:
+    """A PostgreSQL target's pg_stat_statements watch, when the target has the extension."""
+    if not hasattr(target, "statement_stats"):
+        return None
+    from startline.backends.postgres.statements import StatementWatch
+
+    watch = StatementWatch(target)
+    try:
+        return watch if await watch.begin(console) else None
+    except Exception as exc:  # a figure about the target, never a reason to fail the run
+        console.print(f"pg_stat_statements not read: {type(exc).__name__}: {exc}", highlight=False)
+        return None
 
 
 class RunCancelled(Exception):

@@ -261,6 +261,10 @@ class Orchestrator:
         upto = series[-1]["t_s"] + iv
         return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
 
+    def to_trio(self, instant: float) -> float | None:
+        """A control-plane instant on this process's trio clock (None before the clock map)."""
+        return None if self._clockmap is None else self._clockmap.to_trio(instant)
+
     async def read_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
         """The workers' snapshots so far (for a live view; counted with the orchestrator's queries)."""
         return await self._cp.read_snapshots(self.run_id)

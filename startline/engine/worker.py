@@ -300,6 +300,8 @@ class Worker:
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
                 self._clockmap = ClockMap.anchor(self._offset)
                 plan = StartPlan.of(sc.start, self._cp.supports_push, sc.load.controlled)
+                if plan.pushed and hasattr(self._cp, "prepare_push"):
+                    await self._cp.prepare_push()  # listening before READY: the START cannot come first
                 self._set_status(WorkerStatus.READY)
                 if plan.heartbeat_task_while_waiting:  # the inline loop says READY with its own first beat
                     await self._heartbeat()

@@ -84,6 +84,10 @@ class PostgresControlPlane(SqlControlPlane):
     def listener_pid(self) -> int | None:
         return None if self._listener is None else self._listener.info.backend_pid
 
+    async def prepare_push(self) -> None:
+        """Open the listening connection now (a worker does it before READY), not at the first wait."""
+        await self._listen()
+
     async def wait_for_change(self, run_id: str, seen_version: int) -> int:
         """Return once RUN_STATUS's version for ``run_id`` is past ``seen_version``: woken by its
         NOTIFY, or — the listening connection down — by polling until it is back."""

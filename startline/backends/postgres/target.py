@@ -16,6 +16,34 @@ from startline.backends.sqlparams import positional
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import pool_values
 
+STATEMENTS_SQL = "SELECT queryid, query, calls, total_exec_time, rows FROM pg_stat_statements WHERE queryid IS NOT NULL"
+STATEMENTS_KEPT = 50
+"""Statements per phase in pg_stat_statements.json (those with the most execution time)."""
+
+
+def statement_deltas(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ran between two pg_stat_statements readings: per statement, calls, rows and execution
+    time added (a statement evicted meanwhile counts from zero), most time first."""
+    out = []
+    for qid, a in after.items():
+        b = before.get(qid, {"calls": 0, "total_ms": 0.0, "rows": 0})
+        calls = a["calls"] - b["calls"]
+        if calls <= 0:
+            continue
+        total = a["total_ms"] - b["total_ms"]
+        out.append(
+            {
+                "queryid": qid,
+                "query": a["query"],
+                "calls": calls,
+                "rows": a["rows"] - b["rows"],
+                "total_ms": round(total, 3),
+                "mean_ms": round(total / calls, 4),
+            }
+        )
+    out.sort(key=lambda d: (-d["total_ms"], d["queryid"]))
+    return out[:STATEMENTS_KEPT]
+
 
 def application_name(tag: Mapping[str, str]) -> str:
     """``startline WORKER PHASE`` (PostgreSQL keeps 63 characters of it)."""
@@ -81,6 +109,24 @@ class PostgresTarget:
 
         try:
             return await ex.run_raw(draw)
+        finally:
+            await ex.close()
+
+    async def statement_stats(self) -> dict[str, dict[str, Any]] | None:
+        """pg_stat_statements now, by query id (None: the extension is not installed here)."""
+        ex = PgExecutor(self.url, "startline statements")
+
+        def read(c: psycopg.Connection[Any]) -> dict[str, dict[str, Any]] | None:
+            try:
+                rows = c.execute(STATEMENTS_SQL).fetchall()
+            except (psycopg.errors.UndefinedTable, psycopg.errors.ObjectNotInPrerequisiteState):
+                return None
+            return {
+                str(r[0]): {"query": r[1], "calls": int(r[2]), "total_ms": float(r[3]), "rows": int(r[4])} for r in rows
+            }
+
+        try:
+            return await ex.run_raw(read)
         finally:
             await ex.close()
 

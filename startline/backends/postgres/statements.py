@@ -1,0 +1,64 @@
+"""pg_stat_statements around a run on a PostgreSQL target: read before the start, when
+MEASUREMENT begins and at the end, written as per-phase deltas to OUT/pg_stat_statements.json
+(warmup: before → MEASUREMENT's start; measurement: from there to the end, cooldown included).
+Without the extension: one line saying so, and no file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from rich.console import Console
+
+from startline.backends.postgres.target import PostgresTarget, statement_deltas
+from startline.engine.files import write_json
+
+NOT_INSTALLED = (
+    "pg_stat_statements is not installed on the target: no per-statement figures "
+    "(shared_preload_libraries = 'pg_stat_statements', then CREATE EXTENSION pg_stat_statements)"
+)
+
+
+@attrs.define(eq=False)
+class StatementWatch:
+    target: PostgresTarget
+    readings: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
+
+    async def begin(self, console: Console) -> bool:
+        """The reading before the start; False (and the one-line note) without the extension."""
+        first = await self.target.statement_stats()
+        if first is None:
+            console.print(NOT_INSTALLED, highlight=False)
+            return False
+        self.readings["before"] = first
+        return True
+
+    async def at_measurement(self, orchestrator: Any) -> None:
+        """The reading when MEASUREMENT begins (START_TIME + warmup_s on the orchestrator's clock)."""
+        while (at := self._measurement_at(orchestrator)) is None:
+            await trio.sleep(0.05)
+        await trio.sleep_until(at)
+        reading = await self.target.statement_stats()
+        if reading is not None:
+            self.readings["measurement"] = reading
+
+    @staticmethod
+    def _measurement_at(orchestrator: Any) -> float | None:
+        start = orchestrator.statistics().start_time
+        return None if start is None else orchestrator.to_trio(start + orchestrator.scenario.warmup_s)
+
+    async def end(self, out: Path) -> Path | None:
+        """The last reading and OUT/pg_stat_statements.json (None if the run never got going)."""
+        last = await self.target.statement_stats()
+        before = self.readings.get("before")
+        if last is None or before is None:
+            return None
+        middle = self.readings.get("measurement")
+        phases = (
+            {"warmup": statement_deltas(before, middle), "measurement": statement_deltas(middle, last)}
+            if middle is not None
+            else {"run": statement_deltas(before, last)}  # stopped before MEASUREMENT began
+        )
+        return write_json(Path(out) / "pg_stat_statements.json", phases)
