@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from rich.console import Console
 
@@ -175,8 +176,16 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
                 await close()
     if hasattr(target, "check_statements"):
         params = ParamSource(random.Random(scenario.seed), slot=0)
+        pooled = {(op, name) for op, name, _ in scenario.unresolved_pools}  # drawn at run time: NULL here
+
+        def sample(op: Any) -> dict[str, Any]:
+            drawn = params.draw(
+                attrs.evolve(op, params={k: v for k, v in op.params.items() if (op.name, k) not in pooled})
+            )
+            return drawn | {k: None for k in op.params if (op.name, k) in pooled}
+
         statements = [
-            (f"operations[{i}].sql", op.sql, params.draw(op))
+            (f"operations[{i}].sql", op.sql, sample(op))
             for i, op in enumerate(scenario.operations)
             if op.sql is not None
         ]

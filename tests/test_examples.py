@@ -85,3 +85,11 @@ def test_the_postgres_example_runs_with_its_documented_commands(tmp_path: Path) 
         stopped = run_cli("postgres", "stop", str(data), timeout=120)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert "no server running" in run_cli("postgres", "stop", str(data), timeout=60).stdout
+
+
+def test_the_snowflake_example_runs_on_the_emulator_as_the_readme_says(tmp_path: Path, fakesnow_home: Path) -> None:
+    """`startline run examples/snowflake.toml` with SNOWFLAKE_HOME naming the emulator (the test
+    session's fakesnow server, in server mode): setup with unqualified names, real worker processes."""
+    summary = run_example("snowflake", tmp_path)
+    assert (summary["status"], summary["verdict"]) == ("COMPLETED", "passed")
+    assert set(summary["phases"]["MEASUREMENT"]["by_kind"]) == {"point_lookup", "update"}

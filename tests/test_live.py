@@ -200,7 +200,7 @@ async def test_phase_change_is_visible_in_the_query_tag(fakesnow_home):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--control", "postgres://x"], "unknown scheme"),
+        (["--control", "mysql://x"], "unknown scheme"),
         (["--control", "sqlite:/nope"], "not a URL"),
         (["--control", "sqlite:///no/such/dir/run.db"], "does not exist"),
         (["--target", "sqlite:////no/such/dir/data.db"], "does not exist"),
@@ -359,7 +359,13 @@ async def test_the_snowflake_target_works_in_its_urls_database_and_schema_and_bi
 
     keep = SnowflakeSettings("fakesnow", database="KEEPDB", schema="PUBLIC", context={"database": "KEEPDB"})
     other = SnowflakeTarget(keep)
-    await other.setup(["CREATE DATABASE IF NOT EXISTS KEEPDB", "CREATE OR REPLACE TABLE KEEPDB.PUBLIC.LOG (V TEXT)"])
+    await other.setup(
+        [
+            "CREATE DATABASE IF NOT EXISTS KEEPDB",
+            "CREATE SCHEMA IF NOT EXISTS KEEPDB.PUBLIC",  # (the emulator makes no PUBLIC schema by itself)
+            "CREATE OR REPLACE TABLE KEEPDB.PUBLIC.LOG (V TEXT)",
+        ]
+    )
     target = SnowflakeTarget.from_url(parse_url("snowflake://fakesnow?database=TGTDB&schema=APP", "target"))
     assert dict(target.settings.context) == {"database": "TGTDB", "schema": "APP"}
     await target.setup(

@@ -186,3 +186,57 @@ def test_a_live_run_on_postgresql_with_worker_processes(strategy, postgres_url, 
         updated = c.execute("SELECT sum(balance) - 100 * 1000 FROM accounts").fetchone()[0]
     assert updated == sum(b["by_kind"].get("update", {}).get("ops", 0) for b in s["phases"].values())
     assert (tmp_path / "out" / "report.html").exists()
+    # pgserver's build has no pg_stat_statements: one line says so, and there is no file
+    assert "pg_stat_statements is not installed on the target" in proc.stderr + proc.stdout
+    assert not (tmp_path / "out" / "pg_stat_statements.json").exists()
+
+
+async def test_statement_figures_are_read_from_pg_stat_statements_and_their_deltas_are_per_statement(postgres_url):
+    """pgserver's PostgreSQL has no contrib modules: a table with the view's columns stands in for
+    the extension so that the reading runs as written against a real server."""
+    from startline.backends.postgres.target import statement_deltas
+
+    target = PostgresTarget(postgres_url)
+    assert await target.statement_stats() is None  # not installed: None, not an error
+    await target.setup(
+        [
+            "CREATE TABLE pg_stat_statements "
+            "(queryid BIGINT, query TEXT, calls BIGINT, total_exec_time FLOAT8, rows BIGINT)",
+            "INSERT INTO pg_stat_statements VALUES (1, 'SELECT 1', 10, 5.0, 10), (2, 'UPDATE t', 4, 8.0, 4)",
+        ]
+    )
+    before = await target.statement_stats()
+    assert before is not None and before["1"] == {"query": "SELECT 1", "calls": 10, "total_ms": 5.0, "rows": 10}
+    await target.setup(
+        [
+            "UPDATE pg_stat_statements SET calls = calls + 90, total_exec_time = total_exec_time + 45, "
+            "rows = rows + 90 WHERE queryid = 1",
+            "INSERT INTO pg_stat_statements VALUES (3, 'INSERT INTO t', 2, 1.0, 2)",
+        ]
+    )
+    after = await target.statement_stats()
+    deltas = statement_deltas(before, after)
+    assert [d["queryid"] for d in deltas] == ["1", "3"]  # most time first; statement 2 did not run
+    assert deltas[0] == {
+        "queryid": "1",
+        "query": "SELECT 1",
+        "calls": 90,
+        "rows": 90,
+        "total_ms": 45.0,
+        "mean_ms": 0.5,
+    }
+    assert deltas[1]["calls"] == 2  # new since the first reading: counted from zero
+
+
+def test_check_connect_explains_every_statement_on_postgresql_and_leaves_nothing_behind(postgres_url, tmp_path):
+    path = tmp_path / "pg.toml"
+    good = SCENARIO.format(strategy="push", url=postgres_url)
+    path.write_text(good)
+    proc = run_cli("check", str(path), "--connect", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with psycopg.connect(postgres_url) as c:  # the setup ran inside a transaction that was rolled back
+        assert c.execute("SELECT to_regclass('accounts')").fetchone() == (None,)
+    path.write_text(good.replace("SELECT balance FROM accounts", "SELECT balanse FROM accounts"))
+    proc = run_cli("check", str(path), "--connect", timeout=120)
+    assert proc.returncode == 2
+    assert "operations[0].sql: the target refuses it" in proc.stderr and "balanse" in proc.stderr

@@ -136,5 +136,39 @@ class PostgresTarget:
         await ex.run_raw(lambda c: None)  # connect now, before the barrier
         return PostgresSession(ex, name)
 
+    async def check_statements(
+        self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[str, str]]:
+        """``startline check --connect``: in one transaction that is rolled back (PostgreSQL's DDL
+        is transactional: nothing is left behind), run the setup, then EXPLAIN each (where, sql,
+        sample parameters). Returns (where, what PostgreSQL said) for each statement it refused."""
+
+        def check(c: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            refused: list[tuple[str, str]] = []
+            c.execute("BEGIN")
+            try:
+                for sql in setup:
+                    try:
+                        c.execute(sql)
+                    except psycopg.Error as exc:
+                        return [("setup", f"{type(exc).__name__}: {exc}".strip())]
+                for where, sql, params in statements:
+                    text, names = positional(sql, "%s")
+                    c.execute("SAVEPOINT statement")
+                    try:
+                        c.execute(f"EXPLAIN {text}", tuple(params.get(n) for n in names) or None)
+                    except psycopg.Error as exc:
+                        refused.append((where, f"{type(exc).__name__}: {exc}".strip()))
+                        c.execute("ROLLBACK TO SAVEPOINT statement")
+                return refused
+            finally:
+                c.execute("ROLLBACK")
+
+        ex = PgExecutor(self.url, "startline check")
+        try:
+            return await ex.run_raw(check)
+        finally:
+            await ex.close()
+
     def error_category(self, exc: BaseException) -> str:
         return error_category(exc)
