@@ -175,11 +175,14 @@ def run(
     finally:
         lock.close()
     path = str(out_dir / "summary.json")
-    report = _write_report(out_dir, summary, console)
-    if quiet:
-        click.echo(path)
-    else:
-        print_summary(summary, Console(width=max(110, Console().width)), path, report)
+    try:
+        report = _write_report(out_dir, summary, console)
+        if quiet:
+            click.echo(path)
+        else:
+            print_summary(summary, Console(width=max(110, Console().width)), path, report)
+    except KeyboardInterrupt:  # the run is over and summary.json complete: its exit code stands
+        err.print(f"interrupted after the run: the report is not written; {path} is complete", highlight=False)
     sys.exit(exit_code(summary["status"], summary["verdict"]))
 
 

@@ -161,3 +161,21 @@ def test_a_sample_whose_query_returns_nothing_is_one_line_and_exit_2(tmp_path):
     proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "operations.log.params.k" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_sample_pool_from_a_snowflake_target_on_the_emulator(tmp_path, fakesnow_home):
+    setup = (
+        '"CREATE DATABASE IF NOT EXISTS POOLS", "CREATE SCHEMA IF NOT EXISTS POOLS.PUBLIC", '
+        '"CREATE OR REPLACE TABLE ACCOUNTS (ID INTEGER)", "CREATE OR REPLACE TABLE SEEN (K INTEGER, HOT INTEGER)", '
+        '"INSERT INTO ACCOUNTS SELECT I FROM (WITH RECURSIVE N(I) AS '
+        '(SELECT 1 UNION ALL SELECT I + 1 FROM N WHERE I < 5000) SELECT I FROM N)"'
+    )
+    text = SCENARIO.format(
+        control="sqlite:///{out}/control.db", target="snowflake://fakesnow?database=POOLS&schema=PUBLIC", setup=setup
+    )
+    path = tmp_path / "pools.toml"
+    path.write_text(text.replace("seen (k, hot)", "SEEN (K, HOT)"))
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["scenario"]["operations"][0]["params"]["k"]["values"] == list(range(20, 801, 20))

@@ -186,6 +186,12 @@ def test_a_live_run_on_postgresql_with_worker_processes(strategy, postgres_url, 
         updated = c.execute("SELECT sum(balance) - 100 * 1000 FROM accounts").fetchone()[0]
     assert updated == sum(b["by_kind"].get("update", {}).get("ops", 0) for b in s["phases"].values())
     assert (tmp_path / "out" / "report.html").exists()
+    # the target's witness: the server's clock when each first operation arrived (sent with it);
+    # START_TIME is on that clock too (same server), and no first operation arrives before it was sent
+    st = s["start"]
+    target = st["witnesses"]["target"]
+    assert target["connections"] == 6 and target["skew_ms"] >= 0
+    assert target["lag_ms"]["min"] >= st["lag_ms"]["min"] - st["lag_uncertainty_ms"] - 1.0
     # pgserver's build has no pg_stat_statements: one line says so, and there is no file
     assert "pg_stat_statements is not installed on the target" in proc.stderr + proc.stdout
     assert not (tmp_path / "out" / "pg_stat_statements.json").exists()
@@ -240,3 +246,14 @@ def test_check_connect_explains_every_statement_on_postgresql_and_leaves_nothing
     proc = run_cli("check", str(path), "--connect", timeout=120)
     assert proc.returncode == 2
     assert "operations[0].sql: the target refuses it" in proc.stderr and "balanse" in proc.stderr
+
+
+def test_the_target_shares_the_control_planes_clock_only_on_the_same_server_or_host():
+    from startline.engine.worker import same_clock
+
+    pg = "postgresql://postgres@127.0.0.1:5432/db"
+    assert same_clock(pg, "postgresql://bob@127.0.0.1:5432/other")  # another database, one server
+    assert not same_clock(pg, "postgresql://postgres@127.0.0.1:5433/db")
+    assert same_clock("sqlite:///out/control.db", pg)  # the host's clock, a server on this host
+    assert not same_clock("sqlite:///out/control.db", "postgresql://db.example.com/x")
+    assert not same_clock("snowflake://prod", pg) and not same_clock(pg, "sqlite:///x.db")

@@ -172,3 +172,35 @@ def test_the_reference_check_finds_what_a_page_would_fetch():
     assert external_references("<style>@import 'x.css';</style>")
     assert external_references("<div style=\"background:url('https://x/y')\">")
     assert external_references('<svg xmlns="http://www.w3.org/2000/svg"><use xlink:href="#p1"/></svg>') == []
+
+
+def test_ctrl_c_while_the_report_is_written_keeps_the_runs_exit_code_and_summary(tmp_path):
+    """The report is drawn after summary.json is on disk (about a second of matplotlib): a Ctrl-C
+    then skips the report, says so in one line, and the exit code is still the run's (it was
+    click's 'Aborted!' and 1 — caught by the fault test that presses Ctrl-C twice)."""
+    import signal
+    import time
+
+    from startline.testing import CLI, ROOT
+
+    path = tmp_path / "scenario.toml"
+    path.write_text(SCENARIO.replace("measurement_s = 2", "measurement_s = 1"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(path), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "summary.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "interrupted after the run" in stderr and "Aborted" not in stderr
+    assert json.loads((out / "summary.json").read_text())["verdict"] == "passed"
+    assert not (out / "report.html").exists()

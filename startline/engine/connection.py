@@ -310,6 +310,9 @@ class Connections:
     """This host's clock (``time.time``) on real time: the start's host-clock witness."""
     host_first_query: dict[int, float] = attrs.field(init=False, factory=dict)
     """slot → the host's clock at the slot's first operation (when ``host_now`` is set)."""
+    target_first_query: dict[int, float] = attrs.field(init=False, factory=dict)
+    """slot → the target's own clock when it received the slot's first operation (a target whose
+    sessions say so: ``first_stamp``; the start's target witness)."""
     spent: int = attrs.field(init=False, default=0)
     """Connections that ended because they had issued ``operations_per_connection``."""
 
@@ -420,8 +423,14 @@ class Connections:
         finally:
             tally.close()
             self.tallies.discard(tally)
+            self._note_stamp(slot, session)
         if done >= limit:
             self.spent += 1
+
+    def _note_stamp(self, slot: int, session: Session) -> None:
+        stamp = getattr(session, "first_stamp", None)
+        if stamp is not None and slot not in self.target_first_query:
+            self.target_first_query[slot] = stamp
 
     async def _open_loop(self, slot: int, session: Session) -> None:
         """The open loop: take the next intended start, wait for it, send — or, already later than
@@ -486,5 +495,6 @@ class Connections:
         finally:
             tally.close()
             self.tallies.discard(tally)
+            self._note_stamp(slot, session)
         if done >= limit:
             self.spent += 1

@@ -46,6 +46,7 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
         return {"lag_ms": None, "skew_ms": None, "connections": 0, "witnesses": {}}
     uncertainty = sorted((float(p.get("clock_uncertainty_ms") or 0.0) for p, _ in starting), reverse=True)
     host = host_witness(start_time, payloads)
+    target = target_witness(start_time, payloads)
     return {
         "lag_ms": distribution([(t - start_time) * 1000.0 for t in firsts]),
         "lag_uncertainty_ms": uncertainty[0],
@@ -55,7 +56,7 @@ def start_block(start_time: float | None, payloads: Sequence[Mapping[str, Any]])
         "by_worker": {
             p.get("worker_id", "?"): sorted(round((t - start_time) * 1000.0, 3) for t in ts) for p, ts in starting
         },
-        "witnesses": {"host": host} if host else {},
+        "witnesses": ({"host": host} if host else {}) | ({"target": target} if target else {}),
     }
 
 
@@ -73,6 +74,23 @@ def host_witness(start_time: float, payloads: Sequence[Mapping[str, Any]]) -> di
     if all(h["control_clock"] for h in seen):
         lags = [(t - start_time) * 1000.0 for t in times]
         block["lag_ms"] = distribution(lags)
+    return block
+
+
+def target_witness(start_time: float, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The start on the target's own clock (PostgreSQL: ``statement_timestamp()`` of each
+    connection's first operation, sent with it): skew always — one clock; lag when START_TIME is
+    on that clock too (the same server as the control plane, or a server on the control plane's
+    host)."""
+    seen = [p.get("target") for p in payloads if initial_first_queries(p)]
+    if not seen or any(not w for w in seen):
+        return None
+    times = [t for p in payloads for t in initial_first_queries(p, (p.get("target") or {}).get("first_query", {}))]
+    if len(times) < sum(len(initial_first_queries(p)) for p in payloads):
+        return None  # a connection whose first operation failed: the witness would be partial
+    block: dict[str, Any] = {"skew_ms": (max(times) - min(times)) * 1000.0, "connections": len(times)}
+    if all(w["control_clock"] for w in seen):
+        block["lag_ms"] = distribution([(t - start_time) * 1000.0 for t in times])
     return block
 
 

@@ -79,6 +79,23 @@ class WorkerExit(Exception):
         self.reason = reason
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def same_clock(control: str, target: str) -> bool:
+    """Whether the target's clock is the control plane's: the same PostgreSQL server, or a
+    target server on this host when the control plane's clock is this host's (SQLite)."""
+    from urllib.parse import urlsplit
+
+    t = urlsplit(target)
+    if t.scheme not in ("postgresql", "postgres"):
+        return False
+    c = urlsplit(control)
+    if c.scheme in ("postgresql", "postgres"):
+        return (c.hostname, c.port) == (t.hostname, t.port)
+    return c.scheme == "sqlite" and (t.hostname or "localhost") in LOOPBACK
+
+
 async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
     """The run's RUN_STATUS row, once it exists (a worker may be started before its run)."""
     with trio.move_on_after(timeout_s):
@@ -785,6 +802,17 @@ class Worker:
             "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
         }
 
+    def _target_witness(self) -> dict[str, Any] | None:
+        """The target's own clock at each connection's first operation (a target that stamps
+        them: PostgreSQL), and whether START_TIME is on that clock too."""
+        conns = self._conns
+        if conns is None or not conns.target_first_query or self.scenario is None:
+            return None
+        return {
+            "control_clock": same_clock(self.scenario.control, self.scenario.target),
+            "first_query": {str(s): t for s, t in sorted(conns.target_first_query.items())},
+        }
+
     def _process(self) -> dict[str, Any]:
         """This process's own costs: how long after its launcher it began; how late it woke from
         its start-path sleeps; under a scheduled start, how late its first connection began after
@@ -823,6 +851,7 @@ class Worker:
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
             "host": self._host_witness(),
+            "target": self._target_witness(),
             "process": self._process(),
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),

@@ -4,6 +4,7 @@ and phase (changed at the phase boundary: the counterpart of Snowflake's QUERY_T
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,14 +58,35 @@ def _run(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None
             cur.fetchall()
 
 
+STAMP = "; SELECT EXTRACT(EPOCH FROM statement_timestamp())::float8"
+"""Sent with a session's first operation, in the same message: ``statement_timestamp()`` is when
+the server received that message, on the server's clock — the start's target witness."""
+
+
+def _run_stamped(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> float:
+    with conn.cursor() as cur:
+        cur.execute(sql + STAMP, values or None)
+        while cur.nextset():  # the operation's result first, the stamp last
+            pass
+        row = cur.fetchone()
+        return float(row[0]) if row else math.nan
+
+
 @attrs.define(eq=False)
 class PostgresSession:
     executor: PgExecutor
     application_name: str = ""
+    first_stamp: float | None = None
+    """The server's clock when it received this session's first operation (it succeeded)."""
+    _stamped: bool = False
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
         sql, names = positional(op.sql or "", "%s")
         values = tuple(params[n] for n in names)
+        if not self._stamped:
+            self._stamped = True
+            self.first_stamp = await self.executor.run_raw(lambda c: _run_stamped(c, sql, values))
+            return
         await self.executor.run_raw(lambda c: _run(c, sql, values))
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
