@@ -9,31 +9,25 @@ from startline.engine.scenario import ConfigError, Scenario
 from startline.urls import Url
 
 SNOWFLAKE_EXTRA = "snowflake:// needs the Snowflake connector: pip install 'startline[snowflake]'"
-
-
-def _snowflake(field: str) -> Any:
-    """The Snowflake backend module, or a ConfigError naming the extra that provides it."""
-    try:
-        import startline.backends.snowflake as snowflake
-    except ImportError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == "snowflake":
-            raise ConfigError(field, SNOWFLAKE_EXTRA) from None
-        raise
-    return snowflake
-
-
 POSTGRES_EXTRA = "postgresql:// needs psycopg: pip install 'startline[postgres]'"
+BACKENDS = {
+    "snowflake": ("startline.backends.snowflake", "snowflake", SNOWFLAKE_EXTRA),
+    "postgresql": ("startline.backends.postgres", "psycopg", POSTGRES_EXTRA),
+}
+"""scheme → (backend module, the driver package an extra provides, the line naming that extra)."""
 
 
-def _postgres(field: str) -> Any:
-    """The PostgreSQL backend module, or a ConfigError naming the extra that provides it."""
+def _backend(scheme: str, field: str) -> Any:
+    """A backend module behind an extra, or a ConfigError naming the extra when its driver is missing."""
+    import importlib
+
+    module, driver, missing = BACKENDS[scheme]
     try:
-        import startline.backends.postgres as postgres
+        return importlib.import_module(module)
     except ImportError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == "psycopg":
-            raise ConfigError(field, POSTGRES_EXTRA) from None
+        if exc.name is not None and exc.name.split(".")[0] == driver:
+            raise ConfigError(field, missing) from None
         raise
-    return postgres
 
 
 def open_control(url: Url) -> ControlPlane:
@@ -43,9 +37,9 @@ def open_control(url: Url) -> ControlPlane:
         assert url.path is not None
         return SqliteControlPlane(url.path)
     if url.scheme == "snowflake":
-        return _snowflake("control").SnowflakeControlPlane.from_url(url)
+        return _backend("snowflake", "control").SnowflakeControlPlane.from_url(url)
     if url.scheme == "postgresql":
-        return _postgres("control").PostgresControlPlane.from_url(url)
+        return _backend("postgresql", "control").PostgresControlPlane.from_url(url)
     raise ConfigError("control", f"{url.scheme}:// is in-process only; use it without worker processes")
 
 
@@ -74,7 +68,7 @@ def _target(url: Url, scenario: Scenario) -> Any:
         target = SqliteTarget(url.path)
         return target
     if url.scheme == "snowflake":
-        return _snowflake("target").SnowflakeTarget.from_url(url)
+        return _backend("snowflake", "target").SnowflakeTarget.from_url(url)
     if url.scheme == "postgresql":
-        return _postgres("target").PostgresTarget.from_url(url)
+        return _backend("postgresql", "target").PostgresTarget.from_url(url)
     raise ConfigError("target", f"unknown target {url.scheme}")

@@ -259,3 +259,26 @@ def test_the_target_shares_the_control_planes_clock_only_on_the_same_server_or_h
     assert same_clock("sqlite:///out/control.db", pg)  # the host's clock, a server on this host
     assert not same_clock("sqlite:///out/control.db", "postgresql://db.example.com/x")
     assert not same_clock("snowflake://prod", pg) and not same_clock(pg, "sqlite:///x.db")
+
+
+@pytest.mark.parametrize(
+    ("driver", "url", "extra"),
+    [
+        ("psycopg", "postgresql://x@127.0.0.1/db", "startline[postgres]"),
+        ("snowflake", "snowflake://c", "startline[snowflake]"),
+    ],
+)
+def test_a_missing_driver_is_one_line_naming_its_extra(tmp_path, driver, url, extra):
+    """As if the extra were not installed: the driver cannot be imported in the CLI's process."""
+    import subprocess
+    import sys
+
+    from startline.testing import ROOT
+
+    path = tmp_path / "x.toml"
+    path.write_text('name = "x"\n[[operations]]\nname = "q"\nsql = "SELECT 1"\n')
+    code = f"import sys; sys.modules[{driver!r}] = None; from startline.cli import main; main()"
+    args = ["run", str(path), "--out", str(tmp_path / "out"), "--control", url, "--target", url]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and extra in proc.stderr and "Traceback" not in proc.stderr
