@@ -38,6 +38,9 @@ async def bare_loop(connections: int, seconds: float) -> float:
     return count / seconds
 
 
+MAX_START_LAG_MS = 20.0
+
+
 async def engine(connections: int, seconds: float) -> float:
     """The full engine: orchestrator, one worker, mix choice, phase attribution, HDR recording."""
     sc = Scenario.from_dict(
@@ -51,10 +54,16 @@ async def engine(connections: int, seconds: float) -> float:
                 {"name": "a", "weight": 3, "call": "startline.backends.memory.ops:noop"},
                 {"name": "b", "weight": 1, "call": "startline.backends.memory.ops:noop"},
             ],
-            "start": {"strategy": "scheduled", "lead_ms": 300},
+            # polled every 50 ms with a 300 ms lead: the start lands at the beginning of the window
+            "start": {"strategy": "scheduled", "lead_ms": 300, "poll_interval_ms": 50},
         }
     )
     result = await run_in_process_async(sc)
+    lag = result.summary["start"]["lag_ms"]["max"]
+    if lag > MAX_START_LAG_MS:  # a late start shortens the window: start-path cost would pass for hot-path cost
+        raise SystemExit(
+            f"start lag {lag:.1f} ms > {MAX_START_LAG_MS} ms: this run measures the start, not the hot path"
+        )
     return result.summary["phases"]["MEASUREMENT"]["ops"] / seconds
 
 
