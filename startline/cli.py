@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -10,6 +11,7 @@ import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -361,6 +363,12 @@ def load_profile(name: str | None, path: str | None) -> Any:
 @click.option(
     "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="Parallel processes (--faults)."
 )
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="local:N | tcp://HOST:PORT",
+    help="With --faults random: run the seeds on Dask distributed.",
+)
 def simulate(
     config: str | None,
     profile_name: str,
@@ -372,6 +380,7 @@ def simulate(
     faults: str,
     first_seed: int,
     jobs: int,
+    cluster: str | None,
 ) -> None:
     """Simulate CONFIG (default: the start path) on virtual time over K seeds, with a latency profile.
 
@@ -389,7 +398,7 @@ def simulate(
     from startline.simulate.runner import aggregate, simulate_once
 
     if faults == "random":
-        _simulate_faults(config, strategy, workers, range(first_seed, first_seed + seeds), jobs, json_path)
+        _simulate_faults(config, strategy, workers, range(first_seed, first_seed + seeds), jobs, json_path, cluster)
         return
     profile = load_profile(profile_name, profile_file)
     from startline.simulate.sweep import START_PATH_SCENARIO
@@ -476,7 +485,13 @@ def _print_simulated_load(load: dict[str, Any], scenario: Scenario, seeds: int) 
 
 
 def _simulate_faults(
-    config: str | None, strategy: str | None, workers: int | None, seeds: range, jobs: int, json_path: str | None
+    config: str | None,
+    strategy: str | None,
+    workers: int | None,
+    seeds: range,
+    jobs: int,
+    json_path: str | None,
+    cluster: str | None = None,
 ) -> None:
     import time
 
@@ -499,7 +514,12 @@ def _simulate_faults(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task(f"{len(seeds)} seeds under random faults", total=len(seeds))
-        runs = run_fault_seeds(list(seeds), jobs, base, lambda n: progress.advance(task, n))
+        advance = _progress_for(progress, task, len(seeds), "seeds")
+        try:
+            with _executor(cluster) as (executor, _):
+                runs = run_fault_seeds(list(seeds), jobs, base, advance, executor=executor)
+        except ConfigError as exc:
+            fail_usage(str(exc))
     report = fault_report(runs) | {"wall_s": round(time.perf_counter() - began, 1)}
     table = Table(title=f"fault simulation: seeds {seeds.start}..{seeds.stop - 1}", show_header=False)
     table.add_row("seeds run", str(report["seeds"]))
@@ -531,7 +551,13 @@ def _simulate_faults(
     help="Parallel processes.",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="out/sweep", show_default=True)
-def sweep(sweep_file: str, jobs: int, out: str) -> None:
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="local:N | tcp://HOST:PORT",
+    help="Run the cells on Dask distributed: a local cluster of N processes, or a running scheduler.",
+)
+def sweep(sweep_file: str, jobs: int, out: str, cluster: str | None) -> None:
     """Run the grid in SWEEP_FILE on the simulated backend: K seeds per cell, in parallel.
 
     Writes OUT/cells.csv, OUT/summary.md and PNG plots (lag against poll interval per
@@ -558,16 +584,49 @@ def sweep(sweep_file: str, jobs: int, out: str) -> None:
         transient=True,
     ) as progress:
         task = progress.add_task(f"{len(spec.cells)} cells × {spec.seeds} seeds", total=total)
-        run_sweep(spec, jobs, Path(out), lambda n: progress.advance(task, n))
+        advance = _progress_for(progress, task, total, "simulated runs")
+        try:
+            with _executor(cluster) as (executor, where):
+                progress.update(task, description=f"{len(spec.cells)} cells × {spec.seeds} seeds on {where}")
+                run_sweep(spec, jobs, Path(out), advance, executor=executor)
+        except ConfigError as exc:
+            fail_usage(str(exc))
     elapsed = time.perf_counter() - began
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     names = ("cells.csv", "summary.md", "lag_vs_poll_interval.png", "precision_vs_cost.png")
     wrote = ", ".join(n for n in names if (Path(out) / n).exists())
-    click.echo(f"{total} simulated runs in {elapsed:.1f} s with {jobs} jobs; wrote {out}/: {wrote}")
+    how = f"on {cluster}" if cluster else f"with {jobs} jobs"
+    click.echo(f"{total} simulated runs in {elapsed:.1f} s {how}; wrote {out}/: {wrote}")
     if not (Path(out) / names[2]).exists():
         from startline.simulate.sweep import PLOT_EXTRA
 
         err.print(PLOT_EXTRA, highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def _executor(cluster: str | None) -> Iterator[tuple[Any, str]]:
+    """The Dask cluster's executor for ``--cluster``, or (None, local processes) without it."""
+    if not cluster:
+        yield None, "local processes"
+        return
+    from startline.cluster import open_executor
+
+    with open_executor(cluster) as opened:
+        yield opened
+
+
+def _progress_for(progress: Any, task: Any, total: int, what: str) -> Callable[[int], None]:
+    """Advance the bar on a terminal; not on one, a plain line at each tenth of the work."""
+    done = [0, 0]
+
+    def advance(n: int) -> None:
+        progress.advance(task, n)
+        done[0] += n
+        if not err.is_terminal and done[0] * 10 // total > done[1]:
+            done[1] = done[0] * 10 // total
+            err.print(f"{done[0]:,} of {total:,} {what}", highlight=False)
+
+    return advance
 
 
 @main.command()

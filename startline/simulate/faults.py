@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import attrs
@@ -256,8 +256,11 @@ def fault_report(runs: Sequence[FaultRun]) -> dict[str, Any]:
 
 
 def _run_chunk(seeds: Sequence[int], base: Mapping[str, Any]) -> list[FaultRun]:
+    from startline.cluster import SIMULATION
+
     logging.disable(logging.CRITICAL)  # thousands of runs: their warnings are the point, not the output
-    return [run_with_faults(seed, base) for seed in seeds]
+    with SIMULATION:  # one chunk at a time per process (a Dask worker may run tasks in threads)
+        return [run_with_faults(seed, base) for seed in seeds]
 
 
 def run_fault_seeds(
@@ -266,11 +269,19 @@ def run_fault_seeds(
     base: Mapping[str, Any] = FAULT_SCENARIO,
     progress: Callable[[int], None] | None = None,
     chunk: int = 20,
+    executor: Executor | None = None,
 ) -> list[FaultRun]:
-    """``run_with_faults`` over ``seeds`` in ``jobs`` processes; results in seed order."""
+    """``run_with_faults`` over ``seeds`` in ``jobs`` processes (or on ``executor``: a Dask
+    cluster's); results in seed order."""
     parts = [list(seeds[i : i + chunk]) for i in range(0, len(seeds), chunk)]
     runs: list[FaultRun] = []
-    if jobs <= 1:
+    if executor is not None:
+        for fut in as_completed([executor.submit(_run_chunk, part, base) for part in parts]):
+            done = fut.result()
+            runs.extend(done)
+            if progress:
+                progress(len(done))
+    elif jobs <= 1:
         for part in parts:
             runs.extend(_run_chunk(part, base))
             if progress:

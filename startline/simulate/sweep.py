@@ -19,13 +19,14 @@ SWEEP.toml::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import logging
 import tomllib
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,10 @@ class Sweep:
 
 
 def _run_chunk(scenario: Scenario, profile: Profile, seeds: list[int]) -> list[dict[str, Any]]:
-    return [simulate_once(scenario, profile, s) | {"seed": s} for s in seeds]
+    from startline.cluster import SIMULATION
+
+    with SIMULATION:  # one chunk at a time per process, whatever runs it (a Dask worker may have threads)
+        return [simulate_once(scenario, profile, s) | {"seed": s} for s in seeds]
 
 
 CSV_FIELDS = (
@@ -215,12 +219,18 @@ def row_of(cell: Cell, scenario: Scenario, profile: Profile, agg: Mapping[str, A
 
 
 def run_sweep(
-    sweep: Sweep, jobs: int, out: Path, progress: Callable[[int], None] | None = None, chunk: int = 25
+    sweep: Sweep,
+    jobs: int,
+    out: Path,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 25,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """Every cell over seeds 0..K-1, in ``jobs`` processes; writes cells.csv, summary.md, plots."""
+    """Every cell over seeds 0..K-1, in ``jobs`` local processes or on ``executor`` (a Dask
+    cluster's); writes cells.csv, summary.md, plots — the same bytes either way."""
     built = [c.build(sweep.scenario, sweep.profile) for c in sweep.cells]
     runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(built))}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with contextlib.nullcontext(executor) if executor is not None else ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {}
         for i, (sc, prof) in enumerate(built):
             for lo in range(0, sweep.seeds, chunk):
