@@ -110,6 +110,13 @@ def main() -> None:
 @click.option("--control", default=None, help="Control-plane URL (default: the scenario's `control`).")
 @click.option("--target", default=None, help="Target URL (default: the scenario's `target`).")
 @click.option("--no-spawn", is_flag=True, help="Start no worker processes; wait for workers started elsewhere.")
+@click.option(
+    "--spawn",
+    "spawn_on",
+    default=None,
+    metavar="dask://HOST:PORT",
+    help="Place the workers on a Dask cluster (one long-running task each) instead of local processes.",
+)
 @click.option("--run-id", default=None, callback=_id_option, help="Run id (default: scenario name + random suffix).")
 @click.option("--quiet", is_flag=True, help="Print only the path of summary.json.")
 @click.option("--overwrite", is_flag=True, help="Reuse an --out that holds another run's summary.")
@@ -126,6 +133,7 @@ def run(
     control: str | None,
     target: str | None,
     no_spawn: bool,
+    spawn_on: str | None,
     run_id: str | None,
     quiet: bool,
     overwrite: bool,
@@ -149,6 +157,9 @@ def run(
         target_url = parse_url(target or scenario.target, "target", out_dir)
         if control_url.in_process or not no_spawn:  # the workers' ids and groups are known
             scenario.check_scopes(worker_ids(scenario), {"default"})
+        if spawn_on is not None and (not spawn_on.startswith("dask://") or no_spawn or control_url.in_process):
+            why = "expected dask://HOST:PORT" if not spawn_on.startswith("dask://") else "needs a shared control plane"
+            raise ConfigError("--spawn", f"{why} (got {spawn_on!r}{', with --no-spawn' if no_spawn else ''})")
     except ConfigError as exc:
         fail_usage(f"{config}: {exc}")
     resolved = attrs.evolve(
@@ -168,6 +179,7 @@ def run(
             not no_spawn,
             console,
             progress_every,
+            spawn_on,
         )
     except KeyboardInterrupt:  # before the run's own signal handling was in place
         fail_run("cancelled before the run started")

@@ -58,3 +58,99 @@ def open_executor(spec: str) -> Iterator[tuple[Executor, str]]:
         client.close()
         if not isinstance(cluster, str):
             cluster.close()
+
+
+def run_worker(args: list[str], launched_at: float) -> dict[str, Any]:
+    """On a Dask worker: ``startline worker ARGS`` as a child process until it exits; its output,
+    exit code, host and results file come back to the orchestrator."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="startline-worker-") as tmp:
+        results = Path(tmp) / "results.json"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "STARTLINE_LAUNCHED_AT": repr(launched_at)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "startline.cli", "worker", *args, "--results", str(results)],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        return {
+            "returncode": proc.returncode,
+            "log": proc.stdout + proc.stderr,
+            "results": results.read_text() if results.exists() else None,
+            "host": socket.gethostname(),
+        }
+
+
+def absolute_urls(scenario: Any) -> Any:
+    """The scenario with relative ``sqlite:///`` paths made absolute: a Dask worker's process
+    does not share the orchestrator's working directory (it may share its file system)."""
+    import attrs
+
+    def fix(url: str) -> str:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            from pathlib import Path
+
+            return "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
+        return url
+
+    return attrs.evolve(scenario, control=fix(scenario.control), target=fix(scenario.target))
+
+
+async def spawn_on_dask(address: str, scenario: Any, run_id: str, out: Any, console: Any) -> None:
+    """Place each of the run's workers on the Dask cluster at ``address`` (``dask://HOST:PORT``)
+    as one long-running task running ``startline worker``; write each one's log and results to
+    OUT as local workers' are. Cancelled (the run is over and its grace passed), the tasks are
+    cancelled; a worker still running ends itself after ``run_idle_timeout_s``."""
+    import time
+    from pathlib import Path
+
+    import trio
+
+    from startline.engine.files import write_atomic
+    from startline.engine.together import worker_id
+    from startline.launch import worker_args
+
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("--spawn", CLUSTER_EXTRA.replace("--cluster", "--spawn dask://")) from None
+    target = "tcp://" + address.removeprefix("dask://")
+    try:
+        client = await trio.to_thread.run_sync(lambda: distributed.Client(target, timeout="20s"))
+    except OSError as exc:  # (a timeout included)
+        raise ConfigError("--spawn", f"cannot reach the Dask scheduler at {target}: {exc}") from None
+    sc = absolute_urls(scenario)
+    now = time.time()
+    futures = [
+        client.submit(run_worker, worker_args(sc, run_id, i), now, key=f"startline-{run_id}-{worker_id(i)}", pure=False)
+        for i in range(scenario.workers)
+    ]
+    console.print(f"{len(futures)} workers placed on the Dask cluster at {target}", highlight=False)
+
+    async def collect(i: int, fut: Any) -> None:
+        wid = worker_id(i)
+        try:
+            done = await trio.to_thread.run_sync(fut.result, abandon_on_cancel=True)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # the task itself failed (its Dask worker lost too often, …)
+            write_atomic(Path(out) / f"worker-{wid}.log", f"the Dask task failed: {type(exc).__name__}: {exc}\n")
+            return
+        write_atomic(Path(out) / f"worker-{wid}.log", f"[on {done['host']}, exit {done['returncode']}]\n{done['log']}")
+        if done["results"] is not None:
+            write_atomic(Path(out) / f"worker-{wid}.json", done["results"])
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i, fut in enumerate(futures):
+                nursery.start_soon(collect, i, fut)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: (client.cancel(futures), client.close()))

@@ -39,6 +39,7 @@ async def orchestrate(
     spawn: bool,
     console: Console,
     progress_every_s: float = 5.0,
+    spawn_on: str | None = None,
 ) -> dict[str, Any]:
     """Set up the target, then run the scenario: in this process on a memory control plane, or
     as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
@@ -83,8 +84,13 @@ async def orchestrate(
             await orchestrator.while_prepared(setup_and_pools)
         async with trio.open_nursery() as procs:
             if spawn and fresh and not orchestrator.stop_requested:
-                for i in range(scenario.workers):
-                    procs.start_soon(worker_process, scenario, run_id, i, out)
+                if spawn_on is not None:
+                    from startline.cluster import spawn_on_dask
+
+                    procs.start_soon(spawn_on_dask, spawn_on, scenario, run_id, out, console)
+                else:
+                    for i in range(scenario.workers):
+                        procs.start_soon(worker_process, scenario, run_id, i, out)
             statements = await _statement_watch(target, console)
             async with trio.open_nursery() as inner:
                 inner.start_soon(display, orchestrator, console, title, progress_every_s)
@@ -209,6 +215,15 @@ def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -
         "-m",
         "startline.cli",
         "worker",
+        *worker_args(scenario, run_id, index),
+        "--results",
+        str(results),
+    ]
+
+
+def worker_args(scenario: Scenario, run_id: str, index: int) -> list[str]:
+    """``startline worker``'s arguments for worker ``index`` of a run (without ``--results``)."""
+    return [
         "--control",
         scenario.control,
         "--target",
@@ -219,8 +234,6 @@ def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -
         worker_id(index),
         "--index",
         str(index),
-        "--results",
-        str(results),
         # the scenario came from a file the user passed to `run`: its calls are theirs to allow
         *(a for module in call_modules(scenario) for a in ("--allow-call", module)),
     ]

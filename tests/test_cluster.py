@@ -77,3 +77,57 @@ def test_a_bad_cluster_is_one_line_and_exit_2(tmp_path):
         proc = run_cli("sweep", str(spec), "--out", str(tmp_path / "o"), "--cluster", bad, timeout=120)
         assert proc.returncode == 2, (bad, proc.stderr[-2000:])
         assert "--cluster" in proc.stderr and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+LIVE = """
+name = "on-dask"
+workers = 3
+connections_per_worker = 2
+warmup_s = 0
+measurement_s = 2
+control = "sqlite:///{out}/control.db"
+target = "sqlite:///{out}/data.db"
+setup = ["CREATE TABLE IF NOT EXISTS kv (k INTEGER PRIMARY KEY, v INTEGER)", "INSERT OR IGNORE INTO kv VALUES (1, 0)"]
+
+[start]
+strategy = "scheduled"
+lead_ms = 2000
+
+[[operations]]
+name = "read"
+sql = "SELECT v FROM kv WHERE k = 1"
+"""
+
+
+def test_run_places_its_workers_on_a_dask_cluster_and_collects_their_logs_and_results(tmp_path):
+    import json
+
+    import distributed
+
+    path = tmp_path / "live.toml"
+    path.write_text(LIVE)
+    out = tmp_path / "out"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=50
+    ) as cluster:
+        address = cluster.scheduler_address.removeprefix("tcp://")
+        proc = run_cli("run", str(path), "--out", str(out), "--spawn", f"dask://{address}", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["status"] for w in summary["workers"]] == ["COMPLETED"] * 3
+    assert summary["phases"]["MEASUREMENT"]["ops"] > 0
+    for wid in ("w000", "w001", "w002"):
+        assert (out / f"worker-{wid}.log").read_text().startswith("[on ")
+        assert json.loads((out / f"worker-{wid}.json").read_text())["status"] == "COMPLETED"
+    assert "placed on the Dask cluster" in proc.stderr
+
+
+def test_spawn_takes_only_a_dask_url_and_a_shared_control_plane(tmp_path):
+    path = tmp_path / "live.toml"
+    path.write_text(LIVE)
+    for args, needle in (
+        (["--spawn", "k8s://x"], "expected dask://HOST:PORT"),
+        (["--spawn", "dask://127.0.0.1:1", "--control", "memory://"], "needs a shared control plane"),
+    ):
+        proc = run_cli("run", str(path), "--out", str(tmp_path / "o"), *args, timeout=120)
+        assert proc.returncode == 2 and "--spawn" in proc.stderr and needle in proc.stderr, proc.stderr
