@@ -252,3 +252,30 @@ def test_results_flushed_mid_run_hold_the_operations_of_intervals_not_yet_taken(
     r.take_intervals(13)
     assert r.operations() == 5 and sum(h.get_total_count() for h in r.histograms.values()) == 3
     assert merge_phase_blocks([r.to_payload()], {"MEASUREMENT": 5.0})["MEASUREMENT"]["ops"] == 5
+
+
+def test_interval_histograms_are_recycled_so_a_long_run_allocates_a_few_not_one_per_interval():
+    import startline.engine.metrics as metrics
+
+    made = []
+    original = metrics.new_histogram
+
+    def counting() -> object:
+        made.append(1)
+        return original()
+
+    r = Recorder(interval_latency=True)
+    t = Tally(r, Q2, WINDOWS)
+    metrics.new_histogram = counting
+    try:
+        for k in range(1000):  # 1000 intervals of MEASUREMENT, both kinds in each, taken as they close
+            t.ok(0, 10.0 + k, 10.2 + k)
+            t.ok(1, 10.3 + k, 10.5 + k)
+            if k % 5 == 4:
+                t.close()
+                r.take_intervals(11 + k)
+    finally:
+        metrics.new_histogram = original
+    assert len(made) <= 30  # 2 kinds x 5 intervals between takes, plus the run's own
+    assert r.operations() == 2000
+    assert sum(h.get_total_count() for h in r._recorded().values()) == 2000

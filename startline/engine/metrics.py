@@ -7,7 +7,9 @@ constant memory whatever the run length. They travel as HDR's own encoding.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -79,6 +81,9 @@ class Recorder:
     operation."""
     interval_histograms: dict[int, dict[tuple[str, Phase], HdrHistogram]] = attrs.Factory(dict)
     """interval → (kind, phase) → the interval's histogram, until the interval is taken."""
+    _spare: list[HdrHistogram] = attrs.Factory(list)
+    """Interval histograms already taken, emptied, for the next intervals: a run allocates a
+    few, not one per interval and kind (the allocator's heap grew with run length)."""
     interval_errors: dict[tuple[int, str], int] = attrs.Factory(lambda: defaultdict(int))
     """(interval, kind) → errors, until the interval is taken (with ``interval_latency``)."""
     service: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
@@ -110,7 +115,10 @@ class Recorder:
         table = self.interval_histograms.get(interval)
         if table is None:
             table = self.interval_histograms[interval] = {}
-        return made(table, (kind, phase))
+        hist = table.get((kind, phase))
+        if hist is None:
+            hist = table[(kind, phase)] = self._spare.pop() if self._spare else new_histogram()
+        return hist
 
     def service_histogram(self, kind: str, phase: Phase) -> HdrHistogram:
         return made(self.service, (kind, phase))
@@ -205,6 +213,7 @@ class Recorder:
                 add_into(self.histogram(kind, phase), h)
                 by_kind[kind] = add_into(by_kind[kind], h) if kind in by_kind else h
         row["kinds"] = {kind: h.encode().decode("ascii") for kind, h in by_kind.items()}
+        self._spare.extend(cleared(h) for h in (table or {}).values())
         errors = {k: self.interval_errors.pop((n, k)) for n, k in sorted(self.interval_errors) if n == i}
         if errors:
             row["kind_errors"] = errors
@@ -267,6 +276,15 @@ class Recorder:
                 out[key] = add_into(new_histogram(), out[key]) if key in out else new_histogram()
             add_into(out[key], h)
         return out
+
+
+def cleared(h: HdrHistogram) -> HdrHistogram:
+    """``h`` emptied in place, as ``reset()`` does but with one memset (its Python loop over the
+    23,552 counts takes 1.6 ms; a new histogram, 0.1 ms and 190 KB more for the allocator)."""
+    ctypes.memset(ctypes.addressof(h.counts), 0, ctypes.sizeof(h.counts))
+    h.total_count, h.min_value, h.max_value = 0, sys.maxsize, 0
+    h.start_time_stamp_msec, h.end_time_stamp_msec = sys.maxsize, 0
+    return h
 
 
 def made(table: dict[Any, HdrHistogram], key: Any) -> HdrHistogram:
