@@ -63,21 +63,21 @@ def open_executor(spec: str) -> Iterator[tuple[Executor, str]]:
 def run_worker(args: list[str], launched_at: float) -> dict[str, Any]:
     """On a Dask worker: ``startline worker ARGS`` as a child process until it exits; its output,
     exit code, host and results file come back to the orchestrator."""
-    import os
     import socket
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
 
+    from startline.launch import worker_env
+
     with tempfile.TemporaryDirectory(prefix="startline-worker-") as tmp:
         results = Path(tmp) / "results.json"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "STARTLINE_LAUNCHED_AT": repr(launched_at)}
         proc = subprocess.run(
             [sys.executable, "-m", "startline.cli", "worker", *args, "--results", str(results)],
             capture_output=True,
             text=True,
-            env=env,
+            env=worker_env(launched_at),
             stdin=subprocess.DEVNULL,
         )
         return {

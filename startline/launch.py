@@ -267,14 +267,19 @@ async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path)
             stdout=log,
             stderr=log,
             check=False,
-            # when it was launched, on this host's clock: the worker measures its own start delay
-            env={**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(time.time())},
+            env=worker_env(time.time()),
             deliver_cancel=_end_worker,
         )
 
 
 LAUNCHED_AT = "STARTLINE_LAUNCHED_AT"
 """The environment variable a launcher sets to the host's time (epoch seconds) it started a worker at."""
+
+
+def worker_env(launched: float) -> dict[str, str]:
+    """A worker process's environment: this one's, unbuffered output, and when it was launched
+    on this host's clock (the worker measures its own start delay from it)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(launched)}
 
 
 def launched_at() -> float | None:

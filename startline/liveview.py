@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from startline.engine.metrics import add_into, latency_block, new_histogram
+from startline.engine.metrics import add_into, decode, latency_block, new_histogram
 from startline.engine.model import ControlEvent, Scope, WorkerStatus
 from startline.engine.orchestrator import initial_total
 from startline.engine.ports import ControlPlaneError
@@ -63,7 +63,7 @@ class LiveTally:
                 self.errors += item["errors"]
                 self._upto[worker] = max(self._upto.get(worker, -1), i)
                 for enc in item.get("kinds", {}).values():
-                    add_into(self._latency.setdefault(i, new_histogram()), HdrHistogram.decode(enc.encode("ascii")))
+                    add_into(self._latency.setdefault(i, new_histogram()), decode(enc))
         self._forget()
 
     def complete(self, workers: Iterable[str]) -> int | None:

@@ -328,11 +328,16 @@ def merge_failures(payloads: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     return out
 
 
+def decode(encoded: str) -> HdrHistogram:
+    """A histogram from HDR's encoding as it travels (ASCII text)."""
+    return HdrHistogram.decode(encoded.encode("ascii"))
+
+
 def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
     """The exact union of encoded histograms (same ranges, so counts add bucket by bucket)."""
     merged = new_histogram()
     for e in encoded:
-        add_into(merged, HdrHistogram.decode(e.encode("ascii")))
+        add_into(merged, decode(e))
     return merged
 
 

@@ -12,6 +12,7 @@ from hdrh.histogram import HdrHistogram
 from startline.engine import thresholds
 from startline.engine.metrics import (
     add_into,
+    decode,
     latency_block,
     merge_failures,
     merge_phase_blocks,
@@ -176,13 +177,13 @@ def _measured(
     phases: Mapping[str, Any],
     start: Mapping[str, Any],
     intervals: Mapping[int, Mapping[str, HdrHistogram]],
+    merged: Mapping[int, HdrHistogram],
 ) -> thresholds.Measured:
     """What the thresholds read: MEASUREMENT's histograms and figures, the start, and MEASUREMENT's
     windows from the interval histograms by kind (intervals count from START_TIME)."""
     measurement = str(Phase.MEASUREMENT)
     latency, service = thresholds.histograms_of(metrics, measurement)
     iv, measured = scenario.snapshot_interval_s, scenario.measurement_intervals
-    merged = interval_latency(intervals)
 
     def windows(window_s: float, kind: str | None) -> list[HdrHistogram]:
         of = merged if kind is None else {i: h[kind] for i, h in intervals.items() if kind in h}
@@ -230,12 +231,14 @@ def kind_errors(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int,
 def with_latency(
     timeseries: Sequence[Mapping[str, Any]],
     kinds: Mapping[int, Mapping[str, HdrHistogram]],
+    merged: Mapping[int, HdrHistogram],
     errors: Mapping[int, Mapping[str, int]],
     interval_s: float,
 ) -> list[dict[str, Any]]:
-    """The time series with each interval's latency over all kinds and ``by_kind`` (ops, errors,
-    qps, latency) for every kind the run has — zeros where a kind had no operation — when the
-    workers shipped per-interval histograms."""
+    """The time series with each interval's latency over all kinds (``merged``:
+    ``interval_latency`` of ``kinds``) and ``by_kind`` (ops, errors, qps, latency) for every kind
+    the run has — zeros where a kind had no operation — when the workers shipped per-interval
+    histograms."""
     if not kinds and not errors:
         return [dict(row) for row in timeseries]
     names = sorted({k for by_kind in kinds.values() for k in by_kind} | {k for e in errors.values() for k in e})
@@ -243,13 +246,10 @@ def with_latency(
     out = []
     for i, row in enumerate(timeseries):
         by_kind = kinds.get(i, {})
-        total = new_histogram()
-        for h in by_kind.values():
-            add_into(total, h)
         out.append(
             dict(row)
             | {
-                "latency_ms": latency_block(total),
+                "latency_ms": latency_block(merged.get(i, empty)),
                 "by_kind": {
                     k: {
                         "ops": (h := by_kind.get(k, empty)).get_total_count(),
@@ -276,10 +276,6 @@ def without_passwords(settings: dict[str, Any]) -> dict[str, Any]:
     return settings | {
         k: re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", settings[k]) for k in ("control", "target") if k in settings
     }
-
-
-def decode(encoded: str) -> HdrHistogram:
-    return HdrHistogram.decode(encoded.encode("ascii"))
 
 
 def build_summary(
@@ -323,7 +319,9 @@ def build_summary(
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
     checks = evaluate(scenario.checks, phases, load)
     start = start_block(start_time, payloads)
-    measured = _measured(scenario, metrics, phases, start, intervals or {})
+    intervals = intervals or {}
+    merged = interval_latency(intervals)  # every kind: what windowed thresholds and the time series read
+    measured = _measured(scenario, metrics, phases, start, intervals, merged)
     judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -347,6 +345,6 @@ def build_summary(
         "config": {"scenario": without_passwords(scenario.to_dict())},
         "snapshot_interval_s": scenario.snapshot_interval_s,
         "timeseries": _phased(
-            with_latency(timeseries, intervals or {}, kind_errors or {}, scenario.snapshot_interval_s), scenario
+            with_latency(timeseries, intervals, merged, kind_errors or {}, scenario.snapshot_interval_s), scenario
         ),
     }
