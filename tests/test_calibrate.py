@@ -50,7 +50,7 @@ def observed(strategy: str, seeds: range) -> list[Observed]:
     sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6, "start": {"strategy": strategy}})
     runs = []
     for seed in seeds:
-        _, ended = simulate_run(sc, TRUE, seed)
+        _, ended = simulate_run(sc, TRUE, seed, round_trips=True)
         runs.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.orchestrator))
     return runs
 

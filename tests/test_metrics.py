@@ -12,8 +12,13 @@ from startline.engine.connection import Tally
 from startline.engine.metrics import (
     MESSAGE_CHARS,
     MESSAGES_KEPT,
+    PERCENTILES,
     Recorder,
+    add_into,
+    cleared,
+    decode,
     error_message,
+    latency_block,
     merge_failures,
     merge_histograms,
     merge_phase_blocks,
@@ -279,3 +284,44 @@ def test_interval_histograms_are_recycled_so_a_long_run_allocates_a_few_not_one_
     assert len(made) <= 30  # 2 kinds x 5 intervals between takes, plus the run's own
     assert r.operations() == 2000
     assert sum(h.get_total_count() for h in r._recorded().values()) == 2000
+
+
+@given(parts=st.lists(st.lists(st.integers(min_value=1, max_value=3_600_000_000), max_size=40), min_size=1, max_size=4))
+def test_latency_block_reads_the_same_percentiles_max_and_mean_as_hdr_itself(parts):
+    """The summary's one-pass reading of a histogram (merged, decoded, emptied and refilled ones
+    included) gives what HDR's own iterators give."""
+    merged = cleared(new_histogram())
+    for values in parts:
+        h = new_histogram()
+        for v in values:
+            h.record_value(v)
+        add_into(merged, decode(h.encode().decode("ascii")))
+    block = latency_block(merged)
+    if not merged.get_total_count():
+        assert set(block.values()) == {0.0}
+        return
+    for key, p in PERCENTILES:
+        assert block[key] == merged.get_value_at_percentile(p) / 1000.0
+    assert block["max"] == merged.get_max_value() / 1000.0
+    assert block["mean"] == round(merged.get_mean_value() / 1000.0, 3)
+
+
+def test_a_histogram_no_longer_referenced_is_freed_at_once_not_at_the_next_garbage_collection():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        h = new_histogram()
+        h.record_value(5)
+        gone = weakref.ref(h)
+        encoded = h.encode()  # the encoder still works through its weak reference
+        del h
+        assert gone() is None
+        d = decode(encoded.decode("ascii"))
+        counts = weakref.ref(d)
+        assert d.get_total_count() == 1
+        del d
+        assert counts() is None
+    finally:
+        gc.enable()

@@ -41,6 +41,9 @@ class CountingControlPlane:
     duration to its method's histogram (failed ones too; a push wait is not a round trip)."""
 
     inner: ControlPlane
+    timed: bool = True
+    """Time each round trip by method (what ``calibrate`` reads from a live run's files); a
+    simulation, which never writes them, turns it off."""
     stage: str = "setup"
     counts: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
     latency: dict[str, HdrHistogram] = attrs.Factory(dict)
@@ -74,5 +77,5 @@ class CountingControlPlane:
         return call
 
     def _time(self, name: str, began: float) -> None:
-        if name != "wait_for_change":  # a push wait is not a round trip
+        if self.timed and name != "wait_for_change":  # a push wait is not a round trip
             made(self.latency, name).record_value(to_us(trio.current_time() - began))

@@ -108,6 +108,8 @@ class Orchestrator:
     scenario: Scenario
     run_id: str
     out: Path | None = None
+    round_trips: bool = attrs.field(default=True, kw_only=True)
+    """Time each control-plane round trip by method, for ``calibrate`` (results' ``latency_us``)."""
 
     status: RunStatus = attrs.field(init=False, default=RunStatus.PREPARED)
     stop_reason: StopReason | None = attrs.field(init=False, default=None)
@@ -147,7 +149,7 @@ class Orchestrator:
     """Find-max over the rate: the run-wide rate of the current step."""
 
     def __attrs_post_init__(self) -> None:
-        self._counting = CountingControlPlane(self.control)
+        self._counting = CountingControlPlane(self.control, self.round_trips)
         self._cp = ResilientControlPlane(
             self._counting,
             RetryPolicy.of(self.scenario),

@@ -31,9 +31,10 @@ def make_workers(
     control: Callable[[str], ControlPlane],
     clock: Callable[[str], WallClock],
     runtime: Callable[[str], Runtime] = lambda _w: TrioRuntime(),
+    round_trips: bool = True,
 ) -> tuple[Worker, ...]:
     """``scenario.workers`` workers named w000, w001, …, each with its own control-plane handle,
-    clock and runtime."""
+    clock and runtime (``round_trips``: see ``Worker.round_trips``)."""
     return tuple(
         # one task per id: the incarnation is named, not drawn, so that runs are reproducible
         Worker(
@@ -46,6 +47,7 @@ def make_workers(
             scenario=scenario,
             incarnation=f"{run_id}/{w}",
             runtime=runtime(w),
+            round_trips=round_trips,
         )
         for i, w in enumerate(worker_ids(scenario))
     )

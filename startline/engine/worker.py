@@ -164,6 +164,8 @@ class Worker:
     launched_at: float | None = attrs.field(default=None, kw_only=True)
     """When this worker's launcher started it, on this host's wall clock (``None``: not known):
     the process's start delay is measured from it."""
+    round_trips: bool = attrs.field(default=True, kw_only=True)
+    """Time each control-plane round trip by method, for ``calibrate`` (results' ``latency_us``)."""
 
     status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
     failure: str | None = attrs.field(init=False, default=None)
@@ -207,7 +209,7 @@ class Worker:
     """SET_RATE events (at, rate, ramp_s) read before the open loop's schedule was made."""
 
     def __attrs_post_init__(self) -> None:
-        self._counting = CountingControlPlane(self.control)
+        self._counting = CountingControlPlane(self.control, self.round_trips)
         self._cp = ResilientControlPlane(
             self._counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
         )

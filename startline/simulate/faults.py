@@ -190,7 +190,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     orchestrators: list[Orchestrator] = []
 
     def orchestrator(name: str) -> Orchestrator:
-        o = Orchestrator(control(name), host_clock(profile, seed, ORCHESTRATOR), sc, RUN_ID)
+        o = Orchestrator(control(name), host_clock(profile, seed, ORCHESTRATOR), sc, RUN_ID, round_trips=False)
         orchestrators.append(o)
         return o
 

@@ -60,9 +60,13 @@ def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, 
     return simulate_run(scenario, profile, seed)[0]
 
 
-def simulate_run(scenario: Scenario, profile: Profile, seed: int) -> tuple[dict[str, Any], Ended]:
+def simulate_run(
+    scenario: Scenario, profile: Profile, seed: int, round_trips: bool = False
+) -> tuple[dict[str, Any], Ended]:
     """One run on virtual time: truth and estimates for the start path, and what the run left
-    (its summary, each worker's results: what a live run writes to its directory)."""
+    (its summary, each worker's results: what a live run writes to its directory; their
+    control-plane round trips timed by method only if ``round_trips``, as ``calibrate`` reads
+    them — nothing else does, and timing them cost a simulated run a fifth of its time)."""
     scenario = attrs.evolve(scenario, seed=seed, interval_latency=False)
     seed_everything(seed)
     truth_clock = TrioWallClock(EPOCH_2026)
@@ -73,7 +77,11 @@ def simulate_run(scenario: Scenario, profile: Profile, seed: int) -> tuple[dict[
 
         clocks = {h: host_clock(profile, seed, h) for h in (ORCHESTRATOR, *worker_ids(scenario))}
         orchestrator = Orchestrator(
-            SimControlPlane(store, profile, seed, ORCHESTRATOR), clocks[ORCHESTRATOR], scenario, "sim"
+            SimControlPlane(store, profile, seed, ORCHESTRATOR),
+            clocks[ORCHESTRATOR],
+            scenario,
+            "sim",
+            round_trips=round_trips,
         )
         workers = make_workers(
             scenario,
@@ -82,6 +90,7 @@ def simulate_run(scenario: Scenario, profile: Profile, seed: int) -> tuple[dict[
             lambda w: SimControlPlane(store, profile, seed, w),
             clocks.__getitem__,
             lambda w: SimRuntime(profile, seed, w),
+            round_trips,
         )
         delays = {w.worker_id: profile.start_delay_s(seed, w.worker_id) for w in workers}
         ended = await run_together(orchestrator, workers, crashes=profile.crashes, start_delays=delays)
