@@ -12,7 +12,7 @@ import trio
 from hdrh.histogram import HdrHistogram
 
 from startline.engine.metrics import made, to_us
-from startline.engine.ports import ControlPlane, PushControlPlane
+from startline.engine.ports import ControlPlane, supports_push
 
 QUERY_METHODS = frozenset(
     {
@@ -47,16 +47,23 @@ class CountingControlPlane:
     stage: str = "setup"
     counts: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
     latency: dict[str, HdrHistogram] = attrs.Factory(dict)
+    _methods: dict[str, Callable[..., Any]] = attrs.field(init=False, factory=dict, repr=False)
 
     @property
     def supports_push(self) -> bool:
-        return isinstance(self.inner, PushControlPlane)
+        return supports_push(self.inner)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_methods":  # not set yet (attrs' __init__ is running)
+            raise AttributeError(name)
+        call = self._methods.get(name)
+        if call is not None:
+            return call
         method = getattr(self.inner, name)
         if name not in QUERY_METHODS:
             return method
-        return self._counted(name, method)
+        call = self._methods[name] = self._counted(name, method)
+        return call
 
     def latency_payload(self) -> dict[str, str]:
         """Each method's round-trip times (HDR, microseconds), encoded."""
@@ -68,6 +75,8 @@ class CountingControlPlane:
             began = trio.current_time()
             try:
                 result = await method(*args, **kwargs)
+            except trio.TooSlowError:  # past its deadline: as a call cancelled by it, not timed
+                raise
             except Exception:  # a failed round trip took its time too; a cancelled one is not timed
                 self._time(name, began)
                 raise

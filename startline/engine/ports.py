@@ -5,7 +5,9 @@ Backends implement these protocols; the engine never imports a backend.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import trio
@@ -20,6 +22,22 @@ class ControlPlaneError(Exception):
 
 class ControlPlaneConflict(ControlPlaneError):
     """The control plane refused a call on its merits (run exists, sequence out of order): never retried."""
+
+
+CALL_DEADLINE: ContextVar[float] = ContextVar("CALL_DEADLINE", default=math.inf)
+"""The trio instant by which the current control-plane call must have answered. The engine
+bounds each call with a cancel scope, unless the control plane says ``honours_deadline``: then
+it sets this instead, and the control plane raises ``trio.TooSlowError`` at that instant itself,
+exactly as the scope would have (the simulator, which knows each call's duration as it begins,
+is spared a cancel scope per call)."""
+
+
+def supports_push(cp: Any) -> bool:
+    """Whether ``cp`` wakes waiters when the run changes: its ``supports_push`` if it says (a
+    backend or a wrapper of one), else whether it has the push protocol's methods (a structural
+    check of every method: slow through wrappers, so backends say)."""
+    said = getattr(cp, "supports_push", None)
+    return bool(said) if said is not None else isinstance(cp, PushControlPlane)
 
 
 class ControlPlane(Protocol):

@@ -21,7 +21,13 @@ import trio
 
 from startline.engine.counting import QUERY_METHODS
 from startline.engine.model import RunState, RunStatus
-from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, PushControlPlane
+from startline.engine.ports import (
+    CALL_DEADLINE,
+    ControlPlane,
+    ControlPlaneConflict,
+    ControlPlaneError,
+    supports_push,
+)
 from startline.engine.scenario import Scenario
 
 
@@ -160,18 +166,30 @@ class ResilientControlPlane:
     policy: RetryPolicy = attrs.Factory(RetryPolicy)
     rng: random.Random = attrs.Factory(lambda: random.Random(0))
     health: Health = attrs.Factory(Health)
+    _methods: dict[str, Callable[..., Any]] = attrs.field(init=False, factory=dict, repr=False)
 
     @property
     def supports_push(self) -> bool:
-        return bool(getattr(self.inner, "supports_push", isinstance(self.inner, PushControlPlane)))
+        return supports_push(self.inner)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_methods":  # not set yet (attrs' __init__ is running)
+            raise AttributeError(name)
+        call = self._methods.get(name)
+        if call is not None:
+            return call
         method = getattr(self.inner, name)
         if name not in QUERY_METHODS or name == "wait_for_change":
             return method
-        return self._resilient(name, method)
+        call = self._methods[name] = self._resilient(name, method)
+        return call
 
     def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        if getattr(self.inner, "honours_deadline", False):
+            bounded = _by_deadline
+        else:
+            bounded = _by_scope
+
         async def call(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
             opened: float | None = None  # when this call opened its kind's outage, if it did
@@ -179,13 +197,14 @@ class ResilientControlPlane:
                 while True:
                     began = trio.current_time()
                     try:
-                        with trio.fail_after(self.policy.timeout_s):
-                            if attempt and name in LANDED:
-                                landed = await LANDED[name](self.inner, *args, **kwargs)
-                                if landed:
-                                    self.health.succeeded(trio.current_time(), name)
-                                    return None
-                            result = await method(*args, **kwargs)
+                        if attempt and name in LANDED:
+                            deadline = began + self.policy.timeout_s
+                            landed, result = await bounded(deadline, self._landed, name, method, args, kwargs)
+                            if landed:
+                                self.health.succeeded(trio.current_time(), name)
+                                return None
+                        else:
+                            result = await bounded(began + self.policy.timeout_s, method, *args, **kwargs)
                     except ControlPlaneConflict:
                         raise
                     except (ControlPlaneError, trio.TooSlowError) as exc:
@@ -213,6 +232,29 @@ class ResilientControlPlane:
                 raise
 
         return call
+
+    async def _landed(
+        self, name: str, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any]:
+        """A retry of a call that must not be repeated blindly: (took effect already, else the result)."""
+        if await LANDED[name](self.inner, *args, **kwargs):
+            return True, None
+        return False, await method(*args, **kwargs)
+
+
+async def _by_scope(deadline: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(...)`` cancelled at ``deadline`` (``trio.TooSlowError``)."""
+    with trio.fail_at(deadline):
+        return await method(*args, **kwargs)
+
+
+async def _by_deadline(deadline: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(...)`` of a control plane that raises ``trio.TooSlowError`` at ``CALL_DEADLINE`` itself."""
+    token = CALL_DEADLINE.set(deadline)
+    try:
+        return await method(*args, **kwargs)
+    finally:
+        CALL_DEADLINE.reset(token)
 
 
 async def _run_created(cp: ControlPlane, run: RunState) -> bool:

@@ -13,18 +13,19 @@ and each start-path sleep's late wake (``wake``, ``monotonic_drift_ppm``).
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.backends.memory.control import STAMPED_AT
-from startline.engine.ports import ControlPlaneError
+from startline.engine.ports import CALL_DEADLINE, ControlPlaneError
 from startline.engine.scenario import OperationSpec
-from startline.simulate.models import Capacity, Latency, Profile, rng_for
+from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
 
 SLEEPS = [0]
 """Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
@@ -49,7 +50,9 @@ WRITE_METHODS = frozenset(
 
 @attrs.define(eq=False)
 class SimControlPlane:
-    """One host's handle on the shared store, with that host's latencies."""
+    """One host's handle on the shared store, with that host's latencies. It knows each call's
+    duration as the call begins, so it ends a call at its ``CALL_DEADLINE`` itself
+    (``honours_deadline``) where a live backend is bounded by a cancel scope."""
 
     store: MemoryStore
     profile: Profile
@@ -57,58 +60,84 @@ class SimControlPlane:
     host: str
     calls: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
     inner: MemoryControlPlane = attrs.field(init=False)
+    _streams: Streams = attrs.field(init=False)
+    _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
+    honours_deadline: ClassVar[bool] = True
+    supports_push: ClassVar[bool] = False
 
     def __attrs_post_init__(self) -> None:
-        self.inner = MemoryControlPlane(self.store)
+        # every simulated call waits on the clock before it acts: those waits are its checkpoints
+        self.inner = MemoryControlPlane(self.store, checkpoints=False)
+        self._streams = Streams(self.seed, self.host)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_methods", "inner", "_streams"):  # not set yet (attrs' __init__ is running)
+            raise AttributeError(name)
+        call = self._methods.get(name)
+        if call is not None:
+            return call
         method = getattr(self.inner, name)
         if name.startswith("_") or not callable(method) or name == "wait_for_change":
             return method
+        call = self._methods[name] = self._simulated(name, method)
+        return call
+
+    def _simulated(self, name: str, method: Any) -> Any:
         call_class = CALL_CLASS_OF.get(name, "other")
+        profile, calls, writes = self.profile, self.calls, name in WRITE_METHODS
+        rng, model = self._streams(call_class), profile.control_latency(call_class)
+        error_probability = profile.error_probability.get(call_class, 0.0)
+        vis, jit = profile.visibility, profile.visibility_jitter
+        stamp, commit = profile.write_points() if writes else (vis, vis)
+        stale_reads = profile.stale_event_reads if call_class == "event_read" else 0.0
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            n = self.calls[call_class]
-            self.calls[call_class] = n + 1
-            rng = rng_for(self.seed, self.host, call_class, n)
-            now = trio.current_time()
-            resume = self.profile.paused_until(self.host, now)
-            if resume > now:  # this process is descheduled: nothing it does happens until then
-                await trio.sleep_until(resume)
-                now = resume
-            latency = self.profile.control_latency(call_class).sample(rng) + self.profile.extra_latency_s(now)
-            failing = (
-                rng.random() < self.profile.error_probability.get(call_class, 0.0)
-                or self.profile.in_outage(now)
-                or self.profile.broken(call_class, now)
-            )
-            vis, jit = self.profile.visibility, self.profile.visibility_jitter
+            deadline = CALL_DEADLINE.get()
+            calls[call_class] += 1
+            # every draw of this call before its first wait (see Streams)
+            latency = model.sample(rng)
+            failing = rng.random() < error_probability
             shift = rng.uniform(-jit, jit) if jit else 0.0
-            stamp, commit = self.profile.write_points() if name in WRITE_METHODS else (vis, vis)
+            stale = stale_reads and rng.random() < stale_reads
+            stale_seed = rng.getrandbits(64) if stale_reads else 0
+            now = trio.current_time()
+            resume = profile.paused_until(self.host, now)
+            if resume > now:  # this process is descheduled: nothing it does happens until then
+                await until(resume, deadline)
+                now = resume
+            latency += profile.extra_latency_s(now)
+            failing = failing or profile.in_outage(now) or profile.broken(call_class, now)
             before = latency * min(1.0, max(0.0, commit + shift))
             stamped_at = latency * min(1.0, max(0.0, stamp + shift))
             SLEEPS[0] += 2
             stamp_value = None
             if stamped_at < before:  # the statement reads the clock as it begins, lands later
-                await trio.sleep(stamped_at)
+                await until(now + stamped_at, deadline)
                 stamp_value = self.store.clock.now()
-                await trio.sleep(before - stamped_at)
-            else:
-                await trio.sleep(before)
+            await until(now + before, deadline)
             if failing:
-                await trio.sleep(latency - before)
+                await until(now + latency, deadline)
                 raise ControlPlaneError(f"injected {call_class} failure")
             token = STAMPED_AT.set(stamp_value)
             try:
                 result = await method(*args, **kwargs)
             finally:
                 STAMPED_AT.reset(token)
-            await trio.sleep(latency - before)
-            if call_class == "event_read" and result and rng.random() < self.profile.stale_event_reads:
-                result = stale_read(result, rng)
+            await until(now + latency, deadline)
+            if stale and result:
+                result = stale_read(result, random.Random(stale_seed))
             return result
 
         return call
+
+
+async def until(instant: float, deadline: float) -> None:
+    """Sleep until ``instant``; if the call's deadline comes first, until then, and raise
+    ``trio.TooSlowError`` (what a cancel scope with that deadline around the call does)."""
+    if instant > deadline:
+        await trio.sleep_until(deadline)
+        raise trio.TooSlowError
+    await trio.sleep_until(instant)
 
 
 def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
@@ -130,17 +159,16 @@ class SimRuntime:
     profile: Profile
     seed: int
     host: str
-    _spawns: int = attrs.field(init=False, default=0)
-    _wakes: int = attrs.field(init=False, default=0)
+    _streams: Streams = attrs.field(init=False)
     _drift: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._streams = Streams(self.seed, self.host)
         self._drift = self.profile.host_drift(self.seed, self.host)
 
     async def spawned(self) -> None:
         if self.profile.spawn is not None:
-            n, self._spawns = self._spawns, self._spawns + 1
-            await trio.sleep(self.profile.spawn.sample(rng_for(self.seed, self.host, "spawn", n)))
+            await trio.sleep(self.profile.spawn.sample(self._streams("spawn")))
 
     async def sleep_until(self, deadline: float) -> None:
         await self._sleep(deadline, self.profile.wake, "wake")
@@ -152,22 +180,25 @@ class SimRuntime:
         now = trio.current_time()
         wake = now + max(0.0, deadline - now) * (1.0 + self._drift)
         if late is not None:
-            n, self._wakes = self._wakes, self._wakes + 1
-            wake += late.sample(rng_for(self.seed, self.host, what, n))
+            wake += late.sample(self._streams(what))
         await trio.sleep_until(wake)
 
 
 @attrs.define(eq=False)
 class SimSession:
+    """One connection's session: one operation at a time, each kind's draws from its own stream."""
+
     target: SimTarget
     worker_id: str
     slot: int
-    n: int = 0
+    _streams: Streams = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._streams = Streams(self.target.seed, f"{self.worker_id}/{self.slot}")
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
         began = trio.current_time()
-        rng = rng_for(self.target.seed, f"{self.worker_id}/{self.slot}", op.name, self.n)
-        self.n += 1
+        rng = self._streams(op.name)
         if self.slot not in self.target.first_query.get(self.worker_id, {}):
             self.target.first_query.setdefault(self.worker_id, {})[self.slot] = began
         SLEEPS[0] += 1

@@ -18,6 +18,26 @@ def rng_for(seed: int, host: str, what: str, seq: int) -> random.Random:
     return random.Random(derive_seed(seed, host, what, seq))
 
 
+@attrs.define(eq=False)
+class Streams:
+    """One host's random streams, one per kind of draw (a call class, ``spawn``, ``wake``, an
+    operation): the n-th draw of a kind follows the n−1 before it in that kind's stream. Same
+    determinism as a generator seeded per (seed, host, kind, n) — which cost 5.5 µs per draw to
+    seed, a twentieth of a simulated call — provided a caller takes all of one call's draws
+    before it awaits anything, so that concurrent calls of a kind draw in the order of their
+    sequence numbers."""
+
+    seed: int
+    host: str
+    _streams: dict[str, random.Random] = attrs.field(init=False, factory=dict)
+
+    def __call__(self, what: str) -> random.Random:
+        rng = self._streams.get(what)
+        if rng is None:
+            rng = self._streams[what] = random.Random(derive_seed(self.seed, self.host, what))
+        return rng
+
+
 @attrs.frozen
 class Latency:
     """One latency model; ``sample`` returns seconds.
