@@ -3,8 +3,11 @@ backend ÷ that of a bare loop of ``trio.sleep`` calls under the same MockClock,
 
     .venv/bin/python benchmarks/sim_speed.py [--seeds 40] [--workers 10] [--strategy inline-poll]
 
-An event is one virtual-time wait: two per control-plane call (there and back), one per
-operation. The bare loop makes the same number of waits with the same latencies.
+An event is one virtual-time wait of the simulated backend: two per control-plane call (there
+and back), one per operation, one per wait of a worker's simulated runtime (a connection task's
+start, a start-path sleep, a pool's setup; not counted before 2026-11-30). The engine's own
+waits (poll intervals, heartbeats) are not counted. The bare loop makes the same number of
+waits with similar latencies.
 """
 
 from __future__ import annotations

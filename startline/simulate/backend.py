@@ -28,8 +28,9 @@ from startline.engine.scenario import OperationSpec
 from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
 
 SLEEPS = [0]
-"""Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation):
-the "simulated events" of benchmarks/sim_speed.py."""
+"""Virtual-time waits the simulated backend has made (2 per control-plane call, 1 per operation,
+1 per wait of a worker's runtime: a connection task's start, a start-path sleep, a pool's
+setup): the "simulated events" of benchmarks/sim_speed.py."""
 
 CALL_CLASS_OF = {
     "read_run": "status_read",
@@ -90,6 +91,8 @@ class SimControlPlane:
         vis, jit = profile.visibility, profile.visibility_jitter
         stamp, commit = profile.write_points() if writes else (vis, vis)
         stale_reads = profile.stale_event_reads if call_class == "event_read" else 0.0
+        pauses = self.host in profile.pauses
+        faults = bool(profile.spikes or profile.outages or call_class in profile.broken_calls)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             deadline = CALL_DEADLINE.get()
@@ -101,12 +104,13 @@ class SimControlPlane:
             stale = stale_reads and rng.random() < stale_reads
             stale_seed = rng.getrandbits(64) if stale_reads else 0
             now = trio.current_time()
-            resume = profile.paused_until(self.host, now)
+            resume = profile.paused_until(self.host, now) if pauses else now
             if resume > now:  # this process is descheduled: nothing it does happens until then
                 await until(resume, deadline)
                 now = resume
-            latency += profile.extra_latency_s(now)
-            failing = failing or profile.in_outage(now) or profile.broken(call_class, now)
+            if faults:
+                latency += profile.extra_latency_s(now)
+                failing = failing or profile.in_outage(now) or profile.broken(call_class, now)
             before = latency * min(1.0, max(0.0, commit + shift))
             stamped_at = latency * min(1.0, max(0.0, stamp + shift))
             SLEEPS[0] += 2
@@ -168,6 +172,7 @@ class SimRuntime:
 
     async def spawned(self) -> None:
         if self.profile.spawn is not None:
+            SLEEPS[0] += 1
             await trio.sleep(self.profile.spawn.sample(self._streams("spawn")))
 
     async def sleep_until(self, deadline: float) -> None:
@@ -181,6 +186,7 @@ class SimRuntime:
         wake = now + max(0.0, deadline - now) * (1.0 + self._drift)
         if late is not None:
             wake += late.sample(self._streams(what))
+        SLEEPS[0] += 1
         await trio.sleep_until(wake)
 
 
@@ -256,6 +262,7 @@ class SimTarget:
         init = self.profile.worker_init
         if init is not None and worker_id not in self._opened:  # the worker's pool sets up once
             self._opened.add(worker_id)
+            SLEEPS[0] += 1
             await trio.sleep(init.sample(rng_for(self.seed, worker_id, "init", 0)))
         return SimSession(self, worker_id, slot)
 
