@@ -29,7 +29,7 @@ from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
 from startline.simulate.determinism import seed_everything
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
-from startline.simulate.runner import host_clock
+from startline.simulate.runner import fewer_collections, host_clock
 
 FAULT_SCENARIO: dict[str, Any] = {
     "name": "faults",
@@ -207,7 +207,8 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
         )
         return ended, workers, trio.current_time()
 
-    ended, workers, at = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    with fewer_collections():
+        ended, workers, at = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     summary = ended.summary
     check = Checker(
         sc,
