@@ -18,9 +18,9 @@ from typing import Any
 import attrs
 import trio
 
-from startline.engine.metrics import HIGHEST_US, Recorder, error_message, to_us
+from startline.engine.metrics import HIGHEST_US, Recorder, bucket_index, error_message, fold_counts, to_us
 from startline.engine.model import Phase
-from startline.engine.ports import Session
+from startline.engine.ports import Session, direct_call
 from startline.engine.scenario import Arrival, OperationSpec, Scenario
 from startline.engine.schedule import PhaseWindows
 from startline.engine.workload import Mix, ParamSource, derive_seed
@@ -67,8 +67,11 @@ class Tally:
     error into its (phase, category), and both into the current snapshot interval's counts.
 
     An operation counts in MEASUREMENT only if it began and ended inside it; the common case
-    (wholly inside) skips the general rule. Interval counts are held here and added to the
-    recorder when the interval changes and at ``close``. In an open loop an operation "begins"
+    (wholly inside) skips the general rule, and counts its latency here by HDR bucket (a dict
+    increment; HDR's ``record_value`` is Python and costs a microsecond), folded into the
+    histogram once per interval and at ``close`` — the same histogram as recording each value.
+    Interval counts are held here and added to the recorder when the interval changes and at
+    ``close``. In an open loop an operation "begins"
     at its intended start: ``latency_ms`` is the response time, and ``late`` (over
     ``latency_limit_ms``) counts on it.
     """
@@ -78,18 +81,35 @@ class Tally:
     windows: PhaseWindows
     latency_limit_s: float = math.inf
     _measured: list[Any] = attrs.field(init=False)
+    counts: list[dict[int, int]] = attrs.field(init=False)
+    """MEASUREMENT latencies per operation, as (HDR bucket index → count), not yet in the histograms."""
+    held: int = attrs.field(init=False, default=0)
+    """Operations of the current interval not yet added to the recorder."""
+    due: float = -math.inf
+    """When the connection's loop must next look beyond its operation (the planned end; at once
+    after a drain or a phase change, which set it back): one comparison per operation instead
+    of four checks."""
     _other: dict[tuple[int, Phase], Any] = attrs.field(init=False, factory=dict)
     _iv: int = attrs.field(init=False, default=0)
     _iv_end: float = attrs.field(init=False, default=-math.inf)
-    _iv_ops: int = attrs.field(init=False, default=0)
     _iv_errors: int = attrs.field(init=False, default=0)
     _limit_us: float = attrs.field(init=False)
     _more: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._measured = [self.recorder.histogram(op.name, MEASUREMENT) for op in self.operations]
+        self.counts = [{} for _ in self.operations]
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
         self._more = self.latency_limit_s > 0
+
+    def fast_window(self) -> tuple[float, float]:
+        """(lo, hi): an operation that began at or after ``lo`` and ended before ``hi`` counts in
+        MEASUREMENT and in the current interval, with no latency limit to judge — the common
+        case, which a connection's loop may count itself (``counts[i]``, ``held``); anything
+        else goes through ``ok``, after which the window is asked again."""
+        if self._more:
+            return math.inf, -math.inf
+        return self.windows.measure, min(self.windows.cooldown, self._iv_end)
 
     def phase(self, began: float, ended: float) -> Phase:
         w = self.windows
@@ -99,17 +119,23 @@ class Tally:
         """Operation ``i`` (its index in ``operations``) succeeded."""
         if ended >= self._iv_end:  # first: the interval decides the histogram
             self._next_interval(ended)
-        phase = self.phase(began, ended)
-        if phase is MEASUREMENT:
-            hist = self._measured[i]
-        else:
-            hist = self._other.get((i, phase))
-            if hist is None:
-                hist = self._other[(i, phase)] = self.recorder.recording(self._iv, self.operations[i].name, phase)
         us = int((ended - began) * 1e6 + 0.5)  # to_us, inlined: this is the hot path
-        value = 1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US
-        hist.record_value(value)
-        self._iv_ops += 1
+        w = self.windows
+        if w.measure <= began and ended < w.cooldown:  # MEASUREMENT (self.phase, inlined)
+            phase = MEASUREMENT
+            key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)  # HDR's index, inlined below 2,048
+            counts = self.counts[i]
+            counts[key] = counts.get(key, 0) + 1
+        else:
+            phase = w.attribute(began, ended)
+            if phase is MEASUREMENT:
+                hist = self._measured[i]
+            else:
+                hist = self._other.get((i, phase))
+                if hist is None:
+                    hist = self._other[(i, phase)] = self.recorder.recording(self._iv, self.operations[i].name, phase)
+            hist.record_value(1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US)
+        self.held += 1
         if self._more and us > self._limit_us:  # a latency limit: not the common case
             self.recorder.count(phase, LATE)
 
@@ -146,10 +172,13 @@ class Tally:
             self._other.clear()
 
     def close(self) -> None:
-        """Add the counts held for the current interval to the recorder."""
-        if self._iv_ops or self._iv_errors:
-            self.recorder.add_interval(self._iv, self._iv_ops, self._iv_errors)
-        self._iv_ops = self._iv_errors = 0
+        """Fold the latencies and add the counts held for the current interval to the recorder."""
+        for hist, counts in zip(self._measured, self.counts, strict=True):
+            if counts:
+                fold_counts(hist, counts)
+        if self.held or self._iv_errors:
+            self.recorder.add_interval(self._iv, self.held, self._iv_errors)
+        self.held = self._iv_errors = 0
 
 
 OFFERED, SKIPPED, LATE = 0, 1, 2
@@ -299,8 +328,9 @@ class Connections:
     index: int
     recorder: Recorder
     error_category: Callable[[BaseException], str]
-    phase_now: Callable[[], Phase]
-    """The phase the worker's view says it is (a session is re-tagged when it changes)."""
+    phase: Phase
+    """The phase the worker's view says it is (a session is re-tagged when it changes): set
+    through ``set_phase``."""
     tag: Callable[[Phase], Mapping[str, str]]
     gate: StartGate = attrs.field(init=False, factory=StartGate)
     draining: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -322,6 +352,21 @@ class Connections:
     """The running connections' tallies (``settle`` hands their held counts to the recorder)."""
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
+
+    def set_phase(self, phase: Phase) -> None:
+        """The worker's view is in ``phase`` now: every running connection looks at once."""
+        if phase is not self.phase:
+            self.phase = phase
+            self._alert()
+
+    def drain(self) -> None:
+        """Stop issuing: each connection ends after its operation in flight."""
+        self.draining.set()
+        self._alert()
+
+    def _alert(self) -> None:
+        for tally in self.tallies:
+            tally.due = -math.inf
 
     def close_schedule(self, now: float) -> None:
         """The drain: starts that fell due before now (and the planned end) but were never sent
@@ -383,40 +428,66 @@ class Connections:
         ops = sc.operations
         bounds, total, uniform, params = self._draws(slot)
         many, bisect_right = len(ops) > 1, bisect.bisect_right
+        # each operation: (its spec, what runs it with nothing between when the session offers
+        # that, whether it has parameters to draw)
+        plan = [(op, direct_call(session, op), bool(op.params)) for op in ops]
+        execute = session.execute
         windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         self.tallies.add(tally)
-        ok, failed, draining, now = tally.ok, tally.failed, self.draining, trio.current_time
+        counts, (lo, hi) = tally.counts, tally.fast_window()
+        # the run's clock, read without trio.current_time()'s lookup of the run on every call
+        now = trio.lowlevel.current_clock().current_time
+        ok, failed, draining = tally.ok, tally.failed, self.draining
         end = windows.end
         limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
-        tagged = self.phase_now()
+        tagged = self.phase
         first = slot not in self.first_query
         done = 0
         try:
-            while done < limit and not draining.is_set():
-                phase = self.phase_now()
-                if phase is not tagged and phase is not Phase.DONE:
-                    tagged = phase
-                    await session.set_phase(self.tag(tagged))
+            while True:
                 i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
-                op = ops[i]
-                args = params.draw(op) if op.params else NO_PARAMS
+                op, call, drawn = plan[i]
+                args = params.draw(op) if drawn else NO_PARAMS
                 began = now()
-                if began >= end:
-                    break
-                if first:
-                    self.first_query[slot] = began
-                    if self.host_now is not None:
-                        self.host_first_query[slot] = self.host_now()
-                    first = False
+                if began >= tally.due:  # the planned end, a drain, a new phase or the first operation
+                    if began >= end or draining.is_set():
+                        break
+                    tally.due = end
+                    if self.phase is not tagged and self.phase is not Phase.DONE:
+                        tagged = self.phase
+                        await session.set_phase(self.tag(tagged))
+                        began = now()
+                    if first:
+                        self.first_query[slot] = began
+                        if self.host_now is not None:
+                            self.host_first_query[slot] = self.host_now()
+                        first = False
                 try:
-                    await session.execute(op, args)
+                    if call is None:
+                        await execute(op, args)
+                    elif drawn:
+                        await call(**args)
+                    else:
+                        await call()
                 except Exception as exc:
                     failed(i, began, now(), self.error_category(exc), error_message(exc))
+                    lo, hi = tally.fast_window()
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
-                    ok(i, began, now())
+                    ended = now()
+                    if lo <= began and ended < hi:  # Tally.ok's common case, inlined: the hot path
+                        us = int((ended - began) * 1e6 + 0.5)
+                        key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
+                        held = counts[i]
+                        held[key] = held.get(key, 0) + 1
+                        tally.held += 1
+                    else:
+                        ok(i, began, ended)
+                        lo, hi = tally.fast_window()
                 done += 1
+                if done >= limit:
+                    break
                 if think > 0:
                     with trio.move_on_after(think):
                         await draining.wait()
@@ -448,7 +519,7 @@ class Connections:
         draining, now, end = self.draining, trio.current_time, windows.end
         max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
         limit = sc.operations_per_connection or math.inf
-        tagged = self.phase_now()
+        tagged = self.phase
         done = 0
         try:
             while done < limit and not draining.is_set():
@@ -473,7 +544,7 @@ class Connections:
                     continue
                 if began - intended > GROW_LAG_S and arrivals.idle == 0:
                     self.grow()  # the schedule is ahead of the connections
-                phase = self.phase_now()
+                phase = self.phase
                 if phase is not tagged and phase is not Phase.DONE:
                     tagged = phase
                     await session.set_phase(self.tag(tagged))

@@ -69,6 +69,36 @@ def acyclic(h: HdrHistogram) -> HdrHistogram:
     return h
 
 
+def bucket_index(us: int) -> int:
+    """The index of ``us``'s bucket in the counts of a ``new_histogram()`` (HDR's own
+    ``_counts_index_for`` for 1 µs – 1 h at 3 digits: exact below 2,048 µs, then 1,024 buckets
+    per power of two), computed in three operations instead of eight calls."""
+    if us < 2048:
+        return 1 if us < 1 else us
+    if us > HIGHEST_US:
+        us = HIGHEST_US
+    shift = us.bit_length() - 11
+    return ((shift + 1) << 10) + (us >> shift) - 1024
+
+
+def fold_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
+    """Add ``counts`` (bucket index → how many) into ``h``, as recording each value would, and
+    empty ``counts``: what a connection counted locally during an interval, folded once."""
+    if not counts:
+        return
+    cells = h.counts
+    total = 0
+    for index, n in counts.items():
+        cells[index] += n
+        total += n
+    h.total_count += total
+    # HDR reports min and max through their buckets' lowest and highest equivalent values:
+    # a bucket's lowest value stands for whichever value fell in it
+    h.min_value = min(h.min_value, h.get_value_from_index(min(counts)))
+    h.max_value = max(h.max_value, h.get_value_from_index(max(counts)))
+    counts.clear()
+
+
 def to_us(seconds: float) -> int:
     """A latency in whole microseconds, clamped into the histogram's range."""
     return min(HIGHEST_US, max(LOWEST_US, round(seconds * 1e6)))

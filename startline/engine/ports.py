@@ -6,7 +6,7 @@ Backends implement these protocols; the engine never imports a backend.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,6 +126,14 @@ class Session(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def direct_call(session: Session, op: OperationSpec) -> Callable[..., Awaitable[Any]] | None:
+    """What runs ``op`` on ``session`` when awaited with its params as keywords, with nothing
+    of the session's in between — a session may offer it as ``direct_call(op)`` (the callable
+    target: the operation's own function) — else ``None``: ``session.execute`` it is."""
+    offer = getattr(session, "direct_call", None)
+    return None if offer is None else offer(op)
 
 
 class Target(Protocol):

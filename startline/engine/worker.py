@@ -169,7 +169,7 @@ class Worker:
 
     status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
     failure: str | None = attrs.field(init=False, default=None)
-    view: WorkerView = attrs.field(init=False)
+    _view: WorkerView = attrs.field(init=False)
     recorder: Recorder = attrs.field(init=False, factory=Recorder)
     _counting: CountingControlPlane = attrs.field(init=False)
     _cp: ResilientControlPlane = attrs.field(init=False)
@@ -215,10 +215,21 @@ class Worker:
         )
         if self.scenario is not None:
             self._cp.policy = RetryPolicy.of(self.scenario)
-        self.view = WorkerView(self.worker_id, self.group)
+        self._view = WorkerView(self.worker_id, self.group)
         self._rng = random.Random(derive_seed("worker", self.run_id, self.worker_id))
 
     # ---- the public face ------------------------------------------------------------------
+
+    @property
+    def view(self) -> WorkerView:
+        """What this worker knows of the run (from RUN_STATUS and the events it applied)."""
+        return self._view
+
+    @view.setter
+    def view(self, view: WorkerView) -> None:
+        self._view = view
+        if self._conns is not None:  # the connections read the phase on every operation: handed, not asked
+            self._conns.set_phase(view.phase)
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
@@ -305,7 +316,7 @@ class Worker:
         self._set_status(WorkerStatus.INITIALIZING)
         await self._heartbeat()
         self._conns = Connections(
-            sc, self.worker_id, self.index, self.recorder, self.target.error_category, self._phase, self._tag
+            sc, self.worker_id, self.index, self.recorder, self.target.error_category, self.view.phase, self._tag
         )
         if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             self._conns.host_now = time.time  # the host's own clock: a witness of the start
@@ -636,7 +647,7 @@ class Worker:
         self._set_status(WorkerStatus.DRAINING)
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
-        conns.draining.set()
+        conns.drain()
         conns.close_schedule(trio.current_time())
         if not conns.gate.is_open:
             pool.cancel_all()
@@ -666,9 +677,6 @@ class Worker:
         assert sc is not None  # sessions open after the scenario is known
         await session.set_phase(self._tag(Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT))
         return session
-
-    def _phase(self) -> Phase:
-        return self.view.phase
 
     async def _scenario_with_pools(self, sc: Scenario) -> Scenario:
         """The run's scenario once its ``sample`` pools are in RUN_STATUS (read every

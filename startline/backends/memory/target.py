@@ -19,8 +19,11 @@ class CallableSession:
     tag: Mapping[str, str] = attrs.Factory(dict)
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        fn = self.target._resolved.get(op.name) or self.target.function(op)
-        await fn(**params)
+        await self.direct_call(op)(**params)
+
+    def direct_call(self, op: OperationSpec) -> Callable[..., Awaitable[Any]]:
+        """The operation's own function: a connection awaits it with the params (no layer between)."""
+        return self.target._resolved.get(op.name) or self.target.function(op)
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.tag = dict(tag)
