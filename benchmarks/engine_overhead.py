@@ -14,6 +14,7 @@ import statistics
 import trio
 
 from startline.backends.memory.ops import noop
+from startline.engine.connection import loop_clock
 from startline.engine.metrics import bucket_index, fold_counts, new_histogram
 from startline.engine.scenario import Scenario
 from startline.inprocess import run_in_process_async
@@ -22,10 +23,10 @@ from startline.inprocess import run_in_process_async
 async def bare_loop(connections: int, seconds: float) -> float:
     """The floor: N tasks that await the same no-op operation and record its latency as the
     engine does — counted by HDR bucket index in a dict of the task's own, folded into one HDR
-    histogram once a second — reading the run's clock bound once."""
+    histogram once a second — reading the run's clock as the engine does (``loop_clock``)."""
     hist = new_histogram()
     count = 0
-    now = trio.lowlevel.current_clock().current_time
+    now, _ = loop_clock()  # the engine's way of reading the run's clock
     end = now() + seconds
 
     async def one() -> None:

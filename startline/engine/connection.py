@@ -12,6 +12,7 @@ import bisect
 import itertools
 import math
 import random
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,20 @@ GROW_LAG_S = 0.001
 """Open loop: an operation taken this late, with no connection idle, asks for one more connection."""
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
+
+
+def loop_clock() -> tuple[Callable[[], float], float]:
+    """(now, offset): ``now() + offset`` is the run's trio time, read as cheaply as it can be.
+    Trio's system clock is ``offset + time.perf_counter()``: a loop that reads ``perf_counter``
+    (C) and keeps its instants in that frame skips a Python method call per reading, two per
+    operation. Any other clock (a MockClock), or a Trio whose system clock reads otherwise, is
+    read through its own method, offset 0."""
+    clock = trio.lowlevel.current_clock()
+    offset = getattr(clock, "offset", None)
+    if type(clock).__name__ == "SystemClock" and isinstance(offset, float):
+        if abs(clock.current_time() - offset - time.perf_counter()) < 1e-3:
+            return time.perf_counter, offset
+    return clock.current_time, 0.0
 
 
 @attrs.define(eq=False)
@@ -102,14 +117,15 @@ class Tally:
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
         self._more = self.latency_limit_s > 0
 
-    def fast_window(self) -> tuple[float, float]:
-        """(lo, hi): an operation that began at or after ``lo`` and ended before ``hi`` counts in
+    def fast_until(self, now: float) -> float:
+        """Asked at ``now``, after an operation went through ``ok`` or ``failed``: the operations
+        that follow (they begin after ``now``) and end before the instant returned count in
         MEASUREMENT and in the current interval, with no latency limit to judge — the common
         case, which a connection's loop may count itself (``counts[i]``, ``held``); anything
-        else goes through ``ok``, after which the window is asked again."""
-        if self._more:
-            return math.inf, -math.inf
-        return self.windows.measure, min(self.windows.cooldown, self._iv_end)
+        else goes through ``ok``, after which this is asked again."""
+        if self._more or now < self.windows.measure:
+            return -math.inf
+        return min(self.windows.cooldown, self._iv_end)
 
     def phase(self, began: float, ended: float) -> Phase:
         w = self.windows
@@ -435,12 +451,13 @@ class Connections:
         windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
         self.tallies.add(tally)
-        counts, (lo, hi) = tally.counts, tally.fast_window()
-        # the run's clock, read without trio.current_time()'s lookup of the run on every call
-        now = trio.lowlevel.current_clock().current_time
+        counts, hi = tally.counts, -math.inf
+        # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
+        now, offset = loop_clock()
         ok, failed, draining = tally.ok, tally.failed, self.draining
-        end = windows.end
+        end = windows.end - offset
         limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
+        bounded = limit < math.inf or think > 0
         tagged = self.phase
         first = slot not in self.first_query
         done = 0
@@ -459,7 +476,7 @@ class Connections:
                         await session.set_phase(self.tag(tagged))
                         began = now()
                     if first:
-                        self.first_query[slot] = began
+                        self.first_query[slot] = began + offset
                         if self.host_now is not None:
                             self.host_first_query[slot] = self.host_now()
                         first = False
@@ -471,26 +488,28 @@ class Connections:
                     else:
                         await call()
                 except Exception as exc:
-                    failed(i, began, now(), self.error_category(exc), error_message(exc))
-                    lo, hi = tally.fast_window()
+                    ended = now()
+                    failed(i, began + offset, ended + offset, self.error_category(exc), error_message(exc))
+                    hi = tally.fast_until(ended + offset) - offset
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
                     ended = now()
-                    if lo <= began and ended < hi:  # Tally.ok's common case, inlined: the hot path
+                    if ended < hi:  # Tally.ok's common case, inlined: the hot path
                         us = int((ended - began) * 1e6 + 0.5)
                         key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
                         held = counts[i]
                         held[key] = held.get(key, 0) + 1
                         tally.held += 1
                     else:
-                        ok(i, began, ended)
-                        lo, hi = tally.fast_window()
+                        ok(i, began + offset, ended + offset)
+                        hi = tally.fast_until(ended + offset) - offset
                 done += 1
-                if done >= limit:
-                    break
-                if think > 0:
-                    with trio.move_on_after(think):
-                        await draining.wait()
+                if bounded:  # an operation budget or a think time: not the common case
+                    if done >= limit:
+                        break
+                    if think > 0:
+                        with trio.move_on_after(think):
+                            await draining.wait()
         finally:
             tally.close()
             self.tallies.discard(tally)
