@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 
 from startline.engine.connection import Tally
 from startline.engine.metrics import (
+    HIGHEST_US,
     MESSAGE_CHARS,
     MESSAGES_KEPT,
     PERCENTILES,
     Recorder,
     add_into,
+    bucket_index,
     cleared,
     decode,
     error_message,
+    fold_counts,
     latency_block,
     merge_failures,
     merge_histograms,
@@ -251,9 +254,9 @@ def test_results_flushed_mid_run_hold_the_operations_of_intervals_not_yet_taken(
     t = Tally(r, Q, WINDOWS)
     for k in range(5):
         t.ok(0, 10.0 + k, 10.5 + k)
+    t.close()  # a connection's held counts, as the worker settles them before it flushes
     assert r.operations() == 5
     assert merge_phase_blocks([r.to_payload()], {"MEASUREMENT": 5.0})["MEASUREMENT"]["ops"] == 5
-    t.close()
     r.take_intervals(13)
     assert r.operations() == 5 and sum(h.get_total_count() for h in r.histograms.values()) == 3
     assert merge_phase_blocks([r.to_payload()], {"MEASUREMENT": 5.0})["MEASUREMENT"]["ops"] == 5
@@ -325,3 +328,28 @@ def test_a_histogram_no_longer_referenced_is_freed_at_once_not_at_the_next_garba
         assert counts() is None
     finally:
         gc.enable()
+
+
+@given(values=st.lists(st.integers(min_value=0, max_value=5_000_000_000), max_size=300), split=st.integers(0, 300))
+def test_latencies_counted_by_bucket_index_and_folded_make_the_histogram_recording_each_value_makes(values, split):
+    """What a connection's hot path does (count by HDR bucket index, fold once per interval, in
+    two folds here) gives the same counts, min, max, mean, percentiles and encoding as
+    HDR's own ``record_value`` of each value (clamped into range as ``to_us`` clamps)."""
+    clamped = [min(HIGHEST_US, max(1, v)) for v in values]
+    recorded, folded = new_histogram(), new_histogram()
+    for v in clamped:
+        recorded.record_value(v)
+    for part in (values[:split], values[split:]):
+        counts: dict[int, int] = {}
+        for v in part:
+            key = bucket_index(v)
+            assert key == recorded._counts_index_for(min(HIGHEST_US, max(1, v)))
+            counts[key] = counts.get(key, 0) + 1
+        fold_counts(folded, counts)
+        assert counts == {}
+    assert folded.get_total_count() == recorded.get_total_count() == len(values)
+    assert folded.get_min_value() == recorded.get_min_value()
+    assert folded.get_max_value() == recorded.get_max_value()
+    assert folded.get_mean_value() == recorded.get_mean_value()
+    assert latency_block(folded) == latency_block(recorded)
+    assert decode(folded.encode().decode("ascii")).encode() == decode(recorded.encode().decode("ascii")).encode()

@@ -310,3 +310,52 @@ def test_worker_processes_that_start_late_reach_ready_late_and_the_run_still_sta
     assert on_time["true"]["ready_spread_ms"] < 100 < spread
     assert delayed["true"]["ready_spread_ms"] == pytest.approx(spread, abs=on_time["true"]["ready_spread_ms"] + 50)
     assert Profile.from_dict(base).start_delay_s(3, "w000") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("deadline_ms", "raises_at_ms", "landed"),
+    [(30.0, 30.0, False), (70.0, 70.0, True), (200.0, None, True)],
+)
+def test_a_simulated_call_past_its_deadline_ends_there_and_its_write_lands_only_if_it_landed_before(
+    deadline_ms, raises_at_ms, landed
+):
+    """The simulator ends a call at its CALL_DEADLINE itself, as a cancel scope would: an update
+    that lands at 50 ms of its 100 ms round trip has not landed at a 30 ms deadline, has at 70 ms
+    (the reply is what is lost), and a 200 ms deadline changes nothing."""
+    import trio.testing
+
+    from startline.backends.memory import MemoryStore, TrioWallClock
+    from startline.engine.model import Phase, RunState, RunStatus
+    from startline.engine.ports import CALL_DEADLINE
+    from startline.simulate.backend import SimControlPlane
+
+    profile = Profile.from_dict({"control": {"status_update": 100.0}, "visibility": 0.5})
+    assert SimControlPlane.honours_deadline
+
+    async def main() -> tuple[float | None, RunStatus]:
+        store = MemoryStore(TrioWallClock(0.0))
+        cp = SimControlPlane(store, profile, 1, "orchestrator")
+        await cp.inner.create_run(RunState("r", RunStatus.PREPARED, Phase.WARMUP))
+        t0 = trio.current_time()
+        token = CALL_DEADLINE.set(t0 + deadline_ms / 1000.0)
+        raised_at = None
+        try:
+            await cp.update_run("r", status=RunStatus.STARTING)
+        except trio.TooSlowError:
+            raised_at = (trio.current_time() - t0) * 1000.0
+        finally:
+            CALL_DEADLINE.reset(token)
+        return raised_at, store.runs["r"].status
+
+    raised_at, status = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert raised_at == pytest.approx(raises_at_ms) if raises_at_ms is not None else raised_at is None
+    assert (status is RunStatus.STARTING) is landed
+
+
+def test_a_simulated_run_leaves_the_garbage_collectors_thresholds_as_it_found_them():
+    import gc
+
+    before = gc.get_threshold()
+    sc = Scenario.from_dict({**START_PATH_SCENARIO, "workers": 2})
+    simulate_once(sc, Profile.from_dict({}), 1)
+    assert gc.get_threshold() == before

@@ -280,6 +280,8 @@ class Worker:
 
     def statistics(self) -> WorkerStatistics:
         frozen = types.MappingProxyType
+        if self._conns is not None:  # what the connections hold for their interval counts too
+            self._conns.settle()
         return WorkerStatistics(
             worker_id=self.worker_id,
             status=self.status,
