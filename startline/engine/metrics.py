@@ -376,10 +376,11 @@ def decode(encoded: str) -> HdrHistogram:
 
 def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
     """The exact union of encoded histograms (same ranges, so counts add bucket by bucket)."""
-    merged = new_histogram()
+    merged = None
     for e in encoded:
-        add_into(merged, decode(e))
-    return merged
+        h = decode(e)
+        merged = h if merged is None else add_into(merged, h)  # the first decoded is the merge's base
+    return new_histogram() if merged is None else merged
 
 
 def unique_snapshots(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Mapping[str, Any]]:

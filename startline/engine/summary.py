@@ -321,8 +321,13 @@ def build_summary(
     start = start_block(start_time, payloads)
     intervals = intervals or {}
     merged = interval_latency(intervals)  # every kind: what windowed thresholds and the time series read
-    measured = _measured(scenario, metrics, phases, start, intervals, merged)
-    judged = thresholds.evaluate(scenario.threshold_list, measured, crossed)
+    judged = (  # what the thresholds read is merged only when there are thresholds to read it
+        thresholds.evaluate(
+            scenario.threshold_list, _measured(scenario, metrics, phases, start, intervals, merged), crossed
+        )
+        if scenario.threshold_list
+        else ()
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,

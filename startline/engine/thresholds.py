@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 from hdrh.histogram import HdrHistogram
 
-from startline.engine.metrics import add_into, merge_histograms, new_histogram
+from startline.engine.metrics import add_into, decode, new_histogram
 
 METRICS: Mapping[str, tuple[str, ...]] = {
     "latency_ms": ("p", "avg", "min", "max", "med"),
@@ -299,8 +299,11 @@ def histograms_of(metrics: Sequence[Mapping[str, Any]], phase: str) -> tuple[dic
     for table, out in (("histograms", latency), ("service", service)):
         for m in metrics:
             for kind, enc in (m.get(table) or {}).get(phase, {}).items():
-                h = merge_histograms([enc])
-                add_into(out.setdefault(kind, new_histogram()), h)
+                h = decode(enc)
+                if kind in out:
+                    add_into(out[kind], h)
+                else:
+                    out[kind] = add_into(new_histogram(), h)
                 add_into(out[None], h)
     if not service[None].get_total_count():
         service = latency
