@@ -72,9 +72,11 @@ class CountingControlPlane:
     def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         if not self.timed or name == "wait_for_change":  # a push wait is not a round trip
 
-            async def counted(*args: Any, **kwargs: Any) -> Any:
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                """Counted as it is called; the call itself is returned to be awaited, with no
+                frame of this layer between (every suspension of a call passes each frame)."""
                 self.counts[self.stage] += 1
-                return await method(*args, **kwargs)
+                return method(*args, **kwargs)
 
             return counted
 

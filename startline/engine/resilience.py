@@ -185,10 +185,7 @@ class ResilientControlPlane:
         return call
 
     def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        if getattr(self.inner, "honours_deadline", False):
-            bounded = _by_deadline
-        else:
-            bounded = _by_scope
+        honours_deadline = bool(getattr(self.inner, "honours_deadline", False))
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
@@ -196,15 +193,26 @@ class ResilientControlPlane:
             try:
                 while True:
                     began = trio.current_time()
+                    deadline = began + self.policy.timeout_s
+                    # a retry of a call that must not be repeated blindly looks first
+                    trying = (
+                        self._landed(name, method, args, kwargs)
+                        if attempt and name in LANDED
+                        else method(*args, **kwargs)
+                    )
                     try:
-                        if attempt and name in LANDED:
-                            deadline = began + self.policy.timeout_s
-                            landed, result = await bounded(deadline, self._landed, name, method, args, kwargs)
-                            if landed:
-                                self.health.succeeded(trio.current_time(), name)
-                                return None
+                        if honours_deadline:  # it raises trio.TooSlowError at the deadline itself
+                            token = CALL_DEADLINE.set(deadline)
+                            try:
+                                result = await trying
+                            finally:
+                                CALL_DEADLINE.reset(token)
                         else:
-                            result = await bounded(began + self.policy.timeout_s, method, *args, **kwargs)
+                            with trio.fail_at(deadline):
+                                result = await trying
+                        if result is ALREADY_LANDED:
+                            self.health.succeeded(trio.current_time(), name)
+                            return None
                     except ControlPlaneConflict:
                         raise
                     except (ControlPlaneError, trio.TooSlowError) as exc:
@@ -235,26 +243,15 @@ class ResilientControlPlane:
 
     async def _landed(
         self, name: str, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Any]:
-        """A retry of a call that must not be repeated blindly: (took effect already, else the result)."""
+    ) -> Any:
+        """A retry of a call that must not be repeated blindly: ``ALREADY_LANDED`` if the failed
+        attempt took effect, else the call's result."""
         if await LANDED[name](self.inner, *args, **kwargs):
-            return True, None
-        return False, await method(*args, **kwargs)
-
-
-async def _by_scope(deadline: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``method(...)`` cancelled at ``deadline`` (``trio.TooSlowError``)."""
-    with trio.fail_at(deadline):
+            return ALREADY_LANDED
         return await method(*args, **kwargs)
 
 
-async def _by_deadline(deadline: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``method(...)`` of a control plane that raises ``trio.TooSlowError`` at ``CALL_DEADLINE`` itself."""
-    token = CALL_DEADLINE.set(deadline)
-    try:
-        return await method(*args, **kwargs)
-    finally:
-        CALL_DEADLINE.reset(token)
+ALREADY_LANDED = object()
 
 
 async def _run_created(cp: ControlPlane, run: RunState) -> bool:

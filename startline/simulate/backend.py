@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -122,11 +122,14 @@ class SimControlPlane:
             if failing:
                 await until(now + latency, deadline)
                 raise ControlPlaneError(f"injected {call_class} failure")
-            token = STAMPED_AT.set(stamp_value)
-            try:
+            if stamp_value is None:
                 result = await method(*args, **kwargs)
-            finally:
-                STAMPED_AT.reset(token)
+            else:
+                token = STAMPED_AT.set(stamp_value)
+                try:
+                    result = await method(*args, **kwargs)
+                finally:
+                    STAMPED_AT.reset(token)
             await until(now + latency, deadline)
             if stale and result:
                 result = stale_read(result, random.Random(stale_seed))
@@ -135,13 +138,16 @@ class SimControlPlane:
         return call
 
 
-async def until(instant: float, deadline: float) -> None:
+def until(instant: float, deadline: float) -> Coroutine[Any, Any, None]:
     """Sleep until ``instant``; if the call's deadline comes first, until then, and raise
-    ``trio.TooSlowError`` (what a cancel scope with that deadline around the call does)."""
-    if instant > deadline:
-        await trio.sleep_until(deadline)
-        raise trio.TooSlowError
-    await trio.sleep_until(instant)
+    ``trio.TooSlowError`` (what a cancel scope with that deadline around the call does). The
+    sleep itself is returned, not awaited in a frame of its own: two per simulated call."""
+    return _timed_out(deadline) if instant > deadline else trio.sleep_until(instant)
+
+
+async def _timed_out(deadline: float) -> None:
+    await trio.sleep_until(deadline)
+    raise trio.TooSlowError
 
 
 def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
