@@ -4,7 +4,7 @@ set, one ``MemoryControlPlane`` per participant. Writes are atomic (one Trio thr
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -57,10 +57,6 @@ class MemoryStore:
         return self.run(run_id).version
 
 
-async def _no_checkpoint() -> None:
-    return None
-
-
 @attrs.define(eq=False)
 class MemoryControlPlane:
     """One participant's handle on a ``MemoryStore``; every call is a Trio checkpoint (unless
@@ -68,25 +64,24 @@ class MemoryControlPlane:
 
     store: MemoryStore
     checkpoints: bool = True
-    _checkpoint: Callable[[], Awaitable[None]] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._checkpoint = trio.lowlevel.checkpoint if self.checkpoints else _no_checkpoint
 
     async def create_run(self, run: RunState) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         if run.run_id in self.store.runs:
             raise ControlPlaneConflict(f"run {run.run_id!r} exists already")
         self.store.runs[run.run_id] = attrs.evolve(run, updated_at=self.store.now())
 
     async def read_run(self, run_id: str) -> RunState | None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return self.store.runs.get(run_id)
 
     async def update_run(
         self, run_id: str, *, expect_status: RunStatus | None = None, start_time_now: bool = False, **changes: Any
     ) -> RunState | None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         if expect_status is not None and self.store.run(run_id).status is not expect_status:
             return None
         if start_time_now:
@@ -94,7 +89,8 @@ class MemoryControlPlane:
         return self.store.bump(run_id, **changes)
 
     async def append_event(self, event: ControlEvent) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         log = self.store.events[event.run_id]
         last = log[-1].sequence_id if log else 0
         if 0 < event.sequence_id <= last and log[event.sequence_id - 1] == event:
@@ -105,18 +101,21 @@ class MemoryControlPlane:
         self.store.bump(event.run_id, last_sequence_id=event.sequence_id)
 
     async def read_events(self, run_id: str, after: int) -> list[ControlEvent]:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return [e for e in self.store.events.get(run_id, ()) if e.sequence_id > after]
 
     async def register_worker(self, heartbeat: Heartbeat) -> Heartbeat:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         rows = self.store.heartbeats[heartbeat.run_id]
         if heartbeat.worker_id not in rows:
             rows[heartbeat.worker_id] = attrs.evolve(heartbeat, last_heartbeat=self.store.now(), heartbeat_count=1)
         return rows[heartbeat.worker_id]
 
     async def upsert_heartbeat(self, heartbeat: Heartbeat) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         rows = self.store.heartbeats[heartbeat.run_id]
         old = rows.get(heartbeat.worker_id)
         if old is not None and old.incarnation != heartbeat.incarnation:
@@ -130,17 +129,20 @@ class MemoryControlPlane:
         )
 
     async def mark_worker(self, run_id: str, worker_id: str, status: WorkerStatus) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         rows = self.store.heartbeats[run_id]
         if worker_id in rows and rows[worker_id].status is not WorkerStatus.DEAD:
             rows[worker_id] = attrs.evolve(rows[worker_id], status=status)
 
     async def read_heartbeats(self, run_id: str) -> list[Heartbeat]:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return [hb for _, hb in sorted(self.store.heartbeats.get(run_id, {}).items())]
 
     async def upsert_result(self, result: WorkerResult) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         rows = self.store.results[result.run_id]
         old = rows.get(result.worker_id)
         if old is not None and (old.incarnation != result.incarnation or old.status.final):
@@ -148,19 +150,23 @@ class MemoryControlPlane:
         rows[result.worker_id] = attrs.evolve(result, updated_at=self.store.now())
 
     async def read_results(self, run_id: str) -> list[WorkerResult]:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return [r for _, r in sorted(self.store.results.get(run_id, {}).items())]
 
     async def append_snapshot(self, run_id: str, worker_id: str, snapshot: Mapping[str, Any]) -> None:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         self.store.snapshots[run_id].append((worker_id, dict(snapshot)))
 
     async def read_snapshots(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return list(self.store.snapshots.get(run_id, ()))
 
     async def server_time(self) -> float:
-        await self._checkpoint()
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint()
         return self.store.now()
 
     async def wait_for_change(self, run_id: str, seen_version: int) -> int:
