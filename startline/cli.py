@@ -168,6 +168,7 @@ def run(
         target=_url_text(target or scenario.target, out_dir),
     )
     console = Console(stderr=True, quiet=quiet)
+    after = launch.AfterRun()
     try:
         summary = trio.run(
             launch.orchestrate,
@@ -180,6 +181,7 @@ def run(
             console,
             progress_every,
             spawn_on,
+            after,
         )
     except KeyboardInterrupt:  # before the run's own signal handling was in place
         fail_run("cancelled before the run started")
@@ -190,6 +192,8 @@ def run(
         lock.close()
     path = str(out_dir / "summary.json")
     try:
+        if after.interrupted:  # a Ctrl-C once the run was over, while its worker processes ended
+            raise KeyboardInterrupt
         report = _write_report(out_dir, summary, console)
         if quiet:
             click.echo(path)

@@ -40,6 +40,7 @@ async def orchestrate(
     console: Console,
     progress_every_s: float = 5.0,
     spawn_on: str | None = None,
+    after: AfterRun | None = None,
 ) -> dict[str, Any]:
     """Set up the target, then run the scenario: in this process on a memory control plane, or
     as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
@@ -61,14 +62,14 @@ async def orchestrate(
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s)
-                await on_signals(orchestrator)
+                await on_signals(orchestrator, after)
 
         done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch)
         return done.summary
     orchestrator = Orchestrator(open_control(control_url), SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(on_signals, orchestrator)
+        nursery.start_soon(on_signals, orchestrator, after)
         # The run is created (or a restart adopts it, or it is refused) before the target is
         # touched: a refused run never sets up, a restart neither sets up nor spawns again.
         await orchestrator.prepare()
@@ -97,6 +98,8 @@ async def orchestrate(
                 if statements is not None:
                     inner.start_soon(statements.at_measurement, orchestrator)
                 summary = await orchestrator.run()
+                if after is not None:
+                    after.over, after.waiting = True, procs.cancel_scope
                 inner.cancel_scope.cancel()
             if statements is not None:
                 with trio.move_on_after(30):
@@ -105,8 +108,8 @@ async def orchestrate(
                         console.print(f"pg_stat_statements per phase: {written}", highlight=False)
             # Workers exit by themselves once their results are in; past the grace (at once after a
             # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
-            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
-            procs.cancel_scope.deadline = trio.current_time() + grace
+            grace = 0.0 if orchestrator.forced or (after is not None and after.interrupted) else WORKER_EXIT_GRACE_S
+            procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         nursery.cancel_scope.cancel()
     return summary
 
@@ -323,12 +326,28 @@ async def progress_lines(orchestrator: Orchestrator, console: Console, every_s: 
         console.print(f"[{trio.current_time() - began:6.1f} s] {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-async def on_signals(orchestrator: Orchestrator) -> None:
+@attrs.define
+class AfterRun:
+    """What a signal means once the run is over (its summary written, the worker processes not
+    yet gone): stop waiting for them and skip the report (``interrupted``); the run's result stands."""
+
+    over: bool = False
+    interrupted: bool = False
+    waiting: trio.CancelScope | None = None
+    """The wait for the worker processes to exit, cut short by a signal."""
+
+
+async def on_signals(orchestrator: Orchestrator, after: AfterRun | None = None) -> None:
     """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
-    a second one forces the stop: no waiting for the drain, the summary keeps what is in."""
+    a second one forces the stop: no waiting for the drain, the summary keeps what is in. Once
+    the run is over (``after``): stop waiting for the worker processes, and no report."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            if orchestrator.stop_requested:
+            if after is not None and after.over:
+                after.interrupted = True
+                if after.waiting is not None:
+                    after.waiting.deadline = trio.current_time()  # the workers get SIGTERM now
+            elif orchestrator.stop_requested:
                 err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
                 orchestrator.force_stop()
             else:

@@ -335,3 +335,32 @@ def test_ctrl_c_to_a_worker_still_waiting_for_its_run_is_one_line_and_exit_3(tmp
         ) from None
     assert proc.returncode == 3, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_signal_once_the_run_is_over_stops_the_wait_for_the_worker_processes_and_asks_for_no_report():
+    """After the summary is written, `run` waits for its worker processes to exit: a Ctrl-C then
+    is not a stop request (the run is over) but cuts that wait short and skips the report (the
+    CLI then says "interrupted after the run", with the run's own exit code)."""
+    import os
+    import signal
+
+    import trio.testing
+
+    from startline.launch import AfterRun, on_signals
+
+    after = AfterRun(over=True, waiting=trio.CancelScope())
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_signals, None, after)  # the orchestrator is not asked: its run is over
+            await trio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+            with trio.fail_after(5):
+                while not after.interrupted:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        return trio.current_time()
+
+    now = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert after.interrupted
+    assert after.waiting is not None and after.waiting.deadline <= now
