@@ -62,7 +62,7 @@ async def orchestrate(
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s)
-                await on_signals(orchestrator, after)
+                await on_signals(orchestrator)
 
         done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch)
         return done.summary
@@ -108,7 +108,8 @@ async def orchestrate(
                         console.print(f"pg_stat_statements per phase: {written}", highlight=False)
             # Workers exit by themselves once their results are in; past the grace (at once after a
             # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
-            grace = 0.0 if orchestrator.forced or (after is not None and after.interrupted) else WORKER_EXIT_GRACE_S
+            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
+            # (a signal since the summary has set it to then already: the earlier deadline stands)
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         nursery.cancel_scope.cancel()
     return summary

@@ -139,7 +139,7 @@ class Tally:
         w = self.windows
         if w.measure <= began and ended < w.cooldown:  # MEASUREMENT (self.phase, inlined)
             phase = MEASUREMENT
-            key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)  # HDR's index, inlined below 2,048
+            key = bucket_index(us)
             counts = self.counts[i]
             counts[key] = counts.get(key, 0) + 1
         else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
 from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar
 
@@ -59,7 +58,6 @@ class SimControlPlane:
     profile: Profile
     seed: int
     host: str
-    calls: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
     inner: MemoryControlPlane = attrs.field(init=False)
     _streams: Streams = attrs.field(init=False)
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
@@ -85,7 +83,7 @@ class SimControlPlane:
 
     def _simulated(self, name: str, method: Any) -> Any:
         call_class = CALL_CLASS_OF.get(name, "other")
-        profile, calls, writes = self.profile, self.calls, name in WRITE_METHODS
+        profile, writes = self.profile, name in WRITE_METHODS
         rng, model = self._streams(call_class), profile.control_latency(call_class)
         error_probability = profile.error_probability.get(call_class, 0.0)
         vis, jit = profile.visibility, profile.visibility_jitter
@@ -96,7 +94,6 @@ class SimControlPlane:
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             deadline = CALL_DEADLINE.get()
-            calls[call_class] += 1
             # every draw of this call before its first wait (see Streams)
             latency = model.sample(rng)
             failing = rng.random() < error_probability

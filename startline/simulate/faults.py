@@ -196,7 +196,13 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
 
     async def main() -> tuple[Ended, tuple[Worker, ...], float]:
         workers = make_workers(
-            sc, RUN_ID, target, control, lambda w: host_clock(profile, seed, w), lambda w: SimRuntime(profile, seed, w)
+            sc,
+            RUN_ID,
+            target,
+            control,
+            lambda w: host_clock(profile, seed, w),
+            lambda w: SimRuntime(profile, seed, w),
+            round_trips=False,
         )
         ended = await run_together(
             orchestrator("orchestrator"),
