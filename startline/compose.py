@@ -47,7 +47,7 @@ def open_target(url: Url, scenario: Scenario) -> Any:
     """A ``Target`` (with ``setup`` where it runs SQL) for ``url``; checks the mix and the
     scenario's ``setup`` fit it."""
     target = _target(url, scenario)
-    if scenario.setup and not hasattr(target, "setup"):
+    if scenario.setup and not target.traits.setup:
         raise ConfigError("setup", f"the {url.scheme} target runs no setup statements")
     return target
 

@@ -96,7 +96,7 @@ async def orchestrate(
             async with trio.open_nursery() as inner:
                 inner.start_soon(display, orchestrator, console, title, progress_every_s)
                 if statements is not None:
-                    inner.start_soon(statements.at_measurement, orchestrator)
+                    inner.start_soon(statements.at_measurement, orchestrator.measurement_began)
                 summary = await orchestrator.run()
                 if after is not None:
                     after.over, after.waiting = True, procs.cancel_scope
@@ -117,7 +117,7 @@ async def orchestrate(
 
 async def _statement_watch(target: Any, console: Console) -> Any:
     """A PostgreSQL target's pg_stat_statements watch, when the target has the extension."""
-    if not hasattr(target, "statement_stats"):
+    if not target.traits.statement_stats:
         return None
     from startline.backends.postgres.statements import StatementWatch
 
@@ -181,10 +181,8 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
         except (ControlPlaneError, trio.TooSlowError, OSError) as exc:
             problems.append(f"control: cannot reach it: {exc or type(exc).__name__}")
         finally:
-            close = getattr(cp, "close", None)
-            if close is not None:
-                await close()
-    if hasattr(target, "check_statements"):
+            await cp.close()
+    if target.traits.checks_statements:
         params = ParamSource(random.Random(scenario.seed), slot=0)
         pooled = {(op, name) for op, name, _ in scenario.unresolved_pools}  # drawn at run time: NULL here
 

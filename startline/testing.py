@@ -20,6 +20,7 @@ import trio
 
 from startline.backends.memory import TrioWallClock
 from startline.engine.model import ControlEvent
+from startline.engine.ports import ControlPlaneTraits, Session, Target
 from startline.engine.scenario import OperationSpec, Scenario
 from startline.engine.workload import derive_seed
 from startline.simulate.backend import stale_read
@@ -94,7 +95,7 @@ class Op:
 
 
 @attrs.define(eq=False)
-class RecordingSession:
+class RecordingSession(Session):
     target: RecordingTarget
     worker_id: str
     slot: int
@@ -115,7 +116,7 @@ class RecordingSession:
 
 
 @attrs.define(eq=False)
-class RecordingTarget:
+class RecordingTarget(Target):
     """Each operation sleeps ``params['ms']`` and is recorded (trio time, finished or cancelled)."""
 
     ops: list[Op] = attrs.Factory(list)
@@ -163,6 +164,11 @@ class SluggishControlPlane:
     max_latency_s: float = 0.05
     mangle_events: bool = True
     _n: int = 0
+
+    @property
+    def traits(self) -> ControlPlaneTraits:
+        """The wrapped control plane's (latency changes none of them)."""
+        return self.inner.traits
 
     def _rng(self, what: str) -> random.Random:
         self._n += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -251,14 +252,27 @@ def test_check_connect_explains_every_statement_on_postgresql_and_leaves_nothing
 
 
 def test_the_target_shares_the_control_planes_clock_only_on_the_same_server_or_host():
-    from startline.engine.worker import same_clock
+    """Same clock is a comparison of declared clock keys: one server, or this host's clock (SQLite,
+    a server on loopback); the Snowflake and callable targets stamp nothing, so share no clock."""
+    from startline.backends.memory import CallableTarget
+    from startline.backends.postgres import PostgresControlPlane, PostgresTarget
+    from startline.backends.snowflake import SnowflakeTarget
+    from startline.backends.sqlite import SqliteControlPlane
+    from startline.engine.ports import same_clock
 
-    pg = "postgresql://postgres@127.0.0.1:5432/db"
-    assert same_clock(pg, "postgresql://bob@127.0.0.1:5432/other")  # another database, one server
-    assert not same_clock(pg, "postgresql://postgres@127.0.0.1:5433/db")
-    assert same_clock("sqlite:///out/control.db", pg)  # the host's clock, a server on this host
-    assert not same_clock("sqlite:///out/control.db", "postgresql://db.example.com/x")
-    assert not same_clock("snowflake://prod", pg) and not same_clock(pg, "sqlite:///x.db")
+    def target(url: str):
+        return PostgresTarget(url).traits
+
+    pg = PostgresControlPlane("postgresql://postgres@db.example.com:5432/db").traits
+    assert same_clock(pg, target("postgresql://bob@db.example.com/other"))  # another database, one server
+    assert not same_clock(pg, target("postgresql://postgres@db.example.com:5433/db"))
+    assert not same_clock(pg, target("postgresql://postgres@127.0.0.1:5432/db"))
+    host = SqliteControlPlane(Path("x.db")).traits
+    assert host.clock_is_host and not pg.clock_is_host
+    assert same_clock(host, target("postgresql://postgres@127.0.0.1:5432/db"))  # a server on this host
+    assert same_clock(host, target("postgresql:///db"))  # a local socket
+    assert not same_clock(host, target("postgresql://db.example.com/x"))
+    assert not same_clock(host, CallableTarget().traits) and not same_clock(host, SnowflakeTarget.traits)
 
 
 @pytest.mark.parametrize(

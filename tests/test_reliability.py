@@ -66,6 +66,10 @@ class FlakyControlPlane:
     only: str | None = None
     """Only this kind of call is down (the others go through)."""
 
+    @property
+    def traits(self):
+        return self.inner.traits
+
     def __getattr__(self, name):
         method = getattr(self.inner, name)
 

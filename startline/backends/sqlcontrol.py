@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
-from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError
 
 T = TypeVar("T")
 
@@ -192,7 +192,7 @@ def _plain(value: Any) -> Any:
 
 
 @attrs.define(eq=False)
-class SqlControlPlane:
+class SqlControlPlane(ControlPlane):
     """RUN_STATUS, RUN_CONTROL_EVENTS, WORKER_HEARTBEATS, TEST_RESULTS, METRICS_SNAPSHOTS."""
 
     executor: Executor

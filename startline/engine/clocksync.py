@@ -73,7 +73,7 @@ async def estimate_offset(cp: ControlPlane, clock: WallClock, samples: int) -> O
         server = await cp.server_time()
         m1, w1 = trio.current_time(), clock.now()
         taken.append((w0, m0, server, m1, w1))  # (each call is a checkpoint: the others run between)
-    return best_offset(taken, float(getattr(cp, "clock_resolution_s", 0.0)))
+    return best_offset(taken, cp.traits.clock_resolution_s)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ import trio
 
 from startline.engine.metrics import HIGHEST_US, Recorder, bucket_index, error_message, fold_counts, to_us
 from startline.engine.model import Phase
-from startline.engine.ports import Session, direct_call
+from startline.engine.ports import Session
 from startline.engine.scenario import Arrival, OperationSpec, Scenario
 from startline.engine.schedule import PhaseWindows
 from startline.engine.workload import Mix, ParamSource, derive_seed
@@ -446,7 +446,7 @@ class Connections:
         many, bisect_right = len(ops) > 1, bisect.bisect_right
         # each operation: (its spec, what runs it with nothing between when the session offers
         # that, whether it has parameters to draw)
-        plan = [(op, direct_call(session, op), bool(op.params)) for op in ops]
+        plan = [(op, session.direct_call(op), bool(op.params)) for op in ops]
         execute = session.execute
         windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
@@ -518,7 +518,7 @@ class Connections:
             self.spent += 1
 
     def _note_stamp(self, slot: int, session: Session) -> None:
-        stamp = getattr(session, "first_stamp", None)
+        stamp = session.first_stamp
         if stamp is not None and slot not in self.target_first_query:
             self.target_first_query[slot] = stamp
 

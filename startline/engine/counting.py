@@ -12,7 +12,7 @@ import trio
 from hdrh.histogram import HdrHistogram
 
 from startline.engine.metrics import made, to_us
-from startline.engine.ports import ControlPlane, supports_push
+from startline.engine.ports import ControlPlane, ControlPlaneTraits
 
 QUERY_METHODS = frozenset(
     {
@@ -50,8 +50,9 @@ class CountingControlPlane:
     _methods: dict[str, Callable[..., Any]] = attrs.field(init=False, factory=dict, repr=False)
 
     @property
-    def supports_push(self) -> bool:
-        return supports_push(self.inner)
+    def traits(self) -> ControlPlaneTraits:
+        """The wrapped control plane's: counting changes none of them."""
+        return self.inner.traits
 
     def __getattr__(self, name: str) -> Any:
         if name == "_methods":  # not set yet (attrs' __init__ is running)

@@ -131,6 +131,8 @@ class Orchestrator:
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _created: bool = attrs.field(init=False, default=False)
     """This orchestrator created the run, or adopted it: from then on it ends with a summary."""
+    _started: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Set once START_TIME is known (``_start``)."""
     _prepared: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Set once ``prepare`` is through (the run exists, or this orchestrator gave up)."""
     _groups: dict[str, str] = attrs.field(init=False, factory=dict)
@@ -179,6 +181,13 @@ class Orchestrator:
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
         self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
+
+    async def measurement_began(self) -> None:
+        """Return once MEASUREMENT has begun (START_TIME + warmup on this process's clock); never,
+        if the run does not start."""
+        await self._started.wait()
+        assert self.start_time is not None and self._clockmap is not None  # set before _started
+        await trio.sleep_until(self._clockmap.to_trio(self.start_time + self.scenario.warmup_s))
 
     async def wait_prepared(self) -> None:
         """Return once the run exists (``prepare`` is through), or ``run`` has ended without it."""
@@ -511,6 +520,7 @@ class Orchestrator:
             raise RuntimeError(f"run {self.run_id} left STARTING behind the orchestrator's back")
         self.status = RunStatus.RUNNING
         self.start_time = run.start_time
+        self._started.set()
         await self._emit(EventType.START, at=run.start_time, phase=phase, connections=initial_connections(sc))
 
     async def _follow_schedule(self) -> None:

@@ -1,15 +1,20 @@
 """What the core needs from the world: a control plane, a target, a wall clock and a runtime.
 
-Backends implement these protocols; the engine never imports a backend.
+Backends implement these protocols; the engine never imports a backend. What a backend may or
+may not offer is declared here with its default, as httpcore's ``_backends/base.py`` does: the
+frozen ``ControlPlaneTraits`` and ``TargetTraits`` (a backend sets its own ``traits``; a wrapper
+passes its inner one's through), and optional methods with a body that does the default. A
+backend that subclasses the protocol inherits them; the engine never probes with ``getattr``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
+import attrs
 import trio
 
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
@@ -32,20 +37,61 @@ exactly as the scope would have (the simulator, which knows each call's duration
 is spared a cancel scope per call)."""
 
 
-def supports_push(cp: Any) -> bool:
-    """Whether ``cp`` wakes waiters when the run changes: its ``supports_push`` if it says (a
-    backend or a wrapper of one), else whether it has the push protocol's methods (a structural
-    check of every method: slow through wrappers, so backends say)."""
-    said = getattr(cp, "supports_push", None)
-    return bool(said) if said is not None else isinstance(cp, PushControlPlane)
+HOST_CLOCK = "host"
+"""The clock key of this machine's own clock (``time.time()``): a SQLite control plane's, and a
+database server's on loopback."""
+
+
+@attrs.frozen
+class ControlPlaneTraits:
+    """What a control plane offers beyond the required calls (every default is "no")."""
+
+    push: bool = False
+    """``wait_for_change`` wakes a waiter when RUN_STATUS changes (else workers poll)."""
+    clock_key: str | None = None
+    """Which clock its instants are on: ``HOST_CLOCK``, or a name such as ``postgresql://HOST:PORT``;
+    two equal keys are one clock (``None``: not known, equal to nothing)."""
+    clock_resolution_s: float = 0.0
+    """The smallest step of its clock (the offset estimate's uncertainty has it as a floor)."""
+    honours_deadline: bool = False
+    """It ends each call at ``CALL_DEADLINE`` itself (the simulator): no cancel scope per call."""
+
+    @property
+    def clock_is_host(self) -> bool:
+        """START_TIME is on this host's clock: host-clock witnesses measure against it."""
+        return self.clock_key == HOST_CLOCK
+
+
+@attrs.frozen
+class TargetTraits:
+    """What a target offers beyond opening sessions (every default is "no")."""
+
+    clock_key: str | None = None
+    """Which clock its sessions' ``first_stamp`` is on (see ``ControlPlaneTraits.clock_key``)."""
+    setup: bool = False
+    """It runs a scenario's ``setup`` statements (``setup``)."""
+    sampling: bool = False
+    """It reads ``sample`` parameters' values (``sample``)."""
+    statement_stats: bool = False
+    """It reports per-statement figures from the server (``statement_stats``)."""
+    checks_statements: bool = False
+    """``startline check --connect`` can try its statements (``check_statements``)."""
+
+
+def same_clock(control: ControlPlaneTraits, target: TargetTraits) -> bool:
+    """Whether the target's stamps and the control plane's instants (START_TIME) are one clock."""
+    return control.clock_key is not None and control.clock_key == target.clock_key
 
 
 class ControlPlane(Protocol):
     """The run's shared state: RUN_STATUS, RUN_CONTROL_EVENTS, WORKER_HEARTBEATS,
     TEST_RESULTS and METRICS_SNAPSHOTS, plus the control plane's own clock.
 
-    Every call is one round trip (one "query") to the control plane.
+    Every call is one round trip (one "query") to the control plane. ``traits`` and the methods
+    with a body below are optional: a backend that subclasses this protocol has their defaults.
     """
+
+    traits: ClassVar[ControlPlaneTraits] = ControlPlaneTraits()
 
     async def create_run(self, run: RunState) -> None: ...
 
@@ -107,17 +153,29 @@ class ControlPlane(Protocol):
         """The control plane's now, epoch seconds UTC: the run's reference clock."""
         ...
 
+    # ---- optional ----------------------------------------------------------------------------
 
-@runtime_checkable
-class PushControlPlane(ControlPlane, Protocol):
-    """A control plane that can notify: ``wait_for_change`` returns once RUN_STATUS's
-    version moves past ``seen_version`` (every update and every event moves it)."""
+    async def wait_for_change(self, run_id: str, seen_version: int) -> int:
+        """With ``traits.push``: return once RUN_STATUS's version moves past ``seen_version``
+        (every update and every event moves it)."""
+        raise NotImplementedError("this control plane does not push (traits.push is False)")
 
-    async def wait_for_change(self, run_id: str, seen_version: int) -> int: ...
+    async def prepare_push(self) -> None:
+        """With ``traits.push``: get ready to be woken (a worker calls it before READY, so the
+        START cannot come before it listens). Default: nothing to prepare."""
+        return None
+
+    async def close(self) -> None:
+        """Release what it holds (connections, threads). Default: nothing held."""
+        return None
 
 
 class Session(Protocol):
-    """One connection to the system under test."""
+    """One connection to the system under test. ``first_stamp`` and ``direct_call`` are optional."""
+
+    first_stamp: float | None = None
+    """The target's clock (``TargetTraits.clock_key``) when it received this session's first
+    operation, where the target stamps it (PostgreSQL): the start's target witness."""
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None: ...
 
@@ -127,21 +185,47 @@ class Session(Protocol):
 
     async def close(self) -> None: ...
 
-
-def direct_call(session: Session, op: OperationSpec) -> Callable[..., Awaitable[Any]] | None:
-    """What runs ``op`` on ``session`` when awaited with its params as keywords, with nothing
-    of the session's in between — a session may offer it as ``direct_call(op)`` (the callable
-    target: the operation's own function) — else ``None``: ``session.execute`` it is."""
-    offer = getattr(session, "direct_call", None)
-    return None if offer is None else offer(op)
+    def direct_call(self, op: OperationSpec) -> Callable[..., Awaitable[Any]] | None:
+        """What runs ``op`` when awaited with its params as keywords, with nothing of the
+        session's in between (the callable target: the operation's own function); default
+        ``None``: ``execute`` it is."""
+        return None
 
 
 class Target(Protocol):
-    """The system under test: opens sessions and names the category of an error."""
+    """The system under test: opens sessions and names the category of an error. ``traits`` and
+    the methods with a body below are optional (see ``TargetTraits``)."""
+
+    traits: ClassVar[TargetTraits] = TargetTraits()
 
     async def open_session(self, worker_id: str, slot: int) -> Session: ...
 
     def error_category(self, exc: BaseException) -> str: ...
+
+    # ---- optional (each with its trait) --------------------------------------------------------
+
+    async def setup(self, statements: Sequence[str]) -> None:
+        """``traits.setup``: run the scenario's setup statements."""
+        raise NotImplementedError("this target runs no setup statements (traits.setup is False)")
+
+    async def sample(self, sql: str, size: int) -> list[Any]:
+        """``traits.sampling``: the first column of ``sql``'s rows, at most ``size`` distinct values."""
+        raise NotImplementedError("this target reads no samples (traits.sampling is False)")
+
+    async def statement_stats(self) -> dict[str, dict[str, Any]] | None:
+        """``traits.statement_stats``: per-statement figures so far (``None``: not available now)."""
+        return None
+
+    async def check_statements(
+        self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[str, str]]:
+        """``traits.checks_statements``: try each (where, sql, sample params) without keeping what
+        it does; what each said, as (where, message)."""
+        return []
+
+    async def close(self) -> None:
+        """Release what it holds. Default: nothing held."""
+        return None
 
 
 class WallClock(Protocol):

@@ -26,7 +26,7 @@ from startline.engine.ports import (
     ControlPlane,
     ControlPlaneConflict,
     ControlPlaneError,
-    supports_push,
+    ControlPlaneTraits,
 )
 from startline.engine.scenario import Scenario
 
@@ -169,8 +169,9 @@ class ResilientControlPlane:
     _methods: dict[str, Callable[..., Any]] = attrs.field(init=False, factory=dict, repr=False)
 
     @property
-    def supports_push(self) -> bool:
-        return supports_push(self.inner)
+    def traits(self) -> ControlPlaneTraits:
+        """The wrapped control plane's: retrying changes none of them."""
+        return self.inner.traits
 
     def __getattr__(self, name: str) -> Any:
         if name == "_methods":  # not set yet (attrs' __init__ is running)
@@ -185,7 +186,7 @@ class ResilientControlPlane:
         return call
 
     def _resilient(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        honours_deadline = bool(getattr(self.inner, "honours_deadline", False))
+        honours_deadline = self.inner.traits.honours_deadline
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             attempt = 0

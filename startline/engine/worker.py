@@ -52,6 +52,7 @@ from startline.engine.ports import (
     Target,
     TrioRuntime,
     WallClock,
+    same_clock,
 )
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, LoadMode, Scenario
@@ -77,23 +78,6 @@ class WorkerExit(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def same_clock(control: str, target: str) -> bool:
-    """Whether the target's clock is the control plane's: the same PostgreSQL server, or a
-    target server on this host when the control plane's clock is this host's (SQLite)."""
-    from urllib.parse import urlsplit
-
-    t = urlsplit(target)
-    if t.scheme not in ("postgresql", "postgres"):
-        return False
-    c = urlsplit(control)
-    if c.scheme in ("postgresql", "postgres"):
-        return (c.hostname, c.port) == (t.hostname, t.port)
-    return c.scheme == "sqlite" and (t.hostname or "localhost") in LOOPBACK
 
 
 async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
@@ -331,8 +315,8 @@ class Worker:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
                 self._clockmap = ClockMap.anchor(self._offset)
-                plan = StartPlan.of(sc.start, self._cp.supports_push, sc.load.controlled)
-                if plan.pushed and hasattr(self._cp, "prepare_push"):
+                plan = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled)
+                if plan.pushed:
                     await self._cp.prepare_push()  # listening before READY: the START cannot come first
                 self._set_status(WorkerStatus.READY)
                 if plan.heartbeat_task_while_waiting:  # the inline loop says READY with its own first beat
@@ -809,8 +793,7 @@ class Worker:
             return None
         return {
             "name": socket.gethostname(),
-            # a control plane says so (SQLite); the wrappers forward it, absent means no
-            "control_clock": bool(getattr(self._cp, "clock_is_host", False)),
+            "control_clock": self._cp.traits.clock_is_host,
             "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
         }
 
@@ -821,7 +804,7 @@ class Worker:
         if conns is None or not conns.target_first_query or self.scenario is None:
             return None
         return {
-            "control_clock": same_clock(self.scenario.control, self.scenario.target),
+            "control_clock": same_clock(self._cp.traits, self.target.traits),
             "first_query": {str(s): t for s, t in sorted(conns.target_first_query.items())},
         }
 

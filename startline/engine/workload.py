@@ -158,7 +158,7 @@ async def draw_pools(target: Any, scenario: Any) -> Any:
     pools = {}
     for op_name, name, spec in scenario.unresolved_pools:
         field = f"operations.{op_name}.params.{name}"
-        if not hasattr(target, "sample"):
+        if not target.traits.sampling:
             raise ConfigError(field, "sample parameters need a SQL target to draw the pool from")
         try:
             values = await target.sample(spec.sql, spec.size)

@@ -22,7 +22,7 @@ import trio
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.backends.memory.control import STAMPED_AT
-from startline.engine.ports import CALL_DEADLINE, ControlPlaneError
+from startline.engine.ports import CALL_DEADLINE, ControlPlaneError, ControlPlaneTraits, Session, Target
 from startline.engine.scenario import OperationSpec
 from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
 
@@ -61,8 +61,7 @@ class SimControlPlane:
     inner: MemoryControlPlane = attrs.field(init=False)
     _streams: Streams = attrs.field(init=False)
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
-    honours_deadline: ClassVar[bool] = True
-    supports_push: ClassVar[bool] = False
+    traits: ClassVar[ControlPlaneTraits] = ControlPlaneTraits(honours_deadline=True)
 
     def __attrs_post_init__(self) -> None:
         # every simulated call waits on the clock before it acts: those waits are its checkpoints
@@ -194,7 +193,7 @@ class SimRuntime:
 
 
 @attrs.define(eq=False)
-class SimSession:
+class SimSession(Session):
     """One connection's session: one operation at a time, each kind's draws from its own stream."""
 
     target: SimTarget
@@ -232,7 +231,7 @@ class SimSession:
 
 
 @attrs.define(eq=False)
-class SimTarget:
+class SimTarget(Target):
     """A target whose every operation takes the profile's target latency; it records, in true
     (virtual) time, when each connection issued its first operation."""
 

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
-from startline.engine.ports import ControlPlaneConflict, ControlPlaneError, WallClock
+from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, ControlPlaneTraits, WallClock
 
 STAMPED_AT: ContextVar[float | None] = ContextVar("STAMPED_AT", default=None)
 """Set by a caller (the simulator) for the length of one write: the instant its statement read
@@ -58,9 +58,11 @@ class MemoryStore:
 
 
 @attrs.define(eq=False)
-class MemoryControlPlane:
+class MemoryControlPlane(ControlPlane):
     """One participant's handle on a ``MemoryStore``; every call is a Trio checkpoint (unless
     ``checkpoints`` is off: the simulator, whose every call already waited on the clock)."""
+
+    traits = ControlPlaneTraits(push=True)
 
     store: MemoryStore
     checkpoints: bool = True

@@ -7,12 +7,13 @@ from typing import Any
 
 import attrs
 
+from startline.engine.ports import Session, Target
 from startline.engine.scenario import ConfigError, OperationSpec, Scenario
 from startline.engine.workload import resolve_call
 
 
 @attrs.define(eq=False)
-class CallableSession:
+class CallableSession(Session):
     target: CallableTarget
     worker_id: str
     slot: int
@@ -33,7 +34,7 @@ class CallableSession:
 
 
 @attrs.define(eq=False)
-class CallableTarget:
+class CallableTarget(Target):
     """Runs each operation's ``call`` (a callable, or ``"module:function"`` imported once)."""
 
     _resolved: dict[str, Callable[..., Awaitable[Any]]] = attrs.Factory(dict)

@@ -22,6 +22,22 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def clock_key(url: str) -> str:
+    """Which clock a server's ``clock_timestamp()`` reads: this host's (a server on loopback or a
+    local socket), else ``postgresql://HOST:PORT`` — one key per server."""
+    from urllib.parse import urlsplit
+
+    from startline.engine.ports import HOST_CLOCK
+
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.hostname in LOOPBACK:
+        return HOST_CLOCK
+    return f"postgresql://{parts.hostname}:{parts.port or 5432}"
+
+
 def safe(text: str) -> str:
     """``text`` with any password in a URL or conninfo masked."""
     text = re.sub(r"(://[^/:@\s]*):[^@/\s]*@", r"\1:***@", text)

@@ -14,9 +14,9 @@ import attrs
 import psycopg
 import trio
 
-from startline.backends.postgres.conn import PgExecutor, connect, safe
+from startline.backends.postgres.conn import PgExecutor, clock_key, connect, safe
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
-from startline.engine.ports import ControlPlaneError
+from startline.engine.ports import ControlPlaneError, ControlPlaneTraits
 
 CHANNEL = "startline_run"
 FALLBACK_POLL_S = 0.05
@@ -62,12 +62,11 @@ class PushStatistics:
 class PostgresControlPlane(SqlControlPlane):
     """The five control tables in the connection's schema (its ``search_path``), and push."""
 
-    clock_resolution_s = 1e-6
-    supports_push = True
 
     def __init__(self, url: str, application_name: str = "startline control") -> None:
         super().__init__(PgExecutor(url, application_name), POSTGRES, safe(url))
         self.url = url
+        self.traits = ControlPlaneTraits(push=True, clock_key=clock_key(url), clock_resolution_s=1e-6)
         self._listener: psycopg.Connection[Any] | None = None
         self._latest: dict[str, int] = {}
         self._notified = trio.Event()

@@ -5,15 +5,16 @@ Without the extension: one line saying so, and no file."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 from rich.console import Console
 
-from startline.backends.postgres.target import PostgresTarget, statement_deltas
+from startline.backends.postgres.target import statement_deltas
 from startline.engine.files import write_json
+from startline.engine.ports import Target
 
 NOT_INSTALLED = (
     "pg_stat_statements is not installed on the target: no per-statement figures "
@@ -23,7 +24,7 @@ NOT_INSTALLED = (
 
 @attrs.define(eq=False)
 class StatementWatch:
-    target: PostgresTarget
+    target: Target
     readings: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
 
     async def begin(self, console: Console) -> bool:
@@ -35,19 +36,13 @@ class StatementWatch:
         self.readings["before"] = first
         return True
 
-    async def at_measurement(self, orchestrator: Any) -> None:
-        """The reading when MEASUREMENT begins (START_TIME + warmup_s on the orchestrator's clock)."""
-        while (at := self._measurement_at(orchestrator)) is None:
-            await trio.sleep(0.05)
-        await trio.sleep_until(at)
+    async def at_measurement(self, measurement_began: Callable[[], Awaitable[None]]) -> None:
+        """The reading as soon as ``measurement_began()`` returns (the orchestrator's: MEASUREMENT
+        began on its clock)."""
+        await measurement_began()
         reading = await self.target.statement_stats()
         if reading is not None:
             self.readings["measurement"] = reading
-
-    @staticmethod
-    def _measurement_at(orchestrator: Any) -> float | None:
-        start = orchestrator.statistics().start_time
-        return None if start is None else orchestrator.to_trio(start + orchestrator.scenario.warmup_s)
 
     async def end(self, out: Path) -> Path | None:
         """The last reading and OUT/pg_stat_statements.json (None if the run never got going)."""

@@ -12,8 +12,9 @@ import attrs
 import psycopg
 import trio
 
-from startline.backends.postgres.conn import PgExecutor, error_category
+from startline.backends.postgres.conn import PgExecutor, clock_key, error_category
 from startline.backends.sqlparams import positional
+from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import pool_values
 
@@ -73,7 +74,7 @@ def _run_stamped(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any])
 
 
 @attrs.define(eq=False)
-class PostgresSession:
+class PostgresSession(Session):
     executor: PgExecutor
     application_name: str = ""
     first_stamp: float | None = None
@@ -99,9 +100,15 @@ class PostgresSession:
 
 
 @attrs.define(eq=False)
-class PostgresTarget:
+class PostgresTarget(Target):
     url: str
     limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(256))
+    traits: TargetTraits = attrs.field(init=False)  # type: ignore[misc]
+
+    def __attrs_post_init__(self) -> None:
+        self.traits = TargetTraits(
+            clock_key=clock_key(self.url), setup=True, sampling=True, statement_stats=True, checks_statements=True
+        )
 
     @classmethod
     def from_url(cls, url: Any) -> PostgresTarget:

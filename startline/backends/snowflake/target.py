@@ -15,6 +15,7 @@ import trio
 from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, error_category, safe_message
 from startline.backends.sqlcontrol import execute, fetch
 from startline.backends.sqlparams import positional
+from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import pool_values
 
@@ -22,7 +23,7 @@ log = logging.getLogger("startline.snowflake")
 
 
 @attrs.define(eq=False)
-class SnowflakeSession:
+class SnowflakeSession(Session):
     executor: SnowflakeExecutor
     query_tag: str = ""
     issued: list[str] = attrs.Factory(list)  # session statements sent (ALTER SESSION …), for reading back
@@ -47,10 +48,11 @@ class SnowflakeSession:
 
 
 @attrs.define(eq=False)
-class SnowflakeTarget:
+class SnowflakeTarget(Target):
     settings: SnowflakeSettings
     use_cached_result: bool = False
     limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(64))
+    traits = TargetTraits(setup=True, sampling=True)
 
     @classmethod
     def from_url(cls, url: Any) -> SnowflakeTarget:

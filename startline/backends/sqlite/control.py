@@ -9,6 +9,7 @@ from pathlib import Path
 
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
 from startline.backends.sqlite.db import HOST_NOW, Db
+from startline.engine.ports import HOST_CLOCK, ControlPlaneTraits
 
 SQLITE = Dialect(
     now=f"{HOST_NOW}()",
@@ -33,10 +34,9 @@ SQLITE = Dialect(
 class SqliteControlPlane(SqlControlPlane):
     """The five control tables in one SQLite file (WAL, busy timeout, created if missing)."""
 
-    clock_resolution_s = 1e-6
-    """``time.time()`` as a float: about a microsecond."""
-    clock_is_host = True
-    """The control plane's clock is this host's: host-clock witnesses measure against START_TIME."""
+    traits = ControlPlaneTraits(clock_key=HOST_CLOCK, clock_resolution_s=1e-6)
+    """The control plane's clock is this host's (``time.time()`` as a float: about a microsecond):
+    host-clock witnesses measure against START_TIME."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(Db(path), SQLITE, str(path))

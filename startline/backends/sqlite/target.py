@@ -11,12 +11,13 @@ import attrs
 import trio
 
 from startline.backends.sqlite.db import Db
+from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import pool_values
 
 
 @attrs.define(eq=False)
-class SqliteSession:
+class SqliteSession(Session):
     db: Db
     tag: dict[str, str] = attrs.Factory(dict)
 
@@ -45,8 +46,9 @@ def error_category(exc: BaseException) -> str:
 
 
 @attrs.define(eq=False)
-class SqliteTarget:
+class SqliteTarget(Target):
     path: Path
+    traits = TargetTraits(setup=True, sampling=True, checks_statements=True)
 
     async def setup(self, statements: Sequence[str]) -> None:
         """Run the scenario's ``setup`` statements once, before the run (create and load tables)."""
