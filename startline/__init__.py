@@ -33,7 +33,7 @@ _EXPORTS = {
     "WorkerStatus": "startline.engine.model",
     "run_in_process": "startline.inprocess",
     "run_in_process_async": "startline.inprocess",
-    "write_summary": "startline.engine.orchestrator",
+    "write_summary": "startline.engine.files",
 }
 
 __all__ = [
@@ -73,8 +73,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from startline.engine.files import write_summary
     from startline.engine.model import ControlEvent, EventType, Phase, RunStatus, StopReason, WorkerStatus
-    from startline.engine.orchestrator import Orchestrator, write_summary
+    from startline.engine.orchestrator import Orchestrator
     from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, ScaleStep, Scenario, StartOptions
     from startline.engine.worker import Worker
     from startline.inprocess import InProcessRun, run_in_process, run_in_process_async

@@ -17,7 +17,9 @@ from rich.console import Console
 
 from startline.engine.model import StopReason
 from startline.engine.orchestrator import Orchestrator
+from startline.engine.ports import ControlPlaneError
 from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.summary import merge_timeseries
 from startline.engine.together import worker_id
 from startline.engine.workload import draw_pools
 from startline.urls import Url, parse_url
@@ -321,8 +323,28 @@ async def progress_lines(orchestrator: Orchestrator, console: Console, every_s: 
     began = trio.current_time()
     while True:
         await trio.sleep(every_s)
-        line = await orchestrator.progress_line()
+        line = await progress_line(orchestrator)
         console.print(f"[{trio.current_time() - began:6.1f} s] {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+async def progress_line(orchestrator: Orchestrator) -> str:
+    """One plain line for a log (pgbench ``-P`` style): the progress, the operations and errors
+    so far and the last complete interval's throughput, from the workers' snapshots."""
+    line = orchestrator.progress()
+    if orchestrator.start_time is None:
+        return line
+    try:
+        snapshots = await orchestrator.read_snapshots()
+    except ControlPlaneError:
+        return line + "; figures: control plane unreachable"
+    iv = orchestrator.scenario.snapshot_interval_s
+    series = merge_timeseries(snapshots, iv)
+    ops, errors = sum(r["ops"] for r in series), sum(r["errors"] for r in series)
+    if not series:
+        return f"{line}; no snapshot from the workers yet"
+    last = series[-2] if len(series) > 1 else series[-1]  # the newest interval may still be arriving
+    upto = series[-1]["t_s"] + iv
+    return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
 
 
 @attrs.define

@@ -21,9 +21,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from startline.engine.loadcontrol import initial_total
 from startline.engine.metrics import add_into, decode, latency_block, new_histogram
 from startline.engine.model import ControlEvent, Scope, WorkerStatus
-from startline.engine.orchestrator import initial_total
 from startline.engine.ports import ControlPlaneError
 from startline.engine.summary import start_block
 

@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from startline.engine.connection import Arrivals
-from startline.engine.loadcontrol import FindMaxSearch, QpsController, Window, rate_at, rate_plan, split
+from startline.engine.loadcontrol import FindMaxSearch, MergedIntervals, QpsController, rate_at, rate_plan, split
 from startline.engine.scenario import ConfigError, FindMax, LoadOptions, Scenario
 from startline.simulate.models import Profile
 from startline.simulate.runner import simulate_once
@@ -121,12 +121,12 @@ def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
 # ---- the QPS controller against a plant whose answer is known -----------------------------------------
 
 
-def plant(connections: int, per_connection: float, capacity: float) -> Window:
+def plant(connections: int, per_connection: float, capacity: float) -> MergedIntervals:
     """A closed loop whose connections each make ``per_connection`` ops/s, up to ``capacity``."""
     qps = min(connections * per_connection, capacity)
     latency_ms = 1000.0 * connections / qps
     block = {k: latency_ms for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
-    return Window(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
+    return MergedIntervals(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
 
 
 def drive(ctl: QpsController, per_connection: float, capacity: float, readings: int) -> list:
@@ -230,13 +230,13 @@ def test_qps_controller_reports_bounds_limit_reached_for_an_unreachable_target()
 # ---- the find-max search against a plant whose knee is known ---------------------------------------------
 
 
-def knee_plant(level: float, servers: int, service_ms: float) -> Window:
+def knee_plant(level: float, servers: int, service_ms: float) -> MergedIntervals:
     """A closed loop on ``servers`` servers: throughput grows until ``servers`` connections, then
     the queue grows and so does the latency."""
     qps = min(level, servers) / (service_ms / 1000)
     latency = service_ms * max(1.0, level / servers)
     block = {k: latency for k in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
-    return Window(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
+    return MergedIntervals(0, 9, 10.0, round(qps * 10), 0, 0, 0, block)
 
 
 @settings(max_examples=300)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from startline.engine.metrics import new_histogram
 from startline.engine.scenario import ConfigError
-from startline.engine.thresholds import Measured, ThresholdError, evaluate, parse, windows_of
+from startline.engine.thresholds import Measured, ThresholdError, evaluate, judged_spans, parse
 from startline.inprocess import run_in_process_async
 from startline.testing import CLOCK0, RecordingTarget, run_cli, scenario
 
@@ -99,7 +99,7 @@ def test_windowed_and_whole_run_agree_when_one_window_spans_the_run(intervals, s
     n = len(intervals)
 
     def windows(window_s: float, kind: str | None):
-        return windows_of(per_interval, 0, n - 1, round(window_s))  # 1 s intervals
+        return judged_spans(per_interval, 0, n - 1, round(window_s))  # 1 s intervals
 
     measured = Measured({}, {}, {None: whole}, {None: whole}, windows)
     (whole_run, windowed) = evaluate(
@@ -116,7 +116,7 @@ def test_a_windowed_threshold_passes_only_if_every_window_with_operations_passes
         h = per_interval[i] = new_histogram()
         for ms in samples:
             h.record_value(ms * 1000)
-    parts = windows_of(per_interval, 0, len(intervals) - 1, per_window)
+    parts = judged_spans(per_interval, 0, len(intervals) - 1, per_window)
     measured = Measured({}, {}, {}, {}, lambda _s, _k: parts)
     (result,) = evaluate(parse({f"latency_ms{{window={per_window}s}}": [f"max < {limit}"]}), measured)
     busy = [h for h in parts if h.get_total_count()]

@@ -132,3 +132,21 @@ def interval_rows(timeseries: Sequence[Mapping[str, Any]], interval_s: float) ->
             errors = figures.get("errors", 0)
             rows.append((r["t_s"], r.get("phase", ""), kind, figures["ops"], errors, qps, *pct, connections))
     return rows
+
+
+def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | None = None) -> Path:
+    """OUT/summary.json, OUT/intervals.csv, OUT/failures.csv, (with load steps) OUT/steps.csv and (given ``own``) the
+    orchestrator's own results in OUT/orchestrator.json, each written whole or not at all."""
+    out.mkdir(parents=True, exist_ok=True)
+    if own is not None:
+        write_json(out / "orchestrator.json", own)
+    write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
+    write_csv(
+        out / "intervals.csv",
+        INTERVALS_HEADER,
+        interval_rows(summary.get("timeseries", ()), summary.get("snapshot_interval_s", 1.0)),
+    )
+    steps = (summary.get("load") or {}).get("steps") or ()
+    if steps:
+        write_csv(out / "steps.csv", STEPS_HEADER, step_rows(steps))
+    return write_json(out / "summary.json", summary)

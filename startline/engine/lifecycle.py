@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 
 import attrs
 
-from startline.engine.model import RunStatus, StopReason, WorkerStatus
+from startline.engine.model import RunState, RunStatus, StopReason, WorkerStatus
 from startline.engine.scenario import OnWorkerLoss
 
 
@@ -89,3 +89,17 @@ def run_outcome(
         return Outcome(RunStatus.FAILED, StopReason.NO_WORKER_COMPLETED, stop_detail)
     kept = stop_reason if stop_reason in COMPLETING else None
     return Outcome(RunStatus.COMPLETED, kept, stop_detail)
+
+
+def adoption_refused(found: RunState, silent_s: float, alive_for_s: float) -> str | None:
+    """Why a restarted orchestrator may not take over the run it found under its id (``None``: it
+    may, to fail it cleanly): the run has ended, or its orchestrator was heard within
+    ``alive_for_s`` (``silent_s`` ago) and is alive."""
+    if found.status.terminal:
+        return f"run {found.run_id!r} has already ended ({found.status}); choose a new run id"
+    if silent_s < alive_for_s:
+        return (
+            f"run {found.run_id!r} is {found.status} and its orchestrator was heard {silent_s:.1f} s ago "
+            f"(< {alive_for_s:g} s): it is alive; not taking it over"
+        )
+    return None

@@ -16,7 +16,8 @@ from typing import Any
 import attrs
 
 from startline.engine.metrics import latency_block, merge_histograms, unique_snapshots
-from startline.engine.scenario import FindMax, FindMaxOver, LoadOptions
+from startline.engine.model import StopReason
+from startline.engine.scenario import FindMax, FindMaxOver, LoadMode, LoadOptions, Scenario
 
 # ---- splitting a run-wide level -------------------------------------------------------------
 
@@ -53,11 +54,11 @@ def rate_at(start_rate: float, plan: Sequence[tuple[float, float, float]], t: fl
     return rate
 
 
-# ---- a window of merged intervals -------------------------------------------------------------
+# ---- merged intervals ---------------------------------------------------------------------------
 
 
 @attrs.frozen
-class Window:
+class MergedIntervals:
     """What every worker's snapshot intervals ``[first, last]`` add up to: counts summed,
     response-time histograms merged exactly (never percentiles of percentiles)."""
 
@@ -80,9 +81,6 @@ class Window:
         done = self.ops + self.errors
         return self.errors / done if done else 0.0
 
-    @property
-    def mean_latency_s(self) -> float:
-        return self.latency_ms["mean"] / 1000.0
 
 
 def reported_through(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, int]:
@@ -94,7 +92,9 @@ def reported_through(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> dict
     return upto
 
 
-def window(snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last: int, interval_s: float) -> Window:
+def merged_intervals(
+    snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last: int, interval_s: float
+) -> MergedIntervals:
     """The figures of intervals ``first..last`` (inclusive) over every worker; a retried append
     (same worker, same ``n``) counts once."""
     sums: dict[str, int] = defaultdict(int)
@@ -106,7 +106,7 @@ def window(snapshots: Iterable[tuple[str, Mapping[str, Any]]], first: int, last:
                     sums[key] += item.get(key, 0)
                 encoded.extend(item.get("kinds", {}).values())
     n = max(0, last - first + 1)
-    return Window(
+    return MergedIntervals(
         first,
         last,
         n * interval_s,
@@ -185,7 +185,7 @@ class QpsController:
             min(max(connections, low), load.max_connections),
         )
 
-    def decide(self, at_s: float, w: Window) -> tuple[QpsController, QpsDecision]:
+    def decide(self, at_s: float, w: MergedIntervals) -> tuple[QpsController, QpsDecision]:
         n, target, qps = self.connections, self.target, w.qps
         error = (qps - target) / target
         band = deadband(target)
@@ -221,7 +221,7 @@ class QpsController:
             return to(n, "hold", over=0, at_ceiling=0)
         return to(n - step, "down", over=0, at_ceiling=0)
 
-    def _no_closer(self, new: int, w: Window) -> bool:
+    def _no_closer(self, new: int, w: MergedIntervals) -> bool:
         """Whole connections: a step whose expected reading is no closer to the target than this
         one is not taken — the controller holds the nearest count instead of swinging around a
         target between two counts. Expected: throughput in proportion to the connections; for a
@@ -285,11 +285,7 @@ class FindMaxSearch:
     done: str | None = None
     """Why the search ended (``unstable``, ``refined``, ``time_budget``), once it has."""
 
-    @property
-    def first_level(self) -> float:
-        return self.opts.start
-
-    def judge(self, level: float, w: Window, at_s: float) -> Step:
+    def judge(self, level: float, w: MergedIntervals, at_s: float) -> Step:
         """A measured step, with the first of the seed's checks it fails (errors, SLO, latency
         against the first step, throughput against the stable step below)."""
         o = self.opts
@@ -353,3 +349,33 @@ class FindMaxSearch:
         if self.unstable_above is not None:
             out["first_unstable"] = {"level": self.unstable_above.level, "reason": self.unstable_above.reason}
         return out
+
+
+# ---- the level at the start and at the end ---------------------------------------------------------
+
+
+def qps_result_reason(last: QpsDecision | None, target: float, stop: StopReason | None) -> str:
+    """How the QPS control ended: ``bounds_limit_reached``; ``settled`` (holding within the deadband);
+    ``nearest_whole_count`` (holding the whole number of connections nearest the target, which no
+    count reaches within the deadband); or ``not_settled`` (still moving when the run ended)."""
+    if stop is StopReason.BOUNDS_LIMIT_REACHED:
+        return "bounds_limit_reached"
+    if last is None or last.action != "hold":
+        return "not_settled"
+    return "settled" if abs(last.qps - target) <= deadband(target) else "nearest_whole_count"
+
+
+def initial_total(scenario: Scenario) -> int:
+    """Run-wide connections at the start: qps mode's ``starting_connections``, find-max's first level
+    (over concurrency), or ``connections_per_worker`` on each worker."""
+    load = scenario.load
+    if load.mode is LoadMode.QPS and load.starting_connections:
+        return max(load.starting_connections, scenario.workers)
+    if load.mode is LoadMode.FIND_MAX and load.find_max.over is FindMaxOver.CONCURRENCY:
+        return max(int(load.find_max.start), scenario.workers)
+    return scenario.total_connections
+
+
+def initial_connections(scenario: Scenario) -> int:
+    """Connections per worker in the START event (the base of the split of ``initial_total``)."""
+    return initial_total(scenario) // scenario.workers

@@ -187,7 +187,7 @@ def _measured(
 
     def windows(window_s: float, kind: str | None) -> list[HdrHistogram]:
         of = merged if kind is None else {i: h[kind] for i, h in intervals.items() if kind in h}
-        return thresholds.windows_of(of, measured.start, measured.stop - 1, max(1, round(window_s / iv)))
+        return thresholds.judged_spans(of, measured.start, measured.stop - 1, max(1, round(window_s / iv)))
 
     return thresholds.Measured(phases.get(measurement, {}), start, latency, service, windows)
 

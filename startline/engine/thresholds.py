@@ -310,9 +310,11 @@ def histograms_of(metrics: Sequence[Mapping[str, Any]], phase: str) -> tuple[dic
     return latency, service
 
 
-def windows_of(intervals: Mapping[int, HdrHistogram], first: int, last: int, per_window: int) -> list[HdrHistogram]:
-    """Consecutive windows of ``per_window`` intervals over intervals ``first``..``last`` (the last
-    window may be shorter), each the exact merge of its intervals' histograms."""
+def judged_spans(intervals: Mapping[int, HdrHistogram], first: int, last: int, per_window: int) -> list[HdrHistogram]:
+    """The spans a windowed threshold is judged on: consecutive runs of ``per_window`` intervals over
+    intervals ``first``..``last`` (the last may be shorter), each the exact merge of its intervals'
+    histograms. (Not the phase windows of ``engine.schedule``, nor the merged intervals the load
+    control reads.)"""
     out = []
     for lo in range(first, last + 1, per_window):
         h = new_histogram()

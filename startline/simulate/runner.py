@@ -16,8 +16,9 @@ import trio.testing
 
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
+from startline.engine.loadcontrol import initial_connections
 from startline.engine.model import ORCHESTRATOR, RunStatus
-from startline.engine.orchestrator import Orchestrator, initial_connections
+from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import distribution, percentile
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
