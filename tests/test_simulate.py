@@ -330,7 +330,7 @@ def test_a_simulated_call_past_its_deadline_ends_there_and_its_write_lands_only_
     from startline.simulate.backend import SimControlPlane
 
     profile = Profile.from_dict({"control": {"status_update": 100.0}, "visibility": 0.5})
-    assert SimControlPlane.honours_deadline
+    assert SimControlPlane.traits.honours_deadline
 
     async def main() -> tuple[float | None, RunStatus]:
         store = MemoryStore(TrioWallClock(0.0))

@@ -9,16 +9,16 @@ planned end passes. Everything about time is ``trio.current_time()``.
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import attrs
 import trio
 
+from startline.engine.arrivals import Arrivals
 from startline.engine.metrics import HIGHEST_US, Recorder, bucket_index, error_message, fold_counts, to_us
 from startline.engine.model import Phase
 from startline.engine.ports import Session
@@ -199,140 +199,6 @@ class Tally:
 
 OFFERED, SKIPPED, LATE = 0, 1, 2
 """Indexes of ``Recorder.count``."""
-
-
-@attrs.define(eq=False)
-class Arrivals:
-    """An open loop's schedule for one worker: the intended start of each operation, whichever
-    connection is free to take it (a late one is taken late, and its lag shows).
-
-    The rate is a piecewise-linear plan: ``rate`` from ``start``, then each change ``(at, rate,
-    ramp_s)`` ramps linearly from the rate at ``at`` to its rate over ``ramp_s``. The next start
-    is where the area under the plan since the last one reaches one (uniform) or an exponential
-    draw (Poisson, seeded). Uniform schedules of the workers are shifted by ``phase`` of a gap
-    after the first start (at START_TIME for all, so the start skew means what it means in a
-    closed loop), so that the run's starts are spread evenly, not in bursts of one per worker.
-    """
-
-    rate: float
-    """Operations per second from ``start`` (until the first change)."""
-    start: float
-    poisson: bool = False
-    phase: float = 0.0
-    rng: random.Random = attrs.field(factory=lambda: random.Random(0))
-    idle: int = attrs.field(init=False, default=0)
-    """Connections holding an arrival that is not due yet."""
-    taken: int = attrs.field(init=False, default=0)
-    _points: list[tuple[float, float]] = attrs.field(init=False)
-    """The plan's breakpoints (time, rate), linear between them, constant after the last."""
-    _last: float = attrs.field(init=False)
-    _next: float = attrs.field(init=False)
-    _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _stopped: bool = attrs.field(init=False, default=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._points = [(self.start, self.rate)]
-        self._last = self.start
-        self._next = self.start if self.rate > 0 else math.inf  # a schedule at rate 0 waits for a ramp
-
-    def rate_at(self, t: float) -> float:
-        pts = self._points
-        k = bisect.bisect_right(pts, (t, math.inf)) - 1
-        if k < 0:
-            return pts[0][1]
-        if k == len(pts) - 1:
-            return pts[k][1]
-        (a, ra), (b, rb) = pts[k], pts[k + 1]
-        return ra if b == a else ra + (rb - ra) * (t - a) / (b - a)
-
-    def change(self, at: float, rate: float, ramp_s: float, now: float) -> None:
-        """From ``at``, ramp linearly to ``rate`` over ``ramp_s`` (what the plan held from ``at`` on
-        is replaced). ``at`` may be past (a change read late ramps from where it should have
-        begun) or future (planned); the next start moves to match."""
-        pending = self._units(now, self._next) if math.isfinite(self._next) and self._next > now else None
-        pts = self._points
-        before = [p for p in pts if p[0] < at]
-        from_rate = self.rate_at(at)
-        if before:  # the plan up to ``at`` is kept as it was: its value just before ``at``
-            a, ra = before[-1]
-            b, rb = next((p for p in pts if p[0] >= at), (math.inf, ra))
-            before.append((at, ra if b == math.inf else ra + (rb - ra) * (at - a) / (b - a)))
-        self._points = [*before, (at, from_rate), (at + max(0.0, ramp_s), rate)]
-        if pending is not None:
-            self._next = self._advance(now, pending)
-        elif not math.isfinite(self._next):
-            self._next = self._advance(max(now, self._last), self._draw())
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def backlog(self, until: float) -> list[float]:
-        """The starts due before ``until`` that no connection took (the loop fell behind), taken
-        now, so that they are counted offered."""
-        due = []
-        while self._next < until:
-            due.append(self._take_next())
-        return due
-
-    def stop(self) -> None:
-        """No more starts: connections waiting for one (the rate is zero) stop waiting."""
-        self._stopped = True
-        self._changed.set()
-
-    async def take(self) -> float:
-        """The next intended start (waits while the rate is zero); after ``stop``, infinity."""
-        while not math.isfinite(self._next):
-            if self._stopped:
-                return math.inf
-            await self._changed.wait()
-        return self._take_next()
-
-    def _take_next(self) -> float:
-        """The next start, and the schedule moved on past it (the first gap of a uniform schedule
-        shifted by ``phase``)."""
-        t = self._last = self._next
-        units = self._draw() + (self.phase if self.taken == 0 and not self.poisson else 0.0)
-        self._next = self._advance(t, units)
-        self.taken += 1
-        return t
-
-    def _draw(self) -> float:
-        return self.rng.expovariate(1.0) if self.poisson else 1.0
-
-    def _segments(self, t: float) -> Iterator[tuple[float, float, float, float]]:
-        """(from, to, rate at from, rate at to) of the plan from ``t`` on; the last is endless."""
-        pts = self._points
-        for (a, _ra), (b, rb) in itertools.pairwise(pts):
-            if b > t and b > a:  # a step (a == b) has no area
-                lo = max(a, t)
-                yield lo, b, self.rate_at(lo), rb
-        last_t, last_r = pts[-1]
-        yield max(t, last_t), math.inf, last_r, last_r
-
-    def _units(self, a: float, b: float) -> float:
-        """The area under the plan over [a, b] (operations due in it)."""
-        area = 0.0
-        for lo, hi, r0, r1 in self._segments(a):
-            if lo >= b:
-                break
-            m = min(hi, b)
-            rm = r0 if hi == math.inf else r0 + (r1 - r0) * (m - lo) / (hi - lo)
-            area += (r0 + rm) / 2 * (m - lo)
-        return area
-
-    def _advance(self, t: float, units: float) -> float:
-        """The instant after ``t`` where the area under the plan reaches ``units``."""
-        for lo, hi, r0, r1 in self._segments(t):
-            if hi == math.inf:
-                return lo + units / r0 if r0 > 0 else math.inf
-            area = (r0 + r1) / 2 * (hi - lo)
-            if units <= area:
-                slope = (r1 - r0) / (hi - lo)
-                if abs(slope) < 1e-12:
-                    return lo + units / r0
-                # r0·x + slope/2·x² = units
-                return lo + (math.sqrt(max(0.0, r0 * r0 + 2 * slope * units)) - r0) / slope
-            units -= area
-        return math.inf
 
 
 @attrs.define(eq=False)

@@ -66,6 +66,10 @@ class CountingControlPlane:
         call = self._methods[name] = self._counted(name, method)
         return call
 
+    def enter(self, stage: str) -> None:
+        """Round trips count toward ``stage`` from now."""
+        self.stage = stage
+
     def latency_payload(self) -> dict[str, str]:
         """Each method's round-trip times (HDR, microseconds), encoded."""
         return {name: h.encode().decode("ascii") for name, h in sorted(self.latency.items())}

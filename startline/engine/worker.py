@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import socket
 import time
 import types
 import uuid
@@ -21,16 +20,15 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-from hdrh.histogram import HdrHistogram
 
+from startline.engine.arrivals import OpenLoopRate
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
 from startline.engine.events import Next, WorkerView, after_poll, apply_event, catch_up, events_to_apply, reconcile
 from startline.engine.lifecycle import worker_transition
 from startline.engine.liveness import RunSeen, judge_run_alive
-from startline.engine.loadcontrol import rate_plan
-from startline.engine.metrics import Recorder, new_histogram, to_us
+from startline.engine.metrics import Recorder
 from startline.engine.model import (
     ControlEvent,
     EventType,
@@ -55,9 +53,10 @@ from startline.engine.ports import (
     same_clock,
 )
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
-from startline.engine.scenario import Bookkeeping, LoadMode, Scenario
+from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
 from startline.engine.startplan import INLINE_PERIOD_S, Detection, StartPlan
+from startline.engine.timeline import Timeline, host_witness, target_witness
 from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.worker")
@@ -157,12 +156,9 @@ class Worker:
     recorder: Recorder = attrs.field(init=False, factory=Recorder)
     _counting: CountingControlPlane = attrs.field(init=False)
     _cp: ResilientControlPlane = attrs.field(init=False)
-    _marks: dict[str, float] = attrs.field(init=False, factory=dict)
-    _trio_marks: dict[str, float] = attrs.field(init=False, factory=dict)
     _applied: list[int] = attrs.field(init=False, factory=list)
     _offset: OffsetEstimate | None = attrs.field(init=False, default=None)
     _clockmap: ClockMap | None = attrs.field(init=False, default=None)
-    _stage_started: dict[str, float] = attrs.field(init=False, factory=dict)
     _initial_connections: int = attrs.field(init=False, default=0)
     _conns: Connections | None = attrs.field(init=False, default=None)
     _windows: PhaseWindows | None = attrs.field(init=False, default=None)
@@ -181,19 +177,13 @@ class Worker:
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Every connection has issued its ``operations_per_connection``."""
-    _growing: bool = attrs.field(init=False, default=False)
-    """An open loop is opening one more connection on demand (one at a time)."""
-    _began: float | None = attrs.field(init=False, default=None)
-    """This host's wall clock when ``run()`` began."""
-    _wakes: HdrHistogram = attrs.field(init=False, factory=new_histogram)
-    """How late this process woke from its start-path sleeps."""
-    _release_at: float | None = attrs.field(init=False, default=None)
-    """The trio instant a scheduled start releases this worker's connections at."""
-    _rate_changes: list[tuple[float | None, float, float]] = attrs.field(init=False, factory=list)
-    """SET_RATE events (at, rate, ramp_s) read before the open loop's schedule was made."""
+    _timeline: Timeline = attrs.field(init=False)
+    _rate: OpenLoopRate | None = attrs.field(init=False, default=None)
+    """The open loop's rate state, once the scenario is known."""
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control, self.round_trips)
+        self._timeline = Timeline(self._counting.enter, launched_at=self.launched_at)
         self._cp = ResilientControlPlane(
             self._counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
         )
@@ -217,7 +207,7 @@ class Worker:
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
-        self._began = self.clock.now()
+        self._timeline.began = self.clock.now()
         try:
             with self._main:
                 await self._run()
@@ -234,7 +224,7 @@ class Worker:
                 log.exception("worker %s failed", self.worker_id)
                 self.failure = f"{type(leaf).__name__}: {leaf}"
             self._set_status(WorkerStatus.FAILED)
-            self._mark("failed")
+            self._timeline.mark("failed")
         payload = self.payload()
         if self.status is WorkerStatus.FAILED:
             forced = self._main.cancelled_caught
@@ -271,8 +261,8 @@ class Worker:
             status=self.status,
             failure=self.failure,
             view=self.view,
-            marks=frozen(dict(self._marks)),
-            trio_marks=frozen(dict(self._trio_marks)),
+            marks=frozen(dict(self._timeline.marks)),
+            trio_marks=frozen(dict(self._timeline.trio_marks)),
             first_query=frozen(dict(self._conns.first_query if self._conns else {})),
             applied_events=tuple(self._applied),
             offset=self._offset,
@@ -286,7 +276,7 @@ class Worker:
     # ---- the life of a worker -------------------------------------------------------------
 
     async def _run(self) -> None:
-        self._enter("setup")
+        self._timeline.enter("setup")
         run = await wait_for_run(self._cp, self.run_id, self.scenario.start_timeout_s if self.scenario else 120.0)
         if run.status.terminal:
             raise WorkerRefused(f"run {self.run_id!r} has ended ({run.status}): it takes no more workers")
@@ -310,18 +300,19 @@ class Worker:
             pool = self._pool = Pool(
                 nursery, self._open_session, self._conns.run, self._note_connections, self.runtime.spawned
             )
-            self._conns.grow = lambda: self._grow(nursery, pool)
+            rate = self._rate = OpenLoopRate(sc, self._to_trio)
+            self._conns.grow = lambda: rate.grow(nursery, pool.size, pool.scale_to, self.view.stopping)
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
-                self._clockmap = ClockMap.anchor(self._offset)
+                self._clockmap = self._timeline.clockmap = ClockMap.anchor(self._offset)
                 plan = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled)
                 if plan.pushed:
                     await self._cp.prepare_push()  # listening before READY: the START cannot come first
                 self._set_status(WorkerStatus.READY)
                 if plan.heartbeat_task_while_waiting:  # the inline loop says READY with its own first beat
                     await self._heartbeat()
-                self._mark("ready")
+                self._timeline.mark("ready")
                 joined = _Joined(sc, plan, pool, self._clockmap)
                 if await self._start(nursery, joined):
                     await self._follow_events(nursery, joined)
@@ -334,7 +325,7 @@ class Worker:
         """The start path: wait for the start as the plan says, bookkeeping, release the
         connections. False when the run stopped before it started."""
         plan, sc, pool = j.plan, j.scenario, j.pool
-        self._enter("waiting")
+        self._timeline.enter("waiting")
         if plan.heartbeat_task_while_waiting:
             nursery.start_soon(self._chore, self._heartbeat_loop)
         if plan.prespawn:
@@ -347,7 +338,7 @@ class Worker:
                 raise WorkerExit("never_started") from None
         if self.view.stopping:
             return False
-        self._mark("detect")
+        self._timeline.mark("detect")
         start_time = self.view.start_time
         assert start_time is not None  # a started view has its start time (apply_event, _see_run)
         start_trio = j.clockmap.to_trio(start_time)
@@ -355,22 +346,22 @@ class Worker:
         self._set_status(WorkerStatus.RUNNING)
         if plan.bookkeeping is not Bookkeeping.DEFERRED:
             await self._bookkeeping(parallel=plan.bookkeeping is Bookkeeping.PARALLEL)
-        conns = self._conns
-        assert conns is not None  # made in _run, before the pool
+        conns, rate = self._conns, self._rate
+        assert conns is not None and rate is not None  # made in _run, before the pool
         if plan.release_as_spawned:
             # as the seed: each connection starts as it is spawned
-            conns.open_gate(windows, self._rate(), self._rate_plan(windows))
+            conns.open_gate(windows, rate.first(), rate.plan(windows))
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
         if plan.at_start_time:
-            self._release_at = start_trio
+            self._timeline.release_at = start_trio
             await sleep_until_precisely(start_trio, plan.spin_s, self.runtime.release_until)
         if not conns.gate.is_open:
-            conns.open_gate(windows, self._rate(), self._rate_plan(windows))
+            conns.open_gate(windows, rate.first(), rate.plan(windows))
         if pool.size != self.view.connections:
             await pool.scale_to(self.view.connections)
-        self._mark("scale")
-        self._enter("running")
+        self._timeline.mark("scale")
+        self._timeline.enter("running")
         if plan.bookkeeping is Bookkeeping.DEFERRED:
             nursery.start_soon(self._bookkeeping, True)
         nursery.start_soon(self._hard_stop, pool, windows.end + sc.drain_timeout_s)
@@ -409,13 +400,13 @@ class Worker:
             if now - last_beat >= INLINE_PERIOD_S:
                 last_beat = now
                 await self._heartbeat()
-            await self._sleep(sleep_s)
+            await self._timeline.sleep(self.runtime, sleep_s)
 
     async def _wait_poll(self, interval: float, jitter: float) -> None:
         """Poll RUN_STATUS every interval. The first poll waits one interval: the run cannot have
         started before the orchestrator read this worker's READY beat, which has only just landed."""
         while True:
-            await self._sleep(self._interval(interval, jitter))
+            await self._timeline.sleep(self.runtime, self._interval(interval, jitter))
             self._see_run(await self._cp.read_run(self.run_id))
             if self.view.started or self.view.stopping:
                 return
@@ -427,12 +418,6 @@ class Worker:
                 return
             with trio.move_on_after(recheck_s):
                 await self._cp.wait_for_change(self.run_id, run.version)
-
-    async def _sleep(self, seconds: float) -> None:
-        """A start-path sleep, through the runtime, noting how late it woke."""
-        deadline = trio.current_time() + seconds
-        await self.runtime.sleep_until(deadline)
-        self._wakes.record_value(to_us(trio.current_time() - deadline))
 
     def _interval(self, interval: float, jitter: float) -> float:
         return max(0.0, interval + (self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))
@@ -476,11 +461,11 @@ class Worker:
 
         async def beat() -> None:
             await self._heartbeat()
-            self._mark("heartbeat")
+            self._timeline.mark("heartbeat")
 
         async def insert() -> None:
             await self._cp.upsert_result(self._result(WorkerStatus.RUNNING, {"start_time": self.view.start_time}))
-            self._mark("insert")
+            self._timeline.mark("insert")
 
         if parallel:
             async with trio.open_nursery() as n:
@@ -515,7 +500,7 @@ class Worker:
                     with trio.move_on_at(min(trio.current_time() + check_every, self._idle_deadline)):
                         seen_version = await self._cp.wait_for_change(self.run_id, seen_version)
                 else:
-                    await self._sleep(self._interval(plan.follow_interval_s, plan.jitter_s))
+                    await self._timeline.sleep(self.runtime, self._interval(plan.follow_interval_s, plan.jitter_s))
             if self.view.stopping:
                 return
         log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
@@ -557,51 +542,13 @@ class Worker:
         if nursery is not None and self.view.connections != before.connections and before.started:
             self._start_ramp(nursery)
         if event.event_type is EventType.SET_RATE and self.view.addresses(event) and event.rate is not None:
-            change = (event.at, event.rate, event.ramp_s)
-            arrivals = self._conns.arrivals if self._conns is not None else None
-            if arrivals is None:
-                self._rate_changes.append(change)  # the schedule is made at the start, with it
-            else:
-                arrivals.change(*self._trio_change(change), trio.current_time())
+            assert self._rate is not None and self._conns is not None  # made before any event is applied
+            self._rate.change((event.at, event.rate, event.ramp_s), self._conns.arrivals)
 
-    def _trio_change(self, change: tuple[float | None, float, float]) -> tuple[float, float, float]:
-        """A SET_RATE's (at, rate, ramp_s) with ``at`` on this process's trio clock."""
-        at, rate, ramp_s = change
-        cm, now = self._clockmap, trio.current_time()
-        return (now if at is None or cm is None else cm.to_trio(at)), rate, ramp_s
-
-    def _rate_plan(self, windows: PhaseWindows) -> list[tuple[float, float, float]]:
-        """The open loop's changes of rate on this process's trio clock: the scenario's stages (this
-        worker's share), then the SET_RATE events read before the start."""
-        sc = self.scenario
-        assert sc is not None  # known before the start
-        share = 1.0 / sc.workers
-        stages = [(windows.start + at, rate * share, ramp) for at, rate, ramp in rate_plan(sc.load)]
-        return stages + [self._trio_change(c) for c in self._rate_changes]
-
-    def _rate(self) -> float:
-        """This worker's open-loop rate at the start: its share of ``load.rate`` (find-max over the
-        rate: of its first level)."""
-        sc = self.scenario
-        assert sc is not None  # known before the start
-        first = sc.load.find_max.start if sc.load.mode is LoadMode.FIND_MAX else sc.load.rate
-        return first / sc.workers
-
-    def _grow(self, nursery: trio.Nursery, pool: Pool) -> None:
-        """Open loop: one more connection, up to ``max_in_flight`` (one request at a time)."""
-        sc = self.scenario
-        assert sc is not None  # connections run only once the scenario is known
-        if self._growing or pool.size >= sc.max_in_flight or self.view.stopping:
-            return
-        self._growing = True
-
-        async def grow() -> None:
-            try:
-                await pool.scale_to(pool.size + 1)
-            finally:
-                self._growing = False
-
-        nursery.start_soon(grow)
+    def _to_trio(self, at: float | None) -> float:
+        """A control-plane instant on this process's trio clock (None, or no clock map yet: now)."""
+        cm = self._clockmap
+        return trio.current_time() if at is None or cm is None else cm.to_trio(at)
 
     def _start_ramp(self, nursery: trio.Nursery) -> None:
         if self._ramp_scope is not None:
@@ -628,8 +575,8 @@ class Worker:
         """Stop issuing, let in-flight operations finish within the drain timeout, then cancel."""
         conns = self._conns
         assert conns is not None  # made in _run, before the pool
-        self._enter("draining")
-        self._mark("stop")
+        self._timeline.enter("draining")
+        self._timeline.mark("stop")
         self._set_status(WorkerStatus.DRAINING)
         if self._ramp_scope is not None:
             self._ramp_scope.cancel()
@@ -644,7 +591,7 @@ class Worker:
             chore.cancel()
         # COMPLETED once the results saying so are published; a last heartbeat tells the orchestrator.
         await self._publish_final(WorkerStatus.COMPLETED)
-        self._enter("done")
+        self._timeline.enter("done")
 
     async def _publish_final(self, status: WorkerStatus) -> None:
         await self._flush_snapshots(final=True)
@@ -752,7 +699,7 @@ class Worker:
         conns = self._conns
         if n == 0 and conns is not None and conns.spent and self.view.connections > 0 and not self._spent.is_set():
             # every connection has issued its operations_per_connection: this worker is done
-            self._mark("spent")
+            self._timeline.mark("spent")
             self._spent.set()
             self._wake.cancel()
 
@@ -774,66 +721,14 @@ class Worker:
     def _drain_timeout(self) -> float:
         return self.scenario.drain_timeout_s if self.scenario else 5.0
 
-    def _enter(self, stage: str) -> None:
-        self._counting.stage = stage
-        self._stage_started[stage] = trio.current_time()
-
-    def _mark(self, name: str) -> None:
-        self._trio_marks[name] = trio.current_time()
-        if self._clockmap is not None:
-            self._marks[name] = self._clockmap.to_control(trio.current_time())
-
     # ---- results ---------------------------------------------------------------------------------
-
-    def _host_witness(self) -> dict[str, Any] | None:
-        """The host's own clock at each connection's first operation, and whether the control
-        plane's clock is this host's (then START_TIME is on it too)."""
-        conns = self._conns
-        if conns is None or conns.host_now is None:
-            return None
-        return {
-            "name": socket.gethostname(),
-            "control_clock": self._cp.traits.clock_is_host,
-            "first_query": {str(s): t for s, t in sorted(conns.host_first_query.items())},
-        }
-
-    def _target_witness(self) -> dict[str, Any] | None:
-        """The target's own clock at each connection's first operation (a target that stamps
-        them: PostgreSQL), and whether START_TIME is on that clock too."""
-        conns = self._conns
-        if conns is None or not conns.target_first_query or self.scenario is None:
-            return None
-        return {
-            "control_clock": same_clock(self._cp.traits, self.target.traits),
-            "first_query": {str(s): t for s, t in sorted(conns.target_first_query.items())},
-        }
-
-    def _process(self) -> dict[str, Any]:
-        """This process's own costs: how long after its launcher it began; how late it woke from
-        its start-path sleeps; under a scheduled start, how late its first connection began after
-        the release instant (a late wake, and the wait for a core when every process wakes at once)."""
-        began, launched, release = self._began, self.launched_at, self._release_at
-        firsts = self._conns.first_query if self._conns else {}
-        return {
-            "start_delay_ms": None if began is None or launched is None else (began - launched) * 1000.0,
-            "wake_late_us": self._wakes.encode().decode("ascii") if self._wakes.get_total_count() else None,
-            "release_late_ms": None if release is None or not firsts else (min(firsts.values()) - release) * 1000.0,
-        }
 
     def payload(self, status: WorkerStatus | None = None) -> dict[str, Any]:
         """The TEST_RESULTS payload (saying ``status``, by default the worker's own): timeline,
         clock, metrics, control-plane cost, events applied."""
-        cm = self._clockmap
-        firsts = self._conns.first_query if self._conns else {}
-        initial = {s: (cm.to_control(t) if cm else t) for s, t in sorted(firsts.items())}
-        timeline = dict(self._marks)
-        if initial:
-            timeline["first_query"] = min(initial.values())
-        st = self._stage_started
-        now = trio.current_time()
-
-        def span(a: str, b: str) -> float:
-            return (st.get(b, now) - st[a]) if a in st else 0.0
+        cm, conns, tl = self._clockmap, self._conns, self._timeline
+        firsts = conns.first_query if conns else {}
+        timeline, initial = tl.of_run(firsts)
 
         return {
             "worker_id": self.worker_id,
@@ -845,15 +740,19 @@ class Worker:
             "clock_uncertainty_ms": None if self._offset is None else self._offset.uncertainty_s * 1000.0,
             "timeline": timeline,
             "first_query": {str(s): t for s, t in initial.items()},
-            "host": self._host_witness(),
-            "target": self._target_witness(),
-            "process": self._process(),
+            "host": host_witness(
+                conns.host_first_query if conns and conns.host_now else None, self._cp.traits.clock_is_host
+            ),
+            "target": target_witness(
+                conns.target_first_query if conns else {}, same_clock(self._cp.traits, self.target.traits)
+            ),
+            "process": tl.process(firsts),
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),
                 "latency_us": self._counting.latency_payload(),
                 "health": self._cp.health.statistics().to_payload(),
-                "waiting_s": span("waiting", "running"),
-                "running_s": span("running", "draining"),
+                "waiting_s": tl.span("waiting", "running"),
+                "running_s": tl.span("running", "draining"),
             },
             "applied_events": list(self._applied),
             "metrics": self.recorder.to_payload(cm.to_control if cm is not None else float),
