@@ -1,7 +1,9 @@
 """startline: coordinate distributed database benchmarks and measure how together they started.
 
-The public face: load a ``Scenario``, run it (``run_in_process`` for one process on
-the memory backend), read the summary. The core lives in ``startline.engine``; the
+The public face: load a ``Scenario``, run it as ``startline run`` does (``run``, or
+``run_async`` inside a Trio program: worker processes, Dask, or tasks of this process), join a
+run as a worker from a Trio program (``join_run``), or run it in one ``trio.run`` on the memory
+backend (``run_in_process``); read the summary. The core lives in ``startline.engine``; the
 backends in ``startline.backends``; the simulator in ``startline.simulate``.
 
 Names are imported on first use (PEP 562), so that a worker process or a simulation
@@ -24,6 +26,8 @@ _EXPORTS = {
     "Orchestrator": "startline.engine.orchestrator",
     "ParamSpec": "startline.engine.scenario",
     "Phase": "startline.engine.model",
+    "RunCancelled": "startline.api",
+    "RunResult": "startline.api",
     "RunStatus": "startline.engine.model",
     "ScaleStep": "startline.engine.scenario",
     "Scenario": "startline.engine.scenario",
@@ -31,6 +35,9 @@ _EXPORTS = {
     "StopReason": "startline.engine.model",
     "Worker": "startline.engine.worker",
     "WorkerStatus": "startline.engine.model",
+    "join_run": "startline.api",
+    "run": "startline.api",
+    "run_async": "startline.api",
     "run_in_process": "startline.inprocess",
     "run_in_process_async": "startline.inprocess",
     "write_summary": "startline.engine.files",
@@ -45,6 +52,8 @@ __all__ = [
     "Orchestrator",
     "ParamSpec",
     "Phase",
+    "RunCancelled",
+    "RunResult",
     "RunStatus",
     "ScaleStep",
     "Scenario",
@@ -53,6 +62,9 @@ __all__ = [
     "Worker",
     "WorkerStatus",
     "__version__",
+    "join_run",
+    "run",
+    "run_async",
     "run_in_process",
     "run_in_process_async",
     "write_summary",
@@ -73,6 +85,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from startline.api import RunCancelled, RunResult, join_run, run, run_async
     from startline.engine.files import write_summary
     from startline.engine.model import ControlEvent, EventType, Phase, RunStatus, StopReason, WorkerStatus
     from startline.engine.orchestrator import Orchestrator

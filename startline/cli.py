@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
-import attrs
 import click
 import trio
 from rich.console import Console
 from rich.markup import escape
 
-from startline import htmlreport, launch
+from startline import api
 from startline.engine.files import write_atomic, write_json
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, LoadMode, Scenario
 from startline.engine.together import worker_ids
 from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, exit_code
-from startline.report import print_summary
+from startline.live import check as live_check
+from startline.live import run as live_run
+from startline.live import workers as live_workers
+from startline.live.outdir import claim_out
 from startline.urls import parse_url
+from startline.views import html as htmlreport
+from startline.views.terminal import print_summary
 
 err = Console(stderr=True)
 
@@ -47,34 +49,6 @@ def _id_option(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if value is not None and not ID_CHARS.fullmatch(value):
         raise click.BadParameter("must be 1 to 128 letters, digits, '_', '.', ':' or '-'")
     return value
-
-
-def claim_out(out: Path, run_id: str, overwrite: bool) -> IO[str]:
-    """Make sure OUT can be written before anything starts, and that it is this run's: a
-    directory holding another run's summary is refused unless ``overwrite``, one in use by
-    another `startline run` always. Returns the held lock (close it to release)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
-        probe.close()
-        lock = open(out / ".startline.lock", "w")
-    except OSError as exc:
-        fail_usage(f"--out {out}: cannot write there ({exc.strerror or exc})")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        fail_usage(f"--out {out} is in use by another startline run: choose another --out")
-    previous = out / "summary.json"
-    if previous.exists() and not overwrite:
-        try:
-            other = json.loads(previous.read_text(encoding="utf-8")).get("run_id")
-        except (OSError, ValueError, AttributeError):
-            other = None
-        if other != run_id:  # the same run id is a restart: its summary is rewritten
-            lock.close()
-            fail_usage(f"--out {out} holds the summary of run {other!r}: choose another --out, or pass --overwrite")
-    return lock
 
 
 def fail_run(message: str) -> NoReturn:
@@ -150,28 +124,24 @@ def run(
     """
     scenario = load_scenario(config)
     out_dir = Path(out)
-    run_id = run_id or f"{scenario.name}-{uuid.uuid4().hex[:8]}"
-    lock = claim_out(out_dir, run_id, overwrite)
     try:
-        control_url = parse_url(control or scenario.control, "control", out_dir)
-        target_url = parse_url(target or scenario.target, "target", out_dir)
-        if control_url.in_process or not no_spawn:  # the workers' ids and groups are known
-            scenario.check_scopes(worker_ids(scenario), {"default"})
-        if spawn_on is not None and (not spawn_on.startswith("dask://") or no_spawn or control_url.in_process):
-            why = "expected dask://HOST:PORT" if not spawn_on.startswith("dask://") else "needs a shared control plane"
+        if spawn_on is not None and (not spawn_on.startswith("dask://") or no_spawn):
+            why = "expected dask://HOST:PORT" if not spawn_on.startswith("dask://") else "needs worker processes"
             raise ConfigError("--spawn", f"{why} (got {spawn_on!r}{', with --no-spawn' if no_spawn else ''})")
+        spawn = spawn_on or ("none" if no_spawn else "processes")
+        prepared = api.prepare(scenario, out_dir, control=control, target=target, spawn=spawn, run_id=run_id)
     except ConfigError as exc:
         fail_usage(f"{config}: {exc}")
-    resolved = attrs.evolve(
-        scenario,
-        control=_url_text(control or scenario.control, out_dir),
-        target=_url_text(target or scenario.target, out_dir),
-    )
+    try:
+        lock = claim_out(out_dir, prepared.run_id, overwrite)
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    resolved, control_url, target_url, run_id = prepared.scenario, prepared.control, prepared.target, prepared.run_id
     console = Console(stderr=True, quiet=quiet)
-    after = launch.AfterRun()
+    after = live_run.AfterRun()
     try:
         summary = trio.run(
-            launch.orchestrate,
+            live_run.orchestrate,
             resolved,
             control_url,
             target_url,
@@ -237,7 +207,7 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
             target_url = parse_url(target or scenario.target, "target", Path(out))
             scenario.check_scopes(worker_ids(scenario), {"default"})
             found = open_target(target_url, scenario)  # operation kinds and setup fit it; calls import
-            problems = trio.run(launch.check_connect, scenario, control_url, target_url, found) if connect else []
+            problems = trio.run(live_check.check_connect, scenario, control_url, target_url, found) if connect else []
         except ConfigError as exc:
             fail_usage(f"{config}: {exc}")
     if problems:
@@ -273,7 +243,7 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
     leaf = single_leaf(exc)
     if isinstance(leaf, ConfigError):
         fail_usage(f"{config}: {leaf}" if config else str(leaf))
-    if isinstance(leaf, launch.RunCancelled):
+    if isinstance(leaf, live_run.RunCancelled):
         fail_run(str(leaf))
     if isinstance(leaf, OSError) and leaf.filename is not None:  # a full disk, a file it may not write
         fail_run(f"cannot write {leaf.filename}: {leaf.strerror or leaf}")
@@ -281,10 +251,6 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
         fail_usage(str(leaf))
     if isinstance(leaf, ControlPlaneError):
         fail_usage(f"control plane: {leaf}")
-
-
-def _url_text(text: str, out: Path) -> str:
-    return text.replace("{out}", str(out))
 
 
 @main.command()
@@ -331,7 +297,8 @@ def worker(
     except ConfigError as exc:
         fail_usage(str(exc))
     try:
-        payload = trio.run(launch.join_as_worker, control_url, target, run_id, worker_id, index, group, allow_call)
+        join = live_workers.join_as_worker
+        payload = trio.run(join, control_url, target, run_id, worker_id, index, group, allow_call)
     except KeyboardInterrupt:  # before the worker's own signal handling was in place
         fail_run("cancelled before joining the run")
     except Exception as exc:
@@ -625,7 +592,7 @@ def _executor(cluster: str | None) -> Iterator[tuple[Any, str]]:
     if not cluster:
         yield None, "local processes"
         return
-    from startline.cluster import open_executor
+    from startline.simulate.executor import open_executor
 
     with open_executor(cluster) as opened:
         yield opened
@@ -719,7 +686,7 @@ def compare_runs(
     """
     from rich.table import Table
 
-    from startline.compare import CompareError, bands_with, compare, read_summary, same_scenario
+    from startline.views.compare import CompareError, bands_with, compare, read_summary, same_scenario
 
     try:
         judged = bands_with(bands)

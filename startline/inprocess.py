@@ -56,7 +56,7 @@ async def run_in_process_async(
     if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
         # On virtual time instants coincide exactly (a poll and an append at one instant): the
         # order of tasks that wake together must not depend on the process.
-        from startline.simulate.determinism import scheduler_random
+        from startline.engine.determinism import scheduler_random
 
         scheduler_random().seed(scenario.seed)
     clock = clock or TrioWallClock.aligned_to_system()

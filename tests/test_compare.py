@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from startline.compare import (
+from startline.testing import run_cli
+from startline.views.compare import (
     DEFAULT_BANDS,
     FAIL,
     OK,
@@ -23,7 +24,6 @@ from startline.compare import (
     compare,
     same_scenario,
 )
-from startline.testing import run_cli
 
 
 def summary(qps: float, p95: float, p99: float, ops: int = 1000, errors: int = 0, **extra: Any) -> dict[str, Any]:

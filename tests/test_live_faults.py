@@ -346,7 +346,7 @@ def test_a_signal_once_the_run_is_over_stops_the_wait_for_the_worker_processes_a
 
     import trio.testing
 
-    from startline.launch import AfterRun, on_signals
+    from startline.live.run import AfterRun, on_signals
 
     after = AfterRun(over=True, waiting=trio.CancelScope())
 

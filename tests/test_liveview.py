@@ -16,7 +16,7 @@ from rich.console import Console
 
 from startline.engine.metrics import new_histogram
 from startline.engine.model import ControlEvent, EventType, Scope, WorkerStatus
-from startline.liveview import LiveFigures, LiveTally, panel, target_connections, worker_changes
+from startline.live.view import LiveFigures, LiveTally, panel, target_connections, worker_changes
 from startline.testing import CLI, ROOT
 
 

@@ -10,8 +10,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from startline.engine.determinism import scheduler_random, seed_everything
 from startline.engine.scenario import Scenario
-from startline.simulate.determinism import scheduler_random, seed_everything
 from startline.simulate.models import Latency, Profile
 from startline.simulate.runner import simulate_once
 from startline.simulate.sweep import START_PATH_SCENARIO

@@ -20,13 +20,13 @@ import trio.testing
 
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
+from startline.engine.determinism import seed_everything
 from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
-from startline.simulate.determinism import seed_everything
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
 from startline.simulate.runner import fewer_collections, host_clock
@@ -263,7 +263,7 @@ def fault_report(runs: Sequence[FaultRun]) -> dict[str, Any]:
 
 
 def _run_chunk(seeds: Sequence[int], base: Mapping[str, Any]) -> list[FaultRun]:
-    from startline.cluster import SIMULATION
+    from startline.engine.determinism import SIMULATION
 
     logging.disable(logging.CRITICAL)  # thousands of runs: their warnings are the point, not the output
     with SIMULATION:  # one chunk at a time per process (a Dask worker may run tasks in threads)

@@ -16,6 +16,7 @@ import trio.testing
 
 from startline.backends.memory import MemoryStore, TrioWallClock
 from startline.backends.memory.clock import EPOCH_2026
+from startline.engine.determinism import seed_everything
 from startline.engine.loadcontrol import initial_connections
 from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator
@@ -24,7 +25,6 @@ from startline.engine.schedule import distribution, percentile
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
-from startline.simulate.determinism import seed_everything
 from startline.simulate.models import Profile, rng_for
 
 

@@ -160,7 +160,7 @@ class Sweep:
 
 
 def _run_chunk(scenario: Scenario, profile: Profile, seeds: list[int]) -> list[dict[str, Any]]:
-    from startline.cluster import SIMULATION
+    from startline.engine.determinism import SIMULATION
 
     with SIMULATION:  # one chunk at a time per process, whatever runs it (a Dask worker may have threads)
         return [simulate_once(scenario, profile, s) | {"seed": s} for s in seeds]

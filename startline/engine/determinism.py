@@ -10,8 +10,13 @@ depend on the process they run in.
 from __future__ import annotations
 
 import random
+import threading
 
 import trio
+
+SIMULATION = threading.Lock()
+"""Held while a simulation runs in a process that may run others at once (a Dask worker's
+threads): the simulator seeds process-wide random state (Trio's scheduler)."""
 
 
 class SchedulerHookMoved(RuntimeError):
@@ -27,7 +32,7 @@ def scheduler_random() -> random.Random:
     except (ImportError, AttributeError) as exc:
         raise SchedulerHookMoved(
             f"trio {trio.__version__} moved its scheduler's random source (trio._core._run._r): "
-            "simulations would not be deterministic; update startline/simulate/determinism.py"
+            "simulations would not be deterministic; update startline/engine/determinism.py"
         ) from exc
     if not isinstance(rng, random.Random):
         raise SchedulerHookMoved(f"trio._core._run._r is a {type(rng).__name__}, not a random.Random")

@@ -1,0 +1,57 @@
+"""``startline check --connect``: reach the control plane and the target, and have the target
+prepare (explain) every SQL statement with sample parameters."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+import trio
+
+from startline.compose import open_control
+from startline.engine.ports import ControlPlaneError
+from startline.engine.scenario import Scenario
+from startline.engine.workload import ParamSource
+from startline.urls import Url
+
+
+async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, target: Any) -> list[str]:
+    """``startline check --connect``: reach the control plane and the target (``open_target``'s,
+    for ``target_url``), and have the target prepare (explain) every SQL statement with sample
+    parameters. What went wrong, as lines naming the field; empty when all is well."""
+    problems: list[str] = []
+    if not control_url.in_process:
+        cp = open_control(control_url)
+        try:
+            with trio.fail_after(scenario.control_timeout_s):
+                await cp.server_time()
+        except (ControlPlaneError, trio.TooSlowError, OSError) as exc:
+            problems.append(f"control: cannot reach it: {exc or type(exc).__name__}")
+        finally:
+            await cp.close()
+    if target.traits.checks_statements:
+        params = ParamSource(random.Random(scenario.seed), slot=0)
+        pooled = {(op, name) for op, name, _ in scenario.unresolved_pools}  # drawn at run time: NULL here
+
+        def sample(op: Any) -> dict[str, Any]:
+            drawn = params.draw(
+                attrs.evolve(op, params={k: v for k, v in op.params.items() if (op.name, k) not in pooled})
+            )
+            return drawn | {k: None for k in op.params if (op.name, k) in pooled}
+
+        statements = [
+            (f"operations[{i}].sql", op.sql, sample(op))
+            for i, op in enumerate(scenario.operations)
+            if op.sql is not None
+        ]
+        for where, said in await target.check_statements(scenario.setup, statements):
+            problems.append(f"{where}: the target refuses it: {said}")
+    elif target_url.scheme != "memory":
+        try:
+            with trio.fail_after(scenario.control_timeout_s):
+                session = await target.open_session("check", 0)
+                await session.close()
+        except Exception as exc:  # whatever the driver raises: said in one line
+            problems.append(f"target: cannot reach it: {type(exc).__name__}: {exc}")
+    return problems

@@ -1,0 +1,265 @@
+"""``startline run``'s orchestration of a live run: setup, the worker processes it spawns (or
+places on Dask) and how long it waits for them, what it shows while it runs, and Ctrl-C. The CLI
+parses and prints; this module runs."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from rich.console import Console
+
+from startline.engine.model import StopReason
+from startline.engine.orchestrator import Orchestrator
+from startline.engine.ports import ControlPlane, ControlPlaneError, Target
+from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.summary import merge_timeseries
+from startline.engine.workload import draw_pools
+from startline.live.workers import worker_process
+from startline.urls import Url
+
+WORKER_EXIT_GRACE_S = 30.0
+"""How long `run` waits for its worker processes after the summary before ending them."""
+
+err = Console(stderr=True)
+
+
+async def orchestrate(
+    scenario: Scenario,
+    control_url: Url,
+    target_url: Url,
+    out: Path,
+    run_id: str,
+    spawn: bool,
+    console: Console,
+    progress_every_s: float = 5.0,
+    spawn_on: str | None = None,
+    after: AfterRun | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    signals: bool = True,
+    target: Target | None = None,
+    control: Callable[[str], ControlPlane] | None = None,
+) -> dict[str, Any]:
+    """Set up the target, then run the scenario: in this process on a memory control plane, or
+    as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
+    elsewhere. Ctrl-C (or SIGTERM) stops the run; a second one forces the stop (``signals``).
+
+    ``progress``: plain progress lines go to it (every ``progress_every_s``) instead of the console.
+    ``target`` and ``control`` (each participant's handle, by name): port objects to use in this
+    process instead of opening the URLs (worker processes open the URLs)."""
+    from startline.backends.system import SystemClock
+    from startline.compose import open_control, open_target
+    from startline.inprocess import run_in_process_async
+
+    target = target if target is not None else open_target(target_url, scenario)
+    title = (
+        f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
+        f"{scenario.start.strategy} start"
+    )
+    if control_url.in_process:
+        if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console), signals):
+            raise RunCancelled("cancelled during setup: nothing was run")
+        scenario = await draw_pools(target, scenario)
+
+        async def watch(orchestrator: Orchestrator) -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s, progress)
+                if signals:
+                    await on_signals(orchestrator)
+
+        done = await run_in_process_async(
+            scenario, target=target, out=out, run_id=run_id, watch=watch, control=control
+        )
+        return done.summary
+    cp = control("orchestrator") if control is not None else open_control(control_url)
+    orchestrator = Orchestrator(cp, SystemClock(), scenario, run_id, out)
+    summary: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        if signals:
+            nursery.start_soon(on_signals, orchestrator, after)
+        # The run is created (or a restart adopts it, or it is refused) before the target is
+        # touched: a refused run never sets up, a restart neither sets up nor spawns again.
+        await orchestrator.prepare()
+        fresh = orchestrator.adopted is None
+        if fresh and (scenario.setup or scenario.unresolved_pools):
+
+            async def setup_and_pools() -> None:
+                if scenario.setup:
+                    await _setup(target, scenario, console)
+                if scenario.unresolved_pools:
+                    await orchestrator.publish_scenario(await draw_pools(target, scenario))
+
+            await orchestrator.while_prepared(setup_and_pools)
+        async with trio.open_nursery() as procs:
+            if spawn and fresh and not orchestrator.stop_requested:
+                if spawn_on is not None:
+                    from startline.live.dask import spawn_on_dask
+
+                    procs.start_soon(spawn_on_dask, spawn_on, scenario, run_id, out, console)
+                else:
+                    for i in range(scenario.workers):
+                        procs.start_soon(worker_process, scenario, run_id, i, out)
+            statements = await _statement_watch(target, console)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(display, orchestrator, console, title, progress_every_s, progress)
+                if statements is not None:
+                    inner.start_soon(statements.at_measurement, orchestrator.measurement_began)
+                summary = await orchestrator.run()
+                if after is not None:
+                    after.over, after.waiting = True, procs.cancel_scope
+                inner.cancel_scope.cancel()
+            if statements is not None:
+                with trio.move_on_after(30):
+                    written = await statements.end(out)
+                    if written is not None:
+                        console.print(f"pg_stat_statements per phase: {written}", highlight=False)
+            # Workers exit by themselves once their results are in; past the grace (at once after a
+            # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
+            grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
+            # (a signal since the summary has set it to then already: the earlier deadline stands)
+            procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
+        nursery.cancel_scope.cancel()
+    return summary
+
+
+async def _statement_watch(target: Any, console: Console) -> Any:
+    """A PostgreSQL target's pg_stat_statements watch, when the target has the extension."""
+    if not target.traits.statement_stats:
+        return None
+    from startline.backends.postgres.statements import StatementWatch
+
+    watch = StatementWatch(target)
+    try:
+        return watch if await watch.begin(console) else None
+    except Exception as exc:  # a figure about the target, never a reason to fail the run
+        console.print(f"pg_stat_statements not read: {type(exc).__name__}: {exc}", highlight=False)
+        return None
+
+
+class RunCancelled(Exception):
+    """Stopped by the user before anything was measured (Ctrl-C during setup, in process)."""
+
+
+async def _setup(target: Any, scenario: Scenario, console: Console) -> None:
+    """The scenario's setup statements on the target; a statement that fails is bad configuration
+    (one line naming it). Cancelled (Ctrl-C), the statement running is interrupted."""
+    n = len(scenario.setup)
+    with console.status(f"setup: {n} statement(s) on the target"):
+        try:
+            await target.setup(scenario.setup)
+        except Exception as exc:  # (a Ctrl-C's Cancelled is not an Exception: it passes)
+            raise ConfigError("setup", f"the target refused it: {type(exc).__name__}: {exc}") from exc
+
+
+async def _interruptible(work: Any, signals: bool = True) -> bool:
+    """Run ``work``; Ctrl-C or SIGTERM cancels it (with ``signals``). True if it ran to the end."""
+    if not signals:
+        await work()
+        return True
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            interrupted = False
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await work()
+            nursery.cancel_scope.cancel()
+    return not interrupted
+
+
+async def display(
+    orchestrator: Orchestrator,
+    console: Console,
+    title: str,
+    progress_every_s: float,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """What a run shows while it runs: given ``progress``, a plain line to it every
+    ``progress_every_s``; else on a terminal the live panel (``live.view``), otherwise a plain
+    progress line every ``progress_every_s`` (0: none); nothing with ``--quiet``."""
+    from startline.live import view as liveview
+
+    if progress is not None:
+        if progress_every_s > 0:
+            await progress_lines(orchestrator, progress, progress_every_s)
+        return
+    if console.quiet:
+        return
+    if console.is_terminal:
+        await liveview.show(orchestrator, console, title)
+    elif progress_every_s > 0:
+        await progress_lines(
+            orchestrator,
+            lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+            progress_every_s,
+        )
+
+
+async def progress_lines(orchestrator: Orchestrator, say: Callable[[str], None], every_s: float) -> None:
+    """Not on a terminal (CI, a log file, a harness): one plain line every ``every_s`` seconds."""
+    began = trio.current_time()
+    while True:
+        await trio.sleep(every_s)
+        line = await progress_line(orchestrator)
+        say(f"[{trio.current_time() - began:6.1f} s] {line}")
+
+
+async def progress_line(orchestrator: Orchestrator) -> str:
+    """One plain line for a log (pgbench ``-P`` style): the progress, the operations and errors
+    so far and the last complete interval's throughput, from the workers' snapshots."""
+    line = orchestrator.progress()
+    if orchestrator.start_time is None:
+        return line
+    try:
+        snapshots = await orchestrator.read_snapshots()
+    except ControlPlaneError:
+        return line + "; figures: control plane unreachable"
+    iv = orchestrator.scenario.snapshot_interval_s
+    series = merge_timeseries(snapshots, iv)
+    ops, errors = sum(r["ops"] for r in series), sum(r["errors"] for r in series)
+    if not series:
+        return f"{line}; no snapshot from the workers yet"
+    last = series[-2] if len(series) > 1 else series[-1]  # the newest interval may still be arriving
+    upto = series[-1]["t_s"] + iv
+    return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
+
+
+@attrs.define
+class AfterRun:
+    """What a signal means once the run is over (its summary written, the worker processes not
+    yet gone): stop waiting for them and skip the report (``interrupted``); the run's result stands."""
+
+    over: bool = False
+    interrupted: bool = False
+    waiting: trio.CancelScope | None = None
+    """The wait for the worker processes to exit, cut short by a signal."""
+
+
+async def on_signals(orchestrator: Orchestrator, after: AfterRun | None = None) -> None:
+    """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
+    a second one forces the stop: no waiting for the drain, the summary keeps what is in. Once
+    the run is over (``after``): stop waiting for the worker processes, and no report."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if after is not None and after.over:
+                after.interrupted = True
+                if after.waiting is not None:
+                    after.waiting.deadline = trio.current_time()  # the workers get SIGTERM now
+            elif orchestrator.stop_requested:
+                err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
+                orchestrator.force_stop()
+            else:
+                err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
+                orchestrator.request_stop(StopReason.USER_REQUESTED)
+
+

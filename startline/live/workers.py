@@ -1,0 +1,165 @@
+"""Worker processes: the command line a worker is started with, a worker process spawned and
+ended here (SIGTERM to drain, a second to force, then SIGKILL), and ``startline worker``'s life in
+a process (``join_as_worker``): find the run, check its calls are allowed, run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from startline.compose import open_control, open_target
+from startline.engine.resilience import ResilientControlPlane
+from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.together import worker_id
+from startline.engine.worker import Worker, wait_for_run
+from startline.urls import Url, parse_url
+
+WORKER_END_GRACE_S = 2.0
+"""Between the signals that end a worker process: SIGTERM, SIGTERM (forced), SIGKILL."""
+
+
+def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -> list[str]:
+    """The command line of worker ``index`` of a run (``python -m startline.cli worker ...``:
+    not the `startline` script, so it works wherever this interpreter does)."""
+    return [
+        sys.executable,
+        "-m",
+        "startline.cli",
+        "worker",
+        *worker_args(scenario, run_id, index),
+        "--results",
+        str(results),
+    ]
+
+
+def worker_args(scenario: Scenario, run_id: str, index: int) -> list[str]:
+    """``startline worker``'s arguments for worker ``index`` of a run (without ``--results``)."""
+    return [
+        "--control",
+        scenario.control,
+        "--target",
+        scenario.target,
+        "--run-id",
+        run_id,
+        "--worker-id",
+        worker_id(index),
+        "--index",
+        str(index),
+        # the scenario came from a file the user passed to `run`: its calls are theirs to allow
+        *(a for module in call_modules(scenario) for a in ("--allow-call", module)),
+    ]
+
+
+def call_modules(scenario: Scenario) -> list[str]:
+    """The modules the scenario's ``call`` operations import (code every worker would run)."""
+    return sorted({op.call.partition(":")[0] for op in scenario.operations if isinstance(op.call, str)})
+
+
+def check_calls_allowed(scenario: Scenario, allowed: tuple[str, ...]) -> None:
+    """A worker takes its scenario from the control plane: anyone who can write RUN_STATUS could
+    make it import code. It runs only modules under a prefix given with ``--allow-call``."""
+    for module in call_modules(scenario):
+        if not any(module == p or module.startswith(p + ".") for p in allowed):
+            raise ConfigError(
+                "--allow-call",
+                f"the run's scenario calls code from module {module!r}, which this worker does not allow: "
+                f"start it with --allow-call {module} if you trust the run's control plane",
+            )
+
+
+async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
+    """Run worker ``index`` as a child process, logging to OUT/worker-ID.log. Cancelled, it is
+    sent SIGTERM (drain and flush), then killed (trio.run_process's own escalation)."""
+    wid = worker_id(index)
+    cmd = worker_command(scenario, run_id, index, out / f"worker-{wid}.json")
+    with open(out / f"worker-{wid}.log", "wb") as log:
+        await trio.run_process(
+            cmd,
+            stdout=log,
+            stderr=log,
+            check=False,
+            env=worker_env(time.time()),
+            deliver_cancel=_end_worker,
+        )
+
+
+LAUNCHED_AT = "STARTLINE_LAUNCHED_AT"
+"""The environment variable a launcher sets to the host's time (epoch seconds) it started a worker at."""
+
+
+def worker_env(launched: float) -> dict[str, str]:
+    """A worker process's environment: this one's, unbuffered output, and when it was launched
+    on this host's clock (the worker measures its own start delay from it)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(launched)}
+
+
+def launched_at() -> float | None:
+    """When this worker process was launched, if its launcher said (``LAUNCHED_AT``)."""
+    try:
+        return float(os.environ[LAUNCHED_AT])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _end_worker(process: trio.Process) -> None:
+    """A worker process that has to go: SIGTERM (drain, flush, publish), a second SIGTERM a grace
+    later (end within 2 s with what it has, its results file written), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGTERM):
+        process.send_signal(sig)
+        with trio.move_on_after(WORKER_END_GRACE_S):
+            await process.wait()
+            return
+    process.kill()
+
+
+
+
+async def join_as_worker(
+    control_url: Url,
+    target: str | None,
+    run_id: str,
+    wid: str,
+    index: int,
+    group: str,
+    allow_call: tuple[str, ...] = (),
+    *,
+    signals: bool = True,
+) -> dict[str, Any]:
+    """A worker process's life: find the run, open the target, run; SIGINT or SIGTERM drains it.
+    Returns its results payload."""
+    from startline.backends.system import SystemClock
+
+    cp = open_control(control_url)
+    # The first read rides out what a shared control plane does while others create it (a
+    # SQLite file locked for a moment): retried like every other call of the worker's.
+    run = await wait_for_run(ResilientControlPlane(cp), run_id)
+    scenario = Scenario.from_dict(run.scenario)
+    check_calls_allowed(scenario, allow_call)
+    tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
+    w = Worker(
+        cp, tgt, SystemClock(), run_id, wid, index=index, group=group, scenario=scenario, launched_at=launched_at()
+    )
+    if not signals:
+        return await w.run()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def on_term() -> None:
+                first = True
+                async for _ in received:
+                    if first:
+                        w.request_drain()  # drain, flush, publish, exit
+                        first = False
+                    else:
+                        w.force_stop()  # end within 2 s with what it has
+
+            nursery.start_soon(on_term)
+            payload = await w.run()
+            nursery.cancel_scope.cancel()
+    return payload
