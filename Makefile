@@ -12,7 +12,7 @@ TESTS  := $(VENV)/.installed-test
 # installs in general, not this package, and would be the only output of a clean install.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "startline needs Python >= 3.11")'
@@ -34,6 +34,11 @@ test: $(TESTS)
 	scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Only the tests on virtual time (no process, server or browser: not marked `live`), a few
+# hypothesis examples each: a quick look while working. `make test` runs everything.
+test-fast: $(TESTS)
+	$(BIN)/python -m pytest -q -m "not live" --hypothesis-profile=fast
 
 bench: $(TESTS)
 	$(BIN)/python benchmarks/engine_overhead.py

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
@@ -18,7 +19,38 @@ from hypothesis import Phase, settings
 _phases = [p for p in Phase if p is not Phase.explain]
 settings.register_profile("default", deadline=None, phases=_phases, derandomize=True)
 settings.register_profile("explore", deadline=None, phases=_phases, max_examples=500)
+# `make test-fast`: the same properties on a few examples each (a quick look while working; `make
+# test`, and CI, run the default profile).
+settings.register_profile("fast", deadline=None, phases=_phases, derandomize=True, max_examples=5)
 settings.load_profile("default")
+
+
+LIVE_FIXTURES = frozenset({"postgres_server", "postgres_url", "fakesnow_home"})
+LIVE_CALLS = ("cli(", "subprocess.", "LiveRun", "chromium", "open_executor", "run_process", "Popen", "LocalCluster")
+"""What a test's own source calls when it starts a process, a server or a browser."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "live: starts processes, servers or a browser (`make test-fast` runs the others, on virtual time)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``live`` what starts a process, a server or a browser: a module that says so, a test
+    that uses a server's fixture, or one whose own source starts a process."""
+    for item in items:
+        if item.get_closest_marker("live"):
+            continue
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+            continue
+        try:
+            source = inspect.getsource(item.obj)  # type: ignore[attr-defined]
+        except (AttributeError, OSError, TypeError):
+            continue
+        if any(call in source for call in LIVE_CALLS):
+            item.add_marker(pytest.mark.live)
 
 
 def _free_port() -> int:

@@ -9,7 +9,11 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from startline.testing import run_cli
+
+pytestmark = pytest.mark.live  # processes, servers or a browser
 
 SWEEP = (
     'name = "t"\nseeds = 8\nprofile = "snowflake-hybrid"\n[scenario]\nworkers = 3\n'

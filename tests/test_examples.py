@@ -11,6 +11,8 @@ import pytest
 
 from startline.testing import run_cli
 
+pytestmark = pytest.mark.live  # processes, servers or a browser
+
 
 def run_example(name: str, out: Path) -> dict:
     proc = run_cli("run", f"examples/{name}.toml", "--out", str(out), timeout=240)

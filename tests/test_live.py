@@ -24,6 +24,8 @@ from startline.inprocess import run_in_process_async
 from startline.simulate.models import Profile
 from startline.testing import CLI, ROOT, kv_setup, run_cli
 
+pytestmark = pytest.mark.live  # processes, servers or a browser
+
 LIVE = (
     """
 name = "live"

@@ -14,6 +14,8 @@ import pytest
 
 from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup, run_cli
 
+pytestmark = pytest.mark.live  # processes, servers or a browser
+
 
 def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, policy="continue") -> LiveRun:
     config = tmp_path / f"{run_id}.toml"

@@ -7,7 +7,11 @@ import sys
 import zipfile
 from pathlib import PurePosixPath
 
+import pytest
+
 from startline.testing import ROOT
+
+pytestmark = pytest.mark.live  # processes, servers or a browser
 
 
 def test_a_wheel_holds_exactly_one_top_level_package_and_its_data(tmp_path):

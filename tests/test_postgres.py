@@ -20,6 +20,8 @@ from startline.engine.model import ControlEvent, EventType, Phase, RunState, Run
 from startline.engine.scenario import OperationSpec
 from startline.testing import run_cli
 
+pytestmark = pytest.mark.live  # processes, servers or a browser
+
 
 async def _run(cp: PostgresControlPlane, run_id: str = "r1") -> RunState:
     await cp.create_run(RunState(run_id, RunStatus.PREPARED, Phase.PREPARING, connections=1, scenario={"a": 1}))

@@ -14,6 +14,8 @@ import pytest
 
 from startline.testing import run_cli
 
+pytestmark = pytest.mark.live  # processes, servers or a browser
+
 SCENARIO = """
 name = "report-test"
 seed = 3

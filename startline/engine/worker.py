@@ -183,7 +183,7 @@ class Worker:
 
     def __attrs_post_init__(self) -> None:
         self._counting = CountingControlPlane(self.control, self.round_trips)
-        self._timeline = Timeline(self._counting.enter, launched_at=self.launched_at)
+        self._timeline = Timeline(self._counting.enter)
         self._cp = ResilientControlPlane(
             self._counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
         )
@@ -207,7 +207,7 @@ class Worker:
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
-        self._timeline.began = self.clock.now()
+        self._timeline.began, self._timeline.launched_at = self.clock.now(), self.launched_at
         try:
             with self._main:
                 await self._run()
