@@ -84,8 +84,8 @@ def prepare(
     run_id: str | None = None,
 ) -> Prepared:
     """Check a live run's arguments (``ConfigError`` naming the field): the scenario (a file is
-    read), ``out`` (made if missing), the URLs (``{out}`` in them is ``out``), where the workers run, that every schedule
-    step's scope names a worker or group there is."""
+    read), ``out`` (made if missing), the URLs (``{out}`` in them is ``out``), where the workers
+    run, that every schedule step's scope names a worker or group there is."""
     sc = scenario if isinstance(scenario, Scenario) else Scenario.from_toml(str(scenario))
     try:
         out.mkdir(parents=True, exist_ok=True)  # the SQLite files under {out} go there

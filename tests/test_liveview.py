@@ -80,9 +80,21 @@ def test_target_connections_follow_each_workers_last_count_run_wide_or_its_own()
         return ControlEvent("r", n, EventType.SET_CONNECTIONS, connections=connections, scope=scope, scope_id=scope_id)
 
     events = [ev(1, 2), ev(2, 5, Scope.WORKER, "w1")]
-    assert target_connections(events, ["w0", "w1"]) == 7
-    assert target_connections(events, ["w0"]) == 2
-    assert target_connections([], ["w0"]) is None
+    assert target_connections(events, {"w0": "default", "w1": "default"}) == 7
+    assert target_connections(events, {"w0": "default"}) == 2
+    assert target_connections([], {"w0": "default"}) is None
+
+
+def test_target_connections_count_a_group_scoped_change_for_the_groups_workers_only():
+    """A SET_CONNECTIONS scoped to a WORKER_GROUP counts toward "N planned" for the workers of that
+    group (the live view once left WORKER_GROUP out: a worker's view applies it, the panel did not)."""
+
+    def ev(n: int, connections: int, scope: Scope = Scope.RUN, scope_id: str | None = None) -> ControlEvent:
+        return ControlEvent("r", n, EventType.SET_CONNECTIONS, connections=connections, scope=scope, scope_id=scope_id)
+
+    events = [ev(1, 2), ev(2, 6, Scope.WORKER_GROUP, "readers")]
+    workers = {"w0": "readers", "w1": "writers", "w2": "readers"}
+    assert target_connections(events, workers) == 6 + 2 + 6
 
 
 def test_the_panel_shows_the_run_the_last_interval_the_start_events_and_worker_changes():

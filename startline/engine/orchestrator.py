@@ -59,6 +59,8 @@ class OrchestratorStatistics:
     start_time: float | None
     stopped_at: float | None
     worker_statuses: Mapping[str, WorkerStatus]
+    worker_groups: Mapping[str, str]
+    """worker → its group, as its heartbeats said."""
     dead_at: Mapping[str, float]
     """worker → trio time it was judged DEAD."""
     events: tuple[ControlEvent, ...]
@@ -203,6 +205,7 @@ class Orchestrator:
             start_time=self.start_time,
             stopped_at=self.stopped_at,
             worker_statuses=types.MappingProxyType(dict(self._roster.statuses)),
+            worker_groups=types.MappingProxyType(dict(self._roster.groups)),
             dead_at=types.MappingProxyType(dict(self._roster.dead_at)),
             events=tuple(self._log.events),
             health=self._cp.health.statistics(),

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from startline.engine.events import WorkerView
 from startline.engine.loadcontrol import initial_total
 from startline.engine.metrics import add_into, decode, latency_block, new_histogram
 from startline.engine.model import ControlEvent, Scope, WorkerStatus
@@ -173,14 +174,15 @@ def worker_changes(before: Mapping[str, WorkerStatus], after: Mapping[str, Worke
     return out
 
 
-def target_connections(events: Sequence[ControlEvent], workers: Iterable[str]) -> int | None:
-    """Connections the control log asks for now, over ``workers``: each worker's last event that
-    sets a count (run-wide or its own)."""
+def target_connections(events: Sequence[ControlEvent], workers: Mapping[str, str]) -> int | None:
+    """Connections the control log asks for now, over ``workers`` (worker → its group): each
+    worker's last event that sets a count and addresses it, as its own view decides
+    (``WorkerView.addresses``: run-wide, its group's, or its own)."""
     total, known = 0, False
-    for w in workers:
-        latest = None
+    for w, group in workers.items():
+        view, latest = WorkerView(w, group), None
         for e in events:
-            if e.connections is not None and (e.scope is Scope.RUN or e.scope_id == w):
+            if e.connections is not None and view.addresses(e):
                 latest = e.connections
         if latest is not None:
             total, known = total + latest, True
@@ -212,6 +214,7 @@ async def show(orchestrator: Any, console: Console, title: str) -> None:
             changes.extend(worker_changes(statuses, stats.worker_statuses, now - began))
             statuses = dict(stats.worker_statuses)
             live_workers = [w for w, s in statuses.items() if s not in (WorkerStatus.DEAD, WorkerStatus.FAILED)]
+            groups = {w: stats.worker_groups.get(w, "default") for w in live_workers}
             if stats.start_time is not None and now >= next_read:
                 next_read = now + min(sc.flush_interval_s, 5.0)
                 with trio.move_on_after(2 * REFRESH_S):  # an unreachable control plane freezes the figures only
@@ -231,7 +234,7 @@ async def show(orchestrator: Any, console: Console, title: str) -> None:
                         title=title,
                         progress=orchestrator.progress(),
                         workers=_count(statuses.values()),
-                        target_connections=target_connections(stats.events, live_workers),
+                        target_connections=target_connections(stats.events, groups),
                         open_connections=None if last is None else last["connections"],
                         last=last,
                         ops=tally.ops,
