@@ -26,6 +26,8 @@ settings.load_profile("default")
 
 
 LIVE_FIXTURES = frozenset({"postgres_server", "postgres_url", "fakesnow_home"})
+LIVE_PARAMS = frozenset({"postgres", "snowflake"})
+"""A parametrized test run on one of these backends starts its server."""
 LIVE_CALLS = ("cli(", "subprocess.", "LiveRun", "chromium", "open_executor", "run_process", "Popen", "LocalCluster")
 """What a test's own source calls when it starts a process, a server or a browser."""
 
@@ -38,11 +40,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``live`` what starts a process, a server or a browser: a module that says so, a test
-    that uses a server's fixture, or one whose own source starts a process."""
+    that uses a server's fixture or runs on a server's backend, or one whose own source starts a
+    process."""
     for item in items:
         if item.get_closest_marker("live"):
             continue
-        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        params = getattr(item, "callspec", None)
+        on_server = params is not None and bool(LIVE_PARAMS & {str(v) for v in params.params.values()})
+        if on_server or LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
             continue
         try:

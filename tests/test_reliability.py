@@ -18,6 +18,7 @@ from startline.engine.model import ORCHESTRATOR, EventType, Heartbeat, Phase, Ru
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
+from startline.engine.startplan import StartPlan
 from startline.engine.together import make_workers, run_together
 from startline.engine.worker import Worker, WorkerRefused
 from startline.simulate.faults import FAULT_SCENARIO, FaultPlan, fault_report, run_fault_seeds, run_with_faults
@@ -387,7 +388,7 @@ def test_workers_stop_and_keep_their_results_when_the_orchestrator_dies_for_good
     assert summary == {}
     # Its last touch of RUN_STATUS was at most at the crash: each worker left within the idle
     # timeout plus one event-poll interval (scheduled: 2 s) after it (reads are instant here).
-    assert ended <= 4.0 + sc.run_idle_timeout_s + sc.start.poll_interval_s + 1e-6
+    assert ended <= 4.0 + sc.run_idle_timeout_s + StartPlan.of(sc.start, False).poll_interval_s + 1e-6
     assert {w.failure for w in workers} == {"orchestrator_lost"}
     finals = store.results["r"]
     assert all(finals[w.worker_id].status is WorkerStatus.FAILED for w in workers)

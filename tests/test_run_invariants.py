@@ -12,6 +12,7 @@ from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.engine.model import EventType, Phase
 from startline.engine.scenario import SCHEDULED_MARGIN_MS
 from startline.engine.schedule import PhaseWindows
+from startline.engine.startplan import StartPlan
 from startline.inprocess import InProcessRun, run_in_process_async
 from startline.testing import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
 
@@ -352,7 +353,7 @@ def test_worker_exits_by_itself_when_the_orchestrator_goes_quiet():
     payload, t = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert payload["status"] == "FAILED"
     assert payload["failure"] == "orchestrator_lost"
-    assert t < 3.0 + sc.start.poll_interval_s  # the first status read past the idle timeout
+    assert t < 3.0 + StartPlan.of(sc.start, False).poll_interval_s  # the first status read past the idle timeout
 
 
 def test_same_seed_same_summary_bytes_on_virtual_time():

@@ -35,8 +35,9 @@ from startline.engine.model import (
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.roster import Roster
-from startline.engine.scenario import ConfigError, OnWorkerLoss, Scenario, Strategy
+from startline.engine.scenario import ConfigError, OnWorkerLoss, Scenario
 from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
+from startline.engine.startplan import StartPlan
 from startline.engine.steering import Steering
 from startline.engine.summary import build_summary, interval_kinds, kind_errors, merge_timeseries
 from startline.engine.workload import derive_seed
@@ -424,10 +425,9 @@ class Orchestrator:
         """RUNNING with START_TIME: the server's now, or (scheduled) now + lead; then START."""
         sc = self.scenario
         phase = Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT
+        lead = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled).release_lead_s
         when: dict[str, Any] = (
-            {"start_time": await self._cp.server_time() + sc.start.lead_ms / 1000.0}
-            if sc.start.strategy is Strategy.SCHEDULED
-            else {"start_time_now": True}
+            {"start_time_now": True} if lead is None else {"start_time": await self._cp.server_time() + lead}
         )
         run_transition(self.status, RunStatus.RUNNING)
         run = await self._cp.update_run(

@@ -164,18 +164,11 @@ SCHEDULED_MARGIN_MS = 100.0
 
 @attrs.frozen
 class StartOptions:
-    """How workers learn that the run started and how fast they get going.
-
-    Defaults follow the strategy. ``poll_interval_ms``: poll 50 ms; scheduled 2000 ms (the
-    lead time, not the poll, sets the start instant, so a slow poll keeps waiting cheap:
-    with the heartbeat, under 2 queries per worker per second; with a lead under 3 s, the
-    lead minus 1 s but at least half the lead); inline-poll 200 ms (its loop's sleep).
-    ``lead_ms`` (3000) must exceed the poll interval plus the round trips: an explicit poll
-    interval under ``scheduled`` needs ``lead_ms >= poll_interval_ms + 100``.
-    ``bookkeeping``: sequential for inline-poll, else parallel. ``prespawn``: off for
-    inline-poll, else on. Unset, ``inline-poll`` is the seed's loop as written; setting one
-    option tries one of the seed's recommendations alone.
-    """
+    """How workers learn that the run started and how fast they get going: what the TOML says.
+    An option left unset (None) takes the strategy's default, which ``engine.startplan.StartPlan``
+    derives (the one place that says what a strategy means). ``lead_ms`` (3000) must exceed the
+    poll interval plus the round trips: an explicit poll interval under ``scheduled`` needs
+    ``lead_ms >= poll_interval_ms + 100``."""
 
     strategy: Strategy = attrs.field(default=Strategy.SCHEDULED, converter=_to(Strategy), validator=_one_of(Strategy))
     poll_interval_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(1, 3_600_000)))
@@ -190,26 +183,6 @@ class StartOptions:
     """``scheduled``: spin (yielding) the last ``spin_ms`` before the start instant instead of
     sleeping, since an OS timer wakes a process late. Helps where cores are idle; hurts when
     worker processes outnumber cores (they spin against each other)."""
-
-    @property
-    def poll_interval_s(self) -> float:
-        """Unset under ``scheduled``: 2 s, less when the lead is under 3 s — the lead minus 1 s,
-        at least half the lead (a worker must see the start before its instant)."""
-        if self.poll_interval_ms is not None:
-            return self.poll_interval_ms / 1000.0
-        if self.strategy is Strategy.SCHEDULED:
-            return min(2.0, max(self.lead_ms / 2, self.lead_ms - 1000.0) / 1000.0)
-        return 0.2 if self.strategy is Strategy.INLINE_POLL else 0.05
-
-    @property
-    def bookkeeping_mode(self) -> Bookkeeping:
-        if self.bookkeeping is not None:
-            return self.bookkeeping
-        return Bookkeeping.SEQUENTIAL if self.strategy is Strategy.INLINE_POLL else Bookkeeping.PARALLEL
-
-    @property
-    def prespawns(self) -> bool:
-        return self.prespawn if self.prespawn is not None else self.strategy is not Strategy.INLINE_POLL
 
 
 class ParamType(enum.StrEnum):

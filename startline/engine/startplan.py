@@ -1,6 +1,8 @@
-"""A worker's start, decided once from the scenario's ``[start]`` options: how it learns of the
-start, what it does between detection and its first operation, and how it follows the log
-afterwards. The worker's start path reads this plan and branches on nothing else."""
+"""A start, decided once from the scenario's ``[start]`` options: how a worker learns of the
+start, what it does between detection and its first operation, how it follows the log
+afterwards, and how far ahead the orchestrator sets START_TIME. This is the one place that says
+what a strategy means: every default an unset option takes is derived here; the worker's start
+path and the orchestrator read the plan and branch on nothing else."""
 
 from __future__ import annotations
 
@@ -14,6 +16,26 @@ INLINE_PERIOD_S = 1.0
 """The inline loop reads the events and heartbeats at most once a second."""
 STEERED_FOLLOW_S = 0.5
 """When the orchestrator steers the level (qps, find_max), workers read the log at least this often."""
+
+
+def poll_interval_s(options: StartOptions) -> float:
+    """``poll_interval_ms``, or the strategy's: poll and push 50 ms; inline-poll 200 ms (the seed
+    loop's sleep); scheduled 2 s — the lead, not the poll, sets the start instant, so a slow poll
+    keeps waiting cheap (with the heartbeat, under 2 queries per worker per second) — and with a
+    lead under 3 s, the lead minus 1 s but at least half the lead (a worker must see the start
+    before its instant)."""
+    if options.poll_interval_ms is not None:
+        return options.poll_interval_ms / 1000.0
+    if options.strategy is Strategy.SCHEDULED:
+        return min(2.0, max(options.lead_ms / 2, options.lead_ms - 1000.0) / 1000.0)
+    return 0.2 if options.strategy is Strategy.INLINE_POLL else 0.05
+
+
+def default_bookkeeping(strategy: Strategy) -> Bookkeeping:
+    """The start's bookkeeping when ``bookkeeping`` is unset: the seed's loop writes its two rows
+    one after the other (inline-poll); the other strategies write them in parallel. (``prespawn``
+    unset: off for inline-poll — the seed spawns after detection — else on.)"""
+    return Bookkeeping.SEQUENTIAL if strategy is Strategy.INLINE_POLL else Bookkeeping.PARALLEL
 
 
 class Detection(enum.Enum):
@@ -38,12 +60,16 @@ class StartPlan:
     spin_s: float
     follow_interval_s: float
     """How often the event log is read after the start (when not pushed)."""
+    release_lead_s: float | None
+    """``scheduled``: START_TIME is the control plane's now plus this; else None (START_TIME is the
+    control plane's now, and workers start as they detect it)."""
 
     @classmethod
     def of(cls, options: StartOptions, push_available: bool, steered: bool = False) -> StartPlan:
         """``steered``: the orchestrator changes the level as the run goes (qps, find_max): its
         changes are read within ``STEERED_FOLLOW_S``."""
         strategy = options.strategy
+        poll = poll_interval_s(options)
         if strategy is Strategy.INLINE_POLL:
             detection = Detection.INLINE
         elif strategy is Strategy.PUSH and push_available:
@@ -52,16 +78,17 @@ class StartPlan:
             detection = Detection.POLL  # push on a control plane that cannot notify falls back to polling
         return cls(
             detection=detection,
-            poll_interval_s=options.poll_interval_s,
+            poll_interval_s=poll,
             jitter_s=options.jitter_ms / 1000.0,
-            prespawn=options.prespawns,
-            bookkeeping=options.bookkeeping_mode,
+            prespawn=options.prespawn if options.prespawn is not None else strategy is not Strategy.INLINE_POLL,
+            bookkeeping=options.bookkeeping if options.bookkeeping is not None else default_bookkeeping(strategy),
             at_start_time=strategy is Strategy.SCHEDULED,
             spin_s=options.spin_ms / 1000.0,
             follow_interval_s=min(
-                INLINE_PERIOD_S if detection is Detection.INLINE else options.poll_interval_s,
+                INLINE_PERIOD_S if detection is Detection.INLINE else poll,
                 STEERED_FOLLOW_S if steered else float("inf"),
             ),
+            release_lead_s=options.lead_ms / 1000.0 if strategy is Strategy.SCHEDULED else None,
         )
 
     @property

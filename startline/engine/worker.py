@@ -25,17 +25,15 @@ from startline.engine.arrivals import OpenLoopRate
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
-from startline.engine.events import Next, WorkerView, after_poll, apply_event, catch_up, events_to_apply, reconcile
+from startline.engine.events import WorkerView
+from startline.engine.follow import RunFollower, WorkerExit
 from startline.engine.lifecycle import worker_transition
-from startline.engine.liveness import RunSeen, judge_run_alive
 from startline.engine.metrics import Recorder
 from startline.engine.model import (
     ControlEvent,
-    EventType,
     Heartbeat,
     Phase,
     RunState,
-    RunStatus,
     StopReason,
     WorkerResult,
     WorkerStatus,
@@ -55,7 +53,7 @@ from startline.engine.ports import (
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
-from startline.engine.startplan import INLINE_PERIOD_S, Detection, StartPlan
+from startline.engine.startplan import StartPlan
 from startline.engine.timeline import Timeline, host_witness, target_witness
 from startline.engine.workload import derive_seed
 
@@ -69,14 +67,6 @@ FORCE_GRACE_S = 1.0
 
 class WorkerRefused(ControlPlaneConflict):
     """The run will not have this worker: it has ended, or its id belongs to another process."""
-
-
-class WorkerExit(Exception):
-    """The worker stops on its own: the run never started, or its orchestrator went quiet."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
@@ -152,11 +142,11 @@ class Worker:
 
     status: WorkerStatus = attrs.field(init=False, default=WorkerStatus.STARTING)
     failure: str | None = attrs.field(init=False, default=None)
-    _view: WorkerView = attrs.field(init=False)
+    _follower: RunFollower = attrs.field(init=False)
+    """The worker's reading of its run: its view, the log applied, the waits (``engine.follow``)."""
     recorder: Recorder = attrs.field(init=False, factory=Recorder)
     _counting: CountingControlPlane = attrs.field(init=False)
     _cp: ResilientControlPlane = attrs.field(init=False)
-    _applied: list[int] = attrs.field(init=False, factory=list)
     _offset: OffsetEstimate | None = attrs.field(init=False, default=None)
     _clockmap: ClockMap | None = attrs.field(init=False, default=None)
     _initial_connections: int = attrs.field(init=False, default=0)
@@ -165,12 +155,6 @@ class Worker:
     """The phase windows on this process's trio clock, from the start's detection."""
     _pool: Pool | None = attrs.field(init=False, default=None)
     _ramp_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _rng: random.Random = attrs.field(init=False)
-    _last_run_check: float = attrs.field(init=False, default=-math.inf)
-    _run_seen: RunSeen | None = attrs.field(init=False, default=None)
-    _idle_deadline: float = attrs.field(init=False, default=math.inf)
-    """Trio time RUN_STATUS would be stale past ``run_idle_timeout_s``: read it again then."""
-    _wake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _snapshots: int = attrs.field(init=False, default=0)
     _chores: list[trio.CancelScope] = attrs.field(init=False, factory=list)
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
@@ -189,21 +173,36 @@ class Worker:
         )
         if self.scenario is not None:
             self._cp.policy = RetryPolicy.of(self.scenario)
-        self._view = WorkerView(self.worker_id, self.group)
-        self._rng = random.Random(derive_seed("worker", self.run_id, self.worker_id))
+        self._follower = RunFollower(
+            self._cp,
+            self.run_id,
+            WorkerView(self.worker_id, self.group),
+            self._timeline,
+            self.runtime,
+            random.Random(derive_seed("worker", self.run_id, self.worker_id)),
+            self._heartbeat,
+            on_view=self._view_changed,
+            on_rate=self._rate_changed,
+        )
 
     # ---- the public face ------------------------------------------------------------------
 
     @property
     def view(self) -> WorkerView:
         """What this worker knows of the run (from RUN_STATUS and the events it applied)."""
-        return self._view
+        return self._follower.view
 
     @view.setter
     def view(self, view: WorkerView) -> None:
-        self._view = view
+        self._follower.set_view(view)
+
+    def _view_changed(self, view: WorkerView) -> None:
         if self._conns is not None:  # the connections read the phase on every operation: handed, not asked
             self._conns.set_phase(view.phase)
+
+    def _rate_changed(self, event: ControlEvent) -> None:
+        assert self._rate is not None and self._conns is not None  # made before any event is applied
+        self._rate.change((event.at, event.rate or 0.0, event.ramp_s), self._conns.arrivals)
 
     async def run(self) -> dict[str, Any]:
         """Run to the end; never raises for a run-level problem (the payload says FAILED)."""
@@ -241,7 +240,7 @@ class Worker:
         Before the start that is at once; before the worker joined its run, it gives up (FAILED)."""
         if not self.view.stopping:
             self.view = attrs.evolve(self.view, stop_reason=StopReason.USER_REQUESTED)
-        self._wake.cancel()
+        self._follower.wake.cancel()
         if self.status in (WorkerStatus.STARTING, WorkerStatus.INITIALIZING):
             self._main.cancel()
 
@@ -264,7 +263,7 @@ class Worker:
             marks=frozen(dict(self._timeline.marks)),
             trio_marks=frozen(dict(self._timeline.trio_marks)),
             first_query=frozen(dict(self._conns.first_query if self._conns else {})),
-            applied_events=tuple(self._applied),
+            applied_events=tuple(self._follower.applied),
             offset=self._offset,
             health=self._cp.health.statistics(),
             queries=frozen(dict(self._counting.counts)),
@@ -284,6 +283,7 @@ class Worker:
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
         if sc.unresolved_pools:  # joined during setup: the orchestrator is drawing the sample pools
             sc = self.scenario = await self._scenario_with_pools(sc)
+        self._follower.scenario = sc
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
         self.recorder.interval_latency = sc.interval_histograms
@@ -305,7 +305,7 @@ class Worker:
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
-                self._clockmap = self._timeline.clockmap = ClockMap.anchor(self._offset)
+                self._clockmap = self._timeline.clockmap = self._follower.clockmap = ClockMap.anchor(self._offset)
                 plan = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled)
                 if plan.pushed:
                     await self._cp.prepare_push()  # listening before READY: the START cannot come first
@@ -315,7 +315,9 @@ class Worker:
                 self._timeline.mark("ready")
                 joined = _Joined(sc, plan, pool, self._clockmap)
                 if await self._start(nursery, joined):
-                    await self._follow_events(nursery, joined)
+                    await self._follower.follow(plan, self._spent, lambda: self._start_ramp(nursery))
+                    if self._spent.is_set():
+                        log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
                 await self._drain(pool)
             finally:
                 nursery.cancel_scope.cancel()
@@ -332,8 +334,8 @@ class Worker:
             await pool.scale_to(self._initial_connections)
         with trio.fail_after(sc.start_timeout_s):
             try:
-                with self._wake:  # a drain request (SIGTERM) ends the wait at once
-                    await self._wait_for_start(plan, sc)
+                with self._follower.wake:  # a drain request (SIGTERM) ends the wait at once
+                    await self._follower.wait_for_start(plan)
             except trio.TooSlowError:
                 raise WorkerExit("never_started") from None
         if self.view.stopping:
@@ -370,90 +372,6 @@ class Worker:
         nursery.start_soon(self._chore, self._flush_loop)
         return True
 
-    # ---- waiting for the start --------------------------------------------------------------
-
-    async def _wait_for_start(self, plan: StartPlan, sc: Scenario) -> None:
-        match plan.detection:
-            case Detection.INLINE:
-                await self._wait_inline(plan.poll_interval_s)
-            case Detection.PUSH:
-                await self._wait_push(sc.heartbeat_s * sc.stale_after_beats)
-            case Detection.POLL:
-                await self._wait_poll(plan.poll_interval_s, plan.jitter_s)
-
-    async def _wait_inline(self, sleep_s: float) -> None:
-        """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
-        at most once a second (the first beat says READY), then sleep (200 ms in the seed). As
-        the seed's loop, it leaves on what RUN_STATUS says, not on a START read among the events
-        (a STOP there ends the wait)."""
-        last_poll = last_beat = -math.inf
-        while True:
-            run = self._see_run(await self._cp.read_run(self.run_id))
-            if (run.status is RunStatus.RUNNING and self.view.started) or self.view.stopping:
-                return
-            now = trio.current_time()
-            if now - last_poll >= INLINE_PERIOD_S:
-                last_poll = now
-                await self._poll_events(None)
-                if self.view.stopping:
-                    return
-            if now - last_beat >= INLINE_PERIOD_S:
-                last_beat = now
-                await self._heartbeat()
-            await self._timeline.sleep(self.runtime, sleep_s)
-
-    async def _wait_poll(self, interval: float, jitter: float) -> None:
-        """Poll RUN_STATUS every interval. The first poll waits one interval: the run cannot have
-        started before the orchestrator read this worker's READY beat, which has only just landed."""
-        while True:
-            await self._timeline.sleep(self.runtime, self._interval(interval, jitter))
-            self._see_run(await self._cp.read_run(self.run_id))
-            if self.view.started or self.view.stopping:
-                return
-
-    async def _wait_push(self, recheck_s: float) -> None:
-        while True:
-            run = self._see_run(await self._cp.read_run(self.run_id))
-            if self.view.started or self.view.stopping:
-                return
-            with trio.move_on_after(recheck_s):
-                await self._cp.wait_for_change(self.run_id, run.version)
-
-    def _interval(self, interval: float, jitter: float) -> float:
-        return max(0.0, interval + (self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))
-
-    def _see_run(self, run: RunState | None) -> RunState:
-        """Take what RUN_STATUS says about the start and the stop (events are applied apart)."""
-        if run is None:
-            raise WorkerExit("run_vanished")
-        self._judge_orchestrator(run)
-        if run.status is RunStatus.RUNNING and run.start_time is not None and not self.view.started:
-            self.view = attrs.evolve(
-                self.view,
-                started=True,
-                start_time=run.start_time,
-                phase=run.phase,
-                connections=run.connections or self.view.connections,
-            )
-        elif run.status in (RunStatus.STOPPING, RunStatus.CANCELLING) or run.status.terminal:
-            self.view = reconcile(self.view, run)
-        return run
-
-    def _judge_orchestrator(self, run: RunState) -> None:
-        sc = self.scenario
-        assert sc is not None  # read before any RUN_STATUS is judged
-        now, cm = trio.current_time(), self._clockmap
-        # Time this worker could not reach the control plane itself is not the orchestrator's silence.
-        own = self._cp.health.unreachable_s(cm.to_trio(run.updated_at), now) if cm is not None else 0.0
-        verdict = judge_run_alive(
-            run.updated_at, run.status.terminal, now, sc.run_idle_timeout_s, cm, own, self._run_seen
-        )
-        if verdict.lost:
-            raise WorkerExit("orchestrator_lost")
-        self._run_seen = verdict.seen
-        if cm is not None:
-            self._idle_deadline = verdict.recheck_at
-
     # ---- after the start ----------------------------------------------------------------------
 
     async def _bookkeeping(self, parallel: bool) -> None:
@@ -474,76 +392,6 @@ class Worker:
         else:
             await beat()
             await insert()
-
-    async def _follow_events(self, nursery: trio.Nursery, j: _Joined) -> None:
-        """Apply the log's events as they come (polled, or pushed), and read RUN_STATUS every
-        check period and whenever the orchestrator could be judged lost, until the STOP."""
-        sc, plan = j.scenario, j.plan
-        check_every = max(sc.heartbeat_s, sc.run_idle_timeout_s / 4)
-        seen_version = -1
-        while not self._spent.is_set():
-            await self._poll_events(nursery)
-            if self.view.stopping:
-                return
-            now = trio.current_time()
-            if now - self._last_run_check >= check_every or now >= self._idle_deadline:
-                self._last_run_check = trio.current_time()
-                run = await self._cp.read_run(self.run_id)
-                if run is not None:
-                    await self._catch_up(run.last_sequence_id, nursery)
-                seen_version = self._see_run(run).version
-                if self.view.stopping:
-                    return
-            self._wake = trio.CancelScope()
-            with self._wake:
-                if plan.pushed:
-                    with trio.move_on_at(min(trio.current_time() + check_every, self._idle_deadline)):
-                        seen_version = await self._cp.wait_for_change(self.run_id, seen_version)
-                else:
-                    await self._timeline.sleep(self.runtime, self._interval(plan.follow_interval_s, plan.jitter_s))
-            if self.view.stopping:
-                return
-        log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
-
-    async def _poll_events(self, nursery: trio.Nursery | None) -> None:
-        """Read the log and apply what follows the last applied event; a hole is read again,
-        then taken from RUN_STATUS (``events.after_poll``)."""
-        reads = 0
-        while True:
-            batch = events_to_apply(self.view.applied, await self._cp.read_events(self.run_id, self.view.applied))
-            reads += 1
-            for event in batch.to_apply:
-                self._apply(event, nursery)
-            step = after_poll(batch.gap, reads)
-            if step is Next.DONE:
-                return
-            if step is Next.ADOPT_RUN_STATUS:
-                run = await self._cp.read_run(self.run_id)
-                if run is None:
-                    raise WorkerExit("run_vanished")
-                before = self.view.connections
-                self.view = reconcile(self.view, run)
-                if nursery is not None and self.view.connections != before:
-                    self._start_ramp(nursery)
-                return
-
-    async def _catch_up(self, sequence_id: int, nursery: trio.Nursery) -> None:
-        """RUN_STATUS is ahead of this worker's log (a STOP seen there first): apply the events up to
-        it, so each is applied once and in order; what a few reads cannot bring, RUN_STATUS reconciles."""
-        reads = 0
-        while catch_up(self.view.applied, sequence_id, reads) is Next.READ_AGAIN:
-            await self._poll_events(nursery)
-            reads += 1
-
-    def _apply(self, event: ControlEvent, nursery: trio.Nursery | None) -> None:
-        before = self.view
-        self.view = apply_event(self.view, event)
-        self._applied.append(event.sequence_id)
-        if nursery is not None and self.view.connections != before.connections and before.started:
-            self._start_ramp(nursery)
-        if event.event_type is EventType.SET_RATE and self.view.addresses(event) and event.rate is not None:
-            assert self._rate is not None and self._conns is not None  # made before any event is applied
-            self._rate.change((event.at, event.rate, event.ramp_s), self._conns.arrivals)
 
     def _to_trio(self, at: float | None) -> float:
         """A control-plane instant on this process's trio clock (None, or no clock map yet: now)."""
@@ -701,7 +549,7 @@ class Worker:
             # every connection has issued its operations_per_connection: this worker is done
             self._timeline.mark("spent")
             self._spent.set()
-            self._wake.cancel()
+            self._follower.wake.cancel()
 
     async def _flush_snapshots(self, final: bool) -> None:
         if self._windows is None:
@@ -754,6 +602,6 @@ class Worker:
                 "waiting_s": tl.span("waiting", "running"),
                 "running_s": tl.span("running", "draining"),
             },
-            "applied_events": list(self._applied),
+            "applied_events": list(self._follower.applied),
             "metrics": self.recorder.to_payload(cm.to_control if cm is not None else float),
         }

@@ -34,6 +34,7 @@ import attrs
 
 from startline.engine.files import write_atomic
 from startline.engine.scenario import ConfigError, Scenario, deprecated
+from startline.engine.startplan import StartPlan
 from startline.simulate.models import Latency, Profile
 from startline.simulate.runner import aggregate, simulate_once
 
@@ -195,12 +196,13 @@ def row_of(cell: Cell, scenario: Scenario, profile: Profile, agg: Mapping[str, A
     def g(d: Mapping[str, Any] | None, k: str) -> float | None:
         return None if d is None else d[k]
 
+    plan = StartPlan.of(scenario.start, push_available=False)
     return {
         "cell": cell.name,
         "strategy": str(scenario.start.strategy),
-        "poll_interval_ms": scenario.start.poll_interval_s * 1e3,
-        "bookkeeping": str(scenario.start.bookkeeping_mode),
-        "prespawn": scenario.start.prespawns,
+        "poll_interval_ms": plan.poll_interval_s * 1e3,
+        "bookkeeping": str(plan.bookkeeping),
+        "prespawn": plan.prespawn,
         "workers": scenario.workers,
         "lead_ms": scenario.start.lead_ms,
         "clock_spread_ms": profile.clock_spread_ms,
