@@ -16,15 +16,21 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from startline.engine.clocksync import ClockMap
 from startline.engine.events import Next, WorkerView, after_poll, apply_event, catch_up, events_to_apply, reconcile
 from startline.engine.liveness import RunSeen, judge_run_alive
 from startline.engine.model import ControlEvent, EventType, RunState, RunStatus
-from startline.engine.ports import Runtime
+from startline.engine.ports import ControlPlaneConflict, Runtime
 from startline.engine.resilience import ResilientControlPlane
 from startline.engine.scenario import Scenario
 from startline.engine.startplan import INLINE_PERIOD_S, Detection, StartPlan
 from startline.engine.timeline import Timeline
+
+REGISTER_POLL_S = 0.1
+"""How often a worker looks for its run's RUN_STATUS row before it exists."""
+
+
+class WorkerRefused(ControlPlaneConflict):
+    """The run will not have this worker: it has ended, or its id belongs to another process."""
 
 
 class WorkerExit(Exception):
@@ -33,6 +39,17 @@ class WorkerExit(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+async def wait_for_run(cp: ResilientControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
+    """The run's RUN_STATUS row, once it exists (a worker may be started before its run)."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            run = await cp.read_run(run_id)
+            if run is not None:
+                return run
+            await trio.sleep(REGISTER_POLL_S)
+    raise WorkerExit("run_not_found")
 
 
 @attrs.define(eq=False)
@@ -51,7 +68,6 @@ class RunFollower:
     on_rate: Callable[[ControlEvent], None] = lambda _event: None
     """Told of every SET_RATE that addresses this worker."""
     scenario: Scenario | None = None
-    clockmap: ClockMap | None = None
     applied: list[int] = attrs.field(factory=list)
     """Sequence ids applied, in order."""
     wake: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -64,6 +80,21 @@ class RunFollower:
     def set_view(self, view: WorkerView) -> None:
         self.view = view
         self.on_view(view)
+
+    async def scenario_with_samples(self, sc: Scenario) -> Scenario:
+        """The run's scenario once its ``sample`` pools are in RUN_STATUS (read every
+        ``REGISTER_POLL_S``, for up to ``start_timeout_s``)."""
+        with trio.move_on_after(sc.start_timeout_s):
+            while True:
+                run = await self.cp.read_run(self.run_id)
+                if run is not None and run.status.terminal:
+                    raise WorkerRefused(f"run {self.run_id!r} ended ({run.status}) before its sample pools were drawn")
+                if run is not None:
+                    drawn = Scenario.from_dict(run.scenario)
+                    if not drawn.unresolved_pools:
+                        return drawn
+                await trio.sleep(REGISTER_POLL_S)
+        raise WorkerRefused(f"run {self.run_id!r}: no sample pools after {sc.start_timeout_s:g} s")
 
     # ---- waiting for the start ----------------------------------------------------------------
 
@@ -143,7 +174,7 @@ class RunFollower:
     def _judge_orchestrator(self, run: RunState) -> None:
         sc = self.scenario
         assert sc is not None  # read before any RUN_STATUS is judged
-        now, cm = trio.current_time(), self.clockmap
+        now, cm = trio.current_time(), self.timeline.clockmap
         # Time this worker could not reach the control plane itself is not the orchestrator's silence.
         own = self.cp.health.unreachable_s(cm.to_trio(run.updated_at), now) if cm is not None else 0.0
         verdict = judge_run_alive(

@@ -27,7 +27,6 @@ from startline.engine.model import (
     Phase,
     RunState,
     RunStatus,
-    Scope,
     StopReason,
     WorkerResult,
     WorkerStatus,
@@ -35,8 +34,8 @@ from startline.engine.model import (
 from startline.engine.ports import ControlPlane, ControlPlaneConflict, ControlPlaneError, WallClock
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.roster import Roster
-from startline.engine.scenario import ConfigError, OnWorkerLoss, Scenario
-from startline.engine.schedule import PhaseWindows, PlannedEvent, plan_events
+from startline.engine.scenario import OnWorkerLoss, Scenario
+from startline.engine.schedule import PhaseWindows
 from startline.engine.startplan import StartPlan
 from startline.engine.steering import Steering
 from startline.engine.summary import build_summary, interval_kinds, kind_errors, merge_timeseries
@@ -336,7 +335,7 @@ class Orchestrator:
                 elif not await self._roster.wait_ready(self._stop_requested):
                     reason = self._requested_reason if self.stop_requested else StopReason.READY_TIMEOUT
                     await self._stop(reason)
-                elif problem := self._unknown_scope():
+                elif problem := self._roster.unknown_scope():
                     # workers started elsewhere (--no-spawn) are known only now: a schedule step
                     # for a worker or group none of them is would silently do nothing
                     self.stop_detail = problem
@@ -412,15 +411,6 @@ class Orchestrator:
 
     # ---- the phases ----------------------------------------------------------------------
 
-    def _unknown_scope(self) -> str | None:
-        """The first schedule step whose WORKER / WORKER_GROUP scope no READY worker has."""
-        try:
-            groups = self._roster.groups
-            self.scenario.check_scopes(set(groups), set(groups.values()))
-        except ConfigError as exc:
-            return str(exc)
-        return None
-
     async def _start(self) -> None:
         """RUNNING with START_TIME: the server's now, or (scheduled) now + lead; then START."""
         sc = self.scenario
@@ -447,51 +437,14 @@ class Orchestrator:
         assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
         async with trio.open_nursery() as nursery:
             if self.scenario.operations_per_connection:
-                nursery.start_soon(self._watch_spent)
+                nursery.start_soon(self._roster.watch_spent, self._stop_for)
             if self.scenario.load.controlled:
                 nursery.start_soon(self._steering.control)
             if self.scenario.abort_thresholds:
                 nursery.start_soon(self._steering.watch_thresholds)
-            await self._follow_plan()
+            await self._steering.follow_plan(self._stop_requested)
             nursery.cancel_scope.cancel()
-
-    async def _watch_spent(self) -> None:
-        """With ``operations_per_connection``: once every worker has published its final results
-        (it has issued all its operations, or failed), the run ends — it does not idle to its
-        planned end."""
-        while True:
-            await trio.sleep(self.scenario.heartbeat_s)
-            results = await self._cp.read_results(self.run_id)
-            final = {r.worker_id for r in results if r.status.final}
-            if final and set(self._roster.statuses) <= final:
-                self.stop_detail = "every connection issued its operations_per_connection"
-                self.request_stop(StopReason.COMPLETED)
-                return
-
-    async def _follow_plan(self) -> None:
-        assert self.start_time is not None and self._clockmap is not None  # set by prepare and _start
-        for planned in plan_events(self.scenario, self.start_time):
-            with trio.move_on_at(self._clockmap.to_trio(planned.at)):
-                await self._stop_requested.wait()
-            if self.stop_requested or planned.event_type is EventType.STOP:
-                break
-            await self._emit_planned(planned)
         await self._stop(self._requested_reason)
-
-    async def _emit_planned(self, p: PlannedEvent) -> None:
-        await self._log.emit(
-            p.event_type,
-            at=p.at,
-            phase=p.phase,
-            connections=p.connections,
-            scope=p.scope,
-            scope_id=p.scope_id,
-            ramp_s=p.ramp_s,
-        )
-        if p.event_type is EventType.SET_PHASE:
-            await self._cp.update_run(self.run_id, phase=p.phase)
-        elif p.scope is Scope.RUN and p.connections is not None:
-            await self._cp.update_run(self.run_id, connections=p.connections)
 
     async def _stop(self, reason: StopReason) -> None:
         assert self._clockmap is not None  # set by prepare

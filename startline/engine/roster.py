@@ -14,9 +14,9 @@ import trio
 
 from startline.engine.clocksync import ClockMap
 from startline.engine.liveness import MIN_LIVENESS_WAIT_S, liveness_round
-from startline.engine.model import WorkerResult, WorkerStatus
+from startline.engine.model import StopReason, WorkerResult, WorkerStatus
 from startline.engine.resilience import ResilientControlPlane
-from startline.engine.scenario import Scenario
+from startline.engine.scenario import ConfigError, Scenario
 
 log = logging.getLogger("startline.orchestrator")
 
@@ -52,6 +52,27 @@ class Roster:
 
     def ready(self) -> int:
         return sum(s is WorkerStatus.READY for s in self.statuses.values())
+
+    def unknown_scope(self) -> str | None:
+        """The first schedule step whose WORKER / WORKER_GROUP scope no READY worker has (workers
+        started elsewhere are known only once READY)."""
+        try:
+            self.scenario.check_scopes(set(self.groups), set(self.groups.values()))
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    async def watch_spent(self, stop: Callable[[StopReason, str], None]) -> None:
+        """With ``operations_per_connection``: once every worker has published its final results
+        (it has issued all its operations, or failed), the run ends — it does not idle to its
+        planned end."""
+        while True:
+            await trio.sleep(self.scenario.heartbeat_s)
+            results = await self.cp.read_results(self.run_id)
+            final = {r.worker_id for r in results if r.status.final}
+            if final and set(self.statuses) <= final:
+                stop(StopReason.COMPLETED, "every connection issued its operations_per_connection")
+                return
 
     async def read_heartbeats(self) -> None:
         """Take every worker's status as its heartbeat says (a restarted orchestrator's first look)."""

@@ -1,6 +1,7 @@
-"""Load steering: what the orchestrator decides about the level of load while a run runs — the
-qps controller, the find-max search, a rate re-split after a lost worker, the ``abort_on_fail``
-thresholds — and the ``load`` block of summary.json that records it.
+"""Load steering: what the orchestrator decides about the load while a run runs — the scenario's
+planned phases and ``[[schedule]]``, the qps controller, the find-max search, a rate re-split
+after a lost worker, the ``abort_on_fail`` thresholds — and the ``load`` block of summary.json
+that records it.
 
 Kept apart from the run's lifecycle (``engine.orchestrator``) as Locust keeps ``LoadTestShape``
 apart from its runner: the orchestrator hands it callables (emit an event, the live workers, the
@@ -36,6 +37,7 @@ from startline.engine.loadcontrol import (
 )
 from startline.engine.model import EventType, Scope, StopReason
 from startline.engine.scenario import FindMaxOver, LoadMode, Scenario
+from startline.engine.schedule import plan_events
 from startline.engine.startplan import STEERED_FOLLOW_S
 from startline.engine.summary import interval_kinds, interval_latency, merge_timeseries
 from startline.engine.thresholds import Measured, crossing, judged_spans
@@ -78,6 +80,32 @@ class Steering:
 
     def begin(self, start_time: float) -> None:
         self.start_time = start_time
+
+    # ---- the scenario's plan ------------------------------------------------------------------
+
+    async def follow_plan(self, stop_requested: trio.Event) -> None:
+        """The scenario's planned events at their instants: SET_PHASE, the ``[[schedule]]``'s
+        SET_CONNECTIONS (RUN_STATUS follows the run-wide ones); returns at the planned STOP's
+        instant, or at once when a stop is requested (the orchestrator stops the run then)."""
+        assert self.start_time is not None  # after the start
+        for planned in plan_events(self.scenario, self.start_time):
+            with trio.move_on_at(self.to_trio(planned.at)):
+                await stop_requested.wait()
+            if stop_requested.is_set() or planned.event_type is EventType.STOP:
+                return
+            await self.emit(
+                planned.event_type,
+                at=planned.at,
+                phase=planned.phase,
+                connections=planned.connections,
+                scope=planned.scope,
+                scope_id=planned.scope_id,
+                ramp_s=planned.ramp_s,
+            )
+            if planned.event_type is EventType.SET_PHASE:
+                await self.set_run(phase=planned.phase)
+            elif planned.scope is Scope.RUN and planned.connections is not None:
+                await self.set_run(connections=planned.connections)
 
     # ---- acting on the level ---------------------------------------------------------------
 

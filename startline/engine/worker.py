@@ -14,7 +14,7 @@ import random
 import time
 import types
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -26,22 +26,19 @@ from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset
 from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
 from startline.engine.events import WorkerView
-from startline.engine.follow import RunFollower, WorkerExit
+from startline.engine.follow import RunFollower, WorkerExit, WorkerRefused, wait_for_run
 from startline.engine.lifecycle import worker_transition
 from startline.engine.metrics import Recorder
 from startline.engine.model import (
     ControlEvent,
     Heartbeat,
     Phase,
-    RunState,
     StopReason,
-    WorkerResult,
     WorkerStatus,
 )
 from startline.engine.pool import Pool
 from startline.engine.ports import (
     ControlPlane,
-    ControlPlaneConflict,
     ControlPlaneError,
     Runtime,
     Session,
@@ -50,6 +47,7 @@ from startline.engine.ports import (
     WallClock,
     same_clock,
 )
+from startline.engine.publish import Publisher
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
@@ -59,25 +57,8 @@ from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.worker")
 
-REGISTER_POLL_S = 0.1
-"""How often a worker looks for its run's RUN_STATUS row before it exists."""
 FORCE_GRACE_S = 1.0
 """After a forced stop: how long the worker may still take to finish, and then to publish."""
-
-
-class WorkerRefused(ControlPlaneConflict):
-    """The run will not have this worker: it has ended, or its id belongs to another process."""
-
-
-async def wait_for_run(cp: ControlPlane, run_id: str, timeout_s: float = 120.0) -> RunState:
-    """The run's RUN_STATUS row, once it exists (a worker may be started before its run)."""
-    with trio.move_on_after(timeout_s):
-        while True:
-            run = await cp.read_run(run_id)
-            if run is not None:
-                return run
-            await trio.sleep(REGISTER_POLL_S)
-    raise WorkerExit("run_not_found")
 
 
 @attrs.frozen
@@ -104,16 +85,6 @@ class WorkerStatistics:
     errors: int
     connections: int
     """Connections running now."""
-
-
-@attrs.frozen
-class _Joined:
-    """What a worker has once it has joined the run: the scenario, its plan and its clock map."""
-
-    scenario: Scenario
-    plan: StartPlan
-    pool: Pool
-    clockmap: ClockMap
 
 
 @attrs.define(eq=False)
@@ -148,15 +119,12 @@ class Worker:
     _counting: CountingControlPlane = attrs.field(init=False)
     _cp: ResilientControlPlane = attrs.field(init=False)
     _offset: OffsetEstimate | None = attrs.field(init=False, default=None)
-    _clockmap: ClockMap | None = attrs.field(init=False, default=None)
     _initial_connections: int = attrs.field(init=False, default=0)
     _conns: Connections | None = attrs.field(init=False, default=None)
-    _windows: PhaseWindows | None = attrs.field(init=False, default=None)
-    """The phase windows on this process's trio clock, from the start's detection."""
     _pool: Pool | None = attrs.field(init=False, default=None)
     _ramp_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _snapshots: int = attrs.field(init=False, default=0)
-    _chores: list[trio.CancelScope] = attrs.field(init=False, factory=list)
+    _publisher: Publisher = attrs.field(init=False)
+    """Heartbeats, snapshots and results written (``engine.publish``)."""
     _main: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _forced: bool = attrs.field(init=False, default=False)
     _spent: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -173,6 +141,17 @@ class Worker:
         )
         if self.scenario is not None:
             self._cp.policy = RetryPolicy.of(self.scenario)
+        self._publisher = Publisher(
+            self._cp,
+            self.run_id,
+            self.worker_id,
+            self.incarnation,
+            self.recorder,
+            self._heartbeat,
+            self.payload,
+            lambda: self.status,
+            lambda: self._conns.settle() if self._conns is not None else None,
+        )
         self._follower = RunFollower(
             self._cp,
             self.run_id,
@@ -282,7 +261,7 @@ class Worker:
         await self._register()
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
         if sc.unresolved_pools:  # joined during setup: the orchestrator is drawing the sample pools
-            sc = self.scenario = await self._scenario_with_pools(sc)
+            sc = self.scenario = await self._follower.scenario_with_samples(sc)
         self._follower.scenario = sc
         self._cp.policy = RetryPolicy.of(sc)
         self.recorder.interval_s = sc.snapshot_interval_s
@@ -305,7 +284,7 @@ class Worker:
             try:
                 await pool.prepare(self._initial_connections)
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
-                self._clockmap = self._timeline.clockmap = self._follower.clockmap = ClockMap.anchor(self._offset)
+                self._timeline.clockmap = ClockMap.anchor(self._offset)
                 plan = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled)
                 if plan.pushed:
                     await self._cp.prepare_push()  # listening before READY: the START cannot come first
@@ -313,8 +292,7 @@ class Worker:
                 if plan.heartbeat_task_while_waiting:  # the inline loop says READY with its own first beat
                     await self._heartbeat()
                 self._timeline.mark("ready")
-                joined = _Joined(sc, plan, pool, self._clockmap)
-                if await self._start(nursery, joined):
+                if await self._start(nursery, plan, pool):
                     await self._follower.follow(plan, self._spent, lambda: self._start_ramp(nursery))
                     if self._spent.is_set():
                         log.info("worker %s: every connection issued its operations_per_connection", self.worker_id)
@@ -323,13 +301,14 @@ class Worker:
                 nursery.cancel_scope.cancel()
         await pool.close()
 
-    async def _start(self, nursery: trio.Nursery, j: _Joined) -> bool:
+    async def _start(self, nursery: trio.Nursery, plan: StartPlan, pool: Pool) -> bool:
         """The start path: wait for the start as the plan says, bookkeeping, release the
         connections. False when the run stopped before it started."""
-        plan, sc, pool = j.plan, j.scenario, j.pool
+        sc, cm = self.scenario, self._timeline.clockmap
+        assert sc is not None and cm is not None  # known before the start path
         self._timeline.enter("waiting")
         if plan.heartbeat_task_while_waiting:
-            nursery.start_soon(self._chore, self._heartbeat_loop)
+            nursery.start_soon(self._publisher.chore, self._publisher.heartbeats(sc.heartbeat_s))
         if plan.prespawn:
             await pool.scale_to(self._initial_connections)
         with trio.fail_after(sc.start_timeout_s):
@@ -343,11 +322,11 @@ class Worker:
         self._timeline.mark("detect")
         start_time = self.view.start_time
         assert start_time is not None  # a started view has its start time (apply_event, _see_run)
-        start_trio = j.clockmap.to_trio(start_time)
-        windows = self._windows = PhaseWindows.from_scenario(sc, start_time).shifted(start_trio - start_time)
+        start_trio = cm.to_trio(start_time)
+        windows = self._publisher.windows = PhaseWindows.from_scenario(sc, start_time).shifted(start_trio - start_time)
         self._set_status(WorkerStatus.RUNNING)
         if plan.bookkeeping is not Bookkeeping.DEFERRED:
-            await self._bookkeeping(parallel=plan.bookkeeping is Bookkeeping.PARALLEL)
+            await self._publisher.bookkeeping(plan.bookkeeping is Bookkeeping.PARALLEL, start_time, self._timeline.mark)
         conns, rate = self._conns, self._rate
         assert conns is not None and rate is not None  # made in _run, before the pool
         if plan.release_as_spawned:
@@ -365,37 +344,18 @@ class Worker:
         self._timeline.mark("scale")
         self._timeline.enter("running")
         if plan.bookkeeping is Bookkeeping.DEFERRED:
-            nursery.start_soon(self._bookkeeping, True)
+            nursery.start_soon(self._publisher.bookkeeping, True, start_time, self._timeline.mark)
         nursery.start_soon(self._hard_stop, pool, windows.end + sc.drain_timeout_s)
         if not plan.heartbeat_task_while_waiting:
-            nursery.start_soon(self._chore, self._heartbeat_loop)
-        nursery.start_soon(self._chore, self._flush_loop)
+            nursery.start_soon(self._publisher.chore, self._publisher.heartbeats(sc.heartbeat_s))
+        nursery.start_soon(self._publisher.chore, self._publisher.flushes(sc))
         return True
 
     # ---- after the start ----------------------------------------------------------------------
 
-    async def _bookkeeping(self, parallel: bool) -> None:
-        """The start bookkeeping: heartbeat RUNNING and the TEST_RESULTS row."""
-
-        async def beat() -> None:
-            await self._heartbeat()
-            self._timeline.mark("heartbeat")
-
-        async def insert() -> None:
-            await self._cp.upsert_result(self._result(WorkerStatus.RUNNING, {"start_time": self.view.start_time}))
-            self._timeline.mark("insert")
-
-        if parallel:
-            async with trio.open_nursery() as n:
-                n.start_soon(beat)
-                n.start_soon(insert)
-        else:
-            await beat()
-            await insert()
-
     def _to_trio(self, at: float | None) -> float:
         """A control-plane instant on this process's trio clock (None, or no clock map yet: now)."""
-        cm = self._clockmap
+        cm = self._timeline.clockmap
         return trio.current_time() if at is None or cm is None else cm.to_trio(at)
 
     def _start_ramp(self, nursery: trio.Nursery) -> None:
@@ -435,15 +395,14 @@ class Worker:
         with trio.move_on_after(self._drain_timeout()):
             await pool.wait_empty()
         pool.cancel_all()
-        for chore in self._chores:
-            chore.cancel()
+        self._publisher.stop_chores()
         # COMPLETED once the results saying so are published; a last heartbeat tells the orchestrator.
         await self._publish_final(WorkerStatus.COMPLETED)
         self._timeline.enter("done")
 
     async def _publish_final(self, status: WorkerStatus) -> None:
-        await self._flush_snapshots(final=True)
-        await self._cp.upsert_result(self._result(status, self.payload(status)))
+        await self._publisher.flush_snapshots(final=True)
+        await self._cp.upsert_result(self._publisher.result(status, self.payload(status)))
         self._set_status(status)
         try:
             await self._heartbeat()
@@ -458,21 +417,6 @@ class Worker:
         assert sc is not None  # sessions open after the scenario is known
         await session.set_phase(self._tag(Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT))
         return session
-
-    async def _scenario_with_pools(self, sc: Scenario) -> Scenario:
-        """The run's scenario once its ``sample`` pools are in RUN_STATUS (read every
-        ``REGISTER_POLL_S``, for up to ``start_timeout_s``)."""
-        with trio.move_on_after(sc.start_timeout_s):
-            while True:
-                run = await self._cp.read_run(self.run_id)
-                if run is not None and run.status.terminal:
-                    raise WorkerRefused(f"run {self.run_id!r} ended ({run.status}) before its sample pools were drawn")
-                if run is not None:
-                    drawn = Scenario.from_dict(run.scenario)
-                    if not drawn.unresolved_pools:
-                        return drawn
-                await trio.sleep(REGISTER_POLL_S)
-        raise WorkerRefused(f"run {self.run_id!r}: no sample pools after {sc.start_timeout_s:g} s")
 
     def _tag(self, phase: Phase) -> dict[str, str]:
         return {"run_id": self.run_id, "worker_id": self.worker_id, "phase": str(phase)}
@@ -506,42 +450,8 @@ class Worker:
     async def _heartbeat(self) -> None:
         await self._cp.upsert_heartbeat(self._beat())
 
-    def _result(self, status: WorkerStatus, payload: dict[str, Any]) -> WorkerResult:
-        return WorkerResult(self.run_id, self.worker_id, status, payload, incarnation=self.incarnation)
-
-    async def _chore(self, loop: Callable[[], Awaitable[None]]) -> None:
-        """A background loop (heartbeats, flushes) that ``_drain`` stops before the final results:
-        a late partial write never lands after them."""
-        with trio.CancelScope() as scope:
-            self._chores.append(scope)
-            await loop()
-
-    async def _heartbeat_loop(self) -> None:
-        assert self.scenario is not None  # chores start after the scenario is known
-        while True:
-            await trio.sleep(self.scenario.heartbeat_s)
-            await self._heartbeat()
-
-    async def _flush_loop(self) -> None:
-        """Every flush interval: the finished snapshot intervals, and the results so far (a RUNNING
-        TEST_RESULTS row), so a worker that dies keeps what it measured up to its last flush."""
-        assert self.scenario is not None  # chores start after the scenario is known
-        sc = self.scenario
-        flush_every = max(sc.flush_interval_s, sc.snapshot_interval_s)
-        # The orchestrator steers a qps or find-max run, or judges abort_on_fail thresholds, on the
-        # intervals: ship each one as it closes.
-        live = sc.load.controlled or bool(sc.abort_thresholds)
-        snap_every = sc.snapshot_interval_s if live else flush_every
-        next_results = trio.current_time() + flush_every
-        while True:
-            await trio.sleep(snap_every)
-            await self._flush_snapshots(final=False)
-            if trio.current_time() >= next_results - 1e-9:
-                next_results += flush_every
-                await self._cp.upsert_result(self._result(self.status, self.payload()))
-
     def _note_connections(self, n: int) -> None:
-        w = self._windows
+        w = self._publisher.windows
         at = 0 if w is None else max(0, math.floor((trio.current_time() - w.start) / self.recorder.interval_s))
         self.recorder.note_connections(at, n)
         conns = self._conns
@@ -551,21 +461,6 @@ class Worker:
             self._spent.set()
             self._follower.wake.cancel()
 
-    async def _flush_snapshots(self, final: bool) -> None:
-        if self._windows is None:
-            return
-        if self._conns is not None:
-            self._conns.settle()
-        now = trio.current_time()
-        # the last flush takes every interval up to now (and no further than the planned end)
-        upto = math.ceil if final else math.floor
-        before = upto((min(now, self._windows.end) - self._windows.start) / self.recorder.interval_s)
-        intervals = self.recorder.take_intervals(before, final=final)
-        if intervals:
-            # ``n`` makes a retried append harmless: readers keep one snapshot per (worker, n).
-            self._snapshots += 1
-            await self._cp.append_snapshot(self.run_id, self.worker_id, {"n": self._snapshots, "intervals": intervals})
-
     def _drain_timeout(self) -> float:
         return self.scenario.drain_timeout_s if self.scenario else 5.0
 
@@ -574,7 +469,7 @@ class Worker:
     def payload(self, status: WorkerStatus | None = None) -> dict[str, Any]:
         """The TEST_RESULTS payload (saying ``status``, by default the worker's own): timeline,
         clock, metrics, control-plane cost, events applied."""
-        cm, conns, tl = self._clockmap, self._conns, self._timeline
+        cm, conns, tl = self._timeline.clockmap, self._conns, self._timeline
         firsts = conns.first_query if conns else {}
         timeline, initial = tl.of_run(firsts)
 

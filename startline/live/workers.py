@@ -14,10 +14,11 @@ from typing import Any
 import trio
 
 from startline.compose import open_control, open_target
+from startline.engine.follow import wait_for_run
 from startline.engine.resilience import ResilientControlPlane
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.together import worker_id
-from startline.engine.worker import Worker, wait_for_run
+from startline.engine.worker import Worker
 from startline.urls import Url, parse_url
 
 WORKER_END_GRACE_S = 2.0
