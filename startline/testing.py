@@ -132,6 +132,20 @@ class RecordingTarget(Target):
         return type(exc).__name__
 
 
+def processes_running(*words: str) -> list[int]:
+    """The pids of this machine's processes whose command line holds every one of ``words``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # gone meanwhile
+                continue
+            if all(w in cmdline for w in words):
+                found.append(int(entry.name))
+    return found
+
+
 def scenario(**overrides: Any) -> Scenario:
     """A small scenario with one sleeping operation; any field can be overridden."""
     base: dict[str, Any] = {
@@ -270,6 +284,13 @@ class LiveRun:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what} did not happen within {timeout} s")
             time.sleep(0.05)
+
+    def measured(self, *wids: str) -> bool:
+        """Every worker in ``wids`` (default: all) has flushed results with an operation in them."""
+        rows = self.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS WHERE RUN_ID = ?", self.run_id)
+        ops = {w: sum((json.loads(p).get("metrics") or {}).get("ops", {}).values()) for w, p in rows}
+        wanted = wids or tuple(f"w{i:03d}" for i in range(self.workers))
+        return all(ops.get(w, 0) > 0 for w in wanted)
 
     def measuring(self) -> bool:
         rows = self.query("SELECT PHASE FROM RUN_STATUS WHERE RUN_ID = ?", self.run_id)

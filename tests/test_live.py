@@ -18,7 +18,7 @@ from startline.backends.snowflake import SnowflakeControlPlane, SnowflakeTarget
 from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings
 from startline.backends.sqlcontrol import fetch
 from startline.engine.model import ControlEvent, Phase, RunState, RunStatus
-from startline.engine.ports import ControlPlaneError
+from startline.engine.ports import ControlPlaneError, Target
 from startline.engine.scenario import ConfigError, OperationSpec, Scenario
 from startline.inprocess import run_in_process_async
 from startline.simulate.models import Profile
@@ -164,7 +164,7 @@ async def test_phase_change_is_visible_in_the_query_tag(fakesnow_home):
     )
     sessions = []
 
-    class Keeping:  # the real target, keeping its sessions for inspection
+    class Keeping(Target):  # the real target, keeping its sessions for inspection (its traits: the defaults)
         async def open_session(self, worker_id, slot):
             s = await target.open_session(worker_id, slot)
             sessions.append(s)

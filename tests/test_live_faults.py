@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup, run_cli
+from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup, processes_running, run_cli
 
 pytestmark = pytest.mark.live  # processes, servers or a browser
 
@@ -33,7 +33,7 @@ def start_run(config, out, *extra: str) -> subprocess.Popen[str]:
 def test_a_worker_killed_mid_run_is_dead_and_the_run_ends_per_policy(tmp_path, policy):
     run = live_run(tmp_path, f"kill-{policy}", policy=policy).start()
     run.wait_until("MEASUREMENT", run.measuring)
-    time.sleep(1.0)  # at least one flush of measured operations
+    run.wait_until("a flush of measured operations", run.measured)
     run.kill("w001")
     code, err, summary = run.finish()
     entries = {w["worker_id"]: w for w in summary["workers"]}
@@ -52,7 +52,7 @@ def test_a_worker_killed_mid_run_is_dead_and_the_run_ends_per_policy(tmp_path, p
 def test_workers_outlive_a_killed_orchestrator_and_a_restart_fails_the_run_cleanly(tmp_path):
     run = live_run(tmp_path, "orphan", workers=2, measurement_s=60.0, idle_s=3.0).start()
     run.wait_until("MEASUREMENT", run.measuring)
-    time.sleep(1.0)
+    run.wait_until("a flush of measured operations", run.measured)
     assert run.orchestrator is not None
     run.orchestrator.send_signal(signal.SIGKILL)
     run.orchestrator.wait(timeout=30)
@@ -110,7 +110,7 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
     first = start_run(config, out, "--run-id", "respawn", "--quiet")
     probe = LiveRun(config, out, "respawn", 2)
     probe.wait_until("MEASUREMENT", probe.measuring)
-    time.sleep(1.0)
+    probe.wait_until("a flush of measured operations", probe.measured)
     first.send_signal(signal.SIGKILL)  # its spawned workers live on, notice, stop, publish
     first.wait(timeout=30)
     probe.wait_until(
@@ -120,7 +120,9 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
             and all((out / f"worker-{w}.json").exists() for w in ("w000", "w001"))
         ),
     )
-    time.sleep(0.5)  # the files are renamed into place whole; the processes exit right after
+    # the files are renamed into place whole; the processes exit right after
+    orphans = ("startline.cli worker", "--run-id respawn")
+    probe.wait_until("the orphaned workers' exit", lambda: not processes_running(*orphans))
     stored = dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS"))
     files = {w: (out / f"worker-{w}.json").read_text() for w in ("w000", "w001")}
     again = start_run(config, out, "--run-id", "respawn", "--quiet")
@@ -163,7 +165,7 @@ def test_ctrl_c_during_setup_interrupts_the_statement_and_exits_3(tmp_path):
     proc = start_run(config, out, "--run-id", "slow")
     probe = LiveRun(config, out, "slow", 1)
     probe.wait_until("the run created", lambda: probe.query("SELECT STATUS FROM RUN_STATUS"))
-    time.sleep(1.0)  # the load is under way
+    probe.wait_until("the load under way", lambda: (out / "data.db").exists())
     proc.send_signal(signal.SIGINT)
     _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr[-2000:]
@@ -182,10 +184,11 @@ def test_ctrl_c_cancels_the_run_and_writes_what_was_measured(tmp_path, presses):
     proc = start_run(config, out)
     probe = LiveRun(config, out, "", 2)
     probe.wait_until("MEASUREMENT", lambda: probe.query("SELECT 1 FROM RUN_STATUS WHERE PHASE = 'MEASUREMENT'"))
-    time.sleep(1.5)
+    probe.run_id = probe.query("SELECT RUN_ID FROM RUN_STATUS")[0][0]
+    probe.wait_until("a flush of measured operations", probe.measured)
     for _ in range(presses):
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # the second once the first has stopped the run
+        probe.wait_until("the stop", lambda: probe.query("SELECT 1 FROM RUN_STATUS WHERE STATUS <> 'RUNNING'"))
     _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stderr[-2000:]
     assert "Traceback" not in stderr
@@ -202,7 +205,7 @@ def test_ctrl_c_cancels_the_run_and_writes_what_was_measured(tmp_path, presses):
 def test_sigterm_to_a_worker_drains_it_and_flushes_its_results(tmp_path):
     run = live_run(tmp_path, "term", workers=2, measurement_s=8.0).start()
     run.wait_until("MEASUREMENT", run.measuring)
-    time.sleep(1.0)
+    run.wait_until("a flush of measured operations", lambda: run.measured("w000"))
     run.procs["w000"].send_signal(signal.SIGTERM)
     assert run.procs["w000"].wait(timeout=30) == 0
     own = json.loads((run.out / "worker-w000.json").read_text())
@@ -251,7 +254,7 @@ def _fragile(tmp_path, run_id, **fields):
 def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_file_complete(tmp_path, presses):
     run = _fragile(tmp_path, f"drop{presses}", workers=2, measurement_s=8.0, idle_s=30.0, policy="continue").start()
     run.wait_until("MEASUREMENT", run.measuring)
-    time.sleep(1.0)
+    run.wait_until("a flush of measured operations", run.measured)
     db = sqlite3.connect(run.control, timeout=30)
     db.execute("DROP TABLE RUN_CONTROL_EVENTS")  # the events table is gone: reads and appends fail
     db.commit()
@@ -259,7 +262,7 @@ def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_fi
     dropped = time.monotonic()
     for _ in range(presses):
         run.orchestrator.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        time.sleep(0.2)  # two presses a person makes (the control plane is broken: nothing to wait for)
     code, err, summary = run.finish(timeout=90)
     took = time.monotonic() - dropped
     assert code == 3, err[-2000:]
@@ -283,12 +286,11 @@ def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_fi
 def test_a_paused_worker_resumes_and_its_results_count(tmp_path):
     run = live_run(tmp_path, "pause", workers=2, measurement_s=10.0, policy="continue").start()
     run.wait_until("MEASUREMENT", run.measuring)
-    time.sleep(0.5)
+    run.wait_until("a flush of measured operations", lambda: run.measured("w001"))
     run.pause("w001")  # not inside a write: it would hold the SQLite control plane's lock
     run.wait_until(
         "judged DEAD", lambda: run.query("SELECT STATUS FROM WORKER_HEARTBEATS WHERE WORKER_ID = 'w001'") == [("DEAD",)]
     )
-    time.sleep(0.5)
     run.procs["w001"].send_signal(signal.SIGCONT)
     code, err, summary = run.finish()
     assert (code, summary["status"]) == (0, "COMPLETED"), err[-2000:]
@@ -322,8 +324,8 @@ def test_ctrl_c_to_a_worker_still_waiting_for_its_run_is_one_line_and_exit_3(tmp
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     probe = LiveRun(tmp_path / "x.toml", tmp_path, "later", 1)
+    # the control plane's file is made by the worker's first poll, inside its run (Ctrl-C handled)
     probe.wait_until("the worker polls", lambda: (tmp_path / "control.db").exists())
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     try:
         _out, err = proc.communicate(timeout=30)
