@@ -30,6 +30,7 @@ from startline.live import workers as live_workers
 from startline.live.outdir import claim_out
 from startline.urls import parse_url
 from startline.views import html as htmlreport
+from startline.views.rows import SPREAD_COLUMNS, simulated_load_rows, simulated_start_rows
 from startline.views.terminal import print_summary
 
 err = Console(stderr=True)
@@ -409,22 +410,9 @@ def simulate(
         title=f"{scenario.start.strategy}, {scenario.workers} workers, profile {profile.name}, "
         f"{seeds} seeds (ground truth, and what the workers measured)"
     )
-    for col in ("figure", "p50", "p99", "max"):
+    for col in SPREAD_COLUMNS:
         table.add_column(col, justify="left" if col == "figure" else "right")
-    st, cp = summary["start"], summary["control_plane"]
-    rows = [
-        ("detection delay max ms", st["detection_ms"]["max"]),
-        ("lag p50 ms", st["lag_ms"]["p50"]),
-        ("lag max ms", st["lag_ms"]["max"]),
-        ("skew ms", st["skew_ms"]),
-        ("skew ms, as the workers measured it", st["measured_skew_ms"]),
-        ("  measured − true", st["skew_error_ms"]),
-        ("  ± its error bar (skew_uncertainty_ms)", st["skew_uncertainty_ms"]),
-        ("lag max ms, as the workers measured it", st["measured_lag_ms"]["max"]),
-        ("  measured − true", st["lag_max_error_ms"]),
-        ("control-plane q/worker/s waiting", cp["per_worker_per_s_waiting"]),
-        ("control-plane q/worker/s running", cp["per_worker_per_s_running"]),
-    ]
+    rows = simulated_start_rows(summary)
     for name, d in rows:
         table.add_row(name, *(f"{d[k]:,.2f}" if d else "-" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
@@ -440,22 +428,10 @@ def _print_simulated_load(load: dict[str, Any], scenario: Scenario, seeds: int) 
     if scenario.load.mode is LoadMode.CONCURRENCY and not load.get("capacity"):
         return
     table = Table(title=f"load {scenario.load.mode}, {seeds} seeds (measured by startline)")
-    for col in ("figure", "p50", "p99", "max"):
+    for col in SPREAD_COLUMNS:
         table.add_column(col, justify="left" if col == "figure" else "right")
-    names = {
-        "qps": "MEASUREMENT qps",
-        "latency_p99_ms": "response p99 ms",
-        "service_p99_ms": "service p99 ms",
-        "skipped": "skipped",
-        "found_concurrency": "find-max concurrency",
-        "found_rate": "find-max rate",
-        "found_qps": "find-max qps",
-        "settled_connections": "qps-control connections",
-    }
-    for key, name in names.items():
-        d = load.get(key)
-        if d:
-            table.add_row(name, *(f"{d[k]:,.2f}" for k in ("p50", "p99", "max")))
+    for name, d in simulated_load_rows(load):
+        table.add_row(name, *(f"{d[k]:,.2f}" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
     cap = load.get("capacity")
     if cap:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from startline.engine.files import write_atomic
+from startline.views.rows import PHASE_COLUMNS, START_COLUMNS, phase_rows, start_rows
 
 PLOT_EXTRA = "report.html needs matplotlib: pip install 'startline[plot]'"
 """The one line shown where a report was asked for and matplotlib is missing."""
@@ -121,35 +122,11 @@ def _verdict(s: Mapping[str, Any]) -> str:
 
 
 def _start_table(s: Mapping[str, Any]) -> str:
-    st = s.get("start") or {}
-    lag = st.get("lag_ms") or {}
-    rows = [
-        (
-            "measured (control-plane clock)",
-            lag.get("p50"),
-            lag.get("p99"),
-            lag.get("max"),
-            st.get("skew_ms"),
-            st.get("skew_uncertainty_ms"),
-        )
-    ]
-    for name, w in sorted((st.get("witnesses") or {}).items()):
-        wl = w.get("lag_ms") or {}
-        rows.append((f"witness: {name}", wl.get("p50"), wl.get("p99"), wl.get("max"), w.get("skew_ms"), None))
-    return _table(("clock", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms", "± skew ms"), rows)
+    return _table(START_COLUMNS, start_rows(s))
 
 
 def _phase_table(s: Mapping[str, Any]) -> str:
-    rows = []
-    for phase, b in s.get("phases", {}).items():
-        if not b.get("ops") and not b.get("errors"):
-            continue
-        lat = b["latency_ms"]
-        rows.append((phase, "all", b["ops"], b["errors"], b["qps"], lat["p50"], lat["p95"], lat["p99"], lat["max"]))
-        for kind, k in b.get("by_kind", {}).items():
-            kl = k["latency_ms"]
-            rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
-    return _table(("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms"), rows)
+    return _table(PHASE_COLUMNS, phase_rows(s))
 
 
 def _load_table(s: Mapping[str, Any]) -> str:

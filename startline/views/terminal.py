@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from startline.engine.files import STEPS_HEADER
+from startline.views.rows import PHASE_COLUMNS, phase_rows
 
 
 def _ms(x: float | None) -> str:
@@ -59,37 +60,10 @@ def print_summary(
         f"waiting {_ms(cp['per_worker_per_s_waiting'])}, running {_ms(cp['per_worker_per_s_running'])}"
     )
     p = Table(title="Phases", show_header=True, header_style="bold")
-    for col in ("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+    for col in PHASE_COLUMNS:
         p.add_column(col, justify="right" if col not in ("phase", "kind") else "left")
-    for phase, block in summary["phases"].items():
-        if not block["ops"] and not block["errors"]:
-            continue  # a phase with nothing in it (no warmup, DONE)
-        lat = block["latency_ms"]
-        p.add_row(
-            phase,
-            "all",
-            f"{block['ops']:,}",
-            f"{block['errors']:,}",
-            f"{block['qps']:,.1f}",
-            _ms(lat["p50"]),
-            _ms(lat["p95"]),
-            _ms(lat["p99"]),
-            _ms(lat["max"]),
-        )
-        if phase == "MEASUREMENT":
-            for kind, kb in block["by_kind"].items():
-                kl = kb["latency_ms"]
-                p.add_row(
-                    "",
-                    kind,
-                    f"{kb['ops']:,}",
-                    "",
-                    f"{kb['qps']:,.1f}",
-                    _ms(kl["p50"]),
-                    _ms(kl["p95"]),
-                    _ms(kl["p99"]),
-                    _ms(kl["max"]),
-                )
+    for phase, kind, ops, errors, qps, *lat in phase_rows(summary):
+        p.add_row(phase, kind, f"{ops:,}", "" if errors is None else f"{errors:,}", f"{qps:,.1f}", *map(_ms, lat))
     console.print(p)
     _print_open_loop(summary["phases"], console)
     _print_load(summary.get("load") or {}, console)

@@ -1,0 +1,87 @@
+"""The one place that chooses what rows a result table shows: the terminal summary, report.html
+and the simulator's tables take their rows from here and only format them (they once chose their
+own and disagreed: the terminal showed operation kinds for MEASUREMENT only, the HTML for every
+phase; every phase with operations in it shows its kinds now, in both)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PHASE_COLUMNS = ("phase", "kind", "ops", "errors", "qps", "p50 ms", "p95 ms", "p99 ms", "max ms")
+START_COLUMNS = ("clock", "lag p50 ms", "lag p99 ms", "lag max ms", "skew ms", "± skew ms")
+SPREAD_COLUMNS = ("figure", "p50", "p99", "max")
+"""A simulated figure's spread over the seeds."""
+
+Row = tuple[Any, ...]
+
+
+def phase_rows(summary: Mapping[str, Any]) -> list[Row]:
+    """Each phase with anything in it (a phase without warmup, DONE, is left out): its "all" row,
+    then one row per operation kind in it (errors are counted per phase, not per kind: None)."""
+    rows: list[Row] = []
+    for phase, b in (summary.get("phases") or {}).items():
+        if not b.get("ops") and not b.get("errors"):
+            continue
+        lat = b["latency_ms"]
+        rows.append((phase, "all", b["ops"], b["errors"], b["qps"], lat["p50"], lat["p95"], lat["p99"], lat["max"]))
+        for kind, k in (b.get("by_kind") or {}).items():
+            kl = k["latency_ms"]
+            rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
+    return rows
+
+
+def start_rows(summary: Mapping[str, Any]) -> list[Row]:
+    """The start as the control plane's clock measured it, then each witness clock's view of it."""
+    st = summary.get("start") or {}
+    lag = st.get("lag_ms") or {}
+    rows: list[Row] = [
+        (
+            "measured (control-plane clock)",
+            lag.get("p50"),
+            lag.get("p99"),
+            lag.get("max"),
+            st.get("skew_ms"),
+            st.get("skew_uncertainty_ms"),
+        )
+    ]
+    for name, w in sorted((st.get("witnesses") or {}).items()):
+        wl = w.get("lag_ms") or {}
+        rows.append((f"witness: {name}", wl.get("p50"), wl.get("p99"), wl.get("max"), w.get("skew_ms"), None))
+    return rows
+
+
+def simulated_start_rows(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float] | None]]:
+    """``startline simulate``'s start figures over the seeds: ground truth, then what the workers
+    measured and how far off it was."""
+    st, cp = summary["start"], summary["control_plane"]
+    return [
+        ("detection delay max ms", st["detection_ms"]["max"]),
+        ("lag p50 ms", st["lag_ms"]["p50"]),
+        ("lag max ms", st["lag_ms"]["max"]),
+        ("skew ms", st["skew_ms"]),
+        ("skew ms, as the workers measured it", st["measured_skew_ms"]),
+        ("  measured − true", st["skew_error_ms"]),
+        ("  ± its error bar (skew_uncertainty_ms)", st["skew_uncertainty_ms"]),
+        ("lag max ms, as the workers measured it", st["measured_lag_ms"]["max"]),
+        ("  measured − true", st["lag_max_error_ms"]),
+        ("control-plane q/worker/s waiting", cp["per_worker_per_s_waiting"]),
+        ("control-plane q/worker/s running", cp["per_worker_per_s_running"]),
+    ]
+
+
+SIMULATED_LOAD = {
+    "qps": "MEASUREMENT qps",
+    "latency_p99_ms": "response p99 ms",
+    "service_p99_ms": "service p99 ms",
+    "skipped": "skipped",
+    "found_concurrency": "find-max concurrency",
+    "found_rate": "find-max rate",
+    "found_qps": "find-max qps",
+    "settled_connections": "qps-control connections",
+}
+
+
+def simulated_load_rows(load: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
+    """``startline simulate``'s load figures over the seeds: those the load mode has."""
+    return [(name, load[key]) for key, name in SIMULATED_LOAD.items() if load.get(key)]
