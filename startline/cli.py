@@ -396,9 +396,9 @@ def simulate(
         scenario = Scenario.from_dict(base)
     except ConfigError as exc:
         fail_usage(str(exc))
-    if scenario.unresolved_pools:
-        op, name, _ = scenario.unresolved_pools[0]
-        fail_usage(f"operations.{op}.params.{name}: a sample pool is drawn from a live target; simulate has none")
+    if scenario.undrawn_samples:
+        op, name, _ = scenario.undrawn_samples[0]
+        fail_usage(f"operations.{op}.params.{name}: a samples is drawn from a live target; simulate has none")
     results: list[dict[str, Any]] = []
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"simulating {seeds} seeds", total=seeds)

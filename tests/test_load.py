@@ -151,7 +151,7 @@ def test_qps_controller_settles_within_5pct_of_a_reachable_target_without_oscill
     settled = [i for i, d in enumerate(decisions) if d.action == "hold" and abs(d.error_pct) <= 5]
     assert settled, decisions
     first = settled[0]
-    assert first <= 4  # Little's law lands it at once; the seed's steps finish the approach
+    assert first <= 4  # Little's law lands it at once; the original design's steps finish the approach
     assert all(d.action == "hold" and abs(d.error_pct) <= 5 for d in decisions[first:])  # and it stays
 
 

@@ -99,7 +99,7 @@ _RUN_COLUMNS = {
     "expected_workers": "EXPECTED_WORKERS",
     "stop_reason": "STOP_REASON",
     "stop_detail": "STOP_DETAIL",
-    "scenario": "SCENARIO",  # the scenario as run, once its sample pools are drawn (JSON)
+    "scenario": "SCENARIO",  # the scenario as run, once its samples are drawn (JSON)
 }
 
 

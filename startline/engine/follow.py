@@ -62,7 +62,7 @@ class RunFollower:
     rng: random.Random
     """Draws the jitter of poll intervals."""
     heartbeat: Callable[[], Awaitable[None]]
-    """The inline wait beats itself (the seed's loop)."""
+    """The inline wait beats itself (the original design's loop)."""
     on_view: Callable[[WorkerView], None] = lambda _view: None
     """Told of every new view (the connections read the phase from it)."""
     on_rate: Callable[[ControlEvent], None] = lambda _event: None
@@ -82,19 +82,19 @@ class RunFollower:
         self.on_view(view)
 
     async def scenario_with_samples(self, sc: Scenario) -> Scenario:
-        """The run's scenario once its ``sample`` pools are in RUN_STATUS (read every
+        """The run's scenario once its ``sample`` values are in RUN_STATUS (read every
         ``REGISTER_POLL_S``, for up to ``start_timeout_s``)."""
         with trio.move_on_after(sc.start_timeout_s):
             while True:
                 run = await self.cp.read_run(self.run_id)
                 if run is not None and run.status.terminal:
-                    raise WorkerRefused(f"run {self.run_id!r} ended ({run.status}) before its sample pools were drawn")
+                    raise WorkerRefused(f"run {self.run_id!r} ended ({run.status}) before its samples were drawn")
                 if run is not None:
                     drawn = Scenario.from_dict(run.scenario)
-                    if not drawn.unresolved_pools:
+                    if not drawn.undrawn_samples:
                         return drawn
                 await trio.sleep(REGISTER_POLL_S)
-        raise WorkerRefused(f"run {self.run_id!r}: no sample pools after {sc.start_timeout_s:g} s")
+        raise WorkerRefused(f"run {self.run_id!r}: no samples after {sc.start_timeout_s:g} s")
 
     # ---- waiting for the start ----------------------------------------------------------------
 
@@ -110,9 +110,9 @@ class RunFollower:
                 await self._wait_poll(plan.poll_interval_s, plan.jitter_s)
 
     async def _wait_inline(self, sleep_s: float) -> None:
-        """The seed's ``_wait_for_start``: status poll each pass, events and heartbeat inline
+        """The original design's ``_wait_for_start``: status poll each pass, events and heartbeat inline
         at most once a second (the first beat says READY), then sleep (200 ms in the seed). As
-        the seed's loop, it leaves on what RUN_STATUS says, not on a START read among the events
+        the original design's loop, it leaves on what RUN_STATUS says, not on a START read among the events
         (a STOP there ends the wait)."""
         last_poll = last_beat = -math.inf
         while True:

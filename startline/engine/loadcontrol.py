@@ -127,7 +127,7 @@ def deadband(target: float) -> float:
 
 
 def gain(error: float) -> float:
-    """The share of the estimated gap a step closes, by the size of the error (the seed's table)."""
+    """The share of the estimated gap a step closes, by the size of the error (the original design's table)."""
     e = abs(error)
     return 0.25 if e > 0.5 else 0.20 if e > 0.3 else 0.15 if e > 0.15 else 0.10 if e > 0.05 else 0.06
 
@@ -151,7 +151,7 @@ class QpsDecision:
 
 @attrs.frozen
 class QpsController:
-    """The seed's QPS controller, fed a window of merged intervals: a deadband of max(2, 5 %) of
+    """The original design's QPS controller, fed a window of merged intervals: a deadband of max(2, 5 %) of
     the target; up after one reading under it, down after two over; a step of
     gain × (target / (qps / connections) − connections), at most ``max_step_up`` /
     ``max_step_down``, within the bounds, and only if it is expected to come closer (whole
@@ -286,7 +286,7 @@ class FindMaxSearch:
     """Why the search ended (``unstable``, ``refined``, ``time_budget``), once it has."""
 
     def judge(self, level: float, w: MergedIntervals, at_s: float) -> Step:
-        """A measured step, with the first of the seed's checks it fails (errors, SLO, latency
+        """A measured step, with the first of the original design's checks it fails (errors, SLO, latency
         against the first step, throughput against the stable step below)."""
         o = self.opts
         p95, p99 = w.latency_ms["p95"], w.latency_ms["p99"]

@@ -13,7 +13,7 @@ import attrs
 from attrs import validators as v
 
 ORCHESTRATOR = "orchestrator"
-"""The orchestrator's name wherever a participant is named (a host in simulation, a seed's part)."""
+"""The orchestrator's name wherever a participant is named (a host in simulation, a part of the original design's)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -72,7 +72,7 @@ class EventType(enum.StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
-        return cls.SET_CONNECTIONS if value == "SET_WORKER_TARGET" else None  # the seed's name for it
+        return cls.SET_CONNECTIONS if value == "SET_WORKER_TARGET" else None  # the original design's name for it
 
     STOP = "STOP"
 

@@ -167,7 +167,7 @@ class Orchestrator:
         await self._prepared.wait()
 
     async def publish_scenario(self, scenario: Scenario) -> None:
-        """The scenario as run from now on (its ``sample`` pools drawn at setup), in RUN_STATUS
+        """The scenario as run from now on (its ``sample`` values drawn at setup), in RUN_STATUS
         for every worker — those already waiting re-read it before they draw a parameter."""
         self._use(scenario)
         await self._cp.update_run(self.run_id, scenario=scenario.to_dict())

@@ -134,7 +134,7 @@ class Strategy(enum.StrEnum):
 
     INLINE_POLL = "inline-poll"
     """One loop polls RUN_STATUS every 200 ms, with the events and a heartbeat inline once a second;
-    after the start a sequential heartbeat and results insert, then the connections: the seed's loop."""
+    after the start a sequential heartbeat and results insert, then the connections: the original design's loop."""
     POLL = "poll"
     PUSH = "push"
     SCHEDULED = "scheduled"
@@ -275,7 +275,7 @@ class ParamSpec:
             if any(not isinstance(x, int | float) or isinstance(x, bool) or x < 0 for x in w) or not sum(w) > 0:
                 raise _FieldError("weights", f"must be numbers >= 0, not all 0 (got {list(w)!r})")
         if self.type is ParamType.SAMPLE and not self.sql:
-            raise _FieldError("sql", "sample parameters need the query whose first column is the pool")
+            raise _FieldError("sql", "sample parameters need the query whose first column holds the values")
 
 
 @attrs.frozen
@@ -653,7 +653,7 @@ class Scenario:
         return _build(cls, data, "")
 
     @property
-    def unresolved_pools(self) -> tuple[tuple[str, str, ParamSpec], ...]:
+    def undrawn_samples(self) -> tuple[tuple[str, str, ParamSpec], ...]:
         """(operation, parameter, spec) of every ``sample`` parameter whose pool is not drawn yet."""
         return tuple(
             (op.name, name, spec)
@@ -662,13 +662,15 @@ class Scenario:
             if spec.type is ParamType.SAMPLE and spec.values is None
         )
 
-    def with_pools(self, pools: Mapping[tuple[str, str], Sequence[Any]]) -> Scenario:
-        """The scenario with the ``sample`` pools of (operation, parameter) filled in."""
+    def with_samples(self, samples: Mapping[tuple[str, str], Sequence[Any]]) -> Scenario:
+        """The scenario with the ``sample`` values of (operation, parameter) filled in."""
         operations = tuple(
             attrs.evolve(
                 op,
                 params={
-                    name: attrs.evolve(spec, values=tuple(pools[(op.name, name)])) if (op.name, name) in pools else spec
+                    name: attrs.evolve(spec, values=tuple(samples[(op.name, name)]))
+                    if (op.name, name) in samples
+                    else spec
                     for name, spec in op.params.items()
                 },
             )

@@ -19,7 +19,7 @@ STEERED_FOLLOW_S = 0.5
 
 
 def poll_interval_s(options: StartOptions) -> float:
-    """``poll_interval_ms``, or the strategy's: poll and push 50 ms; inline-poll 200 ms (the seed
+    """``poll_interval_ms``, or the strategy's: poll and push 50 ms; inline-poll 200 ms (the original
     loop's sleep); scheduled 2 s — the lead, not the poll, sets the start instant, so a slow poll
     keeps waiting cheap (with the heartbeat, under 2 queries per worker per second) — and with a
     lead under 3 s, the lead minus 1 s but at least half the lead (a worker must see the start
@@ -32,9 +32,9 @@ def poll_interval_s(options: StartOptions) -> float:
 
 
 def default_bookkeeping(strategy: Strategy) -> Bookkeeping:
-    """The start's bookkeeping when ``bookkeeping`` is unset: the seed's loop writes its two rows
+    """The start's bookkeeping when ``bookkeeping`` is unset: the original design's loop writes its two rows
     one after the other (inline-poll); the other strategies write them in parallel. (``prespawn``
-    unset: off for inline-poll — the seed spawns after detection — else on.)"""
+    unset: off for inline-poll — the original design spawns after detection — else on.)"""
     return Bookkeeping.SEQUENTIAL if strategy is Strategy.INLINE_POLL else Bookkeeping.PARALLEL
 
 
@@ -98,7 +98,7 @@ class StartPlan:
 
     @property
     def release_as_spawned(self) -> bool:
-        """Each connection starts as it is spawned after detection (the seed's way)."""
+        """Each connection starts as it is spawned after detection (the original design's way)."""
         return not self.prespawn and not self.at_start_time
 
     @property

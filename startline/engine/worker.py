@@ -260,7 +260,7 @@ class Worker:
             raise WorkerRefused(f"run {self.run_id!r} has ended ({run.status}): it takes no more workers")
         await self._register()
         sc = self.scenario = self.scenario or Scenario.from_dict(run.scenario)
-        if sc.unresolved_pools:  # joined during setup: the orchestrator is drawing the sample pools
+        if sc.undrawn_samples:  # joined during setup: the orchestrator is drawing the samples
             sc = self.scenario = await self._follower.scenario_with_samples(sc)
         self._follower.scenario = sc
         self._cp.policy = RetryPolicy.of(sc)
@@ -330,7 +330,7 @@ class Worker:
         conns, rate = self._conns, self._rate
         assert conns is not None and rate is not None  # made in _run, before the pool
         if plan.release_as_spawned:
-            # as the seed: each connection starts as it is spawned
+            # as the original design: each connection starts as it is spawned
             conns.open_gate(windows, rate.first(), rate.plan(windows))
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)

@@ -48,7 +48,7 @@ class ParamSource:
     """Draws an operation's parameters for one connection slot.
 
     ``position`` is the connection's place among the run's ``connections`` (worker index ×
-    connections per worker + slot): where it starts walking a ``sample`` pool."""
+    connections per worker + slot): where it starts walking a ``sample`` values."""
 
     rng: random.Random
     slot: int
@@ -78,13 +78,13 @@ class ParamSource:
         if t is ParamType.SAMPLE:
             pool = spec.values
             if not pool:
-                raise ConfigError(f"{op_name}.params.{name}", "the sample pool was not drawn (no target setup ran)")
+                raise ConfigError(f"{op_name}.params.{name}", "the samples was not drawn (no target setup ran)")
             return pool[walk(self.position, self.connections, len(pool), n)]
         return spec.start + (self.slot * SEQUENCE_BLOCK + n) * spec.step
 
 
 def walk(position: int, connections: int, size: int, step: int) -> int:
-    """Where connection ``position`` of ``connections`` is in a pool of ``size`` at its ``step``:
+    """Where connection ``position`` of ``connections`` is in ``size`` samples at its ``step``:
     it starts at position × ⌊size / connections⌋ and moves by one, so within a pass (``step`` <
     ⌊size / connections⌋) no two connections take the same index at the same step."""
     stride = max(1, size // max(1, connections))
@@ -131,8 +131,8 @@ def resolve_call(call: str | Callable[..., Awaitable[Any]], field: str = "call")
     return obj
 
 
-def pool_values(rows: Any, size: int) -> list[Any]:
-    """A ``sample`` pool from a query's rows: the first column's first ``size`` distinct values,
+def sample_values(rows: Any, size: int) -> list[Any]:
+    """A ``sample`` values from a query's rows: the first column's first ``size`` distinct values,
     in the order the query returned them, as JSON values (a whole Decimal as int, others as float;
     anything else not a number or a string as its text)."""
     import decimal
@@ -143,7 +143,7 @@ def pool_values(rows: Any, size: int) -> list[Any]:
         if isinstance(value, decimal.Decimal):
             value = int(value) if value == value.to_integral_value() else float(value)
         elif isinstance(value, bool) or (value is not None and not isinstance(value, str | int | float)):
-            value = str(value)  # (a pool holds strings and numbers only)
+            value = str(value)  # (samples are strings and numbers only)
         if value is None or value in seen:
             continue
         seen[value] = None
@@ -152,11 +152,11 @@ def pool_values(rows: Any, size: int) -> list[Any]:
     return list(seen)
 
 
-async def draw_pools(target: Any, scenario: Any) -> Any:
-    """The scenario with every ``sample`` pool drawn from ``target`` (its ``sample(sql, size)``):
+async def draw_samples(target: Any, scenario: Any) -> Any:
+    """The scenario with every ``sample`` values drawn from ``target`` (its ``sample(sql, size)``):
     once, at setup, so that every worker walks the same pool. An empty pool is a config error."""
-    pools = {}
-    for op_name, name, spec in scenario.unresolved_pools:
+    samples = {}
+    for op_name, name, spec in scenario.undrawn_samples:
         field = f"operations.{op_name}.params.{name}"
         if not target.traits.sampling:
             raise ConfigError(field, "sample parameters need a SQL target to draw the pool from")
@@ -166,5 +166,5 @@ async def draw_pools(target: Any, scenario: Any) -> Any:
             raise ConfigError(field, f"the target refused its sql: {type(exc).__name__}: {exc}") from exc
         if not values:
             raise ConfigError(field, f"its sql returned no value to sample ({spec.sql!r})")
-        pools[(op_name, name)] = values
-    return scenario.with_pools(pools) if pools else scenario
+        samples[(op_name, name)] = values
+    return scenario.with_samples(samples) if samples else scenario

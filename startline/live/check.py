@@ -32,13 +32,13 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
             await cp.close()
     if target.traits.checks_statements:
         params = ParamSource(random.Random(scenario.seed), slot=0)
-        pooled = {(op, name) for op, name, _ in scenario.unresolved_pools}  # drawn at run time: NULL here
+        sampled = {(op, name) for op, name, _ in scenario.undrawn_samples}  # drawn at run time: NULL here
 
         def sample(op: Any) -> dict[str, Any]:
             drawn = params.draw(
-                attrs.evolve(op, params={k: v for k, v in op.params.items() if (op.name, k) not in pooled})
+                attrs.evolve(op, params={k: v for k, v in op.params.items() if (op.name, k) not in sampled})
             )
-            return drawn | {k: None for k in op.params if (op.name, k) in pooled}
+            return drawn | {k: None for k in op.params if (op.name, k) in sampled}
 
         statements = [
             (f"operations[{i}].sql", op.sql, sample(op))

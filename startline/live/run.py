@@ -18,7 +18,7 @@ from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlane, ControlPlaneError, Target
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
-from startline.engine.workload import draw_pools
+from startline.engine.workload import draw_samples
 from startline.live.workers import worker_process
 from startline.urls import Url
 
@@ -64,7 +64,7 @@ async def orchestrate(
     if control_url.in_process:
         if scenario.setup and not await _interruptible(lambda: _setup(target, scenario, console), signals):
             raise RunCancelled("cancelled during setup: nothing was run")
-        scenario = await draw_pools(target, scenario)
+        scenario = await draw_samples(target, scenario)
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
@@ -86,15 +86,15 @@ async def orchestrate(
         # touched: a refused run never sets up, a restart neither sets up nor spawns again.
         await orchestrator.prepare()
         fresh = orchestrator.adopted is None
-        if fresh and (scenario.setup or scenario.unresolved_pools):
+        if fresh and (scenario.setup or scenario.undrawn_samples):
 
-            async def setup_and_pools() -> None:
+            async def setup_and_samples() -> None:
                 if scenario.setup:
                     await _setup(target, scenario, console)
-                if scenario.unresolved_pools:
-                    await orchestrator.publish_scenario(await draw_pools(target, scenario))
+                if scenario.undrawn_samples:
+                    await orchestrator.publish_scenario(await draw_samples(target, scenario))
 
-            await orchestrator.while_prepared(setup_and_pools)
+            await orchestrator.while_prepared(setup_and_samples)
         async with trio.open_nursery() as procs:
             if spawn and fresh and not orchestrator.stop_requested:
                 if spawn_on is not None:

@@ -176,7 +176,7 @@ class FaultRun:
 
 
 def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: FaultPlan | None = None) -> FaultRun:
-    """One lifecycle under the seed's faults (or ``plan``'s), and the invariants it broke (none, we hope)."""
+    """One lifecycle under the original design's faults (or ``plan``'s), and the invariants it broke (none, we hope)."""
     plan = plan or FaultPlan.draw(seed, base)
     sc, profile = plan.scenario, plan.profile
     seed_everything(seed)

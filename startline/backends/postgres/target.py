@@ -16,7 +16,7 @@ from startline.backends.postgres.conn import PgExecutor, clock_key, error_catego
 from startline.backends.sqlparams import positional
 from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
-from startline.engine.workload import pool_values
+from startline.engine.workload import sample_values
 
 STATEMENTS_SQL = "SELECT queryid, query, calls, total_exec_time, rows FROM pg_stat_statements WHERE queryid IS NOT NULL"
 STATEMENTS_KEPT = 50
@@ -134,7 +134,7 @@ class PostgresTarget(Target):
         def draw(c: psycopg.Connection[Any]) -> list[Any]:
             with c.cursor() as cur:
                 cur.execute(sql)
-                return pool_values(cur, size)
+                return sample_values(cur, size)
 
         try:
             return await ex.run_raw(draw)

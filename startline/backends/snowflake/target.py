@@ -17,7 +17,7 @@ from startline.backends.sqlcontrol import execute, fetch
 from startline.backends.sqlparams import positional
 from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
-from startline.engine.workload import pool_values
+from startline.engine.workload import sample_values
 
 log = logging.getLogger("startline.snowflake")
 
@@ -74,7 +74,7 @@ class SnowflakeTarget(Target):
             cur = c.cursor()
             try:
                 cur.execute(sql)
-                return pool_values(cur, size)
+                return sample_values(cur, size)
             finally:
                 cur.close()
 

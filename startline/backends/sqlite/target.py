@@ -13,7 +13,7 @@ import trio
 from startline.backends.sqlite.db import Db
 from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
-from startline.engine.workload import pool_values
+from startline.engine.workload import sample_values
 
 
 @attrs.define(eq=False)
@@ -67,7 +67,7 @@ class SqliteTarget(Target):
         """A ``sample`` parameter's pool: the first ``size`` distinct values of ``sql``'s first column."""
         db = Db(self.path)
         try:
-            return await db.run(lambda c: pool_values(c.execute(sql), size))
+            return await db.run(lambda c: sample_values(c.execute(sql), size))
         finally:
             await db.close()
 

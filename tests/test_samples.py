@@ -1,4 +1,4 @@
-"""Parameter pools and distributions: a sample pool drawn once from the target and walked by every
+"""Parameter pools and distributions: a samples drawn once from the target and walked by every
 connection without collisions, zipf / hotspot / weighted draws at their frequencies, all seeded,
 bad specs refused naming the field; live on SQLite and PostgreSQL with worker processes."""
 
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, Scenario
-from startline.engine.workload import ParamSource, pool_values, walk
+from startline.engine.workload import ParamSource, sample_values, walk
 from startline.testing import run_cli
 
 
@@ -88,8 +88,8 @@ def test_a_bad_distribution_is_refused_naming_its_field(spec, field):
 def test_a_pool_keeps_the_first_distinct_values_in_order_as_json_values():
     from decimal import Decimal
 
-    assert pool_values([(3,), (1,), (3,), (None,), (Decimal("7"),), (Decimal("1.5"),)], 4) == [3, 1, 7, 1.5]
-    assert pool_values([(True,)], 5) == ["True"]
+    assert sample_values([(3,), (1,), (3,), (None,), (Decimal("7"),), (Decimal("1.5"),)], 4) == [3, 1, 7, 1.5]
+    assert sample_values([(True,)], 5) == ["True"]
 
 
 SCENARIO = """

@@ -1,4 +1,4 @@
-"""The simulator's model of the seed's design, each part against the seed's own figures
+"""The simulator's model of the original design's design, each part against the original design's own figures
 (shared/seed/000_4c54c9063e8c18ea.txt): a write stamped as it begins and landing as it commits,
 READY from inside the waiting loop after the pool's set-up, a loop that leaves only on
 RUN_STATUS, the cost of spawning connection tasks, late wakes and drifting monotonic clocks."""
@@ -66,7 +66,7 @@ def test_stamp_after_commit_is_refused() -> None:
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32))
 def test_the_seed_loop_leaves_on_run_status_only_not_on_a_start_among_the_events(seed: int) -> None:
-    """The seed's ``_wait_for_start`` returns only when its RUN_STATUS read says RUNNING; the
+    """The original design's ``_wait_for_start`` returns only when its RUN_STATUS read says RUNNING; the
     event poll inside the loop does not end it. With status reads of 300–500 ms (looking halfway)
     and event reads of 1 ms, a worker can only detect 150 ms or more after the start lands
     (leaving on the START event, about one worker in eight would detect sooner)."""
