@@ -35,10 +35,11 @@ test: $(TESTS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# Only the tests on virtual time (no process, server or browser: not marked `live`), a few
-# hypothesis examples each: a quick look while working. `make test` runs everything.
+# Only the quick tests on virtual time (no process, server or browser: not `live`; not the `slow`
+# sweeps of many simulated runs), a few hypothesis examples each: a look while working, under a
+# minute. `make test` runs everything.
 test-fast: $(TESTS)
-	$(BIN)/python -m pytest -q -m "not live" --hypothesis-profile=fast
+	$(BIN)/python -m pytest -q -m "not live and not slow" --hypothesis-profile=fast
 
 bench: $(TESTS)
 	$(BIN)/python benchmarks/engine_overhead.py

@@ -34,7 +34,12 @@ LIVE_CALLS = ("cli(", "subprocess.", "LiveRun", "chromium", "open_executor", "ru
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "live: starts processes, servers or a browser (`make test-fast` runs the others, on virtual time)"
+        "markers", "live: starts processes, servers or a browser (`make test-fast` leaves these out)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "slow: seconds of work in one process — many simulated runs, or a run in real time "
+        "(`make test-fast` leaves these out)",
     )
 
 

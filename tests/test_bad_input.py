@@ -255,6 +255,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_anything_starts(tmp_pat
         refused_in_one_line(invoke("run", str(path), "--out", out), "--out")
 
 
+@pytest.mark.slow
 def test_an_out_holding_another_runs_summary_is_refused_unless_overwrite(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(GOOD)

@@ -73,6 +73,7 @@ def close_to_sample(fitted: Latency, true: Latency, observed: HdrHistogram) -> b
     )
 
 
+@pytest.mark.slow
 def test_calibrate_round_trips_a_profile_through_simulated_runs() -> None:
     """Every figure a run observes comes back within a few per cent of the profile that made it
     (HDR keeps 3 significant digits; the empirical fit keeps 200 quantiles)."""

@@ -182,6 +182,7 @@ def run_on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
     return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode("utf-8", "replace"))
 
 
+@pytest.mark.live
 def test_on_a_terminal_a_run_draws_the_live_panel_and_quiet_keeps_only_the_end(tmp_path):
     path = tmp_path / "live.toml"
     path.write_text(SCENARIO)

@@ -287,6 +287,7 @@ def capacity(servers: int, lo_ms: float, hi_ms: float, **extra) -> Profile:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(st.integers(4, 40), st.floats(5, 30), st.integers(0, 2**32))
 def test_simulated_find_max_lands_within_one_step_of_the_targets_knee(
@@ -303,6 +304,7 @@ def test_simulated_find_max_lands_within_one_step_of_the_targets_knee(
     assert result["qps"] == pytest.approx(r["capacity"]["max_qps"], rel=0.1)
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None)
 @given(st.integers(3, 25), st.integers(0, 2**32))
 def test_simulated_find_max_over_the_rate_lands_within_one_step_below_the_targets_maximum(
@@ -320,6 +322,7 @@ def test_simulated_find_max_over_the_rate_lands_within_one_step_below_the_target
     assert result["qps"] == pytest.approx(result["rate"], rel=0.02)  # achieved what it offered
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None)
 @given(st.integers(4, 30), st.data(), st.integers(0, 2**32))
 def test_simulated_qps_control_settles_within_5pct_and_stays(servers: int, data: st.DataObject, seed: int) -> None:

@@ -440,6 +440,7 @@ def test_regression_seed_keeps_every_invariant(seed):
     assert run.violations == (), run
 
 
+@pytest.mark.slow
 def test_two_hundred_random_fault_seeds_keep_every_invariant():
     runs = run_fault_seeds(list(range(200)), jobs=2)
     report = fault_report(runs)

@@ -55,6 +55,7 @@ slow_settings = settings(max_examples=25, deadline=None, suppress_health_check=[
     drain=st.sampled_from([0.0, 0.1, 1.0]),
     seed=st.integers(0, 1000),
 )
+@pytest.mark.slow
 def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strategy, warmup, op_ms, drain, seed):
     sc = scenario(
         warmup_s=warmup,
@@ -88,6 +89,7 @@ def test_no_measurement_op_before_start_and_nothing_after_stop_plus_drain(strate
     assert surely <= summary["phases"]["MEASUREMENT"]["ops"] <= maybe
 
 
+@pytest.mark.slow
 @slow_settings
 @given(strategy=st.sampled_from(STRATEGIES), seed=st.integers(0, 10_000), latency=st.sampled_from([0.0, 0.02, 0.2]))
 def test_every_live_worker_applies_every_event_once_in_order(strategy, seed, latency):

@@ -17,16 +17,15 @@ def run_worker(args: list[str], launched_at: float) -> dict[str, Any]:
     exit code, host and results file come back to the orchestrator."""
     import socket
     import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
-    from startline.live.workers import worker_env
+    from startline.live.workers import command_line, worker_env
 
     with tempfile.TemporaryDirectory(prefix="startline-worker-") as tmp:
         results = Path(tmp) / "results.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "startline.cli", "worker", *args, "--results", str(results)],
+            command_line(args, results),
             capture_output=True,
             text=True,
             env=worker_env(launched_at),

@@ -26,17 +26,14 @@ WORKER_END_GRACE_S = 2.0
 
 
 def worker_command(scenario: Scenario, run_id: str, index: int, results: Path) -> list[str]:
-    """The command line of worker ``index`` of a run (``python -m startline.cli worker ...``:
-    not the `startline` script, so it works wherever this interpreter does)."""
-    return [
-        sys.executable,
-        "-m",
-        "startline.cli",
-        "worker",
-        *worker_args(scenario, run_id, index),
-        "--results",
-        str(results),
-    ]
+    """The command line of worker ``index`` of a run."""
+    return command_line(worker_args(scenario, run_id, index), results)
+
+
+def command_line(args: list[str], results: Path) -> list[str]:
+    """``python -m startline.cli worker ARGS --results RESULTS`` (not the `startline` script, so it
+    works wherever this interpreter does: here, or on a Dask worker)."""
+    return [sys.executable, "-m", "startline.cli", "worker", *args, "--results", str(results)]
 
 
 def worker_args(scenario: Scenario, run_id: str, index: int) -> list[str]:
