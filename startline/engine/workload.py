@@ -48,7 +48,7 @@ class ParamSource:
     """Draws an operation's parameters for one connection slot.
 
     ``position`` is the connection's place among the run's ``connections`` (worker index ×
-    connections per worker + slot): where it starts walking a ``sample`` values."""
+    connections per worker + slot): where it starts walking a ``sample`` parameter's values."""
 
     rng: random.Random
     slot: int
@@ -78,7 +78,7 @@ class ParamSource:
         if t is ParamType.SAMPLE:
             pool = spec.values
             if not pool:
-                raise ConfigError(f"{op_name}.params.{name}", "the samples was not drawn (no target setup ran)")
+                raise ConfigError(f"{op_name}.params.{name}", "its samples were not drawn (no target setup ran)")
             return pool[walk(self.position, self.connections, len(pool), n)]
         return spec.start + (self.slot * SEQUENCE_BLOCK + n) * spec.step
 
@@ -132,7 +132,7 @@ def resolve_call(call: str | Callable[..., Awaitable[Any]], field: str = "call")
 
 
 def sample_values(rows: Any, size: int) -> list[Any]:
-    """A ``sample`` values from a query's rows: the first column's first ``size`` distinct values,
+    """A ``sample`` parameter's values from a query's rows: the first column's first ``size`` distinct values,
     in the order the query returned them, as JSON values (a whole Decimal as int, others as float;
     anything else not a number or a string as its text)."""
     import decimal
@@ -153,7 +153,7 @@ def sample_values(rows: Any, size: int) -> list[Any]:
 
 
 async def draw_samples(target: Any, scenario: Any) -> Any:
-    """The scenario with every ``sample`` values drawn from ``target`` (its ``sample(sql, size)``):
+    """The scenario with every ``sample`` parameter's values drawn from ``target`` (its ``sample(sql, size)``):
     once, at setup, so that every worker walks the same pool. An empty pool is a config error."""
     samples = {}
     for op_name, name, spec in scenario.undrawn_samples:

@@ -1,7 +1,8 @@
 """The one place that chooses what rows a result table shows: the terminal summary, report.html
 and the simulator's tables take their rows from here and only format them (they once chose their
 own and disagreed: the terminal showed operation kinds for MEASUREMENT only, the HTML for every
-phase; every phase with operations in it shows its kinds now, in both)."""
+phase; now both show them under every phase that lasted — WARMUP, MEASUREMENT, COOLDOWN — and
+DONE, the operations that ended after the planned end, keeps its one row)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ Row = tuple[Any, ...]
 
 
 def phase_rows(summary: Mapping[str, Any]) -> list[Row]:
-    """Each phase with anything in it (a phase without warmup, DONE, is left out): its "all" row,
-    then one row per operation kind in it (errors are counted per phase, not per kind: None)."""
+    """Each phase with anything in it (an empty one, as a run without warmup has, is left out): its
+    "all" row, then, for a phase that lasted, one row per operation kind in it (errors are counted
+    per phase, not per kind: None)."""
     rows: list[Row] = []
     for phase, b in (summary.get("phases") or {}).items():
         if not b.get("ops") and not b.get("errors"):
             continue
         lat = b["latency_ms"]
         rows.append((phase, "all", b["ops"], b["errors"], b["qps"], lat["p50"], lat["p95"], lat["p99"], lat["max"]))
-        for kind, k in (b.get("by_kind") or {}).items():
+        for kind, k in (b.get("by_kind") or {}).items() if b.get("duration_s") else ():
             kl = k["latency_ms"]
             rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
     return rows
