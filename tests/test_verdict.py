@@ -7,6 +7,7 @@ import csv
 import functools
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -131,3 +132,45 @@ def test_a_full_disk_is_one_line_and_exit_3_with_nothing_half_written(tmp_path):
     assert "summary.json" in proc.stderr
     assert not (out / "summary.json").exists()  # not there rather than half there
     assert not list(out.glob(".summary.json.*"))  # no temporary file left behind
+
+
+def qps_result(reason, qps, connections, target=300.0):
+    return {"mode": "qps", "result": {"target_qps": target, "qps": qps, "connections": connections, "reason": reason}}
+
+
+@pytest.mark.parametrize(
+    ("reason", "qps", "connections", "ok"),
+    [
+        ("settled", 298.0, 3, True),
+        ("nearest_whole_count", 330.0, 3, True),  # the target lies between 2 and 3 connections' qps
+        ("nearest_whole_count", 375.0, 4, False),  # issue 22: held 375 qps against 100000, passed
+        ("not_settled", 14.0, 1, False),  # issue 22: still moving at 14 qps, passed
+        (None, None, None, False),  # issue 22: no reading at all (snapshot 5 s, control 10 s), passed
+        ("bounds_limit_reached", 120.0, 4, False),
+    ],
+)
+def test_the_target_qps_check_passes_only_a_held_target(reason, qps, connections, ok):
+    target = 100000.0 if qps == 375.0 else 300.0
+    (check, *_) = evaluate(
+        Checks(), {"MEASUREMENT": {"ops": 100, "errors": 0}}, qps_result(reason, qps, connections, target)
+    )
+    assert check.name == "target_qps" and check.ok is ok, check.detail
+
+
+@given(
+    target=st.floats(10, 1e5),
+    per_connection=st.floats(1, 1e4),
+    connections=st.integers(1, 64),
+    reason=st.sampled_from(["settled", "nearest_whole_count", "not_settled", "bounds_limit_reached"]),
+)
+def test_a_qps_run_whose_held_qps_misses_the_target_by_more_than_one_connection_never_passes(
+    target, per_connection, connections, reason
+):
+    qps = per_connection * connections
+    (check, *_) = evaluate(
+        Checks(), {"MEASUREMENT": {"ops": 1, "errors": 0}}, qps_result(reason, qps, connections, target)
+    )
+    if abs(qps - target) > per_connection * (1 + 1e-9):
+        assert not check.ok
+    if reason in ("not_settled", "bounds_limit_reached"):
+        assert not check.ok

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from startline.engine.loadcontrol import deadband
 from startline.engine.model import Phase, RunStatus
 from startline.engine.scenario import Checks
 from startline.engine.thresholds import Result
@@ -41,18 +42,7 @@ def evaluate(
     result = (load or {}).get("result") or {}
     held: tuple[Check, ...] = ()
     if (load or {}).get("mode") == "qps":
-        reached = result.get("reason") != "bounds_limit_reached"
-        held = (
-            Check(
-                "target_qps",
-                reached,
-                result.get("qps") or 0.0,
-                result.get("target_qps") or 0.0,
-                f"the controller {'held' if reached else 'could not reach'} target_qps "
-                f"{result.get('target_qps') or 0:g} ({result.get('qps') or 0:g} qps with "
-                f"{result.get('connections')} connections)",
-            ),
-        )
+        held = (qps_held(result),)
     return (
         *held,
         Check(
@@ -71,6 +61,34 @@ def evaluate(
             f"at most {checks.max_error_rate:.2%})",
         ),
     )
+
+
+def qps_held(result: Mapping[str, Any]) -> Check:
+    """Whether qps control held ``target_qps``: ``settled`` (within the deadband), or holding the
+    whole number of connections nearest the target, the target within one connection's share of
+    the qps held (no whole count comes closer). Reaching the ceiling, still moving at the end, a
+    count far from the target, or no reading at all is a miss."""
+    target, qps, n = result.get("target_qps") or 0.0, result.get("qps"), result.get("connections")
+    reason = result.get("reason")
+    if qps is None or not n:
+        ok, why = False, "no reading of the qps held (the run ended before a control interval did)"
+    elif reason == "settled":
+        ok = abs(qps - target) <= deadband(target)
+        why = "settled within the deadband" if ok else f"said settled, but {abs(qps - target):,.1f} qps from it"
+    elif reason == "nearest_whole_count":
+        share = qps / n
+        ok = abs(qps - target) <= share
+        why = (
+            f"holding the nearest whole count of connections (one is {share:,.1f} qps)"
+            if ok
+            else f"{abs(qps - target):,.1f} qps from it, more than one connection's share ({share:,.1f} qps)"
+        )
+    elif reason == "bounds_limit_reached":
+        ok, why = False, "could not reach it within the connection bounds"
+    else:
+        ok, why = False, "still moving when the run ended"
+    held = f"{qps:g} qps with {n} connections" if qps is not None else "no reading"
+    return Check("target_qps", ok, qps or 0.0, target, f"target_qps {target:g}: {held}; {why}")
 
 
 def verdict(status: str, checks: Sequence[Check | Result]) -> str:
