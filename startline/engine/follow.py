@@ -82,8 +82,9 @@ class RunFollower:
         self.on_view(view)
 
     async def scenario_with_samples(self, sc: Scenario) -> Scenario:
-        """The run's scenario once its ``sample`` values are in RUN_STATUS (read every
-        ``REGISTER_POLL_S``, for up to ``start_timeout_s``)."""
+        """``sc`` with its ``sample`` values, once they are in RUN_STATUS (read every
+        ``REGISTER_POLL_S``, for up to ``start_timeout_s``). Only the values are taken from there:
+        the operations stay ``sc``'s, the scenario this worker joined with (and vetted)."""
         with trio.move_on_after(sc.start_timeout_s):
             while True:
                 run = await self.cp.read_run(self.run_id)
@@ -92,7 +93,7 @@ class RunFollower:
                 if run is not None:
                     drawn = Scenario.from_dict(run.scenario)
                     if not drawn.undrawn_samples:
-                        return drawn
+                        return sc.with_samples(drawn.sample_values())
                 await trio.sleep(REGISTER_POLL_S)
         raise WorkerRefused(f"run {self.run_id!r}: no samples after {sc.start_timeout_s:g} s")
 

@@ -654,13 +654,22 @@ class Scenario:
 
     @property
     def undrawn_samples(self) -> tuple[tuple[str, str, ParamSpec], ...]:
-        """(operation, parameter, spec) of every ``sample`` parameter whose pool is not drawn yet."""
+        """(operation, parameter, spec) of every ``sample`` parameter whose values are not drawn yet."""
         return tuple(
             (op.name, name, spec)
             for op in self.operations
             for name, spec in op.params.items()
             if spec.type is ParamType.SAMPLE and spec.values is None
         )
+
+    def sample_values(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """(operation, parameter) → the drawn values of every ``sample`` parameter that has them."""
+        return {
+            (op.name, name): spec.values
+            for op in self.operations
+            for name, spec in op.params.items()
+            if spec.type is ParamType.SAMPLE and spec.values is not None
+        }
 
     def with_samples(self, samples: Mapping[tuple[str, str], Sequence[Any]]) -> Scenario:
         """The scenario with the ``sample`` values of (operation, parameter) filled in."""

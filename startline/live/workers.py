@@ -19,6 +19,7 @@ from startline.engine.resilience import ResilientControlPlane
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.together import worker_id
 from startline.engine.worker import Worker
+from startline.engine.workload import resolve_call
 from startline.urls import Url, parse_url
 
 WORKER_END_GRACE_S = 2.0
@@ -61,14 +62,29 @@ def call_modules(scenario: Scenario) -> list[str]:
 
 def check_calls_allowed(scenario: Scenario, allowed: tuple[str, ...]) -> None:
     """A worker takes its scenario from the control plane: anyone who can write RUN_STATUS could
-    make it import code. It runs only modules under a prefix given with ``--allow-call``."""
+    make it import code. It runs only functions defined in modules under a prefix given with
+    ``--allow-call``: the module named, and the function found there (a dotted path through an
+    allowed module's imports, ``allowed.module:trio.run_process``, reaches code defined elsewhere)."""
+
+    def allows(module: str) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in allowed)
+
     for module in call_modules(scenario):
-        if not any(module == p or module.startswith(p + ".") for p in allowed):
+        if not allows(module):
             raise ConfigError(
                 "--allow-call",
                 f"the run's scenario calls code from module {module!r}, which this worker does not allow: "
                 f"start it with --allow-call {module} if you trust the run's control plane",
             )
+    for i, op in enumerate(scenario.operations):
+        if isinstance(op.call, str):
+            defined = getattr(resolve_call(op.call, f"operations[{i}].call"), "__module__", None) or "?"
+            if not allows(defined):
+                raise ConfigError(
+                    "--allow-call",
+                    f"the run's scenario calls {op.call!r}, a function defined in module {defined!r}, which this "
+                    "worker does not allow",
+                )
 
 
 async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
