@@ -139,6 +139,9 @@ def run(
         fail_usage(str(exc))
     resolved, control_url, target_url, run_id = prepared.scenario, prepared.control, prepared.target, prepared.run_id
     console = Console(stderr=True, quiet=quiet)
+    if not quiet:  # on stdout, before anything can fail: stderr keeps a failure to its one line
+        again = f"after a crash, the same command with --run-id {run_id} fails the run cleanly"
+        click.echo(f"run id {run_id} (in {out_dir / 'run_id'}; {again})")
     after = live_run.AfterRun()
     try:
         summary = trio.run(

@@ -107,8 +107,10 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
     config = tmp_path / "respawn.toml"
     config.write_text(faulty(workers=2, measurement_s=60.0, idle_s=3.0, policy="continue"))
     out = tmp_path / "out"
-    first = start_run(config, out, "--run-id", "respawn", "--quiet")
-    probe = LiveRun(config, out, "respawn", 2)
+    first = start_run(config, out, "--quiet")  # its run id is known only from OUT
+    probe = LiveRun(config, out, "", 2)
+    probe.wait_until("OUT/run_id", lambda: (out / "run_id").exists())
+    run_id = probe.run_id = (out / "run_id").read_text().strip()
     probe.wait_until("MEASUREMENT", probe.measuring)
     probe.wait_until("a flush of measured operations", probe.measured)
     first.send_signal(signal.SIGKILL)  # its spawned workers live on, notice, stop, publish
@@ -121,11 +123,11 @@ def test_a_restart_spawns_no_workers_and_keeps_every_result(tmp_path):
         ),
     )
     # the files are renamed into place whole; the processes exit right after
-    orphans = ("startline.cli worker", "--run-id respawn")
+    orphans = ("startline.cli worker", f"--run-id {run_id}")
     probe.wait_until("the orphaned workers' exit", lambda: not processes_running(*orphans))
     stored = dict(probe.query("SELECT WORKER_ID, PAYLOAD FROM TEST_RESULTS"))
     files = {w: (out / f"worker-{w}.json").read_text() for w in ("w000", "w001")}
-    again = start_run(config, out, "--run-id", "respawn", "--quiet")
+    again = start_run(config, out, "--run-id", run_id, "--quiet")
     _out, again_err = again.communicate(timeout=120)
     assert again.returncode == 3, again_err[-2000:]
     summary = json.loads((out / "summary.json").read_text())

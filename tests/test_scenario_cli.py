@@ -86,6 +86,10 @@ def test_not_on_a_terminal_a_run_prints_a_plain_progress_line_every_progress_eve
     path.write_text(GOOD.replace("measurement_s = 0.5", "measurement_s = 2.5\nflush_interval_s = 0.5"))
     proc = cli("run", str(path), "--out", str(tmp_path / "out"), "--progress-every", "0.5")
     assert proc.returncode == 0, proc.stderr
+    # the run id, said first and in OUT at once (issue 22 #13: after kill -9 it was only in control.db)
+    run_id = (tmp_path / "out" / "run_id").read_text().strip()
+    assert proc.stdout.splitlines()[0].startswith(f"run id {run_id} ")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["run_id"] == run_id
     lines = [line for line in proc.stderr.splitlines() if " s left" in line]
     assert len(lines) >= 3, proc.stderr  # a captured stderr is not a terminal
     assert any("ops/s then" in line for line in lines), lines  # the workers' figures, once they shipped some

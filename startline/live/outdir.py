@@ -8,14 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from startline.engine.files import write_atomic
 from startline.engine.scenario import ConfigError
 
 
 def claim_out(out: Path, run_id: str, overwrite: bool) -> IO[str]:
     """Make sure OUT can be written before anything starts, and that it is this run's: a
     directory holding another run's summary is refused unless ``overwrite``, one in use by
-    another `startline run` always (``ConfigError`` naming ``--out``). Returns the held lock
-    (close it to release)."""
+    another `startline run` always (``ConfigError`` naming ``--out``). OUT/run_id says the run's
+    id at once: after a crash (the orchestrator killed) it is what a restart needs (``--run-id``).
+    Returns the held lock (close it to release)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
@@ -39,4 +41,9 @@ def claim_out(out: Path, run_id: str, overwrite: bool) -> IO[str]:
             raise ConfigError(
                 "", f"--out {out} holds the summary of run {other!r}: choose another --out, or pass --overwrite"
             )
+    try:
+        write_atomic(out / "run_id", run_id + "\n")
+    except OSError as exc:
+        lock.close()
+        raise ConfigError(f"--out {out}", f"cannot write there ({exc.strerror or exc})") from None
     return lock
