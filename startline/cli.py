@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -673,7 +672,7 @@ def compare_runs(
         for path, other in zip(candidates, runs[1:], strict=True):
             differs = same_scenario(runs[0], other)
             if differs and not force:
-                raise CompareError(path, f"not the same scenario as {base} ({differs}): --force compares them anyway")
+                raise CompareError(path, f"not comparable with {base}: {differs} (--force compares them anyway)")
     except CompareError as exc:
         fail_usage(str(exc))
     results = [compare(runs[0], other, judged, (base, path)) for path, other in zip(candidates, runs[1:], strict=True)]
@@ -741,14 +740,16 @@ def postgres_stop(data_dir: str) -> None:
 def report_cmd(run_dir: str, out: str | None) -> None:
     """Rebuild RUN_DIR/report.html from RUN_DIR/summary.json (one self-contained file: open it
     anywhere, no network needed)."""
+    from startline.views.compare import CompareError, read_summary
+
     path = Path(run_dir) / "summary.json"
     try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
-        fail_usage(f"RUN_DIR: no summary.json in {run_dir}")
-    except (OSError, ValueError) as exc:
-        fail_usage(f"RUN_DIR: {path} could not be read ({exc})")
-    if not isinstance(summary, dict) or "run_id" not in summary:
+        if not path.exists():
+            raise CompareError("RUN_DIR", f"no summary.json in {run_dir}")
+        summary = read_summary(str(path))  # a FIFO, a huge file, deep JSON: refused in one line
+    except CompareError as exc:
+        fail_usage(f"RUN_DIR: {exc.message}")
+    if "run_id" not in summary:
         fail_usage(f"RUN_DIR: {path} is not a startline summary")
     if not htmlreport.available():
         fail_usage(htmlreport.PLOT_EXTRA)

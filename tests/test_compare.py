@@ -22,6 +22,7 @@ from startline.views.compare import (
     bands_with,
     change,
     compare,
+    read_summary,
     same_scenario,
 )
 
@@ -107,3 +108,58 @@ def test_a_bad_band_or_a_missing_run_is_a_usage_error(tmp_path: Path) -> None:
     assert {b.figure: (b.warn, b.fail) for b in bands_with(["p99=30:60"])}["latency p99 ms"] == (30, 60)
     proc = run_cli("compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), timeout=60)
     assert proc.returncode == 2 and "no summary.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_candidate_that_did_not_complete_or_lacks_a_figure_never_compares_ok(tmp_path: Path) -> None:
+    """Issue 22 #5: a FAILED candidate (ready_timeout, no phases) compared with --force said "ok",
+    exit 0, and without --force blamed the scenario ("2 workers against 0"); a NaN qps said "ok"."""
+    failed = {
+        "scenario": "s",
+        "start_strategy": "scheduled",
+        "status": "FAILED",
+        "reason": "ready_timeout",
+        "workers": [],
+        "start": {},
+        "phases": {},
+    }
+    assert compare(summary(1000, 10, 20), failed, DEFAULT_BANDS, ("a", "b")).verdict == FAIL
+    assert "candidate run is FAILED (ready_timeout)" in (same_scenario(summary(1000, 10, 20), failed) or "")
+    assert compare(summary(1000, 10, 20), summary(float("nan"), 10, 20), DEFAULT_BANDS, ("a", "b")).verdict == FAIL
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(summary(1000, 10, 20)))
+    b.write_text(json.dumps(failed))
+    refused = run_cli("compare", str(a), str(b), timeout=60)
+    assert refused.returncode == 2 and "FAILED (ready_timeout)" in refused.stderr and "workers" not in refused.stderr
+    forced = run_cli("compare", str(a), str(b), "--force", timeout=60)
+    assert forced.returncode == 1 and "verdict: fail" in forced.stdout, forced.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (json.dumps(summary(1, 1, 1) | {"schema_version": 99}), "schema_version 99"),
+        (json.dumps(summary(1, 1, 1) | {"phases": None}), "not a startline summary"),
+        (json.dumps(summary("fast", 1, 1)), "qps: not a number"),
+        ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+    ],
+)
+def test_a_summary_that_is_not_one_this_startline_wrote_is_refused_naming_why(tmp_path: Path, content, said) -> None:
+    """Issue 22 #5, #14, #17: another schema version was accepted silently; "phases": null, a
+    non-numeric figure, JSON nested 100,000 deep were tracebacks."""
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    with pytest.raises(CompareError, match=said):
+        read_summary(str(path))
+
+
+def test_compare_and_report_refuse_a_fifo_without_waiting_for_it(tmp_path: Path) -> None:
+    """Issue 22 #14: a summary.json that is a FIFO blocked compare and report forever."""
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "summary.json")
+    with pytest.raises(CompareError, match="not a regular file"):
+        read_summary(str(run))
+    proc = run_cli("report", str(run), timeout=60)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,6 +6,8 @@ runs' summary.json; the command prints, writes JSON on request, and exits 1 on a
 from __future__ import annotations
 
 import json
+import math
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,11 @@ from typing import Any
 import attrs
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+COMPLETED = "COMPLETED"
+SCHEMA_VERSIONS = (1,)
+"""The summary.json layouts this version reads (``schema_version``; a summary without one is 1)."""
+MAX_SUMMARY_BYTES = 64 * 1024 * 1024
+"""A summary.json larger than this is not a run's (the largest runs write a few megabytes)."""
 
 
 @attrs.frozen
@@ -27,8 +34,10 @@ class Band:
     points: bool = False
 
     def judge(self, base: float | None, candidate: float | None) -> str | None:
-        if base is None or candidate is None:
+        if base is None:
             return None
+        if candidate is None or not math.isfinite(candidate):
+            return FAIL  # the base has the figure, the candidate does not: nothing shows it held
         moved = change(base, candidate, self.points)
         if moved is None:
             return None
@@ -109,8 +118,12 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        """``fail`` when a band failed or the candidate did not complete (a failed run's figures
+        hold nothing up); else ``warn`` when a band warned; else ``ok``."""
         judged = [r.verdict for r in self.rows if r.verdict]
-        return FAIL if FAIL in judged else WARN if WARN in judged else OK
+        if self.status[1] != COMPLETED or FAIL in judged:
+            return FAIL
+        return WARN if WARN in judged else OK
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self) | {"verdict": self.verdict}
@@ -138,23 +151,48 @@ class CompareError(ValueError):
 
 
 def read_summary(path: str) -> dict[str, Any]:
-    """A run's summary.json, given it or the run's directory."""
+    """A run's summary.json, given it or the run's directory; anything else is a ``CompareError``
+    naming it, never a hang or a traceback: not a regular file (a FIFO, a device), larger than
+    ``MAX_SUMMARY_BYTES``, not JSON (or nested past what Python parses), another schema version,
+    or a figure that is not a number."""
     p = Path(path)
     if p.is_dir():
         p = p / "summary.json"
     try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise CompareError(path, f"{p} is not a regular file")
+        if st.st_size > MAX_SUMMARY_BYTES:
+            raise CompareError(path, f"{p} is {st.st_size:,} bytes: not a summary.json (at most {MAX_SUMMARY_BYTES:,})")
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise CompareError(path, f"no summary.json at {p}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompareError(path, f"cannot read {p}: {exc}") from None
-    if not isinstance(data, dict) or "phases" not in data:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CompareError(path, f"cannot read {p}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("phases", {}), dict) or "phases" not in data:
         raise CompareError(path, f"{p} is not a startline summary.json")
+    version = data.get("schema_version", 1)
+    if version not in SCHEMA_VERSIONS:
+        raise CompareError(path, f"schema_version {version!r}: this startline reads {SCHEMA_VERSIONS}")
+    try:
+        bad = next((k for k, v in figures(data).items() if v is not None and not _number(v)), None)
+    except (AttributeError, TypeError) as exc:
+        raise CompareError(path, f"{p} is not a startline summary.json ({exc})") from None
+    if bad is not None:
+        raise CompareError(path, f"{bad}: not a number in {p}")
     return data
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def same_scenario(base: Mapping[str, Any], candidate: Mapping[str, Any]) -> str | None:
-    """Why two runs are not of the same scenario (name, start strategy, workers), or None."""
+    """Why two runs are not comparable (one did not complete; name, start strategy, workers), or None."""
+    for run, which in ((base, "base"), (candidate, "candidate")):
+        if run.get("status") != COMPLETED:
+            why = f" ({run.get('reason')})" if run.get("reason") else ""
+            return f"the {which} run is {run.get('status')}{why}: it measured no comparable run"
     for key, what in (("scenario", "scenario"), ("start_strategy", "start strategy")):
         if base.get(key) != candidate.get(key):
             return f"{what} {base.get(key)!r} against {candidate.get(key)!r}"
