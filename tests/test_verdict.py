@@ -174,3 +174,26 @@ def test_a_qps_run_whose_held_qps_misses_the_target_by_more_than_one_connection_
         assert not check.ok
     if reason in ("not_settled", "bounds_limit_reached"):
         assert not check.ok
+
+
+def find_max(*steps):
+    return {"mode": "find_max", "steps": list(steps), "result": {}}
+
+
+def step(connections, qps, error_rate, stable):
+    return {"connections": connections, "qps": qps, "error_rate": error_rate, "stable": stable}
+
+
+def test_find_max_judges_its_error_rate_at_the_best_stable_step_not_the_overload_past_the_knee():
+    """Issue 22 #6: a find_max whose knee is found by errors exited 1 — the default max_error_rate
+    judged the deliberate overload steps in MEASUREMENT."""
+    measured = {"MEASUREMENT": {"ops": 1000, "errors": 400}}  # 29 % errors, all past the knee
+    knee = find_max(step(2, 200, 0.0, True), step(4, 390, 0.001, True), step(8, 300, 0.4, False))
+    checks = {c.name: c for c in evaluate(Checks(), measured, knee)}
+    assert checks["max_error_rate"].ok and checks["max_error_rate"].value == 0.001
+    erring = find_max(step(2, 200, 0.05, True), step(4, 210, 0.3, False))
+    assert not {c.name: c for c in evaluate(Checks(), measured, erring)}["max_error_rate"].ok
+    nothing = find_max(step(2, 10, 0.5, False))
+    assert not {c.name: c for c in evaluate(Checks(), measured, nothing)}["max_error_rate"].ok
+    closed = {c.name: c for c in evaluate(Checks(), measured, {"mode": "concurrency"})}
+    assert not closed["max_error_rate"].ok  # any other mode: MEASUREMENT as a whole
