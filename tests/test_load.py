@@ -485,7 +485,7 @@ def test_a_library_user_runs_the_open_loop_with_a_callable_and_sees_the_stall() 
     assert open_loop["load"] == {
         "mode": "rate",
         "steps": [],
-        "result": {"rate": 500, "arrival": "uniform", "stages": 0},
+        "result": {"rate": 500, "arrival": "uniform", "stages": 0, "planned": 5000.0},
     }
     assert m["offered"] == pytest.approx(5000, abs=1)
     assert m["latency_ms"]["p99"] > 500 > m["service_ms"]["p99"]  # the 500 operations due during the stall waited

@@ -197,3 +197,35 @@ def test_find_max_judges_its_error_rate_at_the_best_stable_step_not_the_overload
     assert not {c.name: c for c in evaluate(Checks(), measured, nothing)}["max_error_rate"].ok
     closed = {c.name: c for c in evaluate(Checks(), measured, {"mode": "concurrency"})}
     assert not closed["max_error_rate"].ok  # any other mode: MEASUREMENT as a whole
+
+
+def test_a_rate_run_that_offered_less_than_its_plan_fails_planned_rate():
+    """Issue 22 #3: rate mode with a DEAD worker offered 1,483 of 2,000 scheduled operations and passed."""
+
+    def rate_run(offered):
+        load = {"mode": "rate", "result": {"rate": 200.0, "planned": 2000.0}}
+        (check, *_) = evaluate(Checks(), {"MEASUREMENT": {"ops": offered, "errors": 0, "offered": offered}}, load)
+        return check
+
+    assert rate_run(2000).ok and rate_run(1950).ok
+    short = rate_run(1483)
+    assert short.name == "planned_rate" and not short.ok, short.detail
+
+
+@given(
+    rate=st.floats(1, 5000),
+    first=st.floats(1, 5000),
+    at=st.floats(0.1, 20),
+    ramp=st.floats(0.1, 20),
+    length=st.floats(1, 60),
+)
+def test_the_planned_offers_are_the_area_under_the_rate_plan(rate, first, at, ramp, length):
+    from startline.engine.loadcontrol import planned_offers, rate_at, rate_plan
+    from startline.engine.scenario import LoadOptions, RateStage
+
+    stages = [RateStage(duration_s=at, rate=first), RateStage(duration_s=ramp, rate=rate)]
+    load = LoadOptions(mode="rate", rate=rate, stages=stages)
+    plan = rate_plan(load)
+    n = 20_000
+    riemann = sum(rate_at(load.rate, plan, (i + 0.5) * length / n) for i in range(n)) * length / n
+    assert planned_offers(load, 0.0, length) == pytest.approx(riemann, rel=1e-3, abs=1e-6)

@@ -8,6 +8,7 @@ what to do — as ``engine.events`` keeps a worker's view of the log.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +53,29 @@ def rate_at(start_rate: float, plan: Sequence[tuple[float, float, float]], t: fl
             return rate + (target - rate) * (t - at) / ramp
         rate = target
     return rate
+
+
+def planned_offers(load: LoadOptions, from_s: float, to_s: float) -> float:
+    """How many operations the open loop's plan starts between ``from_s`` and ``to_s`` after the
+    start, run-wide: the area under its piecewise-linear rate (exact: the trapezoid rule between
+    the plan's own breakpoints)."""
+    plan = rate_plan(load)
+    cuts = sorted({from_s, to_s, *(t for at, _, ramp in plan for t in (at, at + ramp) if from_s < t < to_s)})
+    return sum(
+        (b - a) * (rate_at(load.rate, plan, a) + rate_at(load.rate, plan, b)) / 2 for a, b in itertools.pairwise(cuts)
+    )
+
+
+OFFERED_TOLERANCE = 0.05
+"""A rate-mode run passes ``planned_rate`` when it offered at least this much less than its plan
+(or three standard deviations of a Poisson count, when that is more)."""
+
+
+def offered_enough(planned: float, offered: int) -> bool:
+    """Whether ``offered`` operations make the ``planned`` count: within ``OFFERED_TOLERANCE`` below
+    it, or three Poisson standard deviations (a small plan's own noise)."""
+    slack = max(OFFERED_TOLERANCE * planned, 3 * math.sqrt(planned))
+    return offered >= planned - slack
 
 
 # ---- merged intervals ---------------------------------------------------------------------------

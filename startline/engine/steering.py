@@ -29,6 +29,7 @@ from startline.engine.loadcontrol import (
     initial_connections,
     initial_total,
     merged_intervals,
+    planned_offers,
     qps_result_reason,
     rate_at,
     rate_plan,
@@ -319,5 +320,12 @@ class Steering:
             block["steps"] = [st.to_dict(load.find_max.over) for st in self.search.steps]
             block["result"] = self.search.result() | {"over": str(load.find_max.over)}
         elif load.mode is LoadMode.RATE:
-            block["result"] = {"rate": load.rate, "arrival": str(load.arrival), "stages": len(load.stages)}
+            sc = self.scenario
+            planned = planned_offers(load, sc.warmup_s, sc.warmup_s + sc.measurement_s)
+            block["result"] = {
+                "rate": load.rate,
+                "arrival": str(load.arrival),
+                "stages": len(load.stages),
+                "planned": round(planned, 3),
+            }
         return block

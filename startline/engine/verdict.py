@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from startline.engine.loadcontrol import deadband
+from startline.engine.loadcontrol import OFFERED_TOLERANCE, deadband, offered_enough
 from startline.engine.model import Phase, RunStatus
 from startline.engine.scenario import Checks
 from startline.engine.thresholds import Result
@@ -34,14 +34,26 @@ class Check:
 def evaluate(
     checks: Checks, phases: Mapping[str, Mapping[str, Any]], load: Mapping[str, Any] | None = None
 ) -> tuple[Check, ...]:
-    """The scenario's checks on the MEASUREMENT phase (absent: nothing was measured), and in qps
-    mode whether the controller held its target."""
+    """The scenario's checks on the MEASUREMENT phase (absent: nothing was measured); in qps mode
+    whether the controller held its target, in rate mode whether the plan was offered."""
     block = phases.get(str(Phase.MEASUREMENT), {})
     ops, errors = int(block.get("ops", 0)), int(block.get("errors", 0))
     result = (load or {}).get("result") or {}
     held: tuple[Check, ...] = ()
     if (load or {}).get("mode") == "qps":
         held = (qps_held(result),)
+    elif (load or {}).get("mode") == "rate" and result.get("planned") is not None:
+        planned, offered = float(result["planned"]), int(block.get("offered", 0))
+        held = (
+            Check(
+                "planned_rate",
+                offered_enough(planned, offered),
+                offered,
+                round(planned, 3),
+                f"{offered:,} operations offered in MEASUREMENT of {planned:,.0f} the rate plan schedules "
+                f"(at least {1 - OFFERED_TOLERANCE:.0%} of it, or the plan less three Poisson deviations)",
+            ),
+        )
     return (
         *held,
         Check(
