@@ -58,9 +58,18 @@ def _target(url: Url, scenario: Scenario) -> Any:
         from startline.backends.memory import CallableTarget
 
         return CallableTarget.for_scenario(scenario)
+    from startline.backends.sqlparams import positional
+
     for i, op in enumerate(scenario.operations):
         if op.sql is None:
             raise ConfigError(f"operations[{i}].call", f"a {url.scheme} target runs SQL; give sql, not call")
+        missing = [name for name in dict.fromkeys(positional(op.sql)[1]) if name not in op.params]
+        if missing:  # every operation would fail with a KeyError, tens of thousands a second
+            raise ConfigError(
+                f"operations[{i}].sql",
+                f"placeholder :{missing[0]} has no parameter (give params.{missing[0]}; the parameters are "
+                f"{', '.join(op.params) or 'none'})",
+            )
     if url.scheme == "sqlite":
         from startline.backends.sqlite import SqliteTarget
 

@@ -299,3 +299,17 @@ def test_any_kind_of_path_as_a_scenario_is_checked_or_refused_in_one_line_and_ne
     if kind == "regular" and result.exit_code == 0:
         return  # some bytes are a valid scenario (a bare table with defaults needs operations: rare)
     refused_in_one_line(result)
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_sql_placeholder_without_a_parameter_is_refused_before_anything_runs(tmp_path, command):
+    """Issue 22 #18: `:aid` with only `params.id` defined ran, failing 71,432 operations with a
+    KeyError in one second; `check` passed it."""
+    path = tmp_path / "s.toml"
+    text = GOOD.replace('call = "startline.backends.memory.ops:sleep_ms"', 'sql = "SELECT :aid"')
+    text = text.replace("params.ms", "params.id").replace('name = "ok"', 'name = "ok"\ntarget = "sqlite:///{out}/d.db"')
+    path.write_text(text)
+    out = ["--out", str(tmp_path / "o")] if command == "run" else []
+    result = invoke(command, str(path), *out)
+    refused_in_one_line(result, "operations[0].sql")
+    assert "placeholder :aid has no parameter" in result.output
