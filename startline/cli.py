@@ -180,7 +180,7 @@ def run(
 def _write_report(out_dir: Path, summary: dict[str, Any], console: Console) -> str | None:
     """OUT/report.html, or one line saying why there is none (the run's result stands either way)."""
     if not htmlreport.available():
-        console.print(htmlreport.PLOT_EXTRA, highlight=False)
+        console.print(htmlreport.PLOT_EXTRA, highlight=False, markup=False)  # markup would eat [plot]
         return None
     try:
         return str(htmlreport.write_report(out_dir, summary))
@@ -706,14 +706,26 @@ def postgres_group() -> None:
     pip install 'startline[postgres-server]')."""
 
 
+def _postgres_server() -> Any:
+    """``startline.backends.postgres.server``, or one line naming the extra that brings psycopg."""
+    import importlib
+
+    from startline.compose import backend
+
+    try:
+        backend("postgresql", "postgres")
+    except ConfigError:
+        fail_usage("a local PostgreSQL server needs psycopg and pgserver: pip install 'startline[postgres-server]'")
+    return importlib.import_module("startline.backends.postgres.server")
+
+
 @postgres_group.command("start")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: a free port on 127.0.0.1.")
 def postgres_start(data_dir: str, port: int | None) -> None:
     """Start a server with its data in DATA_DIR (made on first use; a server already running
     there is reused) and print its URL, for a scenario's control and target."""
-    from startline.backends.postgres import server
-
+    server = _postgres_server()
     try:
         local = server.start(Path(data_dir), port)
     except RuntimeError as exc:
@@ -725,8 +737,7 @@ def postgres_start(data_dir: str, port: int | None) -> None:
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def postgres_stop(data_dir: str) -> None:
     """Stop the server whose data is in DATA_DIR."""
-    from startline.backends.postgres import server
-
+    server = _postgres_server()
     try:
         stopped = server.stop(Path(data_dir))
     except RuntimeError as exc:

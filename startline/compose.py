@@ -17,7 +17,7 @@ BACKENDS = {
 """scheme → (backend module, the driver package an extra provides, the line naming that extra)."""
 
 
-def _backend(scheme: str, field: str) -> Any:
+def backend(scheme: str, field: str) -> Any:
     """A backend module behind an extra, or a ConfigError naming the extra when its driver is missing."""
     import importlib
 
@@ -37,9 +37,9 @@ def open_control(url: Url) -> ControlPlane:
         assert url.path is not None
         return SqliteControlPlane(url.path)
     if url.scheme == "snowflake":
-        return _backend("snowflake", "control").SnowflakeControlPlane.from_url(url)
+        return backend("snowflake", "control").SnowflakeControlPlane.from_url(url)
     if url.scheme == "postgresql":
-        return _backend("postgresql", "control").PostgresControlPlane.from_url(url)
+        return backend("postgresql", "control").PostgresControlPlane.from_url(url)
     raise ConfigError("control", f"{url.scheme}:// is in-process only; use it without worker processes")
 
 
@@ -77,7 +77,7 @@ def _target(url: Url, scenario: Scenario) -> Any:
         target = SqliteTarget(url.path)
         return target
     if url.scheme == "snowflake":
-        return _backend("snowflake", "target").SnowflakeTarget.from_url(url)
+        return backend("snowflake", "target").SnowflakeTarget.from_url(url)
     if url.scheme == "postgresql":
-        return _backend("postgresql", "target").PostgresTarget.from_url(url)
+        return backend("postgresql", "target").PostgresTarget.from_url(url)
     raise ConfigError("target", f"unknown target {url.scheme}")

@@ -6,6 +6,7 @@ with push, poll and scheduled starts."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -298,3 +299,30 @@ def test_a_missing_driver_is_one_line_naming_its_extra(tmp_path, driver, url, ex
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and extra in proc.stderr and "Traceback" not in proc.stderr
+
+
+def without(module: str, *args: str, cwd) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process where ``module`` cannot be imported (as if its extra were not installed)."""
+    import sys
+
+    code = f"import sys; sys.modules[{module!r}] = None; from startline.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_postgres_start_without_psycopg_is_one_line_naming_its_extra(tmp_path):
+    """Issue 22 #17: `startline postgres start` without psycopg was a raw ModuleNotFoundError."""
+    proc = without("psycopg", "postgres", "start", str(tmp_path / "data"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "startline[postgres-server]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_run_without_matplotlib_names_the_plot_extra_in_full(tmp_path):
+    """Issue 22 #22: the missing-extra line printed as `pip install 'startline'` (rich read [plot] as markup)."""
+    from tests.test_scenario_cli import GOOD
+
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    proc = without("matplotlib", "run", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'startline[plot]'" in proc.stderr
