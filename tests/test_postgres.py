@@ -326,3 +326,35 @@ def test_a_run_without_matplotlib_names_the_plot_extra_in_full(tmp_path):
     proc = without("matplotlib", "run", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'startline[plot]'" in proc.stderr
+
+
+def test_a_target_database_that_does_not_exist_fails_in_seconds_before_any_worker_starts(tmp_path, postgres_url):
+    """Issue 22 #16: the orchestrator's own connection had failed, yet it spawned workers, showed
+    "0/2 READY" for 60 s and exited 3 at 65 s."""
+    from tests.test_scenario_cli import GOOD
+
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    path = tmp_path / "s.toml"
+    path.write_text(
+        GOOD.replace('call = "startline.backends.memory.ops:sleep_ms"', 'sql = "SELECT 1"').replace(
+            'params.ms = { type = "int", min = 1, max = 3 }', ""
+        )
+    )
+    out = tmp_path / "out"
+    began = time.monotonic()
+    proc = run_cli(
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--control",
+        f"sqlite:///{out}/control.db",
+        "--target",
+        missing,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert time.monotonic() - began < 30
+    assert "target: cannot reach it" in proc.stderr and "no_such_database" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert not list(out.glob("worker-*.log"))  # no worker was started to fail on it
