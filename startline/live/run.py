@@ -262,17 +262,24 @@ async def on_signals(orchestrator: Orchestrator, after: AfterRun | None = None) 
     """Ctrl-C / SIGTERM: stop the run (STOP user_requested), drain, write what was measured;
     a second one forces the stop: no waiting for the drain, the summary keeps what is in. Once
     the run is over (``after``): stop waiting for the worker processes, and no report."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if after is not None and after.over:
-                after.interrupted = True
-                if after.waiting is not None:
-                    after.waiting.deadline = trio.current_time()  # the workers get SIGTERM now
-            elif orchestrator.stop_requested:
-                err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
-                orchestrator.force_stop()
-            else:
-                err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
-                orchestrator.request_stop(StopReason.USER_REQUESTED)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if after is not None and after.over:
+                    after.interrupted = True
+                    if after.waiting is not None:
+                        after.waiting.deadline = trio.current_time()  # the workers get SIGTERM now
+                elif orchestrator.stop_requested:
+                    err.print("stopping now (second signal): the summary keeps what is in", highlight=False)
+                    orchestrator.force_stop()
+                else:
+                    err.print("stopping: draining the workers (Ctrl-C again to force)", highlight=False)
+                    orchestrator.request_stop(StopReason.USER_REQUESTED)
+    except KeyboardInterrupt:
+        # This task is cancelled only once the run is over: a Ctrl-C that arrived as it was (not
+        # yet read) is redelivered by Trio as the receiver closes. It means "interrupted after
+        # the run" — not a traceback and exit 1 with the summary already written.
+        if after is not None:
+            after.interrupted = True
 
 
