@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -156,11 +157,15 @@ def run(
             spawn_on,
             after,
         )
-    except KeyboardInterrupt:  # before the run's own signal handling was in place
-        fail_run("cancelled before the run started")
-    except Exception as exc:
-        _fail_known(exc, config)
-        raise
+    except BaseException as exc:
+        if live_run.interrupted_after_the_run(exc, after):  # the summary is on disk: the run's result stands
+            summary = json.loads((out_dir / "summary.json").read_text())
+        elif isinstance(exc, KeyboardInterrupt):  # before the run's own signal handling was in place
+            fail_run("cancelled before the run started")
+        else:
+            if isinstance(exc, Exception):
+                _fail_known(exc, config)
+            raise
     finally:
         lock.close()
     path = str(out_dir / "summary.json")

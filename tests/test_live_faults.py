@@ -382,7 +382,7 @@ def test_a_ctrl_c_that_lands_as_the_run_is_torn_down_is_an_interruption_after_th
     import os
     import signal
 
-    from startline.live.run import AfterRun, on_signals
+    from startline.live.run import AfterRun, interrupted_after_the_run, on_signals
 
     after = AfterRun(over=True)
 
@@ -393,5 +393,11 @@ def test_a_ctrl_c_that_lands_as_the_run_is_torn_down_is_an_interruption_after_th
             nursery.cancel_scope.cancel()
             os.kill(os.getpid(), signal.SIGINT)  # queued: the task is already rescheduled, cancelled
 
-    trio.run(main)
-    assert after.interrupted
+    try:  # the redelivered signal surfaces in the signal task, or out of trio.run: either way ...
+        trio.run(main)
+    except BaseException as exc:
+        assert interrupted_after_the_run(exc, after), exc
+    assert after.interrupted  # ... it is an interruption after the run
+    before = AfterRun(over=False)  # while the run is on, a Ctrl-C out of trio.run is not one
+    assert not interrupted_after_the_run(KeyboardInterrupt(), before) and not before.interrupted
+    assert not interrupted_after_the_run(BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError()]), after)

@@ -247,6 +247,23 @@ async def progress_line(orchestrator: Orchestrator) -> str:
     return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
 
 
+def interrupted_after_the_run(exc: BaseException, after: AfterRun) -> bool:
+    """Whether ``exc``, out of ``trio.run``, is a Ctrl-C that came once the run was over (its
+    summary written): a ``KeyboardInterrupt``, alone or the only thing a nursery's group holds.
+    A signal that arrives as the signal task is cancelled at teardown is redelivered by Trio when
+    its receiver closes, and surfaces wherever Python runs the handler next — in that task, or out
+    of ``trio.run``. Marks ``after.interrupted`` when so."""
+    if isinstance(exc, BaseExceptionGroup):
+        interrupts, rest = exc.split(KeyboardInterrupt)
+        ki = interrupts is not None and rest is None
+    else:
+        ki = isinstance(exc, KeyboardInterrupt)
+    if ki and after.over:
+        after.interrupted = True
+        return True
+    return False
+
+
 @attrs.define
 class AfterRun:
     """What a signal means once the run is over (its summary written, the worker processes not
