@@ -150,6 +150,11 @@ def deadband(target: float) -> float:
     return max(2.0, 0.05 * target)
 
 
+def within_deadband(qps: float, target: float) -> bool:
+    """Whether ``qps`` holds ``target``: no further from it than the deadband."""
+    return abs(qps - target) <= deadband(target)
+
+
 def gain(error: float) -> float:
     """The share of the estimated gap a step closes, by the size of the error (the original design's table)."""
     e = abs(error)
@@ -386,7 +391,7 @@ def qps_result_reason(last: QpsDecision | None, target: float, stop: StopReason 
         return "bounds_limit_reached"
     if last is None or last.action != "hold":
         return "not_settled"
-    return "settled" if abs(last.qps - target) <= deadband(target) else "nearest_whole_count"
+    return "settled" if within_deadband(last.qps, target) else "nearest_whole_count"
 
 
 def initial_total(scenario: Scenario) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from startline.engine.loadcontrol import OFFERED_TOLERANCE, deadband, offered_enough
+from startline.engine.loadcontrol import OFFERED_TOLERANCE, offered_enough, within_deadband
 from startline.engine.model import Phase, RunStatus
 from startline.engine.scenario import Checks
 from startline.engine.thresholds import Result
@@ -105,7 +105,7 @@ def qps_held(result: Mapping[str, Any]) -> Check:
     if qps is None or not n:
         ok, why = False, "no reading of the qps held (the run ended before a control interval did)"
     elif reason == "settled":
-        ok = abs(qps - target) <= deadband(target)
+        ok = within_deadband(qps, target)
         why = "settled within the deadband" if ok else f"said settled, but {abs(qps - target):,.1f} qps from it"
     elif reason == "nearest_whole_count":
         share = qps / n
