@@ -10,8 +10,8 @@ import attrs
 import trio
 
 from startline.compose import open_control
-from startline.engine.ports import ControlPlaneError
-from startline.engine.scenario import Scenario
+from startline.engine.ports import ControlPlaneError, Target
+from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.workload import ParamSource
 from startline.urls import Url
 
@@ -49,9 +49,21 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
             problems.append(f"{where}: the target refuses it: {said}")
     elif target_url.scheme != "memory":
         try:
-            with trio.fail_after(scenario.control_timeout_s):
-                session = await target.open_session("check", 0)
-                await session.close()
-        except Exception as exc:  # whatever the driver raises: said in one line
-            problems.append(f"target: cannot reach it: {type(exc).__name__}: {exc}")
+            await reach_target(target, scenario, "check")
+        except ConfigError as exc:
+            problems.append(str(exc))
     return problems
+
+
+async def reach_target(target: Target, scenario: Scenario, who: str) -> None:
+    """Open one session on the target and close it (within ``control_timeout_s``): a target that
+    cannot be reached (a database that does not exist, a wrong host) is one line naming it, in
+    seconds (``run``: before any worker process is started to fail on it). ``who`` names the
+    session (its worker id). ``ConfigError`` naming ``target``."""
+    try:
+        with trio.fail_after(scenario.control_timeout_s):
+            session = await target.open_session(who, 0)
+            await session.close()
+    except Exception as exc:  # whatever the driver raises: said in one line
+        raise ConfigError("target", f"cannot reach it: {type(exc).__name__}: {exc}".strip()) from exc
+

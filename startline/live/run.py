@@ -19,6 +19,7 @@ from startline.engine.ports import ControlPlane, ControlPlaneError, Target
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
 from startline.engine.workload import draw_samples
+from startline.live.check import reach_target
 from startline.live.workers import worker_process
 from startline.urls import Url
 
@@ -89,7 +90,7 @@ async def orchestrate(
         if fresh:
 
             async def setup_and_samples() -> None:
-                await reach_target(target, scenario)  # before any worker is spawned to fail on it
+                await reach_target(target, scenario, "orchestrator")  # before any worker is spawned to fail on it
                 if scenario.setup:
                     await _setup(target, scenario, console)
                 if scenario.undrawn_samples:
@@ -126,18 +127,6 @@ async def orchestrate(
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         nursery.cancel_scope.cancel()
     return summary
-
-
-async def reach_target(target: Target, scenario: Scenario) -> None:
-    """Open one session on the target and close it (within ``control_timeout_s``): a target that
-    cannot be reached (a database that does not exist, a wrong host) is one line naming it, in
-    seconds, before any worker process is started to fail on it. ``ConfigError`` naming ``target``."""
-    try:
-        with trio.fail_after(scenario.control_timeout_s):
-            session = await target.open_session("orchestrator", 0)
-            await session.close()
-    except Exception as exc:  # whatever the driver raises: said in one line
-        raise ConfigError("target", f"cannot reach it: {type(exc).__name__}: {exc}".strip()) from exc
 
 
 async def _statement_watch(target: Any, console: Console) -> Any:
