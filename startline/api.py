@@ -169,14 +169,26 @@ async def join_run(
     index: int = 0,
     group: str = "default",
     allow_call: tuple[str, ...] = (),
+    allow_sql: bool = False,
+    code_hash: str | None = None,
 ) -> dict[str, Any]:
     """Join run ``run_id`` on the control plane at ``control`` as worker ``worker_id``, from inside
     your Trio program, as ``startline worker`` does: it waits for the run, runs its part and
     returns its results payload (``payload["status"]``: COMPLETED or FAILED). The run's scenario
-    comes from the control plane: its ``call`` operations run only from modules under a prefix in
-    ``allow_call``. Cancel the surrounding scope to stop it."""
+    comes from the control plane, so what it runs is code its writer chose: its SQL operations run
+    only with ``allow_sql`` or the scenario's ``code_hash``, its ``call`` operations only from
+    modules under a prefix in ``allow_call``. Cancel the surrounding scope to stop it."""
     from startline.live.workers import join_as_worker
 
     return await join_as_worker(
-        parse_url(control, "control"), target, run_id, worker_id, index, group, allow_call, signals=False
+        parse_url(control, "control"),
+        target,
+        run_id,
+        worker_id,
+        index,
+        group,
+        allow_call,
+        allow_sql=allow_sql,
+        pinned=code_hash,
+        signals=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -225,6 +226,8 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
         f"{scenario.start.strategy} start, {scenario.length_s:g} s, {len(scenario.operations)} operation(s)"
         + (", both URLs reached" if connect else "")
     )
+    if any(op.sql or op.call for op in scenario.operations):  # for workers started by hand
+        click.echo(f"code hash {live_workers.code_hash(scenario)} (startline worker --code-hash)")
 
 
 def describe_load(sc: Scenario) -> str:
@@ -262,10 +265,22 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
 
 
 @main.command()
-@click.option("--control", required=True, help="Control-plane URL (sqlite:///..., snowflake://...).")
+@click.option(
+    "--control",
+    required=True,
+    envvar=live_workers.CONTROL_ENV,
+    help=f"Control-plane URL (sqlite:///..., snowflake://...); or ${live_workers.CONTROL_ENV}.",
+)
 @click.option("--run-id", required=True, callback=_id_option, help="The run to join.")
 @click.option("--worker-id", required=True, callback=_id_option, help="This worker's id, unique in the run.")
-@click.option("--target", default=None, help="Target URL (default: the run's scenario `target`).")
+@click.option(
+    "--target",
+    default=None,
+    envvar=live_workers.TARGET_ENV,
+    help=f"Target URL, or ${live_workers.TARGET_ENV} (default: the run's scenario `target`, which the control "
+    "plane holds without its password: the worker then connects with its own credentials — PG* "
+    "environment, ~/.pgpass, connections.toml).",
+)
 @click.option("--index", type=int, default=0, show_default=True, help="This worker's number (keeps sequences unique).")
 @click.option("--group", default="default", show_default=True, help="Worker group (for WORKER_GROUP scaling).")
 @click.option(
@@ -282,6 +297,20 @@ def _fail_known(exc: BaseException, config: str | None) -> None:
     help="Run `call` operations from modules under this prefix (repeatable). A `call` is code "
     "execution: without this, a worker refuses a run whose scenario has one.",
 )
+@click.option(
+    "--allow-sql",
+    is_flag=True,
+    help="Run the SQL operations of whatever scenario the control plane holds. SQL is code too: "
+    "without this or --code-hash, a worker refuses a run whose scenario has SQL operations.",
+)
+@click.option(
+    "--code-hash",
+    "pinned",
+    default=None,
+    metavar="SHA256",
+    help="Run only the scenario whose code hash this is (`startline check FILE` prints it): its SQL "
+    "operations are allowed, any other scenario refused.",
+)
 def worker(
     control: str,
     run_id: str,
@@ -291,6 +320,8 @@ def worker(
     group: str,
     results: str | None,
     allow_call: tuple[str, ...],
+    allow_sql: bool,
+    pinned: str | None,
 ) -> None:
     """Join run RUN_ID as one worker: on this host or any other that reaches the control plane.
 
@@ -305,7 +336,7 @@ def worker(
     except ConfigError as exc:
         fail_usage(str(exc))
     try:
-        join = live_workers.join_as_worker
+        join = functools.partial(live_workers.join_as_worker, allow_sql=allow_sql, pinned=pinned)
         payload = trio.run(join, control_url, target, run_id, worker_id, index, group, allow_call)
     except KeyboardInterrupt:  # before the worker's own signal handling was in place
         fail_run("cancelled before joining the run")

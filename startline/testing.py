@@ -242,7 +242,7 @@ class LiveRun:
     def start_worker(self, index: int) -> None:
         wid = f"w{index:03d}"
         cmd = [*CLI, "worker", "--control", f"sqlite:///{self.control}", "--run-id", self.run_id, "--worker-id", wid]
-        cmd += ["--index", str(index), "--results", str(self.out / f"worker-{wid}.json")]
+        cmd += ["--index", str(index), "--results", str(self.out / f"worker-{wid}.json"), "--allow-sql"]
         with open(self.out / f"worker-{wid}.log", "wb") as log:  # the child keeps its own descriptor
             self.procs[wid] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
 

@@ -80,7 +80,9 @@ async def test_a_harness_trio_program_joins_a_run_as_its_workers(tmp_path: Path)
 
     async def worker(i: int) -> None:
         wid = f"w{i:03d}"
-        payloads[wid] = await startline.join_run(f"sqlite:///{out}/control.db", "joined-1", wid, index=i)
+        payloads[wid] = await startline.join_run(
+            f"sqlite:///{out}/control.db", "joined-1", wid, index=i, allow_sql=True
+        )
 
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import tomllib
@@ -273,10 +274,13 @@ def test_env_connection_reads_the_snowflake_variables(tmp_path, fakesnow_home, m
         connection_kwargs("env")
 
 
-def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
+def test_no_spawn_run_waits_for_workers_started_elsewhere_pinned_to_the_scenario_check_named(tmp_path):
     (tmp_path / "live.toml").write_text(LIVE)
     out = tmp_path / "out"
     out.mkdir()
+    checked = subprocess.run([*CLI, "check", str(tmp_path / "live.toml")], cwd=ROOT, capture_output=True, text=True)
+    pinned = re.search(r"code hash ([0-9a-f]{64})", checked.stdout)
+    assert pinned, checked.stdout
     run = subprocess.Popen(
         [
             *CLI,
@@ -308,6 +312,8 @@ def test_no_spawn_run_waits_for_workers_started_elsewhere(tmp_path):
                 f"host{i}",
                 "--index",
                 str(i),
+                "--code-hash",
+                pinned[1],
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

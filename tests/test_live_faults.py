@@ -305,7 +305,16 @@ def test_a_paused_worker_resumes_and_its_results_count(tmp_path):
 def test_a_worker_id_started_twice_is_refused_and_the_first_keeps_its_place(tmp_path):
     run = live_run(tmp_path, "twins", workers=1, measurement_s=3.0).start()
     run.wait_until("w000 registered", lambda: run.query("SELECT 1 FROM WORKER_HEARTBEATS WHERE WORKER_ID = 'w000'"))
-    cmd = ["worker", "--control", f"sqlite:///{run.control}", "--run-id", run.run_id, "--worker-id", "w000"]
+    cmd = [
+        "worker",
+        "--control",
+        f"sqlite:///{run.control}",
+        "--run-id",
+        run.run_id,
+        "--worker-id",
+        "w000",
+        "--allow-sql",
+    ]
     twin = run_cli(*cmd, "--results", str(tmp_path / "twin.json"), timeout=60)
     assert twin.returncode == 2 and "is taken" in twin.stderr, twin.stderr
     assert not (tmp_path / "twin.json").exists()

@@ -106,7 +106,6 @@ class MergedIntervals:
         return self.errors / done if done else 0.0
 
 
-
 def reported_through(snapshots: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, int]:
     """worker → the last interval its snapshots reached (zeros included)."""
     upto: dict[str, int] = {}

@@ -36,6 +36,7 @@ from startline.engine.resilience import HealthStatistics, ResilientControlPlane,
 from startline.engine.roster import Roster
 from startline.engine.scenario import OnWorkerLoss, Scenario
 from startline.engine.schedule import PhaseWindows
+from startline.engine.secrets import settings_without_secrets
 from startline.engine.startplan import StartPlan
 from startline.engine.steering import Steering
 from startline.engine.summary import build_summary, interval_kinds, kind_errors, merge_timeseries
@@ -170,7 +171,7 @@ class Orchestrator:
         """The scenario as run from now on (its ``sample`` values drawn at setup), in RUN_STATUS
         for every worker — those already waiting re-read it before they draw a parameter."""
         self._use(scenario)
-        await self._cp.update_run(self.run_id, scenario=scenario.to_dict())
+        await self._cp.update_run(self.run_id, scenario=settings_without_secrets(scenario.to_dict()))
 
     async def while_prepared(self, work: Callable[[], Awaitable[None]]) -> bool:
         """Run ``work`` (the target's setup) between ``prepare`` and ``run``: RUN_STATUS stays
@@ -270,7 +271,7 @@ class Orchestrator:
                     Phase.PREPARING,
                     connections=initial_connections(sc),
                     expected_workers=sc.workers,
-                    scenario=sc.to_dict(),
+                    scenario=settings_without_secrets(sc.to_dict()),
                 )
             )
         except ControlPlaneConflict:
@@ -294,8 +295,8 @@ class Orchestrator:
             "run %s is %s without its orchestrator (silent %.1f s): failing it", self.run_id, found.status, silent
         )
         self._created = True
-        if found.scenario:
-            self._use(Scenario.from_dict(found.scenario))
+        if found.scenario:  # as stored (its samples drawn), with this orchestrator's own URLs
+            self._use(Scenario.from_dict(found.scenario | {"control": sc.control, "target": sc.target}))
         self._log.sequence_id, self.start_time, self.status = found.last_sequence_id, found.start_time, found.status
         self._prepared.set()
 

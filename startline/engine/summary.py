@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from startline.engine.metrics import (
 from startline.engine.model import Phase
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import PhaseWindows, distribution
+from startline.engine.secrets import settings_masked
 from startline.engine.verdict import evaluate, verdict
 
 TIMELINE_MARKS = ("ready", "detect", "heartbeat", "insert", "scale", "first_query", "spent")
@@ -270,14 +270,6 @@ def _phased(rows: list[dict[str, Any]], scenario: Scenario) -> list[dict[str, An
     return [{"t_s": r["t_s"], "phase": str(w.phase_at(r["t_s"] + half))} | r for r in rows]
 
 
-def without_passwords(settings: dict[str, Any]) -> dict[str, Any]:
-    """The scenario as run, a password in a ``control`` or ``target`` URL masked (summary.json
-    and the report are files people send to each other)."""
-    return settings | {
-        k: re.sub(r"(://[^/:@]*):[^@/]*@", r"\1:***@", settings[k]) for k in ("control", "target") if k in settings
-    }
-
-
 def build_summary(
     *,
     run_id: str,
@@ -347,7 +339,7 @@ def build_summary(
         "phases": phases,
         "load": load,
         "failures": merge_failures(metrics),
-        "config": {"scenario": without_passwords(scenario.to_dict())},
+        "config": {"scenario": settings_masked(scenario.to_dict())},
         "snapshot_interval_s": scenario.snapshot_interval_s,
         "timeseries": _phased(
             with_latency(timeseries, intervals, merged, kind_errors or {}, scenario.snapshot_interval_s), scenario

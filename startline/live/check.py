@@ -66,4 +66,3 @@ async def reach_target(target: Target, scenario: Scenario, who: str) -> None:
             await session.close()
     except Exception as exc:  # whatever the driver raises: said in one line
         raise ConfigError("target", f"cannot reach it: {type(exc).__name__}: {exc}".strip()) from exc
-

@@ -12,9 +12,9 @@ from startline.engine.scenario import ConfigError
 SPAWN_EXTRA = "--spawn dask:// needs Dask distributed: pip install 'startline[cluster]'"
 
 
-def run_worker(args: list[str], launched_at: float) -> dict[str, Any]:
-    """On a Dask worker: ``startline worker ARGS`` as a child process until it exits; its output,
-    exit code, host and results file come back to the orchestrator."""
+def run_worker(args: list[str], urls: dict[str, str], launched_at: float) -> dict[str, Any]:
+    """On a Dask worker: ``startline worker ARGS`` as a child process (its URLs in its environment)
+    until it exits; its output, exit code, host and results file come back to the orchestrator."""
     import socket
     import subprocess
     import tempfile
@@ -28,7 +28,7 @@ def run_worker(args: list[str], launched_at: float) -> dict[str, Any]:
             command_line(args, results),
             capture_output=True,
             text=True,
-            env=worker_env(launched_at),
+            env=worker_env(launched_at, urls),
             stdin=subprocess.DEVNULL,
         )
         return {
@@ -65,8 +65,8 @@ async def spawn_on_dask(address: str, scenario: Any, run_id: str, out: Any, cons
     import trio
 
     from startline.engine.files import write_atomic
-    from startline.engine.together import worker_id
-    from startline.live.workers import worker_args
+    from startline.engine.together import worker_id, worker_ids
+    from startline.live.workers import url_env, worker_args
 
     try:
         import distributed
@@ -78,10 +78,11 @@ async def spawn_on_dask(address: str, scenario: Any, run_id: str, out: Any, cons
     except OSError as exc:  # (a timeout included)
         raise ConfigError("--spawn", f"cannot reach the Dask scheduler at {target}: {exc}") from None
     sc = absolute_urls(scenario)
+    urls = url_env(sc)  # (sent with each task: a Dask cluster on an untrusted network needs TLS)
     now = time.time()
     futures = [
-        client.submit(run_worker, worker_args(sc, run_id, i), now, key=f"startline-{run_id}-{worker_id(i)}", pure=False)
-        for i in range(scenario.workers)
+        client.submit(run_worker, worker_args(sc, run_id, i), urls, now, key=f"startline-{run_id}-{wid}", pure=False)
+        for i, wid in enumerate(worker_ids(scenario))
     ]
     console.print(f"{len(futures)} workers placed on the Dask cluster at {target}", highlight=False)
 

@@ -73,9 +73,7 @@ async def orchestrate(
                 if signals:
                     await on_signals(orchestrator)
 
-        done = await run_in_process_async(
-            scenario, target=target, out=out, run_id=run_id, watch=watch, control=control
-        )
+        done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch, control=control)
         return done.summary
     cp = control("orchestrator") if control is not None else open_control(control_url)
     orchestrator = Orchestrator(cp, SystemClock(), scenario, run_id, out)
@@ -287,5 +285,3 @@ async def on_signals(orchestrator: Orchestrator, after: AfterRun | None = None) 
         # the run" — not a traceback and exit 1 with the summary already written.
         if after is not None:
             after.interrupted = True
-
-

@@ -1,9 +1,11 @@
 """Worker processes: the command line a worker is started with, a worker process spawned and
 ended here (SIGTERM to drain, a second to force, then SIGKILL), and ``startline worker``'s life in
-a process (``join_as_worker``): find the run, check its calls are allowed, run."""
+a process (``join_as_worker``): find the run, check its SQL and calls are allowed, run."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -38,21 +40,51 @@ def command_line(args: list[str], results: Path) -> list[str]:
 
 
 def worker_args(scenario: Scenario, run_id: str, index: int) -> list[str]:
-    """``startline worker``'s arguments for worker ``index`` of a run (without ``--results``)."""
+    """``startline worker``'s arguments for worker ``index`` of a run (without ``--results``; the
+    control and target URLs travel in its environment, ``url_env``)."""
     return [
-        "--control",
-        scenario.control,
-        "--target",
-        scenario.target,
         "--run-id",
         run_id,
         "--worker-id",
         worker_id(index),
         "--index",
         str(index),
-        # the scenario came from a file the user passed to `run`: its calls are theirs to allow
+        # the scenario came from a file the user passed to `run`: its SQL and calls are theirs to
+        # allow — its SQL pinned by hash (a control plane rewritten meanwhile is refused)
+        "--code-hash",
+        code_hash(scenario),
         *(a for module in call_modules(scenario) for a in ("--allow-call", module)),
     ]
+
+
+def code_hash(scenario: Scenario) -> str:
+    """The SHA-256 of what a worker would run for a scenario: each operation's name, SQL and
+    ``call`` (``startline check FILE`` prints it; ``startline worker --code-hash`` pins it)."""
+    code = [[op.name, op.sql, op.call if isinstance(op.call, str) else None] for op in scenario.operations]
+    return hashlib.sha256(json.dumps(code).encode()).hexdigest()
+
+
+def check_sql_allowed(scenario: Scenario, allow_sql: bool, pinned: str | None) -> None:
+    """SQL from the control plane is code too (a SQLite target writes files with it; any target
+    runs what it says with the worker's credentials): a worker runs a scenario's SQL operations
+    only if its operator allowed them — ``--allow-sql`` (whoever writes the control plane is
+    trusted) or ``--code-hash`` naming exactly this scenario's code (``code_hash``)."""
+    if pinned is not None:
+        if pinned != code_hash(scenario):
+            raise ConfigError(
+                "--code-hash",
+                f"the run's operations are not the ones this worker was started for (their code hash is "
+                f"{code_hash(scenario)}, not {pinned}): the control plane holds another scenario",
+            )
+        return
+    with_sql = [op.name for op in scenario.operations if op.sql]
+    if with_sql and not allow_sql:
+        raise ConfigError(
+            "--allow-sql",
+            f"the run's scenario runs SQL from the control plane (operations {', '.join(with_sql)}), which this "
+            f"worker does not allow: start it with --allow-sql if you trust whoever writes the control plane, "
+            f"or --code-hash {code_hash(scenario)} (`startline check FILE` prints a scenario file's)",
+        )
 
 
 def call_modules(scenario: Scenario) -> list[str]:
@@ -98,7 +130,7 @@ async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path)
             stdout=log,
             stderr=log,
             check=False,
-            env=worker_env(time.time()),
+            env=worker_env(time.time(), url_env(scenario)),
             deliver_cancel=_end_worker,
         )
 
@@ -107,10 +139,21 @@ LAUNCHED_AT = "STARTLINE_LAUNCHED_AT"
 """The environment variable a launcher sets to the host's time (epoch seconds) it started a worker at."""
 
 
-def worker_env(launched: float) -> dict[str, str]:
-    """A worker process's environment: this one's, unbuffered output, and when it was launched
-    on this host's clock (the worker measures its own start delay from it)."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(launched)}
+CONTROL_ENV, TARGET_ENV = "STARTLINE_CONTROL", "STARTLINE_TARGET"
+"""The environment variables ``startline worker`` reads its ``--control`` and ``--target`` from
+when they are not given: a spawned worker's URLs (with any password in them) travel there, not on
+its command line, which every user of the host can read (``ps``)."""
+
+
+def url_env(scenario: Scenario) -> dict[str, str]:
+    """The control and target URLs of a spawned worker, as environment variables."""
+    return {CONTROL_ENV: scenario.control, TARGET_ENV: scenario.target}
+
+
+def worker_env(launched: float, urls: dict[str, str]) -> dict[str, str]:
+    """A worker process's environment: this one's, its URLs (``url_env``), unbuffered output, and
+    when it was launched on this host's clock (the worker measures its own start delay from it)."""
+    return {**os.environ, **urls, "PYTHONUNBUFFERED": "1", LAUNCHED_AT: repr(launched)}
 
 
 def launched_at() -> float | None:
@@ -132,8 +175,6 @@ async def _end_worker(process: trio.Process) -> None:
     process.kill()
 
 
-
-
 async def join_as_worker(
     control_url: Url,
     target: str | None,
@@ -143,6 +184,8 @@ async def join_as_worker(
     group: str,
     allow_call: tuple[str, ...] = (),
     *,
+    allow_sql: bool = False,
+    pinned: str | None = None,
     signals: bool = True,
 ) -> dict[str, Any]:
     """A worker process's life: find the run, open the target, run; SIGINT or SIGTERM drains it.
@@ -154,6 +197,7 @@ async def join_as_worker(
     # SQLite file locked for a moment): retried like every other call of the worker's.
     run = await wait_for_run(ResilientControlPlane(cp), run_id)
     scenario = Scenario.from_dict(run.scenario)
+    check_sql_allowed(scenario, allow_sql, pinned)
     check_calls_allowed(scenario, allow_call)
     tgt = open_target(parse_url(target or scenario.target, "target"), scenario)
     w = Worker(

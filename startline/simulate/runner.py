@@ -22,6 +22,7 @@ from startline.engine.model import ORCHESTRATOR, RunStatus
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import distribution, percentile
+from startline.engine.secrets import settings_masked
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
@@ -263,5 +264,5 @@ def aggregate(runs: list[dict[str, Any]], scenario: Scenario, profile: Profile) 
         },
         "load": load_over_seeds(runs),
         "statuses": dict(sorted(Counter(r["status"] for r in runs).items())),
-        "config": {"scenario": scenario.to_dict(), "profile": attrs.asdict(profile)},
+        "config": {"scenario": settings_masked(scenario.to_dict()), "profile": attrs.asdict(profile)},
     }

@@ -62,7 +62,6 @@ class PushStatistics:
 class PostgresControlPlane(SqlControlPlane):
     """The five control tables in the connection's schema (its ``search_path``), and push."""
 
-
     def __init__(self, url: str, application_name: str = "startline control") -> None:
         super().__init__(PgExecutor(url, application_name), POSTGRES, safe(url))
         self.url = url

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, quote_plus
 
 import attrs
 import trio
 
 from startline.engine.scenario import ConfigError
+from startline.engine.secrets import is_secret_name, mask
 
 T = TypeVar("T")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
@@ -129,25 +128,9 @@ class ConnectionFailed(Exception):
     """Could not open a Snowflake connection (message free of credentials)."""
 
 
-SECRET_WORDS = ("password", "pwd", "token", "secret", "private_key", "passcode")
-"""A connection parameter whose name contains one of these holds a secret."""
-
-
 def secrets_of(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """The secret values among connection parameters."""
-    return tuple(str(v) for k, v in kwargs.items() if v not in (None, "") and any(w in k.lower() for w in SECRET_WORDS))
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret masked by value, as given and in the encodings an endpoint may
-    echo it in (URL-quoted, form-encoded, JSON- or repr-escaped); then anything still shaped like
-    ``password=...`` masked by pattern."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1], repr(secret)[1:-1]}
-        for form in sorted(forms, key=len, reverse=True):
-            if form:
-                text = text.replace(form, "***")
-    return re.sub(r"(?i)(password|token|secret|private_key)[^,;\s]*\s*[=:]\s*\S+", r"\1=***", text)
+    return tuple(str(v) for k, v in kwargs.items() if v not in (None, "") and is_secret_name(k))
 
 
 def safe_message(exc: BaseException, secrets: Iterable[str] = ()) -> str:

@@ -39,7 +39,7 @@ class SqliteControlPlane(SqlControlPlane):
     host-clock witnesses measure against START_TIME."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(Db(path), SQLITE, str(path))
+        super().__init__(Db(path, private=True), SQLITE, str(path))
         self.path = path
 
     async def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -17,29 +19,52 @@ HOST_NOW = "startline_now"
 """A SQL function on every connection: this host's clock as epoch seconds (``time.time()``)."""
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Autocommit connection in WAL mode with a busy timeout, usable from any one thread at a time."""
+CONFINED_PRAGMAS = frozenset({"temp_store_directory", "data_store_directory"})
+
+
+def confined(action: int, arg1: str | None, *_: object) -> int:
+    """The authorizer of a session that runs operations: nothing outside its database file — no
+    ``ATTACH`` (a file of any name written anywhere), no ``DETACH``, no pragma that moves files.
+    (Extensions cannot load: Python's sqlite3 leaves ``load_extension`` disabled.)"""
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in CONFINED_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def connect(path: Path, *, private: bool = False, confine: bool = False) -> sqlite3.Connection:
+    """Autocommit connection in WAL mode with a busy timeout, usable from any one thread at a time.
+    ``private``: a file created here is readable by its owner only (0600; SQLite gives its WAL and
+    shared-memory files the same mode). ``confine``: the connection can reach no other file
+    (``confined``; no database attached, which ``VACUUM INTO`` needs too)."""
+    if private:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     # The control plane's clock: this host's, at full resolution (julianday('now') has 1 ms).
     conn.create_function(HOST_NOW, 0, time.time)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    if confine:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.set_authorizer(confined)
     return conn
 
 
 class Db:
     """A connection and the limiter that serialises its use across Trio tasks."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, *, private: bool = False, confine: bool = False) -> None:
+        self.path, self.private, self.confine = path, private, confine
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._conn is None:
-                self._conn = connect(self.path)
+                self._conn = connect(self.path, private=self.private, confine=self.confine)
             return fn(self._conn)
 
         # A call timed out by the caller is abandoned: its thread finishes alone, still holding the limiter.

@@ -72,7 +72,7 @@ class SqliteTarget(Target):
             await db.close()
 
     async def open_session(self, worker_id: str, slot: int) -> SqliteSession:
-        session = SqliteSession(Db(self.path))
+        session = SqliteSession(Db(self.path, confine=True))
         await session.db.run(lambda c: c.execute("SELECT 1").fetchall())  # connect now, not at the first query
         return session
 
