@@ -358,3 +358,44 @@ def test_a_target_database_that_does_not_exist_fails_in_seconds_before_any_worke
     assert "target: cannot reach it" in proc.stderr and "no_such_database" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert not list(out.glob("worker-*.log"))  # no worker was started to fail on it
+
+
+HANGING = """
+name = "hanging"
+workers = 1
+connections_per_worker = 2
+warmup_s = 0
+measurement_s = 2
+drain_timeout_s = 1
+control = "sqlite:///{{out}}/control.db"
+target = "{url}"
+
+[[operations]]
+name = "fast"
+weight = 20
+sql = "SELECT 1"
+
+[[operations]]
+name = "hang"
+weight = 1
+sql = "SELECT pg_sleep(30)"
+"""
+
+
+def test_a_statement_left_running_at_the_drain_fails_the_run_and_is_cancelled_on_the_server(postgres_url, tmp_path):
+    """Issue 22 #4: 30 s statements beside fast ones passed `max < 1000` and were still running on
+    the server 10 s after the run exited. Each is now an ``unfinished`` error (the run fails its
+    ``unfinished`` check, exit 1) and its cancellation reaches the server."""
+    path = tmp_path / "hang.toml"
+    path.write_text(HANGING.format(url=postgres_url))
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    check = {c["name"]: c for c in s["checks"]}["unfinished"]
+    assert not check["ok"] and check["value"] == 2  # both connections met the hang in 2 s
+    with psycopg.connect(postgres_url) as c:
+        running = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert running == 0

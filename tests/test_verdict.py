@@ -8,13 +8,16 @@ import functools
 import json
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 from startline.engine.model import RunStatus
 from startline.engine.scenario import Checks
 from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, evaluate, exit_code, verdict
-from startline.testing import run_cli
+from startline.inprocess import run_in_process_async
+from startline.testing import run_cli, scenario
 
 cli = functools.partial(run_cli, timeout=120)
 
@@ -70,7 +73,11 @@ def test_a_run_whose_every_operation_fails_exits_1_and_says_what_the_errors_said
     assert proc.returncode == 1, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["status"], summary["verdict"]) == ("COMPLETED", "failed")
-    assert {c["name"]: c["ok"] for c in summary["checks"]} == {"min_operations": False, "max_error_rate": False}
+    assert {c["name"]: c["ok"] for c in summary["checks"]} == {
+        "min_operations": False,
+        "max_error_rate": False,
+        "unfinished": True,
+    }
     (failure,) = summary["failures"]
     assert failure["operation"] == "missing" and failure["count"] == sum(
         b["errors"] for b in summary["phases"].values()
@@ -229,3 +236,30 @@ def test_the_planned_offers_are_the_area_under_the_rate_plan(rate, first, at, ra
     n = 20_000
     riemann = sum(rate_at(load.rate, plan, (i + 0.5) * length / n) for i in range(n)) * length / n
     assert planned_offers(load, 0.0, length) == pytest.approx(riemann, rel=1e-3, abs=1e-6)
+
+
+def test_an_operation_left_running_at_the_drain_is_recorded_and_fails_the_run():
+    """Issue 22 #4: operations cancelled at the drain were recorded nowhere — a hanging statement
+    beside fast ones passed `max < 1000`. Now each is an ``unfinished`` error of its kind and the
+    ``unfinished`` check fails the run (on virtual time: the hang is a 10-minute sleep, which every
+    connection meets within its first few hundred operations)."""
+    sleep = "startline.backends.memory.ops:sleep_ms"
+    ops = [
+        {"name": "fast", "weight": 50, "call": sleep, "params": {"ms": {"type": "int", "min": 5, "max": 5}}},
+        {"name": "hang", "weight": 1, "call": sleep, "params": {"ms": {"type": "int", "min": 600_000, "max": 600_000}}},
+    ]
+    sc = scenario(operations=ops, drain_timeout_s=1.0, measurement_s=5.0)
+    run = trio.run(run_in_process_async, sc, clock=trio.testing.MockClock(autojump_threshold=0))
+    summary = run.summary
+    hung = sum(b["errors_by_category"].get("unfinished", 0) for b in summary["phases"].values())
+    assert hung == sc.total_connections
+    check = {c["name"]: c for c in summary["checks"]}["unfinished"]
+    assert not check["ok"] and check["value"] == hung and summary["verdict"] == "failed"
+    (failure,) = [f for f in summary["failures"] if f["category"] == "unfinished"]
+    assert failure["operation"] == "hang" and failure["count"] == hung
+
+
+def test_a_run_whose_operations_all_finish_passes_the_unfinished_check():
+    assert evaluate(Checks(), {"MEASUREMENT": {"ops": 10, "errors": 0, "errors_by_category": {}}})[-1].ok
+    failing = {"COOLDOWN": {"errors_by_category": {"unfinished": 2}}, "MEASUREMENT": {"ops": 10, "errors": 0}}
+    assert not evaluate(Checks(), failing)[-1].ok

@@ -19,7 +19,15 @@ import attrs
 import trio
 
 from startline.engine.arrivals import Arrivals
-from startline.engine.metrics import HIGHEST_US, Recorder, bucket_index, error_message, fold_counts, to_us
+from startline.engine.metrics import (
+    HIGHEST_US,
+    UNFINISHED,
+    Recorder,
+    bucket_index,
+    error_message,
+    fold_counts,
+    to_us,
+)
 from startline.engine.model import Phase
 from startline.engine.ports import Session
 from startline.engine.scenario import Arrival, OperationSpec, Scenario
@@ -168,6 +176,10 @@ class Tally:
             self._next_interval(ended)
         self.recorder.add_error(self.phase(began, ended), category, self.operations[i].name, message, ended, self._iv)
         self._iv_errors += 1
+
+    def unfinished(self, i: int, began: float, ended: float) -> None:
+        """Operation ``i`` was still running at ``ended`` when its connection was cancelled."""
+        self.failed(i, began, ended, UNFINISHED, "still running when its connection was cancelled (drain timed out)")
 
     def offered(self, intended: float, now: float, skipped: bool) -> None:
         """Open loop: an operation was due at ``intended``; ``skipped``: too late to send."""
@@ -353,6 +365,9 @@ class Connections:
                         await call(**args)
                     else:
                         await call()
+                except trio.Cancelled:
+                    tally.unfinished(i, began + offset, now() + offset)
+                    raise
                 except Exception as exc:
                     ended = now()
                     failed(i, began + offset, ended + offset, self.error_category(exc), error_message(exc))
@@ -442,6 +457,9 @@ class Connections:
                         self.host_first_query[slot] = self.host_now()
                 try:
                     await session.execute(op, args)
+                except trio.Cancelled:
+                    tally.unfinished(i, intended, now())
+                    raise
                 except Exception as exc:
                     tally.failed(i, intended, now(), self.error_category(exc), error_message(exc))
                     await trio.lowlevel.checkpoint()

@@ -26,6 +26,11 @@ HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
 
 
+UNFINISHED = "unfinished"
+"""The error category of an operation still running when its connection was cancelled (the drain
+timed out, or a forced stop): its latency is unknown — at least as long as it had run — so the
+run's latency figures cannot speak for it (the ``unfinished`` check fails the run)."""
+
 MESSAGES_KEPT = 5
 """Distinct error messages kept per (operation, category); later ones are counted, not kept."""
 MESSAGE_CHARS = 500

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from startline.engine.loadcontrol import OFFERED_TOLERANCE, offered_enough, within_deadband
+from startline.engine.metrics import UNFINISHED
 from startline.engine.model import Phase, RunStatus
 from startline.engine.scenario import Checks
 from startline.engine.thresholds import Result
@@ -64,6 +65,23 @@ def evaluate(
             f"{ops:,} successful operations in MEASUREMENT (at least {checks.min_operations:,})",
         ),
         error_check(checks.max_error_rate, ops, errors, load),
+        unfinished_check(phases),
+    )
+
+
+def unfinished_check(phases: Mapping[str, Mapping[str, Any]]) -> Check:
+    """No operation may be left unfinished at the drain: its latency is unknown (at least as long
+    as it ran, perhaps a hang), so no latency figure or threshold of the run can speak for it."""
+    n = sum(int((b.get("errors_by_category") or {}).get(UNFINISHED, 0)) for b in phases.values())
+    return Check(
+        UNFINISHED,
+        n == 0,
+        n,
+        0,
+        f"{n:,} operations still running when the drain timed out (their latency is unknown; "
+        "raise drain_timeout_s if they were merely slow)"
+        if n
+        else "every operation finished before the drain ended",
     )
 
 

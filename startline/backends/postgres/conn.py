@@ -21,6 +21,8 @@ from startline.engine.secrets import mask
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10
+CANCEL_WAIT_S = 2.0
+"""How long a cancelled operation waits for the server to take its cancel request."""
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -111,7 +113,11 @@ class PgExecutor:
         return await self.run_raw(lambda c: fn(QmarkConnection(c)))
 
     async def run_raw(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        started = False
+
         def call() -> T:
+            nonlocal started
+            started = True
             conn = self._open()
             try:
                 return fn(conn)
@@ -121,16 +127,26 @@ class PgExecutor:
                 raise
 
         async with self._lock:
-            if self._limiter is None:
-                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-            return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+            try:
+                if self._limiter is None:
+                    return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+                return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+            except trio.Cancelled:
+                if not started:
+                    raise
+                # the thread is abandoned, not the statement: ask the server to stop it now (a
+                # hung query outlived the run by minutes otherwise), within a bounded wait
+                with trio.move_on_after(CANCEL_WAIT_S) as scope:
+                    scope.shield = True
+                    await trio.to_thread.run_sync(self.cancel, abandon_on_cancel=True)
+                raise
 
     def cancel(self) -> None:
         """Cancel the statement running on this connection (from any thread)."""
         conn = self.conn
         if conn is not None and not conn.closed:
             try:
-                conn.cancel_safe()
+                conn.cancel_safe(timeout=CANCEL_WAIT_S)
             except psycopg.Error:
                 pass
 

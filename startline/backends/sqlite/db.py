@@ -62,13 +62,23 @@ class Db:
         self._limiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        started = False
+
         def call() -> T:
+            nonlocal started
+            started = True
             if self._conn is None:
                 self._conn = connect(self.path, private=self.private, confine=self.confine)
             return fn(self._conn)
 
-        # A call timed out by the caller is abandoned: its thread finishes alone, still holding the limiter.
-        return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+        # A call cancelled by the caller is abandoned and its statement interrupted: its thread
+        # returns at once, then releases the limiter.
+        try:
+            return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+        except trio.Cancelled:
+            if started:  # (not while it waited for the connection: that statement is another's)
+                self.interrupt()
+            raise
 
     def interrupt(self) -> None:
         """Abort the statement running on this connection (from any thread): it raises
