@@ -589,3 +589,30 @@ def test_the_progress_line_says_where_the_load_control_is() -> None:
 
     trio.run(lambda: run_in_process_async(sc, watch=watch), clock=trio.testing.MockClock(autojump_threshold=0))
     assert any("find-max step 1: 1 connections" in line and "(stable)" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_after_a_worker_dies_qps_control_forgets_what_it_read_before_and_settles_again(seed: int) -> None:
+    """Issue 22 #2: a worker killed mid-MEASUREMENT left the readings taken before in the
+    controller's memory: it held 3 connections split over 2 workers, 2 of them left, reading 200
+    against 300, as `nearest_whole_count` (4 connections had read 401 before the loss). Now the
+    lost worker's connections are re-split over the workers left, and the readings from before are
+    forgotten: it settles within the deadband again."""
+    load = {"mode": "qps", "target_qps": 300, "control_interval_s": 2}
+    sc = scenario(load, workers=2, measurement_s=30, on_worker_loss="continue", heartbeat_s=1)
+    r = simulate_once(sc, attrs.evolve(capacity(40, 8, 12), crashes={"w001": 9.0}), seed)
+    late = [s for s in r["load"]["steps"] if s["at_s"] > 16]
+    assert late and all(abs(s["qps"] - 300) <= 15 for s in late), r["load"]["steps"]
+    assert r["load"]["result"]["reason"] == "settled", r["load"]["result"]
+
+
+def test_a_qps_run_with_no_reading_since_a_worker_was_lost_is_not_settled_and_fails_its_check() -> None:
+    """The last reading came before the loss (the next control interval is past the end): what
+    the controller holds now was never read, so the run says `not_settled` and fails target_qps."""
+    load = {"mode": "qps", "target_qps": 300, "control_interval_s": 10}
+    sc = scenario(load, workers=2, measurement_s=30, on_worker_loss="continue", heartbeat_s=1)
+    r = simulate_once(sc, attrs.evolve(capacity(40, 8, 12), crashes={"w001": 9.0}), 1)
+    assert r["load"]["result"]["reason"] == "not_settled", r["load"]
+    from startline.engine.verdict import qps_held
+
+    assert not qps_held(r["load"]["result"]).ok

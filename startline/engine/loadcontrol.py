@@ -249,6 +249,11 @@ class QpsController:
             return to(n, "hold", over=0, at_ceiling=0)
         return to(n - step, "down", over=0, at_ceiling=0)
 
+    def forget(self) -> QpsController:
+        """The controller after workers were lost: the same connections (re-split over the workers
+        left), no memory of readings taken with the workers it had."""
+        return attrs.evolve(self, seen=(), over=0, at_ceiling=0)
+
     def _no_closer(self, new: int, w: MergedIntervals) -> bool:
         """Whole connections: a step whose expected reading is no closer to the target than this
         one is not taken — the controller holds the nearest count instead of swinging around a

@@ -458,11 +458,11 @@ class Orchestrator:
 
     async def _workers_lost(self, newly_dead: list[str]) -> None:
         """Workers judged DEAD: the run fails under ``on_worker_loss = "fail"``; an open loop's
-        rate is re-split over the workers left."""
+        rate, or the connections the load control steers, are re-split over the workers left."""
         if self.scenario.on_worker_loss is OnWorkerLoss.FAIL:
             self.request_stop(StopReason.WORKER_LOST)
-        if self.scenario.load.open_loop and not self.stop_requested:
-            await self._steering.resplit()
+        if not self.stop_requested:
+            await self._steering.workers_lost()
 
     def _use(self, scenario: Scenario) -> None:
         """The scenario as run from now on (its samples drawn, or the one an adopted run stored)."""

@@ -78,6 +78,12 @@ class Steering:
     """Find-max over the rate: the run-wide rate of the current step."""
     crossed: dict[tuple[str, str], ThresholdResult] = attrs.field(init=False, factory=dict)
     """``abort_on_fail`` thresholds crossed during the run (by key and expression)."""
+    connections_level: int = attrs.field(init=False, default=0)
+    """The run-wide connections last set by the load control (qps, find-max over concurrency)."""
+    losses: int = attrs.field(init=False, default=0)
+    """How many times workers were lost while the load control steered the connections."""
+    lost_at: float | None = attrs.field(init=False, default=None)
+    """When workers were last lost so (the control plane's clock)."""
 
     def begin(self, start_time: float) -> None:
         self.start_time = start_time
@@ -113,6 +119,7 @@ class Steering:
     async def set_connections(self, total: int) -> None:
         """Run-wide ``total`` connections, split over the live workers: one RUN event with the
         base count, one WORKER event for each worker that takes one more."""
+        self.connections_level = total
         live = self.live_workers()
         if not live:
             return
@@ -128,6 +135,7 @@ class Steering:
     async def complete_start_split(self, total: int) -> None:
         """START gave every worker the base of the run-wide level; split the rest (or a level the
         bounds moved) over the workers now."""
+        self.connections_level = total
         if total != initial_connections(self.scenario) * self.scenario.workers:
             await self.set_connections(total)
 
@@ -136,6 +144,16 @@ class Steering:
         self.rate_level = level
         live = self.live_workers() or [""]
         await self.emit(EventType.SET_RATE, at=self.now(), rate=level / len(live))
+
+    async def workers_lost(self) -> None:
+        """Workers were judged lost: an open loop's rate is re-split over the workers left
+        (``resplit``); connections the load control steers are re-split too (the total it chose
+        stays the total), and what it read before the loss is no guide to what it reads after."""
+        if self.scenario.load.open_loop:
+            await self.resplit()
+        elif self.connections_level:
+            self.losses, self.lost_at = self.losses + 1, self.now()
+            await self.set_connections(self.connections_level)
 
     async def resplit(self) -> None:
         """A worker was lost: the others take its share of the rate. Workers follow the scenario's
@@ -226,10 +244,15 @@ class Steering:
         await self.complete_start_split(ctl.connections)
         clean_from = self._interval_at(self.now() + STEERED_FOLLOW_S) + 1
         wake = self.start_time + load.control_interval_s
+        losses = self.losses
         while True:
             await trio.sleep_until(self.to_trio(wake))
             wake += load.control_interval_s
             now = self.now()
+            if self.losses != losses:  # a worker lost: read afresh from the re-split on
+                losses, ctl = self.losses, ctl.forget()
+                clean_from = self._interval_at(now + STEERED_FOLLOW_S) + 1
+                continue
             last = self._interval_at(now) - 1
             first = max(clean_from, last - per_window + 1)
             if first > last:
@@ -310,6 +333,9 @@ class Steering:
         if load.mode is LoadMode.QPS:
             block["steps"] = [attrs.asdict(d) for d in self.qps_steps]
             last = self.qps_steps[-1] if self.qps_steps else None
+            if last is not None and self.start_time is not None and self.lost_at is not None:
+                if self.start_time + last.at_s < self.lost_at + STEERED_FOLLOW_S:
+                    last = None  # its last reading came before workers were lost: nothing read since
             block["result"] = {
                 "target_qps": load.target_qps,
                 "connections": last.to if last else None,
