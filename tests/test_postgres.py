@@ -399,3 +399,33 @@ def test_a_statement_left_running_at_the_drain_fails_the_run_and_is_cancelled_on
             "AND pid <> pg_backend_pid()"
         ).fetchone()[0]
     assert running == 0
+
+
+async def test_errors_group_by_what_the_server_said_not_the_values_bound_nor_our_stamp(postgres_url):
+    """Issue 22 #20: bound values inlined in messages made five rows of count 1 of one error, and a
+    session's first query showed our `; SELECT …` stamp. A target's messages are the server's
+    primary message with values out."""
+    target = PostgresTarget(postgres_url)
+    session = await target.open_session("w000", 0)
+    insert = OperationSpec("insert", sql="INSERT INTO dup VALUES (:id, :name)")
+    messages = []
+    try:
+        for sql in ("SELECT nosuchcolumn FROM pg_class", "CREATE TABLE dup (id INT PRIMARY KEY, name TEXT)"):
+            try:
+                await session.execute(OperationSpec("q", sql=sql), {})
+            except psycopg.Error as exc:
+                messages.append(target.error_message(exc))
+        await session.execute(insert, {"id": 1, "name": "first"})
+        for i, name in enumerate(["a'b", "x" * 40, "ünï"]):
+            for params in ({"id": 1, "name": name}, {"id": "not-a-number-" + str(i), "name": name}):
+                with pytest.raises(psycopg.Error) as failed:
+                    await session.execute(insert, params)
+                messages.append(target.error_message(failed.value))
+    finally:
+        await session.close()
+    first = messages[0]  # the session's first query carried the stamp
+    assert "UndefinedColumn" in first and "nosuchcolumn" in first and "EXTRACT" not in first and "SELECT" not in first
+    duplicates = {m for m in messages if "UniqueViolation" in m}
+    assert len(duplicates) == 1 and "(1)" not in duplicates.pop()
+    assert len({m for m in messages if "InvalidTextRepresentation" in m}) == 1
+    assert all(m.count("\n") == 0 and "first" not in m and "a'b" not in m for m in messages)

@@ -24,7 +24,6 @@ from startline.engine.metrics import (
     UNFINISHED,
     Recorder,
     bucket_index,
-    error_message,
     fold_counts,
     to_us,
 )
@@ -222,6 +221,7 @@ class Connections:
     index: int
     recorder: Recorder
     error_category: Callable[[BaseException], str]
+    error_message: Callable[[BaseException], str]
     phase: Phase
     """The phase the worker's view says it is (a session is re-tagged when it changes): set
     through ``set_phase``."""
@@ -370,7 +370,7 @@ class Connections:
                     raise
                 except Exception as exc:
                     ended = now()
-                    failed(i, began + offset, ended + offset, self.error_category(exc), error_message(exc))
+                    failed(i, began + offset, ended + offset, self.error_category(exc), self.error_message(exc))
                     hi = tally.fast_until(ended + offset) - offset
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
@@ -461,7 +461,7 @@ class Connections:
                     tally.unfinished(i, intended, now())
                     raise
                 except Exception as exc:
-                    tally.failed(i, intended, now(), self.error_category(exc), error_message(exc))
+                    tally.failed(i, intended, now(), self.error_category(exc), self.error_message(exc))
                     await trio.lowlevel.checkpoint()
                 else:
                     tally.served(i, intended, began, now())

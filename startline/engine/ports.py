@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 import trio
 
+from startline.engine.metrics import error_message
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
 from startline.engine.scenario import OperationSpec
 
@@ -201,6 +202,11 @@ class Target(Protocol):
     async def open_session(self, worker_id: str, slot: int) -> Session: ...
 
     def error_category(self, exc: BaseException) -> str: ...
+
+    def error_message(self, exc: BaseException) -> str:
+        """What an operation's error says, as failures.csv groups it: one line, the same for the
+        same error whatever values the operation bound (a driver that quotes them overrides this)."""
+        return error_message(exc)
 
     # ---- optional (each with its trait) --------------------------------------------------------
 

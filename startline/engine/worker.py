@@ -271,7 +271,14 @@ class Worker:
         self._set_status(WorkerStatus.INITIALIZING)
         await self._heartbeat()
         self._conns = Connections(
-            sc, self.worker_id, self.index, self.recorder, self.target.error_category, self.view.phase, self._tag
+            sc,
+            self.worker_id,
+            self.index,
+            self.recorder,
+            self.target.error_category,
+            self.target.error_message,
+            self.view.phase,
+            self._tag,
         )
         if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             self._conns.host_now = time.time  # the host's own clock: a witness of the start

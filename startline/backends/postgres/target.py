@@ -5,6 +5,7 @@ and phase (changed at the phase boundary: the counterpart of Snowflake's QUERY_T
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import trio
 
 from startline.backends.postgres.conn import PgExecutor, clock_key, error_category
 from startline.backends.sqlparams import positional
+from startline.engine.metrics import MESSAGE_CHARS, error_message
 from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
@@ -58,6 +60,11 @@ def _run(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None
         if cur.description is not None:
             cur.fetchall()
 
+
+LITERALS = re.compile(r"'(?:[^']|'')*'|\"-?\d[\d.e+-]*\"|(?<![\w.$\"])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w$])")
+"""Values in a message: quoted strings, quoted numbers, bare numbers (not digits inside a name)."""
+TYPED_VALUE = re.compile(r'(for type [\w ]+: )"(?:[^"]|"")*"')
+"""A value the server could not read as a type: ``invalid input syntax for type integer: "x"``."""
 
 STAMP = "; SELECT EXTRACT(EPOCH FROM statement_timestamp())::float8"
 """Sent with a session's first operation, in the same message: ``statement_timestamp()`` is when
@@ -114,16 +121,23 @@ class PostgresTarget(Target):
     def from_url(cls, url: Any) -> PostgresTarget:
         return cls(url.connection)
 
+    def error_message(self, exc: BaseException) -> str:
+        """psycopg's error as failures.csv groups it: the server's primary message (not the
+        DETAIL and LINE context it adds, which hold the values the operation bound — and the stamp
+        we add to a session's first query), its literal values as ``?``."""
+        if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+            text = f"{type(exc).__name__}: {' '.join(exc.diag.message_primary.split())}"
+        else:
+            text = error_message(exc).replace(STAMP, "")
+        return LITERALS.sub("?", TYPED_VALUE.sub(r"\1?", text))[:MESSAGE_CHARS]
+
     async def setup(self, statements: Sequence[str]) -> None:
         """The scenario's ``setup`` statements, each as written (several per string allowed)."""
         ex = PgExecutor(self.url, "startline setup")
         try:
             for sql in statements:
                 await ex.run_raw(lambda c, sql=sql: c.execute(sql))  # type: ignore[misc]
-        except trio.Cancelled:
-            ex.cancel()
-            raise
-        finally:
+        finally:  # (a cancelled statement was cancelled on the server by run_raw)
             with trio.move_on_after(5.0, shield=True):
                 await ex.close()
 
