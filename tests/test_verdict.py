@@ -77,6 +77,7 @@ def test_a_run_whose_every_operation_fails_exits_1_and_says_what_the_errors_said
         "min_operations": False,
         "max_error_rate": False,
         "unfinished": True,
+        "all_failing": False,
     }
     (failure,) = summary["failures"]
     assert failure["operation"] == "missing" and failure["count"] == sum(
@@ -260,6 +261,57 @@ def test_an_operation_left_running_at_the_drain_is_recorded_and_fails_the_run():
 
 
 def test_a_run_whose_operations_all_finish_passes_the_unfinished_check():
-    assert evaluate(Checks(), {"MEASUREMENT": {"ops": 10, "errors": 0, "errors_by_category": {}}})[-1].ok
+    def unfinished(phases):
+        return {c.name: c for c in evaluate(Checks(), phases)}["unfinished"]
+
+    assert unfinished({"MEASUREMENT": {"ops": 10, "errors": 0, "errors_by_category": {}}}).ok
     failing = {"COOLDOWN": {"errors_by_category": {"unfinished": 2}}, "MEASUREMENT": {"ops": 10, "errors": 0}}
-    assert not evaluate(Checks(), failing)[-1].ok
+    assert not unfinished(failing).ok
+
+
+FAIL = "startline.backends.memory.ops:fail_if"
+
+
+def _failing_run(ops: list[dict], **kw):
+    sc = scenario(operations=ops, measurement_s=60.0, **kw)
+    return trio.run(run_in_process_async, sc, clock=trio.testing.MockClock(autojump_threshold=0)).summary
+
+
+def _kind(name: str, weight: float, fail_below: int) -> dict:
+    """A kind whose operations fail when a value drawn from 0..99 is under ``fail_below``."""
+    return {
+        "name": name,
+        "weight": weight,
+        "call": FAIL,
+        "params": {
+            "value": {"type": "int", "min": 0, "max": 99},
+            "below": {"type": "choice", "values": [fail_below]},
+            "ms": {"type": "choice", "values": [5]},
+        },
+    }
+
+
+def test_a_run_whose_every_operation_of_a_kind_fails_stops_in_seconds_with_the_first_error():
+    """Issue 22 #18: 86,759 errors in 18 s of a missing table, and the run went on to its end. Every
+    attempt of one kind failing for `stop_after_failing_s` (10 s) stops it — completed, failed
+    (exit 1), the first error in its detail — even when the kind is a small share of the mix."""
+    for ops in ([_kind("doomed", 1, 100)], [_kind("fine", 50, 0), _kind("doomed", 1, 100)]):
+        summary = _failing_run(ops)
+        assert (summary["status"], summary["reason"], summary["verdict"]) == ("COMPLETED", "all_failing", "failed")
+        assert "'doomed'" in summary["detail"] and "InjectedError" in summary["detail"], summary["detail"]
+        assert summary["stopped_at"] - summary["start_time"] < 1.0 + 10.0 + 2.0  # warmup + the limit + a beat
+        check = {c["name"]: c for c in summary["checks"]}["all_failing"]
+        assert not check["ok"] and "doomed" in check["detail"]
+
+
+def test_a_kind_that_fails_often_but_not_always_does_not_stop_the_run():
+    summary = _failing_run([_kind("flaky", 1, 90)], checks={"max_error_rate": 1.0})
+    assert summary["reason"] is None and summary["verdict"] == "passed"
+    assert {c["name"]: c["ok"] for c in summary["checks"]}["all_failing"]
+
+
+def test_stop_after_failing_s_0_lets_a_hopeless_run_go_on_and_the_check_still_fails_it():
+    summary = _failing_run([_kind("doomed", 1, 100)], checks={"stop_after_failing_s": 0})
+    assert summary["reason"] is None and summary["stopped_at"] - summary["start_time"] >= 61.0
+    assert summary["verdict"] == "failed"
+    assert not {c["name"]: c["ok"] for c in summary["checks"]}["all_failing"]

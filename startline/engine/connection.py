@@ -366,7 +366,8 @@ class Connections:
                     else:
                         await call()
                 except trio.Cancelled:
-                    tally.unfinished(i, began + offset, now() + offset)
+                    if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
+                        tally.unfinished(i, began + offset, now() + offset)
                     raise
                 except Exception as exc:
                     ended = now()
@@ -458,7 +459,8 @@ class Connections:
                 try:
                     await session.execute(op, args)
                 except trio.Cancelled:
-                    tally.unfinished(i, intended, now())
+                    if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
+                        tally.unfinished(i, intended, now())
                     raise
                 except Exception as exc:
                     tally.failed(i, intended, now(), self.error_category(exc), self.error_message(exc))

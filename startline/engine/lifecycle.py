@@ -65,7 +65,7 @@ class Outcome:
     detail: str | None = None
 
 
-COMPLETING = (StopReason.BOUNDS_LIMIT_REACHED, StopReason.THRESHOLD)
+COMPLETING = (StopReason.BOUNDS_LIMIT_REACHED, StopReason.THRESHOLD, StopReason.ALL_FAILING)
 """Early stops after which the run still COMPLETES (and fails a check or a threshold: exit 1)."""
 
 

@@ -130,6 +130,9 @@ class Recorder:
     _spare: list[HdrHistogram] = attrs.Factory(list)
     """Interval histograms already taken, emptied, for the next intervals: a run allocates a
     few, not one per interval and kind (the allocator's heap grew with run length)."""
+    first_errors: dict[str, str] = attrs.Factory(dict)
+    """kind → what its first error said, until shipped with the next snapshot (once per kind)."""
+    _said: set[str] = attrs.Factory(set)
     interval_errors: dict[tuple[int, str], int] = attrs.Factory(lambda: defaultdict(int))
     """(interval, kind) → errors, until the interval is taken (with ``interval_latency``)."""
     service: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
@@ -191,6 +194,9 @@ class Recorder:
         self.errors[(phase, category)] += 1
         if self.interval_latency and interval >= 0:
             self.interval_errors[(interval, operation)] += 1
+        if operation not in self._said:
+            self._said.add(operation)
+            self.first_errors[operation] = message
         failure = self.failures.get((operation, category))
         if failure is None:
             failure = self.failures[(operation, category)] = Failure()
@@ -242,6 +248,8 @@ class Recorder:
         self._taken = max(self._taken, int(upto))
         for row in late + taken:
             self._add_interval_extras(row)
+        if self.first_errors and taken:
+            taken[-1]["first_errors"], self.first_errors = self.first_errors, {}
         return late + taken
 
     def _add_interval_extras(self, row: dict[str, Any]) -> None:

@@ -101,6 +101,9 @@ class StopReason(enum.StrEnum):
     THRESHOLD = "threshold"
     """An ``abort_on_fail`` threshold was crossed during MEASUREMENT: the run completes early, and
     fails that threshold (exit 1)."""
+    ALL_FAILING = "all_failing"
+    """Every attempt of one operation kind failed for ``[checks] stop_after_failing_s``: the run
+    completes early, and fails its ``all_failing`` check (exit 1)."""
 
     @classmethod
     def parse(cls, value: object) -> StopReason | None:

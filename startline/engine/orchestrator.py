@@ -443,6 +443,8 @@ class Orchestrator:
                 nursery.start_soon(self._steering.control)
             if self.scenario.abort_thresholds:
                 nursery.start_soon(self._steering.watch_thresholds)
+            if self.scenario.checks.stop_after_failing_s > 0:
+                nursery.start_soon(self._steering.watch_failing)
             await self._steering.follow_plan(self._stop_requested)
             nursery.cancel_scope.cancel()
         await self._stop(self._requested_reason)

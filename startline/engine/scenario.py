@@ -444,6 +444,9 @@ class Checks:
     """Errors / (operations + errors) at most this."""
     min_operations: int = attrs.field(default=1, validator=_count(0, 2**62))
     """At least this many successful operations."""
+    stop_after_failing_s: float = attrs.field(default=10.0, validator=_num(0, _MAX_SECONDS))
+    """Stop the run once every attempt of one operation kind has failed for this long (0: never):
+    a run that cannot succeed says so in seconds, with the first error, instead of running on."""
 
 
 @attrs.frozen

@@ -21,6 +21,7 @@ import attrs
 import trio
 from hdrh.histogram import HdrHistogram
 
+from startline.engine.failing import FailingWatch
 from startline.engine.loadcontrol import (
     FindMaxSearch,
     MergedIntervals,
@@ -234,6 +235,29 @@ class Steering:
                     self.crossed[(t.key, t.expression)] = crossed
                     self.stop(StopReason.THRESHOLD, f"threshold {t.key}: {t.expression} crossed ({crossed.detail})")
                     return
+
+    async def watch_failing(self) -> None:
+        """``[checks] stop_after_failing_s``: at the end of each snapshot interval, the last
+        seconds of every operation kind; one whose every attempt failed over them stops the run
+        (ALL_FAILING), its first error in the words."""
+        sc = self.scenario
+        assert self.start_time is not None  # after the start
+        iv, limit = sc.snapshot_interval_s, sc.checks.stop_after_failing_s
+        span = max(1, math.ceil(limit / iv - 1e-9))
+        watch = FailingWatch()
+        for k in range(span - 1, math.ceil(sc.length_s / iv - 1e-9)):
+            await trio.sleep_until(self.to_trio(self.start_time + (k + 1) * iv))
+            watch.add(await self.snapshots_through(k))
+            found = watch.failing(k - span + 1, k)
+            if found is not None:
+                kind, errors, said = found
+                what = f"every {kind!r} operation" if kind else "every operation"
+                self.stop(
+                    StopReason.ALL_FAILING,
+                    f"{what} failed for {limit:g} s ({errors:,} errors; the first: {said}) — "
+                    "[checks] stop_after_failing_s",
+                )
+                return
 
     async def _qps_control(self) -> None:
         sc, load = self.scenario, self.scenario.load

@@ -309,7 +309,8 @@ def build_summary(
     metrics = [p.get("metrics", {}) for p in payloads]
     phases = merge_phase_blocks(metrics, durations)
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
-    checks = evaluate(scenario.checks, phases, load)
+    failures = merge_failures(metrics)
+    checks = evaluate(scenario.checks, phases, load, failures)
     start = start_block(start_time, payloads)
     intervals = intervals or {}
     merged = interval_latency(intervals)  # every kind: what windowed thresholds and the time series read
@@ -338,7 +339,7 @@ def build_summary(
         "workers": _workers(payloads, worker_statuses, worker_events or {}),
         "phases": phases,
         "load": load,
-        "failures": merge_failures(metrics),
+        "failures": failures,
         "config": {"scenario": settings_masked(scenario.to_dict())},
         "snapshot_interval_s": scenario.snapshot_interval_s,
         "timeseries": _phased(

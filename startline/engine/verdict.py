@@ -10,7 +10,7 @@ import attrs
 
 from startline.engine.loadcontrol import OFFERED_TOLERANCE, offered_enough, within_deadband
 from startline.engine.metrics import UNFINISHED
-from startline.engine.model import Phase, RunStatus
+from startline.engine.model import Phase, RunStatus, StopReason
 from startline.engine.scenario import Checks
 from startline.engine.thresholds import Result
 
@@ -33,7 +33,10 @@ class Check:
 
 
 def evaluate(
-    checks: Checks, phases: Mapping[str, Mapping[str, Any]], load: Mapping[str, Any] | None = None
+    checks: Checks,
+    phases: Mapping[str, Mapping[str, Any]],
+    load: Mapping[str, Any] | None = None,
+    failures: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Check, ...]:
     """The scenario's checks on the MEASUREMENT phase (absent: nothing was measured); in qps mode
     whether the controller held its target, in rate mode whether the plan was offered."""
@@ -66,6 +69,29 @@ def evaluate(
         ),
         error_check(checks.max_error_rate, ops, errors, load),
         unfinished_check(phases),
+        all_failing_check(checks, phases, failures),
+    )
+
+
+ALL_FAILING = str(StopReason.ALL_FAILING)
+
+
+def all_failing_check(
+    checks: Checks, phases: Mapping[str, Mapping[str, Any]], failures: Sequence[Mapping[str, Any]]
+) -> Check:
+    """Every operation kind that failed succeeded at least once in MEASUREMENT: a kind that never
+    did fails the run, whatever share of the mix it is (a run stopped by ``stop_after_failing_s``
+    fails here too) — unless ``max_error_rate = 1`` says errors are what the run is about."""
+    measured = phases.get(str(Phase.MEASUREMENT), {}).get("by_kind") or {}
+    never = sorted({str(f.get("operation")) for f in failures} - {k for k, b in measured.items() if b.get("ops")})
+    return Check(
+        ALL_FAILING,
+        not never or checks.max_error_rate >= 1.0,
+        len(never),
+        0,
+        f"operation kinds that failed and never succeeded in MEASUREMENT: {', '.join(never)}"
+        if never
+        else "every operation kind that failed also succeeded in MEASUREMENT",
     )
 
 

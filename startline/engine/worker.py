@@ -384,6 +384,8 @@ class Worker:
         """The planned end is known from the start: nothing runs past it plus the drain timeout,
         however late this worker reads the STOP event."""
         await trio.sleep_until(deadline)
+        assert self._conns is not None  # made in _run, before the pool
+        self._conns.drain()  # a drain that timed out: what is cancelled now is unfinished
         pool.cancel_all()
 
     async def _drain(self, pool: Pool) -> None:
