@@ -30,10 +30,12 @@ $(TESTS): pyproject.toml | $(BIN)/python
 run: $(CORE)
 	$(BIN)/startline run examples/quickstart.toml --out out/quickstart --overwrite
 
+# Two pytest processes (pytest-xdist): most live tests wait on real time (runs of a few seconds,
+# worker processes, servers), so two at once take ~0.8 of one after another on two cores.
 test: $(TESTS)
 	scripts/ensure-chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # Only the quick tests on virtual time (no process, server or browser: not `live`; not the `slow`
 # sweeps of many simulated runs), a few hypothesis examples each: a look while working, under a
