@@ -102,6 +102,10 @@ def prepare(
         sc.check_scopes(worker_ids(sc), {"default"})
     if spawn.startswith("dask://") and control_url.in_process:
         raise ConfigError("--spawn", f"needs a shared control plane (got {spawn!r})")
+    if spawn.startswith("dask://"):
+        from startline.live.dask import dask_address
+
+        dask_address(spawn)
     return Prepared(attrs.evolve(sc, control=control_text, target=target_text), control_url, target_url, run_id)
 
 

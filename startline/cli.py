@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from startline import api
-from startline.engine.files import write_atomic, write_json
+from startline.engine.files import write_atomic, write_json, write_summary
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, LoadMode, Scenario
 from startline.engine.together import worker_ids
@@ -230,6 +230,30 @@ def check(config: str, control: str | None, target: str | None, connect: bool) -
         click.echo(f"code hash {live_workers.code_hash(scenario)} (startline worker --code-hash)")
 
 
+def writable(option: str, path: str | None) -> None:
+    """A file an option names can be written (checked before the work that fills it): its
+    directory exists and takes files, and it is not a directory itself; else one line, exit 2."""
+    if not path:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        fail_usage(f"{option}: {path} is a directory")
+    if not parent.is_dir():
+        fail_usage(f"{option}: cannot write {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        fail_usage(f"{option}: cannot write {path}: permission denied")
+
+
+@contextlib.contextmanager
+def writing(option: str) -> Iterator[None]:
+    """A write a user's option asked for that fails anyway (a full disk): one line, exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        fail_usage(f"{option}: cannot write {exc.filename or ''}: {exc.strerror or exc}".replace(" :", ":"))
+
+
 def describe_load(sc: Scenario) -> str:
     """The workers and the load mode, in a few words (``check``'s line)."""
     load, w = sc.load, f"{sc.workers} workers"
@@ -413,6 +437,7 @@ def simulate(
     from each seed, checked against the invariants in docs/reliability.md; a failing seed is
     printed with the command that replays it, and the exit code is 1.
     """
+    writable("--json", json_path)
 
     from rich.progress import Progress
     from rich.table import Table
@@ -456,7 +481,8 @@ def simulate(
     Console(width=max(100, Console().width)).print(table)
     _print_simulated_load(summary["load"], scenario, seeds)
     if json_path:
-        write_json(Path(json_path), summary)
+        with writing("--json"):
+            write_json(Path(json_path), summary)
 
 
 def _print_simulated_load(load: dict[str, Any], scenario: Scenario, seeds: int) -> None:
@@ -534,7 +560,8 @@ def _simulate_faults(
         if r.violations:
             err.print(f"  replay: {replay_command(r.seed, config)}", highlight=False, markup=False)
     if json_path:
-        write_json(Path(json_path), report)
+        with writing("--json"):
+            write_json(Path(json_path), report)
     sys.exit(EXIT_CHECKS_FAILED if report["violations"] else EXIT_OK)
 
 
@@ -570,6 +597,10 @@ def sweep(sweep_file: str, jobs: int, out: str, cluster: str | None) -> None:
         spec = Sweep.from_toml(sweep_file)
     except ConfigError as exc:
         fail_usage(f"{sweep_file}: {exc}")
+    with writing("--out"):  # the directory the cells go to: made, and writable, before the work
+        Path(out).mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        fail_usage(f"--out: cannot write in {out}: permission denied")
     total = spec.seeds * len(spec.cells)
     began = time.perf_counter()
     with Progress(
@@ -606,10 +637,13 @@ def _executor(cluster: str | None) -> Iterator[tuple[Any, str]]:
     if not cluster:
         yield None, "local processes"
         return
-    from startline.simulate.executor import open_executor
+    from startline.simulate.executor import ClusterLost, open_executor
 
-    with open_executor(cluster) as opened:
-        yield opened
+    try:
+        with open_executor(cluster) as opened:
+            yield opened
+    except ClusterLost as exc:
+        fail_run(str(exc))
 
 
 def _progress_for(progress: Any, task: Any, total: int, what: str) -> Callable[[int], None]:
@@ -645,13 +679,17 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     from startline.simulate.calibrate import Observed, fit, to_toml
     from startline.simulate.models import Profile
 
+    writable("--out", out)
     try:
         runs = [Observed.read(Path(d)) for d in run_dirs]
         fitted = fit(runs, name)
         profile = Profile.from_dict(fitted, name)  # what simulate will read: checked before writing
     except ConfigError as exc:
         fail_usage(str(exc))
-    write_atomic(Path(out), to_toml(fitted, [r.source for r in runs]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a results file of another shape
+        fail_usage(f"RUN_DIR: a worker's results file is not one this startline wrote ({type(exc).__name__}: {exc})")
+    with writing("--out"):
+        write_atomic(Path(out), to_toml(fitted, [r.source for r in runs]))
     table = Table(title=f"profile {name!r} from {len(runs)} run(s), {sum(len(r.payloads) for r in runs)} workers")
     for col in ("figure", "mean ms", "worst ms"):
         table.add_column(col, justify="left" if col == "figure" else "right")
@@ -702,6 +740,8 @@ def compare_runs(
 
     from startline.views.compare import CompareError, bands_with, compare, read_summary, same_scenario
 
+    writable("--json", json_path)
+    writable("--html", html_path)
     try:
         judged = bands_with(bands)
         runs = [read_summary(p) for p in (base, *candidates)]
@@ -725,14 +765,15 @@ def compare_runs(
         console.print(table)
         console.print(f"verdict: [{styles[c.verdict]}]{c.verdict}[/]")
     if json_path:
-        write_json(Path(json_path), [c.to_dict() for c in results])
+        with writing("--json"):
+            write_json(Path(json_path), [c.to_dict() for c in results])
     if html_path:
         if not htmlreport.available():
             fail_usage(f"--html: {htmlreport.PLOT_EXTRA}")
         labels = (base, *candidates)
-        click.echo(
-            f"wrote {htmlreport.write_comparison(Path(html_path), list(zip(labels, runs, strict=True)), results)}"
-        )
+        with writing("--html"):
+            wrote = htmlreport.write_comparison(Path(html_path), list(zip(labels, runs, strict=True)), results)
+        click.echo(f"wrote {wrote}")
     sys.exit(EXIT_CHECKS_FAILED if any(c.verdict == "fail" for c in results) else EXIT_OK)
 
 
@@ -781,6 +822,42 @@ def postgres_stop(data_dir: str) -> None:
     click.echo(f"stopped the server of {data_dir}" if stopped else f"no server running for {data_dir}")
 
 
+@main.command("summarize")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def summarize_cmd(run_dir: str) -> None:
+    """Rebuild RUN_DIR's summary from the workers' own results files (RUN_DIR/worker-*.json):
+    when the control plane was lost mid-run its summary counts what the control plane held, while
+    each worker kept all it measured. Copy the --results files of workers started elsewhere into
+    RUN_DIR first. The orchestrator's summary is kept as summary.control-plane.json.
+
+    Exit codes as `run`'s, from the rebuilt summary; 2 when RUN_DIR holds no summary or no
+    worker's file."""
+    from startline.live import summarize
+    from startline.views.compare import CompareError, read_summary
+
+    out = Path(run_dir)
+    kept = out / summarize.KEPT
+    try:
+        if not (out / "summary.json").exists():
+            raise CompareError("RUN_DIR", f"no summary.json in {run_dir}")
+        prior = read_summary(str(kept if kept.exists() else out / "summary.json"))
+        payloads = summarize.read_worker_files(out)
+        if not payloads:
+            raise CompareError("RUN_DIR", f"no worker-*.json in {run_dir}: nothing to rebuild from")
+        rebuilt = summarize.rebuild(prior, payloads, [f"worker-{p['worker_id']}.json" for p in payloads])
+    except CompareError as exc:
+        fail_usage(f"RUN_DIR: {exc.message}")
+    except ConfigError as exc:
+        fail_usage(f"RUN_DIR: {exc}")
+    summarize.keep_prior(out, prior)
+    path = write_summary(out, rebuilt)
+    console = Console(width=max(110, Console().width))
+    report = _write_report(out, rebuilt, console)
+    print_summary(rebuilt, console, str(path), report)
+    click.echo(f"rebuilt from {len(payloads)} workers' results files; the orchestrator's summary: {kept}")
+    sys.exit(exit_code(rebuilt["status"], rebuilt["verdict"]))
+
+
 @main.command("report")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Default: RUN_DIR/report.html.")
@@ -801,7 +878,9 @@ def report_cmd(run_dir: str, out: str | None) -> None:
     if not htmlreport.available():
         fail_usage(htmlreport.PLOT_EXTRA)
     target = Path(out) if out else Path(run_dir) / "report.html"
-    click.echo(str(htmlreport.write_atomic(target, htmlreport.render(summary))))
+    writable("--out", str(target))
+    with writing("--out"):
+        click.echo(str(htmlreport.write_atomic(target, htmlreport.render(summary))))
 
 
 def _figure(value: float | None, unit: str) -> str:

@@ -117,3 +117,29 @@ def test_a_directory_without_worker_results_is_a_usage_error(tmp_path: Path) -> 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "RUN_DIR" in proc.stderr
     assert not (tmp_path / "p.toml").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"worker_id": "w000", "metrics": 5}', '{"worker_id": "w000", "metrics": {}, "timeline": 3}', "[]"],
+)
+def test_a_corrupt_worker_results_file_is_one_line_and_exit_2(tmp_path: Path, content: str) -> None:
+    """Issue 22 #17: calibrate on a corrupt worker file was a traceback."""
+    (tmp_path / "worker-w000.json").write_text(content)
+    proc = run_cli("calibrate", str(tmp_path), "--out", str(tmp_path / "p.toml"), timeout=60)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "RUN_DIR" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "latency", ['{ type = "constant", ms = 1e15 }', '{ type = "uniform", lo_ms = 1, hi_ms = 1e300 }']
+)
+def test_absurd_latencies_in_a_profile_are_one_line_and_exit_2(tmp_path: Path, latency: str) -> None:
+    """Issue 22 #17: `simulate` with absurd latencies printed 60 tracebacks, then exited 0."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(f"target = {latency}\n")
+    proc = run_cli("simulate", "--seeds", "2", "--profile-file", str(profile), timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "one hour" in proc.stderr

@@ -135,3 +135,40 @@ def test_spawn_takes_only_a_dask_url_and_a_shared_control_plane(tmp_path):
     ):
         proc = run_cli("run", str(path), "--out", str(tmp_path / "o"), *args, timeout=120)
         assert proc.returncode == 2 and "--spawn" in proc.stderr and needle in proc.stderr, proc.stderr
+
+
+def test_a_sweep_on_a_scheduler_with_no_worker_says_so_instead_of_waiting_forever(tmp_path):
+    """Issue 22 #15: `sweep --cluster tcp://…` on a scheduler with no workers printed nothing, forever."""
+    import distributed
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None, silence_logs=50) as cluster:
+        proc = run_cli(
+            "sweep", str(spec), "--out", str(tmp_path / "o"), "--cluster", cluster.scheduler_address, timeout=120
+        )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "has no Dask worker" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_dask_cluster_that_cannot_take_the_run_fails_in_seconds_before_the_setup(tmp_path):
+    """Issue 22 #16: with more workers than the cluster has threads, 60 s of "8/12 READY" then
+    `ready_timeout` with no detail; an unreachable scheduler: the target's setup ran first, then a
+    20 s wait; `dask://` without host and port: a traceback. Each is now one line, exit 2, before
+    the target is touched."""
+    import distributed
+
+    path = tmp_path / "live.toml"
+    path.write_text(LIVE)  # 3 workers
+    cases = [("dask://", "is not dask://HOST:PORT"), ("dask://127.0.0.1:1", "cannot reach the Dask scheduler")]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=50
+    ) as cluster:
+        cases.append(("dask://" + cluster.scheduler_address.removeprefix("tcp://"), "2 worker threads for 3 workers"))
+        for address, needle in cases:
+            out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+            proc = run_cli("run", str(path), "--out", str(out), "--spawn", address, timeout=60)
+            assert proc.returncode == 2, (address, proc.stdout[-2000:], proc.stderr[-2000:])
+            assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert not (out / "data.db").exists()  # the setup never ran

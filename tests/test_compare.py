@@ -163,3 +163,37 @@ def test_compare_and_report_refuse_a_fifo_without_waiting_for_it(tmp_path: Path)
         read_summary(str(run))
     proc = run_cli("report", str(run), timeout=60)
     assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_directory_named_like_mathtext_is_drawn_as_text(tmp_path: Path) -> None:
+    """Issue 22 #17: `compare --html` with a run directory named `m$\\frac{1$` was a matplotlib
+    mathtext traceback; run names are text."""
+    a, b = tmp_path / "m$\\frac{1$", tmp_path / "b$x"
+    for d, s in ((a, summary(1000, 10, 20, timeseries=[{"t_s": 0, "ops": 5}])), (b, summary(990, 10, 20))):
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps(s))
+    proc = run_cli("compare", str(a), str(b), "--html", str(tmp_path / "c.html"), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "m$\\frac{1$" in (tmp_path / "c.html").read_text()
+
+
+@pytest.mark.parametrize("command", ["compare", "report", "simulate", "calibrate"])
+@pytest.mark.parametrize("where", ["a directory", "no such directory"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path, command: str, where: str) -> None:
+    """Issue 22 #17: unwritable --json/--html/--out of compare/report/simulate/calibrate were
+    tracebacks (after the work: checked before it now)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(summary(1000, 10, 20) | {"run_id": "r"}))
+    bad = str(tmp_path) if where == "a directory" else str(tmp_path / "nowhere" / "x.out")
+    args = {
+        "compare": ("compare", str(run), str(run), "--html", bad),
+        "report": ("report", str(run), "--out", bad),
+        "simulate": ("simulate", "--seeds", "1", "--json", bad),
+        "calibrate": ("calibrate", str(run), "--out", bad),
+    }[command]
+    proc = run_cli(*args, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    said = proc.stderr.strip().splitlines()[-1]  # (click's own usage error for a directory ends so)
+    assert bad in said and ("--" in said), proc.stderr

@@ -280,10 +280,22 @@ def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_fi
         assert (summary["status"], summary["reason"]) == ("FAILED", "control_plane_lost")
         # the end (7 s away) + T_out + one call timeout + the drain, with room for a busy machine
         assert took < 7.0 + 4.0 + 1.0 + 1.0 + 10.0
+    owns = []
     for wid in ("w000", "w001"):
         own = json.loads((run.out / f"worker-{wid}.json").read_text())
         assert own["status"] == "FAILED" and sum(own["metrics"]["ops"].values()) > 0
         assert "unreachable" in own["failure"]
+        owns.append(own)
+    # Issue 22 #11: the summary counted what the control plane held; the workers' files hold all
+    # they measured, and `startline summarize OUT` makes the summary from them
+    rebuilt = run_cli("summarize", str(run.out), timeout=60)
+    assert rebuilt.returncode == 3, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]  # the run still failed
+    again = json.loads((run.out / "summary.json").read_text())
+    assert again["rebuilt_from"]["files"] == ["worker-w000.json", "worker-w001.json"]
+    assert (again["status"], again["reason"]) == (summary["status"], summary["reason"])
+    assert sum(w["ops"] for w in again["workers"]) == sum(sum(o["metrics"]["ops"].values()) for o in owns)
+    assert again["phases"]["MEASUREMENT"]["ops"] == sum(o["metrics"]["ops"].get("MEASUREMENT", 0) for o in owns) > 0
+    assert json.loads((run.out / "summary.control-plane.json").read_text()) == summary
 
 
 def test_a_paused_worker_resumes_and_its_results_count(tmp_path):
@@ -402,11 +414,57 @@ def test_a_ctrl_c_that_lands_as_the_run_is_torn_down_is_an_interruption_after_th
             nursery.cancel_scope.cancel()
             os.kill(os.getpid(), signal.SIGINT)  # queued: the task is already rescheduled, cancelled
 
-    try:  # the redelivered signal surfaces in the signal task, or out of trio.run: either way ...
-        trio.run(main)
-    except BaseException as exc:
-        assert interrupted_after_the_run(exc, after), exc
+    # Python's own SIGINT handler, as in a CLI process (a pytest-xdist worker ignores SIGINT: a
+    # signal redelivered to an ignoring process would vanish and prove nothing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        try:  # the redelivered signal surfaces in the signal task, or out of trio.run: either way ...
+            trio.run(main)
+        except BaseException as exc:
+            assert interrupted_after_the_run(exc, after), exc
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert after.interrupted  # ... it is an interruption after the run
     before = AfterRun(over=False)  # while the run is on, a Ctrl-C out of trio.run is not one
     assert not interrupted_after_the_run(KeyboardInterrupt(), before) and not before.interrupted
     assert not interrupted_after_the_run(BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError()]), after)
+
+
+BLOCKING = """
+name = "blocking"
+workers = 2
+connections_per_worker = 1
+warmup_s = 0.5
+measurement_s = 6
+heartbeat_s = 0.5
+control = "sqlite:///{{out}}/control.db"
+target = "memory://"
+
+[[operations]]
+name = "op"
+call = "tests.blocking_ops:block_once"
+params.marker = {{ type = "choice", values = ["{marker}"] }}
+params.block_ms = {{ type = "choice", values = [4000] }}
+params.ms = {{ type = "choice", values = [5] }}
+"""
+
+
+def test_a_worker_that_blocks_its_event_loop_is_said_so_and_its_late_results_count(tmp_path):
+    """Issue 22 #12: a worker whose operation called time.sleep(10) inside async code was judged
+    DEAD and its final results (COMPLETED, 87 MEASUREMENT ops) landed after summary.json was
+    written, uncounted. Its log now says the loop is blocked, and where; the orchestrator waits
+    for a DEAD worker whose heartbeats came back, and counts its results."""
+    path = tmp_path / "blocking.toml"
+    path.write_text(BLOCKING.format(marker=tmp_path / "blocked-once"))
+    out = tmp_path / "out"
+    proc = run_cli("run", str(path), "--out", str(out), timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    entries = {w["worker_id"]: w for w in summary["workers"]}
+    logs = {w: (out / f"worker-{w}.log").read_text() for w in entries}
+    (blocked,) = [w for w, text in logs.items() if "event loop has been blocked" in text]
+    assert "time.sleep" in logs[blocked] and "blocking_ops.py" in logs[blocked]
+    entry = entries[blocked]
+    assert entry["timeline"]["judged_dead"] is not None  # judged DEAD while blocked ...
+    assert entry["status"] == "COMPLETED" and entry["ops"] > 0  # ... and its results counted
+    assert sum(w["ops"] for w in entries.values()) == sum(b["ops"] for b in summary["phases"].values())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -616,3 +616,44 @@ def test_a_qps_run_with_no_reading_since_a_worker_was_lost_is_not_settled_and_fa
     from startline.engine.verdict import qps_held
 
     assert not qps_held(r["load"]["result"]).ok
+
+
+@settings(max_examples=60)
+@given(
+    st.floats(0.1, 500),
+    st.lists(st.tuples(st.floats(0.0, 20.0), st.floats(0, 500), st.floats(0, 10)), max_size=4),
+    st.lists(st.floats(0.0, 30.0), max_size=3),
+    st.floats(0.0, 30.0),
+)
+def test_a_uniform_backlog_counted_from_the_area_is_the_count_of_starts_stepped_through(
+    rate: float, changes: list[tuple[float, float, float]], edges: list[float], until: float
+) -> None:
+    """Issue 22 #15: the backlog at the drain was stepped through one start at a time (a rate of
+    1e7 held a worker's loop so long it was judged DEAD). Counted from the plan's area, each piece
+    holds exactly the starts stepping would have found in it."""
+    counted, stepped = Arrivals(rate, 0.0), Arrivals(rate, 0.0)
+    for at, to, ramp in sorted(changes):
+        counted.change(at, to, ramp, 0.0)
+        stepped.change(at, to, ramp, 0.0)
+    pieces = counted.backlog(until, edges)
+    starts = []
+    while stepped._next < until:
+        starts.append(stepped._take_next())
+    cuts = sorted({0.0, until, *(e for e in edges if 0.0 < e < until)})
+    expected = [(a, sum(a <= t < b for t in starts)) for a, b in itertools.pairwise(cuts)]
+    assert pieces == [(a, n) for a, n in expected if n > 0]
+    assert counted.taken == len(starts)
+
+
+def test_a_backlog_of_a_billion_starts_is_counted_at_once() -> None:
+    arrivals = Arrivals(1e9, 0.0, poisson=True)
+    [(at, n)] = arrivals.backlog(10.0)
+    assert at == 0.0 and n == pytest.approx(1e10, rel=1e-9)
+
+
+def test_a_rate_one_worker_cannot_schedule_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"load.rate.*more than one worker can schedule"):
+        scenario({"mode": "rate", "rate": 1e7}, workers=2)
+    with pytest.raises(ConfigError, match=r"load.stages\[1\].rate"):
+        scenario({"mode": "rate", "stages": [{"duration_s": 1, "rate": 10}, {"duration_s": 1, "rate": 5e6}]}, workers=4)
+    scenario({"mode": "rate", "rate": 1e7}, workers=10)  # a million each: allowed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
+import re
 
 import pytest
 
@@ -92,7 +94,21 @@ def test_not_on_a_terminal_a_run_prints_a_plain_progress_line_every_progress_eve
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["run_id"] == run_id
     lines = [line for line in proc.stderr.splitlines() if " s left" in line]
     assert len(lines) >= 3, proc.stderr  # a captured stderr is not a terminal
-    assert any("ops/s then" in line for line in lines), lines  # the workers' figures, once they shipped some
+    # Issue 22 #19: a line's total and rate are of the same complete intervals (a rate read from
+    # an interval not every worker had shipped said 1,366 ops/s where intervals.csv said ~4,400),
+    # with the latency of that interval, as pgbench -P prints it
+    figures = re.compile(
+        r"([\d,]+) ops, [\d,]+ errors in ([\d.]+) s; ([\d,]+) ops/s, "
+        r"p50 [\d.,]+ ms, p99 [\d.,]+ ms in the ([\d.]+) s to"
+    )
+    said = [m for line in lines if (m := figures.search(line))]
+    assert said, lines  # the workers' figures, once they shipped some
+    with open(tmp_path / "out" / "intervals.csv") as f:
+        measured = {float(r["t_s"]): int(r["ops"]) for r in csv.DictReader(f) if r["kind"] == "all"}
+    for m in said:
+        total, upto, rate, iv = int(m[1].replace(",", "")), float(m[2]), int(m[3].replace(",", "")), float(m[4])
+        assert total == sum(n for t, n in measured.items() if t < upto), (m[0], measured)
+        assert abs(rate * iv - measured[upto - iv]) <= 1, (m[0], measured)
     quiet = cli("run", str(path), "--out", str(tmp_path / "q"), "--progress-every", "0.5", "--quiet")
     assert quiet.returncode == 0 and " s left" not in quiet.stderr
     never = cli("run", str(path), "--out", str(tmp_path / "n"), "--progress-every", "0")

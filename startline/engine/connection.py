@@ -268,8 +268,9 @@ class Connections:
         arrivals, windows = self.arrivals, self.gate.windows
         if arrivals is None or windows is None:
             return
-        for t in arrivals.backlog(min(now, windows.end)):
-            self.recorder.count(windows.phase_at(t), OFFERED)
+        edges = (windows.measure, windows.cooldown)
+        for t, n in arrivals.backlog(min(now, windows.end), edges):
+            self.recorder.count(windows.phase_at(t), OFFERED, n=n)
         arrivals.stop()
 
     def settle(self) -> None:

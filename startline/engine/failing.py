@@ -13,6 +13,10 @@ import attrs
 
 from startline.engine.metrics import decode
 
+MIN_FAILURES = 10
+"""At least this many failures, none succeeding, before a kind is judged failing: a rarely drawn
+kind that failed once or twice in the window is not a run that cannot succeed."""
+
 ALL_KINDS = ""
 """The kind counts are kept under when a run ships no per-kind figures (``interval_latency`` off)."""
 
@@ -49,9 +53,9 @@ class FailingWatch:
                         self.firsts[kind] = (i, message)
 
     def failing(self, first: int, last: int) -> tuple[str, int, str] | None:
-        """The kind every attempt of which failed in intervals ``first..last`` (errors, no
-        success), its error count and first error; ``None`` when each kind tried succeeded at
-        least once. Intervals before ``first`` are forgotten."""
+        """The kind every attempt of which failed in intervals ``first..last`` (at least
+        ``MIN_FAILURES`` errors, no success), its error count and first error; ``None`` when
+        each kind tried succeeded at least once. Intervals before ``first`` are forgotten."""
         for i in [i for i in (*self.ops, *self.errors) if i < first]:
             self.ops.pop(i, None)
             self.errors.pop(i, None)
@@ -62,7 +66,7 @@ class FailingWatch:
                 ops[k] += n
             for k, n in self.errors.get(i, {}).items():
                 errors[k] += n
-        failing = sorted(k for k, n in errors.items() if n > 0 and ops[k] == 0)
+        failing = sorted(k for k, n in errors.items() if n >= MIN_FAILURES and ops[k] == 0)
         if not failing:
             return None
         kind = failing[0]

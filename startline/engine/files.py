@@ -8,10 +8,13 @@ import csv
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from startline.engine.scenario import ConfigError
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -150,3 +153,25 @@ def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | N
     if steps:
         write_csv(out / "steps.csv", STEPS_HEADER, step_rows(steps))
     return write_json(out / "summary.json", summary)
+
+
+MAX_RESULTS_BYTES = 256 * 1024 * 1024
+"""A worker's results file larger than this is not one startline wrote."""
+
+
+def read_worker_files(out: Path) -> list[dict[str, Any]]:
+    """Every ``worker-*.json`` in OUT (regular files within ``MAX_RESULTS_BYTES``, each a results
+    payload with a ``worker_id``); anything else is a ``ConfigError`` naming the file."""
+    payloads = []
+    for p in sorted(out.glob("worker-*.json")):
+        try:
+            st = p.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RESULTS_BYTES:
+                raise ConfigError("RUN_DIR", f"{p} is not a worker's results file")
+            data = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError("RUN_DIR", f"cannot read {p}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("worker_id"), str) or "metrics" not in data:
+            raise ConfigError("RUN_DIR", f"{p} is not a worker's results file")
+        payloads.append(data)
+    return payloads

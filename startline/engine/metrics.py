@@ -175,18 +175,18 @@ class Recorder:
     def lag_histogram(self, phase: Phase) -> HdrHistogram:
         return made(self.lag, phase)
 
-    def count(self, phase: Phase, what: int, interval: int | None = None) -> None:
-        """One more offered (0), skipped (1) or late (2) operation in ``phase``; offered and
+    def count(self, phase: Phase, what: int, interval: int | None = None, n: int = 1) -> None:
+        """``n`` more offered (0), skipped (1) or late (2) operations in ``phase``; offered and
         skipped also in ``interval``."""
         counts = self.load_counts.get(phase)
         if counts is None:
             counts = self.load_counts[phase] = [0, 0, 0]
-        counts[what] += 1
+        counts[what] += n
         if interval is not None:
             row = self.interval_load.get(interval)
             if row is None:
                 row = self.interval_load[interval] = [0, 0]
-            row[what] += 1
+            row[what] += n
 
     def add_error(
         self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0, interval: int = -1

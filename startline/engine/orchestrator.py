@@ -334,6 +334,8 @@ class Orchestrator:
                 if self.adopted is not None:
                     await self._fail_adopted()
                 elif not await self._roster.wait_ready(self._stop_requested):
+                    if not self.stop_requested:
+                        self.stop_detail = self._roster.not_ready()
                     reason = self._requested_reason if self.stop_requested else StopReason.READY_TIMEOUT
                     await self._stop(reason)
                 elif problem := self._roster.unknown_scope():

@@ -32,6 +32,8 @@ class Pool:
     _scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
     _lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
     _exits: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    _running: int = 0
+    """Connection tasks not yet returned (a cancelled one may still be recording what it lost)."""
 
     @property
     def size(self) -> int:
@@ -62,6 +64,12 @@ class Pool:
         while self._scopes:
             await self._exits.park()
 
+    async def wait_exited(self) -> None:
+        """Return once every connection task has returned — after ``cancel_all``, once each has
+        recorded its unfinished operation and its driver has asked the server to stop it."""
+        while self._running:
+            await self._exits.park()
+
     def cancel_all(self) -> None:
         for scope in self._scopes.values():
             scope.cancel()
@@ -77,6 +85,14 @@ class Pool:
     async def _connection(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.spawned is not None:
             await self.spawned()
+        self._running += 1
+        try:
+            await self._run_slot(slot, task_status)
+        finally:
+            self._running -= 1
+            self._exits.unpark_all()
+
+    async def _run_slot(self, slot: int, task_status: trio.TaskStatus[None]) -> None:
         with trio.CancelScope() as scope:
             self._scopes[slot] = scope
             self.on_size(len(self._scopes))

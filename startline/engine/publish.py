@@ -82,10 +82,7 @@ class Publisher:
         """Every flush interval: the finished snapshot intervals, and the results so far, so a worker
         that dies keeps what it measured up to its last flush."""
         flush_every = max(sc.flush_interval_s, sc.snapshot_interval_s)
-        # The orchestrator steers a qps or find-max run, or judges abort_on_fail thresholds, on the
-        # intervals: ship each one as it closes.
-        live = sc.load.controlled or bool(sc.abort_thresholds)
-        snap_every = sc.snapshot_interval_s if live else flush_every
+        snap_every = sc.ship_interval_s
 
         async def loop() -> None:
             next_results = trio.current_time() + flush_every

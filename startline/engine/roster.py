@@ -6,6 +6,7 @@ means (fail the run, re-split the rate); the roster only knows the workers."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,6 +80,15 @@ class Roster:
         for hb in await self.cp.read_heartbeats(self.run_id):
             self.statuses[hb.worker_id] = hb.status
 
+    def not_ready(self) -> str:
+        """Who was not READY when the wait ended, in words (the READY_TIMEOUT detail)."""
+        sc = self.scenario
+        ready = sorted(w for w, s in self.statuses.items() if s is WorkerStatus.READY)
+        others = ", ".join(f"{w} {s}" for w, s in sorted(self.statuses.items()) if s is not WorkerStatus.READY)
+        return f"{len(ready)} of {sc.workers} workers READY within ready_timeout_s = {sc.ready_timeout_s:g}" + (
+            f"; not READY: {others}" if others else "; the others never joined (see their logs)"
+        )
+
     async def wait_ready(self, stop_requested: trio.Event) -> bool:
         """True once the expected workers are READY; False on timeout or a stop request."""
         with trio.move_on_after(self.scenario.ready_timeout_s):
@@ -148,15 +158,31 @@ class Roster:
         wait = sc.drain_timeout_s + sc.dead_after_beats * sc.heartbeat_s + sc.outage_tolerance_s + 1.0
         results = await self._read_results_until(all_in, wait, force)
         judged = dead()
-        if judged and not force.is_set():
-            # A worker judged DEAD may only have been descheduled: alive, it drains and reports
-            # like the others. Give it one drain (and a heartbeat) more, then take what is there.
-            results = await self._read_results_until(
-                lambda rs: judged <= {r.worker_id for r in rs if r.status.final},
-                sc.drain_timeout_s + sc.heartbeat_s,
-                force,
-            )
+
+        def finals(rs: list[WorkerResult]) -> set[str]:
+            return {r.worker_id for r in rs if r.status.final}
+
+        # A worker judged DEAD may only have been descheduled, or have blocked its event loop:
+        # alive, it drains and reports like the others. Give it one drain (and a heartbeat) more —
+        # and as long as it beats again (its heartbeat row's time moves on), the whole wait again —
+        # then take what is there.
+        until = trio.current_time() + wait
+        beats = await self._last_beats() if judged and not force.is_set() else {}
+        while judged and not force.is_set():
+            within = max(0.0, min(sc.drain_timeout_s + sc.heartbeat_s, until - trio.current_time()))
+            results = await self._read_results_until(lambda rs: judged <= finals(rs), within, force)
+            missing = judged - finals(results)
+            if not missing or force.is_set() or trio.current_time() >= until:
+                break
+            now = await self._last_beats()
+            if not any(now.get(w, -math.inf) > beats.get(w, -math.inf) for w in missing):
+                break
+            beats = now
         return self.adopt(results)
+
+    async def _last_beats(self) -> dict[str, float]:
+        """worker → the time of its last heartbeat (the control plane's clock)."""
+        return {hb.worker_id: hb.last_heartbeat for hb in await self.cp.read_heartbeats(self.run_id)}
 
     async def _read_results_until(
         self, done: Callable[[list[WorkerResult]], bool], within: float, force: trio.Event

@@ -22,6 +22,10 @@ from startline.engine.model import Scope
 from startline.engine.thresholds import Threshold, ThresholdError
 from startline.engine.thresholds import parse as parse_thresholds
 
+MAX_RATE_PER_WORKER = 1_000_000
+"""An open loop's rate per worker process at most: one Trio loop issues well under a million
+operations a second, and a schedule further ahead than that only piles up a backlog."""
+
 
 class ConfigError(ValueError):
     """A scenario or argument that cannot be used; ``field`` names where."""
@@ -553,6 +557,17 @@ class Scenario:
                 "load.max_in_flight",
                 f"must be >= connections_per_worker (got {load.max_in_flight} < {self.connections_per_worker})",
             )
+        if load.mode is LoadMode.RATE:
+            for key, rate in (
+                ("load.rate", load.rate),
+                *((f"load.stages[{i}].rate", st.rate) for i, st in enumerate(load.stages)),
+            ):
+                if rate / self.workers > MAX_RATE_PER_WORKER:
+                    raise _FieldError(
+                        key,
+                        f"{rate:g} ops/s over {self.workers} workers is more than one worker can schedule "
+                        f"({MAX_RATE_PER_WORKER:,} ops/s each): use more workers",
+                    )
         if load.mode is LoadMode.QPS and load.target_qps <= 0:
             raise _FieldError("load.target_qps", "must be > 0 in qps mode")
         if load.min_connections is not None and load.min_connections > load.max_connections:
@@ -588,6 +603,15 @@ class Scenario:
     def interval_histograms(self) -> bool:
         """Workers record into a histogram per interval and kind, shipped with their snapshots."""
         return self.interval_latency or self.load.controlled or self.load.open_loop or self.interval_thresholds
+
+    @property
+    def ship_interval_s(self) -> float:
+        """How often a worker ships its closed snapshot intervals: each as it closes when the
+        orchestrator steers on them (qps, find-max, ``abort_on_fail`` thresholds), else every
+        ``flush_interval_s``."""
+        if self.load.controlled or self.abort_thresholds:
+            return self.snapshot_interval_s
+        return max(self.flush_interval_s, self.snapshot_interval_s)
 
     @property
     def measurement_intervals(self) -> range:

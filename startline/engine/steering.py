@@ -247,8 +247,14 @@ class Steering:
         watch = FailingWatch()
         for k in range(span - 1, math.ceil(sc.length_s / iv - 1e-9)):
             await trio.sleep_until(self.to_trio(self.start_time + (k + 1) * iv))
-            watch.add(await self.snapshots_through(k))
-            found = watch.failing(k - span + 1, k)
+            snaps = await self.read_snapshots()
+            watch.add(snaps)
+            # judged on the intervals every live worker has shipped (each every ship_interval_s)
+            shipped = reported_through(snaps)
+            through = min((shipped.get(w, -1) for w in self.live_workers()), default=-1)
+            if through < span - 1:
+                continue
+            found = watch.failing(through - span + 1, through)
             if found is not None:
                 kind, errors, said = found
                 what = f"every {kind!r} operation" if kind else "every operation"

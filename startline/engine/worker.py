@@ -59,6 +59,10 @@ log = logging.getLogger("startline.worker")
 
 FORCE_GRACE_S = 1.0
 """After a forced stop: how long the worker may still take to finish, and then to publish."""
+CANCELLED_GRACE_S = 3.0
+"""After the drain timed out: how long cancelled connections have to record their unfinished
+operations (a driver asks the server to stop each, within ``CANCEL_WAIT_S`` = 2 s) before the
+worker publishes its results."""
 
 
 @attrs.frozen
@@ -404,6 +408,8 @@ class Worker:
         with trio.move_on_after(self._drain_timeout()):
             await pool.wait_empty()
         pool.cancel_all()
+        with trio.move_on_after(CANCELLED_GRACE_S):  # what was cancelled records itself as unfinished
+            await pool.wait_exited()
         self._publisher.stop_chores()
         # COMPLETED once the results saying so are published; a last heartbeat tells the orchestrator.
         await self._publish_final(WorkerStatus.COMPLETED)

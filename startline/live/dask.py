@@ -8,8 +8,51 @@ from __future__ import annotations
 from typing import Any
 
 from startline.engine.scenario import ConfigError
+from startline.simulate.executor import SCHEDULER_TIMEOUT_S
 
 SPAWN_EXTRA = "--spawn dask:// needs Dask distributed: pip install 'startline[cluster]'"
+
+
+def dask_address(spawn: str) -> str:
+    """``dask://HOST:PORT`` as the scheduler's ``tcp://HOST:PORT``; anything else is refused."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(spawn)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ConfigError("--spawn", f"{spawn!r} is not dask://HOST:PORT ({exc})") from None
+    if not host or port is None or parts.path not in ("", "/"):
+        raise ConfigError("--spawn", f"{spawn!r} is not dask://HOST:PORT (the scheduler's host and port)")
+    return f"tcp://{parts.netloc}"
+
+
+async def reach_scheduler(address: str, workers: int) -> None:
+    """Before the run touches its target: the scheduler at ``address`` answers within seconds, and
+    its cluster has a thread for each of the run's ``workers`` (each holds one for the whole run:
+    with fewer, the rest would wait for a thread until ``ready_timeout``)."""
+    import trio
+
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("--spawn", SPAWN_EXTRA) from None
+    target = dask_address(address)
+
+    def threads() -> int:
+        with distributed.Client(target, timeout=f"{SCHEDULER_TIMEOUT_S}s") as client:
+            return sum(client.nthreads().values())
+
+    try:
+        found = await trio.to_thread.run_sync(threads)
+    except OSError as exc:  # (a timeout included)
+        raise ConfigError("--spawn", f"cannot reach the Dask scheduler at {target}: {exc}") from None
+    if found < workers:
+        raise ConfigError(
+            "--spawn",
+            f"the Dask cluster at {target} has {found} worker threads for {workers} workers: each worker holds "
+            "a thread for the whole run (add Dask workers or threads, or run fewer workers)",
+        )
 
 
 def run_worker(args: list[str], urls: dict[str, str], launched_at: float) -> dict[str, Any]:
@@ -72,9 +115,9 @@ async def spawn_on_dask(address: str, scenario: Any, run_id: str, out: Any, cons
         import distributed
     except ImportError:
         raise ConfigError("--spawn", SPAWN_EXTRA) from None
-    target = "tcp://" + address.removeprefix("dask://")
+    target = dask_address(address)
     try:
-        client = await trio.to_thread.run_sync(lambda: distributed.Client(target, timeout="20s"))
+        client = await trio.to_thread.run_sync(lambda: distributed.Client(target, timeout=f"{SCHEDULER_TIMEOUT_S}s"))
     except OSError as exc:  # (a timeout included)
         raise ConfigError("--spawn", f"cannot reach the Dask scheduler at {target}: {exc}") from None
     sc = absolute_urls(scenario)

@@ -13,13 +13,15 @@ import attrs
 import trio
 from rich.console import Console
 
-from startline.engine.model import StopReason
+from startline.engine.loadcontrol import merged_intervals, reported_through
+from startline.engine.model import StopReason, WorkerStatus
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlane, ControlPlaneError, Target
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
 from startline.engine.workload import draw_samples
 from startline.live.check import reach_target
+from startline.live.summarize import rebuilt_if_needed
 from startline.live.workers import worker_process
 from startline.urls import Url
 
@@ -88,6 +90,10 @@ async def orchestrate(
         if fresh:
 
             async def setup_and_samples() -> None:
+                if spawn and spawn_on is not None:  # a cluster that cannot take the workers: before the setup
+                    from startline.live.dask import reach_scheduler
+
+                    await reach_scheduler(spawn_on, scenario.workers)
                 await reach_target(target, scenario, "orchestrator")  # before any worker is spawned to fail on it
                 if scenario.setup:
                     await _setup(target, scenario, console)
@@ -123,6 +129,8 @@ async def orchestrate(
             grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
             # (a signal since the summary has set it to then already: the earlier deadline stands)
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
+        if spawn and fresh:  # the workers' files are in OUT, complete
+            summary = rebuilt_if_needed(out, summary, lambda line: console.print(line, highlight=False))
         nursery.cancel_scope.cancel()
     return summary
 
@@ -215,8 +223,9 @@ async def progress_lines(orchestrator: Orchestrator, say: Callable[[str], None],
 
 
 async def progress_line(orchestrator: Orchestrator) -> str:
-    """One plain line for a log (pgbench ``-P`` style): the progress, the operations and errors
-    so far and the last complete interval's throughput, from the workers' snapshots."""
+    """One plain line for a log (pgbench ``-P`` style): the progress, then — over the intervals
+    every live worker has shipped, so that a total and a rate are of the same complete intervals —
+    the operations and errors so far, and the last such interval's throughput and latency."""
     line = orchestrator.progress()
     if orchestrator.start_time is None:
         return line
@@ -224,14 +233,22 @@ async def progress_line(orchestrator: Orchestrator) -> str:
         snapshots = await orchestrator.read_snapshots()
     except ControlPlaneError:
         return line + "; figures: control plane unreachable"
+    stats = orchestrator.statistics()
+    live = [w for w, s in stats.worker_statuses.items() if s not in (WorkerStatus.DEAD, WorkerStatus.FAILED)]
+    shipped = reported_through(snapshots)
+    through = min((shipped.get(w, -1) for w in live), default=max(shipped.values(), default=-1))
+    if through < 0:
+        return f"{line}; no complete interval from every worker yet"
     iv = orchestrator.scenario.snapshot_interval_s
-    series = merge_timeseries(snapshots, iv)
-    ops, errors = sum(r["ops"] for r in series), sum(r["errors"] for r in series)
-    if not series:
-        return f"{line}; no snapshot from the workers yet"
-    last = series[-2] if len(series) > 1 else series[-1]  # the newest interval may still be arriving
-    upto = series[-1]["t_s"] + iv
-    return f"{line}; {ops:,} ops, {errors:,} errors in the first {upto:g} s, {last['ops'] / iv:,.0f} ops/s then"
+    rows = merge_timeseries(snapshots, iv)[: through + 1]
+    ops, errors = sum(r["ops"] for r in rows), sum(r["errors"] for r in rows)
+    last = merged_intervals(snapshots, through, through, iv)
+    lat = last.latency_ms
+    latency = f", p50 {lat['p50']:,.2f} ms, p99 {lat['p99']:,.2f} ms" if last.ops and lat['max'] > 0 else ""
+    return (
+        f"{line}; {ops:,} ops, {errors:,} errors in {(through + 1) * iv:g} s; "
+        f"{last.ops / iv:,.0f} ops/s{latency} in the {iv:g} s to {(through + 1) * iv:g} s"
+    )
 
 
 def interrupted_after_the_run(exc: BaseException, after: AfterRun) -> bool:

@@ -113,6 +113,8 @@ class LiveFigures:
     """lag_ms, skew_ms, connections once the workers' results say so."""
     events: Sequence[str]
     changes: Sequence[str]
+    every_s: float = 0.0
+    """How often the workers ship their intervals (the figures move at that pace)."""
 
 
 def panel(f: LiveFigures) -> Panel:
@@ -135,7 +137,8 @@ def panel(f: LiveFigures) -> Panel:
             *(_ms(lat.get(k)) for k in ("p50", "p99", "max")),
         )
     else:
-        t.add_row("(no interval from every worker yet)", "", "", "", "", "")
+        every = f": workers ship them every {f.every_s:g} s, flush_interval_s" if f.every_s else ""
+        t.add_row(f"(no interval from every worker yet{every})", "", "", "", "", "")
     lines.append(t)
     lines.append(Text(f"totals: {f.ops:,} operations, {f.errors:,} errors"))
     if f.start:
@@ -242,6 +245,7 @@ async def show(orchestrator: Any, console: Console, title: str) -> None:
                         start=start,
                         events=[describe(e, stats.start_time) for e in shown],
                         changes=changes[-CHANGES_SHOWN:],
+                        every_s=orchestrator.scenario.ship_interval_s,
                     )
                 )
             )

@@ -22,6 +22,7 @@ from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.together import worker_id
 from startline.engine.worker import Worker
 from startline.engine.workload import resolve_call
+from startline.live.watchdog import LoopWatchdog
 from startline.urls import Url, parse_url
 
 WORKER_END_GRACE_S = 2.0
@@ -207,6 +208,7 @@ async def join_as_worker(
         return await w.run()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(LoopWatchdog().pulse)
 
             async def on_term() -> None:
                 first = True

@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 from hdrh.histogram import HdrHistogram
 
+from startline.engine.files import read_worker_files
 from startline.engine.metrics import merge_histograms, new_histogram, to_us
 from startline.engine.scenario import ConfigError
 from startline.simulate.backend import CALL_CLASS_OF
@@ -58,18 +59,18 @@ class Observed:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise ConfigError("RUN_DIR", f"{str(run_dir)!r} is not a directory")
-        files = sorted(run_dir.glob("worker-*.json"))
-        if not files:
+        payloads = read_worker_files(run_dir)  # each a regular, readable results file, or one line why not
+        if not payloads:
             raise ConfigError(
                 "RUN_DIR",
                 f"{str(run_dir)!r} has no worker-*.json: calibrate needs a run whose workers were processes",
             )
         own = run_dir / "orchestrator.json"
-        return cls(
-            str(run_dir),
-            tuple(json.loads(f.read_text()) for f in files),
-            json.loads(own.read_text()) if own.exists() else {},
-        )
+        try:
+            orchestrator = json.loads(own.read_text()) if own.exists() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError("RUN_DIR", f"cannot read {own}: {type(exc).__name__}: {exc}") from None
+        return cls(str(run_dir), tuple(payloads), orchestrator)
 
 
 def empirical(h: HdrHistogram) -> dict[str, Any]:

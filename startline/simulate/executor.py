@@ -11,6 +11,7 @@ Seeds, not workers, decide every draw: a chunk of seeds gives the same results w
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -20,6 +21,14 @@ from typing import Any
 from startline.engine.scenario import ConfigError
 
 CLUSTER_EXTRA = "--cluster needs Dask distributed: pip install 'startline[cluster]'"
+SCHEDULER_TIMEOUT_S = 5
+"""How long a Dask scheduler has to answer (a scheduler that is not there fails in seconds)."""
+WORKERS_TIMEOUT_S = 10
+"""How long a sweep waits for a scheduler's first worker."""
+
+
+class ClusterLost(Exception):
+    """The Dask cluster went away while it held the work (its scheduler died)."""
 
 
 @contextlib.contextmanager
@@ -46,11 +55,21 @@ def open_executor(spec: str) -> Iterator[tuple[Executor, str]]:
     else:
         raise ConfigError("--cluster", f"expected local:N or tcp://HOST:PORT (got {spec!r})")
     try:
-        client = distributed.Client(cluster, timeout="20s")
+        client = distributed.Client(cluster, timeout=f"{SCHEDULER_TIMEOUT_S}s")
     except OSError as exc:
         raise ConfigError("--cluster", f"cannot reach {spec}: {exc}") from None
+    try:  # a scheduler with no worker would take the seeds and run none of them, silently
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+    except (TimeoutError, OSError):
+        client.close()
+        raise ConfigError(
+            "--cluster",
+            f"{spec} has no Dask worker (waited {WORKERS_TIMEOUT_S} s): start some with `dask worker {spec}`",
+        ) from None
     try:
         yield client.get_executor(pure=False), where
+    except (OSError, concurrent.futures.CancelledError) as exc:  # the scheduler gone: comms closed, futures cancelled
+        raise ClusterLost(f"the Dask cluster was lost mid-work ({where}): {type(exc).__name__}: {exc}") from None
     finally:
         client.close()
         if not isinstance(cluster, str):

@@ -13,6 +13,10 @@ import attrs
 from startline.engine.scenario import ConfigError
 from startline.engine.workload import derive_seed
 
+MAX_LATENCY_MS = 3_600_000
+"""A latency model's figures are at most an hour: a simulated run lasts minutes (larger figures
+overflowed the virtual clock's arithmetic in every seed)."""
+
 
 def rng_for(seed: int, host: str, what: str, seq: int) -> random.Random:
     return random.Random(derive_seed(seed, host, what, seq))
@@ -141,9 +145,15 @@ class Latency:
             raise ConfigError(f"{field}.{sorted(missing)[0]}", "is required")
         params = {k: v for k, v in data.items() if k not in ("type", "components")}
         for k, v in params.items():
-            ok = all(isinstance(x, int | float) and x >= 0 for x in (v if isinstance(v, list) else [v]))
+            ok = all(
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= MAX_LATENCY_MS
+                for x in (v if isinstance(v, list) else [v])
+            )
             if not ok or (isinstance(v, list) and not v):
-                raise ConfigError(f"{field}.{k}", f"must be a non-negative number (or list of them) (got {v!r})")
+                raise ConfigError(
+                    f"{field}.{k}",
+                    f"must be a number of ms from 0 to {MAX_LATENCY_MS:,} (one hour), or a list of them (got {v!r})",
+                )
         if type_ == "uniform" and params["lo_ms"] > params["hi_ms"]:
             raise ConfigError(f"{field}.hi_ms", "must be >= lo_ms")
         if type_ == "lognormal" and not 0 < params["p50_ms"] <= params["p99_ms"]:

@@ -219,7 +219,8 @@ class _Charts:
         self.s = summary
         self.series = list(summary.get("timeseries") or ())
         self.iv = float(summary.get("snapshot_interval_s") or 1.0)
-        self.rc = {"svg.fonttype": "none", "svg.hashsalt": "startline", "font.size": 9}
+        # text.parse_math off: a run directory or kind named with `$` is text, not mathtext to parse
+        self.rc = {"svg.fonttype": "none", "svg.hashsalt": "startline", "font.size": 9, "text.parse_math": False}
 
     def _figure(self, name: str, draw: Callable[[Any], str], height: float = 3.0) -> str:
         """Draw on a new figure; ``draw`` returns the caption (empty: nothing to show)."""
