@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,11 @@ def test_the_find_max_example_steps_until_a_step_is_unstable(tmp_path: Path) -> 
     assert (result["concurrency"], result["qps"]) == (best["connections"], best["qps"])
     assert len(steps_csv(tmp_path)) == len(steps)
     assert summary["status"] == "COMPLETED"
+    # issue 22 #21: the answer as a throughput-against-connections chart, and in the headline
+    page = (tmp_path / "report.html").read_text()
+    chart = re.search(r'<figure id="chart-find-max">(.*?)</figure>', page, re.S)
+    assert chart is not None and "<svg" in chart.group(1)
+    assert page.index("find-max answer") < page.index('id="chart-start"')
 
 
 def test_the_postgres_example_runs_with_its_documented_commands(tmp_path: Path) -> None:

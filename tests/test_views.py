@@ -13,7 +13,7 @@ from rich.console import Console
 from startline.inprocess import run_in_process_async
 from startline.testing import CLOCK0, scenario
 from startline.views import html
-from startline.views.rows import phase_rows
+from startline.views.rows import phase_rows, shape
 from startline.views.terminal import print_summary
 
 
@@ -47,7 +47,12 @@ def test_every_phase_that_lasted_shows_its_kinds_in_the_terminal_and_in_the_html
     lasted = [p for p in busy if summary["phases"][p]["duration_s"]]
     assert lasted == ["WARMUP", "MEASUREMENT"]
     kinds = (("", "read"), ("", "write"))
-    assert shown == [pair for p in busy for pair in ((p, "all"), *(kinds if p in lasted else ()))]
+
+    def label(p: str) -> str:  # DONE lasted no time: said so, and shown without a rate
+        return "DONE (ended after the planned end)" if p == "DONE" else p
+
+    assert shown == [pair for p in busy for pair in ((label(p), "all"), *(kinds if p in lasted else ()))]
+    assert all(qps is None for phase, kind, _ops, _errors, qps, *_ in rows if phase.startswith("DONE"))
     out = io.StringIO()
     print_summary(summary, Console(file=out, width=160, color_system=None))
     text = out.getvalue()
@@ -55,3 +60,21 @@ def test_every_phase_that_lasted_shows_its_kinds_in_the_terminal_and_in_the_html
     assert len(re.findall(r"│\s+│ read\s+│", table)) == len(lasted)  # under each phase that lasted
     cells = re.findall(r"<td>(read|write|all)</td>", html.render(summary))  # the test extra has matplotlib
     assert cells.count("read") == len(lasted) and cells.count("write") == len(lasted)
+
+
+def test_the_headline_comes_first_and_says_the_connections_a_run_grew_to() -> None:
+    """Issue 22 #21: the report led with the start's charts and buried the figures a reader wants;
+    a run that grew from 2 to 32 connections said "2 workers × 1 connections"; "-0.00"."""
+    summary = two_kind_summary()
+    page = html.render(summary)
+    assert page.index('id="headline"') < page.index('id="verdict"') < page.index('id="chart-start"')
+    assert "throughput" in page[: page.index('id="verdict"')]
+    grown = summary | {"timeseries": [*summary["timeseries"], {"t_s": 99, "ops": 0, "errors": 0, "connections": 32}]}
+    start = summary["start"]["connections"]
+    assert shape(grown) == f"2 workers, {start} connections at the start, up to 32"
+    assert shape(summary) == f"2 workers, {start} connections"
+    out = io.StringIO()
+    negative = summary | {"start": summary["start"] | {"skew_ms": -0.0001}}
+    print_summary(negative, Console(file=out, width=160, color_system=None))
+    assert "-0.00" not in out.getvalue() and "-0.00" not in html.render(negative)
+

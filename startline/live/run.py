@@ -244,7 +244,7 @@ async def progress_line(orchestrator: Orchestrator) -> str:
     ops, errors = sum(r["ops"] for r in rows), sum(r["errors"] for r in rows)
     last = merged_intervals(snapshots, through, through, iv)
     lat = last.latency_ms
-    latency = f", p50 {lat['p50']:,.2f} ms, p99 {lat['p99']:,.2f} ms" if last.ops and lat['max'] > 0 else ""
+    latency = f", p50 {lat['p50']:,.2f} ms, p99 {lat['p99']:,.2f} ms" if last.ops and lat["max"] > 0 else ""
     return (
         f"{line}; {ops:,} ops, {errors:,} errors in {(through + 1) * iv:g} s; "
         f"{last.ops / iv:,.0f} ops/s{latency} in the {iv:g} s to {(through + 1) * iv:g} s"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from startline.engine.files import write_atomic
-from startline.views.rows import PHASE_COLUMNS, START_COLUMNS, phase_rows, start_rows
+from startline.views.rows import PHASE_COLUMNS, START_COLUMNS, headline, phase_rows, shape, start_rows
 
 PLOT_EXTRA = "report.html needs matplotlib: pip install 'startline[plot]'"
 """The one line shown where a report was asked for and matplotlib is missing."""
@@ -46,16 +46,20 @@ def render(summary: Mapping[str, Any]) -> str:
     latency over time per kind, the latency distribution, control-plane cost, workers, the
     scenario. Every chart is inline SVG; nothing is fetched."""
     charts = _Charts(summary)
+    load = summary.get("load") or {}
     sections = [
+        _section("Headline", _headline(summary)),
         _section("Verdict", _verdict(summary)),
         _section("The start", charts.start() + _start_table(summary)),
         _section("Throughput and errors", charts.throughput()),
         _section("Latency over time", charts.latency_over_time()),
         _section("Latency distribution (MEASUREMENT)", charts.distribution() + _phase_table(summary)),
-        _section("Load control", _load_table(summary)) if (summary.get("load") or {}).get("steps") else "",
+        _section("Load control", (charts.find_max() if load.get("mode") == "find_max" else "") + _load_table(summary))
+        if load.get("steps")
+        else "",
         _section("Errors", _failures(summary)) if summary.get("failures") else "",
         _section("Control plane", _control_plane(summary)),
-        _section("Workers", charts.workers() + _workers_table(summary)),
+        _section("Workers", charts.workers() + f'<div class="wide">{_workers_table(summary)}</div>'),
         _section("Scenario", _scenario(summary)),
     ]
     title = f"{summary.get('scenario', 'run')} — {summary.get('run_id', '')}"
@@ -73,6 +77,8 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px soli
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .passed{color:#1a7f37;font-weight:bold}.failed{color:#c62828;font-weight:bold}
 figure{margin:8px 0}.none{color:#777;font-style:italic}
+.wide{overflow-x:auto;max-width:100%}td{overflow-wrap:anywhere}td.n{white-space:nowrap;overflow-wrap:normal}
+table.headline td{font-size:1.1em;padding:4px 12px}
 svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.8em}
 """.strip()
 
@@ -96,19 +102,39 @@ def _td(v: Any) -> str:
     if isinstance(v, int):
         return f'<td class="n">{v:,}</td>'
     if isinstance(v, float):
-        return f'<td class="n">{v:,.2f}</td>'
+        return f'<td class="n">{_fixed(v)}</td>'
     return f"<td>{html.escape(str(v))}</td>"
+
+
+def _text(label: str) -> str:
+    """A user's name (a run's directory) as a chart label: text, not mathtext between ``$``s."""
+    return label.replace("$", r"\$")
+
+
+def _fixed(v: float) -> str:
+    """Two decimals, never "-0.00" (a figure that rounds to zero is zero)."""
+    return f"{v if abs(v) >= 0.005 else 0.0:,.2f}"
+
+
+def _headline(s: Mapping[str, Any]) -> str:
+    """The figures a reader wants first (``rows.headline``), before any chart."""
+    cells = []
+    for figure, value, unit in headline(s):
+        if figure == "verdict":
+            shown = f'<span class="{html.escape(str(value))}">{html.escape(str(value))}</span>'
+        elif isinstance(value, float):
+            shown = f"{_fixed(value)} {html.escape(unit)}"
+        else:
+            shown = "-" if value is None else f"{html.escape(str(value))} {html.escape(unit)}".strip()
+        cells.append(f"<tr><th>{html.escape(figure)}</th><td>{shown}</td></tr>")
+    return f'<table class="headline">{"".join(cells)}</table>'
 
 
 def _verdict(s: Mapping[str, Any]) -> str:
     verdict = s.get("verdict") or "-"
     reason = f" ({s['reason']}" + (f": {s['detail']}" if s.get("detail") else "") + ")" if s.get("reason") else ""
     phases = {p: b.get("duration_s", 0.0) for p, b in s.get("phases", {}).items() if b.get("duration_s")}
-    workers = len(s.get("workers", ()))
-    shape = (
-        f"{workers} workers, {s.get('start', {}).get('connections') or 0} connections at the start; ran "
-        + ", ".join(f"{p} {d:,.1f} s" for p, d in phases.items())
-    )
+    ran = f"{shape(s)}; ran " + ", ".join(f"{p} {d:,.1f} s" for p, d in phases.items())
     rows = [(c["name"], c["ok"], c.get("value"), c.get("detail")) for c in s.get("checks", ())]
     rows += [
         (f"{t['metric']}: {t['threshold']}", t["ok"], t.get("value"), t.get("detail")) for t in s.get("thresholds", ())
@@ -116,7 +142,7 @@ def _verdict(s: Mapping[str, Any]) -> str:
     return (
         f'<p>verdict: <span class="{html.escape(verdict)}">{html.escape(verdict)}</span> — status '
         f"{html.escape(str(s.get('status')))}{html.escape(reason)}, start strategy "
-        f"{html.escape(str(s.get('start_strategy')))}</p><p>{html.escape(shape)}</p>"
+        f"{html.escape(str(s.get('start_strategy')))}</p><p>{html.escape(ran)}</p>"
         + _table(("check / threshold", "result", "value", "detail"), rows)
     )
 
@@ -219,8 +245,7 @@ class _Charts:
         self.s = summary
         self.series = list(summary.get("timeseries") or ())
         self.iv = float(summary.get("snapshot_interval_s") or 1.0)
-        # text.parse_math off: a run directory or kind named with `$` is text, not mathtext to parse
-        self.rc = {"svg.fonttype": "none", "svg.hashsalt": "startline", "font.size": 9, "text.parse_math": False}
+        self.rc = {"svg.fonttype": "none", "svg.hashsalt": "startline", "font.size": 9}
 
     def _figure(self, name: str, draw: Callable[[Any], str], height: float = 3.0) -> str:
         """Draw on a new figure; ``draw`` returns the caption (empty: nothing to show)."""
@@ -279,7 +304,7 @@ class _Charts:
                 ax2.set_ylabel("errors / s", color="#c62828")
             self._events(ax)
             ax.set_ylim(bottom=0)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8, framealpha=0.7)
             total = sum(r["ops"] for r in self.series)
             return (
                 f"{total:,} operations and {sum(r['errors'] for r in self.series):,} errors, per {self.iv:g} s interval"
@@ -309,7 +334,7 @@ class _Charts:
             ax.set_yscale("log")
             ax.set_ylabel("latency ms (log)")
             ax.set_xlabel("seconds from START_TIME")
-            ax.legend(loc="upper left", fontsize=7, ncol=4)
+            ax.legend(loc="best", fontsize=7, ncol=4, framealpha=0.7)
             return "p50 (solid) and p99 (dashed) per kind and interval, merged exactly over the workers"
 
         return self._figure("latency", draw, height=3.4)
@@ -337,6 +362,35 @@ class _Charts:
 
         return self._figure("distribution", draw)
 
+    def find_max(self) -> str:
+        """Find-max's answer as a curve: throughput at each level it tried, stable or not, the
+        best stable one marked (the number alone at the bottom of a table said too little)."""
+        load = self.s.get("load") or {}
+
+        def draw(fig: Any) -> str:
+            steps = load.get("steps") or []
+            if not steps:
+                return ""
+            over = "rate" if "rate" in steps[0] else "connections"
+            ax = fig.add_subplot(1, 1, 1)
+            for stable, colour, label in ((True, "#1f77b4", "stable"), (False, "#c62828", "unstable")):
+                pts = [(st[over], st.get("qps") or 0.0) for st in steps if bool(st.get("stable")) is stable]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), "o", color=colour, label=f"{label} step")
+            ax.plot([st[over] for st in steps], [st.get("qps") or 0.0 for st in steps], color="#999", lw=0.8)
+            result = load.get("result") or {}
+            best = result.get("concurrency", result.get("rate"))
+            if best is not None and result.get("qps") is not None:
+                ax.plot(
+                    [best], [result["qps"]], "*", ms=14, color="#1a7f37", label=f"answer: {best} ({result['qps']} qps)"
+                )
+            ax.set_xlabel("connections" if over == "connections" else "offered rate (ops/s)")
+            ax.set_ylabel("throughput (ops/s)")
+            ax.legend(loc="best", fontsize=8)
+            return f"find-max: throughput at each {over} level tried, in the order tried (the line)"
+
+        return self._figure("find-max", draw)
+
     def start(self) -> str:
         def draw(fig: Any) -> str:
             by_worker = (self.s.get("start") or {}).get("by_worker") or {}
@@ -361,7 +415,7 @@ class _Charts:
             unc = st.get("skew_uncertainty_ms")
             return (
                 f"each connection's first operation per worker (left) and the lag of all {len(every)} (right); "
-                f"skew {st.get('skew_ms', 0):,.2f} ms" + (f" ± {unc:,.2f}" if unc is not None else "")
+                f"skew {_fixed(st.get('skew_ms') or 0.0)} ms" + (f" ± {_fixed(unc)}" if unc is not None else "")
             )
 
         return self._figure(
@@ -397,7 +451,7 @@ class _Charts:
             ax.set_yticks(range(len(workers)), [f"{w['worker_id']} ({w['status']})" for w in workers])
             ax.invert_yaxis()
             ax.set_xlabel("seconds from START_TIME")
-            ax.legend(fontsize=7, ncol=6, loc="lower right")
+            ax.legend(fontsize=7, ncol=6, loc="best", framealpha=0.7)
             return "each worker's timeline: ready, start detected, first operation, finished (the orchestrator's marks)"
 
         return self._figure("workers", draw, height=max(2.0, 0.3 * len(self.s.get("workers") or ()) + 1.0))
@@ -479,7 +533,11 @@ class _Overlay(_Charts):
                 if all(y != y for y in ys):  # all NaN: nothing on a log axis
                     continue
                 ax.plot(
-                    [r["t_s"] + iv / 2 for r in rows], ys, color=RUN_COLOURS[n % len(RUN_COLOURS)], lw=1.2, label=run
+                    [r["t_s"] + iv / 2 for r in rows],
+                    ys,
+                    color=RUN_COLOURS[n % len(RUN_COLOURS)],
+                    lw=1.2,
+                    label=_text(run),
                 )
                 drawn += 1
             if not drawn:
@@ -505,7 +563,7 @@ class _Overlay(_Charts):
                         [(k + 1) / len(lags) for k in range(len(lags))],
                         where="post",
                         color=RUN_COLOURS[n % len(RUN_COLOURS)],
-                        label=run,
+                        label=_text(run),
                     )
                     drawn += 1
             if not drawn:

@@ -26,7 +26,10 @@ def phase_rows(summary: Mapping[str, Any]) -> list[Row]:
         if not b.get("ops") and not b.get("errors"):
             continue
         lat = b["latency_ms"]
-        rows.append((phase, "all", b["ops"], b["errors"], b["qps"], lat["p50"], lat["p95"], lat["p99"], lat["max"]))
+        # DONE lasted no time: the operations that ended after the planned end, without a rate
+        qps = b["qps"] if b.get("duration_s") else None
+        label = phase if phase != "DONE" else "DONE (ended after the planned end)"
+        rows.append((label, "all", b["ops"], b["errors"], qps, lat["p50"], lat["p95"], lat["p99"], lat["max"]))
         for kind, k in (b.get("by_kind") or {}).items() if b.get("duration_s") else ():
             kl = k["latency_ms"]
             rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
@@ -87,3 +90,53 @@ SIMULATED_LOAD = {
 def simulated_load_rows(load: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
     """``startline simulate``'s load figures over the seeds: those the load mode has."""
     return [(name, load[key]) for key, name in SIMULATED_LOAD.items() if load.get(key)]
+
+
+def connections_used(summary: Mapping[str, Any]) -> tuple[int, int]:
+    """Connections at the start, and the most running in any interval (a rate, qps or find-max
+    run grows and shrinks them: the start's count alone said "2 workers × 1 connections" of a run
+    that used 32)."""
+    start = int((summary.get("start") or {}).get("connections") or 0)
+    most = max((int(r.get("connections") or 0) for r in summary.get("timeseries") or ()), default=0)
+    return start, max(start, most)
+
+
+def shape(summary: Mapping[str, Any]) -> str:
+    """Workers and connections in words: "2 workers, 4 connections" or "2 workers, 2 connections
+    at the start, up to 32"."""
+    workers = len(summary.get("workers") or ())
+    start, most = connections_used(summary)
+
+    def n(k: int, what: str) -> str:
+        return f"{k:,} {what}" + ("" if k == 1 else "s")
+
+    grown = f" at the start, up to {most:,}" if most > start else ""
+    return f"{n(workers, 'worker')}, {n(start, 'connection')}{grown}"
+
+
+def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """What a reader wants first, as (figure, value, unit): the verdict, MEASUREMENT's throughput,
+    error rate and latency, the start's skew and lag, the connections, and a load mode's answer."""
+    m = (summary.get("phases") or {}).get("MEASUREMENT") or {}
+    lat = m.get("latency_ms") or {}
+    ops, errors = int(m.get("ops") or 0), int(m.get("errors") or 0)
+    st = summary.get("start") or {}
+    rows: list[tuple[str, Any, str]] = [
+        ("verdict", summary.get("verdict") or "-", ""),
+        ("throughput", m.get("qps"), "ops/s"),
+        ("error rate", round(100 * errors / (ops + errors), 3) if ops + errors else None, "%"),
+        ("latency p50", lat.get("p50"), "ms"),
+        ("latency p99", lat.get("p99"), "ms"),
+        ("start skew", st.get("skew_ms"), "ms"),
+        ("start lag p99", (st.get("lag_ms") or {}).get("p99"), "ms"),
+        ("workers, connections", shape(summary), ""),
+    ]
+    load = summary.get("load") or {}
+    result = load.get("result") or {}
+    if load.get("mode") == "find_max" and result:
+        level = result.get("concurrency", result.get("rate"))
+        unit = "connections" if "concurrency" in result else "ops/s offered"
+        rows.append(("find-max answer", f"{level} {unit}: {result.get('qps')} qps ({result.get('reason')})", ""))
+    elif load.get("mode") == "qps" and result:
+        rows.append(("qps control", f"{result.get('qps')} of {result.get('target_qps')} ({result.get('reason')})", ""))
+    return rows

@@ -9,11 +9,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from startline.engine.files import STEPS_HEADER
-from startline.views.rows import PHASE_COLUMNS, phase_rows
+from startline.views.rows import PHASE_COLUMNS, headline, phase_rows, shape
 
 
 def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.2f}"
+    return "-" if x is None else f"{x if abs(x) >= 0.005 else 0.0:,.2f}"  # never "-0.00"
+
+
+def headline_line(summary: dict[str, Any]) -> str:
+    """The headline figures on one line (``rows.headline``)."""
+    parts = []
+    for figure, value, unit in headline(summary)[1:]:  # (the verdict closes the summary)
+        shown = _ms(value) if isinstance(value, float) else "-" if value is None else str(value)
+        parts.append(f"{figure} {shown}{' ' + unit if unit and value is not None else ''}")
+    return "; ".join(parts)
 
 
 def print_summary(
@@ -31,6 +40,7 @@ def print_summary(
         )
         + f", start strategy [cyan]{summary['start_strategy']}[/]"
     )
+    console.print(escape(headline_line(summary)), highlight=False)
     console.print(_shape(summary))
     lag = start.get("lag_ms") or {}
     t = Table(title="Start (ms from START_TIME)", show_header=True, header_style="bold")
@@ -63,7 +73,14 @@ def print_summary(
     for col in PHASE_COLUMNS:
         p.add_column(col, justify="right" if col not in ("phase", "kind") else "left")
     for phase, kind, ops, errors, qps, *lat in phase_rows(summary):
-        p.add_row(phase, kind, f"{ops:,}", "" if errors is None else f"{errors:,}", f"{qps:,.1f}", *map(_ms, lat))
+        p.add_row(
+            phase,
+            kind,
+            f"{ops:,}",
+            "" if errors is None else f"{errors:,}",
+            "-" if qps is None else f"{qps:,.1f}",
+            *map(_ms, lat),
+        )
     console.print(p)
     _print_open_loop(summary["phases"], console)
     _print_load(summary.get("load") or {}, console)
@@ -92,12 +109,9 @@ FAILURES_SHOWN = 5
 
 def _shape(summary: dict[str, Any]) -> str:
     """Workers × connections and how long each phase ran."""
-    workers = len(summary["workers"])
-    connections = summary["start"].get("connections") or 0
-    per = f"{connections // workers}" if workers and connections % workers == 0 else f"{connections} in all"
     spans = {phase: b.get("duration_s", 0.0) for phase, b in summary["phases"].items() if b.get("duration_s")}
     ran = ", ".join(f"{phase} {s:,.1f} s" for phase, s in spans.items())
-    return f"{workers} workers × {per} connections; ran {sum(spans.values()):,.1f} s" + (f" ({ran})" if ran else "")
+    return f"{shape(summary)}; ran {sum(spans.values()):,.1f} s" + (f" ({ran})" if ran else "")
 
 
 def _print_failures(failures: Any, console: Console) -> None:
