@@ -462,3 +462,22 @@ def test_the_invariant_checker_catches_a_broken_run(monkeypatch):
     run = run_with_faults(3)
     assert any(v.startswith("results:") for v in run.violations)
     assert math.isfinite(run.virtual_s)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "load",
+    [
+        {"mode": "qps", "target_qps": 150, "control_interval_s": 1.0, "max_connections": 12},
+        {"mode": "rate", "rate": 150, "max_in_flight": 8},
+    ],
+    ids=["qps", "rate"],
+)
+def test_random_faults_in_steered_load_modes_keep_every_invariant(load):
+    """Issue 22's fault simulation additions: workers killed during a qps reading (or while an open
+    loop's rate is split over them), under the same random faults as the concurrency lifecycle."""
+    base = {k: v for k, v in FAULT_SCENARIO.items() if k != "schedule"} | {"load": load, "measurement_s": 6.0}
+    runs = run_fault_seeds(list(range(24)), jobs=2, base=base)
+    report = fault_report(runs)
+    assert report["failing_seeds"] == [], [r for r in runs if r.violations][:3]
+    assert report["faults"].get("worker_crash", 0) > 0  # workers did die mid-run
