@@ -31,7 +31,10 @@ def test_the_rate_example_offers_its_schedule_and_measures_from_the_intended_sta
     m = summary["phases"]["MEASUREMENT"]
     # 200 → 400 ops/s over the first 4 s, then 400: MEASUREMENT [2 s, 10 s) is due 700 + 2,400 starts
     assert m["offered"] == pytest.approx(3100, rel=0.1)
-    assert m["offered"] == m["completed"] + m["skipped"]
+    # what was still waiting to be sent at the end (docs/load.md): nothing on an idle host, a few
+    # starts when the host was busy (two test processes at once) and the loop fell behind
+    waiting = m["offered"] - m["completed"] - m["skipped"]
+    assert 0 <= waiting <= 0.02 * m["offered"], m
     assert m["qps"] == pytest.approx(m["offered"] / m["duration_s"], rel=0.1)
     assert {"schedule_lag_ms", "service_ms", "late"} <= set(m)
     assert m["latency_ms"]["max"] >= m["service_ms"]["max"]  # response time includes the wait to be sent
