@@ -96,12 +96,11 @@ def connect(url: str, application_name: str) -> psycopg.Connection[Any]:
 class PgExecutor:
     """One connection and the limiter that serialises its use across Trio tasks."""
 
-    def __init__(self, url: str, application_name: str, limiter: trio.CapacityLimiter | None = None) -> None:
+    def __init__(self, url: str, application_name: str) -> None:
         self.url = url
         self.application_name = application_name
         self.conn: psycopg.Connection[Any] | None = None
         self._lock = trio.CapacityLimiter(1)
-        self._limiter = limiter
 
     def _open(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -128,9 +127,7 @@ class PgExecutor:
 
         async with self._lock:
             try:
-                if self._limiter is None:
-                    return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-                return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
             except trio.Cancelled:
                 if not started:
                     raise

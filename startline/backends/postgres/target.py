@@ -4,6 +4,7 @@ and phase (changed at the phase boundary: the counterpart of Snowflake's QUERY_T
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,7 @@ import psycopg
 import trio
 
 from startline.backends.postgres.conn import PgExecutor, clock_key, error_category
+from startline.backends.postgres.native import NativeConnection, text_value
 from startline.backends.sqlparams import positional
 from startline.engine.metrics import MESSAGE_CHARS, error_message
 from startline.engine.ports import Session, Target, TargetTraits
@@ -54,13 +56,6 @@ def application_name(tag: Mapping[str, str]) -> str:
     return f"startline {tag.get('worker_id', '')} {tag.get('phase', '')}".strip()[:63]
 
 
-def _run(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, values or None)
-        if cur.description is not None:
-            cur.fetchall()
-
-
 LITERALS = re.compile(r"'(?:[^']|'')*'|\"-?\d[\d.e+-]*\"|(?<![\w.$\"])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w$])")
 """Values in a message: quoted strings, quoted numbers, bare numbers (not digits inside a name)."""
 TYPED_VALUE = re.compile(r'(for type [\w ]+: )"(?:[^"]|"")*"')
@@ -71,45 +66,46 @@ STAMP = "; SELECT EXTRACT(EPOCH FROM statement_timestamp())::float8"
 the server received that message, on the server's clock — the start's target witness."""
 
 
-def _run_stamped(conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> float:
-    with conn.cursor() as cur:
-        cur.execute(sql + STAMP, values or None)
-        while cur.nextset():  # the operation's result first, the stamp last
-            pass
-        row = cur.fetchone()
-        return float(row[0]) if row else math.nan
+@functools.lru_cache(maxsize=1024)
+def bound(sql: str) -> tuple[str, tuple[str, ...]]:
+    """An operation's SQL with ``:name`` as ``%s``, and the names in order (each SQL text once)."""
+    text, names = positional(sql, "%s")
+    return text, tuple(names)
 
 
 @attrs.define(eq=False)
 class PostgresSession(Session):
-    executor: PgExecutor
+    """One target connection whose operations run on the connection's own Trio task, no thread
+    between (``native.NativeConnection``)."""
+
+    connection: NativeConnection
     application_name: str = ""
     first_stamp: float | None = None
     """The server's clock when it received this session's first operation (it succeeded)."""
     _stamped: bool = False
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        sql, names = positional(op.sql or "", "%s")
-        values = tuple(params[n] for n in names)
+        sql, names = bound(op.sql or "")
+        values = tuple([params[n] for n in names])
         if not self._stamped:
             self._stamped = True
-            self.first_stamp = await self.executor.run_raw(lambda c: _run_stamped(c, sql, values))
+            results = await self.connection.query(sql + STAMP, values)  # the operation's results, the stamp last
+            stamp = text_value(results[-1]) if results else None
+            self.first_stamp = float(stamp) if stamp is not None else math.nan
             return
-        await self.executor.run_raw(lambda c: _run(c, sql, values))
+        await self.connection.query(sql, values)
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.application_name = application_name(tag)
-        name = self.application_name
-        await self.executor.run_raw(lambda c: _run(c, "SELECT set_config('application_name', %s, false)", (name,)))
+        await self.connection.query("SELECT set_config('application_name', %s, false)", (self.application_name,))
 
     async def close(self) -> None:
-        await self.executor.close()
+        await self.connection.close()
 
 
 @attrs.define(eq=False)
 class PostgresTarget(Target):
     url: str
-    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(256))
     traits: TargetTraits = attrs.field(init=False)  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
@@ -175,9 +171,9 @@ class PostgresTarget(Target):
 
     async def open_session(self, worker_id: str, slot: int) -> PostgresSession:
         name = application_name({"worker_id": f"{worker_id}/{slot}"})
-        ex = PgExecutor(self.url, name, limiter=self.limiter)
-        await ex.run_raw(lambda c: None)  # connect now, before the barrier
-        return PostgresSession(ex, name)
+        connection = NativeConnection(self.url, name)
+        await connection.query("SELECT 1")  # connect now, before the barrier
+        return PostgresSession(connection, name)
 
     async def check_statements(
         self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]
