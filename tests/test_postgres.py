@@ -429,3 +429,65 @@ async def test_errors_group_by_what_the_server_said_not_the_values_bound_nor_our
     assert len(duplicates) == 1 and "(1)" not in duplicates.pop()
     assert len({m for m in messages if "InvalidTextRepresentation" in m}) == 1
     assert all(m.count("\n") == 0 and "first" not in m and "a'b" not in m for m in messages)
+
+
+async def test_a_session_runs_its_operations_without_a_thread_each(postgres_url, monkeypatch):
+    """Issue 23: every operation was a thread hop to a blocking psycopg call. A session connects
+    in a thread once; its operations then run on the Trio task, waiting on the socket."""
+    target = PostgresTarget(postgres_url)
+    session = await target.open_session("w000", 0)
+    hops = []
+    real = trio.to_thread.run_sync
+
+    async def counted(*args, **kwargs):
+        hops.append(args[0])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    op = OperationSpec("q", sql="SELECT :n::int + 1")
+    try:
+        for n in range(200):
+            await session.execute(op, {"n": n})
+        await session.set_phase({"worker_id": "w000", "phase": "MEASUREMENT"})
+    finally:
+        await session.close()
+    assert hops == []
+
+
+async def test_a_cancelled_statement_is_stopped_on_the_server_and_the_session_goes_on(postgres_url):
+    target = PostgresTarget(postgres_url)
+    session = await target.open_session("w000", 0)
+    try:
+        with trio.move_on_after(0.5) as scope:
+            await session.execute(OperationSpec("sleep", sql="SELECT pg_sleep(20)"), {})
+        assert scope.cancelled_caught
+        await session.execute(OperationSpec("q", sql="SELECT 1"), {})  # usable (or reconnected)
+        with psycopg.connect(postgres_url) as c:
+            busy = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' "
+                "AND state <> 'idle' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        assert busy == 0
+    finally:
+        await session.close()
+
+
+async def test_a_terminated_backend_is_one_connection_error_and_the_session_reconnects(postgres_url):
+    from startline.backends.postgres.conn import error_category
+
+    target = PostgresTarget(postgres_url)
+    session = await target.open_session("w000", 7)
+    q = OperationSpec("q", sql="SELECT 1")
+    try:
+        await session.execute(q, {})
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            killed = c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'startline w000/7'"
+            ).fetchall()
+        assert killed == [(True,)]
+        with pytest.raises(psycopg.Error) as lost:
+            await session.execute(q, {})
+        assert error_category(lost.value) == "connection"
+        await session.execute(q, {})  # the next operation reconnects
+    finally:
+        await session.close()
