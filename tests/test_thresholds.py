@@ -166,7 +166,7 @@ def test_a_failed_threshold_exits_1_and_the_summary_says_which(tmp_path: Path) -
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "threshold latency_ms: p(50) < 0.001 FAILED" in proc.stdout
     # the end summary says the run's shape and leaves out a phase with nothing in it (no warmup)
-    assert "2 workers × 2 connections; ran 1.0 s (MEASUREMENT 1.0 s)" in proc.stdout
+    assert "2 workers, 4 connections; ran 1.0 s (MEASUREMENT 1.0 s)" in proc.stdout
     assert "WARMUP" not in proc.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [t["ok"] for t in summary["thresholds"]] == [False, True]
