@@ -491,3 +491,23 @@ async def test_a_terminated_backend_is_one_connection_error_and_the_session_reco
         await session.execute(q, {})  # the next operation reconnects
     finally:
         await session.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 7, -1, -(2**62), 2**62, "", "plain", "it's", "back\\slash", "ünï cødé", "a%b", "--x", 1.5, True, None],
+)
+async def test_values_bound_on_the_fast_path_arrive_as_psycopg_binds_them(postgres_url, value):
+    """The native session binds ints and text itself (libpq's escaping), anything else through
+    psycopg's ClientCursor: the server must see the same value either way."""
+    from startline.backends.postgres.native import NativeConnection, text_value
+
+    conn = NativeConnection(postgres_url, "startline test")
+    try:
+        (result,) = await conn.query("SELECT (%s)::text, pg_typeof(%s)::text", (value, value))
+        native = (text_value(result, 0, 0), text_value(result, 0, 1))
+    finally:
+        await conn.close()
+    with psycopg.connect(postgres_url, cursor_factory=psycopg.ClientCursor) as c:
+        reference = c.execute("SELECT (%s)::text, pg_typeof(%s)::text", (value, value)).fetchone()
+    assert native == tuple(reference)
