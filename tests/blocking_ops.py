@@ -19,3 +19,11 @@ async def block_once(marker: str, block_ms: float, ms: float) -> None:
         await trio.sleep(ms / 1000.0)
     else:
         time.sleep(block_ms / 1000.0)  # blocks the loop: no heartbeat, no other connection
+
+
+async def spin(ms: float) -> None:
+    """An operation that keeps the worker's CPU busy for ``ms`` (a client that is the limit)."""
+    end = time.perf_counter() + ms / 1000.0
+    while time.perf_counter() < end:
+        pass
+    await trio.lowlevel.checkpoint()

@@ -9,6 +9,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from startline.engine import thresholds
+from startline.engine.cpu import client_block
 from startline.engine.metrics import (
     add_into,
     decode,
@@ -132,6 +133,7 @@ def worker_entry(payload: Mapping[str, Any], status: str, events: Mapping[str, f
         "ops": ops,
         "errors": errors,
         "health": (payload.get("control_plane") or {}).get("health"),
+        "cpu": payload.get("cpu"),
     }
 
 
@@ -309,6 +311,11 @@ def build_summary(
     metrics = [p.get("metrics", {}) for p in payloads]
     phases = merge_phase_blocks(metrics, durations)
     load = dict(load or {"mode": str(scenario.load.mode), "steps": [], "result": None})
+    workers = _workers(payloads, worker_statuses, worker_events or {})
+    client = client_block(workers)
+    if client and client["saturated"] and load.get("result"):
+        # a load mode's answer reached while the client was the limit is the client's, maybe
+        load["result"] = dict(load["result"]) | {"client_saturated": True}
     failures = merge_failures(metrics)
     checks = evaluate(scenario.checks, phases, load, failures)
     start = start_block(start_time, payloads)
@@ -336,7 +343,8 @@ def build_summary(
         "stopped_at": stopped_at,
         "start": start,
         "control_plane": control_plane_block(payloads, orchestrator_queries),
-        "workers": _workers(payloads, worker_statuses, worker_events or {}),
+        "workers": workers,
+        "client": client,
         "phases": phases,
         "load": load,
         "failures": failures,

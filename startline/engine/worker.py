@@ -8,6 +8,7 @@ in ``engine.events``, ``engine.liveness``, ``engine.lifecycle``, ``engine.schedu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -25,6 +26,7 @@ from startline.engine.arrivals import OpenLoopRate
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
+from startline.engine.cpu import CpuWatch
 from startline.engine.events import WorkerView
 from startline.engine.follow import RunFollower, WorkerExit, WorkerRefused, wait_for_run
 from startline.engine.lifecycle import worker_transition
@@ -135,6 +137,8 @@ class Worker:
     """Every connection has issued its ``operations_per_connection``."""
     _timeline: Timeline = attrs.field(init=False)
     _rate: OpenLoopRate | None = attrs.field(init=False, default=None)
+    _cpu: CpuWatch | None = attrs.field(init=False, default=None)
+    """This process's CPU use, sampled while it runs (live only: None on virtual time)."""
     """The open loop's rate state, once the scenario is known."""
 
     def __attrs_post_init__(self) -> None:
@@ -286,6 +290,7 @@ class Worker:
         )
         if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             self._conns.host_now = time.time  # the host's own clock: a witness of the start
+            self._cpu = CpuWatch()
         async with trio.open_nursery() as nursery:
             pool = self._pool = Pool(
                 nursery, self._open_session, self._conns.run, self._note_connections, self.runtime.spawned
@@ -360,6 +365,8 @@ class Worker:
         if not plan.heartbeat_task_while_waiting:
             nursery.start_soon(self._publisher.chore, self._publisher.heartbeats(sc.heartbeat_s))
         nursery.start_soon(self._publisher.chore, self._publisher.flushes(sc))
+        if self._cpu is not None:
+            nursery.start_soon(self._publisher.chore, functools.partial(self._cpu.loop, sc.snapshot_interval_s))
         return True
 
     # ---- after the start ----------------------------------------------------------------------
@@ -505,6 +512,7 @@ class Worker:
                 conns.target_first_query if conns else {}, same_clock(self._cp.traits, self.target.traits)
             ),
             "process": tl.process(firsts),
+            "cpu": None if self._cpu is None else self._cpu.payload(self._publisher.windows),
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),
                 "latency_us": self._counting.latency_payload(),

@@ -131,6 +131,11 @@ def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         ("start lag p99", (st.get("lag_ms") or {}).get("p99"), "ms"),
         ("workers, connections", shape(summary), ""),
     ]
+    client = summary.get("client")
+    if client:
+        busiest = f"{100 * client['share_max']:.0f} % of a core in its busiest interval"
+        said = f"{', '.join(client['saturated'])} SATURATED — " if client["saturated"] else ""
+        rows.append(("client CPU", said + busiest, ""))
     load = summary.get("load") or {}
     result = load.get("result") or {}
     if load.get("mode") == "find_max" and result:

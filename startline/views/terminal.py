@@ -87,6 +87,13 @@ def print_summary(
     bad = [w for w in summary["workers"] if w["status"] != "COMPLETED"]
     for w in bad:
         console.print(f"[yellow]worker {escape(w['worker_id'])}: {w['status']}[/] {escape(w.get('failure') or '')}")
+    client = summary.get("client") or {}
+    if client.get("saturated"):
+        console.print(
+            f"[bold yellow]client saturated[/]: {escape(', '.join(client['saturated']))} used more than "
+            f"{100 * client['threshold']:.0f} % of a core in an interval — these figures may be the client's "
+            "limit, not the database's: run more worker processes (or hosts)"
+        )
     _print_failures(summary.get("failures", ()), console)
     for c in summary.get("checks", ()):
         mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
