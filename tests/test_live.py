@@ -398,3 +398,22 @@ async def test_the_snowflake_target_works_in_its_urls_database_and_schema_and_bi
     finally:
         await check.close()
     assert kept == [{"N": 0}]  # the other database's LOG was not dropped
+
+
+async def test_a_snowflake_worker_has_a_thread_for_each_session_and_no_more(fakesnow_home):
+    """Issue 23: the connector is blocking, so Snowflake sessions stay on threads: one bounded
+    pool per worker, sized to the sessions it opened (64 fixed before: a 65th waited for a thread)."""
+    from startline.urls import parse_url
+
+    target = SnowflakeTarget.from_url(parse_url("snowflake://fakesnow?database=TGTDB&schema=APP", "target"))
+    await target.setup(["CREATE DATABASE IF NOT EXISTS TGTDB", "CREATE SCHEMA IF NOT EXISTS TGTDB.APP"])
+    sessions = [await target.open_session("w0", slot) for slot in range(3)]
+    try:
+        assert target.limiter.total_tokens == 3
+        async with trio.open_nursery() as nursery:  # all three at once, each on its own thread
+            for s in sessions:
+                nursery.start_soon(s.execute, OperationSpec("q", sql="SELECT 1"), {})
+        assert target.limiter.borrowed_tokens == 0
+    finally:
+        for s in sessions:
+            await s.close()

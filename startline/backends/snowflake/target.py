@@ -51,7 +51,10 @@ class SnowflakeSession(Session):
 class SnowflakeTarget(Target):
     settings: SnowflakeSettings
     use_cached_result: bool = False
-    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(64))
+    limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    """The worker's thread pool for its sessions (the connector is blocking HTTP): one thread per
+    session it opened (grown as they open), reused from operation to operation — never one created
+    per operation, never an operation waiting for a thread another session holds."""
     traits = TargetTraits(setup=True, sampling=True)
 
     @classmethod
@@ -85,6 +88,7 @@ class SnowflakeTarget(Target):
 
     async def open_session(self, worker_id: str, slot: int) -> SnowflakeSession:
         params = {"USE_CACHED_RESULT": self.use_cached_result}
+        self.limiter.total_tokens = max(self.limiter.total_tokens, slot + 1)
         ex = SnowflakeExecutor(self.settings, params, limiter=self.limiter)
         await ex.run(lambda c: None)  # connect now, before the barrier
         return SnowflakeSession(ex)
