@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from startline.engine.model import RunStatus
 from startline.engine.scenario import Checks
-from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, evaluate, exit_code, verdict
+from startline.engine.verdict import (
+    EXIT_CHECKS_FAILED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    evaluate,
+    exit_code,
+    qps_held,
+    verdict,
+)
 from startline.inprocess import run_in_process_async
 from startline.testing import run_cli, scenario
 
@@ -315,3 +323,19 @@ def test_stop_after_failing_s_0_lets_a_hopeless_run_go_on_and_the_check_still_fa
     assert summary["reason"] is None and summary["stopped_at"] - summary["start_time"] >= 61.0
     assert summary["verdict"] == "failed"
     assert not {c["name"]: c["ok"] for c in summary["checks"]}["all_failing"]
+
+
+def test_a_qps_controller_hunting_between_the_two_counts_around_its_target_held_it():
+    """The qps example failed on a busy host: 6 connections read 272.5 of 300 (within one
+    connection's share), the controller stepped to 7 and the run ended — hunting between the whole
+    counts around the target, not running away. One connection's step from a reading within a
+    share passes; a bigger step, or a reading further off, does not."""
+
+    def held(qps, read_with, to):
+        result = {"target_qps": 300.0, "qps": qps, "connections": to, "read_with": read_with, "reason": "not_settled"}
+        return qps_held(result)
+
+    assert held(272.5, 6, 7).ok and "hunting" in held(272.5, 6, 7).detail
+    assert not held(272.5, 6, 8).ok  # two connections at once: still looking
+    assert not held(200.0, 6, 7).ok  # 100 qps off with 33 qps a connection
+    assert not held(14.0, 4, 5).ok  # the issue's 14 qps against its target

@@ -370,6 +370,7 @@ class Steering:
                 "target_qps": load.target_qps,
                 "connections": last.to if last else None,
                 "qps": last.qps if last else None,
+                "read_with": last.connections if last else None,
                 "reason": qps_result_reason(last, load.target_qps, stop_reason),
             }
         elif load.mode is LoadMode.FIND_MAX and self.search is not None:

@@ -161,6 +161,10 @@ def qps_held(result: Mapping[str, Any]) -> Check:
         )
     elif reason == "bounds_limit_reached":
         ok, why = False, "could not reach it within the connection bounds"
+    elif (read := result.get("read_with")) and abs(n - read) == 1 and abs(qps - target) <= qps / read:
+        # the last move was one connection, from a count whose reading was within one connection's
+        # share of the target: hunting between the two whole counts around it, not running away
+        ok, why = True, f"hunting between the whole counts around it ({read} and {n} connections)"
     else:
         ok, why = False, "still moving when the run ended"
     held = f"{qps:g} qps with {n} connections" if qps is not None else "no reading"
