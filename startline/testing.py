@@ -310,3 +310,18 @@ class LiveRun:
             p.wait(timeout=60)
         summary = json.loads((self.out / "summary.json").read_text()) if (self.out / "summary.json").exists() else {}
         return self.orchestrator.returncode, err, summary
+
+
+def thread_hops(monkeypatch: Any) -> list[Any]:
+    """From now on, every function sent to a thread (``trio.to_thread.run_sync``), in a list the
+    caller reads: a test that an operation path makes no thread hop."""
+    hops: list[Any] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    return hops
+

@@ -19,7 +19,7 @@ from startline.backends.postgres.conn import safe
 from startline.backends.sqlparams import positional
 from startline.engine.model import ControlEvent, EventType, Phase, RunState, RunStatus
 from startline.engine.scenario import OperationSpec
-from startline.testing import run_cli
+from startline.testing import run_cli, thread_hops
 
 pytestmark = pytest.mark.live  # processes, servers or a browser
 
@@ -360,6 +360,16 @@ def test_a_target_database_that_does_not_exist_fails_in_seconds_before_any_worke
     assert not list(out.glob("worker-*.log"))  # no worker was started to fail on it
 
 
+def still_running(url: str, text: str) -> int:
+    """Sessions on the server whose statement holds ``text`` and is not idle (this one left out)."""
+    with psycopg.connect(url) as c:
+        return c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE strpos(query, %s) > 0 AND state <> 'idle' "
+            "AND pid <> pg_backend_pid()",
+            (text,),
+        ).fetchone()[0]
+
+
 HANGING = """
 name = "hanging"
 workers = 1
@@ -393,12 +403,7 @@ def test_a_statement_left_running_at_the_drain_fails_the_run_and_is_cancelled_on
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     check = {c["name"]: c for c in s["checks"]}["unfinished"]
     assert not check["ok"] and check["value"] == 2  # both connections met the hang in 2 s
-    with psycopg.connect(postgres_url) as c:
-        running = c.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' "
-            "AND pid <> pg_backend_pid()"
-        ).fetchone()[0]
-    assert running == 0
+    assert still_running(postgres_url, "pg_sleep(30)") == 0
 
 
 async def test_errors_group_by_what_the_server_said_not_the_values_bound_nor_our_stamp(postgres_url):
@@ -436,14 +441,7 @@ async def test_a_session_runs_its_operations_without_a_thread_each(postgres_url,
     in a thread once; its operations then run on the Trio task, waiting on the socket."""
     target = PostgresTarget(postgres_url)
     session = await target.open_session("w000", 0)
-    hops = []
-    real = trio.to_thread.run_sync
-
-    async def counted(*args, **kwargs):
-        hops.append(args[0])
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    hops = thread_hops(monkeypatch)
     op = OperationSpec("q", sql="SELECT :n::int + 1")
     try:
         for n in range(200):
@@ -462,12 +460,7 @@ async def test_a_cancelled_statement_is_stopped_on_the_server_and_the_session_go
             await session.execute(OperationSpec("sleep", sql="SELECT pg_sleep(20)"), {})
         assert scope.cancelled_caught
         await session.execute(OperationSpec("q", sql="SELECT 1"), {})  # usable (or reconnected)
-        with psycopg.connect(postgres_url) as c:
-            busy = c.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' "
-                "AND state <> 'idle' AND pid <> pg_backend_pid()"
-            ).fetchone()[0]
-        assert busy == 0
+        assert still_running(postgres_url, "pg_sleep(20)") == 0
     finally:
         await session.close()
 

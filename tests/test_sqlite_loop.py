@@ -11,6 +11,7 @@ import trio
 from startline.backends.sqlite import SqliteTarget
 from startline.backends.sqlite.loop import LoopConnection
 from startline.engine.scenario import OperationSpec
+from startline.testing import thread_hops
 
 LONG = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :to) SELECT count(*) FROM n"
 
@@ -19,14 +20,7 @@ async def test_quick_statements_run_without_a_thread_hop(tmp_path, monkeypatch) 
     target = SqliteTarget(tmp_path / "data.db")
     await target.setup(["CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER)"])
     session = await target.open_session("w000", 0)
-    hops = []
-    real = trio.to_thread.run_sync
-
-    async def counted(*args, **kwargs):
-        hops.append(args[0])
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    hops = thread_hops(monkeypatch)
     try:
         for k in range(300):
             await session.execute(OperationSpec("w", sql="INSERT INTO kv VALUES (:k, :k)"), {"k": k})
