@@ -56,8 +56,8 @@ def connect(path: Path, *, private: bool = False, confine: bool = False) -> sqli
 class Db:
     """A connection and the limiter that serialises its use across Trio tasks."""
 
-    def __init__(self, path: Path, *, private: bool = False, confine: bool = False) -> None:
-        self.path, self.private, self.confine = path, private, confine
+    def __init__(self, path: Path, *, private: bool = False) -> None:
+        self.path, self.private = path, private
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
 
@@ -68,7 +68,7 @@ class Db:
             nonlocal started
             started = True
             if self._conn is None:
-                self._conn = connect(self.path, private=self.private, confine=self.confine)
+                self._conn = connect(self.path, private=self.private)
             return fn(self._conn)
 
         # A call cancelled by the caller is abandoned and its statement interrupted: its thread

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from startline.backends.sqlite.db import Db
+from startline.backends.sqlite.loop import LoopConnection
 from startline.engine.ports import Session, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
@@ -18,18 +19,20 @@ from startline.engine.workload import sample_values
 
 @attrs.define(eq=False)
 class SqliteSession(Session):
-    db: Db
+    """One connection whose statements run on the connection's own Trio task (``LoopConnection``:
+    a statement past a couple of milliseconds moves to a thread)."""
+
+    connection: LoopConnection
     tag: dict[str, str] = attrs.Factory(dict)
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        sql = op.sql
-        await self.db.run(lambda c: c.execute(sql, params).fetchall())
+        await self.connection.run(op.sql or "", params)
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.tag = dict(tag)  # SQLite has no session tag; kept for logs and tests
 
     async def close(self) -> None:
-        await self.db.close()
+        await self.connection.close()
 
 
 def error_category(exc: BaseException) -> str:
@@ -72,8 +75,8 @@ class SqliteTarget(Target):
             await db.close()
 
     async def open_session(self, worker_id: str, slot: int) -> SqliteSession:
-        session = SqliteSession(Db(self.path, confine=True))
-        await session.db.run(lambda c: c.execute("SELECT 1").fetchall())  # connect now, not at the first query
+        session = SqliteSession(LoopConnection(self.path, confine=True))
+        await session.connection.run("SELECT 1")  # connect now, not at the first query
         return session
 
     def error_category(self, exc: BaseException) -> str:

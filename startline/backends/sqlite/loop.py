@@ -1,0 +1,128 @@
+"""A SQLite target connection whose statements run on the Trio thread (issue 23).
+
+Most of a benchmark's statements take microseconds; a hop to a worker thread and back costs more
+than they do (two GIL hand-overs and a thread wake-up per operation). So a statement runs on the
+Trio task itself, within a budget: a progress handler watches it, and one still running after
+``BUDGET_S`` is interrupted — rolled back, as SQLite does with an interrupted statement in
+autocommit mode — and run again in a worker thread, where it may take as long as it needs while the
+worker's heartbeats and control tasks go on. A busy database (another connection holds the write
+lock) backs off on Trio — ``trio.sleep`` with jitter, up to ``BUSY_TIMEOUT_MS`` in all — instead of
+SQLite's busy handler sleeping on the event loop. Every statement ends with a checkpoint, so that a
+connection that never waits still lets the other tasks run."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from startline.backends.sqlite.db import BUSY_TIMEOUT_MS, connect
+
+BUDGET_S = 0.002
+"""How long a statement may run on the event loop before it moves to a thread."""
+PROGRESS_STEPS = 1000
+"""SQLite virtual-machine steps between two looks at the budget."""
+BACKOFF_S = (0.0005, 0.05)
+"""A busy database's first and longest wait before the statement is tried again."""
+
+
+class Overran(Exception):
+    """A statement ran past its budget on the event loop (it was interrupted, and runs again in a thread)."""
+
+
+class LoopConnection:
+    """One SQLite connection (autocommit) whose statements run on the calling Trio task."""
+
+    def __init__(self, path: Path, *, confine: bool = True) -> None:
+        self.path, self.confine = path, confine
+        self._conn: sqlite3.Connection | None = None
+        self._deadline = math.inf
+        self._overran = False
+        self._lock = trio.StrictFIFOLock()
+        self.moved = 0
+        """Statements that outran the budget and ran in a thread."""
+        self._in_use = False  # a thread is running a statement on the connection
+
+    async def _open(self) -> sqlite3.Connection:
+        """The connection, opened in a thread the first time (opening may wait for a lock)."""
+        if self._conn is None:
+
+            def opened() -> sqlite3.Connection:
+                conn = connect(self.path, confine=self.confine)
+                conn.execute("PRAGMA busy_timeout = 0")  # busy: back off on Trio, not in SQLite's handler
+                conn.set_progress_handler(self._progress, PROGRESS_STEPS)
+                return conn
+
+            self._conn = await trio.to_thread.run_sync(opened)
+        return self._conn
+
+    def _progress(self) -> int:
+        if time.perf_counter() > self._deadline:
+            self._overran = True
+            return 1  # interrupt: the statement is rolled back and raises OperationalError
+        return 0
+
+    async def run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        """``sql`` with ``params`` bound; its rows."""
+        async with self._lock:
+            conn = await self._open()
+            waited, backoff = 0.0, BACKOFF_S[0]
+            while True:
+                self._overran = False
+                self._deadline = time.perf_counter() + BUDGET_S
+                try:
+                    rows = conn.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:
+                    self._deadline = math.inf
+                    if self._overran:
+                        self.moved += 1
+                        return await self._in_thread(conn, sql, params)
+                    if not _busy(exc) or waited >= BUSY_TIMEOUT_MS / 1000:
+                        raise
+                    pause = backoff * random.uniform(0.5, 1.0)
+                    await trio.sleep(pause)
+                    waited, backoff = waited + pause, min(BACKOFF_S[1], 2 * backoff)
+                    continue
+                self._deadline = math.inf
+                await trio.lowlevel.checkpoint()  # a connection that never waits lets the others run
+                return rows
+
+    async def _in_thread(self, conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
+        """A statement that outran its budget, run again in a thread with SQLite's own busy wait;
+        cancelled, it is interrupted (it returns at once in its thread)."""
+
+        def call() -> list[Any]:
+            self._in_use = True
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                try:
+                    return conn.execute(sql, params).fetchall()
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
+            finally:
+                self._in_use = False
+
+        try:
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except trio.Cancelled:
+            conn.interrupt()
+            raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            with trio.move_on_after(1.0):  # an interrupted statement's thread returns at once
+                while self._in_use:
+                    await trio.sleep(0.005)
+            conn, self._conn = self._conn, None
+            if conn is not None and not self._in_use:
+                conn.close()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
