@@ -95,3 +95,25 @@ async def test_a_busy_database_backs_off_on_trio_and_the_write_lands(tmp_path) -
     finally:
         await conn.close()
         holder.close()
+
+
+async def test_a_statement_interrupted_after_its_commit_is_not_run_again(tmp_path) -> None:
+    """SQLite asks the progress handler once more as a statement returns — after its commit — and
+    a statement interrupted then reports "interrupted" with its changes in. Run again in a thread,
+    an INSERT landed twice (a pool run held a row more than it counted, under load). Every point at
+    which the budget can run out, for a small INSERT: it lands once."""
+    from startline.backends.sqlite import loop
+
+    for steps in range(1, 40):
+        conn = LoopConnection(tmp_path / f"data-{steps}.db")
+        try:
+            await conn.run("CREATE TABLE t (x INTEGER)")
+            conn._conn.set_progress_handler(conn._progress, steps)  # look at the budget every `steps`
+            budget, loop.BUDGET_S = loop.BUDGET_S, -1.0  # and find it spent at the first look
+            try:
+                await conn.run("INSERT INTO t VALUES (1)")
+            finally:
+                loop.BUDGET_S = budget
+            assert await conn.run("SELECT count(*) FROM t") == [(1,)], steps
+        finally:
+            await conn.close()

@@ -75,11 +75,17 @@ class LoopConnection:
             waited, backoff = 0.0, BACKOFF_S[0]
             while True:
                 self._overran = False
+                changes = conn.total_changes
                 self._deadline = time.perf_counter() + BUDGET_S
                 try:
                     rows = conn.execute(sql, params).fetchall()
                 except sqlite3.OperationalError as exc:
                     self._deadline = math.inf
+                    if self._overran and conn.total_changes != changes:
+                        # SQLite also asks the progress handler once as a statement returns, after
+                        # its commit: "interrupted" then, its changes are in — done, not run again
+                        await trio.lowlevel.checkpoint()
+                        return []
                     if self._overran:
                         self.moved += 1
                         return await self._in_thread(conn, sql, params)
