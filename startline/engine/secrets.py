@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -111,11 +111,15 @@ URL_SETTINGS = ("control", "target")
 """A scenario's settings that hold a URL."""
 
 
+def _with_urls(settings: dict[str, Any], how: Callable[[str], str]) -> dict[str, Any]:
+    return settings | {k: how(settings[k]) for k in URL_SETTINGS if isinstance(settings.get(k), str)}
+
+
 def settings_masked(settings: dict[str, Any]) -> dict[str, Any]:
     """A scenario's settings with its URLs' passwords shown as ``***`` (summary.json, the report)."""
-    return settings | {k: masked_url(settings[k]) for k in URL_SETTINGS if isinstance(settings.get(k), str)}
+    return _with_urls(settings, masked_url)
 
 
 def settings_without_secrets(settings: dict[str, Any]) -> dict[str, Any]:
     """A scenario's settings with its URLs' passwords left out (the control plane's RUN_STATUS)."""
-    return settings | {k: without_secrets(settings[k]) for k in URL_SETTINGS if isinstance(settings.get(k), str)}
+    return _with_urls(settings, without_secrets)

@@ -81,10 +81,9 @@ class Steering:
     """``abort_on_fail`` thresholds crossed during the run (by key and expression)."""
     connections_level: int = attrs.field(init=False, default=0)
     """The run-wide connections last set by the load control (qps, find-max over concurrency)."""
-    losses: int = attrs.field(init=False, default=0)
-    """How many times workers were lost while the load control steered the connections."""
     lost_at: float | None = attrs.field(init=False, default=None)
-    """When workers were last lost so (the control plane's clock)."""
+    """When workers were last lost while the load control steered the connections (the control
+    plane's clock)."""
 
     def begin(self, start_time: float) -> None:
         self.start_time = start_time
@@ -153,7 +152,7 @@ class Steering:
         if self.scenario.load.open_loop:
             await self.resplit()
         elif self.connections_level:
-            self.losses, self.lost_at = self.losses + 1, self.now()
+            self.lost_at = self.now()
             await self.set_connections(self.connections_level)
 
     async def resplit(self) -> None:
@@ -274,13 +273,13 @@ class Steering:
         await self.complete_start_split(ctl.connections)
         clean_from = self._interval_at(self.now() + STEERED_FOLLOW_S) + 1
         wake = self.start_time + load.control_interval_s
-        losses = self.losses
+        seen_loss = self.lost_at
         while True:
             await trio.sleep_until(self.to_trio(wake))
             wake += load.control_interval_s
             now = self.now()
-            if self.losses != losses:  # a worker lost: read afresh from the re-split on
-                losses, ctl = self.losses, ctl.forget()
+            if self.lost_at != seen_loss:  # a worker lost: read afresh from the re-split on
+                seen_loss, ctl = self.lost_at, ctl.forget()
                 clean_from = self._interval_at(now + STEERED_FOLLOW_S) + 1
                 continue
             last = self._interval_at(now) - 1

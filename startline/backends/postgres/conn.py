@@ -140,17 +140,23 @@ class PgExecutor:
 
     def cancel(self) -> None:
         """Cancel the statement running on this connection (from any thread)."""
-        conn = self.conn
-        if conn is not None and not conn.closed:
-            try:
-                conn.cancel_safe(timeout=CANCEL_WAIT_S)
-            except psycopg.Error:
-                pass
+        if self.conn is not None:
+            cancel_on_server(self.conn)
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             await trio.to_thread.run_sync(conn.close)
+
+
+def cancel_on_server(conn: psycopg.Connection[Any]) -> None:
+    """Ask the server to stop the statement running on ``conn`` (blocking, from any thread; within
+    ``CANCEL_WAIT_S``); a connection already closed, or a request that fails, is left as it is."""
+    if not conn.closed:
+        try:
+            conn.cancel_safe(timeout=CANCEL_WAIT_S)
+        except psycopg.Error:
+            pass
 
 
 def error_category(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ import psycopg
 import trio
 from psycopg import pq
 
-from startline.backends.postgres.conn import CANCEL_WAIT_S, connect
+from startline.backends.postgres.conn import CANCEL_WAIT_S, cancel_on_server, connect
 
 IDLE = pq.TransactionStatus.IDLE
 FATAL = pq.ExecStatus.FATAL_ERROR
@@ -116,7 +116,7 @@ class NativeConnection:
         with trio.move_on_after(CANCEL_WAIT_S) as scope:
             scope.shield = True
             try:
-                await trio.to_thread.run_sync(lambda: conn.cancel_safe(timeout=CANCEL_WAIT_S), abandon_on_cancel=True)
+                await trio.to_thread.run_sync(cancel_on_server, conn, abandon_on_cancel=True)
                 await self._results(conn.pgconn)
             except (psycopg.Error, OSError):
                 pass

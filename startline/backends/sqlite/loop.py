@@ -4,7 +4,8 @@ Most of a benchmark's statements take microseconds; a hop to a worker thread and
 than they do (two GIL hand-overs and a thread wake-up per operation). So a statement runs on the
 Trio task itself, within a budget: a progress handler watches it, and one still running after
 ``BUDGET_S`` is interrupted — rolled back, as SQLite does with an interrupted statement in
-autocommit mode — and run again in a worker thread, where it may take as long as it needs while the
+autocommit mode (unless the interrupt came as it returned, after its commit: then it is done) —
+and run again in a worker thread, where it may take as long as it needs while the
 worker's heartbeats and control tasks go on. A busy database (another connection holds the write
 lock) backs off on Trio — ``trio.sleep`` with jitter, up to ``BUSY_TIMEOUT_MS`` in all — instead of
 SQLite's busy handler sleeping on the event loop. Every statement ends with a checkpoint, so that a
@@ -30,10 +31,6 @@ PROGRESS_STEPS = 1000
 """SQLite virtual-machine steps between two looks at the budget."""
 BACKOFF_S = (0.0005, 0.05)
 """A busy database's first and longest wait before the statement is tried again."""
-
-
-class Overran(Exception):
-    """A statement ran past its budget on the event loop (it was interrupted, and runs again in a thread)."""
 
 
 class LoopConnection:
@@ -65,7 +62,7 @@ class LoopConnection:
     def _progress(self) -> int:
         if time.perf_counter() > self._deadline:
             self._overran = True
-            return 1  # interrupt: the statement is rolled back and raises OperationalError
+            return 1  # interrupt: OperationalError (rolled back, unless it had already committed)
         return 0
 
     async def run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
