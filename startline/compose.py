@@ -49,6 +49,9 @@ def open_target(url: Url, scenario: Scenario) -> Any:
     target = _target(url, scenario)
     if scenario.setup and not target.traits.setup:
         raise ConfigError("setup", f"the {url.scheme} target runs no setup statements")
+    for i, op in enumerate(scenario.operations):
+        if op.prepare and not target.traits.prepares:
+            raise ConfigError(f"operations[{i}].prepare", f"the {url.scheme} target prepares no statements")
     return target
 
 

@@ -504,3 +504,98 @@ async def test_values_bound_on_the_fast_path_arrive_as_psycopg_binds_them(postgr
     with psycopg.connect(postgres_url, cursor_factory=psycopg.ClientCursor) as c:
         reference = c.execute("SELECT (%s)::text, pg_typeof(%s)::text", (value, value)).fetchone()
     assert native == tuple(reference)
+
+
+WORKLOAD = [  # (sql with :names, parameters): rows written, changed, read back and deleted
+    ("CREATE TABLE IF NOT EXISTS w (id int PRIMARY KEY, name text, score float8, born date)", {}),
+    ("INSERT INTO w VALUES (:id, :name, :score, :born)", {"id": 1, "name": "it's", "score": -1.5, "born": None}),
+    ("INSERT INTO w VALUES (:id, :name, :score, :born)", {"id": 2, "name": "ünï", "score": 2.25, "born": "2026-12-03"}),
+    ("INSERT INTO w VALUES (:id, :name, :score, :born)", {"id": -3, "name": None, "score": 0.0, "born": "1999-01-31"}),
+    ("INSERT INTO w SELECT g, 'n' || g, g / 3.0, NULL FROM generate_series(:lo, :hi) g", {"lo": 10, "hi": 40}),
+    ("UPDATE w SET score = score + :d WHERE id < :id", {"d": 1, "id": 20}),
+    (
+        "SELECT id, name, score::text, born::text FROM w WHERE id >= :lo OR name = :name ORDER BY id",
+        {"lo": 30, "name": "it's"},
+    ),
+    ("SELECT count(*), sum(score)::text FROM w WHERE name LIKE :p", {"p": "n%"}),
+    ("DELETE FROM w WHERE id > :id", {"id": 15}),
+    ("SELECT id, name FROM w ORDER BY id", {}),
+]
+
+
+async def test_a_fixed_workload_returns_and_changes_the_same_rows_bound_prepared_and_through_psycopg(postgres_url):
+    """Issue 23's reference check: the native session (values bound client-side, or the
+    statement prepared and its values sent apart) reads and changes exactly what plain psycopg
+    does with the same statements."""
+    from startline.backends.postgres.native import NativeConnection, text_value
+    from startline.backends.postgres.target import bound
+
+    async def native(prepare: bool) -> list[tuple[int, list[tuple[str | None, ...]]]]:
+        conn = NativeConnection(postgres_url, "startline test")
+        seen = []
+        try:
+            for sql, params in WORKLOAD:
+                text, names = bound(sql, prepare and bool(params))
+                values = tuple(params[n] for n in names)
+                run = conn.query_prepared if prepare and params else conn.query
+                (r,) = await run(text, values)
+                rows = [tuple(text_value(r, i, j) for j in range(r.nfields)) for i in range(r.ntuples)]
+                seen.append((int(r.command_tuples or 0), rows))
+            await conn.query("DROP TABLE w")
+        finally:
+            await conn.close()
+        return seen
+
+    def reference() -> list[tuple[int, list[tuple[str | None, ...]]]]:
+        seen = []
+        with psycopg.connect(postgres_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as c:
+            for sql, params in WORKLOAD:
+                text, names = positional(sql, "%s")
+                cur = c.execute(text, tuple(params[n] for n in names) or None)
+                rows = (
+                    [tuple(None if v is None else str(v) for v in row) for row in cur.fetchall()]
+                    if cur.description
+                    else []
+                )
+                seen.append((max(cur.rowcount, 0), rows))
+            c.execute("DROP TABLE w")
+        return seen
+
+    client_side, prepared, expected = await native(False), await native(True), reference()
+    assert [changed for changed, _ in client_side] == [0, 1, 1, 1, 31, 13, 12, 1, 25, 9]
+    assert client_side == prepared
+    assert [rows for _, rows in client_side] == [rows for _, rows in expected]
+    assert [changed for changed, _ in client_side] == [changed for changed, _ in expected]
+
+
+async def test_a_prepared_operation_is_parsed_once_per_connection_and_again_after_a_reconnect(postgres_url):
+    """``prepare = true``: the session's first operation carries the start's stamp (a simple
+    query), every later one executes a statement prepared once on that connection — and
+    prepared again on the connection that replaces a terminated one."""
+    target = PostgresTarget(postgres_url)
+    session = await target.open_session("w000", 3)
+    op = OperationSpec("q", sql="SELECT :n + 1, :s::text", prepare=True)
+
+    async def prepared() -> list[tuple[str | None, ...]]:
+        from startline.backends.postgres.native import text_value
+
+        (r,) = await session.connection.query("SELECT statement FROM pg_prepared_statements ORDER BY name")
+        return [text_value(r, i) for i in range(r.ntuples)]
+
+    try:
+        await session.execute(op, {"n": 1, "s": "a"})
+        assert session.first_stamp is not None and session.first_stamp > 0
+        assert await prepared() == []  # the first went as a simple query with the stamp
+        for n in range(5):
+            await session.execute(op, {"n": n, "s": f"it's {n}"})
+        assert await prepared() == ["SELECT $1 + 1, $2::text"]
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'startline w000/3'"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            await session.execute(op, {"n": 1, "s": "b"})
+        await session.execute(op, {"n": 2, "s": "c"})  # a new connection: prepared anew, not "does not exist"
+        assert await prepared() == ["SELECT $1 + 1, $2::text"]
+    finally:
+        await session.close()

@@ -197,6 +197,7 @@ def test_control_tables_made_by_another_version_are_refused_in_one_line(tmp_path
         ('call = "startline.backends.memory.ops:sleep_ms"', 'call = "nowhere.at_all:fn"', "operations[0].call"),
         ('call = "startline.backends.memory.ops:sleep_ms"', 'call = "time:sleep"', "operations[0].call"),
         ('name = "ok"', 'name = "ok"\nsetup = ["CREATE TABLE t (k INT)"]', "setup"),
+        ('name = "q"', 'name = "q"\nprepare = true', "operations[0].prepare"),  # a call has no statement
     ],
 )
 def test_check_refuses_what_run_would_refuse(tmp_path, replace, by, field):
@@ -206,6 +207,19 @@ def test_check_refuses_what_run_would_refuse(tmp_path, replace, by, field):
         proc = cli(command, str(path), *(["--out", str(tmp_path / "out")] if command == "run" else []))
         assert proc.returncode == 2, (command, proc.stderr)
         assert field in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_prepare_is_refused_by_a_target_that_prepares_no_statements(tmp_path):
+    path = tmp_path / "sf.toml"
+    path.write_text(
+        GOOD.replace('name = "ok"', 'name = "ok"\ntarget = "snowflake://user@account/db/schema?warehouse=wh"').replace(
+            'call = "startline.backends.memory.ops:sleep_ms"', 'sql = "SELECT :ms"\nprepare = true'
+        )
+    )
+    proc = cli("check", str(path))
+    assert proc.returncode == 2, proc.stderr
+    assert "operations[0].prepare" in proc.stderr and "snowflake target prepares no statements" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 SQL_SCENARIO = """

@@ -20,11 +20,13 @@ _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 @functools.lru_cache(maxsize=1024)
 def positional(sql: str, marker: str = "?") -> tuple[str, tuple[str, ...]]:
     """``sql`` with each ``:name`` outside literals, identifiers and comments replaced by
-    ``marker``, and the names in order (a name may repeat)."""
+    ``marker``, and the names in order (a name may repeat). With ``marker="$n"`` (PostgreSQL's
+    numbered parameters, for a prepared statement) each name is ``$k``, the same ``k`` every time it
+    appears, and the names are each given once, ``$1``'s first."""
     out: list[str] = []
     names: list[str] = []
     i, n = 0, len(sql)
-    percent = marker == "%s"
+    percent, numbered = marker == "%s", marker == "$n"
     while i < n:
         c = sql[i]
         if c in ("'", '"'):  # a literal or a quoted identifier; a doubled quote stays inside
@@ -63,8 +65,14 @@ def positional(sql: str, marker: str = "?") -> tuple[str, tuple[str, ...]]:
                 out.append(c)
                 i += 1
                 continue
-            out.append(marker)
-            names.append(m.group(0))
+            name = m.group(0)
+            if not numbered:
+                out.append(marker)
+                names.append(name)
+            else:
+                if name not in names:
+                    names.append(name)
+                out.append(f"${names.index(name) + 1}")
             i = m.end()
         else:
             out.append("%%" if percent and c == "%" else c)

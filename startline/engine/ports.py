@@ -77,6 +77,8 @@ class TargetTraits:
     """It reports per-statement figures from the server (``statement_stats``)."""
     checks_statements: bool = False
     """``startline check --connect`` can try its statements (``check_statements``)."""
+    prepares: bool = False
+    """It runs an operation with ``prepare = true`` as a prepared statement."""
 
 
 def same_clock(control: ControlPlaneTraits, target: TargetTraits) -> bool:

@@ -295,12 +295,17 @@ class OperationSpec:
     sql: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
     call: Any = None
     params: Mapping[str, ParamSpec] = attrs.field(factory=dict)
+    prepare: bool = attrs.field(default=False, validator=_bool)
+    """Prepare the statement once per session and send only its parameters after (pgbench's
+    ``-M prepared``); the default binds them client-side into the text (PgBouncer-safe)."""
 
     def __attrs_post_init__(self) -> None:
         if (self.sql is None) == (self.call is None):
             raise _FieldError("sql", "give exactly one of sql or call")
         if self.call is not None and not (callable(self.call) or (isinstance(self.call, str) and ":" in self.call)):
             raise _FieldError("call", f"must be 'module:function' or an async callable (got {self.call!r})")
+        if self.prepare and self.sql is None:
+            raise _FieldError("prepare", "prepares a sql operation's statement; a call has none")
 
 
 @attrs.frozen

@@ -24,11 +24,16 @@ from typing import Any
 import psycopg
 import trio
 from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
 
 from startline.backends.postgres.conn import CANCEL_WAIT_S, cancel_on_server, connect
 
 IDLE = pq.TransactionStatus.IDLE
 FATAL = pq.ExecStatus.FATAL_ERROR
+INT8 = 20  # pg_type's oid of bigint
+SIMPLE, PREPARE, EXECUTE = 0, 1, 2
+"""What ``_exchange`` sends: a simple query, a statement to prepare, a prepared one's execution."""
+wait_readable, wait_writable = trio.lowlevel.wait_readable, trio.lowlevel.wait_writable
 
 
 class NativeConnection:
@@ -38,93 +43,174 @@ class NativeConnection:
         self.url = url
         self.application_name = application_name
         self._conn: psycopg.Connection[Any] | None = None
+        self._pg: pq.abc.PGconn | None = None  # (bound once: the hot path reads it every query)
+        self._fd = -1
+        self._encoding = "utf-8"
         self._cursor: psycopg.ClientCursor[Any] | None = None
         self._escaping: pq.Escaping | None = None
+        self._dumper: Transformer | None = None
+        self._prepared: dict[str, bytes] = {}
+        """Statements prepared on this connection (SQL → name); a new connection starts empty."""
         self._busy = False  # one query at a time: a session is one connection's task (no lock
         # on the hot path: acquiring a Trio lock is a scheduling round per operation)
 
-    async def _open(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = await trio.to_thread.run_sync(connect, self.url, self.application_name)
-            conn.pgconn.nonblocking = 1
-            self._conn, self._cursor = conn, psycopg.ClientCursor(conn)
-            self._escaping = pq.Escaping(conn.pgconn)
-        return self._conn
+    async def _open(self) -> pq.abc.PGconn:
+        conn = await trio.to_thread.run_sync(connect, self.url, self.application_name)
+        pg = conn.pgconn
+        pg.nonblocking = 1
+        self._conn, self._pg, self._fd, self._encoding = conn, pg, pg.socket, conn.info.encoding
+        self._cursor, self._escaping, self._dumper = psycopg.ClientCursor(conn), pq.Escaping(pg), None
+        self._prepared = {}
+        return pg
 
     def bind(self, sql: str, values: Sequence[Any]) -> bytes:
         """``sql`` (``%s`` placeholders) with ``values`` bound client-side, encoded for the wire:
         integers and text the way psycopg's ``ClientCursor`` binds them, as libpq escapes them
         (a benchmark's parameters are nearly always these, and psycopg's general path costs
         several times more); any other type through ``ClientCursor.mogrify``."""
-        assert self._conn is not None and self._cursor is not None and self._escaping is not None
+        assert self._cursor is not None and self._escaping is not None
+        encoding = self._encoding
         if not values:
-            return sql.encode(self._conn.info.encoding)
+            return sql.encode(encoding)
         literals = []
         for v in values:
             t = type(v)
             if t is int:
                 literals.append(str(v) if v >= 0 else f" {v}")  # " -1": never "--1" after a minus
             elif t is str:
-                literals.append(self._escaping.escape_literal(v.encode(self._conn.info.encoding)).decode())
+                literals.append(self._escaping.escape_literal(v.encode(encoding)).decode())
             else:
-                return self._cursor.mogrify(sql, values).encode(self._conn.info.encoding)
-        return (sql % tuple(literals)).encode(self._conn.info.encoding)
+                return self._cursor.mogrify(sql, values).encode(encoding)
+        return (sql % tuple(literals)).encode(encoding)
+
+    def parameters(self, values: Sequence[Any]) -> list[bytes | None]:
+        """``values`` as a prepared statement's parameters, in text: integers and text directly,
+        anything else as psycopg dumps it."""
+        encoding = self._encoding
+        out: list[bytes | None] = []
+        for v in values:
+            t = type(v)
+            if t is int:
+                out.append(str(v).encode())
+            elif t is str:
+                out.append(v.encode(encoding))
+            elif v is None:
+                out.append(None)
+            else:
+                dumped = self._dumper_of(v).dump(v)
+                out.append(None if dumped is None else bytes(dumped))
+        return out
+
+    def parameter_types(self, values: Sequence[Any]) -> list[int]:
+        """The types a statement is prepared with, from its first values: an integer as
+        ``bigint`` (so ``generate_series($1, $2)`` has one meaning, and ``int = bigint`` still
+        uses an index), text and NULL as ``unknown`` (the server reads them as what they are
+        compared with or stored in: a date, a uuid), anything else as psycopg types it."""
+        return [
+            INT8 if type(v) is int else 0 if v is None or type(v) is str else self._dumper_of(v).oid for v in values
+        ]
+
+    def _dumper_of(self, value: Any) -> Any:
+        if self._dumper is None:
+            self._dumper = Transformer(self._conn)
+        return self._dumper.get_dumper(value, PyFormat.TEXT)
 
     async def query(self, sql: str, values: Sequence[Any] = ()) -> list[pq.abc.PGresult]:
-        """Run ``sql`` (one or more statements, simple protocol) with ``values`` bound; every
-        result, in order. A result that is an error raises psycopg's error for it (after the
-        connection has read all the server sent, so it stays usable)."""
+        """Run ``sql`` (``%s`` placeholders; one or more statements, simple protocol) with
+        ``values`` bound client-side; every result, in order. A result that is an error raises
+        psycopg's error for it (after the connection has read all the server sent, so it stays
+        usable)."""
         if self._busy:
             raise RuntimeError("a query is already running on this connection")
         self._busy = True
         try:
-            conn = self._conn if self._conn is not None and not self._conn.closed else await self._open()
-            pg = conn.pgconn
-            try:
-                pg.send_query(self.bind(sql, values))
-                results = await self._results(pg)
-            except trio.Cancelled:
-                await self._cancel(conn)
-                raise
-            except psycopg.OperationalError:  # (libpq's own failures too: a connection gone)
-                self._drop()
-                raise
+            pg = self._pg if self._pg is not None else await self._open()
+            return await self._exchange(pg, SIMPLE, self.bind(sql, values), None)
         finally:
             self._busy = False
+
+    async def query_prepared(self, sql: str, values: Sequence[Any] = ()) -> list[pq.abc.PGresult]:
+        """Run ``sql`` (one statement, ``$1``… placeholders) as a prepared statement: prepared on
+        this connection the first time (pgbench's ``-M prepared``: parse and plan once, then only
+        Bind/Execute), its parameters sent apart from the text (extended protocol)."""
+        if self._busy:
+            raise RuntimeError("a query is already running on this connection")
+        self._busy = True
+        try:
+            pg = self._pg if self._pg is not None else await self._open()
+            name = self._prepared.get(sql)
+            if name is None:
+                name = b"startline_%d" % len(self._prepared)
+                await self._exchange(pg, PREPARE, name, (sql.encode(self._encoding), self.parameter_types(values)))
+                self._prepared[sql] = name
+            return await self._exchange(pg, EXECUTE, name, self.parameters(values))
+        finally:
+            self._busy = False
+
+    async def _exchange(self, pg: pq.abc.PGconn, how: int, first: Any, second: Any) -> list[pq.abc.PGresult]:
+        """Send one message (a simple query, a prepare, an execute of a prepared statement), read
+        every result; a cancelled wait sends the server a cancel request."""
+        try:
+            if how == SIMPLE:
+                pg.send_query(first)
+            elif how == EXECUTE:
+                pg.send_query_prepared(first, second)
+            else:
+                pg.send_prepare(first, *second)
+            fd = self._fd
+            while pg.flush():  # 1: more to send, once the socket takes it
+                await wait_writable(fd)
+            results = []
+            while True:
+                while pg.is_busy():
+                    await wait_readable(fd)
+                    pg.consume_input()
+                r = pg.get_result()
+                if r is None:
+                    break
+                results.append(r)
+        except trio.Cancelled:
+            await self._cancel(pg)
+            raise
+        except psycopg.OperationalError:  # (libpq's own failures too: a connection gone)
+            self._drop()
+            raise
         for r in results:
             if r.status == FATAL:
-                raise psycopg.errors.error_from_result(r, encoding=conn.info.encoding)
+                raise psycopg.errors.error_from_result(r, encoding=self._encoding)
         return results
 
     async def _results(self, pg: pq.abc.PGconn) -> list[pq.abc.PGresult]:
-        fd = pg.socket
+        fd = self._fd
         while pg.flush():  # 1: more to send, once the socket takes it
-            await trio.lowlevel.wait_writable(fd)
+            await wait_writable(fd)
         results = []
         while True:
             while pg.is_busy():
-                await trio.lowlevel.wait_readable(fd)
+                await wait_readable(fd)
                 pg.consume_input()
             r = pg.get_result()
             if r is None:
                 return results
             results.append(r)
 
-    async def _cancel(self, conn: psycopg.Connection[Any]) -> None:
+    async def _cancel(self, pg: pq.abc.PGconn) -> None:
         """The operation was cancelled: ask the server to stop it, and read its answer so the
         connection is idle again; else close it (the next operation reconnects)."""
+        conn = self._conn
         with trio.move_on_after(CANCEL_WAIT_S) as scope:
             scope.shield = True
             try:
                 await trio.to_thread.run_sync(cancel_on_server, conn, abandon_on_cancel=True)
-                await self._results(conn.pgconn)
+                await self._results(pg)
             except (psycopg.Error, OSError):
                 pass
-        if scope.cancelled_caught or conn.pgconn.transaction_status != IDLE:
+        if scope.cancelled_caught or pg.transaction_status != IDLE:
             self._drop()
 
     def _drop(self) -> None:
-        conn, self._conn, self._cursor, self._escaping = self._conn, None, None, None
+        conn = self._conn
+        self._conn, self._pg, self._cursor, self._escaping, self._dumper = None, None, None, None, None
         if conn is not None:
             conn.close()
 

@@ -63,14 +63,16 @@ TYPED_VALUE = re.compile(r'(for type [\w ]+: )"(?:[^"]|"")*"')
 
 STAMP = "; SELECT EXTRACT(EPOCH FROM statement_timestamp())::float8"
 """Sent with a session's first operation, in the same message: ``statement_timestamp()`` is when
-the server received that message, on the server's clock — the start's target witness."""
+the server received that message, on the server's clock — the start's target witness. (So a
+session's first operation is sent as a simple query even with ``prepare``: it is prepared from
+its second.)"""
 
 
 @functools.lru_cache(maxsize=1024)
-def bound(sql: str) -> tuple[str, tuple[str, ...]]:
-    """An operation's SQL with ``:name`` as ``%s``, and the names in order (each SQL text once)."""
-    text, names = positional(sql, "%s")
-    return text, tuple(names)
+def bound(sql: str, prepare: bool = False) -> tuple[str, tuple[str, ...]]:
+    """An operation's SQL with ``:name`` as ``%s`` (bound client-side) or, to be prepared, as
+    ``$1``…; and the names in order (each SQL text once)."""
+    return positional(sql, "$n" if prepare else "%s")
 
 
 @attrs.define(eq=False)
@@ -85,15 +87,21 @@ class PostgresSession(Session):
     _stamped: bool = False
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        sql, names = bound(op.sql or "")
-        values = tuple([params[n] for n in names])
-        if not self._stamped:
-            self._stamped = True
-            results = await self.connection.query(sql + STAMP, values)  # the operation's results, the stamp last
-            stamp = text_value(results[-1]) if results else None
-            self.first_stamp = float(stamp) if stamp is not None else math.nan
+        if self._stamped:
+            sql, names = bound(op.sql or "", op.prepare)
+            values = tuple([params[n] for n in names])
+            if op.prepare:
+                await self.connection.query_prepared(sql, values)
+            else:
+                await self.connection.query(sql, values)
             return
-        await self.connection.query(sql, values)
+        # The session's first operation: bound client-side (prepared or not), the stamp in the
+        # same message (a prepared statement's execution is a message of its own).
+        self._stamped = True
+        sql, names = bound(op.sql or "")
+        results = await self.connection.query(sql + STAMP, tuple([params[n] for n in names]))
+        stamp = text_value(results[-1]) if results else None  # the operation's results, the stamp last
+        self.first_stamp = float(stamp) if stamp is not None else math.nan
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.application_name = application_name(tag)
@@ -110,7 +118,12 @@ class PostgresTarget(Target):
 
     def __attrs_post_init__(self) -> None:
         self.traits = TargetTraits(
-            clock_key=clock_key(self.url), setup=True, sampling=True, statement_stats=True, checks_statements=True
+            clock_key=clock_key(self.url),
+            setup=True,
+            sampling=True,
+            statement_stats=True,
+            checks_statements=True,
+            prepares=True,
         )
 
     @classmethod

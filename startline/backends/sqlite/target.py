@@ -51,7 +51,9 @@ def error_category(exc: BaseException) -> str:
 @attrs.define(eq=False)
 class SqliteTarget(Target):
     path: Path
-    traits = TargetTraits(setup=True, sampling=True, checks_statements=True)
+    traits = TargetTraits(setup=True, sampling=True, checks_statements=True, prepares=True)
+    """(``prepare`` changes nothing here: sqlite3 compiles a statement once per connection and
+    keeps it in its statement cache, whatever the operation says.)"""
 
     async def setup(self, statements: Sequence[str]) -> None:
         """Run the scenario's ``setup`` statements once, before the run (create and load tables)."""
