@@ -1,17 +1,23 @@
 """pgbench against startline on the same local PostgreSQL (the ``pgserver`` wheel's server and
 its ``pgbench``), select-only, interleaved, repeated (issue 23).
 
-    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8] [--seconds 10] [--reps 3]
+    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8,32] [--modes simple,prepared]
+                                              [--seconds 10] [--reps 3]
 
-For each client count and repetition, one after the other: ``pgbench -S -n -c C -j C -T S``
-(after ``pgbench -i -s 1``) and ``startline run`` of the same statement (``SELECT abalance FROM
-pgbench_accounts WHERE aid = :aid``, ``aid`` uniform over the 100,000 accounts) with C
-connections over ``min(C, 2)`` worker processes, MEASUREMENT S seconds, a SQLite control plane.
+For each client count, query mode and repetition, one after the other: ``pgbench -S -n -M MODE
+-c C -j C -T S`` (after ``pgbench -i -s 1``) and ``startline run`` of the same statement
+(``SELECT abalance FROM pgbench_accounts WHERE aid = :aid``, ``aid`` uniform over the 100,000
+accounts; ``prepare = true`` for ``prepared``) with C connections over ``min(C, 2)`` worker
+processes, MEASUREMENT S seconds, a SQLite control plane.
+
 Reported: throughput (pgbench's tps without connection time; startline's MEASUREMENT qps) and
-their ratio; latency (pgbench's average; startline's p50, p99 and max); client CPU per operation
-(user + sys of every process of each tool, from ``RUSAGE_CHILDREN``, divided by every operation it
-ran — startline's includes its start-up and report, said as such). The scratch server runs with
-``fsync = off`` (startline.backends.postgres.server): figures of the client path, not durability.
+their ratio; latency (pgbench's average and its maximum, from its per-second aggregate log;
+startline's p50, p99 and max); client CPU per operation — pgbench's (its process, from
+``RUSAGE_CHILDREN``), startline's two ways: the workers' own CPU in MEASUREMENT over its
+operations (start-up, warm-up and the report excluded: what an operation costs), and every
+process of the run over every operation it ran (start-up and report included). The scratch
+server runs with ``fsync = off`` (startline.backends.postgres.server): figures of the client
+path, not durability.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ target = "{url}"
 name = "select"
 sql = "SELECT abalance FROM pgbench_accounts WHERE aid = :aid"
 params.aid = {{ type = "int", min = 1, max = 100000 }}
+prepare = {prepare}
 """
 
 
@@ -53,9 +60,9 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def pgbench(bin_dir: Path, url: str, clients: int, seconds: int) -> dict[str, float]:
+def connection_args(bin_dir: Path, url: str) -> list[str]:
     u = urlsplit(url)
-    args = [
+    return [
         str(bin_dir / "pgbench"),
         "-h",
         u.hostname or "127.0.0.1",
@@ -64,9 +71,21 @@ def pgbench(bin_dir: Path, url: str, clients: int, seconds: int) -> dict[str, fl
         "-U",
         u.username or "postgres",
     ]
+
+
+def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dict[str, float]:
+    logs = tmp / f"pgbench-{clients}-{mode}"
+    logs.mkdir(exist_ok=True)
+    for old in logs.iterdir():
+        old.unlink()
     before = children_cpu()
     out = subprocess.run(
-        [*args, "-S", "-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds), u.path.lstrip("/")],
+        [
+            *connection_args(bin_dir, url),
+            *("-S", "-n", "-M", mode, "-c", str(clients), "-j", str(clients), "-T", str(seconds)),
+            *("--log", "--aggregate-interval=1", f"--log-prefix={logs}/log"),
+            urlsplit(url).path.lstrip("/"),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -75,14 +94,24 @@ def pgbench(bin_dir: Path, url: str, clients: int, seconds: int) -> dict[str, fl
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)[1])
     latency = float(re.search(r"latency average = ([\d.]+) ms", out)[1])
     done = int(re.search(r"number of transactions actually processed: (\d+)", out)[1])
-    return {"tps": tps, "latency_ms": latency, "cpu_us_per_op": 1e6 * cpu / max(1, done)}
+    # aggregate log lines: interval_start count sum sum2 min max (latencies in µs), one file per thread
+    worst = max(int(line.split()[5]) for f in logs.iterdir() for line in f.read_text().splitlines() if line.strip())
+    return {"tps": tps, "latency_ms": latency, "max_ms": worst / 1000, "cpu_us_per_op": 1e6 * cpu / max(1, done)}
 
 
-def startline(url: str, clients: int, seconds: int, tmp: Path) -> dict[str, float]:
+def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dict[str, float]:
     workers = min(clients, 2)
-    config = tmp / f"vs-{clients}.toml"
-    config.write_text(SCENARIO.format(workers=workers, per=clients // workers, seconds=seconds, url=url))
-    out = tmp / f"out-{clients}"
+    config = tmp / f"vs-{clients}-{mode}.toml"
+    config.write_text(
+        SCENARIO.format(
+            workers=workers,
+            per=clients // workers,
+            seconds=seconds,
+            url=url,
+            prepare="true" if mode == "prepared" else "false",
+        )
+    )
+    out = tmp / f"out-{clients}-{mode}"
     before = children_cpu()
     subprocess.run(
         [sys.executable, "-m", "startline.cli", "run", str(config), "--out", str(out), "--overwrite", "--quiet"],
@@ -95,13 +124,16 @@ def startline(url: str, clients: int, seconds: int, tmp: Path) -> dict[str, floa
     s = json.loads((out / "summary.json").read_text())
     m = s["phases"]["MEASUREMENT"]
     done = sum(b["ops"] for b in s["phases"].values())
+    measuring = sum(w["cpu"]["by_phase"].get("MEASUREMENT", 0.0) for w in s["workers"])
     lat = m["latency_ms"]
     return {
         "tps": m["qps"],
         "p50_ms": lat["p50"],
         "p99_ms": lat["p99"],
         "max_ms": lat["max"],
-        "cpu_us_per_op": 1e6 * cpu / max(1, done),
+        "cpu_us_per_op": 1e6 * measuring / max(1, m["ops"]),
+        "cpu_all_us_per_op": 1e6 * cpu / max(1, done),
+        "saturated": len(s["client"]["saturated"]),
     }
 
 
@@ -111,7 +143,8 @@ def spread(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--modes", default="simple,prepared")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
@@ -120,47 +153,45 @@ def main() -> None:
         local = server.start(tmp / "data")
         try:
             bin_dir = server._bin()
-            u = urlsplit(local.url)
             subprocess.run(
-                [
-                    str(bin_dir / "pgbench"),
-                    "-h",
-                    u.hostname,
-                    "-p",
-                    str(u.port),
-                    "-U",
-                    "postgres",
-                    "-i",
-                    "-s",
-                    "1",
-                    "-q",
-                    "postgres",
-                ],
+                [*connection_args(bin_dir, local.url), "-i", "-s", "1", "-q", "postgres"],
                 capture_output=True,
                 check=True,
             )
             for clients in (int(c) for c in a.clients.split(",")):
-                pg: list[dict[str, float]] = []
-                sl: list[dict[str, float]] = []
-                for _ in range(a.reps):  # interleaved: one of each, then again
-                    pg.append(pgbench(bin_dir, local.url, clients, a.seconds))
-                    sl.append(startline(local.url, clients, a.seconds, tmp))
-                ratio = [s["tps"] / p["tps"] for s, p in zip(sl, pg, strict=True)]
-                cpu = [s["cpu_us_per_op"] / p["cpu_us_per_op"] for s, p in zip(sl, pg, strict=True)]
-                print(f"## {clients} clients, {a.seconds} s, {a.reps} repetitions (min / median / max)")
-                print(f"pgbench tps                 {spread([p['tps'] for p in pg])}")
-                print(f"startline ops/s             {spread([s['tps'] for s in sl])}")
-                print(f"startline ÷ pgbench         {spread(ratio)}")
-                print(f"pgbench latency avg ms      {spread([p['latency_ms'] for p in pg])}")
-                print(f"startline p50 ms            {spread([s['p50_ms'] for s in sl])}")
-                print(f"startline p99 ms            {spread([s['p99_ms'] for s in sl])}")
-                print(f"startline max ms            {spread([s['max_ms'] for s in sl])}")
-                print(f"pgbench CPU µs/op           {spread([p['cpu_us_per_op'] for p in pg])}")
-                print(f"startline CPU µs/op (all)   {spread([s['cpu_us_per_op'] for s in sl])}")
-                print(f"CPU per op, startline ÷ pgbench {spread(cpu)}")
-                print()
+                for mode in a.modes.split(","):
+                    pg: list[dict[str, float]] = []
+                    sl: list[dict[str, float]] = []
+                    for _ in range(a.reps):  # interleaved: one of each, then again
+                        pg.append(pgbench(bin_dir, local.url, clients, mode, a.seconds, tmp))
+                        sl.append(startline(local.url, clients, mode, a.seconds, tmp))
+                    report(clients, mode, a, pg, sl)
         finally:
             server.stop(tmp / "data")
+
+
+def report(
+    clients: int, mode: str, a: argparse.Namespace, pg: list[dict[str, float]], sl: list[dict[str, float]]
+) -> None:
+    def ratio(key: str, other: str | None = None) -> list[float]:
+        return [s[key] / p[other or key] for s, p in zip(sl, pg, strict=True)]
+
+    print(f"## {clients} clients, -M {mode}, {a.seconds} s, {a.reps} repetitions (min / median / max)")
+    print(f"pgbench tps                          {spread([p['tps'] for p in pg])}")
+    print(f"startline ops/s                      {spread([s['tps'] for s in sl])}")
+    print(f"startline ÷ pgbench                  {spread(ratio('tps'))}")
+    print(f"pgbench latency avg ms               {spread([p['latency_ms'] for p in pg])}")
+    print(f"pgbench latency max ms               {spread([p['max_ms'] for p in pg])}")
+    for key in ("p50", "p99", "max"):
+        print(f"startline {key} ms{' ' * (27 - len(key))}{spread([s[key + '_ms'] for s in sl])}")
+    print(f"startline p50 ÷ pgbench avg          {spread(ratio('p50_ms', 'latency_ms'))}")
+    print(f"startline max ÷ pgbench max          {spread(ratio('max_ms'))}")
+    print(f"pgbench CPU µs/op                    {spread([p['cpu_us_per_op'] for p in pg])}")
+    print(f"startline CPU µs/op (workers, MEAS.) {spread([s['cpu_us_per_op'] for s in sl])}")
+    print(f"startline CPU µs/op (all, start-up)  {spread([s['cpu_all_us_per_op'] for s in sl])}")
+    print(f"CPU per op, startline ÷ pgbench      {spread(ratio('cpu_us_per_op'))}")
+    print(f"runs with a saturated worker         {sum(1 for s in sl if s['saturated'])} of {len(sl)}")
+    print(flush=True)
 
 
 if __name__ == "__main__":
