@@ -417,3 +417,43 @@ async def test_a_snowflake_worker_has_a_thread_for_each_session_and_no_more(fake
     finally:
         for s in sessions:
             await s.close()
+
+
+MANY_CONNECTIONS = """
+name = "many"
+workers = 1
+connections_per_worker = 150
+warmup_s = 0
+measurement_s = 0.5
+control = "sqlite:///{out}/control.db"
+target = "sqlite:///{out}/data.db"
+"""
+
+
+def test_a_worker_opens_more_connections_than_its_inherited_soft_open_files_limit(tmp_path):
+    """A soft limit of 256 open files (inherited from the shell; 1,024 is a common default) and
+    150 SQLite connections — a database file, its WAL and its shared memory each: the worker
+    raises its soft limit to the hard one instead of failing with 'Too many open files'."""
+    import resource
+
+    (tmp_path / "many.toml").write_text(
+        MANY_CONNECTIONS + kv_setup(10) + '[[operations]]\nname = "get"\nsql = "SELECT v FROM kv WHERE k = 1"\n'
+    )
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"this host's hard limit of open files is {hard}: too low to show anything")
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.run(
+        [*CLI, "run", str(tmp_path / "many.toml"), "--out", str(tmp_path / "out"), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=low,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["start"]["connections"] == 150 and s["phases"]["MEASUREMENT"]["errors"] == 0

@@ -19,7 +19,7 @@ from startline.backends.postgres.conn import safe
 from startline.backends.sqlparams import positional
 from startline.engine.model import ControlEvent, EventType, Phase, RunState, RunStatus
 from startline.engine.scenario import OperationSpec
-from startline.testing import run_cli, thread_hops
+from startline.testing import CLI, ROOT, run_cli, thread_hops
 
 pytestmark = pytest.mark.live  # processes, servers or a browser
 
@@ -599,3 +599,74 @@ async def test_a_prepared_operation_is_parsed_once_per_connection_and_again_afte
         assert await prepared() == ["SELECT $1 + 1, $2::text"]
     finally:
         await session.close()
+
+
+RESTARTED = """
+name = "restarted"
+workers = 1
+connections_per_worker = 2
+warmup_s = 0.5
+measurement_s = {seconds}
+control = "sqlite:///{{out}}/control.db"
+target = "{url}"
+
+[checks]
+max_error_rate = 1.0  # the restart's errors are expected: what is judged is how they are counted
+
+[[operations]]
+name = "read"
+sql = "SELECT :n::int"
+params.n = {{ type = "int", min = 1, max = 9 }}
+"""
+
+
+def sessions_tagged(url: str, tag: str) -> int:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as c:
+            return c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s", (f"startline % {tag}",)
+            ).fetchone()[0]
+    except psycopg.OperationalError:
+        return 0
+
+
+def test_a_target_server_restarted_mid_run_is_connection_errors_then_the_sessions_come_back(tmp_path):
+    """Issue 23: the target's server stops (fast shutdown) and starts again on its port while
+    the run measures: the operations meanwhile are ``connection`` errors, a few a second per
+    session (a failed connect waits before it raises), and every session reconnects — tagged
+    with its phase again — and goes on to the end."""
+    from startline.backends.postgres import server
+
+    local = server.start(tmp_path / "data")
+    try:
+        path = tmp_path / "restart.toml"
+        path.write_text(RESTARTED.format(seconds=8, url=local.url))
+        proc = subprocess.Popen(
+            [*CLI, "run", str(path), "--out", str(tmp_path / "out"), "--quiet"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while sessions_tagged(local.url, "MEASUREMENT") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        server.stop(tmp_path / "data")
+        down = time.monotonic()
+        time.sleep(1.0)
+        server.start(tmp_path / "data", port=local.port)
+        up = time.monotonic()
+        while sessions_tagged(local.url, "MEASUREMENT") < 2:  # both back, in their phase
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    finally:
+        server.stop(tmp_path / "data")
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    m = s["phases"]["MEASUREMENT"]
+    assert s["status"] == "COMPLETED" and m["ops"] > 0
+    assert set(m["errors_by_category"]) == {"connection"}, m["errors_by_category"]
+    # at most a handful of failed attempts a second per session while it was down (not one per loop turn)
+    assert 2 <= m["errors"] <= 2 * 2 * (up - down + 2) * 10, m["errors"]

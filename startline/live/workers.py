@@ -176,6 +176,24 @@ async def _end_worker(process: trio.Process) -> None:
     process.kill()
 
 
+def open_files_to_hard_limit() -> None:
+    """Let this process open as many files as its hard limit allows: each target connection is a
+    socket or a file (a SQLite one three), and a soft limit of 1,024 — many systems' default —
+    would end a worker of a thousand connections in ``Too many open files`` (Go's runtime does
+    the same at start)."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # (a platform that refuses: the soft limit stays, and a run past it says so)
+
+
 async def join_as_worker(
     control_url: Url,
     target: str | None,
@@ -192,6 +210,8 @@ async def join_as_worker(
     """A worker process's life: find the run, open the target, run; SIGINT or SIGTERM drains it.
     Returns its results payload."""
     from startline.backends.system import SystemClock
+
+    open_files_to_hard_limit()
 
     cp = open_control(control_url)
     # The first read rides out what a shared control plane does while others create it (a

@@ -18,6 +18,7 @@ connection that cannot be brought back to idle is closed, and the next operation
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from startline.backends.postgres.conn import CANCEL_WAIT_S, cancel_on_server, co
 IDLE = pq.TransactionStatus.IDLE
 FATAL = pq.ExecStatus.FATAL_ERROR
 INT8 = 20  # pg_type's oid of bigint
+RECONNECT_BASE_S, RECONNECT_CAP_S = 0.01, 1.0
 wait_readable, wait_writable = trio.lowlevel.wait_readable, trio.lowlevel.wait_writable
 
 
@@ -49,11 +51,23 @@ class NativeConnection:
         self._dumper: Transformer | None = None
         self._prepared: dict[str, bytes] = {}
         """Statements prepared on this connection (SQL → name); a new connection starts empty."""
+        self._failed_connects = 0
         self._busy = False  # one query at a time: a session is one connection's task (no lock
         # on the hot path: acquiring a Trio lock is a scheduling round per operation)
 
     async def _open(self) -> pq.abc.PGconn:
-        conn = await trio.to_thread.run_sync(connect, self.url, self.application_name)
+        """Connect (in a thread: once per connection). A connect that fails waits before it
+        raises — ``RECONNECT_BASE_S`` doubling to ``RECONNECT_CAP_S``, with jitter — so a server
+        that is down costs each session a few failed operations a second, not a thread and an
+        error per loop turn."""
+        try:
+            conn = await trio.to_thread.run_sync(connect, self.url, self.application_name)
+        except psycopg.OperationalError:
+            self._failed_connects += 1
+            backoff = min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2 ** (self._failed_connects - 1))
+            await trio.sleep(backoff * random.uniform(0.5, 1.0))
+            raise
+        self._failed_connects = 0
         pg = conn.pgconn
         pg.nonblocking = 1
         self._conn, self._pg, self._fd, self._encoding = conn, pg, pg.socket, conn.info.encoding

@@ -92,9 +92,10 @@ def running(data: Path) -> LocalServer | None:
     return LocalServer(data, port)
 
 
-def start(data: Path, port: int | None = None) -> LocalServer:
+def start(data: Path, port: int | None = None, settings: dict[str, str] | None = None) -> LocalServer:
     """Initialise ``data`` when new, start its server on 127.0.0.1 (``port``, or a free one) and
-    wait until it takes connections; a server already running there is returned as it is."""
+    wait until it takes connections; a server already running there is returned as it is.
+    ``settings`` override ``SETTINGS`` (``{"max_connections": "1100"}``)."""
     data = Path(data).resolve()
     found = running(data)
     if found is not None:
@@ -118,7 +119,9 @@ def start(data: Path, port: int | None = None) -> LocalServer:
     if not (data / "PG_VERSION").exists():
         _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"], user)
     port = port or _free_port()
-    options = " ".join([f"-h 127.0.0.1 -p {port} -k {data}", *(f"-c {k}={v}" for k, v in SETTINGS.items())])
+    options = " ".join(
+        [f"-h 127.0.0.1 -p {port} -k {data}", *(f"-c {k}={v}" for k, v in (SETTINGS | (settings or {})).items())]
+    )
     _run(
         [
             str(bin_dir / "pg_ctl"),

@@ -105,7 +105,7 @@ class PostgresSession(Session):
         self.first_stamp = float(stamp) if stamp is not None else math.nan
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
-        self.application_name = application_name(tag)
+        self.application_name = self.connection.application_name = application_name(tag)  # (a reconnect too)
         await self.connection.query("SELECT set_config('application_name', %s, false)", (self.application_name,))
 
     async def close(self) -> None:
