@@ -41,7 +41,8 @@ class LoopConnection:
         self._conn: sqlite3.Connection | None = None
         self._deadline = math.inf
         self._overran = False
-        self._lock = trio.StrictFIFOLock()
+        self._running = False  # one statement at a time: a session is one connection's task (no lock:
+        # taking even a free Trio lock is a scheduling round, and the statement's checkpoint is one)
         self.moved = 0
         """Statements that outran the budget and ran in a thread."""
         self._in_use = False  # a thread is running a statement on the connection
@@ -67,7 +68,10 @@ class LoopConnection:
 
     async def run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
         """``sql`` with ``params`` bound; its rows."""
-        async with self._lock:
+        if self._running:
+            raise RuntimeError("a statement is already running on this connection")
+        self._running = True
+        try:
             conn = await self._open()
             waited, backoff = 0.0, BACKOFF_S[0]
             while True:
@@ -95,6 +99,8 @@ class LoopConnection:
                 self._deadline = math.inf
                 await trio.lowlevel.checkpoint()  # a connection that never waits lets the others run
                 return rows
+        finally:
+            self._running = False
 
     async def _in_thread(self, conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
         """A statement that outran its budget, run again in a thread with SQLite's own busy wait;
@@ -118,13 +124,12 @@ class LoopConnection:
             raise
 
     async def close(self) -> None:
-        async with self._lock:
-            with trio.move_on_after(1.0):  # an interrupted statement's thread returns at once
-                while self._in_use:
-                    await trio.sleep(0.005)
-            conn, self._conn = self._conn, None
-            if conn is not None and not self._in_use:
-                conn.close()
+        with trio.move_on_after(1.0):  # an interrupted statement's thread returns at once
+            while self._in_use:
+                await trio.sleep(0.005)
+        conn, self._conn = self._conn, None
+        if conn is not None and not self._in_use:
+            conn.close()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
