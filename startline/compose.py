@@ -62,17 +62,24 @@ def _target(url: Url, scenario: Scenario) -> Any:
 
         return CallableTarget.for_scenario(scenario)
     from startline.backends.sqlparams import positional
+    from startline.engine.workload import resolve_call
 
     for i, op in enumerate(scenario.operations):
-        if op.sql is None:
-            raise ConfigError(f"operations[{i}].call", f"a {url.scheme} target runs SQL; give sql, not call")
-        missing = [name for name in dict.fromkeys(positional(op.sql)[1]) if name not in op.params]
-        if missing:  # every operation would fail with a KeyError, tens of thousands a second
-            raise ConfigError(
-                f"operations[{i}].sql",
-                f"placeholder :{missing[0]} has no parameter (give params.{missing[0]}; the parameters are "
-                f"{', '.join(op.params) or 'none'})",
-            )
+        if op.call is not None:  # awaited as op(session, params): a bad one is a config error now
+            resolve_call(op.call, f"operations[{i}].call")
+            continue
+        known = set(op.params)
+        steps = [(f"operations[{i}].sql", op.sql, ())] if op.sql is not None else []
+        steps += [(f"operations[{i}].transaction[{j}].sql", s.sql, s.into) for j, s in enumerate(op.transaction)]
+        for where, sql, into in steps:
+            missing = [name for name in dict.fromkeys(positional(sql)[1]) if name not in known]
+            if missing:  # every operation would fail with a KeyError, tens of thousands a second
+                raise ConfigError(
+                    where,
+                    f"placeholder :{missing[0]} has no parameter (give params.{missing[0]}; the parameters are "
+                    f"{', '.join(sorted(known)) or 'none'})",
+                )
+            known.update(into)
     if url.scheme == "sqlite":
         from startline.backends.sqlite import SqliteTarget
 

@@ -282,12 +282,36 @@ class ParamSpec:
             raise _FieldError("sql", "sample parameters need the query whose first column holds the values")
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+@attrs.frozen
+class Step:
+    """One statement of a SQL transaction; ``into`` names its first row's columns, in order, for
+    the steps after it to bind (``:name``)."""
+
+    sql: str = attrs.field(validator=_str)
+    into: tuple[str, ...] = attrs.field(default=(), converter=_names)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.into, tuple) or not all(isinstance(n, str) and n.isidentifier() for n in self.into):
+            raise _FieldError("into", f"must be a list of names (got {self.into!r})")
+
+
+def _steps(value: Any) -> tuple[Step, ...]:
+    """Steps, as given (``Step``) or as tables (library use: ``{"sql": ..., "into": [...]}``)."""
+    return tuple(Step(**x) if isinstance(x, Mapping) else x for x in value)
+
+
 @attrs.frozen
 class OperationSpec:
-    """One kind of operation in the mix: SQL text for a SQL target, or an async callable.
+    """One kind of operation in the mix: SQL text, a SQL transaction of steps, or an async callable.
 
     ``call`` is ``"module:function"`` (importable by every worker process) or,
-    for library users running in one process, the async callable itself.
+    for library users running in one process, the async callable itself. On the memory target
+    it is awaited with its parameters as keywords; on a SQL target as ``op(session, params)``,
+    ``session`` the connection's (``backends.sqlsession.SqlSession``).
     """
 
     name: str = attrs.field(validator=_str)
@@ -298,14 +322,16 @@ class OperationSpec:
     prepare: bool = attrs.field(default=False, validator=_bool)
     """Prepare the statement once per session and send only its parameters after (pgbench's
     ``-M prepared``); the default binds them client-side into the text (PgBouncer-safe)."""
+    transaction: tuple[Step, ...] = attrs.field(default=(), converter=_steps)
+    """Steps run in one transaction (BEGIN … COMMIT, ROLLBACK on an error)."""
 
     def __attrs_post_init__(self) -> None:
-        if (self.sql is None) == (self.call is None):
-            raise _FieldError("sql", "give exactly one of sql or call")
+        if (self.sql is not None) + (self.call is not None) + bool(self.transaction) != 1:
+            raise _FieldError("sql", "give exactly one of sql, transaction or call")
         if self.call is not None and not (callable(self.call) or (isinstance(self.call, str) and ":" in self.call)):
             raise _FieldError("call", f"must be 'module:function' or an async callable (got {self.call!r})")
         if self.prepare and self.sql is None:
-            raise _FieldError("prepare", "prepares a sql operation's statement; a call has none")
+            raise _FieldError("prepare", "prepares a sql operation's statement (not a transaction's, nor a call's)")
 
 
 @attrs.frozen
@@ -753,6 +779,7 @@ _NESTED.update(
         (Scenario, "operations"): [OperationSpec],
         (Scenario, "schedule"): [ScaleStep],
         (OperationSpec, "params"): {ParamSpec},
+        (OperationSpec, "transaction"): [Step],
     }
 )
 _RENAMED[(ScaleStep, "target")] = "connections"  # a connection count; `target` is the system under test

@@ -45,6 +45,11 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
             for i, op in enumerate(scenario.operations)
             if op.sql is not None
         ]
+        for i, op in enumerate(scenario.operations):  # a transaction's steps; what a step reads is NULL here
+            drawn = sample(op) | {name: None for step in op.transaction for name in step.into}
+            statements += [
+                (f"operations[{i}].transaction[{j}].sql", t.sql, drawn) for j, t in enumerate(op.transaction)
+            ]
         for where, said in await target.check_statements(scenario.setup, statements):
             problems.append(f"{where}: the target refuses it: {said}")
     elif target_url.scheme != "memory":

@@ -59,9 +59,14 @@ def worker_args(scenario: Scenario, run_id: str, index: int) -> list[str]:
 
 
 def code_hash(scenario: Scenario) -> str:
-    """The SHA-256 of what a worker would run for a scenario: each operation's name, SQL and
-    ``call`` (``startline check FILE`` prints it; ``startline worker --code-hash`` pins it)."""
-    code = [[op.name, op.sql, op.call if isinstance(op.call, str) else None] for op in scenario.operations]
+    """The SHA-256 of what a worker would run for a scenario: each operation's name, SQL,
+    ``call`` and transaction steps (``startline check FILE`` prints it; ``startline worker
+    --code-hash`` pins it)."""
+    code = [
+        [op.name, op.sql, op.call if isinstance(op.call, str) else None]
+        + ([[[step.sql, list(step.into)] for step in op.transaction]] if op.transaction else [])
+        for op in scenario.operations
+    ]
     return hashlib.sha256(json.dumps(code).encode()).hexdigest()
 
 
@@ -78,7 +83,7 @@ def check_sql_allowed(scenario: Scenario, allow_sql: bool, pinned: str | None) -
                 f"{code_hash(scenario)}, not {pinned}): the control plane holds another scenario",
             )
         return
-    with_sql = [op.name for op in scenario.operations if op.sql]
+    with_sql = [op.name for op in scenario.operations if op.sql or op.transaction]
     if with_sql and not allow_sql:
         raise ConfigError(
             "--allow-sql",

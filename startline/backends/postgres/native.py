@@ -49,6 +49,7 @@ class NativeConnection:
         self._cursor: psycopg.ClientCursor[Any] | None = None
         self._escaping: pq.Escaping | None = None
         self._dumper: Transformer | None = None
+        self._loader: Transformer | None = None
         self._prepared: dict[str, bytes] = {}
         """Statements prepared on this connection (SQL → name); a new connection starts empty."""
         self._failed_connects = 0
@@ -71,7 +72,8 @@ class NativeConnection:
         pg = conn.pgconn
         pg.nonblocking = 1
         self._conn, self._pg, self._fd, self._encoding = conn, pg, pg.socket, conn.info.encoding
-        self._cursor, self._escaping, self._dumper = psycopg.ClientCursor(conn), pq.Escaping(pg), None
+        self._cursor, self._escaping = psycopg.ClientCursor(conn), pq.Escaping(pg)
+        self._dumper = self._loader = None
         self._prepared = {}
         return pg
 
@@ -121,6 +123,15 @@ class NativeConnection:
         return [
             INT8 if type(v) is int else 0 if v is None or type(v) is str else self._dumper_of(v).oid for v in values
         ]
+
+    def rows(self, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """A result's rows as Python values, loaded as psycopg loads them."""
+        if not result.ntuples:
+            return []
+        if self._loader is None:
+            self._loader = Transformer(self._conn)
+        self._loader.set_pgresult(result)
+        return self._loader.load_rows(0, result.ntuples, tuple)
 
     def _dumper_of(self, value: Any) -> Any:
         if self._dumper is None:
@@ -220,7 +231,8 @@ class NativeConnection:
 
     def _drop(self) -> None:
         conn = self._conn
-        self._conn, self._pg, self._cursor, self._escaping, self._dumper = None, None, None, None, None
+        self._conn, self._pg, self._cursor, self._escaping = None, None, None, None
+        self._dumper = self._loader = None
         if conn is not None:
             conn.close()
 

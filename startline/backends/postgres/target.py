@@ -17,8 +17,9 @@ import trio
 from startline.backends.postgres.conn import PgExecutor, clock_key, error_category
 from startline.backends.postgres.native import NativeConnection, text_value
 from startline.backends.sqlparams import positional
+from startline.backends.sqlsession import SqlTargetSession
 from startline.engine.metrics import MESSAGE_CHARS, error_message
-from startline.engine.ports import Session, Target, TargetTraits
+from startline.engine.ports import Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
 
@@ -76,7 +77,7 @@ def bound(sql: str, prepare: bool = False) -> tuple[str, tuple[str, ...]]:
 
 
 @attrs.define(eq=False)
-class PostgresSession(Session):
+class PostgresSession(SqlTargetSession):
     """One target connection whose operations run on the connection's own Trio task, no thread
     between (``native.NativeConnection``)."""
 
@@ -89,11 +90,19 @@ class PostgresSession(Session):
     def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> Awaitable[Any]:  # type: ignore[override]
         """(Not ``async``: past the first operation it hands back the connection's coroutine —
         one frame fewer that every suspension of every operation passes through.)"""
+        if op.sql is None:
+            return self.code(op, params)
         if not self._stamped:
             return self._first(op, params)
-        sql, names = bound(op.sql or "", op.prepare)
+        sql, names = bound(op.sql, op.prepare)
         values = tuple([params[n] for n in names])
         return self.connection.query_prepared(sql, values) if op.prepare else self.connection.query(sql, values)
+
+    async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """One statement (or several: the last one's rows) with ``:name`` parameters bound."""
+        text, names = bound(sql)
+        results = await self.connection.query(text, tuple([params[n] for n in names]))
+        return self.connection.rows(results[-1]) if results else []
 
     async def _first(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
         """The session's first operation: bound client-side (prepared or not), the stamp in the

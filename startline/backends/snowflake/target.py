@@ -13,25 +13,42 @@ import snowflake.connector.errors
 import trio
 
 from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, error_category, safe_message
-from startline.backends.sqlcontrol import execute, fetch
+from startline.backends.sqlcontrol import execute
 from startline.backends.sqlparams import positional
-from startline.engine.ports import Session, Target, TargetTraits
+from startline.backends.sqlsession import SqlTargetSession
+from startline.engine.ports import Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
 
 log = logging.getLogger("startline.snowflake")
 
 
+def rows(conn: Any, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """``sql``'s rows, as tuples (none for a statement that returns none)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        return [] if cur.description is None else [tuple(r) for r in cur.fetchall()]
+    finally:
+        cur.close()
+
+
 @attrs.define(eq=False)
-class SnowflakeSession(Session):
+class SnowflakeSession(SqlTargetSession):
     executor: SnowflakeExecutor
     query_tag: str = ""
     issued: list[str] = attrs.Factory(list)  # session statements sent (ALTER SESSION …), for reading back
 
     async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        sql, names = positional(op.sql or "")
+        if op.sql is None:
+            await self.code(op, params)
+            return
+        await self.query(op.sql, params)
+
+    async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        text, names = positional(sql)
         values = tuple(params[n] for n in names)
-        await self.executor.run(lambda c: fetch(c, sql, values))
+        return await self.executor.run(lambda c: rows(c, text, values))
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.query_tag = json.dumps(dict(tag), sort_keys=True)

@@ -9,7 +9,11 @@ and run again in a worker thread, where it may take as long as it needs while th
 worker's heartbeats and control tasks go on. A busy database (another connection holds the write
 lock) backs off on Trio — ``trio.sleep`` with jitter, up to ``BUSY_TIMEOUT_MS`` in all — instead of
 SQLite's busy handler sleeping on the event loop. Every statement ends with a checkpoint, so that a
-connection that never waits still lets the other tasks run."""
+connection that never waits still lets the other tasks run.
+
+Within an explicit transaction (``BEGIN`` … ``COMMIT``: a ``transaction`` or ``call`` operation)
+a statement runs to its end on the loop: SQLite rolls a whole transaction back when one of its
+writes is interrupted, so the budget cannot move it. Keep such statements short."""
 
 from __future__ import annotations
 
@@ -77,7 +81,8 @@ class LoopConnection:
             while True:
                 self._overran = False
                 changes = conn.total_changes
-                self._deadline = time.perf_counter() + BUDGET_S
+                # (within a transaction, no budget: an interrupted write rolls the whole transaction back)
+                self._deadline = math.inf if conn.in_transaction else time.perf_counter() + BUDGET_S
                 try:
                     rows = conn.execute(sql, params).fetchall()
                 except sqlite3.OperationalError as exc:

@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
 from startline.backends.sqlite.db import Db
 from startline.backends.sqlite.loop import LoopConnection
-from startline.engine.ports import Session, Target, TargetTraits
+from startline.backends.sqlsession import Dialect, SqlTargetSession
+from startline.engine.ports import Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
 
 
 @attrs.define(eq=False)
-class SqliteSession(Session):
+class SqliteSession(SqlTargetSession):
     """One connection whose statements run on the connection's own Trio task (``LoopConnection``:
-    a statement past a couple of milliseconds moves to a thread)."""
+    a statement past a couple of milliseconds moves to a thread, except within a transaction)."""
 
     connection: LoopConnection
     tag: dict[str, str] = attrs.Factory(dict)
+    dialect: ClassVar[Dialect] = Dialect(begin="BEGIN IMMEDIATE")
+    """A transaction takes the write lock as it begins: a deferred one that reads and then writes
+    can only wait out another writer's lock, never get it (SQLite answers busy at once)."""
 
-    async def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
-        await self.connection.run(op.sql or "", params)
+    def execute(self, op: OperationSpec, params: Mapping[str, Any]) -> Awaitable[Any]:  # type: ignore[override]
+        if op.sql is None:
+            return self.code(op, params)
+        return self.connection.run(op.sql, params)
+
+    async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return await self.connection.run(sql, params)
 
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.tag = dict(tag)  # SQLite has no session tag; kept for logs and tests

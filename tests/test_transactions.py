@@ -1,0 +1,182 @@
+"""Operations that hold a session (issue 24): SQL transactions written in TOML (steps, ``into``)
+and ``call`` operations given the connection's session, on SQLite, PostgreSQL and the Snowflake
+emulator — committed when they succeed, rolled back when they fail."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from startline.backends.sqlsession import NoRow
+from startline.engine.scenario import ConfigError, OperationSpec, Scenario
+from tests.session_ops import Refused
+
+pytestmark = pytest.mark.live  # real database servers
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "snowflake"])
+def backend(request: pytest.FixtureRequest, tmp_path) -> str:
+    return request.param
+
+
+async def open_target(backend: str, request: pytest.FixtureRequest, tmp_path) -> Any:
+    if backend == "sqlite":
+        from startline.backends.sqlite import SqliteTarget
+
+        return SqliteTarget(tmp_path / "t.db")
+    if backend == "postgresql":
+        from startline.backends.postgres import PostgresTarget
+
+        return PostgresTarget(request.getfixturevalue("postgres_url"))
+    from startline.backends.snowflake import SnowflakeTarget
+    from startline.urls import parse_url
+
+    request.getfixturevalue("fakesnow_home")
+    target = SnowflakeTarget.from_url(parse_url("snowflake://fakesnow?database=TX&schema=PUBLIC", "target"))
+    await target.setup(["CREATE DATABASE IF NOT EXISTS TX", "CREATE SCHEMA IF NOT EXISTS TX.PUBLIC"])
+    return target
+
+
+async def kv_session(backend: str, request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Any]:
+    target = await open_target(backend, request, tmp_path)
+    await target.setup(["DROP TABLE IF EXISTS kv", "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)"])
+    await target.setup(["INSERT INTO kv VALUES (1, 100)", "INSERT INTO kv VALUES (2, 200)"])
+    return target
+
+
+def op(**kw: Any) -> OperationSpec:
+    return OperationSpec(**({"name": "t"} | kw))
+
+
+ADD = op(
+    transaction=[
+        {"sql": "SELECT v, k FROM kv WHERE k = :k", "into": ["v0", "k0"]},
+        {"sql": "UPDATE kv SET v = :v0 + :d WHERE k = :k0"},
+    ]
+)
+
+
+async def values(session: Any) -> dict[int, int]:
+    return {int(k): int(v) for k, v in await session.query("SELECT k, v FROM kv ORDER BY k", {})}
+
+
+async def test_transactions_and_code_commit_what_succeeds_and_roll_back_what_fails(backend, request, tmp_path):
+    target = await kv_session(backend, request, tmp_path)
+    session = await target.open_session("w000", 0)
+    try:
+        await session.execute(ADD, {"k": 1, "d": 5})  # steps: the first row read into v0, k0
+        await session.execute(op(call="tests.session_ops:add"), {"k": 2, "d": 7})  # code holding the session
+        assert await values(session) == {1: 105, 2: 207}
+        with pytest.raises(Refused):  # the code's write, then its error: rolled back
+            await session.execute(op(call="tests.session_ops:add_then_fail"), {"k": 1, "d": 1000})
+        failing = op(transaction=[{"sql": "UPDATE kv SET v = v + 1 WHERE k = :k"}, {"sql": "SELECT nope FROM kv"}])
+        with pytest.raises(Exception) as refused:  # a step the database refuses: the steps before it rolled back
+            await session.execute(failing, {"k": 2})
+        assert target.error_category(refused.value) not in ("NoRow", "RuntimeError")
+        with pytest.raises(NoRow):
+            await session.execute(ADD, {"k": 99, "d": 1})  # `into` needs a row
+        assert await values(session) == {1: 105, 2: 207}
+        await session.execute(ADD, {"k": 1, "d": -5})  # and the session is usable after each failure
+        assert await values(session) == {1: 100, 2: 207}
+    finally:
+        await session.close()
+
+
+async def test_a_cancelled_transaction_is_rolled_back_and_the_session_goes_on(request, tmp_path):
+    target = await kv_session("postgresql", request, tmp_path)
+    session = await target.open_session("w000", 0)
+    slow = op(transaction=[{"sql": "UPDATE kv SET v = v + 1 WHERE k = :k"}, {"sql": "SELECT pg_sleep(30)"}])
+    try:
+        with trio.move_on_after(0.5) as scope:
+            await session.execute(slow, {"k": 1})
+        assert scope.cancelled_caught
+        assert await values(session) == {1: 100, 2: 200}
+    finally:
+        await session.close()
+
+
+def test_an_operation_is_one_of_sql_transaction_or_call_and_into_names_columns():
+    for bad, field in [
+        ({"sql": "SELECT 1", "transaction": [{"sql": "SELECT 1"}]}, "operations[0].sql"),
+        ({}, "operations[0].sql"),
+        ({"transaction": [{"sql": "SELECT 1", "into": "v"}]}, "operations[0].transaction[0].into"),
+        ({"transaction": [{"sql": "SELECT 1", "into": ["not a name"]}]}, "operations[0].transaction[0].into"),
+        ({"transaction": [{"sql": "SELECT 1"}], "prepare": True}, "operations[0].prepare"),
+        ({"transaction": [{"sql": "SELECT 1", "int0": ["v"]}]}, "operations[0].transaction[0].int0"),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            Scenario.from_dict({"name": "x", "operations": [{"name": "t"} | bad]})
+        assert str(refused.value).startswith(field), (bad, str(refused.value))
+
+
+TPCB_SQLITE = '''
+name = "tpcb-sqlite"
+workers = 2
+connections_per_worker = 2
+warmup_s = 0.3
+measurement_s = 1.5
+control = "sqlite:///{out}/control.db"
+target = "sqlite:///{out}/bank.db"
+setup = ["""
+  DROP TABLE IF EXISTS accounts; DROP TABLE IF EXISTS tellers; DROP TABLE IF EXISTS branches;
+  DROP TABLE IF EXISTS history;
+  CREATE TABLE branches (bid INTEGER PRIMARY KEY, bbalance INTEGER);
+  CREATE TABLE tellers (tid INTEGER PRIMARY KEY, bid INTEGER, tbalance INTEGER);
+  CREATE TABLE accounts (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER);
+  CREATE TABLE history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, mtime TEXT);
+  INSERT INTO branches VALUES (1, 0);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+    INSERT INTO tellers SELECT i, 1, 0 FROM n;
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+    INSERT INTO accounts SELECT i, 1, 0 FROM n;
+"""]
+
+[checks]
+max_error_rate = 0.05  # (four connections over two processes take turns at SQLite's write lock)
+
+[[operations]]
+name = "tpcb"
+transaction = [
+  { sql = "UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid" },
+  { sql = "SELECT abalance FROM accounts WHERE aid = :aid", into = ["abalance"] },
+  { sql = "UPDATE tellers SET tbalance = tbalance + :delta WHERE tid = :tid" },
+  { sql = "UPDATE branches SET bbalance = bbalance + :delta WHERE bid = :bid" },
+  { sql = "INSERT INTO history VALUES (:tid, :bid, :aid, :delta, datetime('now'))" },
+]
+params.aid = { type = "int", min = 1, max = 1000 }
+params.bid = { type = "int", min = 1, max = 1 }
+params.tid = { type = "int", min = 1, max = 10 }
+params.delta = { type = "int", min = -5000, max = 5000 }
+
+[[operations]]
+name = "code"
+weight = 0.2
+call = "tests.session_ops:add_to_history"
+params.aid = { type = "int", min = 1, max = 1000 }
+params.delta = { type = "int", min = -5000, max = 5000 }
+'''
+
+
+def test_a_multi_process_tpcb_run_on_sqlite_leaves_every_balance_equal_to_the_history(tmp_path):
+    """Issue 24: transactions from TOML and from code, in worker processes, on one SQLite file:
+    what each committed is all there, what failed left nothing."""
+    import json
+    import sqlite3
+
+    from startline.testing import run_cli
+
+    (tmp_path / "tpcb.toml").write_text(TPCB_SQLITE)
+    proc = run_cli("run", str(tmp_path / "tpcb.toml"), "--out", str(tmp_path / "out"), timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    committed = sum(p["by_kind"].get(k, {}).get("ops", 0) for p in s["phases"].values() for k in ("tpcb", "code"))
+    assert s["phases"]["MEASUREMENT"]["by_kind"]["code"]["ops"] > 0
+    with sqlite3.connect(tmp_path / "out" / "bank.db") as c:
+        a, b, t, h, n = c.execute(
+            "SELECT (SELECT sum(abalance) FROM accounts), (SELECT sum(bbalance) FROM branches), "
+            "(SELECT sum(tbalance) FROM tellers), (SELECT sum(delta) FROM history), (SELECT count(*) FROM history)"
+        ).fetchone()
+    assert a == b == t == h and n == committed, (a, b, t, h, n, committed)
