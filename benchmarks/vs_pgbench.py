@@ -1,14 +1,16 @@
 """pgbench against startline on the same local PostgreSQL (the ``pgserver`` wheel's server and
-its ``pgbench``), select-only, interleaved, repeated (issue 23).
+its ``pgbench``), select-only and TPC-B-like, interleaved, repeated (issues 23 and 24).
 
-    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8,32] [--modes simple,prepared]
+    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8,32] [--modes simple,prepared,tpcb]
                                               [--seconds 10] [--reps 3]
 
-For each client count, query mode and repetition, one after the other: ``pgbench -S -n -M MODE
--c C -j C -T S`` (after ``pgbench -i -s 1``) and ``startline run`` of the same statement
-(``SELECT abalance FROM pgbench_accounts WHERE aid = :aid``, ``aid`` uniform over the 100,000
-accounts; ``prepare = true`` for ``prepared``) with C connections over ``min(C, 2)`` worker
-processes, MEASUREMENT S seconds, a SQLite control plane.
+For each client count, mode and repetition, one after the other: pgbench (after ``pgbench -i -s
+1``) and ``startline run`` of the same work with C connections over ``min(C, 2)`` worker
+processes, MEASUREMENT S seconds, a SQLite control plane. ``simple`` and ``prepared``:
+``pgbench -S -n -M MODE -c C -j C -T S`` against ``SELECT abalance FROM pgbench_accounts WHERE aid
+= :aid`` (``aid`` uniform over the 100,000 accounts; ``prepare = true`` for ``prepared``).
+``tpcb``: pgbench's default script (``-n -M simple``) against the same five statements as a
+``transaction`` operation (``TPCB``); after both, the four tables' sums are checked equal.
 
 Reported: throughput (pgbench's tps without connection time; startline's MEASUREMENT qps) and
 their ratio; latency (pgbench's average and its maximum, from its per-second aggregate log;
@@ -47,12 +49,33 @@ measurement_s = {seconds}
 control = "sqlite:///{{out}}/control.db"
 target = "{url}"
 
+{operation}"""
+
+SELECT = """
 [[operations]]
 name = "select"
 sql = "SELECT abalance FROM pgbench_accounts WHERE aid = :aid"
-params.aid = {{ type = "int", min = 1, max = 100000 }}
-prepare = {prepare}
+params.aid = { type = "int", min = 1, max = 100000 }
+prepare = PREPARE
 """
+
+TPCB = """
+[[operations]]
+name = "tpcb"
+transaction = [
+  { sql = "UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid" },
+  { sql = "SELECT abalance FROM pgbench_accounts WHERE aid = :aid" },
+  { sql = "UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid" },
+  { sql = "UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid" },
+  { sql = '''INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+             VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP)''' },
+]
+params.aid = { type = "int", min = 1, max = 100000 }
+params.bid = { type = "int", min = 1, max = 1 }
+params.tid = { type = "int", min = 1, max = 10 }
+params.delta = { type = "int", min = -5000, max = 5000 }
+"""
+"""pgbench's built-in tpcb-like script at scale 1, as a transaction operation."""
 
 
 def children_cpu() -> float:
@@ -74,6 +97,7 @@ def connection_args(bin_dir: Path, url: str) -> list[str]:
 
 
 def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dict[str, float]:
+    """``mode``: ``simple`` or ``prepared`` (select-only), or ``tpcb`` (its built-in TPC-B-like script)."""
     logs = tmp / f"pgbench-{clients}-{mode}"
     logs.mkdir(exist_ok=True)
     for old in logs.iterdir():
@@ -82,7 +106,8 @@ def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp:
     out = subprocess.run(
         [
             *connection_args(bin_dir, url),
-            *("-S", "-n", "-M", mode, "-c", str(clients), "-j", str(clients), "-T", str(seconds)),
+            *(("-M", "simple") if mode == "tpcb" else ("-S", "-M", mode)),
+            *("-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds)),
             *("--log", "--aggregate-interval=1", f"--log-prefix={logs}/log"),
             urlsplit(url).path.lstrip("/"),
         ],
@@ -108,7 +133,7 @@ def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dic
             per=clients // workers,
             seconds=seconds,
             url=url,
-            prepare="true" if mode == "prepared" else "false",
+            operation=TPCB if mode == "tpcb" else SELECT.replace("PREPARE", "true" if mode == "prepared" else "false"),
         )
     )
     out = tmp / f"out-{clients}-{mode}"
@@ -137,6 +162,18 @@ def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dic
     }
 
 
+def consistent(url: str) -> str:
+    """TPC-B's invariant: every balance table and the history sum to the same amount."""
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        sums = c.execute(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), "
+            "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history)"
+        ).fetchone()
+    return f"{'yes' if len(set(sums)) == 1 else 'NO'} (accounts, branches, tellers, history: {sums})"
+
+
 def spread(xs: list[float]) -> str:
     return f"{min(xs):,.2f} / {statistics.median(xs):,.2f} / {max(xs):,.2f}"
 
@@ -144,7 +181,7 @@ def spread(xs: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="1,8,32")
-    ap.add_argument("--modes", default="simple,prepared")
+    ap.add_argument("--modes", default="simple,prepared,tpcb")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
@@ -166,6 +203,8 @@ def main() -> None:
                         pg.append(pgbench(bin_dir, local.url, clients, mode, a.seconds, tmp))
                         sl.append(startline(local.url, clients, mode, a.seconds, tmp))
                     report(clients, mode, a, pg, sl)
+                    if mode == "tpcb":
+                        print(f"consistent after both: {consistent(local.url)}\n", flush=True)
         finally:
             server.stop(tmp / "data")
 

@@ -71,6 +71,54 @@ async def test_a_moved_statement_cancelled_is_interrupted_and_the_connection_goe
         await conn.close()
 
 
+async def test_a_cancelled_moved_statement_has_let_go_of_the_connection_before_the_next_one_runs(
+    tmp_path, monkeypatch
+) -> None:
+    """A cancelled statement moved to a thread may still be running there when the next one
+    starts — longer when the interrupt reached SQLite before the statement did (it is lost).
+    Used from two threads at once, SQLite's connection lock and the GIL can deadlock (the
+    statement's progress handler waiting for the GIL held by a call waiting for the connection):
+    a test process hung on it once. The next statement now waits, interrupting, until the
+    thread has let go; a connection that sees two threads at once says so here instead of
+    hanging."""
+    import threading
+
+    class Watched(sqlite3.Connection):
+        interrupts_lost = 1
+        inside = 0
+        guard = threading.Lock()
+
+        def interrupt(self) -> None:
+            if self.interrupts_lost:
+                self.interrupts_lost -= 1
+                return
+            super().interrupt()
+
+        def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            with self.guard:
+                if self.inside:
+                    raise AssertionError("the connection was used by two threads at once")
+                self.inside += 1
+            try:
+                return super().execute(*args, **kwargs)
+            finally:
+                with self.guard:
+                    self.inside -= 1
+
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: real(*a, factory=Watched, **kw))
+    conn = LoopConnection(tmp_path / "data.db")
+    try:
+        await conn.run("CREATE TABLE t (x INTEGER)")
+        insert = "INSERT INTO t " + LONG.replace("SELECT count(*) FROM n", "SELECT i FROM n")
+        with trio.move_on_after(0.2) as scope:
+            await conn.run(insert, {"to": 10**12})
+        assert scope.cancelled_caught and conn.moved == 1
+        assert await conn.run("SELECT count(*) FROM t") == [(0,)]  # interrupted for real: nothing written
+    finally:
+        await conn.close()
+
+
 async def test_a_busy_database_backs_off_on_trio_and_the_write_lands(tmp_path) -> None:
     path = tmp_path / "data.db"
     conn = LoopConnection(path)

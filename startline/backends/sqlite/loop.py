@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ BUDGET_S = 0.002
 """How long a statement may run on the event loop before it moves to a thread."""
 PROGRESS_STEPS = 1000
 """SQLite virtual-machine steps between two looks at the budget."""
+INTERRUPT_EVERY_S = 0.005
+"""How often a cancelled statement still running in its thread is interrupted again."""
 BACKOFF_S = (0.0005, 0.05)
 """A busy database's first and longest wait before the statement is tried again."""
 
@@ -50,6 +53,8 @@ class LoopConnection:
         self.moved = 0
         """Statements that outran the budget and ran in a thread."""
         self._in_use = False  # a thread is running a statement on the connection
+        self._claim = threading.Lock()  # guards _ticket and _in_use between the threads
+        self._ticket: object | None = None  # the moved statement a thread may still start
 
     async def _open(self) -> sqlite3.Connection:
         """The connection, opened in a thread the first time (opening may wait for a lock)."""
@@ -77,6 +82,8 @@ class LoopConnection:
         self._running = True
         try:
             conn = await self._open()
+            if self._in_use:  # a cancelled statement's thread still holds the connection
+                await self._settle(conn)
             waited, backoff = 0.0, BACKOFF_S[0]
             while True:
                 self._overran = False
@@ -108,11 +115,16 @@ class LoopConnection:
             self._running = False
 
     async def _in_thread(self, conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
-        """A statement that outran its budget, run again in a thread with SQLite's own busy wait;
-        cancelled, it is interrupted (it returns at once in its thread)."""
+        """A statement that outran its budget, run again in a thread with SQLite's own busy wait.
+        Cancelled, it is interrupted; the connection is not used again until its thread has let
+        go of it (``_settle``), and a thread that had not started yet never touches it."""
+        ticket = self._ticket = object()
 
         def call() -> list[Any]:
-            self._in_use = True
+            with self._claim:
+                if self._ticket is not ticket:  # cancelled before this thread began
+                    return []  # (abandoned: nobody reads it)
+                self._in_use = True
             try:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 try:
@@ -120,18 +132,31 @@ class LoopConnection:
                 finally:
                     conn.execute("PRAGMA busy_timeout = 0")
             finally:
-                self._in_use = False
+                with self._claim:
+                    self._in_use = False
 
         try:
             return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
         except trio.Cancelled:
-            conn.interrupt()
+            with self._claim:
+                self._ticket = None
+                running = self._in_use
+            if running:
+                conn.interrupt()
             raise
 
-    async def close(self) -> None:
-        with trio.move_on_after(1.0):  # an interrupted statement's thread returns at once
+    async def _settle(self, conn: sqlite3.Connection, within_s: float = math.inf) -> None:
+        """Wait until a cancelled statement's thread has returned, interrupting it every
+        ``INTERRUPT_EVERY_S`` (an interrupt that reaches SQLite before the statement starts is
+        lost, and the statement would run to its end)."""
+        with trio.move_on_after(within_s):
             while self._in_use:
-                await trio.sleep(0.005)
+                conn.interrupt()
+                await trio.sleep(INTERRUPT_EVERY_S)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._settle(self._conn, within_s=1.0)
         conn, self._conn = self._conn, None
         if conn is not None and not self._in_use:
             conn.close()
