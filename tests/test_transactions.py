@@ -12,6 +12,7 @@ import trio
 
 from startline.backends.sqlsession import NoRow
 from startline.engine.scenario import ConfigError, OperationSpec, Scenario
+from startline.inprocess import run_in_process_async
 from tests.session_ops import Refused
 
 pytestmark = pytest.mark.live  # real database servers
@@ -180,3 +181,128 @@ def test_a_multi_process_tpcb_run_on_sqlite_leaves_every_balance_equal_to_the_hi
             "(SELECT sum(tbalance) FROM tellers), (SELECT sum(delta) FROM history), (SELECT count(*) FROM history)"
         ).fetchone()
     assert a == b == t == h and n == committed, (a, b, t, h, n, committed)
+
+
+# ---- max_tries: a conflict tried again with the same draws (virtual time, the memory target) ----
+
+
+class Conflict(Exception):
+    category = "conflict"  # what every target calls a serialization failure or a deadlock
+
+
+def retried_run(max_tries: int, fails_first: int, load: dict[str, Any] | None = None) -> tuple[dict, list[int]]:
+    """One connection whose operation fails its first ``fails_first`` tries of each draw."""
+    seen: list[int] = []
+
+    async def conflicted(k: int) -> None:
+        seen.append(k)
+        tries = 0  # this draw's tries so far: the run of k at the end of what was seen
+        for x in reversed(seen):
+            if x != k:
+                break
+            tries += 1
+        await trio.sleep(0.001)
+        if tries <= fails_first:
+            raise Conflict("could not serialize access due to concurrent update")
+
+    sc = Scenario.from_dict(
+        {
+            "name": "tries",
+            "workers": 1,
+            "connections_per_worker": 1,
+            "warmup_s": 0,
+            "measurement_s": 1,
+            "checks": {"max_error_rate": 1.0},
+            "operations": [
+                {
+                    "name": "tx",
+                    "call": conflicted,
+                    "max_tries": max_tries,
+                    "params": {"k": {"type": "int", "min": 1, "max": 10**9}},
+                }
+            ],
+        }
+        | ({"load": load} if load else {})
+    )
+
+    async def main() -> dict:
+        return (await run_in_process_async(sc)).summary
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)), seen
+
+
+@pytest.mark.parametrize("load", [None, {"mode": "rate", "rate": 50, "max_in_flight": 1}], ids=["closed", "open"])
+def test_a_conflict_is_tried_again_with_the_same_draws_and_counted_as_retried(load):
+    summary, seen = retried_run(max_tries=3, fails_first=2, load=load)
+    m = summary["phases"]["MEASUREMENT"]
+    assert m["errors"] == 0 and m["ops"] > 0
+    tx = m["by_kind"]["tx"]
+    assert (tx["retried"], tx["retries"]) == (tx["ops"], 2 * tx["ops"]) == (m["retried"], m["retries"])
+    draws = seen[: 3 * (len(seen) // 3)]
+    assert all(draws[j] == draws[j + 1] == draws[j + 2] for j in range(0, len(draws), 3))  # the same draws
+    assert len(set(draws)) == len(draws) // 3  # and a new draw for each operation
+
+
+def test_an_operation_that_exhausts_its_tries_is_a_conflict_failure():
+    summary, _ = retried_run(max_tries=2, fails_first=5)
+    m = summary["phases"]["MEASUREMENT"]
+    assert m["ops"] == 0 and m["errors"] > 0 and m["errors_by_category"] == {"conflict": m["errors"]}
+    assert (m["retried"], m["retries"]) == (m["errors"], m["errors"])  # each tried twice, then failed
+    assert summary["verdict"] == "failed"  # (no kind succeeded: the all_failing check)
+
+
+def test_without_max_tries_a_conflict_is_an_error_at_once():
+    summary, seen = retried_run(max_tries=1, fails_first=1)
+    m = summary["phases"]["MEASUREMENT"]
+    assert m["ops"] == 0 and m["errors_by_category"] == {"conflict": m["errors"]}
+    assert len(set(seen)) == len(seen) >= m["errors"] > 0  # each draw tried once
+    assert (m["retried"], m["retries"]) == (0, 0) and "retried" not in m["by_kind"].get("tx", {})
+
+
+HOT = """
+name = "hot"
+workers = 2
+connections_per_worker = 3
+warmup_s = 0.2
+measurement_s = 2
+control = "sqlite:///{{out}}/control.db"
+target = "{url}"
+setup = ["DROP TABLE IF EXISTS hot", "CREATE TABLE hot (k int PRIMARY KEY, v int NOT NULL)",
+         "INSERT INTO hot SELECT g, 0 FROM generate_series(1, 2) g"]
+
+[checks]
+max_error_rate = 1.0
+
+[[operations]]
+name = "bump"
+max_tries = 20
+transaction = [
+  {{ sql = "SELECT v FROM hot WHERE k = :k", into = ["v"] }},
+  {{ sql = "UPDATE hot SET v = :v + 1 WHERE k = :k" }},
+]
+params.k = {{ type = "int", min = 1, max = 2 }}
+"""
+
+
+def test_serialization_failures_under_repeatable_read_are_retried_counted_and_lose_no_update(postgres_url, tmp_path):
+    """Issue 24: two hot rows, six connections, each transaction reads a row and writes it back
+    plus one, under REPEATABLE READ: concurrent ones fail to serialize (SQLSTATE 40001). With
+    ``max_tries`` they are tried again with the same draws and counted (``retried``,
+    ``retries``), and no update is lost: the rows hold exactly the committed transactions."""
+    import json
+
+    import psycopg
+
+    from startline.testing import run_cli
+
+    url = postgres_url + "?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read"
+    (tmp_path / "hot.toml").write_text(HOT.format(url=url))
+    proc = run_cli("run", str(tmp_path / "hot.toml"), "--out", str(tmp_path / "out"), timeout=180)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    m = s["phases"]["MEASUREMENT"]
+    assert m["retried"] > 0 and m["retries"] >= m["retried"], m
+    assert set(m["errors_by_category"]) <= {"conflict"}  # a transaction that ran out of tries, if any
+    committed = sum(p["ops"] for p in s["phases"].values())
+    with psycopg.connect(postgres_url) as c:
+        assert c.execute("SELECT sum(v) FROM hot").fetchone()[0] == committed

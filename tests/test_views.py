@@ -13,7 +13,7 @@ from rich.console import Console
 from startline.inprocess import run_in_process_async
 from startline.testing import CLOCK0, scenario
 from startline.views import html
-from startline.views.rows import phase_rows, shape
+from startline.views.rows import headline, phase_rows, shape
 from startline.views.terminal import print_summary
 
 
@@ -78,3 +78,16 @@ def test_the_headline_comes_first_and_says_the_connections_a_run_grew_to() -> No
     print_summary(negative, Console(file=out, width=160, color_system=None))
     assert "-0.00" not in out.getvalue() and "-0.00" not in html.render(negative)
 
+
+
+def test_retried_operations_are_said_in_the_headline_of_the_terminal_and_the_report() -> None:
+    """Issue 24: operations with ``max_tries`` tried again after a conflict (pgbench's "number of
+    transactions retried"): said where the figures are read, and only when there were any."""
+    summary = two_kind_summary()
+    m = summary["phases"]["MEASUREMENT"]
+    retried = summary | {"phases": summary["phases"] | {"MEASUREMENT": m | {"retried": 7, "retries": 9}}}
+    out = io.StringIO()
+    print_summary(retried, Console(file=out, width=160, color_system=None))
+    assert "7 operations" in out.getvalue() and "9 retries" in out.getvalue()
+    assert "9 retries" in html.render(retried)
+    assert not any(figure == "retried" for figure, *_ in headline(summary))

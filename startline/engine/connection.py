@@ -9,6 +9,7 @@ planned end passes. Everything about time is ``trio.current_time()``.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import random
 import time
@@ -21,6 +22,7 @@ import trio
 from startline.engine.arrivals import Arrivals
 from startline.engine.metrics import (
     HIGHEST_US,
+    RETRIED,
     UNFINISHED,
     Recorder,
     bucket_index,
@@ -175,6 +177,10 @@ class Tally:
             self._next_interval(ended)
         self.recorder.add_error(self.phase(began, ended), category, self.operations[i].name, message, ended, self._iv)
         self._iv_errors += 1
+
+    def retried(self, i: int, began: float, ended: float, retries: int) -> None:
+        """Operation ``i`` was tried ``retries`` more times (it ends counted as ``ok`` or ``failed``)."""
+        self.recorder.retry(self.operations[i].name, self.phase(began, ended), retries)
 
     def unfinished(self, i: int, began: float, ended: float) -> None:
         """Operation ``i`` was still running at ``ended`` when its connection was cancelled."""
@@ -371,8 +377,23 @@ class Connections:
                         tally.unfinished(i, began + offset, now() + offset)
                     raise
                 except Exception as exc:
+                    failure: Exception | None = exc
+                    if op.max_tries > 1:  # (not the common case: a conflict is tried again)
+                        again = (
+                            functools.partial(execute, op, args)
+                            if call is None
+                            else functools.partial(call, **args)
+                            if drawn
+                            else call
+                        )
+                        failure = await self._tries(again, op, exc, tally, i, began + offset)
                     ended = now()
-                    failed(i, began + offset, ended + offset, self.error_category(exc), self.error_message(exc))
+                    if failure is None:
+                        ok(i, began + offset, ended + offset)
+                    else:
+                        failed(
+                            i, began + offset, ended + offset, self.error_category(failure), self.error_message(failure)
+                        )
                     hi = tally.fast_until(ended + offset) - offset
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
@@ -399,6 +420,34 @@ class Connections:
             self._note_stamp(slot, session)
         if done >= limit:
             self.spent += 1
+
+    async def _tries(
+        self, again: Callable[[], Any], op: OperationSpec, exc: Exception, tally: Tally, i: int, began: float
+    ) -> Exception | None:
+        """Operation ``i`` failed with ``exc``: while its error is a conflict (``RETRIED``: a
+        serialization failure, a deadlock) and ``op.max_tries`` allow, run it again with the same
+        parameters (pgbench's ``--max-tries``). Returns the last error, None when a try succeeded;
+        the retries made are counted (``retried``, ``retries``) in the phase the operation began
+        and ends in. Cancelled meanwhile in a drain: ``unfinished``, as any operation."""
+        retries = 0
+        failure: Exception | None = exc
+        try:
+            while failure is not None and retries + 1 < op.max_tries and self.error_category(failure) in RETRIED:
+                retries += 1
+                try:
+                    await again()
+                except Exception as next_exc:
+                    failure = next_exc
+                else:
+                    failure = None
+        except trio.Cancelled:
+            if self.draining.is_set():
+                tally.unfinished(i, began, trio.current_time())
+            raise
+        finally:
+            if retries:
+                tally.retried(i, began, trio.current_time(), retries)
+        return failure
 
     def _note_stamp(self, slot: int, session: Session) -> None:
         stamp = session.first_stamp
@@ -464,7 +513,14 @@ class Connections:
                         tally.unfinished(i, intended, now())
                     raise
                 except Exception as exc:
-                    tally.failed(i, intended, now(), self.error_category(exc), self.error_message(exc))
+                    failure: Exception | None = exc
+                    if op.max_tries > 1:
+                        again = functools.partial(session.execute, op, args)
+                        failure = await self._tries(again, op, exc, tally, i, intended)
+                    if failure is None:
+                        tally.served(i, intended, began, now())
+                    else:
+                        tally.failed(i, intended, now(), self.error_category(failure), self.error_message(failure))
                     await trio.lowlevel.checkpoint()
                 else:
                     tally.served(i, intended, began, now())

@@ -27,6 +27,9 @@ SIGNIFICANT_DIGITS = 3
 
 
 UNFINISHED = "unfinished"
+RETRIED = frozenset({"conflict"})
+"""Error categories an operation with ``max_tries`` is tried again on: each target names its
+serialization failures and deadlocks ``conflict``."""
 """The error category of an operation still running when its connection was cancelled (the drain
 timed out, or a forced stop): its latency is unknown — at least as long as it had run — so the
 run's latency figures cannot speak for it (the ``unfinished`` check fails the run)."""
@@ -142,6 +145,8 @@ class Recorder:
     """Open loop: schedule lag (intended → actual start) per phase."""
     load_counts: dict[Phase, list[int]] = attrs.Factory(dict)
     """phase → [offered, skipped, late]; offered and skipped in an open loop only."""
+    retries: dict[tuple[str, Phase], list[int]] = attrs.Factory(dict)
+    """(kind, phase) → [operations retried, retries] (``max_tries``)."""
     interval_load: dict[int, list[int]] = attrs.Factory(dict)
     """Open loop: interval → [offered, skipped]."""
     _connections: dict[int, list[int]] = attrs.Factory(dict)
@@ -187,6 +192,14 @@ class Recorder:
             if row is None:
                 row = self.interval_load[interval] = [0, 0]
             row[what] += n
+
+    def retry(self, kind: str, phase: Phase, retries: int) -> None:
+        """One operation of ``kind`` was tried ``retries`` more times."""
+        row = self.retries.get((kind, phase))
+        if row is None:
+            row = self.retries[(kind, phase)] = [0, 0]
+        row[0] += 1
+        row[1] += retries
 
     def add_error(
         self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0, interval: int = -1
@@ -309,6 +322,11 @@ class Recorder:
             out["service"] = dict(service)
         if self.lag:
             out["lag"] = {str(phase): h.encode().decode("ascii") for phase, h in sorted(self.lag.items())}
+        if self.retries:
+            retried: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
+            for (kind, phase), (n, r) in sorted(self.retries.items()):
+                retried[str(phase)][kind] = {"retried": n, "retries": r}
+            out["retries"] = dict(retried)
         if self.load_counts:
             out["load_counts"] = {
                 str(phase): dict(zip(("offered", "skipped", "late"), c, strict=True))
@@ -452,8 +470,13 @@ def merge_phase_blocks(
     lag: dict[str, list[str]] = defaultdict(list)
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    retries: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     open_loop = False
     for payload in payloads:
+        for phase, kinds in payload.get("retries", {}).items():
+            for kind, r in kinds.items():
+                retries[phase][kind][0] += r["retried"]
+                retries[phase][kind][1] += r["retries"]
         for phase, kinds in payload.get("histograms", {}).items():
             for kind, enc in kinds.items():
                 by_phase[phase][kind].append(enc)
@@ -484,6 +507,9 @@ def merge_phase_blocks(
                 "qps": _rate(h.get_total_count(), duration),
                 "latency_ms": latency_block(h),
             }
+            tried = retries.get(str(phase), {}).get(kind)
+            if tried is not None:  # (only a kind that was tried again: max_tries)
+                by_kind[kind]["retried"], by_kind[kind]["retries"] = tried
         ops = total.get_total_count()
         n_errors = sum(errors[str(phase)].values())
         c = counts.get(str(phase), {})
@@ -502,6 +528,8 @@ def merge_phase_blocks(
             "completed": ops + n_errors,
             "skipped": c.get("skipped", 0),
             "late": c.get("late", 0),
+            "retried": sum(r[0] for r in retries.get(str(phase), {}).values()),
+            "retries": sum(r[1] for r in retries.get(str(phase), {}).values()),
             "by_kind": by_kind,
         }
         if open_loop:

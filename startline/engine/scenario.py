@@ -324,6 +324,9 @@ class OperationSpec:
     ``-M prepared``); the default binds them client-side into the text (PgBouncer-safe)."""
     transaction: tuple[Step, ...] = attrs.field(default=(), converter=_steps)
     """Steps run in one transaction (BEGIN … COMMIT, ROLLBACK on an error)."""
+    max_tries: int = attrs.field(default=1, validator=_count(1, 1000))
+    """Tries of an operation whose error is a ``conflict`` (a serialization failure, a deadlock),
+    with the same parameters, before its error counts (pgbench's ``--max-tries``): 1, none again."""
 
     def __attrs_post_init__(self) -> None:
         if (self.sql is not None) + (self.call is not None) + bool(self.transaction) != 1:

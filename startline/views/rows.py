@@ -131,6 +131,10 @@ def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         ("start lag p99", (st.get("lag_ms") or {}).get("p99"), "ms"),
         ("workers, connections", shape(summary), ""),
     ]
+    if m.get("retried"):  # operations with max_tries, tried again after a conflict
+        done = ops + errors
+        share = f" ({100 * m['retried'] / done:.1f} %)" if done else ""
+        rows.append(("retried", f"{m['retried']:,} operations{share}, {m['retries']:,} retries", ""))
     client = summary.get("client")
     if client:
         busiest = f"{100 * client['share_max']:.0f} % of a core in its busiest interval"

@@ -62,4 +62,7 @@ class CallableTarget(Target):
         return CallableSession(self, worker_id, slot)
 
     def error_category(self, exc: BaseException) -> str:
-        return type(exc).__name__
+        """The exception's ``category`` when it names one (a callable that raises a conflict says
+        ``category = "conflict"``: tried again under ``max_tries``), else its class's name."""
+        category = getattr(exc, "category", None)
+        return category if isinstance(category, str) else type(exc).__name__
