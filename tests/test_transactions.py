@@ -306,3 +306,105 @@ def test_serialization_failures_under_repeatable_read_are_retried_counted_and_lo
     committed = sum(p["ops"] for p in s["phases"].values())
     with psycopg.connect(postgres_url) as c:
         assert c.execute("SELECT sum(v) FROM hot").fetchone()[0] == committed
+
+
+def timed_run(operations: list[dict[str, Any]], **kw: Any) -> dict:
+    sc = Scenario.from_dict(
+        {
+            "name": "timed",
+            "workers": 1,
+            "connections_per_worker": 1,
+            "warmup_s": 0,
+            "measurement_s": 10,
+            "checks": {"max_error_rate": 1.0},
+            "operations": operations,
+        }
+        | kw
+    )
+
+    async def main() -> dict:
+        return (await run_in_process_async(sc)).summary
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def slow(ms: int) -> None:
+    await trio.sleep(ms / 1000)
+
+
+def test_an_operation_past_its_timeout_is_cancelled_and_counted_as_a_timeout():
+    s = timed_run(
+        [
+            {
+                "name": "slow",
+                "call": slow,
+                "timeout_ms": 100,
+                "params": {"ms": {"type": "choice", "values": [50, 500]}},
+            },
+        ]
+    )
+    m = s["phases"]["MEASUREMENT"]
+    assert m["errors_by_category"] == {"timeout": m["errors"]} and m["errors"] > 0 and m["ops"] > 0
+    assert m["latency_ms"]["max"] < 100  # what finished finished in time; the rest were cut at 100 ms
+    assert any("timeout_ms (100 ms)" in msg["message"] for f in s["failures"] for msg in f["messages"])
+
+
+def test_each_operation_thinks_its_own_time_after_it():
+    s = timed_run(
+        [
+            {
+                "name": "thinker",
+                "call": slow,
+                "think_time_ms": 90,
+                "params": {"ms": {"type": "int", "min": 10, "max": 10}},
+            },
+            {"name": "quick", "call": slow, "params": {"ms": {"type": "int", "min": 10, "max": 10}}},
+        ],
+        think_time_ms=0,
+    )
+    k = s["phases"]["MEASUREMENT"]["by_kind"]
+    # on virtual time a thinker's turn takes 100 ms (10 ms, then its think), a quick one 10 ms:
+    # MEASUREMENT's 10 s are exactly those turns (give or take the one cut at the end)
+    spent = k["thinker"]["ops"] * 0.100 + k["quick"]["ops"] * 0.010
+    assert 10 - 0.2 <= spent <= 10 + 0.1, k  # (the last think may run past the end)
+
+
+def test_think_time_per_operation_is_refused_in_an_open_loop():
+    with pytest.raises(ConfigError) as refused:
+        Scenario.from_dict(
+            {
+                "name": "x",
+                "load": {"mode": "rate", "rate": 10},
+                "operations": [{"name": "t", "call": "m:f", "think_time_ms": 5}],
+            }
+        )
+    assert str(refused.value).startswith("operations[0].think_time_ms")
+
+
+async def test_a_statement_past_its_timeout_is_cancelled_on_the_server_too(request, tmp_path):
+    from startline.backends.postgres import PostgresTarget
+    from tests.test_postgres import still_running
+
+    url = request.getfixturevalue("postgres_url")
+    sc = Scenario.from_dict(
+        {
+            "name": "timeouts",
+            "workers": 1,
+            "connections_per_worker": 2,
+            "warmup_s": 0,
+            "measurement_s": 1.5,
+            "checks": {"max_error_rate": 1.0},
+            "operations": [
+                {
+                    "name": "sleepy",
+                    "sql": "SELECT pg_sleep(:s)",
+                    "timeout_ms": 200,
+                    "params": {"s": {"type": "choice", "values": [0.01, 30]}},
+                }
+            ],
+        }
+    )
+    s = (await run_in_process_async(sc, target=PostgresTarget(url))).summary
+    m = s["phases"]["MEASUREMENT"]
+    assert m["ops"] > 0 and m["errors"] > 0 and set(m["errors_by_category"]) == {"timeout"}
+    assert still_running(url, "pg_sleep") == 0

@@ -85,6 +85,13 @@ class StartGate:
         return self._windows
 
 
+TIMEOUT = "timeout"
+
+
+class OperationTimedOut(Exception):
+    """An operation ran past its own ``timeout_ms``."""
+
+
 @attrs.define(eq=False)
 class Tally:
     """One connection's recording: each operation into the histogram of its (kind, phase), each
@@ -331,7 +338,12 @@ class Connections:
         many, bisect_right = len(ops) > 1, bisect.bisect_right
         # each operation: (its spec, what runs it with nothing between when the session offers
         # that, whether it has parameters to draw)
-        plan = [(op, session.direct_call(op), bool(op.params)) for op in ops]
+        plan = [
+            (op, session.direct_call(op), bool(op.params))
+            if op.timeout_ms is None
+            else (op, self._timed(op, session), True)  # (not the common case: one deadline more)
+            for op in ops
+        ]
         execute = session.execute
         windows = await self.gate.wait()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
@@ -341,8 +353,9 @@ class Connections:
         now, offset = loop_clock()
         ok, failed, draining = tally.ok, tally.failed, self.draining
         end = windows.end - offset
-        limit, think = sc.operations_per_connection or math.inf, sc.think_time_ms / 1000.0
-        bounded = limit < math.inf or think > 0
+        limit = sc.operations_per_connection or math.inf
+        thinks = [(sc.think_time_ms if op.think_time_ms is None else op.think_time_ms) / 1000.0 for op in ops]
+        bounded = limit < math.inf or any(t > 0 for t in thinks)
         tagged = self.phase
         first = slot not in self.first_query
         done = 0
@@ -391,9 +404,7 @@ class Connections:
                     if failure is None:
                         ok(i, began + offset, ended + offset)
                     else:
-                        failed(
-                            i, began + offset, ended + offset, self.error_category(failure), self.error_message(failure)
-                        )
+                        failed(i, began + offset, ended + offset, self.category(failure), self.error_message(failure))
                     hi = tally.fast_until(ended + offset) - offset
                     await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                 else:
@@ -411,8 +422,8 @@ class Connections:
                 if bounded:  # an operation budget or a think time: not the common case
                     if done >= limit:
                         break
-                    if think > 0:
-                        with trio.move_on_after(think):
+                    if thinks[i] > 0:
+                        with trio.move_on_after(thinks[i]):
                             await draining.wait()
         finally:
             tally.close()
@@ -420,6 +431,26 @@ class Connections:
             self._note_stamp(slot, session)
         if done >= limit:
             self.spent += 1
+
+    def category(self, exc: BaseException) -> str:
+        """An operation's error category: ``timeout`` past its own ``timeout_ms``, else the target's."""
+        return TIMEOUT if isinstance(exc, OperationTimedOut) else self.error_category(exc)
+
+    def _timed(self, op: OperationSpec, session: Session) -> Callable[..., Coroutine[Any, Any, None]]:
+        """What runs ``op`` (awaited with its parameters as keywords) within its ``timeout_ms``:
+        past it the operation is cancelled — the session stops it on the server as for any
+        cancel — and fails as ``OperationTimedOut``."""
+        limit = (op.timeout_ms or 0) / 1000.0
+        direct = session.direct_call(op)
+
+        async def timed(**args: Any) -> None:
+            try:
+                with trio.fail_after(limit):
+                    await (session.execute(op, args) if direct is None else direct(**args))
+            except trio.TooSlowError:
+                raise OperationTimedOut(f"still running after its timeout_ms ({op.timeout_ms:g} ms)") from None
+
+        return timed
 
     async def _tries(
         self, again: Callable[[], Any], op: OperationSpec, exc: Exception, tally: Tally, i: int, began: float
@@ -432,7 +463,7 @@ class Connections:
         retries = 0
         failure: Exception | None = exc
         try:
-            while failure is not None and retries + 1 < op.max_tries and self.error_category(failure) in RETRIED:
+            while failure is not None and retries + 1 < op.max_tries and self.category(failure) in RETRIED:
                 retries += 1
                 try:
                     await again()
@@ -469,6 +500,7 @@ class Connections:
         self.tallies.add(tally)
         draining, now, end = self.draining, trio.current_time, windows.end
         max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
+        timed = [None if op.timeout_ms is None else self._timed(op, session) for op in ops]
         limit = sc.operations_per_connection or math.inf
         tagged = self.phase
         done = 0
@@ -506,8 +538,9 @@ class Connections:
                     self.first_query[slot] = began
                     if self.host_now is not None:
                         self.host_first_query[slot] = self.host_now()
+                run = timed[i]
                 try:
-                    await session.execute(op, args)
+                    await (session.execute(op, args) if run is None else run(**args))
                 except trio.Cancelled:
                     if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
                         tally.unfinished(i, intended, now())
@@ -515,12 +548,16 @@ class Connections:
                 except Exception as exc:
                     failure: Exception | None = exc
                     if op.max_tries > 1:
-                        again = functools.partial(session.execute, op, args)
+                        again = (
+                            functools.partial(session.execute, op, args)
+                            if run is None
+                            else functools.partial(run, **args)
+                        )
                         failure = await self._tries(again, op, exc, tally, i, intended)
                     if failure is None:
                         tally.served(i, intended, began, now())
                     else:
-                        tally.failed(i, intended, now(), self.error_category(failure), self.error_message(failure))
+                        tally.failed(i, intended, now(), self.category(failure), self.error_message(failure))
                     await trio.lowlevel.checkpoint()
                 else:
                     tally.served(i, intended, began, now())

@@ -324,6 +324,13 @@ class OperationSpec:
     ``-M prepared``); the default binds them client-side into the text (PgBouncer-safe)."""
     transaction: tuple[Step, ...] = attrs.field(default=(), converter=_steps)
     """Steps run in one transaction (BEGIN … COMMIT, ROLLBACK on an error)."""
+    timeout_ms: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_num(0, 3_600_000, lo_open=True))
+    )
+    """An operation still running after this long is cancelled (on the server too) and counted
+    as an error of category ``timeout``."""
+    think_time_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(0, 3_600_000)))
+    """The closed loop's pause after this operation (the scenario's ``think_time_ms`` when not given)."""
     max_tries: int = attrs.field(default=1, validator=_count(1, 1000))
     """Tries of an operation whose error is a ``conflict`` (a serialization failure, a deadlock),
     with the same parameters, before its error counts (pgbench's ``--max-tries``): 1, none again."""
@@ -582,6 +589,12 @@ class Scenario:
             raise _FieldError("load.rate", "must be > 0 (or give stages with a rate) in rate mode")
         if load.open_loop and self.think_time_ms > 0:
             raise _FieldError("think_time_ms", "is for closed loops: in an open loop the schedule paces the operations")
+        for i, op in enumerate(self.operations):
+            if load.open_loop and op.think_time_ms:
+                raise _FieldError(
+                    f"operations[{i}].think_time_ms",
+                    "is for closed loops: in an open loop the schedule paces the operations",
+                )
         if load.open_loop and self.connections_per_worker < 1:
             raise _FieldError(
                 "connections_per_worker", "must be >= 1 in an open loop (the sessions opened before the start)"
