@@ -11,7 +11,7 @@ from collections import Counter
 
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, Scenario
@@ -49,6 +49,82 @@ def test_zipf_frequencies_follow_one_over_rank_to_the_s():
     assert min(got) >= 10 and max(got) <= 10 + n - 1
 
 
+def test_zipf_beyond_a_table_draws_rank_one_and_two_at_their_frequencies_without_a_table():
+    """Over more than ZIPF_MAX_KEYS keys (the table's limit was 1,000,000: issue 24) YCSB's
+    generator: ranks 1 and 2 exactly 1/ζ(n, s) and 2^-s/ζ(n, s), all draws in range."""
+    from startline.engine.distributions import zeta
+
+    n, s, draws = 50_000_000, 0.99, 100_000
+    got = Counter(_draws({"type": "zipf", "min": 1, "max": n, "s": s}, draws))
+    z = zeta(n, s)
+    assert got[1] / draws == pytest.approx(1 / z, rel=0.05)
+    assert got[2] / draws == pytest.approx(2**-s / z, rel=0.08)
+    assert min(got) >= 1 and max(got) <= n and len(got) > draws / 3  # a long tail, not a few keys
+
+
+def test_zeta_beyond_the_exact_sum_matches_the_sum_and_ycsbs_precomputed_constant():
+    import math
+
+    from startline.engine.distributions import EXACT_ZETA, YCSB_ITEM_COUNT, YCSB_ZETAN, zeta
+
+    for theta in (0.5, 0.99, 1.0, 1.2):
+        n = EXACT_ZETA * 3
+        assert zeta(n, theta) == pytest.approx(math.fsum(k**-theta for k in range(1, n + 1)), rel=1e-12)
+    assert zeta(YCSB_ITEM_COUNT, 0.99) == pytest.approx(YCSB_ZETAN, rel=1e-10)
+
+
+@given(lo=st.integers(-1000, 1000), size=st.integers(1, 100_000), seed=st.integers(0, 2**32))
+def test_scrambled_zipf_stays_in_range_and_its_hottest_keys_are_ycsbs(lo, size, seed):
+    """YCSB's scrambled zipfian: rank r of 10^10 lands on lo + fnvhash64(r) mod size — the
+    hottest key is rank 0's, with at least its share 1/ZETAN (collisions only add to it)."""
+    from startline.engine.distributions import YCSB_ZETAN, fnv64
+
+    draws = 4000
+    got = Counter(_draws({"type": "scrambled_zipf", "min": lo, "max": lo + size - 1}, draws, seed=seed))
+    assert min(got) >= lo and max(got) <= lo + size - 1
+    hottest = lo + fnv64(0) % size
+    assert got[hottest] / draws > 0.6 / YCSB_ZETAN  # 3.8 %: far above a uniform key's share
+    if size >= 1000:  # hot keys are not neighbours: the two hottest ranks land apart
+        assert abs((lo + fnv64(1) % size) - hottest) > 1 or fnv64(1) % size == fnv64(0) % size
+
+
+def test_fnv64_is_ycsbs_fnvhash64():
+    """YCSB's Utils.fnvhash64: 64-bit FNV-1a over the long's 8 bytes, low byte first, made
+    non-negative by Java's Math.abs — against FNV-1a over bytes, itself checked on the
+    published test vector (FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c)."""
+    from startline.engine.distributions import fnv64
+
+    def fnv1a(data: bytes) -> int:
+        h = 0xCBF29CE484222325
+        for byte in data:
+            h = ((h ^ byte) * 0x100000001B3) & ((1 << 64) - 1)
+        return h
+
+    assert fnv1a(b"a") == 0xAF63DC4C8601EC8C
+    for v in (0, 1, 255, 256, 10**10, 2**40 + 7):
+        h = fnv1a(v.to_bytes(8, "little"))
+        assert fnv64(v) == abs(h - (1 << 64) if h >> 63 else h)
+
+
+@settings(max_examples=20)
+@given(a=st.sampled_from([15, 255, 1023]), hi=st.integers(10, 300), c=st.integers(0, 255), seed=st.integers(0, 99))
+def test_nurand_follows_tpccs_definition(a, hi, c, seed):
+    """NURand(A, x, y) = (((random(0, A) | random(x, y)) + C) mod (y − x + 1)) + x: the exact
+    distribution for small ranges, against the draws."""
+    lo = 1
+    draws = 3000
+    got = Counter(_draws({"type": "nurand", "a": a, "min": lo, "max": hi, "c": c}, draws, seed=seed))
+    assert min(got) >= lo and max(got) <= hi
+    width = hi - lo + 1
+    exact: Counter[int] = Counter()
+    for r1 in range(a + 1):
+        for r2 in range(lo, hi + 1):
+            exact[(((r1 | r2) + c) % width) + lo] += 1
+    total = (a + 1) * width
+    top = max(exact, key=exact.__getitem__)
+    assert got[top] / draws == pytest.approx(exact[top] / total, abs=0.03)  # the most likely value
+
+
 def test_hotspot_gives_its_hot_set_its_share():
     draws = 100_000
     values = _draws({"type": "hotspot", "min": 1, "max": 1000, "hot_fraction": 0.1, "hot_share": 0.8}, draws)
@@ -71,7 +147,8 @@ def test_the_same_seed_draws_the_same_values():
     ("spec", "field"),
     [
         ({"type": "zipf", "min": 1}, "max"),
-        ({"type": "zipf", "min": 1, "max": 2_000_000}, "max"),
+        ({"type": "nurand", "min": 1, "max": 3000}, "a"),
+        ({"type": "scrambled_zipf", "min": 1}, "max"),
         ({"type": "hotspot", "min": 1, "max": 9, "hot_share": 0.5}, "hot_fraction"),
         ({"type": "hotspot", "min": 1, "max": 9, "hot_fraction": 1.5, "hot_share": 0.5}, "hot_fraction"),
         ({"type": "weighted", "values": [1, 2], "weights": [1]}, "weights"),

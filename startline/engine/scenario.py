@@ -197,10 +197,13 @@ class ParamType(enum.StrEnum):
     HOTSPOT = "hotspot"
     WEIGHTED = "weighted"
     SAMPLE = "sample"
+    SCRAMBLED_ZIPF = "scrambled_zipf"
+    NURAND = "nurand"
 
 
 ZIPF_MAX_KEYS = 1_000_000
-"""A zipf parameter's range: its cumulative weights are a table (8 bytes a key) in each process."""
+"""A zipf parameter's range up to which its cumulative weights are a table (8 bytes a key, each
+draw exact); beyond, YCSB's generator draws it (``engine.distributions.zipfian``)."""
 SAMPLE_MAX = 1_000_000
 
 
@@ -225,7 +228,11 @@ class ParamSpec:
 
     - ``int``: uniform in [min, max]; ``choice``: uniform over ``values``; ``sequence``: start,
       start + step, … (each connection slot in its own block);
-    - ``zipf``: an integer in [min, max], rank k (min is rank 1) drawn with weight 1 / k^s;
+    - ``zipf``: an integer in [min, max], rank k (min is rank 1) drawn with weight 1 / k^s (``s``
+      1 unless given); over more than ``ZIPF_MAX_KEYS`` keys by YCSB's zipfian generator;
+    - ``scrambled_zipf``: YCSB's scrambled zipfian in [min, max] (``s`` 0.99 unless given): hot
+      keys spread over the range by a hash, as YCSB's core workloads draw them;
+    - ``nurand``: TPC-C's NURand(``a``, min, max) with run constant ``c`` (0 unless given);
     - ``hotspot``: an integer in [min, max]; with probability ``hot_share`` from the hot set, the
       first ``hot_fraction`` of the range, else from the rest (uniform within each);
     - ``weighted``: one of ``values`` with the matching ``weights``;
@@ -245,7 +252,9 @@ class ParamSpec:
     )
     start: int = attrs.field(default=1, validator=_int)
     step: int = attrs.field(default=1, validator=_int)
-    s: float = attrs.field(default=1.0, validator=_num(0, 10, lo_open=True))
+    s: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(0, 10, lo_open=True)))
+    a: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int))
+    c: int = attrs.field(default=0, validator=_int)
     hot_fraction: float | None = attrs.field(default=None, validator=_unit())
     hot_share: float | None = attrs.field(default=None, validator=_unit(lo_open=False))
     weights: tuple[float, ...] | None = attrs.field(
@@ -255,15 +264,13 @@ class ParamSpec:
     size: int = attrs.field(default=5000, validator=_count(1, SAMPLE_MAX))
 
     def __attrs_post_init__(self) -> None:
-        if self.type in (ParamType.INT, ParamType.ZIPF, ParamType.HOTSPOT):
+        if self.type in (ParamType.INT, ParamType.ZIPF, ParamType.HOTSPOT, ParamType.SCRAMBLED_ZIPF, ParamType.NURAND):
             if self.min is None or self.max is None:
                 raise _FieldError("min" if self.min is None else "max", f"{self.type} parameters need min and max")
             if self.min > self.max:
                 raise _FieldError("max", f"must be >= min (got {self.max} < {self.min})")
-        if self.type is ParamType.ZIPF and self.max - self.min + 1 > ZIPF_MAX_KEYS:  # type: ignore[operator]
-            raise _FieldError(
-                "max", f"a zipf range holds at most {ZIPF_MAX_KEYS:,} keys (got {self.max - self.min + 1:,})"
-            )  # type: ignore[operator]
+        if self.type is ParamType.NURAND and (self.a is None or self.a < 0):
+            raise _FieldError("a", f"nurand parameters need a >= 0 (TPC-C's A; got {self.a!r})")
         if self.type is ParamType.HOTSPOT:
             for name in ("hot_fraction", "hot_share"):
                 if getattr(self, name) is None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import attrs
 
-from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, ParamType
+from startline.engine.distributions import YCSB_THETA, nurand, scrambled_zipfian, zipfian
+from startline.engine.scenario import ZIPF_MAX_KEYS, ConfigError, OperationSpec, ParamSpec, ParamType
 
 SEQUENCE_BLOCK = 1_000_000_000
 """Each connection slot draws ``sequence`` values from its own block of this size."""
@@ -66,8 +67,15 @@ class ParamSource:
         if t is ParamType.CHOICE:
             return self.rng.choice(spec.values)  # type: ignore[arg-type]
         if t is ParamType.ZIPF:
-            table = zipf_table(spec.max - spec.min + 1, spec.s)  # type: ignore[operator]
+            n = spec.max - spec.min + 1  # type: ignore[operator]
+            if n > ZIPF_MAX_KEYS:
+                return spec.min + zipfian(n, spec.s or 1.0).rank(self.rng.random())  # type: ignore[operator]
+            table = zipf_table(n, spec.s or 1.0)
             return spec.min + bisect.bisect_right(table, self.rng.random() * table[-1])  # type: ignore[operator]
+        if t is ParamType.SCRAMBLED_ZIPF:
+            return scrambled_zipfian(self.rng.random(), spec.min, spec.max, spec.s or YCSB_THETA)  # type: ignore[arg-type]
+        if t is ParamType.NURAND:
+            return nurand(self.rng, spec.a, spec.min, spec.max, spec.c)  # type: ignore[arg-type]
         if t is ParamType.HOTSPOT:
             return hotspot(self.rng, spec.min, spec.max, spec.hot_fraction, spec.hot_share)  # type: ignore[arg-type]
         if t is ParamType.WEIGHTED:
