@@ -5,6 +5,8 @@ running meanwhile; a busy database backs off on Trio. Real SQLite files."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -165,3 +167,40 @@ async def test_a_statement_interrupted_after_its_commit_is_not_run_again(tmp_pat
             assert await conn.run("SELECT count(*) FROM t") == [(1,)], steps
         finally:
             await conn.close()
+
+
+def _connect_at(path: str, start: float, results: Any) -> None:
+    import time
+
+    from startline.backends.sqlite.db import connect
+
+    while time.time() < start:  # every process at the same instant
+        pass
+    try:
+        connect(Path(path)).execute("SELECT count(*) FROM t").fetchall()
+        results.put("ok")
+    except sqlite3.Error as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_a_new_database_at_the_same_instant_all_get_it_in_wal_mode(tmp_path) -> None:
+    """A run failed at its start with "target: cannot reach it: database is locked": its
+    orchestrator and workers opened the new target file together, and SQLite answers processes
+    that switch a database to WAL at the same moment "locked" at once, without the busy wait
+    (here: 2 rounds of 4 failed before). Each is now tried again after a jittered pause."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        path = tmp_path / f"new-{round_}.db"
+        with sqlite3.connect(path) as c:  # a new database, in the default (rollback) journal mode
+            c.execute("CREATE TABLE t (x INTEGER)")
+        results = ctx.Queue()
+        start = time.time() + 0.3
+        procs = [ctx.Process(target=_connect_at, args=(str(path), start, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 6, round_

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable
@@ -33,6 +34,24 @@ def confined(action: int, arg1: str | None, *_: object) -> int:
     return sqlite3.SQLITE_OK
 
 
+def wal(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode. Processes that switch a new database to WAL at the same
+    moment can be told "database is locked" at once — SQLite does not call the busy handler on
+    that path — so it is tried again after a jittered pause, within ``BUSY_TIMEOUT_MS`` (a run's
+    orchestrator and its workers open the target together: a run failed at its start on it)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(0.1, 2 * pause)
+
+
 def connect(path: Path, *, private: bool = False, confine: bool = False) -> sqlite3.Connection:
     """Autocommit connection in WAL mode with a busy timeout, usable from any one thread at a time.
     ``private``: a file created here is readable by its owner only (0600; SQLite gives its WAL and
@@ -45,7 +64,7 @@ def connect(path: Path, *, private: bool = False, confine: bool = False) -> sqli
     # The control plane's clock: this host's, at full resolution (julianday('now') has 1 ms).
     conn.create_function(HOST_NOW, 0, time.time)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     if confine:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
