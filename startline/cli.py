@@ -66,6 +66,37 @@ def load_scenario(path: str) -> Scenario:
         fail_usage(f"{path}: {exc}" if exc.field else str(exc))
 
 
+def workload_scenario(
+    name: str | None,
+    scale: int | None,
+    target: str | None,
+    workers: int,
+    connections_per_worker: int,
+    warmup_s: float,
+    measurement_s: float,
+) -> Scenario | None:
+    """``run --workload NAME``'s scenario (None without --workload)."""
+    if name is None:
+        return None
+    if target is None:
+        fail_usage("--target: --workload runs on a target: give its URL (postgresql://…, sqlite:///…)")
+    try:
+        return Scenario.from_dict(
+            {
+                "name": name,
+                "workload": {"name": name} | ({"scale": scale} if scale is not None else {}),
+                "workers": workers,
+                "connections_per_worker": connections_per_worker,
+                "warmup_s": warmup_s,
+                "measurement_s": measurement_s,
+                "control": "sqlite:///{out}/control.db",
+                "target": target,
+            }
+        )
+    except ConfigError as exc:
+        fail_usage(str(exc))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="startline")
 def main() -> None:
@@ -74,7 +105,17 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path())
+@click.argument("config", type=click.Path(), required=False)
+@click.option("--workload", default=None, help="Run a built-in workload (`startline workloads`) instead of CONFIG.")
+@click.option("--scale", type=int, default=None, help="With --workload: its scale (default 1).")
+@click.option("--workers", type=click.IntRange(1, 10_000), default=2, show_default=True, help="With --workload.")
+@click.option(
+    "--connections-per-worker", type=click.IntRange(1, 100_000), default=4, show_default=True, help="With --workload."
+)
+@click.option("--warmup-s", type=click.FloatRange(0, 86_400), default=5.0, show_default=True, help="With --workload.")
+@click.option(
+    "--measurement-s", type=click.FloatRange(0.1, 86_400), default=30.0, show_default=True, help="With --workload."
+)
 @click.option(
     "--out",
     "out",
@@ -104,7 +145,13 @@ def main() -> None:
     help="Not on a terminal: a progress line every this many seconds (0: none).",
 )
 def run(
-    config: str,
+    config: str | None,
+    workload: str | None,
+    scale: int | None,
+    workers: int,
+    connections_per_worker: int,
+    warmup_s: float,
+    measurement_s: float,
     out: str,
     control: str | None,
     target: str | None,
@@ -115,7 +162,11 @@ def run(
     overwrite: bool,
     progress_every: float,
 ) -> None:
-    """Run the scenario in CONFIG and write OUT/summary.json.
+    """Run the scenario in CONFIG (or a built-in --workload on --target) and write OUT/summary.json.
+
+    With --workload no file is needed: the workload's operations, --workers ×
+    --connections-per-worker connections, --warmup-s and --measurement-s, a SQLite control plane in
+    OUT unless --control is given (load its tables first: `startline init WORKLOAD --target URL`).
 
     With a memory control plane the workers are tasks of this process; otherwise this
     process orchestrates and starts the scenario's `workers` as processes
@@ -124,7 +175,13 @@ def run(
     Exit codes: 0 completed and passed its [checks], 1 completed but failed them, 2 bad usage or
     config, 3 the run failed or was cancelled.
     """
-    scenario = load_scenario(config)
+    scenario = workload_scenario(workload, scale, target, workers, connections_per_worker, warmup_s, measurement_s)
+    if scenario is None:
+        if config is None:
+            fail_usage("give a scenario file (CONFIG) or --workload NAME")
+        scenario = load_scenario(config)
+    elif config is not None:
+        fail_usage("give a scenario file (CONFIG) or --workload NAME, not both")
     out_dir = Path(out)
     try:
         if spawn_on is not None and (not spawn_on.startswith("dask://") or no_spawn):
@@ -775,6 +832,46 @@ def compare_runs(
             wrote = htmlreport.write_comparison(Path(html_path), list(zip(labels, runs, strict=True)), results)
         click.echo(f"wrote {wrote}")
     sys.exit(EXIT_CHECKS_FAILED if any(c.verdict == "fail" for c in results) else EXIT_OK)
+
+
+@main.command("workloads")
+def workloads_cmd() -> None:
+    """List the built-in workloads a scenario can name in [workload] (and `startline init` loads)."""
+    from startline.engine.standard import WORKLOADS
+
+    for w in WORKLOADS.values():
+        options = ", ".join(f"{k} = {v!r}" for k, v in w.options.items())
+        click.echo(f"{w.name:<12} {w.summary} (options: {options})")
+
+
+@main.command("init")
+@click.argument("workload_name", metavar="WORKLOAD")
+@click.option("--target", required=True, help="Target URL whose tables to make and load (postgresql://, sqlite:///).")
+@click.option("--scale", type=int, default=None, help="The workload's scale (default: its own, 1).")
+@click.option("--drop", is_flag=True, help="Drop the workload's tables first if they exist (else: refused).")
+def init_cmd(workload_name: str, target: str, scale: int | None, drop: bool) -> None:
+    """Make WORKLOAD's tables on the target and load them (`startline workloads` lists them):
+    pgbench's tables for tpcb and select-only, as `pgbench -i -s SCALE` makes them."""
+    from rich.progress import Progress
+
+    from startline.live.init import init
+
+    options: dict[str, Any] = {"name": workload_name} | ({"scale": scale} if scale is not None else {})
+    try:
+        url = parse_url(target, "--target")
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = bar.add_task(table, total=max(total, 1))
+                bar.update(tasks[table], completed=done if total else 1)
+
+            loaded = init(options, url, drop=drop, progress=progress)
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    for table, n in loaded.items():
+        click.echo(f"{table}: {n:,} rows")
 
 
 @main.group("postgres")

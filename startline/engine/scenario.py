@@ -512,6 +512,8 @@ class Scenario:
     operations: tuple[OperationSpec, ...] = attrs.field(
         converter=tuple, validator=_check(lambda x: len(x) >= 1, "needs at least one operation")
     )
+    workload: Mapping[str, Any] | None = attrs.field(default=None, converter=lambda x: None if x is None else dict(x))
+    """A built-in workload (``name`` and its options; ``engine.standard``) whose operations these are."""
     name: str = attrs.field(default="scenario", validator=_name)
     seed: int = attrs.field(default=0, validator=_count(0, 2**63 - 1))
     workers: int = attrs.field(default=1, validator=_count(1, 10_000))
@@ -731,6 +733,12 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        from startline.engine.standard import WorkloadError, expand  # (a [workload] table: its operations)
+
+        try:
+            data = expand(data)
+        except WorkloadError as exc:
+            raise ConfigError(exc.field, exc.message) from None
         return _build(cls, data, "")
 
     @property

@@ -1,0 +1,204 @@
+"""Built-in workloads (issue 24): a scenario's ``[workload]`` table names one and its options,
+and the scenario gets that workload's operations; ``startline init`` makes and loads its tables.
+
+pgbench's two built-in scripts, exactly (PostgreSQL's ``pgbench`` documentation and source,
+``tpcb-like`` and ``select-only``): the tables ``pgbench_branches``, ``pgbench_tellers``,
+``pgbench_accounts``, ``pgbench_history``; at scale s, s branches, 10·s tellers and 100,000·s
+accounts, every balance 0; ``aid`` uniform in [1, 100,000·s], ``bid`` in [1, s], ``tid`` in
+[1, 10·s], ``delta`` in [−5,000, 5,000]. So tables made by ``pgbench -i -s S`` serve them as
+they are, and figures sit beside pgbench's. (pgbench's ``-i`` makes ``filler`` columns of 84
+and 88 blank characters; ``init`` makes them too, on PostgreSQL.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+
+
+class WorkloadError(ValueError):
+    """A ``[workload]`` table's problem: ``field`` (dotted) and what is wrong (``Scenario.from_dict``
+    says it as a ``ConfigError``; this module does not import the scenario's)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+ACCOUNTS_PER_SCALE, TELLERS_PER_SCALE = 100_000, 10
+MAX_SCALE = 100_000
+
+
+@attrs.frozen
+class Table:
+    """One table of a workload: its DDL per dialect, and its rows (generated, never held whole)."""
+
+    name: str
+    ddl: Mapping[str, str]
+    """dialect (``postgresql``, ``sqlite``) → CREATE TABLE."""
+    columns: tuple[str, ...]
+    count: int
+    rows: Callable[[], Iterator[tuple[Any, ...]]]
+
+
+@attrs.frozen
+class Workload:
+    name: str
+    summary: str
+    options: Mapping[str, Any]
+    """Its options and their defaults."""
+    operations: Callable[[Mapping[str, Any]], list[dict[str, Any]]]
+    tables: Callable[[Mapping[str, Any]], list[Table]]
+
+
+def _scale(options: Mapping[str, Any]) -> int:
+    scale = options.get("scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
+        raise WorkloadError("workload.scale", f"must be an integer in [1, {MAX_SCALE:,}] (got {scale!r})")
+    return scale
+
+
+def _pgbench_params(scale: int) -> dict[str, Any]:
+    return {
+        "aid": {"type": "int", "min": 1, "max": ACCOUNTS_PER_SCALE * scale},
+        "bid": {"type": "int", "min": 1, "max": scale},
+        "tid": {"type": "int", "min": 1, "max": TELLERS_PER_SCALE * scale},
+        "delta": {"type": "int", "min": -5000, "max": 5000},
+    }
+
+
+def tpcb_operations(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """pgbench's ``tpcb-like``: five statements in one transaction."""
+    return [
+        {
+            "name": "tpcb",
+            "transaction": [
+                {"sql": "UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid"},
+                {"sql": "SELECT abalance FROM pgbench_accounts WHERE aid = :aid"},
+                {"sql": "UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid"},
+                {"sql": "UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid"},
+                {
+                    "sql": "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                    "VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP)"
+                },
+            ],
+            "params": _pgbench_params(_scale(options)),
+        }
+    ]
+
+
+def select_only_operations(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """pgbench's ``select-only``: one read of an account's balance."""
+    aid = _pgbench_params(_scale(options))["aid"]
+    return [{"name": "select", "sql": "SELECT abalance FROM pgbench_accounts WHERE aid = :aid", "params": {"aid": aid}}]
+
+
+def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
+    scale = _scale(options)
+    accounts = ACCOUNTS_PER_SCALE * scale
+    tellers = TELLERS_PER_SCALE * scale
+    pg, lite = "postgresql", "sqlite"
+    return [
+        Table(
+            "pgbench_branches",
+            {
+                pg: "CREATE TABLE pgbench_branches (bid int NOT NULL PRIMARY KEY, bbalance int, filler char(88)) "
+                "WITH (fillfactor = 100)",
+                lite: "CREATE TABLE pgbench_branches (bid INTEGER PRIMARY KEY, bbalance INTEGER, filler TEXT)",
+            },
+            ("bid", "bbalance"),
+            scale,
+            lambda: ((b, 0) for b in range(1, scale + 1)),
+        ),
+        Table(
+            "pgbench_tellers",
+            {
+                pg: "CREATE TABLE pgbench_tellers (tid int NOT NULL PRIMARY KEY, bid int, tbalance int, "
+                "filler char(84)) WITH (fillfactor = 100)",
+                lite: "CREATE TABLE pgbench_tellers (tid INTEGER PRIMARY KEY, bid INTEGER, tbalance INTEGER, "
+                "filler TEXT)",
+            },
+            ("tid", "bid", "tbalance"),
+            tellers,
+            lambda: ((t, (t - 1) // TELLERS_PER_SCALE + 1, 0) for t in range(1, tellers + 1)),
+        ),
+        Table(
+            "pgbench_accounts",
+            {
+                pg: "CREATE TABLE pgbench_accounts (aid int NOT NULL PRIMARY KEY, bid int, abalance int, "
+                "filler char(84)) WITH (fillfactor = 100)",
+                lite: "CREATE TABLE pgbench_accounts (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, "
+                "filler TEXT)",
+            },
+            ("aid", "bid", "abalance", "filler"),
+            accounts,
+            lambda: ((a, (a - 1) // ACCOUNTS_PER_SCALE + 1, 0, "") for a in range(1, accounts + 1)),
+        ),
+        Table(
+            "pgbench_history",
+            {
+                pg: "CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, "
+                "filler char(22))",
+                lite: "CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, "
+                "mtime TEXT, filler TEXT)",
+            },
+            ("tid", "bid", "aid", "delta", "mtime"),
+            0,
+            lambda: iter(()),
+        ),
+    ]
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "tpcb",
+            "pgbench's TPC-B-like transaction (five statements), on pgbench's tables",
+            {"scale": 1},
+            tpcb_operations,
+            pgbench_tables,
+        ),
+        Workload(
+            "select-only",
+            "pgbench's select-only script: one account's balance by primary key",
+            {"scale": 1},
+            select_only_operations,
+            pgbench_tables,
+        ),
+    )
+}
+
+
+def workload(options: Mapping[str, Any]) -> Workload:
+    """The workload a ``[workload]`` table names (``ConfigError`` naming ``workload.name`` or the
+    option that is not one of its own)."""
+    name = options.get("name")
+    found = WORKLOADS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise WorkloadError("workload.name", f"unknown workload {name!r} (known: {', '.join(sorted(WORKLOADS))})")
+    for key in options:
+        if key != "name" and key not in found.options:
+            known = ", ".join(["name", *sorted(found.options)])
+            raise WorkloadError(f"workload.{key}", f"unknown option of {found.name} (known: {known})")
+    return found
+
+
+def expand(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A scenario table with a ``[workload]``: its operations filled in (a scenario read back from
+    a run, which holds both, must hold the workload's own)."""
+    options = data.get("workload")
+    if options is None:
+        return data
+    if not isinstance(options, Mapping):
+        raise WorkloadError("workload", f"must be a table (got {options!r})")
+    generated = workload(options).operations(options)
+    given = data.get("operations")
+    if given is None:
+        return {**data, "operations": generated}
+    names = [op.get("name") if isinstance(op, Mapping) else op.name for op in given]
+    if names != [op["name"] for op in generated]:  # (a scenario read back holds the workload's own)
+        raise WorkloadError("operations", "give operations or a [workload], not both")
+    return data

@@ -1,0 +1,112 @@
+"""``startline init WORKLOAD --target URL``: make a built-in workload's tables and load them
+(issue 24) — PostgreSQL by ``COPY`` (as ``pgbench -i`` does), SQLite by batched inserts in one
+transaction per batch. Refuses tables that exist unless ``drop`` (then they are made again), so a
+second ``init`` never half-overwrites a loaded database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from startline.engine.scenario import ConfigError
+from startline.engine.standard import Table, WorkloadError, workload
+from startline.urls import Url
+
+BATCH = 10_000
+"""Rows per progress report (and per SQLite transaction)."""
+
+Progress = Callable[[str, int, int], None]
+"""(table, rows loaded so far, rows in all)."""
+
+
+def init(options: Mapping[str, Any], target: Url, *, drop: bool, progress: Progress) -> dict[str, int]:
+    """Make and load the tables of the workload ``options`` names; rows loaded per table."""
+    try:
+        tables = workload(options).tables(options)
+    except WorkloadError as exc:
+        raise ConfigError(exc.field, exc.message) from None
+    if target.scheme == "postgresql":
+        return _postgres(tables, target.connection, drop, progress)
+    if target.scheme == "sqlite":
+        assert target.path is not None
+        return _sqlite(tables, target.path, drop, progress)
+    raise ConfigError("--target", f"init loads postgresql:// and sqlite:// targets (not {target.scheme}:// yet)")
+
+
+def _refuse_existing(existing: list[str]) -> None:
+    if existing:
+        raise ConfigError(
+            "--drop", f"table {existing[0]} exists: give --drop to drop the workload's tables and make them again"
+        )
+
+
+def _postgres(tables: list[Table], url: str, drop: bool, progress: Progress) -> dict[str, int]:
+    from startline.compose import backend
+
+    backend("postgresql", "init")  # psycopg, or one line naming the extra
+    import psycopg
+
+    loaded: dict[str, int] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        existing = [t.name for t in tables if conn.execute("SELECT to_regclass(%s)", (t.name,)).fetchone()[0]]
+        if not drop:
+            _refuse_existing(existing)
+        for t in reversed(tables):
+            conn.execute(f"DROP TABLE IF EXISTS {t.name}")
+        for t in tables:
+            conn.execute(t.ddl["postgresql"])
+            n = 0
+            with conn.cursor() as cur, cur.copy(f"COPY {t.name} ({', '.join(t.columns)}) FROM STDIN") as copy:
+                for row in t.rows():
+                    copy.write_row(row)
+                    n += 1
+                    if n % BATCH == 0:
+                        progress(t.name, n, t.count)
+            progress(t.name, n, t.count)
+            loaded[t.name] = n
+        conn.execute(f"VACUUM ANALYZE {', '.join(t.name for t in tables)}")
+    return loaded
+
+
+def _sqlite(tables: list[Table], path: Any, drop: bool, progress: Progress) -> dict[str, int]:
+    from startline.backends.sqlite.db import connect
+
+    loaded: dict[str, int] = {}
+    conn = connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not drop:
+            _refuse_existing([t.name for t in tables if t.name in names])
+        for t in reversed(tables):
+            conn.execute(f"DROP TABLE IF EXISTS {t.name}")
+        for t in tables:
+            conn.execute(t.ddl["sqlite"])
+            insert = f"INSERT INTO {t.name} ({', '.join(t.columns)}) VALUES ({', '.join('?' * len(t.columns))})"
+            rows, n = t.rows(), 0
+            while True:
+                batch = [row for _, row in zip(range(BATCH), rows, strict=False)]
+                if not batch:
+                    break
+                with _transaction(conn):
+                    conn.executemany(insert, batch)
+                n += len(batch)
+                progress(t.name, n, t.count)
+            if not n:
+                progress(t.name, 0, 0)
+            loaded[t.name] = n
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+    return loaded
+
+
+@contextlib.contextmanager
+def _transaction(conn: Any) -> Any:
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

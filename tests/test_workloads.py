@@ -1,0 +1,105 @@
+"""Built-in workloads (issue 24): `startline workloads` lists them, `startline init` makes and
+loads their tables (refusing tables that exist unless --drop), a scenario names one in
+[workload] or `run --workload` runs one without a file — and pgbench's TPC-B leaves every
+balance equal to its history."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.standard import WORKLOADS
+from startline.testing import run_cli
+
+
+def test_a_workload_table_gives_the_scenario_pgbenchs_operations_at_its_scale():
+    s = Scenario.from_dict({"name": "w", "workload": {"name": "tpcb", "scale": 3}})
+    (tpcb,) = s.operations
+    assert [step.sql.split()[0] for step in tpcb.transaction] == ["UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT"]
+    assert {k: (p.min, p.max) for k, p in tpcb.params.items()} == {
+        "aid": (1, 300_000),
+        "bid": (1, 3),
+        "tid": (1, 30),
+        "delta": (-5000, 5000),
+    }
+    assert Scenario.from_dict(s.to_dict()) == s  # read back from a run: the same scenario
+    (select,) = Scenario.from_dict({"name": "w", "workload": {"name": "select-only"}}).operations
+    assert (
+        select.sql == "SELECT abalance FROM pgbench_accounts WHERE aid = :aid" and select.params["aid"].max == 100_000
+    )
+
+
+@pytest.mark.parametrize(
+    ("workload", "field"),
+    [
+        ({"name": "tpcc-like"}, "workload.name"),
+        ({"name": "tpcb", "scael": 2}, "workload.scael"),
+        ({"name": "tpcb", "scale": 0}, "workload.scale"),
+        ({"name": "tpcb", "scale": "big"}, "workload.scale"),
+    ],
+)
+def test_a_workload_misspelled_is_refused_naming_the_field(workload, field):
+    with pytest.raises(ConfigError) as refused:
+        Scenario.from_dict({"name": "w", "workload": workload})
+    assert refused.value.field == field
+
+
+def test_operations_and_a_workload_together_are_refused():
+    with pytest.raises(ConfigError) as refused:
+        Scenario.from_dict({"name": "w", "workload": {"name": "tpcb"}, "operations": [{"name": "q", "call": "m:f"}]})
+    assert refused.value.field == "operations"
+
+
+@pytest.mark.live
+def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_the_history(tmp_path):
+    listed = run_cli("workloads", timeout=60)
+    assert listed.returncode == 0 and all(name in listed.stdout for name in WORKLOADS)
+    target = f"sqlite:///{tmp_path}/bank.db"
+    made = run_cli("init", "tpcb", "--target", target, "--scale", "2", timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "pgbench_accounts: 200,000 rows" in made.stdout
+    again = run_cli("init", "tpcb", "--target", target, timeout=120)  # loaded already: refused, nothing touched
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1 and "--drop" in again.stderr
+    proc = run_cli(
+        *("run", "--workload", "tpcb", "--target", target, "--out", str(tmp_path / "out")),
+        *("--workers", "2", "--connections-per-worker", "2", "--warmup-s", "0.3", "--measurement-s", "1.5"),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (
+        s["config"]["scenario"]["workload"] == {"name": "tpcb"} or s["config"]["scenario"]["workload"]["name"] == "tpcb"
+    )
+    committed = sum(p["ops"] for p in s["phases"].values())
+    with sqlite3.connect(tmp_path / "bank.db") as c:
+        a, b, t, h, n, accounts = c.execute(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), "
+            "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history), "
+            "(SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM pgbench_accounts)"
+        ).fetchone()
+    assert a == b == t == h and n == committed > 0 and accounts == 200_000
+    dropped = run_cli("init", "tpcb", "--target", target, "--drop", timeout=120)  # made again, empty history
+    assert dropped.returncode == 0 and "pgbench_history: 0 rows" in dropped.stdout
+
+
+@pytest.mark.live
+def test_init_loads_pgbenchs_tables_on_postgresql_by_copy_and_select_only_runs_on_them(tmp_path, postgres_url):
+    import psycopg
+
+    made = run_cli("init", "select-only", "--target", postgres_url, timeout=120)
+    assert made.returncode == 0, made.stderr
+    with psycopg.connect(postgres_url) as c:
+        counts = c.execute(
+            "SELECT (SELECT count(*) FROM pgbench_accounts), (SELECT count(*) FROM pgbench_tellers), "
+            "(SELECT count(*) FROM pgbench_branches), (SELECT octet_length(filler) FROM pgbench_accounts LIMIT 1)"
+        ).fetchone()
+    assert counts == (100_000, 10, 1, 84)  # as pgbench -i -s 1 makes them (filler: 84 blanks)
+    proc = run_cli(
+        *("run", "--workload", "select-only", "--target", postgres_url, "--out", str(tmp_path / "out")),
+        *("--workers", "1", "--connections-per-worker", "2", "--warmup-s", "0", "--measurement-s", "1"),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
