@@ -238,6 +238,14 @@ def test_a_conflict_is_tried_again_with_the_same_draws_and_counted_as_retried(lo
     assert m["errors"] == 0 and m["ops"] > 0
     tx = m["by_kind"]["tx"]
     assert (tx["retried"], tx["retries"]) == (tx["ops"], 2 * tx["ops"]) == (m["retried"], m["retries"])
+    # per interval too (summary.json's time series, intervals.csv's last two columns)
+    from startline.engine.files import INTERVALS_HEADER, interval_rows
+
+    every = sum(p.get("retries", 0) for p in summary["phases"].values())
+    assert sum(r["by_kind"]["tx"]["retries"] for r in summary["timeseries"]) == every
+    rows = [dict(zip(INTERVALS_HEADER, r, strict=True)) for r in interval_rows(summary["timeseries"], 1.0)]
+    assert sum(r["retries"] for r in rows if r["kind"] == "tx") == every
+    assert all(r["retries"] == "" for r in rows if r["kind"] == "all")
     draws = seen[: 3 * (len(seen) // 3)]
     assert all(draws[j] == draws[j + 1] == draws[j + 2] for j in range(0, len(draws), 3))  # the same draws
     assert len(set(draws)) == len(draws) // 3  # and a new draw for each operation

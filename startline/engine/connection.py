@@ -187,7 +187,9 @@ class Tally:
 
     def retried(self, i: int, began: float, ended: float, retries: int) -> None:
         """Operation ``i`` was tried ``retries`` more times (it ends counted as ``ok`` or ``failed``)."""
-        self.recorder.retry(self.operations[i].name, self.phase(began, ended), retries)
+        if ended >= self._iv_end:  # (the interval the operation ends in, as ok and failed take it)
+            self._next_interval(ended)
+        self.recorder.retry(self.operations[i].name, self.phase(began, ended), retries, self._iv)
 
     def unfinished(self, i: int, began: float, ended: float) -> None:
         """Operation ``i`` was still running at ``ended`` when its connection was cancelled."""

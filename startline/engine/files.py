@@ -117,8 +117,11 @@ INTERVALS_HEADER = (
     "max_ms",
     "mean_ms",
     "connections",
+    "retried",
+    "retries",
 )
-"""intervals.csv: one row per snapshot interval × kind (``all`` first, then each kind)."""
+"""intervals.csv: one row per snapshot interval × kind (``all`` first, then each kind); ``retried``
+and ``retries`` for a kind tried again under ``max_tries`` (empty otherwise)."""
 
 
 def interval_rows(timeseries: Sequence[Mapping[str, Any]], interval_s: float) -> list[tuple[Any, ...]]:
@@ -133,7 +136,8 @@ def interval_rows(timeseries: Sequence[Mapping[str, Any]], interval_s: float) ->
             qps = figures.get("qps", round(figures["ops"] / interval_s, 3))
             pct = [lat.get(p, "") for p in ("p50", "p90", "p95", "p99", "max", "mean")]
             errors = figures.get("errors", 0)
-            rows.append((r["t_s"], r.get("phase", ""), kind, figures["ops"], errors, qps, *pct, connections))
+            tried = (figures.get("retried", ""), figures.get("retries", ""))
+            rows.append((r["t_s"], r.get("phase", ""), kind, figures["ops"], errors, qps, *pct, connections, *tried))
     return rows
 
 

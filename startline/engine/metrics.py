@@ -147,6 +147,8 @@ class Recorder:
     """phase → [offered, skipped, late]; offered and skipped in an open loop only."""
     retries: dict[tuple[str, Phase], list[int]] = attrs.Factory(dict)
     """(kind, phase) → [operations retried, retries] (``max_tries``)."""
+    interval_retries: dict[tuple[int, str], list[int]] = attrs.Factory(dict)
+    """(interval, kind) → [operations retried, retries], until the interval is taken."""
     interval_load: dict[int, list[int]] = attrs.Factory(dict)
     """Open loop: interval → [offered, skipped]."""
     _connections: dict[int, list[int]] = attrs.Factory(dict)
@@ -193,13 +195,11 @@ class Recorder:
                 row = self.interval_load[interval] = [0, 0]
             row[what] += n
 
-    def retry(self, kind: str, phase: Phase, retries: int) -> None:
-        """One operation of ``kind`` was tried ``retries`` more times."""
-        row = self.retries.get((kind, phase))
-        if row is None:
-            row = self.retries[(kind, phase)] = [0, 0]
-        row[0] += 1
-        row[1] += retries
+    def retry(self, kind: str, phase: Phase, retries: int, interval: int = -1) -> None:
+        """One operation of ``kind``, ended in ``interval``, was tried ``retries`` more times."""
+        _tried(self.retries, (kind, phase), retries)
+        if interval >= 0:
+            _tried(self.interval_retries, (interval, kind), retries)
 
     def add_error(
         self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0, interval: int = -1
@@ -284,6 +284,9 @@ class Recorder:
         errors = {k: self.interval_errors.pop((n, k)) for n, k in sorted(self.interval_errors) if n == i}
         if errors:
             row["kind_errors"] = errors
+        retried = {k: self.interval_retries.pop((n, k)) for n, k in sorted(self.interval_retries) if n == i}
+        if retried:
+            row["kind_retries"] = retried
 
     def to_payload(self, to_control: Callable[[float], float] = float) -> dict[str, Any]:
         """The metrics part of a worker's results; ``to_control`` maps trio time to the control
@@ -348,6 +351,14 @@ class Recorder:
                 out[key] = add_into(new_histogram(), out[key]) if key in out else new_histogram()
             add_into(out[key], h)
         return out
+
+
+def _tried(table: dict[Any, list[int]], key: Any, retries: int) -> None:
+    row = table.get(key)
+    if row is None:
+        row = table[key] = [0, 0]
+    row[0] += 1
+    row[1] += retries
 
 
 def cleared(h: HdrHistogram) -> HdrHistogram:

@@ -39,7 +39,7 @@ from startline.engine.schedule import PhaseWindows
 from startline.engine.secrets import settings_without_secrets
 from startline.engine.startplan import StartPlan
 from startline.engine.steering import Steering
-from startline.engine.summary import build_summary, interval_kinds, kind_errors, merge_timeseries
+from startline.engine.summary import build_summary, interval_kinds, kind_errors, kind_retries, merge_timeseries
 from startline.engine.workload import derive_seed
 
 log = logging.getLogger("startline.orchestrator")
@@ -512,6 +512,7 @@ class Orchestrator:
             timeseries=merge_timeseries(snapshots, self.scenario.snapshot_interval_s),
             intervals=interval_kinds(snapshots),
             kind_errors=kind_errors(snapshots),
+            kind_retries=kind_retries(snapshots),
             crossed=self._steering.crossed,
             load=self.load_block(),
         )

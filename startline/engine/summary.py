@@ -230,21 +230,36 @@ def kind_errors(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int,
     return out
 
 
+def kind_retries(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, dict[str, list[int]]]:
+    """interval → kind → [operations retried, retries] over every worker (``max_tries``)."""
+    out: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for snap in unique_snapshots(snapshots):
+        for item in snap.get("intervals", []):
+            for kind, (n, r) in item.get("kind_retries", {}).items():
+                row = out[item["interval"]][kind]
+                row[0] += n
+                row[1] += r
+    return out
+
+
 def with_latency(
     timeseries: Sequence[Mapping[str, Any]],
     kinds: Mapping[int, Mapping[str, HdrHistogram]],
     merged: Mapping[int, HdrHistogram],
     errors: Mapping[int, Mapping[str, int]],
     interval_s: float,
+    retries: Mapping[int, Mapping[str, Sequence[int]]] | None = None,
 ) -> list[dict[str, Any]]:
     """The time series with each interval's latency over all kinds (``merged``:
     ``interval_latency`` of ``kinds``) and ``by_kind`` (ops, errors, qps, latency) for every kind
     the run has — zeros where a kind had no operation — when the workers shipped per-interval
-    histograms."""
+    histograms; a kind tried again under ``max_tries`` has ``retried`` and ``retries`` too."""
     if not kinds and not errors:
         return [dict(row) for row in timeseries]
     names = sorted({k for by_kind in kinds.values() for k in by_kind} | {k for e in errors.values() for k in e})
     empty = new_histogram()
+    retries = retries or {}
+    retrying = {k for by_kind in retries.values() for k in by_kind}
     out = []
     for i, row in enumerate(timeseries):
         by_kind = kinds.get(i, {})
@@ -259,6 +274,11 @@ def with_latency(
                         "qps": round(h.get_total_count() / interval_s, 3),
                         "latency_ms": latency_block(h),
                     }
+                    | (
+                        dict(zip(("retried", "retries"), retries.get(i, {}).get(k, (0, 0)), strict=True))
+                        if k in retrying
+                        else {}
+                    )
                     for k in names
                 },
             }
@@ -290,6 +310,7 @@ def build_summary(
     intervals: Mapping[int, Mapping[str, HdrHistogram]] | None = None,
     kind_errors: Mapping[int, Mapping[str, int]] | None = None,
     crossed: Mapping[tuple[str, str], thresholds.Result] | None = None,
+    kind_retries: Mapping[int, Mapping[str, Sequence[int]]] | None = None,
 ) -> dict[str, Any]:
     """summary.json. ``intervals``: each interval's response-time histograms by kind
     (``interval_kinds``), which the time series and windowed thresholds read, with ``kind_errors``;
@@ -351,6 +372,9 @@ def build_summary(
         "config": {"scenario": settings_masked(scenario.to_dict())},
         "snapshot_interval_s": scenario.snapshot_interval_s,
         "timeseries": _phased(
-            with_latency(timeseries, intervals, merged, kind_errors or {}, scenario.snapshot_interval_s), scenario
+            with_latency(
+                timeseries, intervals, merged, kind_errors or {}, scenario.snapshot_interval_s, kind_retries or {}
+            ),
+            scenario,
         ),
     }
