@@ -49,11 +49,17 @@ class SqlSession:
 
     _query: Callable[[str, Mapping[str, Any]], Awaitable[list[tuple[Any, ...]]]]
     _dialect: Dialect
+    _run: Callable[[str, Mapping[str, Any]], Awaitable[Any]] | None = None
+    """A statement whose rows nobody reads (the backend's cheaper path; ``_query`` if none)."""
     _open: bool = False
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run ``sql`` with its ``:name`` parameters taken from ``params``; its rows."""
         return await self._query(sql, params or {})
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> Awaitable[Any]:
+        """``sql`` run for its effect: its rows, if any, are not made into Python values."""
+        return (self._run or self._query)(sql, params)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSession]:
@@ -61,16 +67,16 @@ class SqlSession:
         says) when the body raises or is cancelled, and the error goes on."""
         if self._open:
             raise RuntimeError("a transaction is already open on this session")
-        await self._query(self._dialect.begin, {})
+        await self.run(self._dialect.begin, {})
         self._open = True
         try:
             yield self
         except BaseException:
             with trio.move_on_after(ROLLBACK_WAIT_S, shield=True), contextlib.suppress(Exception):
-                await self._query(self._dialect.rollback, {})
+                await self.run(self._dialect.rollback, {})
             raise
         else:
-            await self._query(self._dialect.commit, {})
+            await self.run(self._dialect.commit, {})
         finally:
             self._open = False
 
@@ -81,11 +87,13 @@ async def run_steps(session: SqlSession, steps: Sequence[Step], params: Mapping[
     bound = dict(params)
     async with session.transaction():
         for step in steps:
+            if not step.into:
+                await session.run(step.sql, bound)
+                continue
             rows = await session.execute(step.sql, bound)
-            if step.into:
-                if not rows:
-                    raise NoRow(f"a step with into = {list(step.into)} returned no row")
-                bound.update(zip(step.into, rows[0], strict=False))
+            if not rows:
+                raise NoRow(f"a step with into = {list(step.into)} returned no row")
+            bound.update(zip(step.into, rows[0], strict=False))
 
 
 _CALLS: dict[Any, Callable[..., Awaitable[Any]]] = {}
@@ -101,11 +109,15 @@ class SqlTargetSession(Session):
     async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
+    async def statement(self, sql: str, params: Mapping[str, Any]) -> None:
+        """One statement run for its effect (default: ``query``, its rows dropped)."""
+        await self.query(sql, params)
+
     def code(self, op: OperationSpec, params: Mapping[str, Any]) -> Awaitable[Any]:
         """Run ``op`` (a ``call`` or a ``transaction``) on this session."""
         session = self._for_code
         if session is None:
-            session = self._for_code = SqlSession(self.query, self.dialect)
+            session = self._for_code = SqlSession(self.query, self.dialect, self.statement)
         if op.transaction:
             return run_steps(session, op.transaction, params)
         fn = _CALLS.get(op.call)

@@ -104,6 +104,11 @@ class PostgresSession(SqlTargetSession):
         results = await self.connection.query(text, tuple([params[n] for n in names]))
         return self.connection.rows(results[-1]) if results else []
 
+    async def statement(self, sql: str, params: Mapping[str, Any]) -> None:
+        """One statement for its effect: no rows loaded into Python values."""
+        text, names = bound(sql)
+        await self.connection.query(text, tuple([params[n] for n in names]))
+
     async def _first(self, op: OperationSpec, params: Mapping[str, Any]) -> None:
         """The session's first operation: bound client-side (prepared or not), the stamp in the
         same message (a prepared statement's execution is a message of its own)."""
