@@ -288,7 +288,7 @@ def capacity(servers: int, lo_ms: float, hi_ms: float, **extra) -> Profile:
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.integers(4, 24), st.floats(10, 30), st.integers(0, 2**32))
 def test_simulated_find_max_lands_within_one_step_of_the_targets_knee(
     servers: int, service_ms: float, seed: int

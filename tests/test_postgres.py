@@ -640,7 +640,7 @@ def test_a_target_server_restarted_mid_run_is_connection_errors_then_the_session
     local = server.start(tmp_path / "data")
     try:
         path = tmp_path / "restart.toml"
-        path.write_text(RESTARTED.format(seconds=8, url=local.url))
+        path.write_text(RESTARTED.format(seconds=5, url=local.url))
         proc = subprocess.Popen(
             [*CLI, "run", str(path), "--out", str(tmp_path / "out"), "--quiet"],
             cwd=ROOT,

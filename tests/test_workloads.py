@@ -58,14 +58,14 @@ def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_t
     listed = run_cli("workloads", timeout=60)
     assert listed.returncode == 0 and all(name in listed.stdout for name in WORKLOADS)
     target = f"sqlite:///{tmp_path}/bank.db"
-    made = run_cli("init", "tpcb", "--target", target, "--scale", "2", timeout=120)
+    made = run_cli("init", "tpcb", "--target", target, timeout=120)
     assert made.returncode == 0, made.stderr
-    assert "pgbench_accounts: 200,000 rows" in made.stdout
+    assert "pgbench_accounts: 100,000 rows" in made.stdout
     again = run_cli("init", "tpcb", "--target", target, timeout=120)  # loaded already: refused, nothing touched
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1 and "--drop" in again.stderr
     proc = run_cli(
         *("run", "--workload", "tpcb", "--target", target, "--out", str(tmp_path / "out")),
-        *("--workers", "2", "--connections-per-worker", "2", "--warmup-s", "0.3", "--measurement-s", "1.5"),
+        *("--workers", "1", "--connections-per-worker", "2", "--warmup-s", "0.2", "--measurement-s", "1"),
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -80,7 +80,7 @@ def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_t
             "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history), "
             "(SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM pgbench_accounts)"
         ).fetchone()
-    assert a == b == t == h and n == committed > 0 and accounts == 200_000
+    assert a == b == t == h and n == committed > 0 and accounts == 100_000
     dropped = run_cli("init", "tpcb", "--target", target, "--drop", timeout=120)  # made again, empty history
     assert dropped.returncode == 0 and "pgbench_history: 0 rows" in dropped.stdout
 
