@@ -85,9 +85,15 @@ def test_retried_operations_are_said_in_the_headline_of_the_terminal_and_the_rep
     transactions retried"): said where the figures are read, and only when there were any."""
     summary = two_kind_summary()
     m = summary["phases"]["MEASUREMENT"]
-    retried = summary | {"phases": summary["phases"] | {"MEASUREMENT": m | {"retried": 7, "retries": 9}}}
+    kinds = m["by_kind"] | {"read": m["by_kind"]["read"] | {"retried": 7, "retries": 9}}
+    retried = summary | {
+        "phases": summary["phases"] | {"MEASUREMENT": m | {"retried": 7, "retries": 9, "by_kind": kinds}}
+    }
     out = io.StringIO()
     print_summary(retried, Console(file=out, width=160, color_system=None))
     assert "7 operations" in out.getvalue() and "9 retries" in out.getvalue()
     assert "9 retries" in html.render(retried)
     assert not any(figure == "retried" for figure, *_ in headline(summary))
+    # and per kind, in the phase table both draw from
+    assert ("", "read (7 retried, 9 retries)") in [(p, k) for p, k, *_ in phase_rows(retried)]
+    assert "read (7 retried, 9 retries)" in html.render(retried) and "read (7 retried" in out.getvalue()

@@ -20,7 +20,7 @@ Row = tuple[Any, ...]
 def phase_rows(summary: Mapping[str, Any]) -> list[Row]:
     """Each phase with anything in it (an empty one, as a run without warmup has, is left out): its
     "all" row, then, for a phase that lasted, one row per operation kind in it (errors are counted
-    per phase, not per kind: None)."""
+    per phase, not per kind: None; a kind tried again under ``max_tries`` says how often)."""
     rows: list[Row] = []
     for phase, b in (summary.get("phases") or {}).items():
         if not b.get("ops") and not b.get("errors"):
@@ -32,7 +32,8 @@ def phase_rows(summary: Mapping[str, Any]) -> list[Row]:
         rows.append((label, "all", b["ops"], b["errors"], qps, lat["p50"], lat["p95"], lat["p99"], lat["max"]))
         for kind, k in (b.get("by_kind") or {}).items() if b.get("duration_s") else ():
             kl = k["latency_ms"]
-            rows.append(("", kind, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
+            label = f"{kind} ({k['retried']:,} retried, {k['retries']:,} retries)" if k.get("retried") else kind
+            rows.append(("", label, k["ops"], None, k["qps"], kl["p50"], kl["p95"], kl["p99"], kl["max"]))
     return rows
 
 
