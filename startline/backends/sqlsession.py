@@ -49,8 +49,8 @@ class SqlSession:
 
     _query: Callable[[str, Mapping[str, Any]], Awaitable[list[tuple[Any, ...]]]]
     _dialect: Dialect
-    _run: Callable[[str, Mapping[str, Any]], Awaitable[Any]] | None = None
-    """A statement whose rows nobody reads (the backend's cheaper path; ``_query`` if none)."""
+    _run: Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+    """A statement whose rows nobody reads (the backend's cheaper path)."""
     _open: bool = False
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -59,7 +59,7 @@ class SqlSession:
 
     def run(self, sql: str, params: Mapping[str, Any]) -> Awaitable[Any]:
         """``sql`` run for its effect: its rows, if any, are not made into Python values."""
-        return (self._run or self._query)(sql, params)
+        return self._run(sql, params)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSession]:
