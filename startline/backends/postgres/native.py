@@ -187,19 +187,21 @@ class NativeConnection:
                 raise
         finally:
             self._busy = False
-        for r in results:
-            if r.status == FATAL:
-                raise psycopg.errors.error_from_result(r, encoding=self._encoding)
-        return results
+        return self._checked(results)
 
     async def _prepare(self, pg: pq.abc.PGconn, sql: str, values: Sequence[Any]) -> bytes:
         name = b"startline_%d" % len(self._prepared)
         pg.send_prepare(name, sql.encode(self._encoding), self.parameter_types(values))
-        for r in await self._results(pg):
-            if r.status == FATAL:
-                raise psycopg.errors.error_from_result(r, encoding=self._encoding)
+        self._checked(await self._results(pg))
         self._prepared[sql] = name
         return name
+
+    def _checked(self, results: list[pq.abc.PGresult]) -> list[pq.abc.PGresult]:
+        """``results``, or psycopg's error for the first of them that is one."""
+        for r in results:
+            if r.status == FATAL:
+                raise psycopg.errors.error_from_result(r, encoding=self._encoding)
+        return results
 
     async def _results(self, pg: pq.abc.PGconn) -> list[pq.abc.PGresult]:
         fd = self._fd
