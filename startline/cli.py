@@ -870,6 +870,8 @@ def init_cmd(workload_name: str, target: str, scale: int | None, drop: bool) -> 
             loaded = init(options, url, drop=drop, progress=progress)
     except ConfigError as exc:
         fail_usage(str(exc))
+    except Exception as exc:  # what the database said while loading (exit 3, one line)
+        fail_run(f"init {workload_name}: {type(exc).__name__}: {' '.join(str(exc).split())}")
     for table, n in loaded.items():
         click.echo(f"{table}: {n:,} rows")
 

@@ -103,3 +103,9 @@ def test_init_loads_pgbenchs_tables_on_postgresql_by_copy_and_select_only_runs_o
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_init_on_a_target_it_cannot_reach_is_one_line_and_exit_2(tmp_path):
+    proc = run_cli("init", "tpcb", "--target", "postgresql://postgres@127.0.0.1:1/postgres", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--target: cannot reach it" in proc.stderr

@@ -48,7 +48,11 @@ def _postgres(tables: list[Table], url: str, drop: bool, progress: Progress) -> 
     import psycopg
 
     loaded: dict[str, int] = {}
-    with psycopg.connect(url, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:  # (a wrong host, port or database: the user's to fix)
+        raise ConfigError("--target", f"cannot reach it: {' '.join(str(exc).split())}") from None
+    with conn:
         existing = [t.name for t in tables if conn.execute("SELECT to_regclass(%s)", (t.name,)).fetchone()[0]]
         if not drop:
             _refuse_existing(existing)
