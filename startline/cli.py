@@ -66,9 +66,24 @@ def load_scenario(path: str) -> Scenario:
         fail_usage(f"{path}: {exc}" if exc.field else str(exc))
 
 
+def workload_options(name: str, scale: int | None, option: tuple[str, ...]) -> dict[str, Any]:
+    """A ``[workload]`` table from the flags: ``--scale N`` and ``--option KEY=VALUE`` (a whole
+    number is an integer), checked by the workload itself."""
+    options: dict[str, Any] = {"name": name} | ({"scale": scale} if scale is not None else {})
+    for item in option:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            fail_usage(f"--option: expected KEY=VALUE (got {item!r})")
+        options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value
+    return options
+
+
+OPTION_HELP = "A workload option KEY=VALUE, e.g. records=100000 (`startline workloads` lists them); repeatable."
+
+
 def workload_scenario(
     name: str | None,
-    scale: int | None,
+    options: dict[str, Any],
     target: str | None,
     workers: int,
     connections_per_worker: int,
@@ -84,7 +99,7 @@ def workload_scenario(
         return Scenario.from_dict(
             {
                 "name": name,
-                "workload": {"name": name} | ({"scale": scale} if scale is not None else {}),
+                "workload": options,
                 "workers": workers,
                 "connections_per_worker": connections_per_worker,
                 "warmup_s": warmup_s,
@@ -108,6 +123,7 @@ def main() -> None:
 @click.argument("config", type=click.Path(), required=False)
 @click.option("--workload", default=None, help="Run a built-in workload (`startline workloads`) instead of CONFIG.")
 @click.option("--scale", type=int, default=None, help="With --workload: its scale (default 1).")
+@click.option("--option", "option", multiple=True, metavar="KEY=VALUE", help="With --workload: " + OPTION_HELP)
 @click.option("--workers", type=click.IntRange(1, 10_000), default=2, show_default=True, help="With --workload.")
 @click.option(
     "--connections-per-worker", type=click.IntRange(1, 100_000), default=4, show_default=True, help="With --workload."
@@ -148,6 +164,7 @@ def run(
     config: str | None,
     workload: str | None,
     scale: int | None,
+    option: tuple[str, ...],
     workers: int,
     connections_per_worker: int,
     warmup_s: float,
@@ -175,7 +192,8 @@ def run(
     Exit codes: 0 completed and passed its [checks], 1 completed but failed them, 2 bad usage or
     config, 3 the run failed or was cancelled.
     """
-    scenario = workload_scenario(workload, scale, target, workers, connections_per_worker, warmup_s, measurement_s)
+    options = workload_options(workload, scale, option) if workload is not None else {}
+    scenario = workload_scenario(workload, options, target, workers, connections_per_worker, warmup_s, measurement_s)
     if scenario is None:
         if config is None:
             fail_usage("give a scenario file (CONFIG) or --workload NAME")
@@ -190,7 +208,7 @@ def run(
         spawn = spawn_on or ("none" if no_spawn else "processes")
         prepared = api.prepare(scenario, out_dir, control=control, target=target, spawn=spawn, run_id=run_id)
     except ConfigError as exc:
-        fail_usage(f"{config}: {exc}")
+        fail_usage(f"{config}: {exc}" if config is not None else str(exc))
     try:
         lock = claim_out(out_dir, prepared.run_id, overwrite)
     except ConfigError as exc:
@@ -848,15 +866,17 @@ def workloads_cmd() -> None:
 @click.argument("workload_name", metavar="WORKLOAD")
 @click.option("--target", required=True, help="Target URL whose tables to make and load (postgresql://, sqlite:///).")
 @click.option("--scale", type=int, default=None, help="The workload's scale (default: its own, 1).")
+@click.option("--option", "option", multiple=True, metavar="KEY=VALUE", help=OPTION_HELP)
 @click.option("--drop", is_flag=True, help="Drop the workload's tables first if they exist (else: refused).")
-def init_cmd(workload_name: str, target: str, scale: int | None, drop: bool) -> None:
+def init_cmd(workload_name: str, target: str, scale: int | None, option: tuple[str, ...], drop: bool) -> None:
     """Make WORKLOAD's tables on the target and load them (`startline workloads` lists them):
-    pgbench's tables for tpcb and select-only, as `pgbench -i -s SCALE` makes them."""
+    pgbench's tables for tpcb and select-only, as `pgbench -i -s SCALE` makes them; YCSB's
+    usertable for ycsb-a … ycsb-f."""
     from rich.progress import Progress
 
     from startline.live.init import init
 
-    options: dict[str, Any] = {"name": workload_name} | ({"scale": scale} if scale is not None else {})
+    options = workload_options(workload_name, scale, option)
     try:
         url = parse_url(target, "--target")
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:

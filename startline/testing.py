@@ -31,10 +31,17 @@ CLI = (sys.executable, "-m", "startline.cli")
 """The ``startline`` command as a real subprocess, whatever the PATH."""
 
 
-def run_cli(*args: str, timeout: float, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``startline ARGS`` from the project root and capture its output."""
+def run_cli(
+    *args: str, timeout: float, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``startline ARGS`` from the project root (or ``cwd``) and capture its output."""
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=None if env is None else dict(env)
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env=None if env is None else dict(env),
     )
 
 
@@ -324,4 +331,3 @@ def thread_hops(monkeypatch: Any) -> list[Any]:
 
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
     return hops
-

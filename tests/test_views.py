@@ -79,7 +79,6 @@ def test_the_headline_comes_first_and_says_the_connections_a_run_grew_to() -> No
     assert "-0.00" not in out.getvalue() and "-0.00" not in html.render(negative)
 
 
-
 def test_retried_operations_are_said_in_the_headline_of_the_terminal_and_the_report() -> None:
     """Issue 24: operations with ``max_tries`` tried again after a conflict (pgbench's "number of
     transactions retried"): said where the figures are read, and only when there were any."""

@@ -109,3 +109,15 @@ def test_init_on_a_target_it_cannot_reach_is_one_line_and_exit_2(tmp_path):
     proc = run_cli("init", "tpcb", "--target", "postgresql://postgres@127.0.0.1:1/postgres", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "--target: cannot reach it" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [("recordz=5", "workload.recordz: unknown option of ycsb-a"), ("records", "--option: expected KEY=VALUE")],
+)
+def test_a_workload_option_from_the_command_line_is_checked_in_one_line(tmp_path, option, said):
+    target = f"sqlite:///{tmp_path}/y.db"
+    for args in (("init", "ycsb-a"), ("run", "--workload", "ycsb-a", "--out", str(tmp_path / "out"))):
+        proc = run_cli(*args, "--target", target, "--option", option, timeout=60)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {said}"), proc.stderr

@@ -329,6 +329,8 @@ class Connections:
             slot=self.index * SLOT_STRIDE + slot,
             position=self.index * sc.connections_per_worker + slot,
             connections=sc.total_connections,
+            planned=slot < sc.connections_per_worker,
+            specs=sc.param_specs,
         )
         return bounds, mix.cumulative[-1], uniform, params
 

@@ -9,6 +9,8 @@ draw (or two) from the connection's seeded stream:
 - ``scrambled_zipfian``: YCSB's ``ScrambledZipfianGenerator``: a zipfian rank over 10¹⁰ items
   (θ = 0.99, YCSB's ``ZETAN``), hashed by 64-bit FNV-1a as YCSB's ``Utils.fnvhash64`` does and
   taken modulo the range — so the hot keys are spread over it, not next to each other.
+- ``latest``: YCSB's ``SkewedLatestGenerator``: the newest key the most frequent, the one before
+  it next, by zipfian rank over the keys there are.
 - ``nurand``: TPC-C's NURand(A, x, y) = (((random(0, A) | random(x, y)) + C) mod (y − x + 1)) + x.
 """
 
@@ -26,7 +28,7 @@ YCSB_ZETAN = 26.46902820178302
 """YCSB's precomputed zeta(ITEM_COUNT + 1, 0.99)."""
 YCSB_THETA = 0.99
 """YCSB's zipfian constant (``zipfian`` and ``scrambled_zipf`` default to it)."""
-EXACT_ZETA = 100_000
+EXACT_ZETA = 1000
 """Up to this many items zeta is summed term by term; beyond, Euler–Maclaurin."""
 
 _FNV_OFFSET, _FNV_PRIME, _MASK = 0xCBF29CE484222325, 1099511628211, (1 << 64) - 1
@@ -91,6 +93,25 @@ def scrambled_zipfian(u: float, lo: int, hi: int, theta: float = YCSB_THETA) -> 
     """YCSB's scrambled zipfian in [lo, hi] for one uniform draw ``u``."""
     rank = zipfian(YCSB_ITEM_COUNT + 1, theta).rank(u)
     return lo + fnv64(rank) % (hi - lo + 1)
+
+
+def latest(u: float, lo: int, top: int, theta: float = YCSB_THETA) -> int:
+    """YCSB's skewed-latest for one uniform draw ``u``: ``top`` − a zipfian rank over the
+    ``top − lo`` keys above ``lo`` (YCSB's: max − zipfian(max), so ``lo`` itself never comes);
+    ``top`` when there is no key above ``lo``."""
+    items = top - lo
+    if items <= 0:
+        return top
+    return top - zipfian(items, theta).rank(u)
+
+
+PRINTABLE = bytes(32 + b % 95 for b in range(256))
+"""A random byte → a printable ASCII character."""
+
+
+def printable(rng: Random, length: int) -> str:
+    """``length`` printable characters (YCSB's random field values: ``string`` parameters)."""
+    return rng.randbytes(length).translate(PRINTABLE).decode("ascii")
 
 
 def nurand(rng: Random, a: int, lo: int, hi: int, c: int) -> int:

@@ -199,6 +199,8 @@ class ParamType(enum.StrEnum):
     SAMPLE = "sample"
     SCRAMBLED_ZIPF = "scrambled_zipf"
     NURAND = "nurand"
+    LATEST = "latest"
+    STRING = "string"
 
 
 ZIPF_MAX_KEYS = 1_000_000
@@ -233,6 +235,11 @@ class ParamSpec:
     - ``scrambled_zipf``: YCSB's scrambled zipfian in [min, max] (``s`` 0.99 unless given): hot
       keys spread over the range by a hash, as YCSB's core workloads draw them;
     - ``nurand``: TPC-C's NURand(``a``, min, max) with run constant ``c`` (0 unless given);
+    - ``latest``: YCSB's skewed-latest: the newest key of the ``sequence`` parameter it
+      ``follows`` (``"operation.param"``) the most frequent, older ones by zipfian rank (``s``
+      0.99 unless given), over keys from ``min`` (before the first insert, the newest is its
+      ``start`` − 1);
+    - ``string``: ``length`` printable characters (YCSB's random field values);
     - ``hotspot``: an integer in [min, max]; with probability ``hot_share`` from the hot set, the
       first ``hot_fraction`` of the range, else from the rest (uniform within each);
     - ``weighted``: one of ``values`` with the matching ``weights``;
@@ -240,6 +247,9 @@ class ParamSpec:
       ``size`` distinct values, in the order the query returns them), stored with the run so
       every worker walks the same pool: connection c of C starts at c × ⌊size / C⌋ and steps by
       one, so no two connections take the same value in the same step of a pass.
+
+    ``hashed``: an integer drawn is replaced by YCSB's ``fnvhash64`` of it (its ``insertorder =
+    hashed`` key names, ``"user" || :key``).
     """
 
     type: ParamType = attrs.field(converter=_to(ParamType), validator=_one_of(ParamType))
@@ -262,6 +272,9 @@ class ParamSpec:
     )
     sql: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
     size: int = attrs.field(default=5000, validator=_count(1, SAMPLE_MAX))
+    follows: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    length: int = attrs.field(default=100, validator=_count(0, 1_000_000))
+    hashed: bool = attrs.field(default=False, validator=_bool)
 
     def __attrs_post_init__(self) -> None:
         if self.type in (ParamType.INT, ParamType.ZIPF, ParamType.HOTSPOT, ParamType.SCRAMBLED_ZIPF, ParamType.NURAND):
@@ -287,6 +300,26 @@ class ParamSpec:
                 raise _FieldError("weights", f"must be numbers >= 0, not all 0 (got {list(w)!r})")
         if self.type is ParamType.SAMPLE and not self.sql:
             raise _FieldError("sql", "sample parameters need the query whose first column holds the values")
+        if self.type is ParamType.LATEST:
+            if self.min is None:
+                raise _FieldError("min", "latest parameters need min (the oldest key)")
+            if not (isinstance(self.follows, str) and self.follows.count(".") == 1):
+                raise _FieldError("follows", "latest parameters follow a sequence: 'operation.param'")
+        if self.hashed and self.type not in _INTEGERS:
+            raise _FieldError("hashed", f"hashes an integer draw (not a {self.type} parameter's)")
+
+
+_INTEGERS = frozenset(
+    {
+        ParamType.INT,
+        ParamType.SEQUENCE,
+        ParamType.ZIPF,
+        ParamType.HOTSPOT,
+        ParamType.SCRAMBLED_ZIPF,
+        ParamType.NURAND,
+        ParamType.LATEST,
+    }
+)
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -587,6 +620,26 @@ class Scenario:
         for name in names:
             if names.count(name) > 1:
                 raise _FieldError("operations", f"operation name {name!r} is used twice")
+        self._check_follows()
+
+    @property
+    def param_specs(self) -> dict[tuple[str, str], ParamSpec]:
+        """Every operation's parameters by (operation name, parameter name)."""
+        return {(op.name, name): spec for op in self.operations for name, spec in op.params.items()}
+
+    def _check_follows(self) -> None:
+        """A ``latest`` parameter follows a ``sequence`` of step 1 that the scenario has."""
+        for i, op in enumerate(self.operations):
+            for name, spec in op.params.items():
+                if spec.type is not ParamType.LATEST:
+                    continue
+                op_name, _, param = (spec.follows or "").partition(".")
+                found = self.param_specs.get((op_name, param))
+                if found is None or found.type is not ParamType.SEQUENCE or found.step != 1:
+                    raise _FieldError(
+                        f"operations[{i}].params.{name}.follows",
+                        f"must name a sequence parameter with step 1 as 'operation.param' (got {spec.follows!r})",
+                    )
 
     def _check_load(self) -> None:
         load = self.load

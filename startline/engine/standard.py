@@ -12,10 +12,13 @@ and 88 blank characters; ``init`` makes them too, on PostgreSQL.)
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
+
+from startline.engine.distributions import fnv64, printable
 
 
 class WorkloadError(ValueError):
@@ -58,6 +61,13 @@ def _scale(options: Mapping[str, Any]) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
         raise WorkloadError("workload.scale", f"must be an integer in [1, {MAX_SCALE:,}] (got {scale!r})")
     return scale
+
+
+def _bounded(options: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise WorkloadError(f"workload.{name}", f"must be an integer in [{lo:,}, {hi:,}] (got {value!r})")
+    return value
 
 
 def _pgbench_params(scale: int) -> dict[str, Any]:
@@ -151,6 +161,100 @@ def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
     ]
 
 
+YCSB_OPTIONS = {"records": 1000, "fields": 10, "field_length": 100}
+"""YCSB's ``recordcount``, ``fieldcount``, ``fieldlength`` defaults."""
+YCSB_MIXES: dict[str, tuple[str, dict[str, float], str]] = {
+    "a": ("update heavy: reads and updates 50/50", {"read": 0.5, "update": 0.5}, "zipfian"),
+    "b": ("read mostly: reads and updates 95/5", {"read": 0.95, "update": 0.05}, "zipfian"),
+    "c": ("read only", {"read": 1.0}, "zipfian"),
+    "d": (
+        "read latest: reads and inserts 95/5, the newest records read most",
+        {"read": 0.95, "insert": 0.05},
+        "latest",
+    ),
+    "e": ("short ranges: scans of 1-100 records and inserts 95/5", {"scan": 0.95, "insert": 0.05}, "zipfian"),
+    "f": ("read-modify-write: reads and read-modify-writes 50/50", {"read": 0.5, "read_modify_write": 0.5}, "zipfian"),
+}
+YCSB_MAX_SCAN = 100
+"""Workload E's ``maxscanlength`` (scan lengths uniform in [1, it])."""
+
+
+def _ycsb_sizes(options: Mapping[str, Any]) -> tuple[int, int, int]:
+    return (
+        _bounded(options, "records", 1000, 1, 10**10),
+        _bounded(options, "fields", 10, 1, 100),
+        _bounded(options, "field_length", 100, 0, 100_000),
+    )
+
+
+def ycsb_operations(letter: str) -> Callable[[Mapping[str, Any]], list[dict[str, Any]]]:
+    _, mix, distribution = YCSB_MIXES[letter]
+
+    def operations(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+        records, fields, length = _ycsb_sizes(options)
+        if distribution == "latest":
+            key = {"type": "latest", "min": 0, "follows": "insert.key", "hashed": True}
+        else:
+            key = {"type": "scrambled_zipf", "min": 0, "max": records - 1, "hashed": True}
+        names = [f"field{i}" for i in range(fields)]
+        where = "WHERE ycsb_key = 'user' || :key"
+        read = f"SELECT * FROM usertable {where}"
+        cases = ", ".join(f"{n} = CASE :field WHEN {i} THEN :value ELSE {n} END" for i, n in enumerate(names))
+        update = f"UPDATE usertable SET {cases} {where}"
+        one_field = {
+            "field": {"type": "int", "min": 0, "max": fields - 1},
+            "value": {"type": "string", "length": length},
+        }
+        ops = {
+            "read": {"sql": read, "params": {"key": key}},
+            "update": {"sql": update, "params": {"key": key, **one_field}},
+            "insert": {
+                "sql": f"INSERT INTO usertable (ycsb_key, {', '.join(names)}) "
+                f"VALUES ('user' || :key, {', '.join(':' + n for n in names)})",
+                "params": {
+                    "key": {"type": "sequence", "start": records, "hashed": True},
+                    **{n: {"type": "string", "length": length} for n in names},
+                },
+            },
+            "scan": {
+                "sql": "SELECT * FROM usertable WHERE ycsb_key >= 'user' || :key ORDER BY ycsb_key LIMIT :count",
+                "params": {"key": key, "count": {"type": "int", "min": 1, "max": YCSB_MAX_SCAN}},
+            },
+            "read_modify_write": {
+                "transaction": [{"sql": read}, {"sql": update}],
+                "params": {"key": key, **one_field},
+            },
+        }
+        return [{"name": name, "weight": weight, **ops[name]} for name, weight in mix.items()]
+
+    return operations
+
+
+def ycsb_tables(options: Mapping[str, Any]) -> list[Table]:
+    records, fields, length = _ycsb_sizes(options)
+    names = [f"field{i}" for i in range(fields)]
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        rng = random.Random(0)
+        for n in range(records):
+            yield (f"user{fnv64(n)}", *(printable(rng, length) for _ in names))
+
+    return [
+        Table(
+            "usertable",
+            {
+                "postgresql": f"CREATE TABLE usertable (ycsb_key varchar(255) PRIMARY KEY, "
+                f"{', '.join(n + ' text' for n in names)})",
+                "sqlite": f"CREATE TABLE usertable (ycsb_key TEXT PRIMARY KEY, "
+                f"{', '.join(n + ' TEXT' for n in names)})",
+            },
+            ("ycsb_key", *names),
+            records,
+            rows,
+        )
+    ]
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -167,6 +271,16 @@ WORKLOADS: dict[str, Workload] = {
             {"scale": 1},
             select_only_operations,
             pgbench_tables,
+        ),
+        *(
+            Workload(
+                f"ycsb-{letter}",
+                f"YCSB core workload {letter.upper()}: {summary}",
+                YCSB_OPTIONS,
+                ycsb_operations(letter),
+                ycsb_tables,
+            )
+            for letter, (summary, _, _) in YCSB_MIXES.items()
         ),
     )
 }

@@ -10,16 +10,17 @@ import importlib
 import inspect
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
 
-from startline.engine.distributions import YCSB_THETA, nurand, scrambled_zipfian, zipfian
+from startline.engine.distributions import YCSB_THETA, fnv64, latest, nurand, printable, scrambled_zipfian, zipfian
 from startline.engine.scenario import ZIPF_MAX_KEYS, ConfigError, OperationSpec, ParamSpec, ParamType
 
 SEQUENCE_BLOCK = 1_000_000_000
-"""Each connection slot draws ``sequence`` values from its own block of this size."""
+"""A connection beyond the planned ones (added by a load mode) draws ``sequence`` values from its
+own block of this size, far above the planned connections' shared sequence."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -49,18 +50,37 @@ class ParamSource:
     """Draws an operation's parameters for one connection slot.
 
     ``position`` is the connection's place among the run's ``connections`` (worker index ×
-    connections per worker + slot): where it starts walking a ``sample`` parameter's values."""
+    connections per worker + slot): where it starts walking a ``sample`` parameter's values, and
+    its stripe of a ``sequence``: the planned connections share one sequence, connection p of C
+    taking start + (n·C + p)·step at its n-th draw, so together they fill it without gaps while
+    they go at one pace (YCSB's insert key sequence). ``planned`` is false for a connection a
+    load mode added beyond them: it draws from its own block instead."""
 
     rng: random.Random
     slot: int
     position: int = 0
     connections: int = 1
+    planned: bool = True
+    specs: Mapping[tuple[str, str], ParamSpec] = attrs.Factory(dict)
+    """Every operation's parameters by (operation, name): what a ``latest`` parameter follows."""
     _counters: dict[tuple[str, str], int] = attrs.Factory(dict)
 
     def draw(self, op: OperationSpec) -> dict[str, Any]:
         return {name: self._one(op.name, name, spec) for name, spec in op.params.items()}
 
     def _one(self, op_name: str, name: str, spec: ParamSpec) -> Any:
+        if spec.hashed:
+            return fnv64(self._value(op_name, name, spec))
+        return self._value(op_name, name, spec)
+
+    def newest(self, follows: str) -> int:
+        """The run's newest value of the sequence ``follows`` names, as far as this connection
+        can tell without asking: every planned connection has drawn as many as it has."""
+        op_name, _, name = follows.partition(".")
+        spec = self.specs[(op_name, name)]
+        return spec.start + self._counters.get((op_name, name), 0) * self.connections - 1
+
+    def _value(self, op_name: str, name: str, spec: ParamSpec) -> Any:
         t = spec.type
         if t is ParamType.INT:
             return self.rng.randint(spec.min, spec.max)  # type: ignore[arg-type]
@@ -81,6 +101,11 @@ class ParamSource:
         if t is ParamType.WEIGHTED:
             table = weights_table(spec.weights)  # type: ignore[arg-type]
             return spec.values[bisect.bisect_right(table, self.rng.random() * table[-1])]  # type: ignore[index]
+        if t is ParamType.STRING:
+            return printable(self.rng, spec.length)
+        if t is ParamType.LATEST:
+            top = self.newest(spec.follows)  # type: ignore[arg-type]
+            return latest(self.rng.random(), spec.min, top, spec.s or YCSB_THETA)  # type: ignore[arg-type]
         n = self._counters.get((op_name, name), 0)
         self._counters[(op_name, name)] = n + 1
         if t is ParamType.SAMPLE:
@@ -88,7 +113,9 @@ class ParamSource:
             if not pool:
                 raise ConfigError(f"{op_name}.params.{name}", "its samples were not drawn (no target setup ran)")
             return pool[walk(self.position, self.connections, len(pool), n)]
-        return spec.start + (self.slot * SEQUENCE_BLOCK + n) * spec.step
+        if self.planned:
+            return spec.start + (n * self.connections + self.position) * spec.step
+        return spec.start + ((self.slot + 1) * SEQUENCE_BLOCK + n) * spec.step
 
 
 def walk(position: int, connections: int, size: int, step: int) -> int:

@@ -31,7 +31,11 @@ async def check_connect(scenario: Scenario, control_url: Url, target_url: Url, t
         finally:
             await cp.close()
     if target.traits.checks_statements:
-        params = ParamSource(random.Random(scenario.seed), slot=0)
+        params = ParamSource(
+            random.Random(scenario.seed),
+            slot=0,
+            specs=scenario.param_specs,
+        )
         sampled = {(op, name) for op, name, _ in scenario.undrawn_samples}  # drawn at run time: NULL here
 
         def sample(op: Any) -> dict[str, Any]:
