@@ -121,3 +121,10 @@ def test_a_workload_option_from_the_command_line_is_checked_in_one_line(tmp_path
         proc = run_cli(*args, "--target", target, "--option", option, timeout=60)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {said}"), proc.stderr
+
+
+def test_run_workload_on_a_target_in_no_directory_names_the_target_not_a_file(tmp_path):
+    """Without a scenario file the error named ``None:`` for the file it did not have."""
+    proc = run_cli("run", "--workload", "tpcb", "--target", f"sqlite:///{tmp_path}/nowhere/x.db", timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: target: directory"), proc.stderr
