@@ -201,6 +201,7 @@ class ParamType(enum.StrEnum):
     NURAND = "nurand"
     LATEST = "latest"
     STRING = "string"
+    CONNECTION = "connection"
 
 
 ZIPF_MAX_KEYS = 1_000_000
@@ -240,6 +241,8 @@ class ParamSpec:
       0.99 unless given), over keys from ``min`` (before the first insert, the newest is its
       ``start`` − 1);
     - ``string``: ``length`` printable characters (YCSB's random field values);
+    - ``connection``: min + the connection's place in the run modulo the range, the same every
+      draw: each connection its own value (TPC-C's home warehouse of a terminal);
     - ``hotspot``: an integer in [min, max]; with probability ``hot_share`` from the hot set, the
       first ``hot_fraction`` of the range, else from the rest (uniform within each);
     - ``weighted``: one of ``values`` with the matching ``weights``;
@@ -277,7 +280,7 @@ class ParamSpec:
     hashed: bool = attrs.field(default=False, validator=_bool)
 
     def __attrs_post_init__(self) -> None:
-        if self.type in (ParamType.INT, ParamType.ZIPF, ParamType.HOTSPOT, ParamType.SCRAMBLED_ZIPF, ParamType.NURAND):
+        if self.type in _RANGED:
             if self.min is None or self.max is None:
                 raise _FieldError("min" if self.min is None else "max", f"{self.type} parameters need min and max")
             if self.min > self.max:
@@ -309,6 +312,14 @@ class ParamSpec:
             raise _FieldError("hashed", f"hashes an integer draw (not a {self.type} parameter's)")
 
 
+_RANGED = (
+    ParamType.INT,
+    ParamType.ZIPF,
+    ParamType.HOTSPOT,
+    ParamType.SCRAMBLED_ZIPF,
+    ParamType.NURAND,
+    ParamType.CONNECTION,
+)
 _INTEGERS = frozenset(
     {
         ParamType.INT,
@@ -318,6 +329,7 @@ _INTEGERS = frozenset(
         ParamType.SCRAMBLED_ZIPF,
         ParamType.NURAND,
         ParamType.LATEST,
+        ParamType.CONNECTION,
     }
 )
 

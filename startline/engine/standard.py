@@ -12,13 +12,15 @@ and 88 blank characters; ``init`` makes them too, on PostgreSQL.)
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from startline.engine.distributions import fnv64, printable
+from startline.workloads import tpcc
 
 
 class WorkloadError(ValueError):
@@ -44,6 +46,8 @@ class Table:
     columns: tuple[str, ...]
     count: int
     rows: Callable[[], Iterator[tuple[Any, ...]]]
+    indexes: tuple[str, ...] = ()
+    """CREATE INDEX statements (the same in every dialect), made after the rows are in."""
 
 
 @attrs.frozen
@@ -54,6 +58,12 @@ class Workload:
     """Its options and their defaults."""
     operations: Callable[[Mapping[str, Any]], list[dict[str, Any]]]
     tables: Callable[[Mapping[str, Any]], list[Table]]
+    check: Callable[[Any], Awaitable[list[dict[str, Any]]]] | None = None
+    """After a run: the workload's consistency conditions on the target, through a session
+    (``query(sql, params)``): each ``{name, ok, checked, detail}``."""
+    rate: tuple[str, str] | None = None
+    """(operation, name): the workload's throughput figure, that operation's rate per minute
+    in MEASUREMENT (TPC-C's tpmC)."""
 
 
 def _scale(options: Mapping[str, Any]) -> int:
@@ -255,6 +265,60 @@ def ycsb_tables(options: Mapping[str, Any]) -> list[Table]:
     ]
 
 
+TPCC_OPTIONS = {"warehouses": 1, "items": 100_000, "customers": 3000, "think_times": False}
+"""TPC-C's scale (warehouses) and sizes (items; customers per district), and whether each
+terminal keys and thinks (clause 5.2.5's times)."""
+
+
+def _tpcc_sizes(options: Mapping[str, Any]) -> tuple[int, int, int]:
+    return (
+        _bounded(options, "warehouses", 1, 1, 100_000),
+        _bounded(options, "items", tpcc.ITEMS, 1, tpcc.ITEMS),
+        _bounded(options, "customers", tpcc.CUSTOMERS, 10, tpcc.CUSTOMERS),
+    )
+
+
+def tpcc_operations(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The five transactions as ``call`` operations, the standard mix; conflicts retried."""
+    warehouses, items, customers = _tpcc_sizes(options)
+    think = options.get("think_times", False)
+    if not isinstance(think, bool):
+        raise WorkloadError("workload.think_times", f"must be true or false (got {think!r})")
+    one = {"warehouses": warehouses, "items": items, "customers": customers}
+    params = {
+        "w": {"type": "connection", "min": 1, "max": warehouses},
+        "seed": {"type": "int", "min": 0, "max": 2**62},
+        **{k: {"type": "choice", "values": [v]} for k, v in one.items()},
+    }
+    return [
+        {
+            "name": name,
+            "weight": weight,
+            "call": f"startline.workloads.tpcc:{name}",
+            "params": params,
+            "max_tries": 10,
+            **({"think_time_ms": tpcc.THINK_MS[name]} if think else {}),
+        }
+        for name, weight in tpcc.MIX.items()
+    ]
+
+
+def tpcc_tables(options: Mapping[str, Any]) -> list[Table]:
+    warehouses, items, customers = _tpcc_sizes(options)
+    counts = tpcc.counts(warehouses, items, customers)
+    return [
+        Table(
+            name,
+            {dialect: tpcc.ddl(name, dialect) for dialect in ("postgresql", "sqlite")},
+            tpcc.columns(name),
+            counts[name],
+            functools.partial(tpcc.rows, name, warehouses, items, customers),
+            tpcc.INDEXES.get(name, ()),
+        )
+        for name in tpcc.TABLES
+    ]
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -281,6 +345,15 @@ WORKLOADS: dict[str, Workload] = {
                 ycsb_tables,
             )
             for letter, (summary, _, _) in YCSB_MIXES.items()
+        ),
+        Workload(
+            "tpcc",
+            "TPC-C-like (not audited): five transactions 45/43/4/4/4, consistency checked after",
+            TPCC_OPTIONS,
+            tpcc_operations,
+            tpcc_tables,
+            tpcc.check,
+            ("new_order", "tpmC"),
         ),
     )
 }

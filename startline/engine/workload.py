@@ -101,6 +101,8 @@ class ParamSource:
         if t is ParamType.WEIGHTED:
             table = weights_table(spec.weights)  # type: ignore[arg-type]
             return spec.values[bisect.bisect_right(table, self.rng.random() * table[-1])]  # type: ignore[index]
+        if t is ParamType.CONNECTION:
+            return spec.min + self.position % (spec.max - spec.min + 1)  # type: ignore[operator]
         if t is ParamType.STRING:
             return printable(self.rng, spec.length)
         if t is ParamType.LATEST:

@@ -69,6 +69,8 @@ def _postgres(tables: list[Table], url: str, drop: bool, progress: Progress) -> 
                         progress(t.name, n, t.count)
             progress(t.name, n, t.count)
             loaded[t.name] = n
+            for index in t.indexes:
+                conn.execute(index)
         conn.execute(f"VACUUM ANALYZE {', '.join(t.name for t in tables)}")
     return loaded
 
@@ -99,6 +101,8 @@ def _sqlite(tables: list[Table], path: Any, drop: bool, progress: Progress) -> d
             if not n:
                 progress(t.name, 0, 0)
             loaded[t.name] = n
+            for index in t.indexes:
+                conn.execute(index)
         conn.execute("ANALYZE")
     finally:
         conn.close()

@@ -23,6 +23,7 @@ from startline.engine.workload import draw_samples
 from startline.live.check import reach_target
 from startline.live.summarize import rebuilt_if_needed
 from startline.live.workers import worker_process
+from startline.live.workloadcheck import check_workload
 from startline.urls import Url
 
 WORKER_EXIT_GRACE_S = 30.0
@@ -60,6 +61,10 @@ async def orchestrate(
     from startline.inprocess import run_in_process_async
 
     target = target if target is not None else open_target(target_url, scenario)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
     title = (
         f"{scenario.name}: {scenario.workers} workers × {scenario.connections_per_worker} connections, "
         f"{scenario.start.strategy} start"
@@ -76,7 +81,7 @@ async def orchestrate(
                     await on_signals(orchestrator)
 
         done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch, control=control)
-        return done.summary
+        return await check_workload(target, scenario, out, done.summary, say)
     cp = control("orchestrator") if control is not None else open_control(control_url)
     orchestrator = Orchestrator(cp, SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
@@ -130,7 +135,8 @@ async def orchestrate(
             # (a signal since the summary has set it to then already: the earlier deadline stands)
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         if spawn and fresh:  # the workers' files are in OUT, complete
-            summary = rebuilt_if_needed(out, summary, lambda line: console.print(line, highlight=False))
+            summary = rebuilt_if_needed(out, summary, say)
+        summary = await check_workload(target, scenario, out, summary, say)
         nursery.cancel_scope.cancel()
     return summary
 
