@@ -74,6 +74,8 @@ def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_t
         s["config"]["scenario"]["workload"] == {"name": "tpcb"} or s["config"]["scenario"]["workload"]["name"] == "tpcb"
     )
     committed = sum(p["ops"] for p in s["phases"].values())
+    (balances,) = s["workload"]["checks"]  # the run checked it itself
+    assert balances["ok"] and "agree" in balances["detail"] and "workload.balances" in [c["name"] for c in s["checks"]]
     with sqlite3.connect(tmp_path / "bank.db") as c:
         a, b, t, h, n, accounts = c.execute(
             "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), "

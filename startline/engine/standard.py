@@ -115,6 +115,19 @@ def select_only_operations(options: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"name": "select", "sql": "SELECT abalance FROM pgbench_accounts WHERE aid = :aid", "params": {"aid": aid}}]
 
 
+async def tpcb_check(session: Any) -> list[dict[str, Any]]:
+    """After a ``tpcb`` run: every balance table agrees with the history (each transaction adds
+    its delta to one account, teller and branch and writes it to the history)."""
+    ((a, b, t, h),) = await session.query(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), "
+        "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+        {},
+    )
+    ok = a == b == t == h
+    detail = f"sum(abalance) {a}, sum(bbalance) {b}, sum(tbalance) {t}, sum(history.delta) {h}"
+    return [{"name": "balances", "ok": ok, "checked": 4, "detail": detail + (" agree" if ok else " disagree")}]
+
+
 def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
     scale = _scale(options)
     accounts = ACCOUNTS_PER_SCALE * scale
@@ -328,6 +341,7 @@ WORKLOADS: dict[str, Workload] = {
             {"scale": 1},
             tpcb_operations,
             pgbench_tables,
+            tpcb_check,
         ),
         Workload(
             "select-only",

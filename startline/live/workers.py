@@ -94,18 +94,29 @@ def check_sql_allowed(scenario: Scenario, allow_sql: bool, pinned: str | None) -
 
 
 def call_modules(scenario: Scenario) -> list[str]:
-    """The modules the scenario's ``call`` operations import (code every worker would run)."""
-    return sorted({op.call.partition(":")[0] for op in scenario.operations if isinstance(op.call, str)})
+    """The modules the scenario's ``call`` operations import (code every worker would run), the
+    built-in workloads' aside."""
+    modules = {op.call.partition(":")[0] for op in scenario.operations if isinstance(op.call, str)}
+    return sorted(m for m in modules if not _under(m, BUILT_IN_CALLS))
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+BUILT_IN_CALLS = ("startline.workloads",)
+"""The built-in workloads' transactions (TPC-C's): allowed to every worker without --allow-call."""
 
 
 def check_calls_allowed(scenario: Scenario, allowed: tuple[str, ...]) -> None:
     """A worker takes its scenario from the control plane: anyone who can write RUN_STATUS could
     make it import code. It runs only functions defined in modules under a prefix given with
-    ``--allow-call``: the module named, and the function found there (a dotted path through an
-    allowed module's imports, ``allowed.module:trio.run_process``, reaches code defined elsewhere)."""
+    ``--allow-call`` (or the built-in workloads' package): the module named, and the function found
+    there (a dotted path through an allowed module's imports, ``allowed.module:trio.run_process``,
+    reaches code defined elsewhere)."""
 
     def allows(module: str) -> bool:
-        return any(module == p or module.startswith(p + ".") for p in allowed)
+        return _under(module, (*allowed, *BUILT_IN_CALLS))
 
     for module in call_modules(scenario):
         if not allows(module):

@@ -115,6 +115,29 @@ def shape(summary: Mapping[str, Any]) -> str:
     return f"{n(workers, 'worker')}, {n(start, 'connection')}{grown}"
 
 
+def workload_rows(block: Mapping[str, Any] | None) -> list[tuple[str, Any, str]]:
+    """A built-in workload's own figure (TPC-C's tpmC) and its consistency conditions."""
+    if not block:
+        return []
+    rows: list[tuple[str, Any, str]] = [
+        (k, v, "") for k, v in block.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    checks = block.get("checks")
+    if checks:
+        held = sum(c["ok"] for c in checks)
+        broken = [c["name"] for c in checks if not c["ok"]]
+        rows.append(
+            (
+                f"{block['name']} consistency",
+                f"{held} of {len(checks)} hold" + (f" — {', '.join(broken)} broken" if broken else ""),
+                "",
+            )
+        )
+    elif block.get("checks_error"):
+        rows.append((f"{block['name']} consistency", f"not checked: {block['checks_error']}", ""))
+    return rows
+
+
 def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     """What a reader wants first, as (figure, value, unit): the verdict, MEASUREMENT's throughput,
     error rate and latency, the start's skew and lag, the connections, and a load mode's answer."""
@@ -136,6 +159,7 @@ def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         done = ops + errors
         share = f" ({100 * m['retried'] / done:.1f} %)" if done else ""
         rows.append(("retried", f"{m['retried']:,} operations{share}, {m['retries']:,} retries", ""))
+    rows += workload_rows(summary.get("workload"))
     client = summary.get("client")
     if client:
         busiest = f"{100 * client['share_max']:.0f} % of a core in its busiest interval"
