@@ -160,6 +160,11 @@ def main() -> None:
     show_default=True,
     help="Not on a terminal: a progress line every this many seconds (0: none).",
 )
+@click.option(
+    "--no-report",
+    is_flag=True,
+    help="Write no OUT/report.html (no plotting; summary.json and the CSV files are written as always).",
+)
 def run(
     config: str | None,
     workload: str | None,
@@ -178,6 +183,7 @@ def run(
     quiet: bool,
     overwrite: bool,
     progress_every: float,
+    no_report: bool,
 ) -> None:
     """Run the scenario in CONFIG (or a built-in --workload on --target) and write OUT/summary.json.
 
@@ -248,7 +254,7 @@ def run(
     try:
         if after.interrupted:  # a Ctrl-C once the run was over, while its worker processes ended
             raise KeyboardInterrupt
-        report = _write_report(out_dir, summary, console)
+        report = None if no_report else _write_report(out_dir, summary, console)
         if quiet:
             click.echo(path)
         else:

@@ -242,7 +242,18 @@ class LiveRun:
         return self
 
     def start_orchestrator(self, out: Path) -> subprocess.Popen[str]:
-        cmd = [*CLI, "run", str(self.config), "--out", str(out), "--run-id", self.run_id, "--no-spawn", "--quiet"]
+        cmd = [
+            *CLI,
+            "run",
+            str(self.config),
+            "--out",
+            str(out),
+            "--run-id",
+            self.run_id,
+            "--no-spawn",
+            "--quiet",
+            "--no-report",
+        ]
         cmd += ["--control", f"sqlite:///{self.control}"]
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -115,7 +115,7 @@ def test_run_places_its_workers_on_a_dask_cluster_and_collects_their_logs_and_re
         n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=50
     ) as cluster:
         address = cluster.scheduler_address.removeprefix("tcp://")
-        proc = run_cli("run", str(path), "--out", str(out), "--spawn", f"dask://{address}", timeout=300)
+        proc = run_cli("run", "--no-report", str(path), "--out", str(out), "--spawn", f"dask://{address}", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [w["status"] for w in summary["workers"]] == ["COMPLETED"] * 3
@@ -133,7 +133,7 @@ def test_spawn_takes_only_a_dask_url_and_a_shared_control_plane(tmp_path):
         (["--spawn", "k8s://x"], "expected dask://HOST:PORT"),
         (["--spawn", "dask://127.0.0.1:1", "--control", "memory://"], "needs a shared control plane"),
     ):
-        proc = run_cli("run", str(path), "--out", str(tmp_path / "o"), *args, timeout=120)
+        proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "o"), *args, timeout=120)
         assert proc.returncode == 2 and "--spawn" in proc.stderr and needle in proc.stderr, proc.stderr
 
 
@@ -168,7 +168,7 @@ def test_a_dask_cluster_that_cannot_take_the_run_fails_in_seconds_before_the_set
         cases.append(("dask://" + cluster.scheduler_address.removeprefix("tcp://"), "2 worker threads for 3 workers"))
         for address, needle in cases:
             out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-            proc = run_cli("run", str(path), "--out", str(out), "--spawn", address, timeout=60)
+            proc = run_cli("run", "--no-report", str(path), "--out", str(out), "--spawn", address, timeout=60)
             assert proc.returncode == 2, (address, proc.stdout[-2000:], proc.stderr[-2000:])
             assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
             assert not (out / "data.db").exists()  # the setup never ran

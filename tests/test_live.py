@@ -90,7 +90,7 @@ def _check_multiprocess_run(out: Path, proc: subprocess.CompletedProcess[str], c
 def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     (tmp_path / "live.toml").write_text(LIVE)
     out = tmp_path / "out"
-    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(out))
+    proc = cli("run", "--no-report", str(tmp_path / "live.toml"), "--out", str(out))
     _check_multiprocess_run(out, proc, out / "control.db")
     # what the run measured of itself becomes a profile that predicts the same scenario
     profile = tmp_path / "profile.toml"
@@ -111,6 +111,7 @@ def test_multiprocess_run_with_the_control_plane_on_fakesnow(tmp_path, fakesnow_
     out = tmp_path / "out"
     proc = cli(
         "run",
+        "--no-report",
         str(tmp_path / "live.toml"),
         "--out",
         str(out),
@@ -213,7 +214,7 @@ async def test_phase_change_is_visible_in_the_query_tag(fakesnow_home):
 )
 def test_bad_urls_and_identifiers_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "live.toml").write_text(LIVE)
-    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(tmp_path / "out"), *args)
+    proc = cli("run", "--no-report", str(tmp_path / "live.toml"), "--out", str(tmp_path / "out"), *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -285,6 +286,7 @@ def test_no_spawn_run_waits_for_workers_started_elsewhere_pinned_to_the_scenario
         [
             *CLI,
             "run",
+            "--no-report",
             str(tmp_path / "live.toml"),
             "--out",
             str(out),
@@ -348,7 +350,7 @@ def test_skew_and_lag_with_their_error_bars_bracket_the_host_clock_witness(tmp_p
     truth, and what the workers measured through their clock maps must bracket it."""
     (tmp_path / "live.toml").write_text(LIVE.replace('strategy = "scheduled"', f'strategy = "{strategy}"'))
     out = tmp_path / "out"
-    proc = cli("run", str(tmp_path / "live.toml"), "--out", str(out))
+    proc = cli("run", "--no-report", str(tmp_path / "live.toml"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     start, host = summary["start"], summary["start"]["witnesses"]["host"]
@@ -447,7 +449,7 @@ def test_a_worker_opens_more_connections_than_its_inherited_soft_open_files_limi
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
     proc = subprocess.run(
-        [*CLI, "run", str(tmp_path / "many.toml"), "--out", str(tmp_path / "out"), "--quiet"],
+        [*CLI, "run", "--no-report", str(tmp_path / "many.toml"), "--out", str(tmp_path / "out"), "--quiet"],
         capture_output=True,
         text=True,
         cwd=ROOT,

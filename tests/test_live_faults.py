@@ -26,7 +26,17 @@ def live_run(tmp_path, run_id, *, workers=3, measurement_s=6.0, idle_s=30.0, pol
 
 def start_run(config, out, *extra: str) -> subprocess.Popen[str]:
     """``startline run CONFIG --out OUT`` with its control plane in OUT/control.db, as a process."""
-    cmd = [*CLI, "run", str(config), "--out", str(out), "--control", f"sqlite:///{out}/control.db", *extra]
+    cmd = [
+        *CLI,
+        "run",
+        "--no-report",
+        str(config),
+        "--out",
+        str(out),
+        "--control",
+        f"sqlite:///{out}/control.db",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -186,7 +186,7 @@ def run_on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
 def test_on_a_terminal_a_run_draws_the_live_panel_and_quiet_keeps_only_the_end(tmp_path):
     path = tmp_path / "live.toml"
     path.write_text(SCENARIO)
-    code, drawn = run_on_a_terminal("run", str(path), "--out", str(tmp_path / "out"))
+    code, drawn = run_on_a_terminal("run", "--no-report", str(path), "--out", str(tmp_path / "out"))
     assert code == 0, drawn
     assert "live-view: 2 workers × 2 connections" in drawn
     assert "workers: 2 RUNNING; connections open 4 of 4 planned" in drawn
@@ -195,7 +195,7 @@ def test_on_a_terminal_a_run_draws_the_live_panel_and_quiet_keeps_only_the_end(t
     assert "event: SET_PHASE MEASUREMENT" in drawn
     assert drawn.index("connections open") < drawn.index("verdict: passed")  # drawn during the run
 
-    code, quiet = run_on_a_terminal("run", str(path), "--out", str(tmp_path / "quiet"), "--quiet")
+    code, quiet = run_on_a_terminal("run", "--no-report", str(path), "--out", str(tmp_path / "quiet"), "--quiet")
     assert code == 0, quiet
     assert "connections open" not in quiet and "totals:" not in quiet
     assert quiet.strip().splitlines()[-1].strip() == str(tmp_path / "quiet" / "summary.json")

@@ -344,6 +344,7 @@ def test_a_target_database_that_does_not_exist_fails_in_seconds_before_any_worke
     began = time.monotonic()
     proc = run_cli(
         "run",
+        "--no-report",
         str(path),
         "--out",
         str(out),
@@ -398,7 +399,7 @@ def test_a_statement_left_running_at_the_drain_fails_the_run_and_is_cancelled_on
     ``unfinished`` check, exit 1) and its cancellation reaches the server."""
     path = tmp_path / "hang.toml"
     path.write_text(HANGING.format(url=postgres_url))
-    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     check = {c["name"]: c for c in s["checks"]}["unfinished"]
@@ -642,7 +643,7 @@ def test_a_target_server_restarted_mid_run_is_connection_errors_then_the_session
         path = tmp_path / "restart.toml"
         path.write_text(RESTARTED.format(seconds=5, url=local.url))
         proc = subprocess.Popen(
-            [*CLI, "run", str(path), "--out", str(tmp_path / "out"), "--quiet"],
+            [*CLI, "run", "--no-report", str(path), "--out", str(tmp_path / "out"), "--quiet"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

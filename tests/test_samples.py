@@ -215,7 +215,7 @@ def test_a_sample_pool_is_drawn_once_at_setup_and_walked_by_every_worker_on_sqli
     path.write_text(
         SCENARIO.format(control="sqlite:///{out}/control.db", target="sqlite:///{out}/data.db", setup=SQLITE_SETUP)
     )
-    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=180)
+    proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = sqlite3.connect(tmp_path / "out" / "data.db").execute("SELECT k, hot FROM seen").fetchall()
     _check_pool_run(tmp_path / "out", rows)
@@ -224,7 +224,7 @@ def test_a_sample_pool_is_drawn_once_at_setup_and_walked_by_every_worker_on_sqli
 def test_a_sample_pool_on_postgresql(tmp_path, postgres_url):
     path = tmp_path / "pools.toml"
     path.write_text(SCENARIO.format(control=postgres_url, target=postgres_url, setup=POSTGRES_SETUP))
-    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=180)
+    proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with psycopg.connect(postgres_url) as c:
         rows = c.execute("SELECT k, hot FROM seen").fetchall()
@@ -235,7 +235,7 @@ def test_a_sample_whose_query_returns_nothing_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "pools.toml"
     text = SCENARIO.format(control="sqlite:///{out}/control.db", target="sqlite:///{out}/data.db", setup=SQLITE_SETUP)
     path.write_text(text.replace("WHERE id % 20 = 0", "WHERE id < 0"))
-    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "operations.log.params.k" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -252,7 +252,7 @@ def test_a_sample_pool_from_a_snowflake_target_on_the_emulator(tmp_path, fakesno
     )
     path = tmp_path / "pools.toml"
     path.write_text(text.replace("seen (k, hot)", "SEEN (K, HOT)"))
-    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=240)
+    proc = run_cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["config"]["scenario"]["operations"][0]["params"]["k"]["values"] == list(range(20, 801, 20))

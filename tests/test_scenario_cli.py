@@ -53,7 +53,7 @@ def test_bad_scenario_field_exits_2_with_one_line_naming_it(tmp_path, replace, b
     assert replace in GOOD
     path = tmp_path / "bad.toml"
     path.write_text(GOOD.replace(replace, by))
-    proc = cli("run", str(path), "--out", str(tmp_path / "out"))
+    proc = cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -65,7 +65,7 @@ def test_broken_toml_and_missing_file_exit_2(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("workers = [1,\n")
     for target in (path, tmp_path / "missing.toml"):
-        proc = cli("run", str(target))
+        proc = cli("run", "--no-report", str(target))
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1
         assert "Traceback" not in proc.stderr
@@ -74,7 +74,7 @@ def test_broken_toml_and_missing_file_exit_2(tmp_path):
 def test_run_writes_summary_and_exits_0(tmp_path):
     path = tmp_path / "ok.toml"
     path.write_text(GOOD)
-    proc = cli("run", str(path), "--out", str(tmp_path / "out"))
+    proc = cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "COMPLETED"
@@ -86,7 +86,7 @@ def test_run_writes_summary_and_exits_0(tmp_path):
 def test_not_on_a_terminal_a_run_prints_a_plain_progress_line_every_progress_every_seconds(tmp_path):
     path = tmp_path / "ok.toml"
     path.write_text(GOOD.replace("measurement_s = 0.5", "measurement_s = 2.5\nflush_interval_s = 0.5"))
-    proc = cli("run", str(path), "--out", str(tmp_path / "out"), "--progress-every", "0.5")
+    proc = cli("run", "--no-report", str(path), "--out", str(tmp_path / "out"), "--progress-every", "0.5")
     assert proc.returncode == 0, proc.stderr
     # the run id, said first and in OUT at once (issue 22 #13: after kill -9 it was only in control.db)
     run_id = (tmp_path / "out" / "run_id").read_text().strip()
@@ -109,9 +109,9 @@ def test_not_on_a_terminal_a_run_prints_a_plain_progress_line_every_progress_eve
         total, upto, rate, iv = int(m[1].replace(",", "")), float(m[2]), int(m[3].replace(",", "")), float(m[4])
         assert total == sum(n for t, n in measured.items() if t < upto), (m[0], measured)
         assert abs(rate * iv - measured[upto - iv]) <= 1, (m[0], measured)
-    quiet = cli("run", str(path), "--out", str(tmp_path / "q"), "--progress-every", "0.5", "--quiet")
+    quiet = cli("run", "--no-report", str(path), "--out", str(tmp_path / "q"), "--progress-every", "0.5", "--quiet")
     assert quiet.returncode == 0 and " s left" not in quiet.stderr
-    never = cli("run", str(path), "--out", str(tmp_path / "n"), "--progress-every", "0")
+    never = cli("run", "--no-report", str(path), "--out", str(tmp_path / "n"), "--progress-every", "0")
     assert never.returncode == 0 and " s left" not in never.stderr
 
 
@@ -184,7 +184,7 @@ def test_control_tables_made_by_another_version_are_refused_in_one_line(tmp_path
         c.execute("CREATE TABLE RUN_STATUS (RUN_ID TEXT PRIMARY KEY, STATUS TEXT, WORKER_TARGET INTEGER)")
     out = tmp_path / "out"
     (tmp_path / "s.toml").write_text(GOOD)
-    proc = cli("run", str(tmp_path / "s.toml"), "--out", str(out), "--control", f"sqlite:///{db}")
+    proc = cli("run", "--no-report", str(tmp_path / "s.toml"), "--out", str(out), "--control", f"sqlite:///{db}")
     assert proc.returncode == 2, proc.stderr
     assert "RUN_STATUS lacks column" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

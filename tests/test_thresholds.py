@@ -162,7 +162,7 @@ def test_a_failed_threshold_exits_1_and_the_summary_says_which(tmp_path: Path) -
         '[[operations]]\nname = "q"\ncall = "startline.backends.memory.ops:sleep_ms"\n'
         'params.ms = { type = "int", min = 2, max = 2 }\n'
     )
-    proc = run_cli("run", str(cfg), "--out", str(tmp_path / "out"), timeout=120)
+    proc = run_cli("run", "--no-report", str(cfg), "--out", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "threshold latency_ms: p(50) < 0.001 FAILED" in proc.stdout
     # the end summary says the run's shape and leaves out a phase with nothing in it (no warmup)

@@ -246,7 +246,17 @@ def test_a_multi_process_tpcc_run_on_postgresql_keeps_every_condition_and_report
     made = run_cli("init", "tpcc", "--target", postgres_url, "--drop", *options, timeout=180)
     assert made.returncode == 0, made.stderr
     proc = run_cli(
-        *("run", "--workload", "tpcc", "--target", postgres_url, "--out", str(tmp_path / "out"), *options),
+        *(
+            "run",
+            "--no-report",
+            "--workload",
+            "tpcc",
+            "--target",
+            postgres_url,
+            "--out",
+            str(tmp_path / "out"),
+            *options,
+        ),
         *("--workers", "2", "--connections-per-worker", "2", "--warmup-s", "0.5", "--measurement-s", "3"),
         timeout=240,
     )

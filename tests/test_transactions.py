@@ -170,7 +170,7 @@ def test_a_multi_process_tpcb_run_on_sqlite_leaves_every_balance_equal_to_the_hi
     from startline.testing import run_cli
 
     (tmp_path / "tpcb.toml").write_text(TPCB_SQLITE)
-    proc = run_cli("run", str(tmp_path / "tpcb.toml"), "--out", str(tmp_path / "out"), timeout=180)
+    proc = run_cli("run", "--no-report", str(tmp_path / "tpcb.toml"), "--out", str(tmp_path / "out"), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     committed = sum(p["by_kind"].get(k, {}).get("ops", 0) for p in s["phases"].values() for k in ("tpcb", "code"))
@@ -305,7 +305,7 @@ def test_serialization_failures_under_repeatable_read_are_retried_counted_and_lo
 
     url = postgres_url + "?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read"
     (tmp_path / "hot.toml").write_text(HOT.format(url=url))
-    proc = run_cli("run", str(tmp_path / "hot.toml"), "--out", str(tmp_path / "out"), timeout=180)
+    proc = run_cli("run", "--no-report", str(tmp_path / "hot.toml"), "--out", str(tmp_path / "out"), timeout=180)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     m = s["phases"]["MEASUREMENT"]

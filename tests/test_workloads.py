@@ -64,7 +64,7 @@ def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_t
     again = run_cli("init", "tpcb", "--target", target, timeout=120)  # loaded already: refused, nothing touched
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1 and "--drop" in again.stderr
     proc = run_cli(
-        *("run", "--workload", "tpcb", "--target", target, "--out", str(tmp_path / "out")),
+        *("run", "--no-report", "--workload", "tpcb", "--target", target, "--out", str(tmp_path / "out")),
         *("--workers", "1", "--connections-per-worker", "2", "--warmup-s", "0.2", "--measurement-s", "1"),
         timeout=180,
     )
@@ -73,6 +73,7 @@ def test_init_then_run_a_workload_without_a_file_leaves_every_balance_equal_to_t
     assert (
         s["config"]["scenario"]["workload"] == {"name": "tpcb"} or s["config"]["scenario"]["workload"]["name"] == "tpcb"
     )
+    assert not (tmp_path / "out" / "report.html").exists()  # --no-report
     committed = sum(p["ops"] for p in s["phases"].values())
     (balances,) = s["workload"]["checks"]  # the run checked it itself
     assert balances["ok"] and "agree" in balances["detail"] and "workload.balances" in [c["name"] for c in s["checks"]]
@@ -100,7 +101,7 @@ def test_init_loads_pgbenchs_tables_on_postgresql_by_copy_and_select_only_runs_o
         ).fetchone()
     assert counts == (100_000, 10, 1, 84)  # as pgbench -i -s 1 makes them (filler: 84 blanks)
     proc = run_cli(
-        *("run", "--workload", "select-only", "--target", postgres_url, "--out", str(tmp_path / "out")),
+        *("run", "--no-report", "--workload", "select-only", "--target", postgres_url, "--out", str(tmp_path / "out")),
         *("--workers", "1", "--connections-per-worker", "2", "--warmup-s", "0", "--measurement-s", "1"),
         timeout=180,
     )
