@@ -1,7 +1,7 @@
 """pgbench against startline on the same local PostgreSQL (the ``pgserver`` wheel's server and
 its ``pgbench``), select-only and TPC-B-like, interleaved, repeated (issues 23 and 24).
 
-    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8,32] [--modes simple,prepared,tpcb]
+    .venv/bin/python benchmarks/vs_pgbench.py [--clients 1,8,32] [--modes simple,prepared,tpcb,tpcb-rr]
                                               [--seconds 10] [--reps 3]
 
 For each client count, mode and repetition, one after the other: pgbench (after ``pgbench -i -s
@@ -11,6 +11,10 @@ processes, MEASUREMENT S seconds, a SQLite control plane. ``simple`` and ``prepa
 = :aid`` (``aid`` uniform over the 100,000 accounts; ``prepare = true`` for ``prepared``).
 ``tpcb``: pgbench's default script (``-n -M simple``) against the same five statements as a
 ``transaction`` operation (``TPCB``); after both, the four tables' sums are checked equal.
+``tpcb-rr``: the same under ``default_transaction_isolation = 'repeatable read'`` (set on the
+database for both), pgbench with ``--max-tries=10`` and startline with ``max_tries = 10``: at
+scale 1 every transaction updates the one branch row, so concurrent ones fail to serialize and
+are tried again; both tools' counts of retried transactions and retries side by side.
 
 Reported: throughput (pgbench's tps without connection time; startline's MEASUREMENT qps) and
 their ratio; latency (pgbench's average and its maximum, from its per-second aggregate log;
@@ -97,7 +101,8 @@ def connection_args(bin_dir: Path, url: str) -> list[str]:
 
 
 def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dict[str, float]:
-    """``mode``: ``simple`` or ``prepared`` (select-only), or ``tpcb`` (its built-in TPC-B-like script)."""
+    """``mode``: ``simple`` or ``prepared`` (select-only), or ``tpcb`` (its built-in TPC-B-like
+    script), or ``tpcb-rr`` (that, tried up to 10 times)."""
     logs = tmp / f"pgbench-{clients}-{mode}"
     logs.mkdir(exist_ok=True)
     for old in logs.iterdir():
@@ -106,7 +111,8 @@ def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp:
     out = subprocess.run(
         [
             *connection_args(bin_dir, url),
-            *(("-M", "simple") if mode == "tpcb" else ("-S", "-M", mode)),
+            *(("-M", "simple") if mode.startswith("tpcb") else ("-S", "-M", mode)),
+            *(("--max-tries=10",) if mode == "tpcb-rr" else ()),
             *("-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds)),
             *("--log", "--aggregate-interval=1", f"--log-prefix={logs}/log"),
             urlsplit(url).path.lstrip("/"),
@@ -121,7 +127,16 @@ def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp:
     done = int(re.search(r"number of transactions actually processed: (\d+)", out)[1])
     # aggregate log lines: interval_start count sum sum2 min max (latencies in µs), one file per thread
     worst = max(int(line.split()[5]) for f in logs.iterdir() for line in f.read_text().splitlines() if line.strip())
-    return {"tps": tps, "latency_ms": latency, "max_ms": worst / 1000, "cpu_us_per_op": 1e6 * cpu / max(1, done)}
+    figures = {"tps": tps, "latency_ms": latency, "max_ms": worst / 1000, "cpu_us_per_op": 1e6 * cpu / max(1, done)}
+    if mode == "tpcb-rr":  # "number of transactions retried: N (x%)", "total number of retries: M", failed
+        retried = int(re.search(r"number of transactions retried: (\d+)", out)[1])
+        failed = int(re.search(r"number of failed transactions: (\d+)", out)[1])
+        figures |= {
+            "retried_pct": 100 * retried / max(1, done + failed),
+            "retries_per_retried": int(re.search(r"total number of retries: (\d+)", out)[1]) / max(1, retried),
+            "failed_pct": 100 * failed / max(1, done + failed),
+        }
+    return figures
 
 
 def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dict[str, float]:
@@ -133,7 +148,9 @@ def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dic
             per=clients // workers,
             seconds=seconds,
             url=url,
-            operation=TPCB if mode == "tpcb" else SELECT.replace("PREPARE", "true" if mode == "prepared" else "false"),
+            operation=TPCB + ("max_tries = 10\n" if mode == "tpcb-rr" else "")
+            if mode.startswith("tpcb")
+            else SELECT.replace("PREPARE", "true" if mode == "prepared" else "false"),
         )
     )
     out = tmp / f"out-{clients}-{mode}"
@@ -151,7 +168,11 @@ def startline(url: str, clients: int, mode: str, seconds: int, tmp: Path) -> dic
     done = sum(b["ops"] for b in s["phases"].values())
     measuring = sum(w["cpu"]["by_phase"].get("MEASUREMENT", 0.0) for w in s["workers"])
     lat = m["latency_ms"]
+    tried = m["ops"] + m["errors"]
     return {
+        "retried_pct": 100 * m.get("retried", 0) / max(1, tried),
+        "retries_per_retried": m.get("retries", 0) / max(1, m.get("retried", 0)),
+        "failed_pct": 100 * m["errors"] / max(1, tried),
         "tps": m["qps"],
         "p50_ms": lat["p50"],
         "p99_ms": lat["p99"],
@@ -172,6 +193,17 @@ def consistent(url: str) -> str:
             "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history)"
         ).fetchone()
     return f"{'yes' if len(set(sums)) == 1 else 'NO'} (accounts, branches, tellers, history: {sums})"
+
+
+def isolation(url: str, level: str | None) -> None:
+    """The database's default isolation for new sessions (``None``: the server's default)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        if level is None:
+            c.execute("ALTER DATABASE postgres RESET default_transaction_isolation")
+        else:
+            c.execute(f"ALTER DATABASE postgres SET default_transaction_isolation = '{level}'")
 
 
 def spread(xs: list[float]) -> str:
@@ -199,11 +231,13 @@ def main() -> None:
                 for mode in a.modes.split(","):
                     pg: list[dict[str, float]] = []
                     sl: list[dict[str, float]] = []
+                    isolation(local.url, "repeatable read" if mode == "tpcb-rr" else None)
                     for _ in range(a.reps):  # interleaved: one of each, then again
                         pg.append(pgbench(bin_dir, local.url, clients, mode, a.seconds, tmp))
                         sl.append(startline(local.url, clients, mode, a.seconds, tmp))
+                    isolation(local.url, None)
                     report(clients, mode, a, pg, sl)
-                    if mode == "tpcb":
+                    if mode.startswith("tpcb"):
                         print(f"consistent after both: {consistent(local.url)}\n", flush=True)
         finally:
             server.stop(tmp / "data")
@@ -230,6 +264,14 @@ def report(
     print(f"startline CPU µs/op (all, start-up)  {spread([s['cpu_all_us_per_op'] for s in sl])}")
     print(f"CPU per op, startline ÷ pgbench      {spread(ratio('cpu_us_per_op'))}")
     print(f"runs with a saturated worker         {sum(1 for s in sl if s['saturated'])} of {len(sl)}")
+    if mode == "tpcb-rr":
+        for key, what in (
+            ("retried_pct", "% retried"),
+            ("retries_per_retried", "retries/retried"),
+            ("failed_pct", "% failed"),
+        ):
+            print(f"pgbench {what:<29}{spread([p[key] for p in pg])}")
+            print(f"startline {what:<27}{spread([s[key] for s in sl])}")
     print(flush=True)
 
 

@@ -46,6 +46,15 @@ def open_control(url: Url) -> ControlPlane:
 def open_target(url: Url, scenario: Scenario) -> Any:
     """A ``Target`` (with ``setup`` where it runs SQL) for ``url``; checks the mix and the
     scenario's ``setup`` fit it."""
+    if scenario.workload is not None:
+        from startline.engine.standard import workload
+
+        runs_on = workload(scenario.workload).targets
+        if url.scheme != "memory" and url.scheme not in runs_on:
+            listed = ", ".join(s + "://" for s in runs_on)
+            raise ConfigError(
+                "workload.name", f"{scenario.workload['name']} runs on {listed} targets, not {url.scheme}://"
+            )
     target = _target(url, scenario)
     if scenario.setup and not target.traits.setup:
         raise ConfigError("setup", f"the {url.scheme} target runs no setup statements")

@@ -16,6 +16,7 @@ DOC = (ROOT / "docs" / "architecture.md").read_text()
 
 LAYERS = {
     "startline.engine": 0,
+    "startline.workloads": 0,
     "startline.backends": 1,
     "startline.simulate": 2,
     "startline.views": 2,
@@ -28,7 +29,8 @@ LAYERS = {
     "startline.cli": 6,
     "startline": 6,
 }
-"""Each part of the package and its layer: a module imports only from its own layer or below."""
+"""Each part of the package and its layer: a module imports only from its own layer or below.
+(``workloads``: the built-in workloads' definitions, which the engine's scenario expands.)"""
 
 
 def modules() -> dict[str, Path]:

@@ -131,3 +131,63 @@ def test_run_workload_on_a_target_in_no_directory_names_the_target_not_a_file(tm
     proc = run_cli("run", "--workload", "tpcb", "--target", f"sqlite:///{tmp_path}/nowhere/x.db", timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: target: directory"), proc.stderr
+
+
+@pytest.mark.live
+def test_init_on_the_snowflake_emulator_generates_pgbenchs_tables_and_inserts_ycsbs(fakesnow_home):
+    """pgbench's tables by INSERT … SELECT from Snowflake's GENERATOR (tellers and accounts in
+    their branch: FLOOR, since Snowflake's `/` is not integer division), YCSB's usertable by
+    multi-row inserts; a YCSB read finds its record there; tpcc is refused in one line (exit 2)."""
+    import random
+
+    import trio
+
+    from startline.backends.snowflake import SnowflakeTarget
+    from startline.engine.workload import ParamSource
+    from startline.live.init import init
+    from startline.urls import parse_url
+
+    url = parse_url("snowflake://fakesnow?database=INITS&schema=PUBLIC", "target")
+    target = SnowflakeTarget.from_url(url)
+    trio.run(target.setup, ["CREATE DATABASE IF NOT EXISTS INITS", "CREATE SCHEMA IF NOT EXISTS INITS.PUBLIC"])
+    seen: list[tuple[str, int, int]] = []
+    loaded = init({"name": "tpcb", "scale": 2}, url, drop=True, progress=lambda *a: seen.append(a))
+    assert loaded == {"pgbench_branches": 2, "pgbench_tellers": 20, "pgbench_accounts": 200_000, "pgbench_history": 0}
+    assert init({"name": "ycsb-c", "records": 600}, url, drop=True, progress=lambda *a: seen.append(a)) == {
+        "usertable": 600
+    }
+    assert ("usertable", 500, 600) in seen  # progress per batch
+    with pytest.raises(ConfigError) as again:
+        init({"name": "ycsb-c", "records": 600}, url, drop=False, progress=lambda *a: None)
+    assert again.value.field == "--drop"
+    with pytest.raises(ConfigError) as refused:
+        init({"name": "tpcc"}, url, drop=True, progress=lambda *a: None)
+    assert refused.value.field == "--target" and "postgresql://, sqlite://" in refused.value.message
+
+    scenario = Scenario.from_dict({"name": "y", "workload": {"name": "ycsb-c", "records": 600}})
+    (read,) = scenario.operations
+
+    async def check() -> tuple[list, list]:
+        session = await target.open_session("w000", 0)
+        try:
+            sums = await session.query(
+                "SELECT (SELECT count(*) FROM pgbench_tellers WHERE bid = 2), "
+                "(SELECT min(aid) FROM pgbench_accounts WHERE bid = 2), (SELECT max(bid) FROM pgbench_accounts)",
+                {},
+            )
+            params = ParamSource(random.Random(3), slot=0, specs=scenario.param_specs).draw(read)
+            return sums, await session.query(read.sql, params)
+        finally:
+            await session.close()
+
+    sums, rows = trio.run(check)
+    assert sums == [(10, 100_001, 2)] and len(rows) == 1 and len(rows[0]) == 11
+
+
+def test_tpcc_on_a_snowflake_target_is_refused_in_one_line_naming_the_workload(tmp_path):
+    proc = run_cli(
+        *("run", "--workload", "tpcc", "--target", "snowflake://nowhere", "--out", str(tmp_path / "out")), timeout=60
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: workload.name: tpcc runs on postgresql://, sqlite:// targets"), lines

@@ -48,6 +48,13 @@ class Table:
     rows: Callable[[], Iterator[tuple[Any, ...]]]
     indexes: tuple[str, ...] = ()
     """CREATE INDEX statements (the same in every dialect), made after the rows are in."""
+    generate: Mapping[str, str] = attrs.field(factory=dict)
+    """dialect → one ``INSERT … SELECT`` that makes the rows on the server (Snowflake's
+    ``GENERATOR``), instead of sending them."""
+
+    def key(self, dialect: str) -> bool:
+        """Whether the table has a primary key (a Snowflake hybrid table needs one)."""
+        return "PRIMARY KEY" in self.ddl.get(dialect, "")
 
 
 @attrs.frozen
@@ -64,6 +71,8 @@ class Workload:
     rate: tuple[str, str] | None = None
     """(operation, name): the workload's throughput figure, that operation's rate per minute
     in MEASUREMENT (TPC-C's tpmC)."""
+    targets: tuple[str, ...] = ("postgresql", "sqlite", "snowflake")
+    """The target schemes it runs on."""
 
 
 def _scale(options: Mapping[str, Any]) -> int:
@@ -128,11 +137,17 @@ async def tpcb_check(session: Any) -> list[dict[str, Any]]:
     return [{"name": "balances", "ok": ok, "checked": 4, "detail": detail + (" agree" if ok else " disagree")}]
 
 
+def _numbers(count: int) -> str:
+    """Snowflake: ``count`` rows numbered 1…count in a column ``n`` (``SEQ4`` may skip numbers;
+    ``ROW_NUMBER`` over it does not)."""
+    return f"(SELECT ROW_NUMBER() OVER (ORDER BY SEQ4()) AS n FROM TABLE(GENERATOR(ROWCOUNT => {count})))"
+
+
 def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
     scale = _scale(options)
     accounts = ACCOUNTS_PER_SCALE * scale
     tellers = TELLERS_PER_SCALE * scale
-    pg, lite = "postgresql", "sqlite"
+    pg, lite, sf = "postgresql", "sqlite", "snowflake"
     return [
         Table(
             "pgbench_branches",
@@ -140,10 +155,12 @@ def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
                 pg: "CREATE TABLE pgbench_branches (bid int NOT NULL PRIMARY KEY, bbalance int, filler char(88)) "
                 "WITH (fillfactor = 100)",
                 lite: "CREATE TABLE pgbench_branches (bid INTEGER PRIMARY KEY, bbalance INTEGER, filler TEXT)",
+                sf: "CREATE TABLE pgbench_branches (bid int NOT NULL PRIMARY KEY, bbalance int, filler char(88))",
             },
             ("bid", "bbalance"),
             scale,
             lambda: ((b, 0) for b in range(1, scale + 1)),
+            generate={sf: f"INSERT INTO pgbench_branches (bid, bbalance) SELECT n, 0 FROM {_numbers(scale)}"},
         ),
         Table(
             "pgbench_tellers",
@@ -152,10 +169,16 @@ def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
                 "filler char(84)) WITH (fillfactor = 100)",
                 lite: "CREATE TABLE pgbench_tellers (tid INTEGER PRIMARY KEY, bid INTEGER, tbalance INTEGER, "
                 "filler TEXT)",
+                sf: "CREATE TABLE pgbench_tellers (tid int NOT NULL PRIMARY KEY, bid int, tbalance int, "
+                "filler char(84))",
             },
             ("tid", "bid", "tbalance"),
             tellers,
             lambda: ((t, (t - 1) // TELLERS_PER_SCALE + 1, 0) for t in range(1, tellers + 1)),
+            generate={
+                sf: "INSERT INTO pgbench_tellers (tid, bid, tbalance) "
+                f"SELECT n, FLOOR((n - 1) / {TELLERS_PER_SCALE}) + 1, 0 FROM {_numbers(tellers)}"
+            },
         ),
         Table(
             "pgbench_accounts",
@@ -164,10 +187,16 @@ def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
                 "filler char(84)) WITH (fillfactor = 100)",
                 lite: "CREATE TABLE pgbench_accounts (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, "
                 "filler TEXT)",
+                sf: "CREATE TABLE pgbench_accounts (aid int NOT NULL PRIMARY KEY, bid int, abalance int, "
+                "filler char(84))",
             },
             ("aid", "bid", "abalance", "filler"),
             accounts,
             lambda: ((a, (a - 1) // ACCOUNTS_PER_SCALE + 1, 0, "") for a in range(1, accounts + 1)),
+            generate={
+                sf: "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) "
+                f"SELECT n, FLOOR((n - 1) / {ACCOUNTS_PER_SCALE}) + 1, 0, '' FROM {_numbers(accounts)}"
+            },
         ),
         Table(
             "pgbench_history",
@@ -176,6 +205,8 @@ def pgbench_tables(options: Mapping[str, Any]) -> list[Table]:
                 "filler char(22))",
                 lite: "CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, "
                 "mtime TEXT, filler TEXT)",
+                sf: "CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, "
+                "filler char(22))",
             },
             ("tid", "bid", "aid", "delta", "mtime"),
             0,
@@ -270,6 +301,8 @@ def ycsb_tables(options: Mapping[str, Any]) -> list[Table]:
                 f"{', '.join(n + ' text' for n in names)})",
                 "sqlite": f"CREATE TABLE usertable (ycsb_key TEXT PRIMARY KEY, "
                 f"{', '.join(n + ' TEXT' for n in names)})",
+                "snowflake": f"CREATE TABLE usertable (ycsb_key varchar(255) NOT NULL PRIMARY KEY, "
+                f"{', '.join(n + ' varchar' for n in names)})",
             },
             ("ycsb_key", *names),
             records,
@@ -368,6 +401,7 @@ WORKLOADS: dict[str, Workload] = {
             tpcc_tables,
             tpcc.check,
             ("new_order", "tpmC"),
+            ("postgresql", "sqlite"),
         ),
     )
 }

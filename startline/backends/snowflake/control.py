@@ -13,6 +13,21 @@ from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_table
 
 log = logging.getLogger("startline.snowflake")
 
+
+def create_table(conn: Any, sql: str) -> bool:
+    """``sql`` (a CREATE [HYBRID] TABLE) run; a HYBRID table the account refuses is made a plain
+    table with the same columns. Whether the table made is hybrid."""
+    try:
+        execute(conn, sql)
+        return "HYBRID" in sql
+    except snowflake.connector.errors.ProgrammingError:
+        if "HYBRID" not in sql:
+            raise
+        log.info("hybrid tables unavailable; creating a plain table instead")
+        execute(conn, sql.replace("CREATE HYBRID TABLE", "CREATE TABLE"))
+        return False
+
+
 _SCHEMA = (
     "CREATE DATABASE IF NOT EXISTS {DATABASE}",
     "CREATE SCHEMA IF NOT EXISTS {DATABASE}.{SCHEMA}",
@@ -72,13 +87,7 @@ class SnowflakeControlPlane(SqlControlPlane):
     def create_schema(self, conn: Any, statements: list[str]) -> None:
         """HYBRID tables where the account has them; plain tables (same columns) where not."""
         for sql in statements:
-            try:
-                execute(conn, sql)
-            except snowflake.connector.errors.ProgrammingError:
-                if "HYBRID" not in sql:
-                    raise
-                log.info("hybrid tables unavailable; creating a plain table instead")
-                execute(conn, sql.replace("CREATE HYBRID TABLE", "CREATE TABLE"))
+            create_table(conn, sql)
 
     async def close(self) -> None:
         await self.executor.close()  # type: ignore[attr-defined]
