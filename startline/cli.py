@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -225,33 +226,33 @@ def run(
         again = f"after a crash, the same command with --run-id {run_id} fails the run cleanly"
         click.echo(f"run id {run_id} (in {out_dir / 'run_id'}; {again})")
     after = live_run.AfterRun()
-    try:
-        summary = trio.run(
-            live_run.orchestrate,
-            resolved,
-            control_url,
-            target_url,
-            out_dir,
-            run_id,
-            not no_spawn,
-            console,
-            progress_every,
-            spawn_on,
-            after,
-        )
-    except BaseException as exc:
-        if live_run.interrupted_after_the_run(exc, after):  # the summary is on disk: the run's result stands
-            summary = json.loads((out_dir / "summary.json").read_text())
-        elif isinstance(exc, KeyboardInterrupt):  # before the run's own signal handling was in place
-            fail_run("cancelled before the run started")
-        else:
-            if isinstance(exc, Exception):
-                _fail_known(exc, config)
-            raise
-    finally:
-        lock.close()
     path = str(out_dir / "summary.json")
-    try:
+    try:  # (one handler from the run's end on: a Ctrl-C anywhere after it keeps its result)
+        try:
+            summary = trio.run(
+                live_run.orchestrate,
+                resolved,
+                control_url,
+                target_url,
+                out_dir,
+                run_id,
+                not no_spawn,
+                console,
+                progress_every,
+                spawn_on,
+                after,
+            )
+        except BaseException as exc:
+            if live_run.interrupted_after_the_run(exc, after):  # the summary is on disk: the run's result stands
+                summary = json.loads((out_dir / "summary.json").read_text())
+            elif isinstance(exc, KeyboardInterrupt):  # before the run's own signal handling was in place
+                fail_run("cancelled before the run started")
+            else:
+                if isinstance(exc, Exception):
+                    _fail_known(exc, config)
+                raise
+        finally:
+            lock.close()
         if after.interrupted:  # a Ctrl-C once the run was over, while its worker processes ended
             raise KeyboardInterrupt
         report = None if no_report else _write_report(out_dir, summary, console)
@@ -260,7 +261,19 @@ def run(
         else:
             print_summary(summary, Console(width=max(110, Console().width)), path, report)
     except KeyboardInterrupt:  # the run is over and summary.json complete: its exit code stands
+        # taken: a second (or redelivered) SIGINT must not kill the exit — once Python finalizes,
+        # SIGINT is back at its default action and the process would die of it, exit code −2
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not os.path.exists(path):  # (a Ctrl-C as a failed run was reported: it stays failed)
+            fail_run("cancelled before the run wrote its summary")
+        summary = json.loads((out_dir / "summary.json").read_text())
         err.print(f"interrupted after the run: the report is not written; {path} is complete", highlight=False)
+        # and out at once: a Ctrl-C still in flight could otherwise end the interpreter's own
+        # shutdown by SIGINT (seen: exit −2 after this line, under repeated Ctrl-C)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code(summary["status"], summary["verdict"]))
     sys.exit(exit_code(summary["status"], summary["verdict"]))
 
 

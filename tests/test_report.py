@@ -206,3 +206,36 @@ def test_ctrl_c_while_the_report_is_written_keeps_the_runs_exit_code_and_summary
     assert "interrupted after the run" in stderr and "Aborted" not in stderr
     assert json.loads((out / "summary.json").read_text())["verdict"] == "passed"
     assert not (out / "report.html").exists()
+
+
+def test_ctrl_c_pressed_again_and_again_after_the_run_keeps_its_exit_code_and_summary(tmp_path: Path) -> None:
+    """SIGINT every 10 ms from the moment summary.json exists until the process is gone: the
+    first one after the run skips the report, none after it changes the exit code (one landing
+    as Python finalized killed the process, exit −2, in a fresh-clone CI)."""
+    import signal
+    import time
+
+    from startline.testing import CLI, ROOT
+
+    path = tmp_path / "scenario.toml"
+    path.write_text(SCENARIO.replace("measurement_s = 2", "measurement_s = 1"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(path), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "summary.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "interrupted after the run" in stderr and "Aborted" not in stderr and "Traceback" not in stderr
+    assert json.loads((out / "summary.json").read_text())["verdict"] == "passed"
