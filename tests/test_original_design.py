@@ -6,6 +6,7 @@ RUN_STATUS, the cost of spawning connection tasks, late wakes and drifting monot
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,19 +101,48 @@ def test_pool_set_up_comes_before_ready_and_the_loops_meet_the_start_at_differen
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32), lo=st.integers(10, 60))
-def test_connections_spawned_after_detection_start_one_spawn_cost_apart_and_prespawned_ones_at_once(
+def test_connections_spawned_per_task_start_one_spawn_cost_apart_and_prespawned_ones_at_once(
     seed: int, lo: int
 ) -> None:
-    """PART 7's table: spawning the worker tasks costs 10–100 ms (R3 pre-spawns them to take it off
-    the start path). Spawned after detection, a worker's connections begin at least one spawn
-    cost apart; pre-spawned, they begin together."""
-    prof = flat(spawn={"type": "uniform", "lo_ms": lo, "hi_ms": lo + 40})
+    """The per-task reading (``spawn_per = "connection"``, PART 3's "~0.1 ms per task creation"):
+    spawned after detection, a worker's connections begin at least one spawn cost apart;
+    pre-spawned (R3), they begin together."""
+    prof = flat(spawn={"type": "uniform", "lo_ms": lo, "hi_ms": lo + 40}, spawn_per="connection")
     spawned = simulate_once(scenario(strategy="inline-poll"), prof, seed)
     for lags in lags_by_worker(spawned):
         assert all(b - a >= lo - FLOAT_MS for a, b in itertools.pairwise(lags)), lags
     pre = simulate_once(scenario(strategy="inline-poll", prespawn=True), prof, seed)
     for lags in lags_by_worker(pre):
         assert max(lags) - min(lags) < FLOAT_MS, lags
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32), lo=st.integers(10, 60))
+def test_a_scale_up_pays_one_spawn_cost_and_its_connections_begin_together(seed: int, lo: int) -> None:
+    """The step reading (the default, PART 7's one row for the whole ``_scale_to``): a worker's
+    connections spawned after detection begin together, one spawn cost after it detected."""
+    prof = flat(spawn={"type": "uniform", "lo_ms": lo, "hi_ms": lo + 40})
+    result = simulate_once(scenario(strategy="inline-poll"), prof, seed)
+    without = simulate_once(scenario(strategy="inline-poll"), flat(), seed)  # the same draws, no spawn cost
+    for lags, free in zip(lags_by_worker(result), lags_by_worker(without), strict=True):
+        assert max(lags) - min(lags) < FLOAT_MS, lags
+        assert lo - FLOAT_MS <= min(lags) - min(free) <= lo + 40 + FLOAT_MS, (lags, free)
+
+
+def test_the_seed_profile_reads_the_spawn_row_as_one_cost_for_the_whole_scale_up() -> None:
+    """PART 7 of the seed: "Spawn worker tasks | 10 | 100 | 50 | Depends on initial_target" — one
+    row for all the initial tasks, not a cost per task."""
+    from startline.simulate.models import Latency
+
+    row = "Spawn worker tasks | 10 | 100 | 50 | Depends on initial_target"
+    seed = Path(__file__).resolve().parents[2] / "shared" / "seed" / "000_4c54c9063e8c18ea.txt"
+    if seed.exists():  # (the seed sits beside the project's checkout, not in every clone of it)
+        assert row in " ".join(seed.read_text().split())
+    toml = Path(__file__).resolve().parents[1] / "startline" / "simulate" / "profiles" / "snowflake-hybrid.toml"
+    assert f'"{row}"' in toml.read_text()  # the profile quotes the row it reads
+    prof = load_profile("snowflake-hybrid")
+    assert prof.spawn == Latency.parse({"type": "uniform", "lo_ms": 10, "hi_ms": 100}, "spawn")
+    assert prof.spawn_per == "step"
 
 
 @pytest.mark.parametrize("spin_ms", [0.0, 1.0, 5.0])

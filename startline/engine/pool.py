@@ -25,9 +25,9 @@ class Pool:
     run_connection: RunConnection
     on_size: Callable[[int], None] = lambda _n: None
     """Told the number of running connections whenever it changes."""
-    spawned: Callable[[], Awaitable[None]] | None = None
-    """Awaited as each connection's task begins, before it counts as started: what starting a
-    task costs (``Runtime.spawned``), paid one connection after another."""
+    spawned: Callable[[int], Awaitable[None]] | None = None
+    """Awaited as each connection's task begins, before it counts as started, with the task's
+    place in its scale-up: what starting tasks costs (``Runtime.spawned``)."""
     _sessions: dict[int, Session] = attrs.Factory(dict)
     _scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
     _lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
@@ -56,8 +56,8 @@ class Pool:
             # (its run is over) must not make this loop start it again forever.
             missing = n - len(self._scopes)
             free = [i for i in range(n + len(self._scopes)) if i not in self._scopes][: max(0, missing)]
-            for slot in free:
-                await self.nursery.start(self._connection, slot)
+            for index, slot in enumerate(free):
+                await self.nursery.start(self._connection, slot, index)
 
     async def wait_empty(self) -> None:
         """Return once no connection task is left (each exits on its own or by cancel)."""
@@ -82,9 +82,11 @@ class Pool:
             for session in sessions.values():
                 await session.close()
 
-    async def _connection(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _connection(
+        self, slot: int, index: int = 0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         if self.spawned is not None:
-            await self.spawned()
+            await self.spawned(index)
         self._running += 1
         try:
             await self._run_slot(slot, task_status)

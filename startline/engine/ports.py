@@ -247,8 +247,9 @@ class Runtime(Protocol):
     how late a sleep wakes. Live, both are the machine's own (``TrioRuntime``); a simulation
     charges them from its profile."""
 
-    async def spawned(self) -> None:
-        """Called as each connection's task begins: the cost of starting it."""
+    async def spawned(self, index: int) -> None:
+        """Called as each connection's task begins, ``index`` its place among the tasks one
+        scale-up starts (0 the first): the cost of starting it."""
         ...
 
     async def sleep_until(self, deadline: float) -> None:
@@ -264,7 +265,7 @@ class Runtime(Protocol):
 class TrioRuntime:
     """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``."""
 
-    async def spawned(self) -> None:
+    async def spawned(self, index: int) -> None:
         return None
 
     async def sleep_until(self, deadline: float) -> None:

@@ -157,10 +157,10 @@ def stale_read(events: list[Any], rng: Any, cut: bool = True) -> list[Any]:
 
 @attrs.define(eq=False)
 class SimRuntime:
-    """One worker process's costs on virtual time: starting a connection's task takes ``spawn``
-    (drawn per host and task), a sleep lasts (1 + the host's monotonic drift) times as long and
-    wakes ``wake`` late (drawn per host and wake); the release every worker wakes at together,
-    ``release_wake`` late (else ``wake``)."""
+    """One worker process's costs on virtual time: starting connection tasks takes ``spawn``
+    (drawn per host, once per scale-up step or once per task: ``spawn_per``), a sleep lasts
+    (1 + the host's monotonic drift) times as long and wakes ``wake`` late (drawn per host and
+    wake); the release every worker wakes at together, ``release_wake`` late (else ``wake``)."""
 
     profile: Profile
     seed: int
@@ -172,10 +172,11 @@ class SimRuntime:
         self._streams = Streams(self.seed, self.host)
         self._drift = self.profile.host_drift(self.seed, self.host)
 
-    async def spawned(self) -> None:
-        if self.profile.spawn is not None:
-            SLEEPS[0] += 1
-            await trio.sleep(self.profile.spawn.sample(self._streams("spawn")))
+    async def spawned(self, index: int) -> None:
+        if self.profile.spawn is None or (index > 0 and self.profile.spawn_per == "step"):
+            return
+        SLEEPS[0] += 1
+        await trio.sleep(self.profile.spawn.sample(self._streams("spawn")))
 
     async def sleep_until(self, deadline: float) -> None:
         await self._sleep(deadline, self.profile.wake, "wake")

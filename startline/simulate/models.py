@@ -223,6 +223,14 @@ CALL_CLASSES = (
 """Classes of control-plane call that carry their own latency model."""
 
 
+SPAWN_PER = ("step", "connection")
+
+
+def _spawn_per(value: Any) -> None:
+    if value not in SPAWN_PER:
+        raise ConfigError("spawn_per", f"must be one of {', '.join(SPAWN_PER)} (got {value!r})")
+
+
 @attrs.frozen
 class Profile:
     """Latencies per class of control-plane call and for the target, the visibility point, the clocks."""
@@ -250,7 +258,11 @@ class Profile:
     stamp: float | None = None  # where in a write's round trip now() is taken (None: at visibility)
     commit: float | None = None  # where in a write's round trip it lands (None: at visibility)
     worker_init: Latency | None = None  # a worker's first session takes this long to open (its pool's set-up)
-    spawn: Latency | None = None  # starting one connection's task costs this (one after another)
+    spawn: Latency | None = None  # starting connection tasks costs this: per scale-up step, or per task
+    spawn_per: str = attrs.field(default="step", validator=lambda _s, _a, v: _spawn_per(v))
+    """``step``: one ``spawn`` for a whole scale-up (the seed's PART 7 row "Spawn worker tasks
+    10–100 ms, depends on initial_target": all initial tasks); ``connection``: one per task, one
+    after another (its PART 3 text's "~0.1 ms per task creation" is that reading)."""
     wake: Latency | None = None  # each sleep of a worker's start path wakes this much late
     release_wake: Latency | None = None  # a scheduled release, all workers at once, this late (else wake)
     monotonic_drift_ppm: float = 0.0  # each host's sleeps last (1 + uniform ±ppm) times as long
@@ -314,6 +326,7 @@ class Profile:
             "commit",
             "worker_init",
             "spawn",
+            "spawn_per",
             "wake",
             "release_wake",
             "monotonic_drift_ppm",
@@ -340,6 +353,7 @@ class Profile:
         stamp, commit = (vis if points[k] is None else points[k] for k in ("stamp", "commit"))
         if stamp > commit:
             raise ConfigError("stamp", f"must be <= commit: a write is stamped before it lands (got {stamp!r})")
+        spawn_per = data.get("spawn_per", "step")
         drift = data.get("monotonic_drift_ppm", 0.0)
         if not _is_number(drift) or not 0 <= drift <= 1e5:
             raise ConfigError("monotonic_drift_ppm", f"must be between 0 and 100000 (got {drift!r})")
@@ -364,6 +378,7 @@ class Profile:
             commit=None if points["commit"] is None else float(points["commit"]),
             worker_init=latency("worker_init"),
             spawn=latency("spawn"),
+            spawn_per=spawn_per,
             wake=latency("wake"),
             release_wake=latency("release_wake"),
             monotonic_drift_ppm=float(drift),
