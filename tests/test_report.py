@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -180,26 +182,7 @@ def test_ctrl_c_while_the_report_is_written_keeps_the_runs_exit_code_and_summary
     """The report is drawn after summary.json is on disk (about a second of matplotlib): a Ctrl-C
     then skips the report, says so in one line, and the exit code is still the run's (it was
     click's 'Aborted!' and 1 — caught by the fault test that presses Ctrl-C twice)."""
-    import signal
-    import time
-
-    from startline.testing import CLI, ROOT
-
-    path = tmp_path / "scenario.toml"
-    path.write_text(SCENARIO.replace("measurement_s = 2", "measurement_s = 1"))
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*CLI, "run", str(path), "--out", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 120
-    while not (out / "summary.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.005)
+    proc, out = run_until_its_summary(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
@@ -208,13 +191,9 @@ def test_ctrl_c_while_the_report_is_written_keeps_the_runs_exit_code_and_summary
     assert not (out / "report.html").exists()
 
 
-def test_ctrl_c_pressed_again_and_again_after_the_run_keeps_its_exit_code_and_summary(tmp_path: Path) -> None:
-    """SIGINT every 10 ms from the moment summary.json exists until the process is gone: the
-    first one after the run skips the report, none after it changes the exit code (one landing
-    as Python finalized killed the process, exit −2, in a fresh-clone CI)."""
-    import signal
-    import time
-
+def run_until_its_summary(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``startline run`` as a process (SIGINT at its default, as a terminal's would be), returned
+    once its summary.json is on disk."""
     from startline.testing import CLI, ROOT
 
     path = tmp_path / "scenario.toml"
@@ -232,6 +211,14 @@ def test_ctrl_c_pressed_again_and_again_after_the_run_keeps_its_exit_code_and_su
     while not (out / "summary.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.005)
+    return proc, out
+
+
+def test_ctrl_c_pressed_again_and_again_after_the_run_keeps_its_exit_code_and_summary(tmp_path: Path) -> None:
+    """SIGINT every 10 ms from the moment summary.json exists until the process is gone: the
+    first one after the run skips the report, none after it changes the exit code (one landing
+    as Python finalized killed the process, exit −2, in a fresh-clone CI)."""
+    proc, out = run_until_its_summary(tmp_path)
     while proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.01)
