@@ -359,3 +359,31 @@ def test_a_simulated_run_leaves_the_garbage_collectors_thresholds_as_it_found_th
     sc = Scenario.from_dict({**START_PATH_SCENARIO, "workers": 2})
     simulate_once(sc, Profile.from_dict({}), 1)
     assert gc.get_threshold() == before
+
+
+def test_a_simulated_run_keeps_its_virtual_workers_log_lines_off_the_console_and_restores_logging(caplog):
+    """A worker crashed in a simulated run is STALE, then DEAD: the orchestrator's warnings about
+    it described virtual workers and reached the console of `startline simulate` (issue 25)."""
+    import logging
+
+    from startline.simulate.runner import simulate_run
+
+    scenario = Scenario.from_dict(
+        {
+            "name": "quiet",
+            "workers": 3,
+            "warmup_s": 0.5,
+            "measurement_s": 4,
+            "heartbeat_s": 0.5,
+            "stale_after_beats": 2,
+            "dead_after_beats": 4,
+            "operations": [{"name": "q", "call": "simulated:query"}],
+        }
+    )
+    profile = Profile.from_dict({"target": 1.0, "faults": {"crashes": {"w001": 2.0}}})
+    caplog.set_level(logging.INFO)
+    _, ended = simulate_run(scenario, profile, 3)
+    assert {w["worker_id"]: w["status"] for w in ended.summary["workers"]}["w001"] == "DEAD"
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("is STALE" in m or "is DEAD" in m for m in said), said
+    assert logging.root.manager.disable == logging.NOTSET  # the process's logging as it was

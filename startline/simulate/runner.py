@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -73,6 +74,19 @@ def fewer_collections(threshold: int = 20_000) -> Iterator[None]:
         gc.set_threshold(*old)
 
 
+@contextlib.contextmanager
+def participants_silent() -> Iterator[None]:
+    """The simulated participants' log lines ("worker w003 is STALE", a simulated worker's
+    traceback) kept off the console while a run is simulated: they describe virtual workers,
+    and the run's figures say what happened to them. The level in force before is restored."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
 def simulate_once(scenario: Scenario, profile: Profile, seed: int) -> dict[str, Any]:
     """One run on virtual time; returns truth and estimates for the start path."""
     return simulate_run(scenario, profile, seed)[0]
@@ -116,7 +130,7 @@ def simulate_run(
         commits = [at for _, status, at in store.transitions if status is RunStatus.RUNNING]
         return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile), ended
 
-    with fewer_collections():
+    with fewer_collections(), participants_silent():
         return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
