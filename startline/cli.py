@@ -23,7 +23,7 @@ from rich.markup import escape
 from startline import api
 from startline.engine.files import write_atomic, write_json, write_summary
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
-from startline.engine.scenario import ConfigError, LoadMode, Scenario
+from startline.engine.scenario import ConfigError, LoadMode, Scenario, Strategy
 from startline.engine.together import worker_ids
 from startline.engine.verdict import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, exit_code
 from startline.live import check as live_check
@@ -573,10 +573,26 @@ def simulate(
     for name, d in rows:
         table.add_row(name, *(f"{d[k]:,.2f}" if d else "-" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
+    _say_what_was_simulated_instead(scenario)
     _print_simulated_load(summary["load"], scenario, seeds)
     if json_path:
         with writing("--json"):
             write_json(Path(json_path), summary)
+
+
+def _say_what_was_simulated_instead(scenario: Scenario) -> None:
+    """A start strategy the simulated control plane cannot carry out runs as its fallback, as it
+    would live on such a control plane: said, never silently (a push scenario gave poll's figures
+    row for row)."""
+    from startline.engine.startplan import poll_interval_s
+    from startline.simulate.backend import SimControlPlane
+
+    if scenario.start.strategy is Strategy.PUSH and not SimControlPlane.traits.push:
+        interval = 1000 * poll_interval_s(scenario.start)
+        print(
+            "note: push is simulated as poll — the simulated control plane cannot notify (push needs "
+            f"PostgreSQL's LISTEN/NOTIFY), so these are poll's figures at poll_interval_ms = {interval:g}"
+        )
 
 
 def _print_simulated_load(load: dict[str, Any], scenario: Scenario, seeds: int) -> None:

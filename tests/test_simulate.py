@@ -387,3 +387,20 @@ def test_a_simulated_run_keeps_its_virtual_workers_log_lines_off_the_console_and
     said = [r.getMessage() for r in caplog.records]
     assert not any("is STALE" in m or "is DEAD" in m for m in said), said
     assert logging.root.manager.disable == logging.NOTSET  # the process's logging as it was
+
+
+@pytest.mark.live
+def test_simulating_a_push_start_says_it_ran_as_poll(tmp_path):
+    """The simulated control plane cannot notify: a push scenario runs as poll, as it would live
+    on such a control plane — said under the table, never silently (issue 25)."""
+    from startline.testing import run_cli
+
+    path = tmp_path / "push.toml"
+    path.write_text(
+        'name = "p"\nworkers = 2\n[start]\nstrategy = "push"\n[[operations]]\nname = "q"\nsql = "SELECT 1"\n'
+    )
+    proc = run_cli("simulate", str(path), "--seeds", "1", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: push is simulated as poll" in proc.stdout and "poll_interval_ms = 50" in proc.stdout
+    poll = run_cli("simulate", str(path), "--seeds", "1", "--strategy", "poll", timeout=120)
+    assert poll.returncode == 0 and "simulated as poll" not in poll.stdout
