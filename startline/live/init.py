@@ -7,7 +7,7 @@ says how (pgbench's tables) and batched inserts otherwise. Refuses tables that e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from startline.engine.scenario import ConfigError
@@ -97,11 +97,8 @@ def _sqlite(tables: list[Table], path: Any, drop: bool, progress: Progress) -> d
         for t in tables:
             conn.execute(t.ddl["sqlite"])
             insert = f"INSERT INTO {t.name} ({', '.join(t.columns)}) VALUES ({', '.join('?' * len(t.columns))})"
-            rows, n = t.rows(), 0
-            while True:
-                batch = [row for _, row in zip(range(BATCH), rows, strict=False)]
-                if not batch:
-                    break
+            n = 0
+            for batch in _batches(t.rows(), BATCH):
                 with _transaction(conn):
                     conn.executemany(insert, batch)
                 n += len(batch)
@@ -161,8 +158,8 @@ def _snowflake(tables: list[Table], target: Url, drop: bool, progress: Progress)
                 n = t.count
             else:
                 one = f"({', '.join('?' * len(t.columns))})"
-                rows, n = t.rows(), 0
-                while batch := [row for _, row in zip(range(SNOWFLAKE_BATCH), rows, strict=False)]:
+                n = 0
+                for batch in _batches(t.rows(), SNOWFLAKE_BATCH):
                     values = ", ".join([one] * len(batch))  # one statement, its values bound
                     cur.execute(
                         f"INSERT INTO {t.name} ({', '.join(t.columns)}) VALUES {values}", [x for r in batch for x in r]
@@ -174,6 +171,12 @@ def _snowflake(tables: list[Table], target: Url, drop: bool, progress: Progress)
     finally:
         conn.close()
     return loaded
+
+
+def _batches(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` in lists of ``size`` (the last shorter), never all held at once."""
+    while batch := [row for _, row in zip(range(size), rows, strict=False)]:
+        yield batch
 
 
 @contextlib.contextmanager
