@@ -641,12 +641,13 @@ class Scenario:
 
     def _check_follows(self) -> None:
         """A ``latest`` parameter follows a ``sequence`` of step 1 that the scenario has."""
+        specs = self.param_specs
         for i, op in enumerate(self.operations):
             for name, spec in op.params.items():
                 if spec.type is not ParamType.LATEST:
                     continue
                 op_name, _, param = (spec.follows or "").partition(".")
-                found = self.param_specs.get((op_name, param))
+                found = specs.get((op_name, param))
                 if found is None or found.type is not ParamType.SEQUENCE or found.step != 1:
                     raise _FieldError(
                         f"operations[{i}].params.{name}.follows",
