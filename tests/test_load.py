@@ -16,7 +16,16 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from startline.engine.connection import Arrivals
-from startline.engine.loadcontrol import FindMaxSearch, MergedIntervals, QpsController, rate_at, rate_plan, split
+from startline.engine.loadcontrol import (
+    FindMaxSearch,
+    MergedIntervals,
+    QpsController,
+    move_readable,
+    qps_result_reason,
+    rate_at,
+    rate_plan,
+    split,
+)
 from startline.engine.scenario import ConfigError, FindMax, LoadOptions, Scenario
 from startline.simulate.models import Profile
 from startline.simulate.runner import simulate_once, simulate_run
@@ -225,6 +234,70 @@ def test_qps_controller_reports_bounds_limit_reached_for_an_unreachable_target()
     assert decisions[-1].action == "bounds_limit_reached"
     assert decisions[-1].connections == 40
     assert [d.action for d in decisions[-3:-1]] == ["hold", "hold"]  # patience: three readings at the ceiling
+
+
+def test_a_final_reading_judges_but_never_moves() -> None:
+    """Live (tests/test_examples.py, a busy CI host): 6 connections held at -7 % of 300 qps (7
+    would read +8 %); the reading at 12 s of 14 read -9 % and moved to 7 — a change no reading
+    could judge, so the run ended `not_settled`. The last reading reads and holds."""
+    load = LoadOptions(mode="qps", target_qps=300, max_connections=40)
+    ctl = attrs.evolve(QpsController.of(load, 2, 6), estimated=True, seen=((6, 279.0),))
+    moved, d = ctl.decide(12.0, plant(6, 273 / 6, math.inf))
+    assert (d.action, d.to) == ("up", 7)  # not final: it moves
+    held, d = ctl.decide(12.0, plant(6, 273 / 6, math.inf), final=True)
+    assert (d.action, d.connections, d.to, d.qps) == ("hold", 6, 6, 273.0)
+    assert held.connections == 6 and dict(held.seen)[6] == 273.0  # what it read is remembered
+    assert qps_result_reason(d, 300, None) == "nearest_whole_count"  # 27 off: within one share (45.5)
+
+
+@given(st.floats(5, 500), st.integers(1, 50), st.floats(0.05, 3.0))
+def test_a_final_reading_never_changes_the_connections_whatever_it_reads(
+    per_connection: float, n: int, off: float
+) -> None:
+    load = LoadOptions(mode="qps", target_qps=300, max_connections=1000, min_connections=1)
+    for ctl in (QpsController.of(load, 1, n), attrs.evolve(QpsController.of(load, 1, n), estimated=True, over=1)):
+        after, d = ctl.decide(0.0, plant(n, 300 * off / n, math.inf), final=True)
+        assert d.to == d.connections == after.connections == n
+        assert d.action not in ("up", "down")
+
+
+def test_a_held_count_far_from_the_target_is_not_called_the_nearest_whole_count() -> None:
+    """A final hold at -40 % with 10 connections (one is 18 qps) is still moving, not held."""
+    from startline.engine.loadcontrol import QpsDecision
+
+    far = QpsDecision(14.0, 10, 180.0, -40.0, 10, "hold")
+    assert qps_result_reason(far, 300, None) == "not_settled"
+    near = QpsDecision(14.0, 10, 290.0, -3.33, 10, "hold")
+    assert qps_result_reason(near, 300, None) == "settled"
+
+
+@pytest.mark.parametrize(
+    ("at", "nxt", "end", "readable"),
+    [
+        (10.0, 12.0, 14.0, True),  # followed by 10.5: interval 11 is whole before the reading at 12
+        (12.0, 14.0, 14.0, False),  # a reading due at the very end races the run's stop
+        (12.0, 14.0, 13.0, False),  # the next reading is after the measurement ends
+        (10.0, 12.0, 12.5, True),
+        (11.0, 12.0, 14.0, False),  # followed by 11.5: no whole interval before 12
+    ],
+)
+def test_a_move_is_readable_only_if_a_whole_interval_after_following_it_is_read(
+    at: float, nxt: float, end: float, readable: bool
+) -> None:
+    assert move_readable(at, nxt, end, 0.5, 1.0) is readable
+
+
+@pytest.mark.parametrize(("target", "seed"), [(285, 6), (295, 6), (300, 1)])
+def test_every_move_of_a_simulated_qps_run_is_read_by_a_later_reading(target: int, seed: int) -> None:
+    """(285, 6) and (295, 6) moved 7 → 6 at the reading at 12 s of a 14 s run before the fix."""
+    load = {"mode": "qps", "target_qps": target, "control_interval_s": 2, "starting_connections": 2}
+    sc = scenario(load, workers=2, measurement_s=14, warmup_s=0)
+    steps = simulate_once(sc, capacity(40, 5, 40), seed)["load"]["steps"]
+    assert steps
+    moves = [s for s in steps if s["to"] != s["connections"]]
+    assert all(any(later["at_s"] > s["at_s"] and later["connections"] == s["to"] for later in steps) for s in moves), (
+        steps
+    )
 
 
 # ---- the find-max search against a plant whose knee is known ---------------------------------------------

@@ -213,13 +213,25 @@ class QpsController:
             min(max(connections, low), load.max_connections),
         )
 
-    def decide(self, at_s: float, w: MergedIntervals) -> tuple[QpsController, QpsDecision]:
+    def decide(self, at_s: float, w: MergedIntervals, *, final: bool = False) -> tuple[QpsController, QpsDecision]:
+        """The next state and the decision for the reading ``w``. ``final``: no reading follows
+        that could read a change (the measurement ends first) — the controller reads and judges,
+        but holds: a move nobody reads only disturbs the run's last interval."""
+        state, decision = self._decide(at_s, w)
+        if final and decision.to != decision.connections:
+            kept = attrs.evolve(self, estimated=True, seen=state.seen)
+            return kept, attrs.evolve(decision, to=decision.connections, action="hold")
+        return state, decision
+
+    def _decide(self, at_s: float, w: MergedIntervals) -> tuple[QpsController, QpsDecision]:
         n, target, qps = self.connections, self.target, w.qps
         error = (qps - target) / target
         band = deadband(target)
 
         def to(new: int, action: str, **changes: Any) -> tuple[QpsController, QpsDecision]:
             new = min(self.high, max(self.low, new))
+            if new == n and action in ("up", "down"):
+                action = "hold"  # against a bound: no move is made, none is said
             seen = tuple(sorted({**dict(self.seen), n: qps}.items()))
             state = attrs.evolve(self, connections=new, estimated=True, seen=seen, **changes)
             lat = w.latency_ms
@@ -267,6 +279,17 @@ class QpsController:
         if new in seen:  # back to a count it ran: only if that read closer by more than the deadband
             return abs(seen[new] - self.target) >= abs(w.qps - self.target) - deadband(self.target)
         return abs(w.qps * new / self.connections - self.target) >= abs(w.qps - self.target)
+
+
+def move_readable(at_s: float, next_s: float, end_s: float, follow_s: float, interval_s: float) -> bool:
+    """Whether a change of connections made ``at_s`` seconds after the start is read by the next
+    reading (``next_s``): that reading comes before the measurement ends (``end_s``; one due at the
+    end races the run's stop), and at least one whole snapshot interval lies between the workers
+    following the change (within ``follow_s``) and the reading."""
+    if next_s >= end_s - 1e-9:
+        return False
+    first = math.floor((at_s + follow_s) / interval_s + 1e-9) + 1
+    return first <= math.floor(next_s / interval_s + 1e-9) - 1
 
 
 # ---- the find-max search --------------------------------------------------------------------------
@@ -389,13 +412,17 @@ class FindMaxSearch:
 
 def qps_result_reason(last: QpsDecision | None, target: float, stop: StopReason | None) -> str:
     """How the QPS control ended: ``bounds_limit_reached``; ``settled`` (holding within the deadband);
-    ``nearest_whole_count`` (holding the whole number of connections nearest the target, which no
-    count reaches within the deadband); or ``not_settled`` (still moving when the run ended)."""
+    ``nearest_whole_count`` (holding a count whose reading is within one connection's share of the
+    target, where no count reaches the deadband); or ``not_settled`` (still moving when the run
+    ended, or held at its last reading further off than that)."""
     if stop is StopReason.BOUNDS_LIMIT_REACHED:
         return "bounds_limit_reached"
     if last is None or last.action != "hold":
         return "not_settled"
-    return "settled" if within_deadband(last.qps, target) else "nearest_whole_count"
+    if within_deadband(last.qps, target):
+        return "settled"
+    share = last.qps / last.connections if last.connections else 0.0
+    return "nearest_whole_count" if abs(last.qps - target) <= share else "not_settled"
 
 
 def initial_total(scenario: Scenario) -> int:

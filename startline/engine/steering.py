@@ -30,6 +30,7 @@ from startline.engine.loadcontrol import (
     initial_connections,
     initial_total,
     merged_intervals,
+    move_readable,
     planned_offers,
     qps_result_reason,
     rate_at,
@@ -287,7 +288,9 @@ class Steering:
             if first > last:
                 continue
             merged = await self.merged(first, last)
-            ctl, decision = ctl.decide(round(now - self.start_time, 3), merged)
+            at, end = now - self.start_time, sc.warmup_s + sc.measurement_s
+            final = not move_readable(at, wake - self.start_time, end, STEERED_FOLLOW_S, iv)
+            ctl, decision = ctl.decide(round(at, 3), merged, final=final)
             self.qps_steps.append(decision)
             log.info("qps control: %s", decision)
             if decision.action == "bounds_limit_reached":
