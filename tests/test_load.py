@@ -242,7 +242,7 @@ def test_a_final_reading_judges_but_never_moves() -> None:
     could judge, so the run ended `not_settled`. The last reading reads and holds."""
     load = LoadOptions(mode="qps", target_qps=300, max_connections=40)
     ctl = attrs.evolve(QpsController.of(load, 2, 6), estimated=True, seen=((6, 279.0),))
-    moved, d = ctl.decide(12.0, plant(6, 273 / 6, math.inf))
+    _, d = ctl.decide(12.0, plant(6, 273 / 6, math.inf))
     assert (d.action, d.to) == ("up", 7)  # not final: it moves
     held, d = ctl.decide(12.0, plant(6, 273 / 6, math.inf), final=True)
     assert (d.action, d.connections, d.to, d.qps) == ("hold", 6, 6, 273.0)
