@@ -8,6 +8,7 @@ import random
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +44,14 @@ from startline.engine.model import (
 )
 from startline.engine.scenario import Bookkeeping, OnWorkerLoss, StartOptions
 from startline.engine.schedule import PhaseWindows, plan_events, ramp_steps
-from startline.engine.startplan import Detection, StartPlan
+from startline.engine.startplan import (
+    RELEASE_MARGIN_S,
+    Detection,
+    StartPlan,
+    release_margin_s,
+    release_order,
+    release_turn,
+)
 from startline.testing import scenario
 
 
@@ -304,6 +312,83 @@ def test_one_start_option_changes_only_itself_in_the_plan():
     prespawned = StartPlan.of(StartOptions(strategy="inline-poll", prespawn=True), push_available=False)
     assert attrs.evolve(seed_loop, prespawn=True) == prespawned
     assert seed_loop.release_as_spawned and not prespawned.release_as_spawned
+
+
+@given(slots=st.lists(st.integers(0, 64), unique=True, max_size=16), turn=st.integers(0, 2**32))
+def test_a_release_order_releases_every_parked_slot_once(slots, turn):
+    assert sorted(release_order(slots, turn)) == sorted(slots)
+
+
+@given(slots=st.lists(st.integers(0, 64), unique=True, min_size=1, max_size=16), start=st.integers(0, 2**32))
+def test_over_consecutive_turns_no_slot_is_released_first_more_often_than_another(slots, start):
+    firsts = [release_order(slots, start + t)[0] for t in range(len(slots))]
+    assert sorted(firsts) == sorted(slots)  # each exactly once
+
+
+def test_the_release_turn_differs_by_run_and_by_worker_and_is_reproducible():
+    turns = {release_turn(f"run-{r}", f"w{w:03d}") % 4 for r in range(20) for w in range(4)}
+    assert turns == {0, 1, 2, 3}  # every slot of four leads somewhere
+    assert release_turn("run-1", "w000") == release_turn("run-1", "w000")
+
+
+@given(st.lists(st.floats(0.0, 0.5), max_size=12))
+def test_the_release_margin_stays_within_its_bounds_and_covers_the_usual_lateness(late):
+    least, default, most = RELEASE_MARGIN_S
+    m = release_margin_s(late)
+    assert least <= m <= most
+    if not late:
+        assert m == default
+    else:  # nine wakes in ten as measured land within the margin, unless the ceiling says no
+        within = sum(x <= m for x in late)
+        assert within >= 0.9 * len(late) or m == most
+
+
+@given(st.lists(st.floats(0.0, 0.01), min_size=1, max_size=12), st.floats(0.0, 0.01))
+def test_a_later_wake_measured_never_shrinks_the_release_margin(late, extra):
+    assert release_margin_s([*late, max(late) + extra]) >= release_margin_s(late)
+
+
+def test_the_start_gate_releases_every_parked_connection_and_passes_a_late_one_at_once():
+    from startline.engine.connection import StartGate
+    from startline.engine.schedule import PhaseWindows
+
+    windows = PhaseWindows(10.0, 10.0, 20.0, 20.0)
+    gate, went = StartGate(), []
+
+    async def connection(slot):
+        w = await gate.armed()
+        assert w is windows
+        await gate.released(slot)
+        went.append((slot, trio.current_time()))
+
+    async def main():
+        async with trio.open_nursery() as n:
+            for slot in range(4):
+                n.start_soon(connection, slot)
+            await trio.sleep(1)
+            gate.arm(windows)
+            await trio.sleep(1)
+            assert gate.parked == [0, 1, 2, 3] and not went  # armed: ready, still parked
+            gate.open(release_order(gate.parked, 2))
+            assert gate.is_open and gate.parked == []
+            await trio.sleep(1)
+            n.start_soon(connection, 9)  # after the release: through at once
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert sorted(went) == [(0, 2.0), (1, 2.0), (2, 2.0), (3, 2.0), (9, 3.0)]
+
+
+def test_a_connection_cancelled_at_the_gate_leaves_it():
+    from startline.engine.connection import StartGate
+
+    gate = StartGate()
+
+    async def main():
+        with trio.move_on_after(1):
+            await gate.released(0)
+        assert gate.parked == []
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 # ---- reading the log: holes and catching up -----------------------------------------------------

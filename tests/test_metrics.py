@@ -353,3 +353,23 @@ def test_latencies_counted_by_bucket_index_and_folded_make_the_histogram_recordi
     assert folded.get_mean_value() == recorded.get_mean_value()
     assert latency_block(folded) == latency_block(recorded)
     assert decode(folded.encode().decode("ascii")).encode() == decode(recorded.encode().decode("ascii")).encode()
+
+
+@given(
+    ops=st.lists(st.tuples(st.floats(0.0, 30.0), st.integers(1, 2_000_000)), max_size=60),
+    interval_latency=st.booleans(),
+)
+def test_a_primed_tally_records_what_an_unprimed_one_records(ops, interval_latency):
+    """Issue 25: ``prime`` makes before the release what a connection's first operation made as it
+    ended (the first interval's histograms, the starting phase's): the recording is the same."""
+    payloads = []
+    for primed in (False, True):
+        r = Recorder(interval_latency=interval_latency)
+        t = Tally(r, Q, WINDOWS)
+        if primed:
+            t.prime()
+        for began, us in sorted(ops):
+            t.ok(0, began, began + us / 1e6)
+        t.close()
+        payloads.append((r.to_payload(), r.take_intervals(1000.0, final=True)))
+    assert payloads[0] == payloads[1]

@@ -204,3 +204,37 @@ def test_processes_opening_a_new_database_at_the_same_instant_all_get_it_in_wal_
         for p in procs:
             p.join(30)
         assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 6, round_
+
+
+async def test_warming_a_session_compiles_its_statements_and_changes_no_data(tmp_path) -> None:
+    """Issue 25: a worker's connections take their first turns one after another at the release,
+    and a statement's first run on a connection read the schema and compiled it (160–470 µs):
+    ``warm`` does that before the start, by EXPLAIN — which runs nothing."""
+    target = SqliteTarget(tmp_path / "data.db")
+    await target.setup(["CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER)", "INSERT INTO kv VALUES (1, 1)"])
+    session = await target.open_session("w000", 0)
+    ops = [
+        OperationSpec("w", sql="INSERT INTO kv VALUES (:k, :v)"),
+        OperationSpec("u", sql="UPDATE kv SET v = v + :d WHERE k = :k"),
+        OperationSpec("d", sql="DELETE FROM kv"),
+        OperationSpec("bad", sql="SELECT nope FROM nowhere"),  # left for its run to report
+        OperationSpec("c", call="tests.session_ops:add"),  # not SQL: nothing to warm
+    ]
+    compiled: set[int] = set()
+    raw = session.connection._conn
+    assert raw is not None  # opened by open_session
+
+    def authorize(action: int, *_: Any) -> int:  # SQLite asks as it compiles a statement
+        compiled.add(action)
+        return sqlite3.SQLITE_OK
+
+    raw.set_authorizer(authorize)
+    try:
+        await session.warm(ops)
+        assert {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE} <= compiled
+        raw.set_authorizer(None)
+        assert await session.query("SELECT k, v FROM kv", {}) == [(1, 1)]
+        await session.execute(ops[1], {"d": 2, "k": 1})  # and the statements still run as written
+        assert await session.query("SELECT k, v FROM kv", {}) == [(1, 3)]
+    finally:
+        await session.close()

@@ -60,29 +60,60 @@ def loop_clock() -> tuple[Callable[[], float], float]:
 
 @attrs.define(eq=False)
 class StartGate:
-    """Where connections wait for the start: opened once, with the phase windows on this
-    process's trio clock, which every connection then reads."""
+    """Where connections wait for the start, in two steps. *Armed* with the phase windows once
+    the start is known: each connection then makes ready what its first operation needs (its
+    tally, the first interval's histograms) and parks. *Opened* at the release instant: the
+    parked connections go, in the order the start plan gives (``startplan.release_order``);
+    one that comes to the gate after it opened goes at once."""
 
-    _opened: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _armed: trio.Event = attrs.field(init=False, factory=trio.Event)
     _windows: PhaseWindows | None = attrs.field(init=False, default=None)
+    _parked: dict[int, trio.Event] = attrs.field(init=False, factory=dict)
+    _open: bool = attrs.field(init=False, default=False)
 
     @property
     def is_open(self) -> bool:
-        return self._opened.is_set()
+        return self._open
 
     @property
     def windows(self) -> PhaseWindows | None:
-        """The phase windows, once the gate is open."""
+        """The phase windows, once the gate is armed."""
         return self._windows
 
-    def open(self, windows: PhaseWindows) -> None:
+    @property
+    def parked(self) -> list[int]:
+        """The slots waiting for the release."""
+        return sorted(self._parked)
+
+    def arm(self, windows: PhaseWindows) -> None:
         self._windows = windows
-        self._opened.set()
+        self._armed.set()
 
-    async def wait(self) -> PhaseWindows:
-        await self._opened.wait()
-        assert self._windows is not None  # set before the event, in open()
+    def open(self, order: Sequence[int] = ()) -> None:
+        """Release the parked connections: the slots of ``order`` first, in that order, then any
+        other parked slot (by slot)."""
+        self._open = True
+        parked, self._parked = self._parked, {}
+        for slot in (*order, *sorted(parked)):
+            event = parked.pop(slot, None)
+            if event is not None:
+                event.set()
+
+    async def armed(self) -> PhaseWindows:
+        await self._armed.wait()
+        assert self._windows is not None  # set before the event, in arm()
         return self._windows
+
+    async def released(self, slot: int) -> None:
+        """Return at the release (at once when the gate is open)."""
+        if self._open:
+            return
+        event = self._parked[slot] = trio.Event()
+        try:
+            await event.wait()
+        finally:
+            if self._parked.get(slot) is event:
+                del self._parked[slot]
 
 
 TIMEOUT = "timeout"
@@ -132,6 +163,17 @@ class Tally:
         self.counts = [{} for _ in self.operations]
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
         self._more = self.latency_limit_s > 0
+
+    def prime(self) -> None:
+        """Make before the release what the first operation would otherwise make as it ends: the
+        first interval's histograms and (intervals keeping latency: an empty one is never
+        shipped) those of the phase the run starts in."""
+        w = self.windows
+        self._next_interval(w.start)
+        phase = w.phase_at(w.start)
+        if phase is not MEASUREMENT and self.recorder.interval_latency:
+            for i, op in enumerate(self.operations):
+                self._other[(i, phase)] = self.recorder.recording(self._iv, op.name, phase)
 
     def fast_until(self, now: float) -> float:
         """Asked at ``now``, after an operation went through ``ok`` or ``failed``: the operations
@@ -256,9 +298,12 @@ class Connections:
     """Connections that ended because they had issued ``operations_per_connection``."""
 
     arrivals: Arrivals | None = attrs.field(init=False, default=None)
-    """The open loop's schedule, made when the gate opens (rate mode, find-max over the rate)."""
+    """The open loop's schedule, made when the gate is armed (rate mode, find-max over the rate)."""
     tallies: set[Tally] = attrs.field(init=False, factory=set)
     """The running connections' tallies (``settle`` hands their held counts to the recorder)."""
+    first_issued: trio.Event = attrs.field(init=False, factory=trio.Event)
+    """Set once every connection the release let go has begun its first operation."""
+    _first_pending: set[int] = attrs.field(init=False, factory=set)
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
 
@@ -294,9 +339,10 @@ class Connections:
         for tally in self.tallies:
             tally.close()
 
-    def open_gate(self, windows: PhaseWindows, rate: float, changes: Sequence[tuple[float, float, float]] = ()) -> None:
-        """Release the connections; an open loop's schedule starts at ``windows.start`` at ``rate``,
-        then follows ``changes`` — (at, rate, ramp_s) on this process's trio clock."""
+    def arm(self, windows: PhaseWindows, rate: float, changes: Sequence[tuple[float, float, float]] = ()) -> None:
+        """The start is known: the connections make ready and park; an open loop's schedule starts
+        at ``windows.start`` at ``rate``, then follows ``changes`` — (at, rate, ramp_s) on this
+        process's trio clock."""
         sc = self.scenario
         if sc.load.open_loop:
             arrivals = self.arrivals = Arrivals(
@@ -308,7 +354,29 @@ class Connections:
             )
             for at, to, ramp_s in changes:
                 arrivals.change(at, to, ramp_s, windows.start)
-        self.gate.open(windows)
+        self.gate.arm(windows)
+
+    def release(self, order: Sequence[int] = ()) -> None:
+        """Open the gate (``StartGate.open``); ``first_issued`` is set once every closed-loop
+        connection released now has begun its first operation (or ended)."""
+        if not self.scenario.load.open_loop:
+            self._first_pending.update(self.gate.parked)
+        self.gate.open(order)
+        if not self._first_pending:
+            self.first_issued.set()
+
+    def _began_first(self, slot: int, at: float) -> None:
+        self.first_query[slot] = at
+        if self.host_now is not None:
+            self.host_first_query[slot] = self.host_now()
+        self._settled_first(slot)
+
+    def _settled_first(self, slot: int) -> None:
+        pending = self._first_pending
+        if slot in pending:
+            pending.discard(slot)
+            if not pending:
+                self.first_issued.set()
 
     def run(self, slot: int, session: Session) -> Coroutine[Any, Any, None]:
         """One connection, from the gate until drained, its budget spent, or the planned end: the
@@ -349,8 +417,9 @@ class Connections:
             for op in ops
         ]
         execute = session.execute
-        windows = await self.gate.wait()
+        windows = await self.gate.armed()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+        tally.prime()
         self.tallies.add(tally)
         counts, hi = tally.counts, -math.inf
         # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
@@ -364,6 +433,7 @@ class Connections:
         first = slot not in self.first_query
         done = 0
         try:
+            await self.gate.released(slot)
             while True:
                 i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
                 op, call, drawn = plan[i]
@@ -378,9 +448,7 @@ class Connections:
                         await session.set_phase(self.tag(tagged))
                         began = now()
                     if first:
-                        self.first_query[slot] = began + offset
-                        if self.host_now is not None:
-                            self.host_first_query[slot] = self.host_now()
+                        self._began_first(slot, began + offset)
                         first = False
                 try:
                     if call is None:
@@ -433,6 +501,7 @@ class Connections:
             tally.close()
             self.tallies.discard(tally)
             self._note_stamp(slot, session)
+            self._settled_first(slot)
         if done >= limit:
             self.spent += 1
 
@@ -497,10 +566,11 @@ class Connections:
         ops = sc.operations
         bounds, total, uniform, params = self._draws(slot)
         many, bisect_right = len(ops) > 1, bisect.bisect_right
-        windows = await self.gate.wait()
+        windows = await self.gate.armed()
         arrivals = self.arrivals
-        assert arrivals is not None  # made by open_gate, before the gate opens
+        assert arrivals is not None  # made by arm, before the gate is armed
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+        tally.prime()
         self.tallies.add(tally)
         draining, now, end = self.draining, trio.current_time, windows.end
         max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
@@ -509,6 +579,7 @@ class Connections:
         tagged = self.phase
         done = 0
         try:
+            await self.gate.released(slot)
             while done < limit and not draining.is_set():
                 intended = await arrivals.take()
                 if intended >= end:
@@ -539,9 +610,7 @@ class Connections:
                 op = ops[i]
                 args = params.draw(op) if op.params else NO_PARAMS
                 if first:
-                    self.first_query[slot] = began
-                    if self.host_now is not None:
-                        self.host_first_query[slot] = self.host_now()
+                    self._began_first(slot, began)
                 run = timed[i]
                 try:
                     await (session.execute(op, args) if run is None else run(**args))

@@ -40,6 +40,11 @@ class Pool:
         """Connections running (or parked on the go-gate) right now."""
         return len(self._scopes)
 
+    @property
+    def slots(self) -> list[int]:
+        """The slots running (or parked on the go-gate) right now."""
+        return sorted(self._scopes)
+
     async def prepare(self, n: int) -> None:
         """Open sessions for slots 0..n-1 now, so the start path does not pay for it."""
         for slot in range(n):

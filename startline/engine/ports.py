@@ -19,7 +19,9 @@ import trio
 
 from startline.engine.metrics import error_message
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
+from startline.engine.release import release_precisely
 from startline.engine.scenario import OperationSpec
+from startline.engine.startplan import release_margin_s
 
 
 class ControlPlaneError(Exception):
@@ -194,6 +196,13 @@ class Session(Protocol):
         ``None``: ``execute`` it is."""
         return None
 
+    async def warm(self, operations: Sequence[OperationSpec]) -> None:
+        """Before the start, make ready what each operation's first run would otherwise pay for,
+        changing no data (SQLite: the schema read and the statement's compilation, by EXPLAIN):
+        a worker's connections take their first turns one after another at the release. Default:
+        nothing to make ready."""
+        return None
+
 
 class Target(Protocol):
     """The system under test: opens sessions and names the category of an error. ``traits`` and
@@ -263,7 +272,9 @@ class Runtime(Protocol):
 
 
 class TrioRuntime:
-    """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``."""
+    """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``, the release
+    is slept precisely (``clocksync.release_precisely``: the last milliseconds on the OS's timer,
+    as long as the loop's wake lateness measured just before)."""
 
     async def spawned(self, index: int) -> None:
         return None
@@ -272,4 +283,4 @@ class TrioRuntime:
         await trio.sleep_until(deadline)
 
     async def release_until(self, deadline: float) -> None:
-        await trio.sleep_until(deadline)
+        await release_precisely(deadline, release_margin_s)

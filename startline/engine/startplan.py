@@ -7,6 +7,8 @@ path and the orchestrator read the plan and branch on nothing else."""
 from __future__ import annotations
 
 import enum
+import zlib
+from collections.abc import Sequence
 
 import attrs
 
@@ -16,6 +18,44 @@ INLINE_PERIOD_S = 1.0
 """The inline loop reads the events and heartbeats at most once a second."""
 STEERED_FOLLOW_S = 0.5
 """When the orchestrator steers the level (qps, find_max), workers read the log at least this often."""
+FIRST_ISSUE_WAIT_S = 0.05
+"""After the release, a worker's start task waits (at most this long) for its connections to begin
+their first operations before it does anything else (its follow loop, its chores)."""
+RELEASE_MARGIN_S = (0.0015, 0.002, 0.005)
+"""The release's final blocking sleep: at least, without a measurement, at most (seconds)."""
+
+
+def release_margin_s(late_s: Sequence[float]) -> float:
+    """How long before the release instant a worker stops sleeping on the event loop and sleeps
+    the rest on the OS's own precise timer (blocking, a few milliseconds at most): the event
+    loop's timer rounds up to whole milliseconds and the OS wakes a process a little later, so
+    a release slept on the loop alone is a millisecond or more late. The margin is the loop's
+    wake lateness as just measured (``late_s``, seconds: the 90th percentile, nearest rank) plus
+    half a millisecond, within ``RELEASE_MARGIN_S``: a wake later than the margin is still late
+    by the difference, and blocking longer would hold the worker's other tasks."""
+    least, default, most = RELEASE_MARGIN_S
+    if not late_s:
+        return default
+    ranked = sorted(late_s)
+    p90 = ranked[min(len(ranked) - 1, max(0, -(-9 * len(ranked) // 10) - 1))]
+    return min(most, max(least, p90 + 0.0005))
+
+
+def release_turn(run_id: str, worker_id: str) -> int:
+    """Where a worker's release order begins: from the run and the worker (a stable hash), so
+    that over runs no slot is systematically released first, and a simulation is reproducible."""
+    return zlib.crc32(f"{run_id}/{worker_id}".encode())
+
+
+def release_order(slots: Sequence[int], turn: int) -> list[int]:
+    """The order a worker's parked connections are released in: its slots, in slot order,
+    rotated to begin at the ``turn``-th (modulo their number). Every slot is released; over
+    consecutive turns each slot comes first equally often."""
+    ordered = sorted(slots)
+    if not ordered:
+        return []
+    k = turn % len(ordered)
+    return ordered[k:] + ordered[:k]
 
 
 def poll_interval_s(options: StartOptions) -> float:

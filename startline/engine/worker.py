@@ -53,7 +53,7 @@ from startline.engine.publish import Publisher
 from startline.engine.resilience import HealthStatistics, ResilientControlPlane, RetryPolicy, single_leaf
 from startline.engine.scenario import Bookkeeping, Scenario
 from startline.engine.schedule import PhaseWindows, ramp_steps
-from startline.engine.startplan import StartPlan
+from startline.engine.startplan import FIRST_ISSUE_WAIT_S, StartPlan, release_order, release_turn
 from startline.engine.timeline import Timeline, host_witness, target_witness
 from startline.engine.workload import derive_seed
 
@@ -345,16 +345,20 @@ class Worker:
             await self._publisher.bookkeeping(plan.bookkeeping is Bookkeeping.PARALLEL, start_time, self._timeline.mark)
         conns, rate = self._conns, self._rate
         assert conns is not None and rate is not None  # made in _run, before the pool
+        conns.arm(windows, rate.first(), rate.plan(windows))  # the connections make ready, and park
         if plan.release_as_spawned:
             # as the original design: each connection starts as it is spawned
-            conns.open_gate(windows, rate.first(), rate.plan(windows))
+            conns.release()
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
         if plan.at_start_time:
             self._timeline.release_at = start_trio
             await sleep_until_precisely(start_trio, plan.spin_s, self.runtime.release_until)
         if not conns.gate.is_open:
-            conns.open_gate(windows, rate.first(), rate.plan(windows))
+            conns.release(release_order(pool.slots, release_turn(self.run_id, self.worker_id)))
+            # the connections' first operations before anything else this task would start
+            with trio.move_on_after(FIRST_ISSUE_WAIT_S):
+                await conns.first_issued.wait()
         if pool.size != self.view.connections:
             await pool.scale_to(self.view.connections)
         self._timeline.mark("scale")
@@ -438,6 +442,7 @@ class Worker:
         sc = self.scenario
         assert sc is not None  # sessions open after the scenario is known
         await session.set_phase(self._tag(Phase.WARMUP if sc.warmup_s > 0 else Phase.MEASUREMENT))
+        await session.warm(sc.operations)
         return session
 
     def _tag(self, phase: Phase) -> dict[str, str]:
