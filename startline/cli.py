@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import trio
@@ -34,6 +34,9 @@ from startline.urls import parse_url
 from startline.views import html as htmlreport
 from startline.views.rows import SPREAD_COLUMNS, simulated_load_rows, simulated_start_rows
 from startline.views.terminal import print_summary
+
+if TYPE_CHECKING:
+    from startline.simulate.models import Profile
 
 err = Console(stderr=True)
 
@@ -573,25 +576,25 @@ def simulate(
     for name, d in rows:
         table.add_row(name, *(f"{d[k]:,.2f}" if d else "-" for k in ("p50", "p99", "max")))
     Console(width=max(100, Console().width)).print(table)
-    _say_what_was_simulated_instead(scenario)
+    _say_what_was_simulated_instead(scenario, profile)
     _print_simulated_load(summary["load"], scenario, seeds)
     if json_path:
         with writing("--json"):
             write_json(Path(json_path), summary)
 
 
-def _say_what_was_simulated_instead(scenario: Scenario) -> None:
+def _say_what_was_simulated_instead(scenario: Scenario, profile: Profile) -> None:
     """A start strategy the simulated control plane cannot carry out runs as its fallback, as it
     would live on such a control plane: said, never silently (a push scenario gave poll's figures
-    row for row)."""
+    row for row). A profile with ``notify`` (a control plane that notifies: PostgreSQL's) runs push."""
     from startline.engine.startplan import poll_interval_s
-    from startline.simulate.backend import SimControlPlane
 
-    if scenario.start.strategy is Strategy.PUSH and not SimControlPlane.traits.push:
+    if scenario.start.strategy is Strategy.PUSH and profile.notify is None:
         interval = 1000 * poll_interval_s(scenario.start)
         print(
-            "note: push is simulated as poll — the simulated control plane cannot notify (push needs "
-            f"PostgreSQL's LISTEN/NOTIFY), so these are poll's figures at poll_interval_ms = {interval:g}"
+            f"note: push is simulated as poll — profile {profile.name!r} models a control plane that cannot "
+            "notify (no `notify` latency; push needs PostgreSQL's LISTEN/NOTIFY: try --profile postgres), "
+            f"so these are poll's figures at poll_interval_ms = {interval:g}"
         )
 
 
@@ -786,7 +789,7 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     """
     from rich.table import Table
 
-    from startline.simulate.calibrate import Observed, fit, to_toml
+    from startline.simulate.calibrate import Observed, fit, not_fitted, saturation, to_toml
     from startline.simulate.models import Profile
 
     writable("--out", out)
@@ -804,12 +807,21 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     for col in ("figure", "mean ms", "worst ms"):
         table.add_column(col, justify="left" if col == "figure" else "right")
     figures = {f"control.{c}": m for c, m in profile.control.items()} | {"target": profile.target}
-    optional = ("worker_start_shared", "worker_start", "wake", "release_wake")
+    optional = ("worker_start_shared", "worker_start", "wake", "release_wake", "notify")
     figures |= {k: m for k in optional if (m := getattr(profile, k)) is not None}
     for figure, model in figures.items():
         table.add_row(figure, f"{model.mean_s * 1000:,.3f}", f"{model.worst_s * 1000:,.3f}")
     Console(width=max(100, Console().width)).print(table)
     click.echo(f"wrote {out} (clock_spread_ms = {profile.clock_spread_ms:g})")
+    for figure, why in not_fitted(fitted).items():
+        click.echo(f"not fitted: {figure} ({why}): the simulator's default stands", err=True)
+    for run in runs:
+        if (why := saturation(run)) is not None:
+            click.echo(
+                f"warning: {run.source} ran short of CPU ({why}): its round trips and wakes include the "
+                "wait for a core, and a profile fitted from it predicts a loaded machine's start",
+                err=True,
+            )
 
 
 @main.command("compare")

@@ -404,3 +404,38 @@ def test_simulating_a_push_start_says_it_ran_as_poll(tmp_path):
     assert "note: push is simulated as poll" in proc.stdout and "poll_interval_ms = 50" in proc.stdout
     poll = run_cli("simulate", str(path), "--seeds", "1", "--strategy", "poll", timeout=120)
     assert poll.returncode == 0 and "simulated as poll" not in poll.stdout
+
+
+# ---- push on a control plane that notifies (issue 25) -----------------------------------------
+
+CONSTANT_10MS = {
+    c: {"type": "constant", "ms": 10}
+    for c in ("status_read", "event_read", "status_update", "event_insert", "heartbeat_merge", "results_insert")
+} | {"server_time": {"type": "constant", "ms": 10}, "other": {"type": "constant", "ms": 10}}
+
+
+def push_run(profile: dict, seed: int = 1) -> dict:
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 3, "start": {"strategy": "push"}})
+    return simulate_once(sc, Profile.from_dict({"control": CONSTANT_10MS} | profile), seed)
+
+
+def test_a_simulated_push_reaches_each_worker_a_notification_and_a_status_read_after_the_write() -> None:
+    r = push_run({"notify": {"type": "constant", "ms": 3}})
+    assert [round(w["detection_ms"], 3) for w in r["workers"]] == [13.0, 13.0, 13.0]  # 3 ms + one 10 ms read
+
+
+def test_a_notification_sent_while_the_listener_was_down_is_lost_and_polling_finds_the_change() -> None:
+    """The start written 295 ms in; an outage from 250 to 280 ms drops the workers' listening
+    connections: their notification is lost, and reading RUN_STATUS every 50 ms finds the start."""
+    from startline.engine.ports import PUSH_FALLBACK_POLL_S
+
+    r = push_run({"notify": {"type": "constant", "ms": 3}, "faults": {"outages": [[0.25, 0.28]]}})
+    assert r["status"] == "COMPLETED"
+    assert all(w["detection_ms"] >= 1000 * PUSH_FALLBACK_POLL_S for w in r["workers"]), r["workers"]
+
+
+def test_push_on_a_profile_that_cannot_notify_runs_as_poll_row_for_row() -> None:
+    pushed = push_run({})
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 3, "start": {"strategy": "poll"}})
+    polled = simulate_once(sc, Profile.from_dict({"control": CONSTANT_10MS}), 1)
+    assert pushed["true"] == polled["true"]

@@ -251,6 +251,11 @@ class WallClock(Protocol):
     def now(self) -> float: ...
 
 
+PUSH_FALLBACK_POLL_S = 0.05
+"""A control plane that notifies polls RUN_STATUS this often while its listening connection is
+down (a notification sent meanwhile is lost), until it listens again."""
+
+
 class Runtime(Protocol):
     """What a worker's process costs in time beyond its calls: starting a connection's task, and
     how late a sleep wakes. Live, both are the machine's own (``TrioRuntime``); a simulation

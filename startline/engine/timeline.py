@@ -5,6 +5,7 @@ What the worker's results say of them is ``payload``; the worker only says when.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +37,8 @@ class Timeline:
     stage_started: dict[str, float] = attrs.field(factory=dict)
     wakes: HdrHistogram = attrs.field(factory=new_histogram)
     """How late this process woke from its start-path sleeps."""
+    detection: str | None = None
+    """How this worker learnt of the start (``startplan.Detection``: inline, poll, push)."""
 
     def enter(self, stage: str) -> None:
         self.enter_stage(stage)
@@ -67,6 +70,7 @@ class Timeline:
             "start_delay_ms": None if began is None or launched is None else (began - launched) * 1000.0,
             "wake_late_us": self.wakes.encode().decode("ascii") if self.wakes.get_total_count() else None,
             "release_late_ms": None if release is None or not firsts else (min(firsts.values()) - release) * 1000.0,
+            "detection": self.detection,
         }
 
     def of_run(self, firsts: Mapping[int, float]) -> tuple[dict[str, float], dict[int, float]]:
@@ -80,6 +84,14 @@ class Timeline:
         return timeline, initial
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on every platform)
+        return os.cpu_count() or 1
+
+
 def host_witness(first_query: Mapping[int, float] | None, control_clock: bool) -> dict[str, Any] | None:
     """The host's own clock at each connection's first operation (``None`` on virtual time), and
     whether the control plane's clock is this host's (then START_TIME is on it too)."""
@@ -87,6 +99,7 @@ def host_witness(first_query: Mapping[int, float] | None, control_clock: bool) -
         return None
     return {
         "name": socket.gethostname(),
+        "cores": cores(),
         "control_clock": control_clock,
         "first_query": {str(s): t for s, t in sorted(first_query.items())},
     }

@@ -302,6 +302,7 @@ class Worker:
                 self._offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
                 self._timeline.clockmap = ClockMap.anchor(self._offset)
                 plan = StartPlan.of(sc.start, self._cp.traits.push, sc.load.controlled)
+                self._timeline.detection = plan.detection.value
                 if plan.pushed:
                     await self._cp.prepare_push()  # listening before READY: the START cannot come first
                 self._set_status(WorkerStatus.READY)

@@ -15,14 +15,21 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Coroutine, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import trio
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.backends.memory.control import STAMPED_AT
-from startline.engine.ports import CALL_DEADLINE, ControlPlaneError, ControlPlaneTraits, Session, Target
+from startline.engine.ports import (
+    CALL_DEADLINE,
+    PUSH_FALLBACK_POLL_S,
+    ControlPlaneError,
+    ControlPlaneTraits,
+    Session,
+    Target,
+)
 from startline.engine.scenario import OperationSpec
 from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
 
@@ -41,6 +48,7 @@ CALL_CLASS_OF = {
     "upsert_heartbeat": "heartbeat_merge",
     "upsert_result": "results_insert",
     "server_time": "server_time",
+    "prepare_push": "status_read",
 }
 WRITE_METHODS = frozenset(
     {"create_run", "update_run", "append_event", "register_worker", "upsert_heartbeat", "mark_worker", "upsert_result"}
@@ -61,21 +69,52 @@ class SimControlPlane:
     inner: MemoryControlPlane = attrs.field(init=False)
     _streams: Streams = attrs.field(init=False)
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
-    traits: ClassVar[ControlPlaneTraits] = ControlPlaneTraits(honours_deadline=True)
+    traits: ControlPlaneTraits = attrs.field(init=False)
+    """It notifies (``push``) when its profile says how late a notification comes (``notify``)."""
+    fallbacks: int = attrs.field(init=False, default=0)
+    """Reads of RUN_STATUS made while a notification was lost (the listener down)."""
 
     def __attrs_post_init__(self) -> None:
         # every simulated call waits on the clock before it acts: those waits are its checkpoints
         self.inner = MemoryControlPlane(self.store, checkpoints=False)
         self._streams = Streams(self.seed, self.host)
+        self.traits = ControlPlaneTraits(honours_deadline=True, push=self.profile.notify is not None)
+
+    async def wait_for_change(self, run_id: str, seen_version: int) -> int:
+        """Push, as PostgreSQL's listener does it (``backends/postgres/control.py``): RUN_STATUS read
+        once (a change made before the listening began is seen there), then the change's
+        notification, ``notify`` after its write lands. A notification sent while the listening
+        connection was down — an outage between the wait's start and the write — is lost: the
+        change is found by reading RUN_STATUS every ``PUSH_FALLBACK_POLL_S``."""
+        notify = self.profile.notify
+        assert notify is not None  # only a control plane that says push is waited on
+        run = await self.read_run(run_id)
+        if run is not None and run.version > seen_version:
+            return run.version
+        since = trio.current_time()
+        version = await self.store.wait_for_change(run_id, seen_version)
+        if not self.profile.outage_within(since, trio.current_time()):
+            SLEEPS[0] += 1
+            await trio.sleep(notify.sample(self._streams("notify")))
+            return version
+        while True:
+            await trio.sleep(PUSH_FALLBACK_POLL_S)
+            self.fallbacks += 1
+            try:
+                run = await self.read_run(run_id)
+            except ControlPlaneError:
+                continue
+            if run is not None and run.version > seen_version:
+                return run.version
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("_methods", "inner", "_streams"):  # not set yet (attrs' __init__ is running)
+        if name in ("_methods", "inner", "_streams", "traits"):  # not set yet (attrs' __init__ is running)
             raise AttributeError(name)
         call = self._methods.get(name)
         if call is not None:
             return call
         method = getattr(self.inner, name)
-        if name.startswith("_") or not callable(method) or name == "wait_for_change":
+        if name.startswith("_") or not callable(method):
             return method
         call = self._methods[name] = self._simulated(name, method)
         return call

@@ -14,7 +14,9 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
 - ``wake``: how late the workers' start-path sleeps woke;
 - ``release_wake``: under a scheduled start, how late each worker's first connection began
   after the release instant (all processes wake at once: on a small machine they queue for
-  its cores, which a sleep of one's own does not show).
+  its cores, which a sleep of one's own does not show);
+- ``notify``: under push on a control plane that notifies (PostgreSQL), how late the start's
+  notification reached each worker (its detection after START_TIME, less a status read).
 
 What no run can observe is left at the simulator's default and said so in the file: where in
 a round trip the server reads its clock or a write lands (``visibility``, ``stamp``,
@@ -35,6 +37,7 @@ from typing import Any
 import attrs
 from hdrh.histogram import HdrHistogram
 
+from startline.engine.cpu import SATURATED_SHARE
 from startline.engine.files import read_worker_files
 from startline.engine.metrics import merge_histograms, new_histogram, to_us
 from startline.engine.scenario import ConfigError
@@ -51,6 +54,8 @@ class Observed:
     source: str
     payloads: tuple[Mapping[str, Any], ...]
     orchestrator: Mapping[str, Any] = attrs.field(factory=dict)
+    summary: Mapping[str, Any] = attrs.field(factory=dict)
+    """summary.json, where the run wrote one (its START_TIME: how late a push reached the workers)."""
 
     @classmethod
     def read(cls, run_dir: Path) -> Observed:
@@ -65,12 +70,19 @@ class Observed:
                 "RUN_DIR",
                 f"{str(run_dir)!r} has no worker-*.json: calibrate needs a run whose workers were processes",
             )
-        own = run_dir / "orchestrator.json"
-        try:
-            orchestrator = json.loads(own.read_text()) if own.exists() else {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ConfigError("RUN_DIR", f"cannot read {own}: {type(exc).__name__}: {exc}") from None
-        return cls(str(run_dir), tuple(payloads), orchestrator)
+        orchestrator, summary = (_json_object(run_dir / name) for name in ("orchestrator.json", "summary.json"))
+        return cls(str(run_dir), tuple(payloads), orchestrator, summary)
+
+
+def _json_object(path: Path) -> Mapping[str, Any]:
+    """A results file's object ({} where there is none), or one line why it cannot be read."""
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError("RUN_DIR", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError("RUN_DIR", f"{path} is not a JSON object")
+    return data
 
 
 def empirical(h: HdrHistogram) -> dict[str, Any]:
@@ -133,8 +145,64 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     wakes = _merged(enc for proc in processes if (enc := proc.get("wake_late_us")))
     if wakes is not None:
         profile["wake"] = empirical(wakes)
+    notified = notifications(runs, control.get("status_read"))
+    if notified is not None:
+        profile["notify"] = empirical(notified)
     profile["clock_spread_ms"] = _clock_spread(payloads)
     return profile
+
+
+def notifications(runs: Sequence[Observed], status_read: HdrHistogram | None) -> HdrHistogram | None:
+    """How late a pushed start reached each worker: in runs whose workers detected it by push,
+    each worker's detection after START_TIME (the write the notification follows), less the
+    read of RUN_STATUS the worker makes after it (the median status read)."""
+    read_ms = status_read.get_value_at_percentile(50) / 1000.0 if status_read is not None else 0.0
+    late = []
+    for run in runs:
+        start = run.summary.get("start_time")
+        if not isinstance(start, int | float):
+            continue
+        for p in run.payloads:
+            detect = (p.get("timeline") or {}).get("detect")
+            if (p.get("process") or {}).get("detection") == "push" and isinstance(detect, int | float):
+                late.append(max(0.0, (detect - start) * 1000.0 - read_ms))
+    return _histogram_ms(late) if late else None
+
+
+NOT_FITTED_WHY = {
+    "target": "no operation succeeded",
+    "worker_start_shared": "no worker was launched as a process (start delays unknown)",
+    "worker_start": "no worker was launched as a process (start delays unknown)",
+    "release_wake": "no run used the scheduled start (no release instant)",
+    "wake": "no start-path sleep was timed",
+    "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",
+}
+
+
+def not_fitted(profile: Mapping[str, Any]) -> dict[str, str]:
+    """The figures ``fit`` could not fit from its runs, and why: the simulator's defaults stand."""
+    return {k: why for k, why in NOT_FITTED_WHY.items() if k not in profile}
+
+
+def saturation(run: Observed) -> str | None:
+    """Why ``run``'s workers were short of CPU, or None: a worker above ``SATURATED_SHARE`` of a
+    core over an interval, or a host whose workers together used more than that share of its
+    cores. A saturated run's round trips and wakes include the wait for a core: a profile fitted
+    from it predicts what a loaded machine does (a start hundreds of milliseconds apart where an
+    unloaded run measures tens)."""
+    hosts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for p in run.payloads:
+        cpu, host = p.get("cpu") or {}, p.get("host") or {}
+        if (share := cpu.get("share_max") or 0.0) > SATURATED_SHARE:
+            return f"worker {p.get('worker_id')} used {share:.0%} of a core"
+        if host.get("cores"):
+            used = hosts[host.get("name") or "?"]
+            used[0] += cpu.get("share_mean") or 0.0
+            used[1] = host["cores"]
+    for name, (used, n) in sorted(hosts.items()):
+        if used > SATURATED_SHARE * n:
+            return f"its workers on {name} used {used:.2f} of its {n:g} cores"
+    return None
 
 
 def _start_delays(runs: Sequence[Observed]) -> dict[str, Any]:

@@ -265,6 +265,10 @@ class Profile:
     after another (its PART 3 text's "~0.1 ms per task creation" is that reading)."""
     wake: Latency | None = None  # each sleep of a worker's start path wakes this much late
     release_wake: Latency | None = None  # a scheduled release, all workers at once, this late (else wake)
+    notify: Latency | None = None
+    """A control plane that notifies (PostgreSQL's LISTEN/NOTIFY): a change reaches a listening
+    worker this long after it lands. None: the control plane cannot notify, and ``push`` runs
+    as poll (as it would live on such a control plane)."""
     monotonic_drift_ppm: float = 0.0  # each host's sleeps last (1 + uniform ±ppm) times as long
 
     def write_points(self) -> tuple[float, float]:
@@ -303,6 +307,10 @@ class Profile:
     def in_outage(self, now: float) -> bool:
         return any(lo <= now < hi for lo, hi in self.outages)
 
+    def outage_within(self, since: float, until: float) -> bool:
+        """Whether an outage overlaps [since, until]."""
+        return any(lo <= until and since < hi for lo, hi in self.outages)
+
     def control_latency(self, call_class: str) -> Latency:
         return self.control.get(call_class) or self.control.get("other") or Latency("constant", {"ms": 0.0})
 
@@ -329,6 +337,7 @@ class Profile:
             "spawn_per",
             "wake",
             "release_wake",
+            "notify",
             "monotonic_drift_ppm",
         }
         for key in data:
@@ -381,6 +390,7 @@ class Profile:
             spawn_per=spawn_per,
             wake=latency("wake"),
             release_wake=latency("release_wake"),
+            notify=latency("notify"),
             monotonic_drift_ppm=float(drift),
             **_faults(data.get("faults", {})),
         )

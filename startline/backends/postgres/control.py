@@ -16,11 +16,9 @@ import trio
 
 from startline.backends.postgres.conn import PgExecutor, clock_key, connect, safe
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
-from startline.engine.ports import ControlPlaneError, ControlPlaneTraits
+from startline.engine.ports import PUSH_FALLBACK_POLL_S, ControlPlaneError, ControlPlaneTraits
 
 CHANNEL = "startline_run"
-FALLBACK_POLL_S = 0.05
-"""Between two reads of RUN_STATUS while the listening connection is down."""
 LISTEN_WAIT_S = 0.5
 """How often the listening thread looks whether it is still wanted, and a waiter re-checks."""
 
@@ -100,7 +98,7 @@ class PostgresControlPlane(SqlControlPlane):
                 with trio.move_on_after(LISTEN_WAIT_S):  # the listener thread sets it on every notification
                     await self._notified.wait()
                 continue
-            await trio.sleep(FALLBACK_POLL_S)
+            await trio.sleep(PUSH_FALLBACK_POLL_S)
             self._fallbacks += 1
             try:
                 run = await self.read_run(run_id)
