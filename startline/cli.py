@@ -488,7 +488,8 @@ def load_profile(name: str | None, path: str | None) -> Any:
     "profile_name",
     default="snowflake-hybrid",
     show_default=True,
-    help="A profile in startline/simulate/profiles (snowflake-hybrid: the seed analysis's figures).",
+    help="A profile in startline/simulate/profiles (snowflake-hybrid: the seed analysis's figures; "
+    "postgres: fitted from a local PostgreSQL, push included).",
 )
 @click.option("--profile-file", default=None, type=click.Path(dir_okay=False), help="A profile TOML file.")
 @click.option("--strategy", default=None, help="Override start.strategy.")
@@ -562,9 +563,10 @@ def simulate(
     results: list[dict[str, Any]] = []
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"simulating {seeds} seeds", total=seeds)
+        advance = _progress_for(progress, task, seeds, "seeds simulated")  # (a plain line off a terminal)
         for seed in range(first_seed, first_seed + seeds):
             results.append(simulate_once(scenario, profile, seed) | {"seed": seed})
-            progress.advance(task)
+            advance(1)
     summary = aggregate(results, scenario, profile)
     table = Table(
         title=f"{scenario.start.strategy}, {scenario.workers} workers, profile {profile.name}, "

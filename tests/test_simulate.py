@@ -402,8 +402,11 @@ def test_simulating_a_push_start_says_it_ran_as_poll(tmp_path):
     proc = run_cli("simulate", str(path), "--seeds", "1", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "note: push is simulated as poll" in proc.stdout and "poll_interval_ms = 50" in proc.stdout
+    assert "1 of 1 seeds simulated" in proc.stderr  # progress off a terminal: a plain line (issue 25)
     poll = run_cli("simulate", str(path), "--seeds", "1", "--strategy", "poll", timeout=120)
     assert poll.returncode == 0 and "simulated as poll" not in poll.stdout
+    pg = run_cli("simulate", str(path), "--seeds", "1", "--profile", "postgres", timeout=120)
+    assert pg.returncode == 0 and "simulated as poll" not in pg.stdout  # a profile that notifies
 
 
 # ---- push on a control plane that notifies (issue 25) -----------------------------------------
@@ -439,3 +442,17 @@ def test_push_on_a_profile_that_cannot_notify_runs_as_poll_row_for_row() -> None
     sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 3, "start": {"strategy": "poll"}})
     polled = simulate_once(sc, Profile.from_dict({"control": CONSTANT_10MS}), 1)
     assert pushed["true"] == polled["true"]
+
+
+def test_the_postgres_profile_ships_with_its_provenance_and_simulates_push_as_push() -> None:
+    from startline.simulate.sweep import PROFILES_DIR, load_profile
+
+    text = (PROFILES_DIR / "postgres.toml").read_text()
+    assert "seed" not in text.lower()  # fitted from live runs of this project's own design
+    assert "startline calibrate" in text and "benchmarks/live_start.py" in text  # how it was made
+    profile = load_profile("postgres")
+    assert profile.notify is not None and profile.release_wake is not None
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 3, "start": {"strategy": "push"}})
+    pushed = simulate_once(sc, profile, 1)
+    polled = simulate_once(Scenario.from_dict(sc.to_dict() | {"start": {"strategy": "poll"}}), profile, 1)
+    assert pushed["true"] != polled["true"]
