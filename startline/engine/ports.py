@@ -256,6 +256,17 @@ PUSH_FALLBACK_POLL_S = 0.05
 down (a notification sent meanwhile is lost), until it listens again."""
 
 
+async def fallback_read(cp: ControlPlane, run_id: str, seen_version: int) -> int | None:
+    """One read of a notifying control plane whose listener is down: RUN_STATUS after
+    ``PUSH_FALLBACK_POLL_S``; its version if past ``seen_version``, else None (a failed read too)."""
+    await trio.sleep(PUSH_FALLBACK_POLL_S)
+    try:
+        run = await cp.read_run(run_id)
+    except ControlPlaneError:
+        return None
+    return run.version if run is not None and run.version > seen_version else None
+
+
 class Runtime(Protocol):
     """What a worker's process costs in time beyond its calls: starting a connection's task, and
     how late a sleep wakes. Live, both are the machine's own (``TrioRuntime``); a simulation

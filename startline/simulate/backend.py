@@ -24,11 +24,11 @@ from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.backends.memory.control import STAMPED_AT
 from startline.engine.ports import (
     CALL_DEADLINE,
-    PUSH_FALLBACK_POLL_S,
     ControlPlaneError,
     ControlPlaneTraits,
     Session,
     Target,
+    fallback_read,
 )
 from startline.engine.scenario import OperationSpec
 from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
@@ -98,14 +98,9 @@ class SimControlPlane:
             await trio.sleep(notify.sample(self._streams("notify")))
             return version
         while True:
-            await trio.sleep(PUSH_FALLBACK_POLL_S)
             self.fallbacks += 1
-            try:
-                run = await self.read_run(run_id)
-            except ControlPlaneError:
-                continue
-            if run is not None and run.version > seen_version:
-                return run.version
+            if (found := await fallback_read(self, run_id, seen_version)) is not None:
+                return found
 
     def __getattr__(self, name: str) -> Any:
         if name in ("_methods", "inner", "_streams", "traits"):  # not set yet (attrs' __init__ is running)

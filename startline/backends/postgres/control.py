@@ -16,7 +16,7 @@ import trio
 
 from startline.backends.postgres.conn import PgExecutor, clock_key, connect, safe
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
-from startline.engine.ports import PUSH_FALLBACK_POLL_S, ControlPlaneError, ControlPlaneTraits
+from startline.engine.ports import ControlPlaneTraits, fallback_read
 
 CHANNEL = "startline_run"
 LISTEN_WAIT_S = 0.5
@@ -98,14 +98,9 @@ class PostgresControlPlane(SqlControlPlane):
                 with trio.move_on_after(LISTEN_WAIT_S):  # the listener thread sets it on every notification
                     await self._notified.wait()
                 continue
-            await trio.sleep(PUSH_FALLBACK_POLL_S)
             self._fallbacks += 1
-            try:
-                run = await self.read_run(run_id)
-            except ControlPlaneError:
-                continue
-            if run is not None and run.version > seen_version:
-                return run.version
+            if (found := await fallback_read(self, run_id, seen_version)) is not None:
+                return found
             listening = await self._listen()
 
     async def _listen(self) -> bool:
