@@ -330,11 +330,11 @@ def test_a_simulated_call_past_its_deadline_ends_there_and_its_write_lands_only_
     from startline.simulate.backend import SimControlPlane
 
     profile = Profile.from_dict({"control": {"status_update": 100.0}, "visibility": 0.5})
-    assert SimControlPlane.traits.honours_deadline
 
     async def main() -> tuple[float | None, RunStatus]:
         store = MemoryStore(TrioWallClock(0.0))
         cp = SimControlPlane(store, profile, 1, "orchestrator")
+        assert cp.traits.honours_deadline
         await cp.inner.create_run(RunState("r", RunStatus.PREPARED, Phase.WARMUP))
         t0 = trio.current_time()
         token = CALL_DEADLINE.set(t0 + deadline_ms / 1000.0)
