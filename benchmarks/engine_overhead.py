@@ -74,10 +74,12 @@ async def engine(connections: int, seconds: float) -> float:
     )
     result = await run_in_process_async(sc)
     lag = result.summary["start"]["lag_ms"]["max"]
-    if lag > MAX_START_LAG_MS:  # a late start shortens the window: start-path cost would pass for hot-path cost
-        raise SystemExit(
-            f"start lag {lag:.1f} ms > {MAX_START_LAG_MS} ms: this run measures the start, not the hot path"
-        )
+    # a late start shortens the window: start-path cost would pass for hot-path cost. The last of
+    # N connections begins one round of the N first operations after the instant (1,000 of them:
+    # 24–29 ms on a slow day): allowed up to 1 % of the window.
+    allowed = max(MAX_START_LAG_MS, 10.0 * seconds)
+    if lag > allowed:
+        raise SystemExit(f"start lag {lag:.1f} ms > {allowed:g} ms: this run measures the start, not the hot path")
     return result.summary["phases"]["MEASUREMENT"]["ops"] / seconds
 
 
