@@ -367,9 +367,21 @@ def test_a_primed_tally_records_what_an_unprimed_one_records(ops, interval_laten
         r = Recorder(interval_latency=interval_latency)
         t = Tally(r, Q, WINDOWS)
         if primed:
-            t.prime()
+            t.prime(-1.0)  # armed before the start
         for began, us in sorted(ops):
             t.ok(0, began, began + us / 1e6)
         t.close()
         payloads.append((r.to_payload(), r.take_intervals(1000.0, final=True)))
     assert payloads[0] == payloads[1]
+
+
+def test_a_connection_added_mid_run_primes_its_own_interval_not_one_already_taken():
+    r = Recorder(interval_latency=True)
+    t = Tally(r, Q, WINDOWS)
+    for began in (10.2, 11.5):
+        t.ok(0, began, began + 0.01)
+    t.close()
+    r.take_intervals(12.0)  # intervals 0–11 taken
+    late = Tally(r, Q, WINDOWS)
+    late.prime(30.4)  # a scale-up at 30.4 s
+    assert sorted(r.interval_histograms) == [30]

@@ -164,13 +164,15 @@ class Tally:
         self._limit_us = self.latency_limit_s * 1e6 if self.latency_limit_s > 0 else math.inf
         self._more = self.latency_limit_s > 0
 
-    def prime(self) -> None:
+    def prime(self, now: float) -> None:
         """Make before the release what the first operation would otherwise make as it ends: the
-        first interval's histograms and (intervals keeping latency: an empty one is never
-        shipped) those of the phase the run starts in."""
+        histograms of the interval it begins in and (intervals keeping latency: an empty one is
+        never shipped) of its phase — at the start, or ``now`` for a connection added later (an
+        interval taken already is not made again)."""
         w = self.windows
-        self._next_interval(w.start)
-        phase = w.phase_at(w.start)
+        at = max(w.start, now)
+        self._next_interval(at)
+        phase = w.phase_at(at)
         if phase is not MEASUREMENT and self.recorder.interval_latency:
             for i, op in enumerate(self.operations):
                 self._other[(i, phase)] = self.recorder.recording(self._iv, op.name, phase)
@@ -419,7 +421,7 @@ class Connections:
         execute = session.execute
         windows = await self.gate.armed()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
-        tally.prime()
+        tally.prime(trio.current_time())
         self.tallies.add(tally)
         counts, hi = tally.counts, -math.inf
         # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
@@ -570,7 +572,7 @@ class Connections:
         arrivals = self.arrivals
         assert arrivals is not None  # made by arm, before the gate is armed
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
-        tally.prime()
+        tally.prime(trio.current_time())
         self.tallies.add(tally)
         draining, now, end = self.draining, trio.current_time, windows.end
         max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
