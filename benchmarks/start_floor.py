@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from startline.engine.schedule import percentile  # noqa: E402
+
 SPIN_S = 0.002
 LEAD_S = 2.0
 """The instant is this far after the floor's processes are launched (imports and connecting)."""
@@ -96,12 +98,6 @@ def floor_run(target: str, workers: int, connections: int) -> tuple[list[float],
     if max(late) > 1000 * LEAD_S:
         print(f"note: a floor process was {max(late):.0f} ms late (slow start-up?)", file=sys.stderr)
     return late, max(late) - min(late)
-
-
-def percentile(xs: list[float], q: float) -> float:
-    from startline.engine.schedule import percentile as nearest_rank
-
-    return nearest_rank(xs, q)
 
 
 def main() -> None:

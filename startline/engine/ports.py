@@ -289,7 +289,7 @@ class Runtime(Protocol):
 
 class TrioRuntime:
     """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``, the release
-    is slept precisely (``clocksync.release_precisely``: the last milliseconds on the OS's timer,
+    is slept precisely (``release.release_precisely``: the last milliseconds on the OS's timer,
     as long as the loop's wake lateness measured just before)."""
 
     async def spawned(self, index: int) -> None:

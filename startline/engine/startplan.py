@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import attrs
 
 from startline.engine.scenario import Bookkeeping, StartOptions, Strategy
+from startline.engine.schedule import percentile
 
 INLINE_PERIOD_S = 1.0
 """The inline loop reads the events and heartbeats at most once a second."""
@@ -36,9 +37,7 @@ def release_margin_s(late_s: Sequence[float]) -> float:
     least, default, most = RELEASE_MARGIN_S
     if not late_s:
         return default
-    ranked = sorted(late_s)
-    p90 = ranked[min(len(ranked) - 1, max(0, -(-9 * len(ranked) // 10) - 1))]
-    return min(most, max(least, p90 + 0.0005))
+    return min(most, max(least, percentile(list(late_s), 90) + 0.0005))
 
 
 def release_turn(run_id: str, worker_id: str) -> int:

@@ -71,8 +71,6 @@ class SimControlPlane:
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
     traits: ControlPlaneTraits = attrs.field(init=False)
     """It notifies (``push``) when its profile says how late a notification comes (``notify``)."""
-    fallbacks: int = attrs.field(init=False, default=0)
-    """Reads of RUN_STATUS made while a notification was lost (the listener down)."""
 
     def __attrs_post_init__(self) -> None:
         # every simulated call waits on the clock before it acts: those waits are its checkpoints
@@ -98,7 +96,6 @@ class SimControlPlane:
             await trio.sleep(notify.sample(self._streams("notify")))
             return version
         while True:
-            self.fallbacks += 1
             if (found := await fallback_read(self, run_id, seen_version)) is not None:
                 return found
 
