@@ -31,6 +31,7 @@ from startline.engine.ports import (
     fallback_read,
 )
 from startline.engine.scenario import OperationSpec
+from startline.simulate.clock import sleep, sleep_until
 from startline.simulate.models import Capacity, Latency, Profile, Streams, rng_for
 
 SLEEPS = [0]
@@ -93,7 +94,7 @@ class SimControlPlane:
         version = await self.store.wait_for_change(run_id, seen_version)
         if not self.profile.outage_within(since, trio.current_time()):
             SLEEPS[0] += 1
-            await trio.sleep(notify.sample(self._streams("notify")))
+            await sleep(notify.sample(self._streams("notify")))
             return version
         while True:
             if (found := await fallback_read(self, run_id, seen_version)) is not None:
@@ -169,11 +170,11 @@ def until(instant: float, deadline: float) -> Coroutine[Any, Any, None]:
     """Sleep until ``instant``; if the call's deadline comes first, until then, and raise
     ``trio.TooSlowError`` (what a cancel scope with that deadline around the call does). The
     sleep itself is returned, not awaited in a frame of its own: two per simulated call."""
-    return _timed_out(deadline) if instant > deadline else trio.sleep_until(instant)
+    return _timed_out(deadline) if instant > deadline else sleep_until(instant)
 
 
 async def _timed_out(deadline: float) -> None:
-    await trio.sleep_until(deadline)
+    await sleep_until(deadline)
     raise trio.TooSlowError
 
 
@@ -207,7 +208,7 @@ class SimRuntime:
         if self.profile.spawn is None or (index > 0 and self.profile.spawn_per == "step"):
             return
         SLEEPS[0] += 1
-        await trio.sleep(self.profile.spawn.sample(self._streams("spawn")))
+        await sleep(self.profile.spawn.sample(self._streams("spawn")))
 
     async def sleep_until(self, deadline: float) -> None:
         await self._sleep(deadline, self.profile.wake, "wake")
@@ -221,7 +222,7 @@ class SimRuntime:
         if late is not None:
             wake += late.sample(self._streams(what))
         SLEEPS[0] += 1
-        await trio.sleep_until(wake)
+        await sleep_until(wake)
 
 
 @attrs.define(eq=False)
@@ -246,10 +247,10 @@ class SimSession(Session):
         if profile.target_stalls:
             resume = profile.stalled_until(began)
             if resume > began:  # the target answers nothing until then
-                await trio.sleep_until(resume)
+                await sleep_until(resume)
         capacity = profile.capacity
         if capacity is None:
-            await trio.sleep(self.target.profile.target.sample(rng))
+            await sleep(self.target.profile.target.sample(rng))
         else:
             await self.target.serve(capacity, rng)
         if self.target.ops is not None:
@@ -288,7 +289,7 @@ class SimTarget(Target):
         if not acquired:
             raise TimeoutError(f"queued over {capacity.timeout_ms:g} ms at a saturated target")
         try:
-            await trio.sleep(service)
+            await sleep(service)
         finally:
             servers.release()
 
@@ -297,7 +298,7 @@ class SimTarget(Target):
         if init is not None and worker_id not in self._opened:  # the worker's pool sets up once
             self._opened.add(worker_id)
             SLEEPS[0] += 1
-            await trio.sleep(init.sample(rng_for(self.seed, worker_id, "init", 0)))
+            await sleep(init.sample(rng_for(self.seed, worker_id, "init", 0)))
         return SimSession(self, worker_id, slot)
 
     def error_category(self, exc: BaseException) -> str:

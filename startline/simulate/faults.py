@@ -27,6 +27,7 @@ from startline.engine.scenario import Scenario
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
+from startline.simulate.clock import SimClock
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
 from startline.simulate.runner import fewer_collections, host_clock
@@ -214,7 +215,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
         return ended, workers, trio.current_time()
 
     with fewer_collections():
-        ended, workers, at = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        ended, workers, at = trio.run(main, clock=SimClock().for_trio())
     summary = ended.summary
     check = Checker(
         sc,

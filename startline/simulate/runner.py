@@ -1,4 +1,4 @@
-"""Run a scenario on the simulated backend under ``MockClock(autojump_threshold=0)`` with
+"""Run a scenario on the simulated backend on virtual time (``SimClock``, a ``MockClock``) with
 Trio's scheduler seeded: the same seed gives byte-identical results. Ground truth (true
 lag, skew, detection delay, clock offsets) is reported beside each worker's estimates."""
 
@@ -27,6 +27,7 @@ from startline.engine.secrets import settings_masked
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
+from startline.simulate.clock import SimClock
 from startline.simulate.models import Profile, rng_for
 
 
@@ -131,7 +132,7 @@ def simulate_run(
         return _measure(summary, workers, clocks, target, commits, scenario) | _load_figures(summary, profile), ended
 
     with fewer_collections(), participants_silent():
-        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(main, clock=SimClock().for_trio())
 
 
 def _measure(
