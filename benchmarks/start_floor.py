@@ -14,14 +14,9 @@ the same N × K, its lags (``start.by_worker``) and skew (``start.skew_ms``). Th
 run by run (machine noise hits both alike), ``--runs`` each per shape.
 
 Reported per shape: lag p50/p99 over every connection of every run, skew p50/p99 over runs,
-for the floor and startline, and startline / floor.
-
-A second floor, ``busy floor`` (``--busy``, on by default; ``--no-busy`` to skip it): the same
-processes, but after its ``SELECT 1`` each thread goes on issuing the scenario's own operation
-(``SELECT v FROM kv WHERE k = ?``, a random key) in a closed loop until the measurement's end,
-as a worker's connections do. The first floor's processes exit after one statement and give
-their cores back at once; a worker's closed loops keep theirs, so a process still queued for a
-core at the instant waits behind them. The busy floor pays that too.
+for the floor and startline, and startline / floor. ``--without-yield`` adds a third, also
+interleaved: startline with ``start.yield_after_release = false`` (the worker keeps its core
+after its first operations, as before 2026-12-03).
 """
 
 from __future__ import annotations
@@ -45,17 +40,9 @@ LEAD_S = 2.0
 """The instant is this far after the floor's processes are launched (imports and connecting)."""
 
 
-MEASUREMENT_S = 3.0
-"""As ``live_start.py``'s scenario: how long the busy floor's closed loops go on."""
-
-
-def child(target: str, connections: int, at: float, busy: bool = False) -> None:
+def child(target: str, connections: int, at: float) -> None:
     """One floor process: ``connections`` threads, each connected, sleeping to ``at`` (host clock,
-    epoch seconds), issuing ``SELECT 1`` (and, ``busy``, then the scenario's read in a closed
-    loop until the measurement's end). Prints the issue instants as JSON."""
-    import random
-
-    READ = "SELECT v FROM kv WHERE k = " + ("%s" if target.startswith("postgresql://") else "?")
+    epoch seconds), issuing ``SELECT 1``. Prints the issue instants as JSON."""
     if target.startswith("postgresql://"):
         import psycopg
 
@@ -79,10 +66,6 @@ def child(target: str, connections: int, at: float, busy: bool = False) -> None:
             pass
         issued[i] = time.time()
         conn.execute("SELECT 1").fetchall()
-        if busy:
-            rng, until = random.Random(i), at + MEASUREMENT_S
-            while time.time() < until:
-                conn.execute(READ, (rng.randint(1, 1000),)).fetchall()
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
     for t in threads:
@@ -94,12 +77,12 @@ def child(target: str, connections: int, at: float, busy: bool = False) -> None:
     print(json.dumps(issued))
 
 
-def floor_run(target: str, workers: int, connections: int, busy: bool = False) -> tuple[list[float], float]:
+def floor_run(target: str, workers: int, connections: int) -> tuple[list[float], float]:
     """One floor run: every connection's lag (ms) and the run's skew (ms)."""
     at = time.time() + LEAD_S
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", target, str(connections), repr(at), "busy" if busy else "once"],
+            [sys.executable, __file__, "--child", target, str(connections), repr(at)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -107,7 +90,7 @@ def floor_run(target: str, workers: int, connections: int, busy: bool = False) -
     ]
     issued: list[float] = []
     for p in procs:
-        out, _ = p.communicate(timeout=60 + MEASUREMENT_S)
+        out, _ = p.communicate(timeout=60)
         if p.returncode != 0:
             raise SystemExit(f"a floor process exited {p.returncode}")
         issued.extend(json.loads(out))
@@ -125,7 +108,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="*", default=["4x4", "8x4"], help="WORKERSxCONNECTIONS")
     ap.add_argument("--postgres", default=None, metavar="DIR", help="A local PostgreSQL server (data in DIR).")
     ap.add_argument("--out", default="out/bench-floor")
-    ap.add_argument("--busy", action=argparse.BooleanOptionalAction, default=True, help="Also the busy floor.")
+    ap.add_argument("--without-yield", action="store_true", help="Also startline with yield_after_release = false.")
     args = ap.parse_args()
     from live_start import STRATEGIES, fresh_database, run_live, scenario_toml
 
@@ -136,26 +119,27 @@ def main() -> None:
 
         server_url = server.start(Path(args.postgres)).url
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes]
-    kinds = ["floor", "busy floor"] if args.busy else ["floor"]
-    got = {s: {k: ([], []) for k in ["startline", *kinds]} for s in shapes}
+    variants = {"startline": STRATEGIES["scheduled"]}
+    if args.without_yield:
+        variants["startline, no yield"] = {**STRATEGIES["scheduled"], "yield_after_release": False}
+    got = {s: {k: ([], []) for k in [*variants, "floor"]} for s in shapes}
     for run in range(args.runs):
         for w, c in shapes:
-            out = root / f"{w}x{c}" / f"run{run:02d}"
-            url = None if server_url is None else fresh_database(server_url, f"floor_{w}x{c}_{run}")
-            scenario = scenario_toml(STRATEGIES["scheduled"], w, c, url)
-            if not run_live(out, scenario, f"startline {w}x{c} run {run}"):
-                continue
-            summary = json.loads((out / "summary.json").read_text())
-            lags, skews = got[(w, c)]["startline"]
-            for by in summary["start"]["by_worker"].values():
-                lags.extend(by)
-            skews.append(summary["start"]["skew_ms"])
-            # the floors on the same target, right after (the table startline's setup made)
+            for v, (variant, start) in enumerate(variants.items()):
+                out = root / f"{w}x{c}" / (f"run{run:02d}" + ("" if v == 0 else f"-v{v}"))
+                url = None if server_url is None else fresh_database(server_url, f"floor_{w}x{c}_{run}_{v}")
+                if not run_live(out, scenario_toml(start, w, c, url), f"{variant} {w}x{c} run {run}"):
+                    continue
+                summary = json.loads((out / "summary.json").read_text())
+                lags, skews = got[(w, c)][variant]
+                for by in summary["start"]["by_worker"].values():
+                    lags.extend(by)
+                skews.append(summary["start"]["skew_ms"])
+            # the floor on the same target, right after (the table startline's setup made)
             target = url or str(out / "data.db")
-            for kind in kinds:
-                late, skew = floor_run(target, w, c, busy=kind == "busy floor")
-                got[(w, c)][kind][0].extend(late)
-                got[(w, c)][kind][1].append(skew)
+            late, skew = floor_run(target, w, c)
+            got[(w, c)]["floor"][0].extend(late)
+            got[(w, c)]["floor"][1].append(skew)
         print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
     where = "PostgreSQL" if server_url else "SQLite"
     print(f"{where}, {args.runs} runs per shape, interleaved (lag over every connection, skew over runs; ms)")
@@ -169,20 +153,20 @@ def main() -> None:
                 continue
             figs[what] = [percentile(lags, 50), percentile(lags, 99), percentile(skews, 50), percentile(skews, 99)]
             print(f"| {w} × {c} | {what} | " + " | ".join(f"{x:.2f}" for x in figs[what]) + " |")
-        if "startline" not in figs:
+        if "floor" not in figs:
             continue
         ratios = {}
-        for kind in kinds:
-            if kind in figs:
-                ratio = [s / f if f > 0 else float("inf") for s, f in zip(figs["startline"], figs[kind], strict=True)]
-                print(f"| {w} × {c} | startline / {kind} | " + " | ".join(f"{x:.2f}×" for x in ratio) + " |")
-                ratios[kind] = ratio
+        for variant in variants:
+            if variant in figs:
+                ratio = [s / f if f > 0 else float("inf") for s, f in zip(figs[variant], figs["floor"], strict=True)]
+                print(f"| {w} × {c} | {variant} / floor | " + " | ".join(f"{x:.2f}×" for x in ratio) + " |")
+                ratios[variant] = ratio
         rows.append({"shape": f"{w}x{c}", "target": where, **figs, "ratio": ratios})
     print(json.dumps(rows))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), busy=sys.argv[5] == "busy")
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         main()

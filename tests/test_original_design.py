@@ -181,3 +181,40 @@ def test_a_sweep_cell_sets_a_latency_valued_profile_field() -> None:
     with pytest.raises(ConfigError) as err:
         Cell("bad", {"profile.spawn": "fast"}).build(dict(START_PATH_SCENARIO), base)
     assert "profile.spawn" in err.value.field
+
+
+@pytest.mark.parametrize(
+    ("start", "offers"),
+    [
+        ({"strategy": "scheduled", "lead_ms": 2000}, True),
+        ({"strategy": "scheduled", "lead_ms": 2000, "yield_after_release": False}, False),
+        ({"strategy": "poll"}, False),
+    ],
+)
+def test_a_scheduled_worker_offers_its_core_once_after_its_first_operations_are_issued(
+    monkeypatch: pytest.MonkeyPatch, start: dict[str, Any], offers: bool
+) -> None:
+    """Workers released together queue for the host's cores; one that has issued its first
+    operations offers its core once (``Runtime.yield_core``) — not before, and not when told
+    not to or when its start is not a common instant."""
+    from startline.simulate.backend import SimRuntime, SimTarget
+
+    targets: list[SimTarget] = []
+    offered: list[tuple[str, int]] = []
+    open_session = SimTarget.open_session
+
+    async def opening(self: SimTarget, worker_id: str, slot: int) -> Any:
+        targets.append(self)
+        return await open_session(self, worker_id, slot)
+
+    def yield_core(self: SimRuntime) -> None:  # how many of this worker's connections had begun
+        offered.append((self.host, len(targets[0].first_query.get(self.host, {}))))
+
+    monkeypatch.setattr(SimTarget, "open_session", opening)
+    monkeypatch.setattr(SimRuntime, "yield_core", yield_core)
+    simulate_once(scenario(workers=3, connections=4, **start), flat(), 3)
+    if offers:
+        assert len({host for host, _ in offered}) == 3 and len(offered) == 3, offered
+        assert all(begun == 4 for _, begun in offered), offered
+    else:
+        assert offered == []

@@ -10,6 +10,7 @@ backend that subclasses the protocol inherits them; the engine never probes with
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol
@@ -286,6 +287,11 @@ class Runtime(Protocol):
         start's release): on a shared machine they queue for its cores."""
         ...
 
+    def yield_core(self) -> None:
+        """Offer this process's core to another process waiting for one, if any (after the
+        release, once this worker's first operations are issued)."""
+        ...
+
 
 class TrioRuntime:
     """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``, the release
@@ -300,3 +306,6 @@ class TrioRuntime:
 
     async def release_until(self, deadline: float) -> None:
         await release_precisely(deadline, release_margin_s)
+
+    def yield_core(self) -> None:
+        os.sched_yield()  # returns at once when no other process waits for this core

@@ -187,6 +187,10 @@ class StartOptions:
     """``scheduled``: spin (yielding) the last ``spin_ms`` before the start instant instead of
     sleeping, since an OS timer wakes a process late. Helps where cores are idle; hurts when
     worker processes outnumber cores (they spin against each other)."""
+    yield_after_release: bool = attrs.field(default=True, validator=_bool)
+    """``scheduled``: once its connections have issued their first operations, a worker process
+    offers its core to a process waiting for one (``sched_yield``: nothing happens when none
+    waits), so the workers still queued at the instant begin sooner."""
 
 
 class ParamType(enum.StrEnum):

@@ -97,6 +97,8 @@ class StartPlan:
     at_start_time: bool
     """Release the connections at START_TIME on this worker's clock map (``scheduled``), not at detection."""
     spin_s: float
+    yield_after_release: bool
+    """``scheduled``: offer the core (``Runtime.yield_core``) once the first operations are issued."""
     follow_interval_s: float
     """How often the event log is read after the start (when not pushed)."""
     release_lead_s: float | None
@@ -123,6 +125,7 @@ class StartPlan:
             bookkeeping=options.bookkeeping if options.bookkeeping is not None else default_bookkeeping(strategy),
             at_start_time=strategy is Strategy.SCHEDULED,
             spin_s=options.spin_ms / 1000.0,
+            yield_after_release=options.yield_after_release and strategy is Strategy.SCHEDULED,
             follow_interval_s=min(
                 INLINE_PERIOD_S if detection is Detection.INLINE else poll,
                 STEERED_FOLLOW_S if steered else float("inf"),

@@ -360,6 +360,8 @@ class Worker:
             # the connections' first operations before anything else this task would start
             with trio.move_on_after(FIRST_ISSUE_WAIT_S):
                 await conns.first_issued.wait()
+            if plan.yield_after_release:
+                self.runtime.yield_core()
         if pool.size != self.view.connections:
             await pool.scale_to(self.view.connections)
         self._timeline.mark("scale")

@@ -216,6 +216,9 @@ class SimRuntime:
     async def release_until(self, deadline: float) -> None:
         await self._sleep(deadline, self.profile.release_wake or self.profile.wake, "release")
 
+    def yield_core(self) -> None:
+        return None  # the release's queueing for cores is in ``release_wake``
+
     async def _sleep(self, deadline: float, late: Latency | None, what: str) -> None:
         now = trio.current_time()
         wake = now + max(0.0, deadline - now) * (1.0 + self._drift)
