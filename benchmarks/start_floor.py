@@ -6,7 +6,8 @@
 The floor: N bare processes (no startline, no Trio) of K threads, each thread with its own
 connection to the scenario's target (a SQLite file, or ``--postgres``: a local PostgreSQL server
 from the ``pgserver`` wheel), connected before the instant, sleeping to one wall-clock instant
-given on the command line (``time.sleep`` to 2 ms before it, then spinning) and issuing
+(1 s after every process said it is connected; given on stdin; ``time.sleep`` to 2 ms before
+it, then spinning) and issuing
 ``SELECT 1``. A connection's lag is the host clock read just before it issues, minus the
 instant; a run's skew is the spread of those readings over its N × K connections. startline:
 ``startline run`` of ``benchmarks/live_start.py``'s scenario with the ``scheduled`` strategy on
@@ -36,13 +37,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from startline.engine.schedule import percentile  # noqa: E402
 
 SPIN_S = 0.002
-LEAD_S = 2.0
-"""The instant is this far after the floor's processes are launched (imports and connecting)."""
+LEAD_S = 1.0
+"""The instant is this far after every floor process said it is connected (as startline's
+workers are READY, connected, before a start is scheduled; ``lead_ms`` there is 3000)."""
 
 
-def child(target: str, connections: int, at: float) -> None:
-    """One floor process: ``connections`` threads, each connected, sleeping to ``at`` (host clock,
-    epoch seconds), issuing ``SELECT 1``. Prints the issue instants as JSON."""
+def child(target: str, connections: int) -> None:
+    """One floor process: ``connections`` threads, each connected; says ``ready`` on stdout, reads
+    the instant (host clock, epoch seconds) on stdin, sleeps to it and issues ``SELECT 1``.
+    Prints the issue instants as JSON."""
     if target.startswith("postgresql://"):
         import psycopg
 
@@ -56,6 +59,8 @@ def child(target: str, connections: int, at: float) -> None:
 
     conns = [connect() for _ in range(connections)]
     issued = [0.0] * connections
+    print("ready", flush=True)
+    at = float(sys.stdin.readline())
 
     def one(i: int) -> None:
         conn = conns[i]
@@ -79,18 +84,28 @@ def child(target: str, connections: int, at: float) -> None:
 
 def floor_run(target: str, workers: int, connections: int) -> tuple[list[float], float]:
     """One floor run: every connection's lag (ms) and the run's skew (ms)."""
-    at = time.time() + LEAD_S
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", target, str(connections), repr(at)],
+            [sys.executable, __file__, "--child", target, str(connections)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(workers)
     ]
+    for p in procs:  # every process connected before the instant is set
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit("a floor process did not connect")
+    at = time.time() + LEAD_S
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{at!r}\n")
+        p.stdin.flush()
     issued: list[float] = []
     for p in procs:
-        out, _ = p.communicate(timeout=60)
+        out = p.stdout.read() if p.stdout is not None else ""
+        p.wait(timeout=60)
         if p.returncode != 0:
             raise SystemExit(f"a floor process exited {p.returncode}")
         issued.extend(json.loads(out))
@@ -98,7 +113,7 @@ def floor_run(target: str, workers: int, connections: int) -> tuple[list[float],
         raise SystemExit("a floor process issued before the instant")
     late = [1000 * (t - at) for t in issued]
     if max(late) > 1000 * LEAD_S:
-        print(f"note: a floor process was {max(late):.0f} ms late (slow start-up?)", file=sys.stderr)
+        print(f"note: a floor process was {max(late):.0f} ms late", file=sys.stderr)
     return late, max(late) - min(late)
 
 
@@ -166,7 +181,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]))
     else:
         main()

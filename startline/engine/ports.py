@@ -293,6 +293,10 @@ class Runtime(Protocol):
         ...
 
 
+_sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
+"""(Windows has none: there the offer is not made.)"""
+
+
 class TrioRuntime:
     """A real process: a task costs what it costs, a sleep is ``trio.sleep_until``, the release
     is slept precisely (``release.release_precisely``: the last milliseconds on the OS's timer,
@@ -308,4 +312,4 @@ class TrioRuntime:
         await release_precisely(deadline, release_margin_s)
 
     def yield_core(self) -> None:
-        os.sched_yield()  # returns at once when no other process waits for this core
+        _sched_yield()  # returns at once when no other process waits for this core
