@@ -293,8 +293,12 @@ class Runtime(Protocol):
         ...
 
 
-_sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
-"""(Windows has none: there the offer is not made.)"""
+try:
+    _sched_yield: Callable[[], None] = os.sched_yield
+except AttributeError:  # Windows has none: there the offer is not made
+
+    def _sched_yield() -> None:
+        return None
 
 
 class TrioRuntime:
