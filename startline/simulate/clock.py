@@ -32,7 +32,7 @@ from typing import Any
 import trio
 import trio.testing
 
-__all__ = ["HookMoved", "SimClock", "sleep_until"]
+__all__ = ["HookMoved", "SimClock", "sleep", "sleep_until"]
 
 
 class HookMoved(RuntimeError):
