@@ -16,8 +16,8 @@ and each sleep on the simulator's own clock), counted in an extra, untimed run o
 
 The bare loop sleeps with ``trio.sleep`` (a cancel scope per sleep), as it always has: the
 goal is stated against it. Since 2026-12-03 the simulator sleeps on its own timers
-(``startline/simulate/clock.py``); a third figure is the same bare loop sleeping that way
-(``--bare-simclock``), to say how much of what is left is the engine.
+(``startline/simulate/clock.py``); a third figure, always measured, is the same bare loop
+sleeping that way, to say how much of what is left is the engine.
 """
 
 from __future__ import annotations

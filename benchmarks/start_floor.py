@@ -104,8 +104,7 @@ def floor_run(target: str, workers: int, connections: int) -> tuple[list[float],
         p.stdin.flush()
     issued: list[float] = []
     for p in procs:
-        out = p.stdout.read() if p.stdout is not None else ""
-        p.wait(timeout=60)
+        out, _ = p.communicate(timeout=60)  # (a floor process that hangs is not waited on forever)
         if p.returncode != 0:
             raise SystemExit(f"a floor process exited {p.returncode}")
         issued.extend(json.loads(out))
