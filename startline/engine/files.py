@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from startline.engine.scenario import ConfigError
+from startline.engine.serverstats import SERVER_COLUMNS, csv_columns
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -121,12 +122,27 @@ INTERVALS_HEADER = (
     "retries",
 )
 """intervals.csv: one row per snapshot interval × kind (``all`` first, then each kind); ``retried``
-and ``retries`` for a kind tried again under ``max_tries`` (empty otherwise)."""
+and ``retries`` for a kind tried again under ``max_tries`` (empty otherwise); a run with the
+server's statistics (``server.intervals``) adds ``serverstats.SERVER_COLUMNS``."""
 
 
-def interval_rows(timeseries: Sequence[Mapping[str, Any]], interval_s: float) -> list[tuple[Any, ...]]:
+def interval_rows(
+    timeseries: Sequence[Mapping[str, Any]], interval_s: float, server: Sequence[Mapping[str, Any]] | None = None
+) -> list[tuple[Any, ...]]:
     """intervals.csv from summary.json's ``timeseries``: every interval, zeros included; the
-    latency columns are empty when the run kept no per-interval histograms."""
+    latency columns are empty when the run kept no per-interval histograms. With ``server``
+    (summary.json's ``server.intervals``), each ``all`` row ends with its interval's
+    ``SERVER_COLUMNS`` (empty for an interval with no reading; a reading's interval beyond the
+    time series gets a row of its own)."""
+    if server is not None:
+        by_t = {r["t_s"]: csv_columns(r) for r in server}
+        blank = ("",) * len(SERVER_COLUMNS)
+        last = max((r["t_s"] for r in timeseries), default=-1.0)
+        extra = [{"t_s": t, "ops": 0, "connections": ""} for t in sorted(by_t) if t > last]
+        return [
+            row + (by_t.get(row[0], blank) if row[2] == "all" else blank)
+            for row in interval_rows([*timeseries, *extra], interval_s)
+        ]
     rows = []
     for r in timeseries:
         parts = [("all", r, r.get("connections", ""))]
@@ -148,10 +164,11 @@ def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | N
     if own is not None:
         write_json(out / "orchestrator.json", own)
     write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
+    server = (summary.get("server") or {}).get("intervals")
     write_csv(
         out / "intervals.csv",
-        INTERVALS_HEADER,
-        interval_rows(summary.get("timeseries", ()), summary.get("snapshot_interval_s", 1.0)),
+        INTERVALS_HEADER if server is None else (*INTERVALS_HEADER, *SERVER_COLUMNS),
+        interval_rows(summary.get("timeseries", ()), summary.get("snapshot_interval_s", 1.0), server),
     )
     steps = (summary.get("load") or {}).get("steps") or ()
     if steps:

@@ -95,6 +95,8 @@ class Orchestrator:
     _counting: CountingControlPlane = attrs.field(init=False)
     _cp: ResilientControlPlane = attrs.field(init=False)
     _clockmap: ClockMap | None = attrs.field(init=False, default=None)
+    clock_uncertainty_s: float = attrs.field(init=False, default=0.0)
+    """How far this process's clock map may be off the control plane's (its offset estimate's)."""
     _log: EventLog = attrs.field(init=False)
     """RUN_CONTROL_EVENTS: this orchestrator is its only writer."""
     _stop_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -155,6 +157,13 @@ class Orchestrator:
         self.request_stop(StopReason.USER_REQUESTED)
         self._force.set()
         self._main.deadline = min(self._main.deadline, trio.current_time() + FORCE_GRACE_S)
+
+    async def started(self) -> float:
+        """Return START_TIME on this process's trio clock once the run has it; never, if the run
+        does not start."""
+        await self._started.wait()
+        assert self.start_time is not None and self._clockmap is not None  # set before _started
+        return self._clockmap.to_trio(self.start_time)
 
     async def measurement_began(self) -> None:
         """Return once MEASUREMENT has begun (START_TIME + warmup on this process's clock); never,
@@ -232,6 +241,10 @@ class Orchestrator:
         """A control-plane instant on this process's trio clock (None before the clock map)."""
         return None if self._clockmap is None else self._clockmap.to_trio(instant)
 
+    def to_control(self, trio_time: float) -> float:
+        """An instant of this process's trio clock on the control plane's (after ``prepare``)."""
+        return self._clockmap_now().to_control(trio_time)
+
     async def read_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
         """The workers' snapshots so far (for a live view; counted with the orchestrator's queries)."""
         return await self._cp.read_snapshots(self.run_id)
@@ -281,7 +294,7 @@ class Orchestrator:
         else:
             self._created = True
         offset = await estimate_offset(self._cp, self.clock, sc.start.offset_samples)
-        self._clockmap = ClockMap.anchor(offset)
+        self._clockmap, self.clock_uncertainty_s = ClockMap.anchor(offset), offset.uncertainty_s
         if self.adopted is None:
             await self._set_status(RunStatus.STARTING)
             self._prepared.set()

@@ -22,6 +22,7 @@ from startline.engine.metrics import error_message
 from startline.engine.model import ControlEvent, Heartbeat, RunState, RunStatus, WorkerResult, WorkerStatus
 from startline.engine.release import release_precisely
 from startline.engine.scenario import OperationSpec
+from startline.engine.serverstats import ServerReading
 from startline.engine.startplan import release_margin_s
 
 
@@ -82,6 +83,8 @@ class TargetTraits:
     """``startline check --connect`` can try its statements (``check_statements``)."""
     prepares: bool = False
     """It runs an operation with ``prepare = true`` as a prepared statement."""
+    server_sampling: bool = False
+    """It reads its server's own statistics over time (``open_server_sampler``)."""
 
 
 def same_clock(control: ControlPlaneTraits, target: TargetTraits) -> bool:
@@ -234,6 +237,10 @@ class Target(Protocol):
         """``traits.statement_stats``: per-statement figures so far (``None``: not available now)."""
         return None
 
+    async def open_server_sampler(self) -> ServerSampler:
+        """``traits.server_sampling``: one connection that reads the server's statistics."""
+        raise NotImplementedError("this target reads no server statistics (traits.server_sampling is False)")
+
     async def check_statements(
         self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]
     ) -> list[tuple[str, str]]:
@@ -244,6 +251,20 @@ class Target(Protocol):
     async def close(self) -> None:
         """Release what it holds. Default: nothing held."""
         return None
+
+
+class ServerSampler(Protocol):
+    """A target's reader of its server's statistics (``Target.open_server_sampler``): one
+    connection of its own, one query per reading."""
+
+    source: str
+    """What it reads, as the summary's ``server.source`` names it (``pg_stat_database``)."""
+
+    async def read(self, index: int) -> ServerReading:
+        """The server's statistics now, taken for interval boundary ``index``."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class WallClock(Protocol):

@@ -16,11 +16,12 @@ from rich.console import Console
 from startline.engine.loadcontrol import merged_intervals, reported_through
 from startline.engine.model import StopReason, WorkerStatus
 from startline.engine.orchestrator import Orchestrator
-from startline.engine.ports import ControlPlane, ControlPlaneError, Target
+from startline.engine.ports import ControlPlane, ControlPlaneError, Target, same_clock
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
 from startline.engine.workload import draw_samples
 from startline.live.check import reach_target
+from startline.live.serverwatch import ServerWatch, with_server
 from startline.live.summarize import rebuilt_if_needed
 from startline.live.workers import worker_process
 from startline.live.workloadcheck import check_workload
@@ -74,14 +75,22 @@ async def orchestrate(
             raise RunCancelled("cancelled during setup: nothing was run")
         scenario = await draw_samples(target, scenario)
 
+        server = await ServerWatch.open(target, scenario.snapshot_interval_s, say)
+
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s, progress)
+                if server is not None:
+                    nursery.start_soon(server.follow, orchestrator)
                 if signals:
                     await on_signals(orchestrator)
 
         done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch, control=control)
-        return await check_workload(target, scenario, out, done.summary, say)
+        summary = done.summary
+        if server is not None:
+            block = await server.finish(done.orchestrator, same_clock(done.orchestrator.control.traits, target.traits))
+            summary = with_server(out, summary, block, None)
+        return await check_workload(target, scenario, out, summary, say)
     cp = control("orchestrator") if control is not None else open_control(control_url)
     orchestrator = Orchestrator(cp, SystemClock(), scenario, run_id, out)
     summary: dict[str, Any] = {}
@@ -116,19 +125,25 @@ async def orchestrate(
                     for i in range(scenario.workers):
                         procs.start_soon(worker_process, scenario, run_id, i, out)
             statements = await _statement_watch(target, console)
+            server = await ServerWatch.open(target, scenario.snapshot_interval_s, say)
             async with trio.open_nursery() as inner:
                 inner.start_soon(display, orchestrator, console, title, progress_every_s, progress)
                 if statements is not None:
                     inner.start_soon(statements.at_measurement, orchestrator.measurement_began)
+                if server is not None:
+                    inner.start_soon(server.follow, orchestrator)
                 summary = await orchestrator.run()
                 if after is not None:
                     after.over, after.waiting = True, procs.cancel_scope
                 inner.cancel_scope.cancel()
+            per_statement = None
             if statements is not None:
                 with trio.move_on_after(30):
-                    written = await statements.end(out)
-                    if written is not None:
-                        console.print(f"pg_stat_statements per phase: {written}", highlight=False)
+                    per_statement = await statements.end(out)
+                    if per_statement is not None:
+                        console.print(
+                            f"pg_stat_statements per phase: {out / 'pg_stat_statements.json'}", highlight=False
+                        )
             # Workers exit by themselves once their results are in; past the grace (at once after a
             # forced stop) they get SIGTERM, which makes a worker drain and flush, then SIGKILL.
             grace = 0.0 if orchestrator.forced else WORKER_EXIT_GRACE_S
@@ -136,6 +151,8 @@ async def orchestrate(
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         if spawn and fresh:  # the workers' files are in OUT, complete
             summary = rebuilt_if_needed(out, summary, say)
+        block = None if server is None else await server.finish(orchestrator, same_clock(cp.traits, target.traits))
+        summary = with_server(out, summary, block, per_statement)
         summary = await check_workload(target, scenario, out, summary, say)
         nursery.cancel_scope.cancel()
     return summary

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from startline.engine.files import write_atomic
+from startline.engine.serverstats import COUNTERS, hit_ratio
 from startline.views.rows import PHASE_COLUMNS, START_COLUMNS, headline, phase_rows, shape, start_rows
 
 PLOT_EXTRA = "report.html needs matplotlib: pip install 'startline[plot]'"
@@ -52,6 +53,7 @@ def render(summary: Mapping[str, Any]) -> str:
         _section("Verdict", _verdict(summary)),
         _section("The start", charts.start() + _start_table(summary)),
         _section("Throughput and errors", charts.throughput()),
+        _section("The database server", charts.server() + _server_tables(summary)) if summary.get("server") else "",
         _section("Latency over time", charts.latency_over_time()),
         _section("Latency distribution (MEASUREMENT)", charts.distribution() + _phase_table(summary)),
         _section("Load control", (charts.find_max() if load.get("mode") == "find_max" else "") + _load_table(summary))
@@ -165,6 +167,67 @@ def _load_table(s: Mapping[str, Any]) -> str:
     return f"<p>mode {html.escape(str(load.get('mode')))}: {html.escape(shown)}</p>" + _table(
         keys, ([st.get(k) for k in keys] for st in load["steps"])
     )
+
+
+PUBLISHED_WINDOW_S = 2.0
+"""The report's server rates are over windows this wide at least (two of PostgreSQL's publishing
+periods: ``PGSTAT_MIN_INTERVAL``, one second)."""
+
+
+def _published_windows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive ``server.intervals`` merged into windows of at least ``PUBLISHED_WINDOW_S`` (the
+    last one may be shorter): ``from_s``, ``to_s`` and the counters added (None when one was)."""
+    windows: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for r in rows:
+        if current is None:
+            current = {"from_s": r["from_s"], "to_s": r["to_s"], **{k: r[k] for k in COUNTERS}}
+        else:
+            current["to_s"] = r["to_s"]
+            for k in COUNTERS:
+                current[k] = None if current[k] is None or r[k] is None else current[k] + r[k]
+        if current["to_s"] - current["from_s"] >= PUBLISHED_WINDOW_S:
+            windows.append(current)
+            current = None
+    if current is not None:
+        windows.append(current)
+    return windows
+
+
+def _server_tables(s: Mapping[str, Any]) -> str:
+    """The server's own totals over the run, what reading them cost, and (with
+    pg_stat_statements) the statements that took the most server time per phase."""
+    server = s.get("server") or {}
+    parts = []
+    totals = server.get("totals")
+    if totals:
+        sampling = server.get("sampling") or {}
+        trip = sampling.get("round_trip_ms") or {}
+        clock = server.get("clock") or {}
+        rows = [(k, totals.get(k)) for k in (*COUNTERS, "hit_ratio")]
+        rows += [
+            ("readings (one transaction each, counted above)", sampling.get("readings")),
+            ("readings failed", sampling.get("failed_readings")),
+            ("reading round trip p50 / max ms", f"{trip.get('p50')} / {trip.get('max')}"),
+            (
+                "server clock on the run's",
+                "the same clock"
+                if clock.get("same_clock")
+                else f"{clock.get('offset_ms')} ms ahead, ± {clock.get('uncertainty_ms')} ms",
+            ),
+        ]
+        parts.append(_table((f"{server.get('source', 'server')}: the whole run", "value"), rows))
+    for phase, statements in (server.get("statements") or {}).items():
+        parts.append(
+            f"<p>pg_stat_statements, {html.escape(phase)}: the statements with the most server time</p>"
+            + '<div class="wide">'
+            + _table(
+                ("query", "calls", "rows", "total ms", "mean ms"),
+                ((st["query"], st["calls"], st["rows"], st["total_ms"], st["mean_ms"]) for st in statements[:10]),
+            )
+            + "</div>"
+        )
+    return "".join(parts)
 
 
 def _failures(s: Mapping[str, Any]) -> str:
@@ -311,6 +374,72 @@ class _Charts:
             )
 
         return self._figure("throughput", draw)
+
+    def server(self) -> str:
+        """The server's own figures on the run's time axis, under the client's throughput:
+        commits and rollbacks per second, the buffer cache hit ratio, the run's sessions waiting
+        by wait event type and the locks they waited for, deadlocks marked."""
+        rows = list((self.s.get("server") or {}).get("intervals") or ())
+
+        def draw(fig: Any) -> str:
+            if not rows:
+                return ""
+            top, mid, low = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1.4))
+            for ax in (top, mid, low):
+                self._shade(ax)
+            ends = [r["to_s"] for r in rows]  # where each reading of the waits was taken
+            spans = [max(r["to_s"] - r["from_s"], 1e-9) for r in rows]
+            windows = _published_windows(rows)
+
+            def rate(key: str) -> list[float]:
+                return [float("nan") if w[key] is None else w[key] / (w["to_s"] - w["from_s"]) for w in windows]
+
+            if self.series:
+                t = [r["t_s"] + self.iv / 2 for r in self.series]
+                top.plot(t, [r["ops"] / self.iv for r in self.series], color="#1f77b4", label="client ops/s")
+            w_mids = [(w["from_s"] + w["to_s"]) / 2 for w in windows]
+            top.plot(w_mids, rate("xact_commit"), color="#1a7f37", marker=".", label="server commits/s")
+            top.plot(w_mids, rate("xact_rollback"), color="#c62828", marker=".", label="server rollbacks/s")
+            for k, r in enumerate([r for r in rows if r["deadlocks"]]):  # the interval each was counted in
+                top.axvspan(r["from_s"], r["to_s"], color="#c62828", alpha=0.15, label="deadlocks" if k == 0 else None)
+            top.set_ylabel("per second")
+            top.set_ylim(bottom=0)
+            top.legend(loc="best", fontsize=7, framealpha=0.7)
+            ratios = [hit_ratio(w["blks_hit"], w["blks_read"]) for w in windows]
+            mid.plot(w_mids, [float("nan") if r is None else r for r in ratios], color="#6a1b9a", marker=".")
+            mid.set_ylabel("cache hit ratio")
+            mid.set_ylim(0, 1.05)
+            kinds = sorted({k for r in rows for k in r["waits"]})
+            bottom = [0.0] * len(rows)
+            for n, kind in enumerate(kinds):
+                heights = [float(r["waits"].get(kind, 0)) for r in rows]
+                low.bar(
+                    ends,
+                    heights,
+                    bottom=bottom,
+                    width=min(spans) * 0.5,
+                    color=KIND_COLOURS[n % len(KIND_COLOURS)],
+                    label=kind,
+                )
+                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+            low.plot(ends, [r["locks_waiting"] for r in rows], color="#000", lw=1, label="locks waiting")
+            low.set_ylabel("sessions active")
+            low.set_xlabel("seconds from START_TIME")
+            low.legend(loc="best", fontsize=7, ncol=4, framealpha=0.7)
+            clock = (self.s.get("server") or {}).get("clock") or {}
+            where = (
+                "the server's clock is the run's"
+                if clock.get("same_clock")
+                else f"the server's clock placed on the run's within ± {clock.get('uncertainty_ms')} ms"
+            )
+            return (
+                "the server's own counts (top: commits and rollbacks per second beside the client's throughput, "
+                f"over windows of at least {PUBLISHED_WINDOW_S:g} s — a PostgreSQL session publishes its counts "
+                "at most once a second, so a shorter window shows its rhythm, not the load's), its cache hit ratio "
+                f"over the same windows, and the run's active sessions by wait at each reading; {where}"
+            )
+
+        return self._figure("server", draw, height=5.6)
 
     def latency_over_time(self) -> str:
         def draw(fig: Any) -> str:

@@ -27,6 +27,22 @@ CANCEL_WAIT_S = 2.0
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+HELPERS = ("control", "listen", "setup", "sample", "statements", "check", "observer")
+"""The jobs of startline's own sessions, not the run's (the run's are ``startline WORKER …``)."""
+
+
+def helper_name(job: str) -> str:
+    """The ``application_name`` of one of startline's own sessions: ``startline JOB``."""
+    assert job in HELPERS, job
+    return f"startline {job}"
+
+
+def run_sessions(column: str = "application_name") -> str:
+    """SQL: ``column`` (``pg_stat_activity.application_name``) names one of the run's sessions —
+    startline's, not one of its helpers'."""
+    helpers = ", ".join(f"'{helper_name(j)}'" for j in HELPERS)
+    return f"{column} LIKE 'startline %' AND {column} NOT IN ({helpers})"
+
 
 def clock_key(url: str) -> str:
     """Which clock a server's ``clock_timestamp()`` reads: this host's (a server on loopback or a

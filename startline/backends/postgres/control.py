@@ -14,7 +14,7 @@ import attrs
 import psycopg
 import trio
 
-from startline.backends.postgres.conn import PgExecutor, clock_key, connect, safe
+from startline.backends.postgres.conn import PgExecutor, clock_key, connect, helper_name, safe
 from startline.backends.sqlcontrol import Dialect, SqlControlPlane, create_tables
 from startline.engine.ports import ControlPlaneTraits, fallback_read
 
@@ -60,7 +60,7 @@ class PushStatistics:
 class PostgresControlPlane(SqlControlPlane):
     """The five control tables in the connection's schema (its ``search_path``), and push."""
 
-    def __init__(self, url: str, application_name: str = "startline control") -> None:
+    def __init__(self, url: str, application_name: str = helper_name("control")) -> None:
         super().__init__(PgExecutor(url, application_name), POSTGRES, safe(url))
         self.url = url
         self.traits = ControlPlaneTraits(push=True, clock_key=clock_key(url), clock_resolution_s=1e-6)
@@ -110,7 +110,7 @@ class PostgresControlPlane(SqlControlPlane):
             return True
 
         def open_listener() -> psycopg.Connection[Any]:
-            conn = connect(self.url, "startline listen")
+            conn = connect(self.url, helper_name("listen"))
             conn.execute(f"LISTEN {CHANNEL}")
             return conn
 

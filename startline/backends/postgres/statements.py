@@ -44,8 +44,9 @@ class StatementWatch:
         if reading is not None:
             self.readings["measurement"] = reading
 
-    async def end(self, out: Path) -> Path | None:
-        """The last reading and OUT/pg_stat_statements.json (None if the run never got going)."""
+    async def end(self, out: Path) -> dict[str, list[dict[str, Any]]] | None:
+        """The last reading; the deltas per phase, also written to OUT/pg_stat_statements.json
+        (None if the run never got going)."""
         last = await self.target.statement_stats()
         before = self.readings.get("before")
         if last is None or before is None:
@@ -56,4 +57,5 @@ class StatementWatch:
             if middle is not None
             else {"run": statement_deltas(before, last)}  # stopped before MEASUREMENT began
         )
-        return write_json(Path(out) / "pg_stat_statements.json", phases)
+        write_json(Path(out) / "pg_stat_statements.json", phases)
+        return phases

@@ -14,8 +14,9 @@ import attrs
 import psycopg
 import trio
 
-from startline.backends.postgres.conn import PgExecutor, clock_key, error_category
+from startline.backends.postgres.conn import PgExecutor, clock_key, error_category, helper_name
 from startline.backends.postgres.native import NativeConnection, text_value
+from startline.backends.postgres.sampler import PostgresServerSampler
 from startline.backends.sqlparams import positional
 from startline.backends.sqlsession import SqlTargetSession
 from startline.engine.metrics import MESSAGE_CHARS, error_message
@@ -139,6 +140,7 @@ class PostgresTarget(Target):
             statement_stats=True,
             checks_statements=True,
             prepares=True,
+            server_sampling=True,
         )
 
     @classmethod
@@ -157,7 +159,7 @@ class PostgresTarget(Target):
 
     async def setup(self, statements: Sequence[str]) -> None:
         """The scenario's ``setup`` statements, each as written (several per string allowed)."""
-        ex = PgExecutor(self.url, "startline setup")
+        ex = PgExecutor(self.url, helper_name("setup"))
         try:
             for sql in statements:
                 await ex.run_raw(lambda c, sql=sql: c.execute(sql))  # type: ignore[misc]
@@ -167,7 +169,7 @@ class PostgresTarget(Target):
 
     async def sample(self, sql: str, size: int) -> list[Any]:
         """A ``sample`` parameter's pool: the first ``size`` distinct values of ``sql``'s first column."""
-        ex = PgExecutor(self.url, "startline sample")
+        ex = PgExecutor(self.url, helper_name("sample"))
 
         def draw(c: psycopg.Connection[Any]) -> list[Any]:
             with c.cursor() as cur:
@@ -181,7 +183,7 @@ class PostgresTarget(Target):
 
     async def statement_stats(self) -> dict[str, dict[str, Any]] | None:
         """pg_stat_statements now, by query id (None: the extension is not installed here)."""
-        ex = PgExecutor(self.url, "startline statements")
+        ex = PgExecutor(self.url, helper_name("statements"))
 
         def read(c: psycopg.Connection[Any]) -> dict[str, dict[str, Any]] | None:
             try:
@@ -196,6 +198,10 @@ class PostgresTarget(Target):
             return await ex.run_raw(read)
         finally:
             await ex.close()
+
+    async def open_server_sampler(self) -> PostgresServerSampler:
+        """``pg_stat_database`` and the run's sessions' waits, read on a connection of its own."""
+        return PostgresServerSampler(self.url)
 
     async def open_session(self, worker_id: str, slot: int) -> PostgresSession:
         name = application_name({"worker_id": f"{worker_id}/{slot}"})
@@ -231,7 +237,7 @@ class PostgresTarget(Target):
             finally:
                 c.execute("ROLLBACK")
 
-        ex = PgExecutor(self.url, "startline check")
+        ex = PgExecutor(self.url, helper_name("check"))
         try:
             return await ex.run_raw(check)
         finally:
