@@ -181,6 +181,9 @@ def test_commits_counted_by_the_server_per_interval_match_what_the_run_committed
         assert drawn in figure.group(1), drawn
     section = dom.stdout.split('id="the-database-server"')[1]
     assert "xact_commit" in section and "reading round trip" in section
+    # `startline summarize` rebuilds from the workers' files and keeps the orchestrator's readings
+    assert run_cli("summarize", str(out), timeout=60).returncode == 0
+    assert json.loads((out / "summary.json").read_text())["server"] == server
 
 
 DEADLOCKING = """
@@ -227,13 +230,23 @@ def test_a_deadlock_between_two_of_the_runs_operations_shows_in_the_interval_it_
 
 def test_the_runs_sessions_waiting_under_a_lock_held_by_the_test_are_counted_as_lock_waits(postgres_url, tmp_path):
     _accounts(postgres_url)
-    held = threading.Event()
+    held, waited = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with psycopg.connect(postgres_url) as c:  # a transaction of the test's, outside the run
-            c.execute("LOCK TABLE accounts IN EXCLUSIVE MODE")
+        with psycopg.connect(postgres_url) as c, psycopg.connect(postgres_url, autocommit=True) as look:
+            c.execute("LOCK TABLE accounts IN EXCLUSIVE MODE")  # a transaction of the test's, outside the run
             held.set()
-            time.sleep(6.0)  # the run's updates and reads-for-update wait here meanwhile
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until the run's updates wait on it …
+                row = look.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.application_name LIKE 'startline w%'"
+                ).fetchone()
+                if row and row[0]:
+                    waited.set()
+                    break
+                time.sleep(0.05)
+            time.sleep(2.0)  # … for four readings more
             c.rollback()
 
     holder = threading.Thread(target=hold)
@@ -243,6 +256,7 @@ def test_the_runs_sessions_waiting_under_a_lock_held_by_the_test_are_counted_as_
         s, _ = _run(tmp_path, postgres_url, COUNTED, measurement_s=6.0)
     finally:
         holder.join()
+    assert waited.is_set()
     intervals = s["server"]["intervals"]
     waiting = [r for r in intervals if r["waits"].get("Lock", 0) > 0]
     assert waiting and all(r["locks_waiting"] >= r["waits"]["Lock"] for r in waiting)

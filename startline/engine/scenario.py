@@ -591,6 +591,9 @@ class Scenario:
     interval_latency: bool = attrs.field(default=True, validator=_bool)
     """Latency percentiles per kind for every snapshot interval (intervals.csv, the report); the
     simulator turns it off unless a load mode or a windowed threshold needs it (its cost there)."""
+    server_stats: bool = attrs.field(default=True, validator=_bool)
+    """A target that can (PostgreSQL) has its server's own statistics read over the run by the
+    orchestrator (the summary's ``server`` block, intervals.csv's server columns)."""
     start: StartOptions = attrs.field(factory=StartOptions)
     schedule: tuple[ScaleStep, ...] = attrs.field(factory=tuple, converter=tuple)
     checks: Checks = attrs.field(factory=Checks)

@@ -75,7 +75,7 @@ async def orchestrate(
             raise RunCancelled("cancelled during setup: nothing was run")
         scenario = await draw_samples(target, scenario)
 
-        server = await ServerWatch.open(target, scenario.snapshot_interval_s, say)
+        server = await ServerWatch.open(target, scenario, say)
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
@@ -125,7 +125,7 @@ async def orchestrate(
                     for i in range(scenario.workers):
                         procs.start_soon(worker_process, scenario, run_id, i, out)
             statements = await _statement_watch(target, console)
-            server = await ServerWatch.open(target, scenario.snapshot_interval_s, say)
+            server = await ServerWatch.open(target, scenario, say)
             async with trio.open_nursery() as inner:
                 inner.start_soon(display, orchestrator, console, title, progress_every_s, progress)
                 if statements is not None:

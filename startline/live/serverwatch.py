@@ -18,6 +18,7 @@ import trio
 from startline.engine.files import write_summary
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ServerSampler, Target
+from startline.engine.scenario import Scenario
 from startline.engine.serverstats import ServerReading, place, server_block
 
 FIRST_READING_LEAD_S = 0.2
@@ -36,13 +37,13 @@ class ServerWatch:
     last_error: str | None = None
 
     @classmethod
-    async def open(cls, target: Target, interval_s: float, say: Callable[[str], None]) -> ServerWatch | None:
-        """A watch for ``target`` (None: the target reads no server statistics, or cannot now —
-        said in one line)."""
-        if not target.traits.server_sampling:
+    async def open(cls, target: Target, scenario: Scenario, say: Callable[[str], None]) -> ServerWatch | None:
+        """A watch for ``target`` (None: the scenario says ``server_stats = false``, the target
+        reads no server statistics, or cannot now — said in one line)."""
+        if not (scenario.server_stats and target.traits.server_sampling):
             return None
         try:
-            return cls(await target.open_server_sampler(), interval_s)
+            return cls(await target.open_server_sampler(), scenario.snapshot_interval_s)
         except Exception as exc:
             say(f"server statistics not read: {type(exc).__name__}: {' '.join(str(exc).split())}")
             return None

@@ -33,9 +33,15 @@ def needs_rebuild(summary: Mapping[str, Any], payloads: Sequence[Mapping[str, An
     return any(counted(p) > known.get(p["worker_id"], 0) for p in payloads)
 
 
-def rebuild(prior: Mapping[str, Any], payloads: Sequence[Mapping[str, Any]], files: Sequence[str]) -> dict[str, Any]:
+def rebuild(
+    prior: Mapping[str, Any],
+    payloads: Sequence[Mapping[str, Any]],
+    files: Sequence[str],
+    server: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The run's summary with its measurements from the workers' files: the run's status, reason,
-    detail, times and time series as the orchestrator's summary ``prior`` has them."""
+    detail, times and time series as the orchestrator's summary ``prior`` has them, and the
+    server's own figures (``server``, or ``prior``'s) — the orchestrator's, not the workers'."""
     try:
         scenario = Scenario.from_dict(dict(prior["config"]["scenario"]))
     except (KeyError, TypeError, ConfigError) as exc:
@@ -56,6 +62,8 @@ def rebuild(prior: Mapping[str, Any], payloads: Sequence[Mapping[str, Any]], fil
         load=prior.get("load"),
     )
     summary["timeseries"] = prior.get("timeseries", [])
+    if server is not None or prior.get("server") is not None:
+        summary["server"] = server if server is not None else prior["server"]
     summary["rebuilt_from"] = {
         "files": list(files),
         "why": "the workers' own results files hold more than the control plane did (it was lost, or "
