@@ -30,12 +30,13 @@ $(TESTS): pyproject.toml | $(BIN)/python
 run: $(CORE)
 	$(BIN)/startline run examples/quickstart.toml --out out/quickstart --overwrite
 
-# Two pytest processes (pytest-xdist): most live tests wait on real time (runs of a few seconds,
-# worker processes, servers), so two at once take ~0.8 of one after another on two cores.
+# Three pytest processes (pytest-xdist) on two cores: most live tests wait on real time (a run's
+# start lead, worker processes starting, servers), so a third overlaps those waits — 536 s against
+# 617 s for two on this project's 2-core VM (2026-12-03), no test judged by wall time.
 test: $(TESTS)
 	scripts/ensure-chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 # Only the quick tests on virtual time (no process, server or browser: not `live`; not the `slow`
 # sweeps of many simulated runs), a few hypothesis examples each: a look while working, under a
