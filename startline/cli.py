@@ -990,6 +990,60 @@ def postgres_stop(data_dir: str) -> None:
     click.echo(f"stopped the server of {data_dir}" if stopped else f"no server running for {data_dir}")
 
 
+@main.command("enrich")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--target", help="The Snowflake target to read from (default: the run's own `target`).")
+def enrich_cmd(run_dir: str, target: str | None) -> None:
+    """Add what Snowflake itself recorded of a finished run to RUN_DIR: the run's statements in
+    SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY (found by their QUERY_TAG) per operation kind and phase —
+    server time, compilation, queueing, bytes scanned, the share of the client's statements
+    matched — the warehouse's load on the run's timeline, its credits and (with `[cost]
+    per_credit`) the cost per 1,000 operations. The views arrive up to hours late: run it again
+    later and it fills in what was missing; what the run measured is never changed.
+
+    Writes summary.json's `server` block and `cost`, query_history.json and report.html. Exit 0;
+    2 when RUN_DIR holds no summary, the target is not Snowflake, or a view is not readable by
+    the role (one line naming it)."""
+    import trio
+
+    from startline.live.enrich import EnrichError, enrich
+    from startline.views.compare import CompareError, read_summary
+
+    out = Path(run_dir)
+    try:
+        if not (out / "summary.json").exists():
+            raise CompareError("RUN_DIR", f"no summary.json in {run_dir}")
+        summary = read_summary(str(out / "summary.json"))
+        text = target or ((summary.get("config") or {}).get("scenario") or {}).get("target") or ""
+        url = parse_url(text, "--target")
+        if url.scheme != "snowflake":
+            raise ConfigError("--target", f"enrich reads Snowflake's query history; this target is {url.scheme}://")
+        enriched = trio.run(enrich, out, summary, url, click.echo)
+    except CompareError as exc:
+        fail_usage(f"RUN_DIR: {exc.message}")
+    except (ConfigError, EnrichError) as exc:
+        fail_usage(str(exc))
+    console = Console(width=max(110, Console().width))
+    report = _write_report(out, enriched, console)
+    server = enriched["server"]
+    matched = sum(row["records"] for phase in server["by_phase"].values() for row in phase.values())
+    click.echo(
+        f"{matched:,} of the run's statements found in QUERY_HISTORY; not attributed: "
+        + ", ".join(f"{n:,} {why}" for why, n in server["not_attributed"].items())
+    )
+    cost = enriched.get("cost")
+    if cost is not None:
+        click.echo(
+            f"credits {cost['credits']}"
+            + (
+                f", {cost['currency_amount']} {cost['currency']}, {cost['per_1k_ops']} per 1,000 operations"
+                if cost["currency_amount"] is not None
+                else " (no [cost] per_credit: not priced)"
+            )
+        )
+    click.echo(f"summary: {out / 'summary.json'}" + (f"\nreport: {report}" if report else ""))
+
+
 @main.command("summarize")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def summarize_cmd(run_dir: str) -> None:

@@ -551,6 +551,15 @@ class Checks:
 
 
 @attrs.frozen
+class Cost:
+    """What the target's use costs (``startline enrich`` prices a Snowflake run's credits)."""
+
+    per_credit: float | None = attrs.field(default=None, validator=attrs.validators.optional(_num(0, 1e9)))
+    """Price of one credit, in ``currency`` (none: credits are counted, not priced)."""
+    currency: str = attrs.field(default="USD", validator=_str)
+
+
+@attrs.frozen
 class Scenario:
     """A benchmark run: timing, workers, the start strategy, the workload and a scaling schedule.
 
@@ -600,6 +609,7 @@ class Scenario:
     thresholds: Mapping[str, Any] = attrs.field(factory=dict, validator=lambda s, _a, v: _thresholds(s, v))
     """``[thresholds]`` as written (k6-shaped; see ``engine.thresholds``): read by ``threshold_list``."""
     load: LoadOptions = attrs.field(factory=LoadOptions)
+    cost: Cost = attrs.field(factory=Cost)
     control: str = attrs.field(default="memory://", validator=_str)
     target: str = attrs.field(default="memory://", validator=_str)
     setup: tuple[str, ...] = attrs.field(
@@ -877,6 +887,7 @@ _NESTED.update(
         (Scenario, "start"): StartOptions,
         (Scenario, "checks"): Checks,
         (Scenario, "load"): LoadOptions,
+        (Scenario, "cost"): Cost,
         (LoadOptions, "stages"): [RateStage],
         (LoadOptions, "find_max"): FindMax,
         (FindMax, "slo"): Slo,

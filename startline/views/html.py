@@ -217,6 +217,100 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             ),
         ]
         parts.append(_table((f"{server.get('source', 'server')}: the whole run", "value"), rows))
+    for phase, kinds in (server.get("by_phase") or {}).items():
+        parts.append(
+            f"<p>{html.escape(str(server.get('source', 'server')))}, {html.escape(phase)}: each kind's statements "
+            "as the server timed them (ms), beside the client's latency (server_ms is the server's whole elapsed "
+            "time: compilation, queueing and execution)</p>"
+            + '<div class="wide">'
+            + _table(
+                (
+                    "kind",
+                    "records",
+                    "share of the client's",
+                    "server_ms p50",
+                    "server_ms p99",
+                    "execution p50",
+                    "compilation p50",
+                    "queued overload p99",
+                    "blocked p99",
+                    "client latency p50",
+                    "client latency p99",
+                    "failed",
+                ),
+                (
+                    (
+                        kind,
+                        r["records"],
+                        r["matched_share"],
+                        r["server_ms"]["p50"],
+                        r["server_ms"]["p99"],
+                        r["execution_ms"]["p50"],
+                        r["compilation_ms"]["p50"],
+                        r["queued_overload_ms"]["p99"],
+                        r["transaction_blocked_ms"]["p99"],
+                        (r.get("latency_ms") or {}).get("p50"),
+                        (r.get("latency_ms") or {}).get("p99"),
+                        r["failed"],
+                    )
+                    for kind, r in kinds.items()
+                ),
+            )
+            + "</div>"
+        )
+    if server.get("not_attributed"):
+        left = server["not_attributed"]
+        parts.append(
+            "<p>the run's statements attributed to no kind: "
+            + html.escape(", ".join(f"{n:,} {why}" for why, n in left.items()))
+            + (
+                f"; warehouses: {html.escape(', '.join(server.get('warehouses') or ()))}"
+                if server.get("warehouses")
+                else ""
+            )
+            + "</p>"
+        )
+    if server.get("warehouse_load"):
+        parts.append(
+            _table(
+                (
+                    "warehouse",
+                    "from s",
+                    "to s",
+                    "avg running",
+                    "avg queued (load)",
+                    "avg queued (provisioning)",
+                    "avg blocked",
+                ),
+                (
+                    (
+                        w["warehouse"],
+                        w["from_s"],
+                        w["to_s"],
+                        w["avg_running"],
+                        w["avg_queued_load"],
+                        w["avg_queued_provisioning"],
+                        w["avg_blocked"],
+                    )
+                    for w in server["warehouse_load"]
+                ),
+            )
+        )
+    for line in server.get("pending") or ():
+        parts.append(f'<p class="none">not yet available: {html.escape(line)}</p>')
+    cost = s.get("cost")
+    if cost:
+        parts.append(
+            _table(
+                ("cost", "value"),
+                [
+                    ("credits", cost.get("credits")),
+                    (f"amount ({cost.get('currency')})", cost.get("currency_amount")),
+                    ("per 1,000 operations", cost.get("per_1k_ops")),
+                    ("basis", cost.get("basis")),
+                ],
+            )
+        )
     for phase, statements in (server.get("statements") or {}).items():
         parts.append(
             f"<p>pg_stat_statements, {html.escape(phase)}: the statements with the most server time</p>"

@@ -1,0 +1,232 @@
+"""What Snowflake itself recorded of a run (``startline enrich``): the run's statements found in
+``SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY`` by the ``QUERY_TAG`` every session sets
+(``{"phase", "run_id", "worker_id"}``), each matched to the operation kind that sent it, and
+server-side timings per kind and phase beside the client's; the warehouse's load
+(``WAREHOUSE_LOAD_HISTORY``) on the run's timeline; its credits (``WAREHOUSE_METERING_HISTORY``)
+and, with a price per credit, the cost per thousand operations.
+
+Matching is counted, never guessed: a statement is attributed to a kind only when its text is
+one of that kind's statements (its ``:name`` parameters bound by the server as ``?``, or written
+as literals); a statement of the run that matches no kind is *unmatched*, one that matches
+several *ambiguous*, the sessions' own statements (``ALTER SESSION``, ``BEGIN``, ``COMMIT``,
+``ROLLBACK``) *session* statements — each counted, none attributed. The pure parts (``Record``,
+``patterns``, ``attribute``, ``history_block``, ``load_series``, ``credits_in``) take rows as
+the views hold them; the SQL is below them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from startline.backends.sqlparams import positional
+from startline.engine.scenario import OperationSpec
+from startline.engine.schedule import percentile
+
+TIMINGS = (
+    ("server_ms", "TOTAL_ELAPSED_TIME"),
+    ("execution_ms", "EXECUTION_TIME"),
+    ("compilation_ms", "COMPILATION_TIME"),
+    ("queued_provisioning_ms", "QUEUED_PROVISIONING_TIME"),
+    ("queued_overload_ms", "QUEUED_OVERLOAD_TIME"),
+    ("transaction_blocked_ms", "TRANSACTION_BLOCKED_TIME"),
+)
+"""The summary's name of each server-side timing (milliseconds) and the view's column."""
+
+SESSION_STATEMENT = re.compile(r"^\s*(ALTER\s+SESSION|BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK)\b", re.I)
+LITERAL = r"(?:\?|'(?:[^']|'')*'|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|NULL|TRUE|FALSE)"
+"""What a bound parameter looks like in a statement's text: the server's ``?``, or a literal."""
+
+
+@attrs.frozen
+class Record:
+    """One row of QUERY_HISTORY, as enrich reads it."""
+
+    query_text: str
+    query_tag: str | None
+    start_s: float
+    """START_TIME, epoch seconds."""
+    warehouse: str | None
+    status: str
+    timings: Mapping[str, int]
+    """``TIMINGS``' summary names → milliseconds (a missing value as 0)."""
+    bytes_scanned: int = 0
+
+
+def patterns(operations: Sequence[OperationSpec]) -> list[tuple[str, re.Pattern[str]]]:
+    """Each SQL statement an operation sends, as (kind, pattern of its text): the statement with
+    each ``:name`` as ``?`` or a literal, whitespace free to differ, case of keywords kept."""
+    out = []
+    for op in operations:
+        statements = [op.sql] if op.sql is not None else [step.sql for step in op.transaction or ()]
+        for sql in statements:
+            text, _names = positional(sql)
+            parts = [r"\s+".join(re.escape(token) for token in part.split()) for part in text.split("?")]
+            out.append((op.name, re.compile(r"\s*" + rf"\s*{LITERAL}\s*".join(parts) + r"\s*;?\s*", re.S)))
+    return out
+
+
+def statements_per_operation(operations: Sequence[OperationSpec]) -> dict[str, int]:
+    """How many statements one operation of each kind sends (a ``call`` operation: unknown, 0)."""
+    return {op.name: 1 if op.sql is not None else len(op.transaction or ()) for op in operations}
+
+
+def tag_of(record: Record) -> dict[str, str] | None:
+    """The session's QUERY_TAG as startline sets it (None: another tag, or none)."""
+    try:
+        tag = json.loads(record.query_tag or "")
+    except ValueError:
+        return None
+    return tag if isinstance(tag, dict) and {"run_id", "phase"} <= set(tag) else None
+
+
+def attribute(
+    record: Record, run_id: str, kinds: Sequence[tuple[str, re.Pattern[str]]]
+) -> tuple[str, str] | str | None:
+    """(phase, kind) of one of the run's statements; ``"session"``, ``"unmatched"`` or
+    ``"ambiguous"`` when it is the run's but no one kind's; None when it is not the run's."""
+    tag = tag_of(record)
+    if tag is None or tag.get("run_id") != run_id:
+        return None
+    if SESSION_STATEMENT.match(record.query_text):
+        return "session"
+    found = {kind for kind, pattern in kinds if pattern.fullmatch(record.query_text)}
+    if len(found) == 1:
+        return (str(tag["phase"]), found.pop())
+    return "ambiguous" if found else "unmatched"
+
+
+def distribution(values: list[int]) -> dict[str, float]:
+    """p50, p95, p99, max and mean (nearest rank), in ms."""
+    values.sort()
+    return {
+        "p50": float(percentile(values, 50)),
+        "p95": float(percentile(values, 95)),
+        "p99": float(percentile(values, 99)),
+        "max": float(values[-1]),
+        "mean": round(sum(values) / len(values), 3),
+    }
+
+
+def history_block(
+    records: Iterable[Record],
+    run_id: str,
+    operations: Sequence[OperationSpec],
+    phases: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Per phase and kind: the server's records, the share of the client's statements they
+    cover (client operations × statements an operation sends), each timing's distribution, bytes
+    scanned, statements that failed; the client's latency beside them; and the run's statements
+    not attributed, by reason. ``phases``: the summary's ``phases`` (the client's counts)."""
+    kinds = patterns(operations)
+    per_op = statements_per_operation(operations)
+    grouped: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    left = {"session": 0, "unmatched": 0, "ambiguous": 0}
+    warehouses: set[str] = set()
+    for record in records:
+        where = attribute(record, run_id, kinds)
+        if where is None:
+            continue
+        if record.warehouse:
+            warehouses.add(record.warehouse)
+        if isinstance(where, str):
+            left[where] += 1
+        else:
+            grouped[where].append(record)
+    by_phase: dict[str, dict[str, Any]] = {}
+    for (phase, kind), found in sorted(grouped.items()):
+        client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
+        sent = (client.get("ops", 0) + client.get("errors", 0)) * per_op.get(kind, 0)
+        row: dict[str, Any] = {
+            "records": len(found),
+            "client_statements": sent,
+            "matched_share": round(len(found) / sent, 4) if sent else None,
+            "failed": sum(r.status.upper() != "SUCCESS" for r in found),
+            "bytes_scanned": sum(r.bytes_scanned for r in found),
+        }
+        for name, _column in TIMINGS:
+            row[name] = distribution([r.timings.get(name, 0) for r in found])
+        lat = client.get("latency_ms") or {}
+        row["latency_ms"] = {p: lat[p] for p in ("p50", "p95", "p99", "max") if p in lat}
+        by_phase.setdefault(phase, {})[kind] = row
+    return {"by_phase": by_phase, "not_attributed": left, "warehouses": sorted(warehouses)}
+
+
+def load_series(rows: Iterable[Mapping[str, Any]], start_time: float) -> list[dict[str, Any]]:
+    """WAREHOUSE_LOAD_HISTORY rows (``START_S``/``END_S`` epoch seconds) on the run's timeline:
+    seconds from START_TIME, and the average queries running, queued (load, provisioning) and
+    blocked in each."""
+    out = [
+        {
+            "warehouse": r["WAREHOUSE_NAME"],
+            "from_s": round(r["START_S"] - start_time, 3),
+            "to_s": round(r["END_S"] - start_time, 3),
+            "avg_running": float(r["AVG_RUNNING"] or 0),
+            "avg_queued_load": float(r["AVG_QUEUED_LOAD"] or 0),
+            "avg_queued_provisioning": float(r["AVG_QUEUED_PROVISIONING"] or 0),
+            "avg_blocked": float(r["AVG_BLOCKED"] or 0),
+        }
+        for r in rows
+    ]
+    return sorted(out, key=lambda r: (r["from_s"], r["warehouse"]))
+
+
+def credits_in(rows: Iterable[Mapping[str, Any]], start: float, end: float) -> float:
+    """The warehouses' credits (WAREHOUSE_METERING_HISTORY's hourly ``CREDITS_USED``) in the run's
+    window [start, end], each hour's credits in proportion to its overlap with the window —
+    the warehouse's whole use then, the run's and anyone else's."""
+    total = 0.0
+    for r in rows:
+        lo, hi = r["START_S"], r["END_S"]
+        overlap = max(0.0, min(hi, end) - max(lo, start))
+        if hi > lo and overlap > 0:
+            total += float(r["CREDITS_USED"] or 0) * overlap / (hi - lo)
+    return round(total, 6)
+
+
+def cost_block(credits: float, per_credit: float | None, currency: str, operations: int) -> dict[str, Any]:
+    """``cost``: the credits, their price (``[cost] per_credit``), and per thousand operations."""
+    amount = None if per_credit is None else round(credits * per_credit, 6)
+    return {
+        "credits": credits,
+        "currency": currency,
+        "currency_amount": amount,
+        "per_1k_ops": None if amount is None or not operations else round(amount * 1000 / operations, 6),
+        "basis": "WAREHOUSE_METERING_HISTORY, each hour's credits in proportion to its overlap with the run",
+    }
+
+
+# ---- the SQL (ACCOUNT_USAGE views; the role needs IMPORTED PRIVILEGES on database SNOWFLAKE) ----
+
+ACCOUNT_USAGE = "SNOWFLAKE.ACCOUNT_USAGE"
+
+QUERY_HISTORY_SQL = (
+    "SELECT QUERY_TEXT, QUERY_TAG, START_TIME, WAREHOUSE_NAME, EXECUTION_STATUS, BYTES_SCANNED, "
+    + ", ".join(column for _name, column in TIMINGS)
+    + f" FROM {ACCOUNT_USAGE}.QUERY_HISTORY WHERE QUERY_TAG LIKE ? AND START_TIME >= ? AND START_TIME <= ?"
+)
+LOAD_SQL = (
+    "SELECT START_TIME, END_TIME, WAREHOUSE_NAME, AVG_RUNNING, AVG_QUEUED_LOAD, AVG_QUEUED_PROVISIONING, "
+    f"AVG_BLOCKED FROM {ACCOUNT_USAGE}.WAREHOUSE_LOAD_HISTORY WHERE END_TIME >= ? AND START_TIME <= ?"
+)
+METERING_SQL = (
+    f"SELECT START_TIME, END_TIME, WAREHOUSE_NAME, CREDITS_USED FROM {ACCOUNT_USAGE}.WAREHOUSE_METERING_HISTORY "
+    "WHERE END_TIME >= ? AND START_TIME <= ?"
+)
+
+
+def record_of(row: Mapping[str, Any]) -> Record:
+    """A QUERY_HISTORY row (``fetch``'s upper-case keys, START_TIME a datetime) as a ``Record``."""
+    return Record(
+        query_text=row["QUERY_TEXT"] or "",
+        query_tag=row["QUERY_TAG"],
+        start_s=row["START_TIME"].timestamp(),
+        warehouse=row["WAREHOUSE_NAME"],
+        status=row["EXECUTION_STATUS"] or "",
+        timings={name: int(row[column] or 0) for name, column in TIMINGS},
+        bytes_scanned=int(row["BYTES_SCANNED"] or 0),
+    )

@@ -1,0 +1,108 @@
+"""``startline enrich RUN_DIR``: what Snowflake itself recorded of a finished run, read from its
+ACCOUNT_USAGE views (which arrive late: run it again later and it fills in what was missing) into
+the summary's ``server`` block and ``cost``, OUT/query_history.json and the report — never
+touching what the run measured. The same run directory and views give the same bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from startline.engine.files import write_json, write_summary
+from startline.engine.scenario import ConfigError, Scenario
+from startline.urls import Url
+
+WINDOW_MARGIN_S = 600.0
+"""The views are read this far around the run (clocks apart, statements before the start)."""
+
+LATENCY = {
+    "QUERY_HISTORY": "up to 45 minutes",
+    "WAREHOUSE_LOAD_HISTORY": "up to 3 hours",
+    "WAREHOUSE_METERING_HISTORY": "up to 3 hours",
+}
+"""How late each ACCOUNT_USAGE view may be (Snowflake's documentation of each view)."""
+
+PRIVILEGE = "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE (or the SNOWFLAKE.USAGE_VIEWER database role)"
+
+
+class EnrichError(Exception):
+    """A view the role cannot read, or a target enrich cannot read from: one line, naming it."""
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r | {"START_S": r["START_TIME"].timestamp(), "END_S": r["END_TIME"].timestamp()} for r in rows]
+
+
+async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[[str], None]) -> dict[str, Any]:
+    """The summary with Snowflake's own figures (written, with OUT/query_history.json)."""
+    from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, safe_message
+    from startline.backends.snowflake.history import (
+        LOAD_SQL,
+        METERING_SQL,
+        QUERY_HISTORY_SQL,
+        cost_block,
+        credits_in,
+        history_block,
+        load_series,
+        record_of,
+    )
+    from startline.backends.sqlcontrol import fetch
+
+    scenario = Scenario.from_dict(dict(summary["config"]["scenario"]))
+    run_id, start = summary["run_id"], summary.get("start_time")
+    if start is None:
+        raise ConfigError("RUN_DIR", "the run never started: Snowflake has nothing of it to tell")
+    end = summary.get("stopped_at") or start + scenario.warmup_s + scenario.measurement_s + scenario.cooldown_s
+    lo, hi = _iso(start - WINDOW_MARGIN_S), _iso(end + scenario.drain_timeout_s + WINDOW_MARGIN_S)
+    settings = SnowflakeSettings.from_url(target, default_schema="PUBLIC", in_context=True)
+    ex = SnowflakeExecutor(settings)
+
+    async def read(view: str, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        try:
+            return await ex.run(lambda c: fetch(c, sql, params))
+        except Exception as exc:
+            raise EnrichError(
+                f"SNOWFLAKE.ACCOUNT_USAGE.{view} could not be read ({safe_message(exc)}): {PRIVILEGE}"
+            ) from None
+
+    try:
+        records = [
+            record_of(r) for r in await read("QUERY_HISTORY", QUERY_HISTORY_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
+        ]
+        history = history_block(records, run_id, scenario.operations, summary.get("phases") or {})
+        warehouses = set(history["warehouses"])
+        load = _epoch_rows(await read("WAREHOUSE_LOAD_HISTORY", LOAD_SQL, (lo, hi)))
+        metering = _epoch_rows(await read("WAREHOUSE_METERING_HISTORY", METERING_SQL, (lo, hi)))
+    finally:
+        await ex.close()
+    load = [r for r in load if r["WAREHOUSE_NAME"] in warehouses]
+    metering = [r for r in metering if r["WAREHOUSE_NAME"] in warehouses]
+    metered_to = max((r["END_S"] for r in metering), default=None)
+    pending = []
+    if warehouses and (metered_to is None or metered_to < end):
+        pending.append("WAREHOUSE_METERING_HISTORY does not reach the run's end yet: its credits are not counted")
+    if not records:
+        pending.append("QUERY_HISTORY holds none of the run's statements yet")
+    ops = sum(p.get("ops", 0) + p.get("errors", 0) for p in (summary.get("phases") or {}).values())
+    server = {
+        "source": "SNOWFLAKE.ACCOUNT_USAGE",
+        "views_latency": LATENCY,
+        "pending": pending,
+        **history,
+        "warehouse_load": load_series(load, start),
+    }
+    enriched = {**summary, "server": server}
+    if warehouses and metered_to is not None and metered_to >= end:
+        cost = scenario.cost
+        enriched["cost"] = cost_block(credits_in(metering, start, end), cost.per_credit, cost.currency, ops)
+    write_json(out / "query_history.json", server)
+    write_summary(out, enriched)
+    for line in pending:
+        say(f"not yet available: {line} (the views arrive late: run `startline enrich` again later)")
+    return enriched

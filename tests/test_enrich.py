@@ -1,0 +1,296 @@
+"""What Snowflake itself recorded of a run (issue 26, part 1): the run's statements matched to
+their operation kinds (pure, property-tested), and `startline enrich` on the emulator. The
+emulator keeps no query history, so the test makes SNOWFLAKE.ACCOUNT_USAGE's three views on it
+as tables with the columns Snowflake documents —
+
+- QUERY_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/query_history
+- WAREHOUSE_LOAD_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_load_history
+- WAREHOUSE_METERING_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_metering_history
+
+(QUERY_HISTORY's columns as its page listed them before 2024; later additions are not read) —
+and fills them with the records Snowflake would have kept of the run: one per statement the
+client counted, with known timings, beside another run's, the sessions' own statements and a
+statement of the run that is no operation's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from startline.backends.snowflake.history import Record, attribute, credits_in, history_block, patterns
+from startline.engine.scenario import OperationSpec
+from startline.testing import run_cli
+
+READ = OperationSpec("read", sql="SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = :id")
+MOVE = OperationSpec(
+    "move",
+    transaction=[
+        {"sql": "UPDATE ACCOUNTS SET BALANCE = BALANCE - :amount WHERE ID = :id"},
+        {"sql": "UPDATE ACCOUNTS SET BALANCE = BALANCE + :amount WHERE ID = :other"},
+    ],
+)
+OPS = [READ, MOVE]
+TEXTS = {
+    "read": ["SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?"],
+    "move": [
+        "UPDATE ACCOUNTS SET BALANCE = BALANCE - ? WHERE ID = ?",
+        "UPDATE ACCOUNTS SET BALANCE = BALANCE + ? WHERE ID = ?",
+    ],
+}
+
+
+def tag(run_id: str, phase: str = "MEASUREMENT", worker: str = "w000") -> str:
+    return json.dumps({"phase": phase, "run_id": run_id, "worker_id": worker}, sort_keys=True)
+
+
+def record(text: str, query_tag: str | None, ms: int = 5) -> Record:
+    return Record(text, query_tag, 0.0, "WH", "SUCCESS", {"server_ms": ms, "execution_ms": ms - 1})
+
+
+literal = st.one_of(
+    st.just("?"),
+    st.integers(-(10**6), 10**6).map(str),
+    st.text("ab' ", max_size=6).map(lambda s: "'" + s.replace("'", "''") + "'"),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["read", "move"]),
+            st.integers(0, 1),
+            st.sampled_from(["WARMUP", "MEASUREMENT"]),
+            st.sampled_from(["r1", "r2", None]),
+            st.lists(literal, min_size=2, max_size=2),
+        ),
+        max_size=40,
+    )
+)
+def test_every_statement_of_the_run_is_attributed_to_the_kind_that_sent_it_and_no_other_runs_is(statements):
+    kinds = patterns(OPS)
+    expected: dict[tuple[str, str], int] = {}
+    records = []
+    for kind, step, phase, run, values in statements:
+        template = TEXTS[kind][step % len(TEXTS[kind])]
+        text = template.replace("?", values[0], 1).replace("?", values[1], 1)
+        records.append(record(text, tag(run, phase) if run else None))
+        if run == "r1":
+            assert attribute(records[-1], "r1", kinds) == (phase, kind)
+            expected[(phase, kind)] = expected.get((phase, kind), 0) + 1
+        else:
+            assert attribute(records[-1], "r1", kinds) is None
+    block = history_block(records, "r1", OPS, {})
+    found = {(p, k): row["records"] for p, rows in block["by_phase"].items() for k, row in rows.items()}
+    assert found == expected
+    assert block["not_attributed"] == {"session": 0, "unmatched": 0, "ambiguous": 0}
+
+
+def test_statements_that_are_no_one_kinds_are_counted_never_guessed():
+    same = [READ, OperationSpec("read_again", sql="SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = :k")]
+    records = [
+        record("ALTER SESSION SET QUERY_TAG = ?", tag("r1")),
+        record("COMMIT", tag("r1")),
+        record("SELECT 42", tag("r1")),
+        record("SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = 7", tag("r1")),  # both kinds' text
+        record("SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = 7 OR 1 = 1", tag("r1")),  # not a bound value
+    ]
+    block = history_block(records, "r1", same, {})
+    assert block["not_attributed"] == {"session": 2, "unmatched": 2, "ambiguous": 1}
+    assert block["by_phase"] == {}
+
+
+def test_the_share_matched_counts_every_statement_an_operation_sends_and_the_clients_errors():
+    phases = {"MEASUREMENT": {"by_kind": {"move": {"ops": 4, "errors": 1, "latency_ms": {"p50": 3.0, "p99": 9.0}}}}}
+    records = [record(TEXTS["move"][k % 2].replace("?", "1"), tag("r1"), ms=k + 1) for k in range(8)]
+    row = history_block(records, "r1", OPS, phases)["by_phase"]["MEASUREMENT"]["move"]
+    assert (row["records"], row["client_statements"], row["matched_share"]) == (8, 10, 0.8)
+    assert row["server_ms"]["p50"] == 4.0 and row["server_ms"]["max"] == 8.0 and row["latency_ms"]["p99"] == 9.0
+
+
+def test_credits_are_each_hours_in_proportion_to_its_overlap_with_the_run():
+    hours = [
+        {"START_S": 0.0, "END_S": 3600.0, "CREDITS_USED": 2.0},
+        {"START_S": 3600.0, "END_S": 7200.0, "CREDITS_USED": 1.0},
+    ]
+    assert credits_in(hours, 1800.0, 5400.0) == pytest.approx(1.0 + 0.5)
+    assert credits_in(hours, 7200.0, 9000.0) == 0.0
+
+
+# ---- enrich on the emulator ---------------------------------------------------------------------
+
+QUERY_HISTORY_COLUMNS = """
+QUERY_ID VARCHAR, QUERY_TEXT VARCHAR, DATABASE_ID NUMBER, DATABASE_NAME VARCHAR, SCHEMA_ID NUMBER,
+SCHEMA_NAME VARCHAR, QUERY_TYPE VARCHAR, SESSION_ID NUMBER, USER_NAME VARCHAR, ROLE_NAME VARCHAR,
+WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR, WAREHOUSE_SIZE VARCHAR, WAREHOUSE_TYPE VARCHAR,
+CLUSTER_NUMBER NUMBER, QUERY_TAG VARCHAR, EXECUTION_STATUS VARCHAR, ERROR_CODE VARCHAR,
+ERROR_MESSAGE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, TOTAL_ELAPSED_TIME NUMBER,
+BYTES_SCANNED NUMBER, PERCENTAGE_SCANNED_FROM_CACHE FLOAT, BYTES_WRITTEN NUMBER,
+BYTES_WRITTEN_TO_RESULT NUMBER, BYTES_READ_FROM_RESULT NUMBER, ROWS_PRODUCED NUMBER,
+ROWS_INSERTED NUMBER, ROWS_UPDATED NUMBER, ROWS_DELETED NUMBER, ROWS_UNLOADED NUMBER,
+BYTES_DELETED NUMBER, PARTITIONS_SCANNED NUMBER, PARTITIONS_TOTAL NUMBER,
+BYTES_SPILLED_TO_LOCAL_STORAGE NUMBER, BYTES_SPILLED_TO_REMOTE_STORAGE NUMBER,
+BYTES_SENT_OVER_THE_NETWORK NUMBER, COMPILATION_TIME NUMBER, EXECUTION_TIME NUMBER,
+QUEUED_PROVISIONING_TIME NUMBER, QUEUED_REPAIR_TIME NUMBER, QUEUED_OVERLOAD_TIME NUMBER,
+TRANSACTION_BLOCKED_TIME NUMBER, OUTBOUND_DATA_TRANSFER_CLOUD VARCHAR,
+OUTBOUND_DATA_TRANSFER_REGION VARCHAR, OUTBOUND_DATA_TRANSFER_BYTES NUMBER,
+INBOUND_DATA_TRANSFER_CLOUD VARCHAR, INBOUND_DATA_TRANSFER_REGION VARCHAR,
+INBOUND_DATA_TRANSFER_BYTES NUMBER, LIST_EXTERNAL_FILES_TIME NUMBER,
+CREDITS_USED_CLOUD_SERVICES FLOAT, RELEASE_VERSION VARCHAR,
+EXTERNAL_FUNCTION_TOTAL_INVOCATIONS NUMBER, EXTERNAL_FUNCTION_TOTAL_SENT_ROWS NUMBER,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_ROWS NUMBER, EXTERNAL_FUNCTION_TOTAL_SENT_BYTES NUMBER,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_BYTES NUMBER, QUERY_LOAD_PERCENT NUMBER,
+IS_CLIENT_GENERATED_STATEMENT BOOLEAN
+"""
+LOAD_COLUMNS = """
+START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR,
+AVG_RUNNING FLOAT, AVG_QUEUED_LOAD FLOAT, AVG_QUEUED_PROVISIONING FLOAT, AVG_BLOCKED FLOAT
+"""
+METERING_COLUMNS = """
+START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR,
+CREDITS_USED FLOAT, CREDITS_USED_COMPUTE FLOAT, CREDITS_USED_CLOUD_SERVICES FLOAT
+"""
+
+SCENARIO = """
+name = "enrich"
+workers = 1
+connections_per_worker = 2
+warmup_s = 0.5
+measurement_s = 1.5
+control = "memory://"
+target = "snowflake://fakesnow?database=BENCH&schema=PUBLIC"
+setup = [
+  "CREATE DATABASE IF NOT EXISTS BENCH",
+  "CREATE SCHEMA IF NOT EXISTS BENCH.PUBLIC",
+  "CREATE OR REPLACE TABLE ACCOUNTS (ID INTEGER, BALANCE INTEGER)",
+  "INSERT INTO ACCOUNTS VALUES (1, 100), (2, 100)",
+]
+
+[cost]
+per_credit = 3.0
+
+[[operations]]
+name = "read"
+sql = "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = :id"
+params.id = { type = "int", min = 1, max = 2 }
+"""
+
+
+def _ts(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _views(rows: list[str]) -> None:
+    """The three views as tables on the emulator, holding ``rows`` (INSERT statements)."""
+    from startline.backends.snowflake.conn import SnowflakeSettings
+
+    conn = SnowflakeSettings("fakesnow").connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE DATABASE IF NOT EXISTS SNOWFLAKE")
+        cur.execute("CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE")
+        for view, columns in (
+            ("QUERY_HISTORY", QUERY_HISTORY_COLUMNS),
+            ("WAREHOUSE_LOAD_HISTORY", LOAD_COLUMNS),
+            ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
+        ):
+            cur.execute(f"CREATE OR REPLACE TABLE SNOWFLAKE.ACCOUNT_USAGE.{view} ({columns})")
+        for sql in rows:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _drop_views() -> None:
+    from startline.backends.snowflake.conn import SnowflakeSettings
+
+    conn = SnowflakeSettings("fakesnow").connect()
+    try:
+        conn.cursor().execute("DROP SCHEMA IF EXISTS SNOWFLAKE.ACCOUNT_USAGE CASCADE")
+    finally:
+        conn.close()
+
+
+def _history_row(text: str, query_tag: str, at: float, ms: int, status: str = "SUCCESS") -> str:
+    q = query_tag.replace("'", "''")
+    return (
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY (QUERY_ID, QUERY_TEXT, QUERY_TAG, WAREHOUSE_NAME, "
+        "EXECUTION_STATUS, START_TIME, END_TIME, TOTAL_ELAPSED_TIME, EXECUTION_TIME, COMPILATION_TIME, "
+        "QUEUED_PROVISIONING_TIME, QUEUED_OVERLOAD_TIME, TRANSACTION_BLOCKED_TIME, BYTES_SCANNED) VALUES "
+        f"('q', '{text.replace(chr(39), chr(39) * 2)}', '{q}', 'BENCH_WH', '{status}', '{_ts(at)}', "
+        f"'{_ts(at + ms / 1000)}', {ms}, {ms - 1}, 1, 0, {ms % 3}, 0, 1024)"
+    )
+
+
+def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_changes_nothing(
+    fakesnow_home: Path, tmp_path: Path
+) -> None:
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    path.write_text(SCENARIO)
+    done = run_cli("run", str(path), "--out", str(out), timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    before = json.loads((out / "summary.json").read_text())
+    run_id, start, end = before["run_id"], before["start_time"], before["stopped_at"]
+    rows, expected = [], {}
+    for phase, block in before["phases"].items():
+        n = block["by_kind"]["read"]["ops"] + block["by_kind"]["read"].get("errors", 0)
+        expected[phase] = n
+        rows += [
+            _history_row(
+                "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag(run_id, phase), start + 0.001 * k, 1 + k % 9
+            )
+            for k in range(n)
+        ]
+    rows += [_history_row("ALTER SESSION SET QUERY_TAG = ?", tag(run_id, "WARMUP"), start - 1, 1)]  # a session's own
+    rows += [_history_row("SELECT 42", tag(run_id), start + 0.5, 2)]  # the run's, no operation's
+    rows += [_history_row("SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag("another-run"), start, 3)] * 5
+    hour = start - start % 3600
+    rows += [
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_LOAD_HISTORY VALUES "
+        f"('{_ts(start - 60)}', '{_ts(start + 240)}', 1, 'BENCH_WH', 1.5, 0.25, 0.0, 0.0)",
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY VALUES "
+        f"('{_ts(hour)}', '{_ts(hour + 3600)}', 1, 'BENCH_WH', 1.0, 0.9, 0.1)",
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_METERING_HISTORY VALUES "
+        f"('{_ts(hour + 3600)}', '{_ts(hour + 7200)}', 1, 'BENCH_WH', 1.0, 0.9, 0.1)",
+    ]
+    _views(rows)
+    try:
+        first = run_cli("enrich", str(out), timeout=120)
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+        once = (out / "summary.json").read_bytes()
+        s = json.loads(once)
+        assert s["phases"] == before["phases"] and s["timeseries"] == before["timeseries"]  # what the run measured
+        assert s["schema_version"] == before["schema_version"]
+        server = s["server"]
+        for phase, n in expected.items():
+            row = server["by_phase"][phase]["read"]
+            assert (row["records"], row["client_statements"], row["matched_share"]) == (n, n, 1.0)
+            assert 1 <= row["server_ms"]["p50"] <= row["server_ms"]["p99"] <= row["server_ms"]["max"] <= 9
+            assert row["bytes_scanned"] == 1024 * n
+        assert server["not_attributed"] == {"session": 1, "unmatched": 1, "ambiguous": 0}
+        assert server["warehouses"] == ["BENCH_WH"] and server["pending"] == []
+        (load,) = server["warehouse_load"]
+        assert load["from_s"] == pytest.approx(-60.0, abs=0.002)  # (a timestamp of the view keeps milliseconds)
+        assert (load["avg_running"], load["avg_queued_load"]) == (1.5, 0.25)
+        ops = sum(p["ops"] + p.get("errors", 0) for p in s["phases"].values())
+        cost = s["cost"]
+        assert cost["credits"] == pytest.approx((end - start) / 3600, rel=1e-3)
+        assert cost["currency_amount"] == pytest.approx(3.0 * cost["credits"], rel=1e-4)  # (each rounded to 6 places)
+        assert cost["per_1k_ops"] == pytest.approx(cost["currency_amount"] * 1000 / ops, rel=1e-4)
+        assert json.loads((out / "query_history.json").read_text()) == server
+        page = (out / "report.html").read_text()
+        assert "server_ms" in page and "BENCH_WH" in page
+        again = run_cli("enrich", str(out), timeout=120)
+        assert again.returncode == 0 and (out / "summary.json").read_bytes() == once
+    finally:
+        _drop_views()
+    # the role cannot read ACCOUNT_USAGE: one line naming the view, exit 2, the run's files untouched
+    refused = run_cli("enrich", str(out), timeout=120)
+    assert refused.returncode == 2
+    assert "SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY" in refused.stderr and "IMPORTED PRIVILEGES" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert (out / "summary.json").read_bytes() == once
