@@ -114,14 +114,23 @@ def fakesnow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL 16 server (pgserver's binaries, from the package index) on loopback for
     the session: its URL (the ``postgres`` database)."""
+    import shutil
+    import tempfile
+
     from startline.backends.postgres import server
 
-    data = tmp_path_factory.mktemp("postgres") / "data"
+    # Not under pytest's own temporary root: the server runs as another user (when the tests run
+    # as root) and needs that root traversable, which every new pytest session on the machine
+    # resets to private — a second session started beside this one took the server's data
+    # directory away from it (PANIC: could not open pg_control: Permission denied).
+    root = Path(tempfile.mkdtemp(prefix="startline-pg-"))
+    data = root / "data"
     local = server.start(data)
     try:
         yield local.url
     finally:
         server.stop(data)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
