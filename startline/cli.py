@@ -834,7 +834,7 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     "bands",
     multiple=True,
     metavar="NAME=WARN:FAIL",
-    help="Change a regression band (qps, p95, p99 in per cent; error_rate in points), e.g. p99=25:50.",
+    help="Change a regression band (qps, p95, p99, cost.per_1k_ops in per cent; error_rate in points), e.g. p99=25:50.",
 )
 @click.option("--force", is_flag=True, help="Compare runs of different scenarios.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the comparison here.")

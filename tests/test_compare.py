@@ -62,6 +62,22 @@ def test_the_seed_systems_bands_mark_warn_and_fail_in_both_directions() -> None:
     assert better.verdict == OK  # faster and quicker is never a regression
 
 
+def test_the_cost_per_1k_ops_is_banded_when_the_base_was_priced_and_a_candidate_without_it_fails() -> None:
+    priced = {"cost": {"credits": 1.0, "currency_amount": 3.0, "per_1k_ops": 0.03}}
+    base = summary(1000, 10, 20, **priced)
+    dearer = summary(1000, 10, 20, cost=priced["cost"] | {"per_1k_ops": 0.0345})
+    rows = {r.figure: r for r in compare(base, dearer, DEFAULT_BANDS, ("a", "b")).rows}
+    assert rows["cost per 1k ops"].change == pytest.approx(15) and rows["cost per 1k ops"].verdict == WARN
+    assert (
+        compare(base, summary(1000, 10, 20), DEFAULT_BANDS, ("a", "b")).verdict == FAIL
+    )  # not enriched: not shown to hold
+    assert "cost per 1k ops" not in {
+        r.figure for r in compare(summary(1, 1, 1), summary(1, 1, 1), DEFAULT_BANDS, ("a", "b")).rows
+    }
+    (band,) = [b for b in bands_with(("cost.per_1k_ops=5:8",)) if b.figure == "cost per 1k ops"]
+    assert (band.warn, band.fail) == (5, 8)
+
+
 @given(st.floats(1, 1e6), st.floats(-99, 500))
 def test_a_band_fails_exactly_when_the_change_the_wrong_way_exceeds_its_fail_limit(base: float, pct: float) -> None:
     band = Band("latency p99 ms", 25, 50, higher_is_worse=True)

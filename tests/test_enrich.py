@@ -14,8 +14,10 @@ statement of the run that is no operation's."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 from startline.backends.snowflake.history import Record, attribute, credits_in, history_block, patterns
 from startline.engine.scenario import OperationSpec
 from startline.testing import run_cli
+from tests.test_report import browse, external_references
 
 READ = OperationSpec("read", sql="SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = :id")
 MOVE = OperationSpec(
@@ -241,7 +244,7 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         expected[phase] = n
         rows += [
             _history_row(
-                "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag(run_id, phase), start + 0.001 * k, 1 + k % 9
+                "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag(run_id, phase), start + 0.01 + 0.001 * k, 1 + k % 9
             )
             for k in range(n)
         ]
@@ -282,8 +285,17 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         assert cost["currency_amount"] == pytest.approx(3.0 * cost["credits"], rel=1e-4)  # (each rounded to 6 places)
         assert cost["per_1k_ops"] == pytest.approx(cost["currency_amount"] * 1000 / ops, rel=1e-4)
         assert json.loads((out / "query_history.json").read_text()) == server
+        # per snapshot interval, by when each statement began: beside the client's in intervals.csv
+        assert sum(r["records"] for r in server["statement_intervals"]) == sum(expected.values())
+        with open(out / "intervals.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["kind"] == "all"]
+        assert sum(int(r["server_records"] or 0) for r in rows) == sum(expected.values())
+        assert all(float(r["server_ms_p50"]) <= float(r["server_ms_p99"]) for r in rows if r["server_records"])
         page = (out / "report.html").read_text()
-        assert "server_ms" in page and "BENCH_WH" in page
+        assert "server_ms" in page and "BENCH_WH" in page and external_references(page) == []
+        dom = browse(out / "report.html", tmp_path, "--dump-dom")
+        figure = re.search(r'<figure id="chart-server-timings">(.*?)</figure>', dom.stdout, re.S)
+        assert dom.returncode == 0 and figure is not None and figure.group(1).count("<path") >= 5
         again = run_cli("enrich", str(out), timeout=120)
         assert again.returncode == 0 and (out / "summary.json").read_bytes() == once
     finally:

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from startline.engine import serverstats
 from startline.engine.scenario import ConfigError
-from startline.engine.serverstats import SERVER_COLUMNS, csv_columns
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -123,24 +123,30 @@ INTERVALS_HEADER = (
 )
 """intervals.csv: one row per snapshot interval × kind (``all`` first, then each kind); ``retried``
 and ``retries`` for a kind tried again under ``max_tries`` (empty otherwise); a run with the
-server's statistics (``server.intervals``) adds ``serverstats.SERVER_COLUMNS``."""
+server's own figures (the ``server`` block) adds their columns (``serverstats.csv_layouts``)."""
 
 
 def interval_rows(
-    timeseries: Sequence[Mapping[str, Any]], interval_s: float, server: Sequence[Mapping[str, Any]] | None = None
+    timeseries: Sequence[Mapping[str, Any]], interval_s: float, server: Mapping[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
     """intervals.csv from summary.json's ``timeseries``: every interval, zeros included; the
     latency columns are empty when the run kept no per-interval histograms. With ``server``
-    (summary.json's ``server.intervals``), each ``all`` row ends with its interval's
-    ``SERVER_COLUMNS`` (empty for an interval with no reading; a reading's interval beyond the
-    time series gets a row of its own)."""
-    if server is not None:
-        by_t = {r["t_s"]: csv_columns(r) for r in server}
-        blank = ("",) * len(SERVER_COLUMNS)
+    (summary.json's ``server`` block), each ``all`` row ends with its interval's server columns
+    (``serverstats.csv_layouts``: empty for an interval the server said nothing of; an interval
+    the server spoke of beyond the time series gets a row of its own)."""
+    layouts = serverstats.csv_layouts(server or {})
+    if layouts:
+        blank = tuple("" for columns, _cells in layouts for _c in columns)
         last = max((r["t_s"] for r in timeseries), default=-1.0)
-        extra = [{"t_s": t, "ops": 0, "connections": ""} for t in sorted(by_t) if t > last]
+        beyond = sorted({t for _columns, cells in layouts for t in cells if t > last})
+        extra = [{"t_s": t, "ops": 0, "connections": ""} for t in beyond]
         return [
-            row + (by_t.get(row[0], blank) if row[2] == "all" else blank)
+            row
+            + (
+                tuple(c for columns, cells in layouts for c in cells.get(row[0], ("",) * len(columns)))
+                if row[2] == "all"
+                else blank
+            )
             for row in interval_rows([*timeseries, *extra], interval_s)
         ]
     rows = []
@@ -164,10 +170,10 @@ def write_summary(out: Path, summary: dict[str, Any], own: Mapping[str, Any] | N
     if own is not None:
         write_json(out / "orchestrator.json", own)
     write_csv(out / "failures.csv", FAILURES_HEADER, failure_rows(summary.get("failures", ())))
-    server = (summary.get("server") or {}).get("intervals")
+    server = summary.get("server") or {}
     write_csv(
         out / "intervals.csv",
-        INTERVALS_HEADER if server is None else (*INTERVALS_HEADER, *SERVER_COLUMNS),
+        (*INTERVALS_HEADER, *(c for columns, _cells in serverstats.csv_layouts(server) for c in columns)),
         interval_rows(summary.get("timeseries", ()), summary.get("snapshot_interval_s", 1.0), server),
     )
     steps = (summary.get("load") or {}).get("steps") or ()

@@ -34,7 +34,19 @@ they waited on — PostgreSQL's ``wait_event_type`` lower-cased, ``cpu`` for non
 rarer types (Activity, BufferPin, Extension, Timeout, InjectionPoint) as ``other``."""
 
 SERVER_COLUMNS = (*COUNTERS, "hit_ratio", "locks_waiting", *(f"wait_{w}" for w in WAIT_COLUMNS))
-"""intervals.csv's server columns (on the ``all`` row of each interval), when the run has them."""
+"""intervals.csv's server columns (on the ``all`` row of each interval) for a server's counters
+(``server.intervals``)."""
+
+STATEMENT_COLUMNS = (
+    "server_records",
+    "server_ms_p50",
+    "server_ms_p99",
+    "execution_ms_p50",
+    "queued_overload_ms_p99",
+    "transaction_blocked_ms_p99",
+)
+"""intervals.csv's server columns for a server's own timings of the run's statements, by the
+interval each began in (``server.statement_intervals``: Snowflake's query history)."""
 
 
 @attrs.frozen
@@ -186,3 +198,29 @@ def csv_columns(row: Mapping[str, Any]) -> tuple[Any, ...]:
         waits[wait_column(kind)] += n
     cells = [row.get(k) for k in (*COUNTERS, "hit_ratio", "locks_waiting")]
     return (*("" if v is None else v for v in cells), *(waits[w] for w in WAIT_COLUMNS))
+
+
+def statement_columns(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A ``server.statement_intervals`` row as intervals.csv's ``STATEMENT_COLUMNS``."""
+    return (
+        row["records"],
+        row["server_ms"]["p50"],
+        row["server_ms"]["p99"],
+        row["execution_ms"]["p50"],
+        row["queued_overload_ms"]["p99"],
+        row["transaction_blocked_ms"]["p99"],
+    )
+
+
+def csv_layouts(server: Mapping[str, Any]) -> list[tuple[tuple[str, ...], dict[float, tuple[Any, ...]]]]:
+    """What the ``server`` block adds to intervals.csv: for each kind of server intervals it holds,
+    its columns and, by ``t_s``, each interval's cells."""
+    layouts = []
+    for key, columns, cells in (
+        ("intervals", SERVER_COLUMNS, csv_columns),
+        ("statement_intervals", STATEMENT_COLUMNS, statement_columns),
+    ):
+        rows = server.get(key)
+        if rows:
+            layouts.append((columns, {r["t_s"]: cells(r) for r in rows}))
+    return layouts

@@ -24,7 +24,7 @@ LATENCY = {
 }
 """How late each ACCOUNT_USAGE view may be (Snowflake's documentation of each view)."""
 
-PRIVILEGE = "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE (or the SNOWFLAKE.USAGE_VIEWER database role)"
+PRIVILEGE = "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE"
 
 
 class EnrichError(Exception):
@@ -41,7 +41,7 @@ def _epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[[str], None]) -> dict[str, Any]:
     """The summary with Snowflake's own figures (written, with OUT/query_history.json)."""
-    from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, safe_message
+    from startline.backends.snowflake.conn import ConnectionFailed, SnowflakeExecutor, SnowflakeSettings, safe_message
     from startline.backends.snowflake.history import (
         LOAD_SQL,
         METERING_SQL,
@@ -66,6 +66,8 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     async def read(view: str, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:
             return await ex.run(lambda c: fetch(c, sql, params))
+        except ConnectionFailed as exc:
+            raise EnrichError(str(exc)) from None
         except Exception as exc:
             raise EnrichError(
                 f"SNOWFLAKE.ACCOUNT_USAGE.{view} could not be read ({safe_message(exc)}): {PRIVILEGE}"
@@ -75,7 +77,9 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
         records = [
             record_of(r) for r in await read("QUERY_HISTORY", QUERY_HISTORY_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
         ]
-        history = history_block(records, run_id, scenario.operations, summary.get("phases") or {})
+        history = history_block(
+            records, run_id, scenario.operations, summary.get("phases") or {}, start, scenario.snapshot_interval_s
+        )
         warehouses = set(history["warehouses"])
         load = _epoch_rows(await read("WAREHOUSE_LOAD_HISTORY", LOAD_SQL, (lo, hi)))
         metering = _epoch_rows(await read("WAREHOUSE_METERING_HISTORY", METERING_SQL, (lo, hi)))

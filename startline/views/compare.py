@@ -59,8 +59,15 @@ DEFAULT_BANDS = (
     Band("latency p95 ms", 20, 40, higher_is_worse=True),
     Band("latency p99 ms", 25, 50, higher_is_worse=True),
     Band("error rate", 1, 5, higher_is_worse=True, points=True),
+    Band("cost per 1k ops", 10, 20, higher_is_worse=True),
 )
-BAND_NAMES = {"qps": "qps", "p95": "latency p95 ms", "p99": "latency p99 ms", "error_rate": "error rate"}
+BAND_NAMES = {
+    "qps": "qps",
+    "p95": "latency p95 ms",
+    "p99": "latency p99 ms",
+    "error_rate": "error rate",
+    "cost.per_1k_ops": "cost per 1k ops",
+}
 """``--band NAME=WARN:FAIL`` names."""
 
 
@@ -83,6 +90,8 @@ def figures(summary: Mapping[str, Any]) -> dict[str, float | None]:
         "start lag p50 ms": lag.get("p50"),
         "start lag max ms": lag.get("max"),
     }
+    if summary.get("cost"):  # (a Snowflake run after `startline enrich`, priced)
+        out["cost per 1k ops"] = summary["cost"].get("per_1k_ops")
     for kind, block in sorted((m.get("by_kind") or {}).items()):
         kl = block.get("latency_ms") or {}
         out[f"{kind}: qps"] = block.get("qps")

@@ -53,7 +53,9 @@ def render(summary: Mapping[str, Any]) -> str:
         _section("Verdict", _verdict(summary)),
         _section("The start", charts.start() + _start_table(summary)),
         _section("Throughput and errors", charts.throughput()),
-        _section("The database server", charts.server() + _server_tables(summary)) if summary.get("server") else "",
+        _section("The database server", _server_charts(summary, charts) + _server_tables(summary))
+        if summary.get("server")
+        else "",
         _section("Latency over time", charts.latency_over_time()),
         _section("Latency distribution (MEASUREMENT)", charts.distribution() + _phase_table(summary)),
         _section("Load control", (charts.find_max() if load.get("mode") == "find_max" else "") + _load_table(summary))
@@ -166,6 +168,15 @@ def _load_table(s: Mapping[str, Any]) -> str:
     shown = ", ".join(f"{k} {v}" for k, v in result.items() if not isinstance(v, dict))
     return f"<p>mode {html.escape(str(load.get('mode')))}: {html.escape(shown)}</p>" + _table(
         keys, ([st.get(k) for k in keys] for st in load["steps"])
+    )
+
+
+def _server_charts(s: Mapping[str, Any], charts: _Charts) -> str:
+    """The server's charts its block has figures for: counters over time (PostgreSQL), its own
+    timing of the run's statements (Snowflake, after ``enrich``)."""
+    server = s.get("server") or {}
+    return (charts.server() if server.get("intervals") else "") + (
+        charts.server_timings() if server.get("statement_intervals") else ""
     )
 
 
@@ -534,6 +545,52 @@ class _Charts:
             )
 
         return self._figure("server", draw, height=5.6)
+
+    def server_timings(self) -> str:
+        """The server's own timing of the run's statements per interval (Snowflake's query
+        history, after ``startline enrich``) beside the client's latency."""
+        rows = list((self.s.get("server") or {}).get("statement_intervals") or ())
+
+        def draw(fig: Any) -> str:
+            if not rows:
+                return ""
+            ax = fig.add_subplot(1, 1, 1)
+            self._shade(ax)
+            t = [r["t_s"] + self.iv / 2 for r in rows]
+            ax.plot(t, [_positive(r["server_ms"]["p50"]) for r in rows], color="#1a7f37", label="server_ms p50")
+            ax.plot(
+                t, [_positive(r["server_ms"]["p99"]) for r in rows], color="#1a7f37", ls="--", label="server_ms p99"
+            )
+            ax.plot(
+                t,
+                [_positive(r["queued_overload_ms"]["p99"]) for r in rows],
+                color="#c62828",
+                ls=":",
+                label="queued p99",
+            )
+            client = [r for r in self.series if "latency_ms" in r]
+            if client:
+                ct = [r["t_s"] + self.iv / 2 for r in client]
+                ax.plot(
+                    ct, [_positive(r["latency_ms"].get("p50")) for r in client], color="#1f77b4", label="client p50"
+                )
+                ax.plot(
+                    ct,
+                    [_positive(r["latency_ms"].get("p99")) for r in client],
+                    color="#1f77b4",
+                    ls="--",
+                    label="client p99",
+                )
+            ax.set_yscale("log")
+            ax.set_ylabel("ms (log)")
+            ax.set_xlabel("seconds from START_TIME")
+            ax.legend(loc="best", fontsize=7, ncol=5, framealpha=0.7)
+            return (
+                "the server's elapsed time of the run's statements (by the interval each began in) beside the "
+                "client's latency: the gap is the network, the driver and the client"
+            )
+
+        return self._figure("server-timings", draw)
 
     def latency_over_time(self) -> str:
         def draw(fig: Any) -> str:

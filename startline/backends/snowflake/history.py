@@ -112,16 +112,33 @@ def distribution(values: list[int]) -> dict[str, float]:
     }
 
 
+def timings(found: Sequence[Record]) -> dict[str, dict[str, float]]:
+    """Each of ``TIMINGS``' distribution over ``found`` (not empty)."""
+    return {name: distribution([r.timings.get(name, 0) for r in found]) for name, _column in TIMINGS}
+
+
+def statement_intervals(found: Iterable[Record], start_time: float, interval_s: float) -> list[dict[str, Any]]:
+    """The run's attributed statements by the snapshot interval each began in (``t_s`` from
+    START_TIME, as the time series counts them): how many, and their timings."""
+    by_t: dict[float, list[Record]] = defaultdict(list)
+    for r in found:
+        by_t[round((r.start_s - start_time) // interval_s * interval_s, 6)].append(r)
+    return [{"t_s": t, "records": len(rs), **timings(rs)} for t, rs in sorted(by_t.items())]
+
+
 def history_block(
     records: Iterable[Record],
     run_id: str,
     operations: Sequence[OperationSpec],
     phases: Mapping[str, Any],
+    start_time: float | None = None,
+    interval_s: float = 1.0,
 ) -> dict[str, Any]:
     """Per phase and kind: the server's records, the share of the client's statements they
     cover (client operations × statements an operation sends), each timing's distribution, bytes
-    scanned, statements that failed; the client's latency beside them; and the run's statements
-    not attributed, by reason. ``phases``: the summary's ``phases`` (the client's counts)."""
+    scanned, statements that failed; the client's latency beside them; the run's statements
+    not attributed, by reason; and (given the run's ``start_time``) the attributed statements per
+    snapshot interval. ``phases``: the summary's ``phases`` (the client's counts)."""
     kinds = patterns(operations)
     per_op = statements_per_operation(operations)
     grouped: dict[tuple[str, str], list[Record]] = defaultdict(list)
@@ -148,12 +165,16 @@ def history_block(
             "failed": sum(r.status.upper() != "SUCCESS" for r in found),
             "bytes_scanned": sum(r.bytes_scanned for r in found),
         }
-        for name, _column in TIMINGS:
-            row[name] = distribution([r.timings.get(name, 0) for r in found])
+        row.update(timings(found))
         lat = client.get("latency_ms") or {}
         row["latency_ms"] = {p: lat[p] for p in ("p50", "p95", "p99", "max") if p in lat}
         by_phase.setdefault(phase, {})[kind] = row
-    return {"by_phase": by_phase, "not_attributed": left, "warehouses": sorted(warehouses)}
+    block: dict[str, Any] = {"by_phase": by_phase, "not_attributed": left, "warehouses": sorted(warehouses)}
+    if start_time is not None:
+        block["statement_intervals"] = statement_intervals(
+            [r for rs in grouped.values() for r in rs], start_time, interval_s
+        )
+    return block
 
 
 def load_series(rows: Iterable[Mapping[str, Any]], start_time: float) -> list[dict[str, Any]]:
