@@ -1001,9 +1001,10 @@ def enrich_cmd(run_dir: str, target: str | None) -> None:
     per_credit`) the cost per 1,000 operations. The views arrive up to hours late: run it again
     later and it fills in what was missing; what the run measured is never changed.
 
-    Writes summary.json's `server` block and `cost`, query_history.json and report.html. Exit 0;
-    2 when RUN_DIR holds no summary, the target is not Snowflake, or a view is not readable by
-    the role (one line naming it)."""
+    Writes summary.json's `server` block and `cost`, query_history.json and report.html, and
+    judges the scenario's `cost.per_1k_ops` thresholds once the cost is known (the verdict with
+    them). Exit 0; 1 when such a threshold fails; 2 when RUN_DIR holds no summary, the target is
+    not Snowflake, or a view is not readable by the role (one line naming it)."""
     import trio
 
     from startline.live.enrich import EnrichError, enrich
@@ -1041,7 +1042,13 @@ def enrich_cmd(run_dir: str, target: str | None) -> None:
                 else " (no [cost] per_credit: not priced)"
             )
         )
+    for t in enriched.get("thresholds", ()):
+        if t["metric"].startswith("cost."):
+            click.echo(f"threshold {t['metric']}: {t['threshold']} {'ok' if t['ok'] else 'FAILED'} — {t['detail']}")
     click.echo(f"summary: {out / 'summary.json'}" + (f"\nreport: {report}" if report else ""))
+    click.echo(f"verdict: {enriched['verdict']}")
+    if any(not t["ok"] for t in enriched.get("thresholds", ()) if t["metric"].startswith("cost.")):
+        sys.exit(1)
 
 
 @main.command("summarize")

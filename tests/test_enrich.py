@@ -124,6 +124,31 @@ def test_credits_are_each_hours_in_proportion_to_its_overlap_with_the_run():
     assert credits_in(hours, 7200.0, 9000.0) == 0.0
 
 
+def test_a_cost_threshold_is_pending_until_the_cost_is_known_then_judged_into_the_verdict():
+    from startline.engine.scenario import Scenario
+    from startline.live.enrich import judged_later
+
+    scenario = Scenario.from_dict(
+        {"operations": [{"name": "a", "sql": "SELECT 1"}], "thresholds": {"cost.per_1k_ops": ["value < 0.5"]}}
+    )
+    ran = {
+        "status": "COMPLETED",
+        "verdict": "passed",
+        "checks": [{"name": "min_operations", "ok": True}],
+        "thresholds": [],
+        "thresholds_pending": [{"metric": "cost.per_1k_ops", "threshold": "value < 0.5"}],
+    }
+    assert judged_later(ran, scenario) == ran  # no cost yet: still pending, nothing judged
+    assert judged_later(ran | {"cost": {"per_1k_ops": None}}, scenario) == ran | {"cost": {"per_1k_ops": None}}
+    cheap = judged_later(ran | {"cost": {"per_1k_ops": 0.25}}, scenario)
+    assert cheap["verdict"] == "passed" and cheap["thresholds"][0]["ok"] and "thresholds_pending" not in cheap
+    dear = judged_later(ran | {"cost": {"per_1k_ops": 0.75}}, scenario)
+    assert dear["verdict"] == "failed" and not dear["thresholds"][0]["ok"]
+    assert (
+        judged_later(dear | {"cost": {"per_1k_ops": 0.25}}, scenario)["verdict"] == "passed"
+    )  # enrich again: judged anew
+
+
 # ---- enrich on the emulator ---------------------------------------------------------------------
 
 QUERY_HISTORY_COLUMNS = """
@@ -175,6 +200,9 @@ setup = [
 
 [cost]
 per_credit = 3.0
+
+[thresholds]
+"cost.per_1k_ops" = ["value < 1000"]
 
 [[operations]]
 name = "read"
@@ -237,6 +265,8 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
     done = run_cli("run", str(path), "--out", str(out), timeout=180)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     before = json.loads((out / "summary.json").read_text())
+    assert before["thresholds_pending"] == [{"metric": "cost.per_1k_ops", "threshold": "value < 1000"}]
+    assert before["thresholds"] == [] and before["verdict"] == "passed"  # judged later, not now
     run_id, start, end = before["run_id"], before["start_time"], before["stopped_at"]
     rows, expected = [], {}
     for phase, block in before["phases"].items():
@@ -285,6 +315,8 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         assert cost["currency_amount"] == pytest.approx(3.0 * cost["credits"], rel=1e-4)  # (each rounded to 6 places)
         assert cost["per_1k_ops"] == pytest.approx(cost["currency_amount"] * 1000 / ops, rel=1e-4)
         assert json.loads((out / "query_history.json").read_text()) == server
+        (judged,) = s["thresholds"]
+        assert judged["ok"] and judged["value"] == cost["per_1k_ops"] and "thresholds_pending" not in s
         # per snapshot interval, by when each statement began: beside the client's in intervals.csv
         assert sum(r["records"] for r in server["statement_intervals"]) == sum(expected.values())
         with open(out / "intervals.csv", newline="") as f:

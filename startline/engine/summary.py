@@ -342,13 +342,11 @@ def build_summary(
     start = start_block(start_time, payloads)
     intervals = intervals or {}
     merged = interval_latency(intervals)  # every kind: what windowed thresholds and the time series read
+    now = [t for t in scenario.threshold_list if t.metric not in thresholds.LATER]
     judged = (  # what the thresholds read is merged only when there are thresholds to read it
-        thresholds.evaluate(
-            scenario.threshold_list, _measured(scenario, metrics, phases, start, intervals, merged), crossed
-        )
-        if scenario.threshold_list
-        else ()
+        thresholds.evaluate(now, _measured(scenario, metrics, phases, start, intervals, merged), crossed) if now else ()
     )
+    later = [t for t in scenario.threshold_list if t.metric in thresholds.LATER]
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -358,6 +356,7 @@ def build_summary(
         "detail": detail,
         "checks": [c.to_dict() for c in checks],
         "thresholds": [t.to_dict() for t in judged],
+        **({"thresholds_pending": [{"metric": t.key, "threshold": t.expression} for t in later]} if later else {}),
         "scenario": scenario.name,
         "start_strategy": str(scenario.start.strategy),
         "start_time": start_time,

@@ -7,6 +7,7 @@
     "qps" = ["value > 1000"]
     "start.skew_ms" = ["value < 5"]
     "latency_ms{window=10s}" = ["p(95) < 100"]   # in every 10 s window of MEASUREMENT
+    "cost.per_1k_ops" = ["value < 0.05"]         # judged by `startline enrich` (a Snowflake run)
 
 A key is a metric with optional tags (``kind``: one operation kind; ``window``: every window of
 that many seconds of MEASUREMENT must pass); each item is an expression ``STAT OP NUMBER``, or
@@ -39,8 +40,13 @@ METRICS: Mapping[str, tuple[str, ...]] = {
     "late": ("count",),
     "start.skew_ms": ("value",),
     "start.lag_ms": ("p", "min", "max", "med"),
+    "cost.per_1k_ops": ("value",),
 }
 """Each metric and the statistics a threshold may take of it (``p`` is ``p(N)``)."""
+LATER = frozenset({"cost.per_1k_ops"})
+"""Metrics known only after the run (``startline enrich`` reads them from the target's own
+records, hours later): the run lists their thresholds as pending and judges nothing by them;
+``enrich`` judges them."""
 BY_KIND = frozenset({"latency_ms", "service_ms", "qps", "ops"})
 """Metrics a ``{kind=...}`` tag narrows to one operation kind."""
 WINDOWED = frozenset({"latency_ms"})
@@ -58,7 +64,7 @@ OPS: Mapping[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_KEY = re.compile(r"^(?P<metric>[a-z_.]+)(?:\{(?P<tags>[^{}]*)\})?$")
+_KEY = re.compile(r"^(?P<metric>[a-z][a-z0-9_.]*)(?:\{(?P<tags>[^{}]*)\})?$")
 _EXPR = re.compile(
     r"^\s*(?P<stat>p\(\s*(?P<pct>\d+(?:\.\d+)?)\s*\)|avg|min|max|med|rate|value|count)\s*"
     r"(?P<op><=|>=|==|!=|<|>)\s*(?P<limit>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*$"
@@ -185,6 +191,8 @@ class Measured:
     windows: Callable[[float, str | None], Sequence[HdrHistogram]] = lambda _s, _k: ()
     """The response-time histograms of MEASUREMENT's consecutive windows of that many seconds, of
     one kind (``None``: every kind)."""
+    cost: Mapping[str, Any] = attrs.field(factory=dict)
+    """summary.json's ``cost`` block (``startline enrich``; empty: not known)."""
 
 
 @attrs.frozen
@@ -259,6 +267,8 @@ def _value(t: Threshold, m: Measured) -> float | None:
         return None if not phase else float(phase.get(metric, 0))
     if metric == "start.skew_ms":
         return m.start.get("skew_ms")
+    if metric == "cost.per_1k_ops":
+        return m.cost.get("per_1k_ops")
     lags = m.start.get("lag_ms")  # start.lag_ms
     if not lags:
         return None
@@ -286,6 +296,8 @@ def _name(t: Threshold) -> str:
 
 
 def _missing(t: Threshold) -> str:
+    if t.metric == "cost.per_1k_ops":
+        return "no priced cost: the run's credits are not known yet, or [cost] per_credit is not set"
     if t.kind is not None:
         return f"no operation of kind {t.kind!r} in MEASUREMENT"
     return f"nothing measured for {t.key}"

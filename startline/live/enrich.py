@@ -10,8 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from startline.engine import thresholds
 from startline.engine.files import write_json, write_summary
 from startline.engine.scenario import ConfigError, Scenario
+from startline.engine.verdict import verdict
 from startline.urls import Url
 
 WINDOW_MARGIN_S = 600.0
@@ -37,6 +41,28 @@ def _iso(epoch: float) -> str:
 
 def _epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r | {"START_S": r["START_TIME"].timestamp(), "END_S": r["END_TIME"].timestamp()} for r in rows]
+
+
+def judged_later(summary: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
+    """The summary with its thresholds on what only enrich knows (``thresholds.LATER``: the cost)
+    judged once that is known — moved from ``thresholds_pending`` to ``thresholds``, the verdict
+    judged again from every check and threshold — and left pending while it is not."""
+    later = [t for t in scenario.threshold_list if t.metric in thresholds.LATER]
+    if not later or (summary.get("cost") or {}).get("per_1k_ops") is None:
+        return summary
+    measured = thresholds.Measured({}, {}, {}, {}, cost=summary["cost"])
+    results = [r.to_dict() for r in thresholds.evaluate(later, measured)]
+    keys = {(t.key, t.expression) for t in later}
+    kept = [t for t in summary.get("thresholds") or () if (t["metric"], t["threshold"]) not in keys]
+    out = {k: v for k, v in summary.items() if k != "thresholds_pending"} | {"thresholds": [*kept, *results]}
+    every = [c["ok"] for c in out.get("checks") or ()] + [t["ok"] for t in out["thresholds"]]
+    out["verdict"] = verdict(out["status"], [_Judged(ok) for ok in every])
+    return out
+
+
+@attrs.frozen
+class _Judged:
+    ok: bool
 
 
 async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[[str], None]) -> dict[str, Any]:
@@ -105,6 +131,7 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     if warehouses and metered_to is not None and metered_to >= end:
         cost = scenario.cost
         enriched["cost"] = cost_block(credits_in(metering, start, end), cost.per_credit, cost.currency, ops)
+    enriched = judged_later(enriched, scenario)
     write_json(out / "query_history.json", server)
     write_summary(out, enriched)
     for line in pending:

@@ -143,6 +143,10 @@ def _verdict(s: Mapping[str, Any]) -> str:
     rows += [
         (f"{t['metric']}: {t['threshold']}", t["ok"], t.get("value"), t.get("detail")) for t in s.get("thresholds", ())
     ]
+    rows += [
+        (f"{t['metric']}: {t['threshold']}", "pending", None, "judged by `startline enrich` once the cost is known")
+        for t in s.get("thresholds_pending", ())
+    ]
     return (
         f'<p>verdict: <span class="{html.escape(verdict)}">{html.escape(verdict)}</span> — status '
         f"{html.escape(str(s.get('status')))}{html.escape(reason)}, start strategy "

@@ -101,6 +101,10 @@ def print_summary(
     for t in summary.get("thresholds", ()):
         mark = "[green]ok[/]" if t["ok"] else "[bold red]FAILED[/]"
         console.print(f"threshold {escape(t['metric'])}: {escape(t['threshold'])} {mark} — {escape(t['detail'])}")
+    for t in summary.get("thresholds_pending", ()):
+        console.print(
+            f"threshold {escape(t['metric'])}: {escape(t['threshold'])} pending — judged by `startline enrich`"
+        )
     verdict = summary.get("verdict")
     if verdict:
         style = "bold green" if verdict == "passed" else "bold red"
