@@ -1,9 +1,10 @@
 """What Snowflake itself recorded of a run (issue 26, part 1): the run's statements matched to
 their operation kinds (pure, property-tested), and `startline enrich` on the emulator. The
-emulator keeps no query history, so the test makes SNOWFLAKE.ACCOUNT_USAGE's three views on it
+emulator keeps no query history, so the test makes SNOWFLAKE.ACCOUNT_USAGE's four views on it
 as tables with the columns Snowflake documents —
 
 - QUERY_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/query_history
+- AGGREGATE_QUERY_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/aggregate_query_history
 - WAREHOUSE_LOAD_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_load_history
 - WAREHOUSE_METERING_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_metering_history
 
@@ -174,6 +175,28 @@ EXTERNAL_FUNCTION_TOTAL_RECEIVED_ROWS NUMBER, EXTERNAL_FUNCTION_TOTAL_SENT_BYTES
 EXTERNAL_FUNCTION_TOTAL_RECEIVED_BYTES NUMBER, QUERY_LOAD_PERCENT NUMBER,
 IS_CLIENT_GENERATED_STATEMENT BOOLEAN
 """
+AGGREGATE_COLUMNS = """
+CALLS NUMBER, INTERVAL_START_TIME TIMESTAMP_LTZ, INTERVAL_END_TIME TIMESTAMP_LTZ,
+QUERY_PARAMETERIZED_HASH TEXT, QUERY_TEXT TEXT, DATABASE_ID NUMBER, DATABASE_NAME TEXT, SCHEMA_ID NUMBER,
+SCHEMA_NAME TEXT, QUERY_TYPE TEXT, SESSION_ID NUMBER, USER_NAME TEXT, ROLE_NAME TEXT, ROLE_TYPE TEXT,
+WAREHOUSE_ID NUMBER, WAREHOUSE_NAME TEXT, WAREHOUSE_SIZE TEXT, WAREHOUSE_TYPE TEXT, QUERY_TAG TEXT,
+IS_CLIENT_GENERATED_STATEMENT BOOLEAN, RELEASE_VERSION TEXT, ERRORS ARRAY, TOTAL_ELAPSED_TIME OBJECT,
+BYTES_SCANNED OBJECT, PERCENTAGE_SCANNED_FROM_CACHE OBJECT, BYTES_WRITTEN OBJECT, BYTES_WRITTEN_TO_RESULT OBJECT,
+BYTES_READ_FROM_RESULT OBJECT, ROWS_PRODUCED OBJECT, ROWS_INSERTED OBJECT, ROWS_UPDATED OBJECT,
+ROWS_DELETED OBJECT, ROWS_UNLOADED OBJECT, BYTES_DELETED OBJECT, PARTITIONS_SCANNED OBJECT,
+PARTITIONS_TOTAL OBJECT, BYTES_SPILLED_TO_LOCAL_STORAGE OBJECT, BYTES_SPILLED_TO_REMOTE_STORAGE OBJECT,
+BYTES_SENT_OVER_THE_NETWORK OBJECT, COMPILATION_TIME OBJECT, EXECUTION_TIME OBJECT,
+QUEUED_PROVISIONING_TIME OBJECT, QUEUED_REPAIR_TIME OBJECT, QUEUED_OVERLOAD_TIME OBJECT,
+TRANSACTION_BLOCKED_TIME OBJECT, OUTBOUND_DATA_TRANSFER_CLOUD TEXT, OUTBOUND_DATA_TRANSFER_REGION TEXT,
+OUTBOUND_DATA_TRANSFER_BYTES OBJECT, INBOUND_DATA_TRANSFER_CLOUD TEXT, INBOUND_DATA_TRANSFER_REGION TEXT,
+INBOUND_DATA_TRANSFER_BYTES OBJECT, LIST_EXTERNAL_FILES_TIME OBJECT, CREDITS_USED_CLOUD_SERVICES OBJECT,
+EXTERNAL_FUNCTION_TOTAL_INVOCATIONS OBJECT, EXTERNAL_FUNCTION_TOTAL_SENT_ROWS OBJECT,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_ROWS OBJECT, EXTERNAL_FUNCTION_TOTAL_SENT_BYTES OBJECT,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_BYTES OBJECT, QUERY_LOAD_PERCENT OBJECT,
+QUERY_ACCELERATION_BYTES_SCANNED OBJECT, QUERY_ACCELERATION_PARTITIONS_SCANNED OBJECT,
+QUERY_ACCELERATION_UPPER_LIMIT_SCALE_FACTOR OBJECT, CHILD_QUERIES_WAIT_TIME OBJECT,
+HYBRID_TABLE_REQUESTS_THROTTLED_COUNT NUMBER
+"""
 LOAD_COLUMNS = """
 START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR,
 AVG_RUNNING FLOAT, AVG_QUEUED_LOAD FLOAT, AVG_QUEUED_PROVISIONING FLOAT, AVG_BLOCKED FLOAT
@@ -226,6 +249,7 @@ def _views(rows: list[str]) -> None:
         cur.execute("CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE")
         for view, columns in (
             ("QUERY_HISTORY", QUERY_HISTORY_COLUMNS),
+            ("AGGREGATE_QUERY_HISTORY", AGGREGATE_COLUMNS),
             ("WAREHOUSE_LOAD_HISTORY", LOAD_COLUMNS),
             ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
         ):
@@ -257,6 +281,26 @@ def _history_row(text: str, query_tag: str, at: float, ms: int, status: str = "S
     )
 
 
+def _aggregate_row(
+    query_tag: str,
+    at: float,
+    calls: int,
+    elapsed: dict[str, int],
+    errors: int = 0,
+    text: str = "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = 7",
+) -> str:
+    failed = json.dumps([{"code": "000630", "message": "timeout", "count": errors}] if errors else [])
+    timing = json.dumps(elapsed)
+    return (
+        "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.AGGREGATE_QUERY_HISTORY (CALLS, INTERVAL_START_TIME, "
+        "INTERVAL_END_TIME, QUERY_TEXT, QUERY_TAG, WAREHOUSE_NAME, ERRORS, TOTAL_ELAPSED_TIME, EXECUTION_TIME, "
+        "COMPILATION_TIME, QUEUED_PROVISIONING_TIME, QUEUED_OVERLOAD_TIME, TRANSACTION_BLOCKED_TIME) SELECT "
+        f"{calls}, '{_ts(at)}', '{_ts(at + 60)}', '{text}', '{query_tag}', 'BENCH_WH', PARSE_JSON('{failed}'), "
+        f"PARSE_JSON('{timing}'), PARSE_JSON('{timing}'), PARSE_JSON('{{}}'), PARSE_JSON('{{}}'), "
+        "PARSE_JSON('{}'), PARSE_JSON('{}')"
+    )
+
+
 def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_changes_nothing(
     fakesnow_home: Path, tmp_path: Path
 ) -> None:
@@ -281,6 +325,12 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
     rows += [_history_row("ALTER SESSION SET QUERY_TAG = ?", tag(run_id, "WARMUP"), start - 1, 1)]  # a session's own
     rows += [_history_row("SELECT 42", tag(run_id), start + 0.5, 2)]  # the run's, no operation's
     rows += [_history_row("SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag("another-run"), start, 3)] * 5
+    rows += [
+        _aggregate_row(tag(run_id), start, 10, {"sum": 20, "max": 5, "p99": 4}, errors=1),
+        _aggregate_row(tag(run_id), start + 60, 6, {"sum": 30, "max": 9, "p99": 8}),
+        _aggregate_row(tag("another-run"), start, 50, {"sum": 50, "max": 1, "p99": 1}),
+        _aggregate_row(tag(run_id), start, 3, {"sum": 3, "max": 1, "p99": 1}, text="SELECT 42"),
+    ]
     hour = start - start % 3600
     rows += [
         "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.WAREHOUSE_LOAD_HISTORY VALUES "
@@ -306,6 +356,12 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
             assert row["bytes_scanned"] == 1024 * n
         assert server["not_attributed"] == {"session": 1, "unmatched": 1, "ambiguous": 0}
         assert server["warehouses"] == ["BENCH_WH"] and server["pending"] == []
+        aggregated = server["aggregated"]
+        row = aggregated["by_phase"]["MEASUREMENT"]["read"]
+        assert (row["calls"], row["intervals"], row["failed"]) == (16, 2, 1)
+        assert row["matched_share"] == round(16 / expected["MEASUREMENT"], 4)
+        assert row["server_ms"] == {"mean": round(50 / 16, 3), "max": 9.0, "p99_max": 8.0}
+        assert aggregated["not_attributed"] == {"session": 0, "unmatched": 3, "ambiguous": 0}
         (load,) = server["warehouse_load"]
         assert load["from_s"] == pytest.approx(-60.0, abs=0.002)  # (a timestamp of the view keeps milliseconds)
         assert (load["avg_running"], load["avg_queued_load"]) == (1.5, 0.25)

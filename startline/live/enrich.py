@@ -23,10 +23,12 @@ WINDOW_MARGIN_S = 600.0
 
 LATENCY = {
     "QUERY_HISTORY": "up to 45 minutes",
+    "AGGREGATE_QUERY_HISTORY": "up to 3 hours",
     "WAREHOUSE_LOAD_HISTORY": "up to 3 hours",
     "WAREHOUSE_METERING_HISTORY": "up to 3 hours",
 }
-"""How late each ACCOUNT_USAGE view may be (Snowflake's documentation of each view)."""
+"""How late each ACCOUNT_USAGE view may be (Snowflake's documentation: the Account Usage page's
+table of views)."""
 
 PRIVILEGE = "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE"
 
@@ -69,9 +71,12 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     """The summary with Snowflake's own figures (written, with OUT/query_history.json)."""
     from startline.backends.snowflake.conn import ConnectionFailed, SnowflakeExecutor, SnowflakeSettings, safe_message
     from startline.backends.snowflake.history import (
+        AGGREGATE_SQL,
         LOAD_SQL,
         METERING_SQL,
         QUERY_HISTORY_SQL,
+        aggregate_of,
+        aggregated_block,
         cost_block,
         credits_in,
         history_block,
@@ -106,7 +111,12 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
         history = history_block(
             records, run_id, scenario.operations, summary.get("phases") or {}, start, scenario.snapshot_interval_s
         )
-        warehouses = set(history["warehouses"])
+        aggregates = [
+            aggregate_of(r)
+            for r in await read("AGGREGATE_QUERY_HISTORY", AGGREGATE_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
+        ]
+        aggregated = aggregated_block(aggregates, run_id, scenario.operations, summary.get("phases") or {})
+        warehouses = set(history["warehouses"]) | {a.warehouse for a in aggregates if a.warehouse}
         load = _epoch_rows(await read("WAREHOUSE_LOAD_HISTORY", LOAD_SQL, (lo, hi)))
         metering = _epoch_rows(await read("WAREHOUSE_METERING_HISTORY", METERING_SQL, (lo, hi)))
     finally:
@@ -117,14 +127,16 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     pending = []
     if warehouses and (metered_to is None or metered_to < end):
         pending.append("WAREHOUSE_METERING_HISTORY does not reach the run's end yet: its credits are not counted")
-    if not records:
-        pending.append("QUERY_HISTORY holds none of the run's statements yet")
+    if not records and not aggregates:
+        pending.append("neither QUERY_HISTORY nor AGGREGATE_QUERY_HISTORY holds any of the run's statements yet")
     ops = sum(p.get("ops", 0) + p.get("errors", 0) for p in (summary.get("phases") or {}).values())
     server = {
         "source": "SNOWFLAKE.ACCOUNT_USAGE",
         "views_latency": LATENCY,
         "pending": pending,
         **history,
+        "warehouses": sorted(warehouses),
+        "aggregated": aggregated,
         "warehouse_load": load_series(load, start),
     }
     enriched = {**summary, "server": server}

@@ -273,6 +273,34 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             )
             + "</div>"
         )
+    for phase, kinds in ((server.get("aggregated") or {}).get("by_phase") or {}).items():
+        parts.append(
+            f"<p>AGGREGATE_QUERY_HISTORY, {html.escape(phase)}: each kind's executions in one-minute rows (ms; "
+            "the mean and the maximum are exact, p99 is the largest one-minute p99)</p>"
+            + _table(
+                (
+                    "kind",
+                    "calls",
+                    "share of the client's",
+                    "server_ms mean",
+                    "server_ms max",
+                    "largest minute's p99",
+                    "failed",
+                ),
+                (
+                    (
+                        kind,
+                        r["calls"],
+                        r["matched_share"],
+                        r["server_ms"]["mean"],
+                        r["server_ms"]["max"],
+                        r["server_ms"]["p99_max"],
+                        r["failed"],
+                    )
+                    for kind, r in kinds.items()
+                ),
+            )
+        )
     if server.get("not_attributed"):
         left = server["not_attributed"]
         parts.append(

@@ -75,7 +75,7 @@ def statements_per_operation(operations: Sequence[OperationSpec]) -> dict[str, i
     return {op.name: 1 if op.sql is not None else len(op.transaction or ()) for op in operations}
 
 
-def tag_of(record: Record) -> dict[str, str] | None:
+def tag_of(record: Record | Aggregate) -> dict[str, str] | None:
     """The session's QUERY_TAG as startline sets it (None: another tag, or none)."""
     try:
         tag = json.loads(record.query_tag or "")
@@ -84,8 +84,27 @@ def tag_of(record: Record) -> dict[str, str] | None:
     return tag if isinstance(tag, dict) and {"run_id", "phase"} <= set(tag) else None
 
 
+@attrs.frozen
+class Aggregate:
+    """One row of AGGREGATE_QUERY_HISTORY (one statement's executions in a one-minute interval),
+    as enrich reads it."""
+
+    query_text: str
+    """A sample of the statement's text."""
+    query_tag: str | None
+    start_s: float
+    """INTERVAL_START_TIME, epoch seconds."""
+    warehouse: str | None
+    calls: int
+    errors: int
+    """Executions that failed (the ERRORS array's counts)."""
+    timings: Mapping[str, Mapping[str, float]]
+    """``TIMINGS``' summary names → the view's statistics object (sum, avg, min, median, p90,
+    p99, p99.9, max over the interval's executions)."""
+
+
 def attribute(
-    record: Record, run_id: str, kinds: Sequence[tuple[str, re.Pattern[str]]]
+    record: Record | Aggregate, run_id: str, kinds: Sequence[tuple[str, re.Pattern[str]]]
 ) -> tuple[str, str] | str | None:
     """(phase, kind) of one of the run's statements; ``"session"``, ``"unmatched"`` or
     ``"ambiguous"`` when it is the run's but no one kind's; None when it is not the run's."""
@@ -177,6 +196,51 @@ def history_block(
     return block
 
 
+def aggregated_block(
+    aggregates: Iterable[Aggregate], run_id: str, operations: Sequence[OperationSpec], phases: Mapping[str, Any]
+) -> dict[str, Any]:
+    """AGGREGATE_QUERY_HISTORY's side (every statement Snowflake ran is there — hybrid tables'
+    short ones often only there — in one-minute rows): per phase and kind, the executions
+    (``calls``) and the share of the client's statements they cover, those that failed, and of each
+    timing what one-minute statistics add up to exactly — the mean (sums over calls) and the
+    maximum — and the largest one-minute p99 (not a p99 of the run: the view keeps no more).
+    The run's rows that are no one kind's are counted by reason, in calls."""
+    kinds = patterns(operations)
+    per_op = statements_per_operation(operations)
+    grouped: dict[tuple[str, str], list[Aggregate]] = defaultdict(list)
+    left = {"session": 0, "unmatched": 0, "ambiguous": 0}
+    for row in aggregates:
+        where = attribute(row, run_id, kinds)
+        if where is None:
+            continue
+        if isinstance(where, str):
+            left[where] += row.calls
+        else:
+            grouped[where].append(row)
+    by_phase: dict[str, dict[str, Any]] = {}
+    for (phase, kind), rows in sorted(grouped.items()):
+        client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
+        sent = (client.get("ops", 0) + client.get("errors", 0)) * per_op.get(kind, 0)
+        calls = sum(r.calls for r in rows)
+        out: dict[str, Any] = {
+            "calls": calls,
+            "intervals": len(rows),
+            "client_statements": sent,
+            "matched_share": round(calls / sent, 4) if sent else None,
+            "failed": sum(r.errors for r in rows),
+        }
+        for name, _column in TIMINGS:
+            stats = [r.timings.get(name) or {} for r in rows]
+            total = sum(float(x.get("sum", 0.0)) for x in stats)
+            out[name] = {
+                "mean": round(total / calls, 3) if calls else None,
+                "max": max((float(x.get("max", 0.0)) for x in stats), default=None),
+                "p99_max": max((float(x.get("p99", 0.0)) for x in stats), default=None),
+            }
+        by_phase.setdefault(phase, {})[kind] = out
+    return {"by_phase": by_phase, "not_attributed": left}
+
+
 def load_series(rows: Iterable[Mapping[str, Any]], start_time: float) -> list[dict[str, Any]]:
     """WAREHOUSE_LOAD_HISTORY rows (``START_S``/``END_S`` epoch seconds) on the run's timeline:
     seconds from START_TIME, and the average queries running, queued (load, provisioning) and
@@ -230,6 +294,12 @@ QUERY_HISTORY_SQL = (
     + ", ".join(column for _name, column in TIMINGS)
     + f" FROM {ACCOUNT_USAGE}.QUERY_HISTORY WHERE QUERY_TAG LIKE ? AND START_TIME >= ? AND START_TIME <= ?"
 )
+AGGREGATE_SQL = (
+    "SELECT QUERY_TEXT, QUERY_TAG, INTERVAL_START_TIME, WAREHOUSE_NAME, CALLS, ERRORS, "
+    + ", ".join(column for _name, column in TIMINGS)
+    + f" FROM {ACCOUNT_USAGE}.AGGREGATE_QUERY_HISTORY"
+    " WHERE QUERY_TAG LIKE ? AND INTERVAL_START_TIME >= ? AND INTERVAL_START_TIME <= ?"
+)
 LOAD_SQL = (
     "SELECT START_TIME, END_TIME, WAREHOUSE_NAME, AVG_RUNNING, AVG_QUEUED_LOAD, AVG_QUEUED_PROVISIONING, "
     f"AVG_BLOCKED FROM {ACCOUNT_USAGE}.WAREHOUSE_LOAD_HISTORY WHERE END_TIME >= ? AND START_TIME <= ?"
@@ -250,4 +320,23 @@ def record_of(row: Mapping[str, Any]) -> Record:
         status=row["EXECUTION_STATUS"] or "",
         timings={name: int(row[column] or 0) for name, column in TIMINGS},
         bytes_scanned=int(row["BYTES_SCANNED"] or 0),
+    )
+
+
+def _json(value: Any) -> Any:
+    """A VARIANT, OBJECT or ARRAY value as the connector hands it over (JSON text) or parsed."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def aggregate_of(row: Mapping[str, Any]) -> Aggregate:
+    """An AGGREGATE_QUERY_HISTORY row (``fetch``'s keys) as an ``Aggregate``."""
+    errors = _json(row["ERRORS"]) or []
+    return Aggregate(
+        query_text=row["QUERY_TEXT"] or "",
+        query_tag=row["QUERY_TAG"],
+        start_s=row["INTERVAL_START_TIME"].timestamp(),
+        warehouse=row["WAREHOUSE_NAME"],
+        calls=int(row["CALLS"] or 0),
+        errors=sum(int(e.get("count", 0)) for e in errors if isinstance(e, Mapping)),
+        timings={name: _json(row[column]) or {} for name, column in TIMINGS},
     )
