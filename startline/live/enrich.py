@@ -25,7 +25,7 @@ LATENCY = {
     "QUERY_HISTORY": "up to 45 minutes",
     "AGGREGATE_QUERY_HISTORY": "up to 3 hours",
     "WAREHOUSE_LOAD_HISTORY": "up to 3 hours",
-    "WAREHOUSE_METERING_HISTORY": "up to 3 hours",
+    "WAREHOUSE_METERING_HISTORY": "up to 3 hours (its cloud-services credits, part of CREDITS_USED: up to 6)",
 }
 """How late each ACCOUNT_USAGE view may be (Snowflake's documentation: the Account Usage page's
 table of views)."""
