@@ -221,6 +221,9 @@ setup = [
   "INSERT INTO ACCOUNTS VALUES (1, 100), (2, 100)",
 ]
 
+[start]
+lead_ms = 1000
+
 [cost]
 per_credit = 3.0
 
@@ -254,10 +257,23 @@ def _views(rows: list[str]) -> None:
             ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
         ):
             cur.execute(f"CREATE OR REPLACE TABLE SNOWFLAKE.ACCOUNT_USAGE.{view} ({columns})")
-        for sql in rows:
+        for sql in batched(rows):
             cur.execute(sql)
     finally:
         conn.close()
+
+
+def batched(rows: list[str]) -> list[str]:
+    """``INSERT … VALUES (…)`` statements into the same table as one statement each (the emulator
+    takes a round trip per statement); any other statement as it is."""
+    out: list[str] = []
+    for sql in rows:
+        head, sep, values = sql.partition(" VALUES ")
+        if sep and out and out[-1].startswith(head + sep):
+            out[-1] += ", " + values
+        else:
+            out.append(sql)
+    return out
 
 
 def _drop_views() -> None:

@@ -110,6 +110,9 @@ stale_after_beats = 10
 dead_after_beats = 20
 control = "sqlite:///{control}"
 target = "{url}"
+
+[start]
+lead_ms = 1000  # (a local control plane: a second is plenty, and the suite is shorter)
 {operations}
 """
 
@@ -253,7 +256,7 @@ def test_the_runs_sessions_waiting_under_a_lock_held_by_the_test_are_counted_as_
     holder.start()
     assert held.wait(10)
     try:
-        s, _ = _run(tmp_path, postgres_url, COUNTED, measurement_s=6.0)
+        s, _ = _run(tmp_path, postgres_url, COUNTED, measurement_s=4.0)
     finally:
         holder.join()
     assert waited.is_set()

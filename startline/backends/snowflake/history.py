@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -145,6 +145,32 @@ def statement_intervals(found: Iterable[Record], start_time: float, interval_s: 
     return [{"t_s": t, "records": len(rs), **timings(rs)} for t, rs in sorted(by_t.items())]
 
 
+def _attributed(
+    rows: Iterable[Any], run_id: str, operations: Sequence[OperationSpec], weight: Callable[[Any], int]
+) -> tuple[dict[tuple[str, str], list[Any]], dict[str, int]]:
+    """The run's rows by (phase, kind), and the weight (statements) of those no one kind's, by reason."""
+    kinds = patterns(operations)
+    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    left = {"session": 0, "unmatched": 0, "ambiguous": 0}
+    for row in rows:
+        where = attribute(row, run_id, kinds)
+        if isinstance(where, str):
+            left[where] += weight(row)
+        elif where is not None:
+            grouped[where].append(row)
+    return grouped, left
+
+
+def _client(
+    phases: Mapping[str, Any], phase: str, kind: str, operations: Sequence[OperationSpec]
+) -> tuple[Mapping[str, Any], int]:
+    """The client's figures of a kind in a phase, and the statements it sent (operations, failed
+    ones too, × statements an operation sends)."""
+    client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
+    per_op = statements_per_operation(operations).get(kind, 0)
+    return client, (client.get("ops", 0) + client.get("errors", 0)) * per_op
+
+
 def history_block(
     records: Iterable[Record],
     run_id: str,
@@ -158,25 +184,12 @@ def history_block(
     scanned, statements that failed; the client's latency beside them; the run's statements
     not attributed, by reason; and (given the run's ``start_time``) the attributed statements per
     snapshot interval. ``phases``: the summary's ``phases`` (the client's counts)."""
-    kinds = patterns(operations)
-    per_op = statements_per_operation(operations)
-    grouped: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    left = {"session": 0, "unmatched": 0, "ambiguous": 0}
-    warehouses: set[str] = set()
-    for record in records:
-        where = attribute(record, run_id, kinds)
-        if where is None:
-            continue
-        if record.warehouse:
-            warehouses.add(record.warehouse)
-        if isinstance(where, str):
-            left[where] += 1
-        else:
-            grouped[where].append(record)
+    records = list(records)
+    grouped, left = _attributed(records, run_id, operations, lambda _r: 1)
+    warehouses = {r.warehouse for r in records if r.warehouse and (tag_of(r) or {}).get("run_id") == run_id}
     by_phase: dict[str, dict[str, Any]] = {}
     for (phase, kind), found in sorted(grouped.items()):
-        client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
-        sent = (client.get("ops", 0) + client.get("errors", 0)) * per_op.get(kind, 0)
+        client, sent = _client(phases, phase, kind, operations)
         row: dict[str, Any] = {
             "records": len(found),
             "client_statements": sent,
@@ -205,22 +218,10 @@ def aggregated_block(
     timing what one-minute statistics add up to exactly — the mean (sums over calls) and the
     maximum — and the largest one-minute p99 (not a p99 of the run: the view keeps no more).
     The run's rows that are no one kind's are counted by reason, in calls."""
-    kinds = patterns(operations)
-    per_op = statements_per_operation(operations)
-    grouped: dict[tuple[str, str], list[Aggregate]] = defaultdict(list)
-    left = {"session": 0, "unmatched": 0, "ambiguous": 0}
-    for row in aggregates:
-        where = attribute(row, run_id, kinds)
-        if where is None:
-            continue
-        if isinstance(where, str):
-            left[where] += row.calls
-        else:
-            grouped[where].append(row)
+    grouped, left = _attributed(aggregates, run_id, operations, lambda r: r.calls)
     by_phase: dict[str, dict[str, Any]] = {}
     for (phase, kind), rows in sorted(grouped.items()):
-        client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
-        sent = (client.get("ops", 0) + client.get("errors", 0)) * per_op.get(kind, 0)
+        _client_figures, sent = _client(phases, phase, kind, operations)
         calls = sum(r.calls for r in rows)
         out: dict[str, Any] = {
             "calls": calls,
