@@ -209,6 +209,21 @@ def _published_windows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return windows
 
 
+PHASE_ORDER = ("WARMUP", "MEASUREMENT", "COOLDOWN", "DONE")
+
+
+def _in_phase_order(by_phase: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A block's phases as the run went through them (any other after, by name)."""
+    rank = {p: n for n, p in enumerate(PHASE_ORDER)}
+    return sorted(by_phase.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
+def _significant(v: float | None) -> str | None:
+    """A small amount (credits, a price per 1,000 operations) with its significant digits, not two
+    decimals that would round it to zero."""
+    return None if v is None else f"{v:.4g}"
+
+
 def _server_tables(s: Mapping[str, Any]) -> str:
     """The server's own totals over the run, what reading them cost, and (with
     pg_stat_statements) the statements that took the most server time per phase."""
@@ -232,7 +247,7 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             ),
         ]
         parts.append(_table((f"{server.get('source', 'server')}: the whole run", "value"), rows))
-    for phase, kinds in (server.get("by_phase") or {}).items():
+    for phase, kinds in _in_phase_order(server.get("by_phase") or {}):
         parts.append(
             f"<p>{html.escape(str(server.get('source', 'server')))}, {html.escape(phase)}: each kind's statements "
             "as the server timed them (ms), beside the client's latency (server_ms is the server's whole elapsed "
@@ -273,7 +288,7 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             )
             + "</div>"
         )
-    for phase, kinds in ((server.get("aggregated") or {}).get("by_phase") or {}).items():
+    for phase, kinds in _in_phase_order((server.get("aggregated") or {}).get("by_phase") or {}):
         parts.append(
             f"<p>AGGREGATE_QUERY_HISTORY, {html.escape(phase)}: each kind's executions in one-minute rows (ms; "
             "the mean and the maximum are exact, p99 is the largest one-minute p99)</p>"
@@ -347,9 +362,9 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             _table(
                 ("cost", "value"),
                 [
-                    ("credits", cost.get("credits")),
-                    (f"amount ({cost.get('currency')})", cost.get("currency_amount")),
-                    ("per 1,000 operations", cost.get("per_1k_ops")),
+                    ("credits", _significant(cost.get("credits"))),
+                    (f"amount ({cost.get('currency')})", _significant(cost.get("currency_amount"))),
+                    ("per 1,000 operations", _significant(cost.get("per_1k_ops"))),
                     ("basis", cost.get("basis")),
                 ],
             )
@@ -589,17 +604,13 @@ class _Charts:
             ax = fig.add_subplot(1, 1, 1)
             self._shade(ax)
             t = [r["t_s"] + self.iv / 2 for r in rows]
-            ax.plot(t, [_positive(r["server_ms"]["p50"]) for r in rows], color="#1a7f37", label="server_ms p50")
-            ax.plot(
-                t, [_positive(r["server_ms"]["p99"]) for r in rows], color="#1a7f37", ls="--", label="server_ms p99"
-            )
-            ax.plot(
-                t,
-                [_positive(r["queued_overload_ms"]["p99"]) for r in rows],
-                color="#c62828",
-                ls=":",
-                label="queued p99",
-            )
+            for key, pct, style, colour in (
+                ("server_ms", "p50", "o-", "#1a7f37"),
+                ("server_ms", "p99", "o--", "#1a7f37"),
+                ("queued_overload_ms", "p99", "x:", "#c62828"),
+            ):  # (marked: a short run's statements may all fall in one interval)
+                ys = [_positive(r[key][pct]) for r in rows]
+                ax.plot(t, ys, style, ms=4, color=colour, label=f"{key.removesuffix('_ms')} {pct}")
             client = [r for r in self.series if "latency_ms" in r]
             if client:
                 ct = [r["t_s"] + self.iv / 2 for r in client]
