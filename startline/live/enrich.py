@@ -30,7 +30,10 @@ LATENCY = {
 """How late each ACCOUNT_USAGE view may be (Snowflake's documentation: the Account Usage page's
 table of views)."""
 
-PRIVILEGE = "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE"
+PRIVILEGE = (
+    "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE (or its database roles GOVERNANCE_VIEWER "
+    "for the query histories, USAGE_VIEWER for the warehouse views)"
+)
 
 
 class EnrichError(Exception):
