@@ -141,9 +141,6 @@ def server_intervals(
     rows = []
     for a, b in itertools.pairwise(readings):
         d = deltas(a, b)
-        waits: dict[str, int] = {}
-        for kind, n in b.waits.items():
-            waits[kind] = waits.get(kind, 0) + n
         rows.append(
             {
                 "t_s": round(max(a.index, 0) * interval_s, 6),
@@ -152,7 +149,7 @@ def server_intervals(
                 **d,
                 "hit_ratio": hit_ratio(d["blks_hit"], d["blks_read"]),
                 "locks_waiting": b.locks_waiting,
-                "waits": dict(sorted(waits.items())),
+                "waits": dict(sorted(b.waits.items())),
             }
         )
     return rows

@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from startline.engine.files import write_summary
+from startline.engine.metrics import error_message
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ServerSampler, Target
 from startline.engine.scenario import Scenario
@@ -45,7 +46,7 @@ class ServerWatch:
         try:
             return cls(await target.open_server_sampler(), scenario.snapshot_interval_s)
         except Exception as exc:
-            say(f"server statistics not read: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            say(f"server statistics not read: {error_message(exc)}")
             return None
 
     async def _read(self, index: int) -> None:
@@ -54,7 +55,7 @@ class ServerWatch:
                 self.readings.append(await self.sampler.read(index))
         except Exception as exc:  # (trio.TooSlowError included)
             self.failed += 1
-            self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            self.last_error = error_message(exc)
 
     async def follow(self, orchestrator: Orchestrator) -> None:
         """Reading 0 just before START_TIME (``FIRST_READING_LEAD_S``), then one at each boundary
