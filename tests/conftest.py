@@ -71,14 +71,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def fakesnow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fakesnow server (HTTP on loopback, its own process) and a SNOWFLAKE_HOME whose
-    connections.toml names it ``fakesnow``: the real connector, no credentials needed."""
+    """A fakesnow server (HTTP on loopback, its own process; with the query-history table function
+    of ``tests/snowflake_emulator.py``) and a SNOWFLAKE_HOME whose connections.toml names it
+    ``fakesnow``: the real connector, no credentials needed."""
     home = tmp_path_factory.mktemp("snowflake_home")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakesnow", "-s", "--port", str(port)],
+        [sys.executable, "-m", "tests.snowflake_emulator", "--port", str(port)],  # fakesnow, + query history
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).parent.parent,
     )
     deadline = time.monotonic() + 60
     while True:

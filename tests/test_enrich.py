@@ -8,10 +8,15 @@ as tables with the columns Snowflake documents —
 - WAREHOUSE_LOAD_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_load_history
 - WAREHOUSE_METERING_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/warehouse_metering_history
 
+- QUERY_ATTRIBUTION_HISTORY: https://docs.snowflake.com/en/sql-reference/account-usage/query_attribution_history
+
 (QUERY_HISTORY's columns as its page listed them before 2024; later additions are not read) —
 and fills them with the records Snowflake would have kept of the run: one per statement the
 client counted, with known timings, beside another run's, the sessions' own statements and a
-statement of the run that is no operation's."""
+statement of the run that is no operation's. The run's own reading at its end goes to
+INFORMATION_SCHEMA.QUERY_HISTORY_BY_WAREHOUSE, which the emulator serves as
+``tests/snowflake_emulator.py`` says (its rows from a table with the function's documented output
+columns: https://docs.snowflake.com/en/sql-reference/functions/query_history)."""
 
 from __future__ import annotations
 
@@ -19,13 +24,23 @@ import csv
 import datetime as dt
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from startline.backends.snowflake.history import Record, attribute, credits_in, history_block, patterns
+from startline.backends.snowflake.history import (
+    Record,
+    attribute,
+    attributed_block,
+    credits_in,
+    history_block,
+    patterns,
+    read_windows,
+)
 from startline.engine.scenario import OperationSpec
 from startline.testing import run_cli
 from tests.test_report import browse, external_references
@@ -150,6 +165,76 @@ def test_a_cost_threshold_is_pending_until_the_cost_is_known_then_judged_into_th
     )  # enrich again: judged anew
 
 
+@given(
+    st.lists(st.integers(0, 60), max_size=60),
+    st.integers(2, 12),
+    st.booleans(),
+)
+def test_the_table_function_read_window_by_window_returns_every_statement_once_or_says_it_is_incomplete(
+    ends_ms, limit, inclusive
+):
+    """The function keeps the ``limit`` statements that ended last by the window's end (inclusive
+    or not: the documentation does not say), before any WHERE."""
+    rows = [
+        {"QUERY_ID": f"q{i}", "END_TIME": dt.datetime.fromtimestamp(1e9 + ms / 1000, dt.UTC)}
+        for i, ms in enumerate(ends_ms)
+    ]
+
+    async def window(hi: float | None) -> list[dict]:
+        ended = [
+            r
+            for r in rows
+            if hi is None or r["END_TIME"].timestamp() < hi or (inclusive and r["END_TIME"].timestamp() <= hi)
+        ]
+        return sorted(ended, key=lambda r: r["END_TIME"], reverse=True)[:limit]
+
+    found, read = trio.run(read_windows, window, limit)
+    ids = [r["QUERY_ID"] for r in found]
+    assert len(ids) == len(set(ids)) == read["rows"]
+    crowded = max((sum(t <= ms <= t + 1 for ms in ends_ms) for t in range(61)), default=0)
+    if crowded < limit:
+        assert read["complete"]
+    if read["complete"]:
+        assert sorted(ids) == sorted(r["QUERY_ID"] for r in rows)
+
+
+def test_credits_attributed_to_the_runs_statements_by_phase_and_kind_through_their_query_ids():
+    records = [
+        Record(TEXTS["read"][0], tag("r1"), 0.0, "WH", "SUCCESS", {}, query_id="a"),
+        Record(TEXTS["move"][1], tag("r1"), 0.0, "WH", "SUCCESS", {}, query_id="b"),
+    ]
+    rows = [
+        {
+            "QUERY_ID": "a",
+            "QUERY_TAG": tag("r1"),
+            "CREDITS_ATTRIBUTED_COMPUTE": 0.002,
+            "CREDITS_USED_QUERY_ACCELERATION": None,
+        },
+        {
+            "QUERY_ID": "b",
+            "QUERY_TAG": tag("r1"),
+            "CREDITS_ATTRIBUTED_COMPUTE": 0.001,
+            "CREDITS_USED_QUERY_ACCELERATION": 0.001,
+        },
+        {
+            "QUERY_ID": "c",
+            "QUERY_TAG": tag("r1", "WARMUP"),
+            "CREDITS_ATTRIBUTED_COMPUTE": 0.004,
+            "CREDITS_USED_QUERY_ACCELERATION": None,
+        },
+        {
+            "QUERY_ID": "d",
+            "QUERY_TAG": tag("r2"),
+            "CREDITS_ATTRIBUTED_COMPUTE": 9.0,
+            "CREDITS_USED_QUERY_ACCELERATION": None,
+        },
+    ]
+    block = attributed_block(rows, records, "r1", OPS, per_credit=2.0, ops=10)
+    assert block["by_phase"] == {"MEASUREMENT": {"move": 0.002, "read": 0.002}, "WARMUP": {"unknown": 0.004}}
+    assert (block["credits"], block["queries"]) == (0.008, 3)
+    assert block["currency_amount"] == 0.016 and block["per_1k_ops"] == 1.6
+
+
 # ---- enrich on the emulator ---------------------------------------------------------------------
 
 QUERY_HISTORY_COLUMNS = """
@@ -206,6 +291,34 @@ START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, WAREHOUSE_ID NUMBER, WAREHOUSE
 CREDITS_USED FLOAT, CREDITS_USED_COMPUTE FLOAT, CREDITS_USED_CLOUD_SERVICES FLOAT
 """
 
+ATTRIBUTION_COLUMNS = """
+QUERY_ID VARCHAR, PARENT_QUERY_ID VARCHAR, ROOT_QUERY_ID VARCHAR, WAREHOUSE_ID NUMBER, WAREHOUSE_NAME VARCHAR,
+QUERY_HASH VARCHAR, QUERY_PARAMETERIZED_HASH VARCHAR, QUERY_TAG VARCHAR, USER_NAME VARCHAR,
+START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, CREDITS_ATTRIBUTED_COMPUTE FLOAT,
+CREDITS_USED_QUERY_ACCELERATION FLOAT
+"""
+FUNCTION_COLUMNS = """
+QUERY_ID VARCHAR, QUERY_TEXT VARCHAR, DATABASE_NAME VARCHAR, SCHEMA_NAME VARCHAR, QUERY_TYPE VARCHAR,
+SESSION_ID NUMBER, AUTHN_EVENT_ID NUMBER, USER_NAME VARCHAR, USER_TYPE VARCHAR, USER_DATABASE_NAME VARCHAR,
+USER_SCHEMA_NAME VARCHAR, ROLE_NAME VARCHAR, WAREHOUSE_NAME VARCHAR, WAREHOUSE_SIZE VARCHAR,
+WAREHOUSE_TYPE VARCHAR, CLUSTER_NUMBER NUMBER, QUERY_TAG VARCHAR, EXECUTION_STATUS VARCHAR, ERROR_CODE NUMBER,
+ERROR_MESSAGE VARCHAR, START_TIME TIMESTAMP_LTZ, END_TIME TIMESTAMP_LTZ, TOTAL_ELAPSED_TIME NUMBER,
+BYTES_SCANNED NUMBER, ROWS_PRODUCED NUMBER, COMPILATION_TIME NUMBER, EXECUTION_TIME NUMBER,
+QUEUED_PROVISIONING_TIME NUMBER, QUEUED_REPAIR_TIME NUMBER, QUEUED_OVERLOAD_TIME NUMBER,
+TRANSACTION_BLOCKED_TIME NUMBER, OUTBOUND_DATA_TRANSFER_CLOUD VARCHAR, OUTBOUND_DATA_TRANSFER_REGION VARCHAR,
+OUTBOUND_DATA_TRANSFER_BYTES NUMBER, INBOUND_DATA_TRANSFER_CLOUD VARCHAR, INBOUND_DATA_TRANSFER_REGION VARCHAR,
+INBOUND_DATA_TRANSFER_BYTES NUMBER, LIST_EXTERNAL_FILE_TIME NUMBER, CREDITS_USED_CLOUD_SERVICES NUMBER,
+RELEASE_VERSION VARCHAR, EXTERNAL_FUNCTION_TOTAL_INVOCATIONS NUMBER, EXTERNAL_FUNCTION_TOTAL_SENT_ROWS NUMBER,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_ROWS NUMBER, EXTERNAL_FUNCTION_TOTAL_SENT_BYTES NUMBER,
+EXTERNAL_FUNCTION_TOTAL_RECEIVED_BYTES NUMBER, IS_CLIENT_GENERATED_STATEMENT BOOLEAN, QUERY_HASH VARCHAR,
+QUERY_HASH_VERSION NUMBER, QUERY_PARAMETERIZED_HASH VARCHAR, QUERY_PARAMETERIZED_HASH_VERSION NUMBER,
+TRANSACTION_ID NUMBER, QUERY_ACCELERATION_BYTES_SCANNED NUMBER, QUERY_ACCELERATION_PARTITIONS_SCANNED NUMBER,
+QUERY_ACCELERATION_UPPER_LIMIT_SCALE_FACTOR NUMBER, BYTES_WRITTEN_TO_RESULT NUMBER, ROWS_WRITTEN_TO_RESULT NUMBER,
+ROWS_INSERTED NUMBER, QUERY_RETRY_TIME NUMBER, QUERY_RETRY_CAUSE VARCHAR, FAULT_HANDLING_TIME NUMBER,
+BIND_VALUES ARRAY
+"""
+"""QUERY_HISTORY_BY_WAREHOUSE's output (the functions' page, "Output"), the emulator's rows of it."""
+
 SCENARIO = """
 name = "enrich"
 workers = 1
@@ -213,7 +326,7 @@ connections_per_worker = 2
 warmup_s = 0.5
 measurement_s = 1.5
 control = "memory://"
-target = "snowflake://fakesnow?database=BENCH&schema=PUBLIC"
+target = "snowflake://fakesnow?database=BENCH&schema=PUBLIC&warehouse=BENCH_WH"
 setup = [
   "CREATE DATABASE IF NOT EXISTS BENCH",
   "CREATE SCHEMA IF NOT EXISTS BENCH.PUBLIC",
@@ -255,6 +368,7 @@ def _views(rows: list[str]) -> None:
             ("AGGREGATE_QUERY_HISTORY", AGGREGATE_COLUMNS),
             ("WAREHOUSE_LOAD_HISTORY", LOAD_COLUMNS),
             ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
+            ("QUERY_ATTRIBUTION_HISTORY", ATTRIBUTION_COLUMNS),
         ):
             cur.execute(f"CREATE OR REPLACE TABLE SNOWFLAKE.ACCOUNT_USAGE.{view} ({columns})")
         for sql in batched(rows):
@@ -282,18 +396,46 @@ def _drop_views() -> None:
     conn = SnowflakeSettings("fakesnow").connect()
     try:
         conn.cursor().execute("DROP SCHEMA IF EXISTS SNOWFLAKE.ACCOUNT_USAGE CASCADE")
+        conn.cursor().execute("DROP SCHEMA IF EXISTS EMULATOR.INFORMATION_SCHEMA_FUNCTIONS CASCADE")
     finally:
         conn.close()
 
 
-def _history_row(text: str, query_tag: str, at: float, ms: int, status: str = "SUCCESS") -> str:
+def _function_history(rows: list[str]) -> None:
+    """The account's query history as QUERY_HISTORY_BY_WAREHOUSE serves it on the emulator."""
+    from startline.backends.snowflake.conn import SnowflakeSettings
+    from tests.snowflake_emulator import ROWS
+
+    conn = SnowflakeSettings("fakesnow").connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE DATABASE IF NOT EXISTS EMULATOR")
+        cur.execute("CREATE SCHEMA IF NOT EXISTS EMULATOR.INFORMATION_SCHEMA_FUNCTIONS")
+        cur.execute(f"CREATE OR REPLACE TABLE {ROWS} ({FUNCTION_COLUMNS})")
+        for sql in batched([r.replace("SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY", ROWS) for r in rows]):
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _history_row(
+    text: str,
+    query_tag: str,
+    at: float,
+    ms: int,
+    status: str = "SUCCESS",
+    query_id: str = "q",
+    warehouse: str = "BENCH_WH",
+    ended: float | None = None,
+) -> str:
     q = query_tag.replace("'", "''")
+    end = at + ms / 1000 if ended is None else ended
     return (
         "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY (QUERY_ID, QUERY_TEXT, QUERY_TAG, WAREHOUSE_NAME, "
         "EXECUTION_STATUS, START_TIME, END_TIME, TOTAL_ELAPSED_TIME, EXECUTION_TIME, COMPILATION_TIME, "
         "QUEUED_PROVISIONING_TIME, QUEUED_OVERLOAD_TIME, TRANSACTION_BLOCKED_TIME, BYTES_SCANNED) VALUES "
-        f"('q', '{text.replace(chr(39), chr(39) * 2)}', '{q}', 'BENCH_WH', '{status}', '{_ts(at)}', "
-        f"'{_ts(at + ms / 1000)}', {ms}, {ms - 1}, 1, 0, {ms % 3}, 0, 1024)"
+        f"('{query_id}', '{text.replace(chr(39), chr(39) * 2)}', '{q}', '{warehouse}', '{status}', '{_ts(at)}', "
+        f"'{_ts(end)}', {ms}, {ms - 1}, 1, 0, {ms % 3}, 0, 1024)"
     )
 
 
@@ -322,21 +464,55 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
 ) -> None:
     path, out = tmp_path / "s.toml", tmp_path / "out"
     path.write_text(SCENARIO)
-    done = run_cli("run", str(path), "--out", str(out), timeout=180)
+    # What Snowflake lists of the run right after it (ended before the run's read: ≥ 1 s of lead + 2 s
+    # of run after now): five of its reads, a session's own statement, another run's statements,
+    # one of its on another warehouse and one still running — those two are not the warehouse's
+    # finished ones.
+    run_id, soon = f"enrich-{tmp_path.name[-8:]}", time.time() + 2.5
+    text = "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?"
+    _function_history(
+        [_history_row(text, tag(run_id), soon - 0.01 * k, 3, query_id=f"f{k}", ended=soon) for k in range(5)]
+        + [_history_row("ALTER SESSION SET QUERY_TAG = ?", tag(run_id, "WARMUP"), soon - 1, 1, query_id="f5")]
+        + [_history_row(text, tag("another-run"), soon, 2, query_id=f"f{k}") for k in (6, 7)]
+        + [_history_row(text, tag(run_id), soon, 2, query_id="f8", warehouse="OTHER_WH")]
+        + [_history_row(text, tag(run_id), soon, 2, query_id="f9", ended=0.0)]
+    )
+    done = run_cli("run", str(path), "--out", str(out), "--run-id", run_id, timeout=180)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     before = json.loads((out / "summary.json").read_text())
+    at_end = before["server"]
+    assert at_end["source"] == "INFORMATION_SCHEMA.QUERY_HISTORY_BY_WAREHOUSE", done.stdout[-2000:]
+    assert at_end["read"] == {"windows": 1, "rows": 8, "complete": True}
+    measured = before["phases"]["MEASUREMENT"]["by_kind"]["read"]
+    row = at_end["by_phase"]["MEASUREMENT"]["read"]
+    assert (row["records"], row["client_statements"]) == (5, measured["ops"] + measured.get("errors", 0))
+    assert at_end["not_attributed"] == {"session": 1, "unmatched": 0, "ambiguous": 0}
+    assert sum(r["records"] for r in at_end["statement_intervals"]) == 5
+    # the emulator's clock is this host's: its offset from the run's is zero, within what was measured
+    clock = at_end["clock"]
+    assert not clock["same_clock"] and abs(clock["offset_ms"]) <= clock["uncertainty_ms"] < 50
+    _views([])  # ACCOUNT_USAGE has nothing of the run yet: enrich keeps what the run read at its end
+    early = run_cli("enrich", str(out), timeout=120)
+    assert early.returncode == 0, early.stdout[-2000:] + early.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["server"]["statements_from"] == at_end["source"] and s["server"]["clock"] == clock
+    assert s["server"]["by_phase"] == at_end["by_phase"] and "not yet available" in early.stdout
+    assert "cost" not in s and s["thresholds_pending"] == before["thresholds_pending"]
     assert before["thresholds_pending"] == [{"metric": "cost.per_1k_ops", "threshold": "value < 1000"}]
     assert before["thresholds"] == [] and before["verdict"] == "passed"  # judged later, not now
-    run_id, start, end = before["run_id"], before["start_time"], before["stopped_at"]
+    start, end = before["start_time"], before["stopped_at"]
     rows, expected = [], {}
     for phase, block in before["phases"].items():
         n = block["by_kind"]["read"]["ops"] + block["by_kind"]["read"].get("errors", 0)
         expected[phase] = n
         rows += [
-            _history_row(
-                "SELECT ID, BALANCE FROM ACCOUNTS WHERE ID = ?", tag(run_id, phase), start + 0.01 + 0.001 * k, 1 + k % 9
-            )
+            _history_row(text, tag(run_id, phase), start + 0.01 + 0.001 * k, 1 + k % 9, query_id=f"{phase}{k}")
             for k in range(n)
+        ]
+        rows += [  # two of the phase's statements took long enough to have credits attributed
+            "INSERT INTO SNOWFLAKE.ACCOUNT_USAGE.QUERY_ATTRIBUTION_HISTORY (QUERY_ID, QUERY_TAG, START_TIME, "
+            f"CREDITS_ATTRIBUTED_COMPUTE) VALUES ('{phase}{k}', '{tag(run_id, phase)}', '{_ts(start + 0.01)}', 0.25)"
+            for k in range(min(n, 2))
         ]
     rows += [_history_row("ALTER SESSION SET QUERY_TAG = ?", tag(run_id, "WARMUP"), start - 1, 1)]  # a session's own
     rows += [_history_row("SELECT 42", tag(run_id), start + 0.5, 2)]  # the run's, no operation's
@@ -379,13 +555,19 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         assert row["server_ms"] == {"mean": round(50 / 16, 3), "max": 9.0, "p99_max": 8.0}
         assert aggregated["not_attributed"] == {"session": 0, "unmatched": 3, "ambiguous": 0}
         (load,) = server["warehouse_load"]
-        assert load["from_s"] == pytest.approx(-60.0, abs=0.002)  # (a timestamp of the view keeps milliseconds)
+        # on the run's clock: Snowflake's 60 s before START_TIME, less its measured offset (a timestamp
+        # of the view keeps milliseconds)
+        assert load["from_s"] == pytest.approx(-60.0 - clock["offset_ms"] / 1000, abs=0.002)
         assert (load["avg_running"], load["avg_queued_load"]) == (1.5, 0.25)
         ops = sum(p["ops"] + p.get("errors", 0) for p in s["phases"].values())
         cost = s["cost"]
         assert cost["credits"] == pytest.approx((end - start) / 3600, rel=1e-3)
         assert cost["currency_amount"] == pytest.approx(3.0 * cost["credits"], rel=1e-4)  # (each rounded to 6 places)
         assert cost["per_1k_ops"] == pytest.approx(cost["currency_amount"] * 1000 / ops, rel=1e-4)
+        attributed = cost["attributed"]
+        assert attributed["by_phase"] == {p: {"read": 0.25 * min(n, 2)} for p, n in expected.items()}
+        assert attributed["currency_amount"] == pytest.approx(3.0 * attributed["credits"])
+        assert server["statements_from"] == "ACCOUNT_USAGE.QUERY_HISTORY" and server["clock"] == clock
         assert json.loads((out / "query_history.json").read_text()) == server
         (judged,) = s["thresholds"]
         assert judged["ok"] and judged["value"] == cost["per_1k_ops"] and "thresholds_pending" not in s
@@ -397,6 +579,7 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         assert all(float(r["server_ms_p50"]) <= float(r["server_ms_p99"]) for r in rows if r["server_records"])
         page = (out / "report.html").read_text()
         assert "server_ms" in page and "BENCH_WH" in page and external_references(page) == []
+        assert "credits attributed to the run&#x27;s statements" in page and "placed on the run's clock" in page
         dom = browse(out / "report.html", tmp_path, "--dump-dom")
         figure = re.search(r'<figure id="chart-server-timings">(.*?)</figure>', dom.stdout, re.S)
         assert dom.returncode == 0 and figure is not None and figure.group(1).count("<path") >= 5

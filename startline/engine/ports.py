@@ -85,6 +85,31 @@ class TargetTraits:
     """It runs an operation with ``prepare = true`` as a prepared statement."""
     server_sampling: bool = False
     """It reads its server's own statistics over time (``open_server_sampler``)."""
+    query_history: bool = False
+    """Right after a run it reads the server's own record of the run's statements
+    (``query_history``)."""
+
+
+@attrs.frozen
+class HistoryRequest:
+    """What a target needs to find a finished run's statements in its server's history and put
+    them on the run's timeline (``Target.query_history``)."""
+
+    run_id: str
+    operations: Sequence[OperationSpec]
+    phases: Mapping[str, Any]
+    """The summary's ``phases`` (the client's counts, to say what share the server's record covers)."""
+    start_time: float
+    """START_TIME, epoch seconds on the control plane's clock."""
+    end_time: float
+    """When the run stopped, on the same clock."""
+    interval_s: float
+    to_control: Callable[[float], float]
+    """This process's trio clock → the control plane's (the clock map the start uses) …"""
+    clock_uncertainty_s: float
+    """… within ± this."""
+    same_clock: bool
+    """The target's server is the control plane's clock (no offset to estimate)."""
 
 
 def same_clock(control: ControlPlaneTraits, target: TargetTraits) -> bool:
@@ -240,6 +265,11 @@ class Target(Protocol):
     async def open_server_sampler(self) -> ServerSampler:
         """``traits.server_sampling``: one connection that reads the server's statistics."""
         raise NotImplementedError("this target reads no server statistics (traits.server_sampling is False)")
+
+    async def query_history(self, request: HistoryRequest) -> dict[str, Any] | None:
+        """``traits.query_history``: the summary's ``server`` block from the server's record of
+        the run's statements, read right after it (None: nothing to read it from)."""
+        raise NotImplementedError("this target reads no query history (traits.query_history is False)")
 
     async def check_statements(
         self, setup: Sequence[str], statements: Sequence[tuple[str, str, Mapping[str, Any]]]

@@ -23,6 +23,7 @@ WINDOW_MARGIN_S = 600.0
 
 LATENCY = {
     "QUERY_HISTORY": "up to 45 minutes",
+    "QUERY_ATTRIBUTION_HISTORY": "up to 8 hours",
     "AGGREGATE_QUERY_HISTORY": "up to 3 hours",
     "WAREHOUSE_LOAD_HISTORY": "up to 3 hours",
     "WAREHOUSE_METERING_HISTORY": "up to 3 hours (its cloud-services credits, part of CREDITS_USED: up to 6)",
@@ -34,6 +35,9 @@ PRIVILEGE = (
     "the role needs IMPORTED PRIVILEGES on database SNOWFLAKE (or its database roles GOVERNANCE_VIEWER "
     "for the query histories, USAGE_VIEWER for the warehouse views)"
 )
+RUN_END_KEYS = ("by_phase", "not_attributed", "statement_intervals")
+"""What the run's own reading of the query history (at its end) put in ``server``: kept while
+ACCOUNT_USAGE.QUERY_HISTORY holds none of the run's statements yet."""
 
 
 class EnrichError(Exception):
@@ -75,11 +79,14 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     from startline.backends.snowflake.conn import ConnectionFailed, SnowflakeExecutor, SnowflakeSettings, safe_message
     from startline.backends.snowflake.history import (
         AGGREGATE_SQL,
+        ATTRIBUTION_SQL,
+        FUNCTION,
         LOAD_SQL,
         METERING_SQL,
         QUERY_HISTORY_SQL,
         aggregate_of,
         aggregated_block,
+        attributed_block,
         cost_block,
         credits_in,
         history_block,
@@ -96,6 +103,9 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
     lo, hi = _iso(start - WINDOW_MARGIN_S), _iso(end + scenario.drain_timeout_s + WINDOW_MARGIN_S)
     settings = SnowflakeSettings.from_url(target, default_schema="PUBLIC", in_context=True)
     ex = SnowflakeExecutor(settings)
+    before = summary.get("server") or {}
+    clock = before.get("clock")  # (Snowflake's clock on the run's, as the run measured it at its end)
+    offset_s = clock["offset_ms"] / 1000 if clock else 0.0
 
     async def read(view: str, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:
@@ -112,7 +122,13 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
             record_of(r) for r in await read("QUERY_HISTORY", QUERY_HISTORY_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
         ]
         history = history_block(
-            records, run_id, scenario.operations, summary.get("phases") or {}, start, scenario.snapshot_interval_s
+            records,
+            run_id,
+            scenario.operations,
+            summary.get("phases") or {},
+            start,
+            scenario.snapshot_interval_s,
+            offset_s,
         )
         aggregates = [
             aggregate_of(r)
@@ -122,6 +138,11 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
         warehouses = set(history["warehouses"]) | {a.warehouse for a in aggregates if a.warehouse}
         load = _epoch_rows(await read("WAREHOUSE_LOAD_HISTORY", LOAD_SQL, (lo, hi)))
         metering = _epoch_rows(await read("WAREHOUSE_METERING_HISTORY", METERING_SQL, (lo, hi)))
+        unread = None
+        try:  # (optional: an account without it, or a role without USAGE_VIEWER, still gets the rest)
+            attribution = await read("QUERY_ATTRIBUTION_HISTORY", ATTRIBUTION_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
+        except EnrichError as exc:
+            attribution, unread = [], str(exc)
     finally:
         await ex.close()
     load = [r for r in load if r["WAREHOUSE_NAME"] in warehouses]
@@ -132,23 +153,42 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
         pending.append("WAREHOUSE_METERING_HISTORY does not reach the run's end yet: its credits are not counted")
     if not records and not aggregates:
         pending.append("neither QUERY_HISTORY nor AGGREGATE_QUERY_HISTORY holds any of the run's statements yet")
+    statements_from = "ACCOUNT_USAGE.QUERY_HISTORY"
+    if not records and before.get("statements_from", before.get("source")) == FUNCTION:
+        history |= {k: before[k] for k in RUN_END_KEYS if k in before}  # what the run read at its end, kept
+        warehouses |= set(before.get("warehouses") or ())
+        statements_from = FUNCTION
+    if records and not attribution and unread is None:
+        pending.append("QUERY_ATTRIBUTION_HISTORY holds none of the run's statements yet: no per-statement credits")
     ops = sum(p.get("ops", 0) + p.get("errors", 0) for p in (summary.get("phases") or {}).values())
     server = {
         "source": "SNOWFLAKE.ACCOUNT_USAGE",
+        "statements_from": statements_from,
         "views_latency": LATENCY,
         "pending": pending,
+        **({"clock": clock} if clock else {}),
         **history,
         "warehouses": sorted(warehouses),
         "aggregated": aggregated,
-        "warehouse_load": load_series(load, start),
+        "warehouse_load": load_series(load, start, offset_s),
     }
     enriched = {**summary, "server": server}
-    if warehouses and metered_to is not None and metered_to >= end:
+    if warehouses and metered_to is not None and metered_to - offset_s >= end:
         cost = scenario.cost
-        enriched["cost"] = cost_block(credits_in(metering, start, end), cost.per_credit, cost.currency, ops)
+        enriched["cost"] = cost_block(
+            credits_in(metering, start + offset_s, end + offset_s), cost.per_credit, cost.currency, ops
+        )
+        if attribution:
+            enriched["cost"]["attributed"] = attributed_block(
+                attribution, records, run_id, scenario.operations, cost.per_credit, ops
+            )
+    if unread is not None:
+        server["unread"] = {"QUERY_ATTRIBUTION_HISTORY": unread}
     enriched = judged_later(enriched, scenario)
     write_json(out / "query_history.json", server)
     write_summary(out, enriched)
+    if unread is not None:
+        say(f"per-statement credits not read: {unread}")
     for line in pending:
         say(f"not yet available: {line} (the views arrive late: run `startline enrich` again later)")
     return enriched

@@ -21,7 +21,7 @@ from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
 from startline.engine.workload import draw_samples
 from startline.live.check import reach_target
-from startline.live.serverwatch import ServerWatch, with_server
+from startline.live.serverwatch import ServerWatch, history_at_end, with_server
 from startline.live.summarize import rebuilt_if_needed
 from startline.live.workers import worker_process
 from startline.live.workloadcheck import check_workload
@@ -87,9 +87,11 @@ async def orchestrate(
 
         done = await run_in_process_async(scenario, target=target, out=out, run_id=run_id, watch=watch, control=control)
         summary = done.summary
+        one_clock = same_clock(done.orchestrator.control.traits, target.traits)
         if server is not None:
-            block = await server.finish(done.orchestrator, same_clock(done.orchestrator.control.traits, target.traits))
-            summary = with_server(out, summary, block, None)
+            summary = with_server(out, summary, await server.finish(done.orchestrator, one_clock), None)
+        history = await history_at_end(target, scenario, done.orchestrator, summary, one_clock, say)
+        summary = with_server(out, summary, history, None)
         return await check_workload(target, scenario, out, summary, say)
     cp = control("orchestrator") if control is not None else open_control(control_url)
     orchestrator = Orchestrator(cp, SystemClock(), scenario, run_id, out)
@@ -151,8 +153,11 @@ async def orchestrate(
             procs.cancel_scope.deadline = min(procs.cancel_scope.deadline, trio.current_time() + grace)
         if spawn and fresh:  # the workers' files are in OUT, complete
             summary = rebuilt_if_needed(out, summary, say)
-        block = None if server is None else await server.finish(orchestrator, same_clock(cp.traits, target.traits))
+        one_clock = same_clock(cp.traits, target.traits)
+        block = None if server is None else await server.finish(orchestrator, one_clock)
         summary = with_server(out, summary, block, per_statement)
+        history = await history_at_end(target, scenario, orchestrator, summary, one_clock, say)
+        summary = with_server(out, summary, history, None)
         summary = await check_workload(target, scenario, out, summary, say)
         nursery.cancel_scope.cancel()
     return summary

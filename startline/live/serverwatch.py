@@ -2,8 +2,10 @@
 with ``traits.server_sampling``: PostgreSQL): one connection, one reading as soon as the start is
 known and one at each snapshot-interval boundary from START_TIME, one after the workers have
 ended; the summary's ``server`` block (``engine/serverstats.py``) and intervals.csv's server
-columns from them. A figure about the target, never a reason for the run to fail: a reading that
-fails is counted and skipped, a sampler that cannot open is one line."""
+columns from them. Or, from a target with ``traits.query_history`` (Snowflake), the server's own
+record of the run's statements read right after it (``history_at_end``). A figure about the
+target, never a reason for the run to fail: a reading that fails is counted and skipped, a
+sampler or a history that cannot be read is one line."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import trio
 from startline.engine.files import write_summary
 from startline.engine.metrics import error_message
 from startline.engine.orchestrator import Orchestrator
-from startline.engine.ports import ServerSampler, Target
+from startline.engine.ports import HistoryRequest, ServerSampler, Target
 from startline.engine.scenario import Scenario
 from startline.engine.serverstats import ServerReading, place, server_block
 
@@ -27,6 +29,8 @@ FIRST_READING_LEAD_S = 0.2
 near enough that interval 0 holds little from before, far enough to be answered by then."""
 READ_TIMEOUT_S = 5.0
 """A reading not answered by then is abandoned (and counted as failed)."""
+HISTORY_TIMEOUT_S = 120.0
+"""The query history right after a run is abandoned (one line) if not read by then."""
 
 
 @attrs.define(eq=False)
@@ -94,6 +98,41 @@ class ServerWatch:
         if self.last_error is not None:
             block["sampling"]["last_error"] = self.last_error
         return block
+
+
+async def history_at_end(
+    target: Target,
+    scenario: Scenario,
+    orchestrator: Orchestrator,
+    summary: dict[str, Any],
+    same_clock: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The ``server`` block from the target's record of the run's statements, read now (None:
+    the scenario says ``server_stats = false``, the target keeps none, the run never started, or
+    it could not be read — said in one line)."""
+    if not (scenario.server_stats and target.traits.query_history) or orchestrator.start_time is None or not summary:
+        return None
+    request = HistoryRequest(
+        run_id=orchestrator.run_id,
+        operations=scenario.operations,
+        phases=summary.get("phases") or {},
+        start_time=orchestrator.start_time,
+        end_time=summary.get("stopped_at") or orchestrator.start_time,
+        interval_s=scenario.snapshot_interval_s,
+        to_control=orchestrator.to_control,
+        clock_uncertainty_s=orchestrator.clock_uncertainty_s,
+        same_clock=same_clock,
+    )
+    try:
+        with trio.fail_after(HISTORY_TIMEOUT_S):
+            block = await target.query_history(request)
+    except Exception as exc:  # (trio.TooSlowError included)
+        say(f"query history not read: {error_message(exc)}")
+        return None
+    if block is None:
+        say("query history not read: no warehouse named (the target URL's `warehouse=`, or connections.toml's)")
+    return block
 
 
 def with_server(out: Path, summary: dict[str, Any], block: dict[str, Any] | None, statements: Any) -> dict[str, Any]:

@@ -224,6 +224,19 @@ def _significant(v: float | None) -> str | None:
     return None if v is None else f"{v:.4g}"
 
 
+def _attributed_rows(attributed: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """The cost table's rows for the credits attributed to the run's statements, per phase and kind."""
+    if not attributed:
+        return []
+    rows: list[tuple[str, Any]] = [
+        ("credits attributed to the run's statements", _significant(attributed.get("credits"))),
+        ("… their amount per 1,000 operations", _significant(attributed.get("per_1k_ops"))),
+    ]
+    for phase, kinds in _in_phase_order(attributed.get("by_phase") or {}):
+        rows += [(f"… {phase}, {kind}", _significant(credits)) for kind, credits in kinds.items()]
+    return [*rows, ("… basis", attributed.get("basis"))]
+
+
 def _server_tables(s: Mapping[str, Any]) -> str:
     """The server's own totals over the run, what reading them cost, and (with
     pg_stat_statements) the statements that took the most server time per phase."""
@@ -247,9 +260,21 @@ def _server_tables(s: Mapping[str, Any]) -> str:
             ),
         ]
         parts.append(_table((f"{server.get('source', 'server')}: the whole run", "value"), rows))
+    statements_from = str(server.get("statements_from") or server.get("source", "server"))
+    if server.get("by_phase") and server.get("clock") and not totals:
+        clock = server["clock"]
+        parts.append(
+            f"<p>{html.escape(statements_from)}'s times placed on the run's clock: "
+            + (
+                "the same clock"
+                if clock.get("same_clock")
+                else f"Snowflake's {clock.get('offset_ms')} ms ahead, ± {clock.get('uncertainty_ms')} ms"
+            )
+            + "</p>"
+        )
     for phase, kinds in _in_phase_order(server.get("by_phase") or {}):
         parts.append(
-            f"<p>{html.escape(str(server.get('source', 'server')))}, {html.escape(phase)}: each kind's statements "
+            f"<p>{html.escape(statements_from)}, {html.escape(phase)}: each kind's statements "
             "as the server timed them (ms), beside the client's latency (server_ms is the server's whole elapsed "
             "time: compilation, queueing and execution)</p>"
             + '<div class="wide">'
@@ -366,6 +391,7 @@ def _server_tables(s: Mapping[str, Any]) -> str:
                     (f"amount ({cost.get('currency')})", _significant(cost.get("currency_amount"))),
                     ("per 1,000 operations", _significant(cost.get("per_1k_ops"))),
                     ("basis", cost.get("basis")),
+                    *_attributed_rows(cost.get("attributed")),
                 ],
             )
         )

@@ -15,17 +15,23 @@ the views hold them; the SQL is below them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import trio
 
+from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettings, connection_kwargs, identifier
+from startline.backends.sqlcontrol import fetch
 from startline.backends.sqlparams import positional
+from startline.engine.ports import HistoryRequest
 from startline.engine.scenario import OperationSpec
 from startline.engine.schedule import percentile
+from startline.engine.serverstats import ServerReading, place
 
 TIMINGS = (
     ("server_ms", "TOTAL_ELAPSED_TIME"),
@@ -55,6 +61,7 @@ class Record:
     timings: Mapping[str, int]
     """``TIMINGS``' summary names → milliseconds (a missing value as 0)."""
     bytes_scanned: int = 0
+    query_id: str = ""
 
 
 def patterns(operations: Sequence[OperationSpec]) -> list[tuple[str, re.Pattern[str]]]:
@@ -136,12 +143,15 @@ def timings(found: Sequence[Record]) -> dict[str, dict[str, float]]:
     return {name: distribution([r.timings.get(name, 0) for r in found]) for name, _column in TIMINGS}
 
 
-def statement_intervals(found: Iterable[Record], start_time: float, interval_s: float) -> list[dict[str, Any]]:
+def statement_intervals(
+    found: Iterable[Record], start_time: float, interval_s: float, offset_s: float = 0.0
+) -> list[dict[str, Any]]:
     """The run's attributed statements by the snapshot interval each began in (``t_s`` from
-    START_TIME, as the time series counts them): how many, and their timings."""
+    START_TIME, as the time series counts them; Snowflake's clock ``offset_s`` ahead of the
+    run's): how many, and their timings."""
     by_t: dict[float, list[Record]] = defaultdict(list)
     for r in found:
-        by_t[round((r.start_s - start_time) // interval_s * interval_s, 6)].append(r)
+        by_t[round((r.start_s - offset_s - start_time) // interval_s * interval_s, 6)].append(r)
     return [{"t_s": t, "records": len(rs), **timings(rs)} for t, rs in sorted(by_t.items())]
 
 
@@ -178,12 +188,14 @@ def history_block(
     phases: Mapping[str, Any],
     start_time: float | None = None,
     interval_s: float = 1.0,
+    offset_s: float = 0.0,
 ) -> dict[str, Any]:
     """Per phase and kind: the server's records, the share of the client's statements they
     cover (client operations × statements an operation sends), each timing's distribution, bytes
     scanned, statements that failed; the client's latency beside them; the run's statements
     not attributed, by reason; and (given the run's ``start_time``) the attributed statements per
-    snapshot interval. ``phases``: the summary's ``phases`` (the client's counts)."""
+    snapshot interval, Snowflake's clock taken ``offset_s`` ahead of the run's. ``phases``: the
+    summary's ``phases`` (the client's counts)."""
     records = list(records)
     grouped, left = _attributed(records, run_id, operations, lambda _r: 1)
     warehouses = {r.warehouse for r in records if r.warehouse and (tag_of(r) or {}).get("run_id") == run_id}
@@ -204,7 +216,7 @@ def history_block(
     block: dict[str, Any] = {"by_phase": by_phase, "not_attributed": left, "warehouses": sorted(warehouses)}
     if start_time is not None:
         block["statement_intervals"] = statement_intervals(
-            [r for rs in grouped.values() for r in rs], start_time, interval_s
+            [r for rs in grouped.values() for r in rs], start_time, interval_s, offset_s
         )
     return block
 
@@ -242,15 +254,15 @@ def aggregated_block(
     return {"by_phase": by_phase, "not_attributed": left}
 
 
-def load_series(rows: Iterable[Mapping[str, Any]], start_time: float) -> list[dict[str, Any]]:
-    """WAREHOUSE_LOAD_HISTORY rows (``START_S``/``END_S`` epoch seconds) on the run's timeline:
-    seconds from START_TIME, and the average queries running, queued (load, provisioning) and
-    blocked in each."""
+def load_series(rows: Iterable[Mapping[str, Any]], start_time: float, offset_s: float = 0.0) -> list[dict[str, Any]]:
+    """WAREHOUSE_LOAD_HISTORY rows (``START_S``/``END_S`` epoch seconds on Snowflake's clock,
+    ``offset_s`` ahead of the run's) on the run's timeline: seconds from START_TIME, and the
+    average queries running, queued (load, provisioning) and blocked in each."""
     out = [
         {
             "warehouse": r["WAREHOUSE_NAME"],
-            "from_s": round(r["START_S"] - start_time, 3),
-            "to_s": round(r["END_S"] - start_time, 3),
+            "from_s": round(r["START_S"] - offset_s - start_time, 3),
+            "to_s": round(r["END_S"] - offset_s - start_time, 3),
             "avg_running": float(r["AVG_RUNNING"] or 0),
             "avg_queued_load": float(r["AVG_QUEUED_LOAD"] or 0),
             "avg_queued_provisioning": float(r["AVG_QUEUED_PROVISIONING"] or 0),
@@ -274,15 +286,60 @@ def credits_in(rows: Iterable[Mapping[str, Any]], start: float, end: float) -> f
     return round(total, 6)
 
 
+def _priced(credits: float, per_credit: float | None, operations: int) -> tuple[float | None, float | None]:
+    amount = None if per_credit is None else round(credits * per_credit, 6)
+    return amount, None if amount is None or not operations else round(amount * 1000 / operations, 6)
+
+
 def cost_block(credits: float, per_credit: float | None, currency: str, operations: int) -> dict[str, Any]:
     """``cost``: the credits, their price (``[cost] per_credit``), and per thousand operations."""
-    amount = None if per_credit is None else round(credits * per_credit, 6)
+    amount, per_1k = _priced(credits, per_credit, operations)
     return {
         "credits": credits,
         "currency": currency,
         "currency_amount": amount,
-        "per_1k_ops": None if amount is None or not operations else round(amount * 1000 / operations, 6),
+        "per_1k_ops": per_1k,
         "basis": "WAREHOUSE_METERING_HISTORY, each hour's credits in proportion to its overlap with the run",
+    }
+
+
+def attributed_block(
+    rows: Iterable[Mapping[str, Any]],
+    records: Iterable[Record],
+    run_id: str,
+    operations: Sequence[OperationSpec],
+    per_credit: float | None,
+    ops: int,
+) -> dict[str, Any]:
+    """``cost.attributed``: the compute credits QUERY_ATTRIBUTION_HISTORY attributes to the run's
+    statements (``QUERY_TAG``, ``QUERY_ID``, ``CREDITS_ATTRIBUTED_COMPUTE``,
+    ``CREDITS_USED_QUERY_ACCELERATION`` rows), per phase and kind through the QUERY_HISTORY record
+    of the same QUERY_ID (``records``; a statement without one counts under its phase as
+    ``unknown``), priced. Not the warehouse's bill: idle time is in no query's credits, and
+    statements of about 100 ms or less are in none."""
+    kinds = patterns(operations)
+    kind_of = {r.query_id: attribute(r, run_id, kinds) for r in records if r.query_id}
+    by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    total, queries = 0.0, 0
+    for row in rows:
+        tag = tag_of(Record("", row["QUERY_TAG"], 0.0, None, "", {}))
+        if tag is None or tag.get("run_id") != run_id:
+            continue
+        credits = float(row["CREDITS_ATTRIBUTED_COMPUTE"] or 0) + float(row["CREDITS_USED_QUERY_ACCELERATION"] or 0)
+        where = kind_of.get(row["QUERY_ID"])
+        kind = where[1] if isinstance(where, tuple) else (where or "unknown")
+        by_phase[str(tag["phase"])][kind] += credits
+        total += credits
+        queries += 1
+    amount, per_1k = _priced(round(total, 9), per_credit, ops)
+    return {
+        "credits": round(total, 9),
+        "queries": queries,
+        "currency_amount": amount,
+        "per_1k_ops": per_1k,
+        "by_phase": {p: {k: round(c, 9) for k, c in sorted(ks.items())} for p, ks in sorted(by_phase.items())},
+        "basis": "QUERY_ATTRIBUTION_HISTORY: compute credits of the run's statements; no idle time, "
+        "no statement of about 100 ms or less",
     }
 
 
@@ -291,7 +348,7 @@ def cost_block(credits: float, per_credit: float | None, currency: str, operatio
 ACCOUNT_USAGE = "SNOWFLAKE.ACCOUNT_USAGE"
 
 QUERY_HISTORY_SQL = (
-    "SELECT QUERY_TEXT, QUERY_TAG, START_TIME, WAREHOUSE_NAME, EXECUTION_STATUS, BYTES_SCANNED, "
+    "SELECT QUERY_ID, QUERY_TEXT, QUERY_TAG, START_TIME, WAREHOUSE_NAME, EXECUTION_STATUS, BYTES_SCANNED, "
     + ", ".join(column for _name, column in TIMINGS)
     + f" FROM {ACCOUNT_USAGE}.QUERY_HISTORY WHERE QUERY_TAG LIKE ? AND START_TIME >= ? AND START_TIME <= ?"
 )
@@ -304,6 +361,10 @@ AGGREGATE_SQL = (
 LOAD_SQL = (
     "SELECT START_TIME, END_TIME, WAREHOUSE_NAME, AVG_RUNNING, AVG_QUEUED_LOAD, AVG_QUEUED_PROVISIONING, "
     f"AVG_BLOCKED FROM {ACCOUNT_USAGE}.WAREHOUSE_LOAD_HISTORY WHERE END_TIME >= ? AND START_TIME <= ?"
+)
+ATTRIBUTION_SQL = (
+    "SELECT QUERY_ID, QUERY_TAG, CREDITS_ATTRIBUTED_COMPUTE, CREDITS_USED_QUERY_ACCELERATION "
+    f"FROM {ACCOUNT_USAGE}.QUERY_ATTRIBUTION_HISTORY WHERE QUERY_TAG LIKE ? AND START_TIME >= ? AND START_TIME <= ?"
 )
 METERING_SQL = (
     f"SELECT START_TIME, END_TIME, WAREHOUSE_NAME, CREDITS_USED FROM {ACCOUNT_USAGE}.WAREHOUSE_METERING_HISTORY "
@@ -321,6 +382,7 @@ def record_of(row: Mapping[str, Any]) -> Record:
         status=row["EXECUTION_STATUS"] or "",
         timings={name: int(row[column] or 0) for name, column in TIMINGS},
         bytes_scanned=int(row["BYTES_SCANNED"] or 0),
+        query_id=row.get("QUERY_ID") or "",
     )
 
 
@@ -341,3 +403,121 @@ def aggregate_of(row: Mapping[str, Any]) -> Aggregate:
         errors=sum(int(e.get("count", 0)) for e in errors if isinstance(e, Mapping)),
         timings={name: _json(row[column]) or {} for name, column in TIMINGS},
     )
+
+
+# ---- right after the run: INFORMATION_SCHEMA's table function (no latency; the last 7 days) ----
+
+FUNCTION = "INFORMATION_SCHEMA.QUERY_HISTORY_BY_WAREHOUSE"
+RESULT_LIMIT = 10_000
+"""The most rows one call of a QUERY_HISTORY table function returns (its documented maximum):
+those that ended last. The function's limit applies before any WHERE, so the run's statements
+are read window by window, each ending where the last one's earliest row ended."""
+MAX_PAGES = 100
+"""Windows read at most (a million statements); a longer history is said to be incomplete."""
+
+
+def snowflake_timestamp(epoch: float) -> str:
+    """An instant as TO_TIMESTAMP_LTZ reads it (``2017-12-04 12:00:00.000 +0000``)."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " +0000"
+
+
+def function_sql(database: str, warehouse: str, lo: float, hi: float | None, limit: int = RESULT_LIMIT) -> str:
+    """One window of the warehouse's statements that ended in [``lo``, ``hi``] (epoch seconds on
+    Snowflake's clock; ``hi`` None: up to now, finished statements only). ``database`` and
+    ``warehouse`` are validated identifiers (``conn.identifier``)."""
+    end = "CURRENT_TIMESTAMP()" if hi is None else f"TO_TIMESTAMP_LTZ('{snowflake_timestamp(hi)}')"
+    return (
+        "SELECT QUERY_ID, QUERY_TEXT, QUERY_TAG, START_TIME, END_TIME, WAREHOUSE_NAME, EXECUTION_STATUS, "
+        "BYTES_SCANNED, "
+        + ", ".join(column for _name, column in TIMINGS)
+        + f" FROM TABLE({database}.{FUNCTION}(WAREHOUSE_NAME => '{warehouse}', "
+        f"END_TIME_RANGE_START => TO_TIMESTAMP_LTZ('{snowflake_timestamp(lo)}'), END_TIME_RANGE_END => {end}, "
+        f"RESULT_LIMIT => {limit}))"
+    )
+
+
+async def read_windows(
+    fetch_window: Callable[[float | None], Awaitable[list[Mapping[str, Any]]]],
+    limit: int = RESULT_LIMIT,
+    max_pages: int = MAX_PAGES,
+) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    """Every row of a QUERY_HISTORY table function over a window, ``limit`` at a time:
+    ``fetch_window(hi)`` reads the rows that ended by ``hi`` (None: now), the last ``limit`` of
+    them; the next window ends 1 ms after the earliest row read (inclusive ends overlap; rows seen
+    twice are kept once, by QUERY_ID). Incomplete when ``max_pages`` windows were read, or
+    ``limit`` statements ended within one millisecond (said, never guessed)."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    hi: float | None = None
+    pages, complete = 0, False
+    while pages < max_pages:
+        rows = await fetch_window(hi)
+        pages += 1
+        for row in rows:
+            seen.setdefault(row["QUERY_ID"], row)
+        if len(rows) < limit:
+            complete = True
+            break
+        earliest = min(row["END_TIME"].timestamp() for row in rows) + 0.001
+        if hi is not None and earliest >= hi:
+            break
+        hi = earliest
+    return list(seen.values()), {"windows": pages, "rows": len(seen), "complete": complete}
+
+
+CLOCK_SQL = "SELECT DATE_PART(EPOCH_MICROSECOND, CURRENT_TIMESTAMP()) / 1000000.0 AS NOW"
+CLOCK_READINGS = 5
+"""Round trips asking Snowflake's time: the shortest places its clock on the run's (NTP's way)."""
+WINDOW_MARGIN_S = 60.0
+"""The run's statements are looked for from this long before START_TIME (clocks apart)."""
+
+
+async def recent_history(settings: SnowflakeSettings, request: HistoryRequest) -> dict[str, Any] | None:
+    """The summary's ``server`` block right after a run: Snowflake's clock placed on the run's,
+    the warehouse's statements since just before the start read from ``FUNCTION`` (window by
+    window), the run's attributed to their kinds (``history_block``). None when no warehouse is
+    named (the URL's ``warehouse``, connections.toml's, or the session's current one)."""
+    ex = SnowflakeExecutor(settings)
+    try:
+        readings = []
+        for k in range(CLOCK_READINGS):
+            sent = trio.current_time()
+            (row,) = await ex.run(lambda c: fetch(c, CLOCK_SQL))
+            readings.append(ServerReading(k, sent, trio.current_time(), float(row["NOW"]), {}))
+        placement = place(readings, request.to_control, request.same_clock, request.clock_uncertainty_s)
+        warehouse = settings.context.get("warehouse") or connection_kwargs(settings.connection_name).get("warehouse")
+        if not warehouse:
+            found = await ex.run(lambda c: fetch(c, "SELECT CURRENT_WAREHOUSE() AS W"))
+            warehouse = found[0]["W"] if found else None
+        if not warehouse:
+            return None
+        database = identifier(settings.database, "database")
+        identifier(warehouse, "warehouse")  # (validated: it is written into the statement)
+        lo = request.start_time + placement.offset_s - WINDOW_MARGIN_S
+
+        async def window(hi: float | None) -> list[Mapping[str, Any]]:
+            return await ex.run(lambda c: fetch(c, function_sql(database, warehouse, lo, hi)))
+
+        rows, read = await read_windows(window)
+    finally:
+        await ex.close()
+    mine = f'"run_id": "{request.run_id}"'
+    records = [record_of(r) for r in rows if mine in (r["QUERY_TAG"] or "")]
+    block = history_block(
+        records,
+        request.run_id,
+        request.operations,
+        request.phases,
+        request.start_time,
+        request.interval_s,
+        placement.offset_s,
+    )
+    return {
+        "source": FUNCTION,
+        "clock": placement.to_dict(),
+        "read": read,
+        "pending": [
+            "read right after the run: a statement Snowflake had not listed yet is missing from it; "
+            "`startline enrich` reads ACCOUNT_USAGE (its statements, the warehouse's load, credits)"
+        ],
+        **block,
+    }

@@ -16,7 +16,7 @@ from startline.backends.snowflake.conn import SnowflakeExecutor, SnowflakeSettin
 from startline.backends.sqlcontrol import execute
 from startline.backends.sqlparams import positional
 from startline.backends.sqlsession import SqlTargetSession
-from startline.engine.ports import Target, TargetTraits
+from startline.engine.ports import HistoryRequest, Target, TargetTraits
 from startline.engine.scenario import OperationSpec
 from startline.engine.workload import sample_values
 
@@ -64,6 +64,10 @@ class SnowflakeSession(SqlTargetSession):
         await self.executor.close()
 
 
+class QueryHistoryUnread(Exception):
+    """The query history could not be read (the connector's error, credentials taken out)."""
+
+
 @attrs.define(eq=False)
 class SnowflakeTarget(Target):
     settings: SnowflakeSettings
@@ -72,7 +76,7 @@ class SnowflakeTarget(Target):
     """The worker's thread pool for its sessions (the connector is blocking HTTP): one thread per
     session it opened (grown as they open), reused from operation to operation — never one created
     per operation, never an operation waiting for a thread another session holds."""
-    traits = TargetTraits(setup=True, sampling=True)
+    traits = TargetTraits(setup=True, sampling=True, query_history=True)
 
     @classmethod
     def from_url(cls, url: Any) -> SnowflakeTarget:
@@ -112,3 +116,12 @@ class SnowflakeTarget(Target):
 
     def error_category(self, exc: BaseException) -> str:
         return error_category(exc)
+
+    async def query_history(self, request: HistoryRequest) -> dict[str, Any] | None:
+        """The run's statements in INFORMATION_SCHEMA.QUERY_HISTORY_BY_WAREHOUSE (``history.py``)."""
+        from startline.backends.snowflake.history import FUNCTION, recent_history
+
+        try:
+            return await recent_history(self.settings, request)
+        except snowflake.connector.errors.Error as exc:
+            raise QueryHistoryUnread(f"{FUNCTION}: {safe_message(exc)}") from None
