@@ -1073,8 +1073,9 @@ def summarize_cmd(run_dir: str) -> None:
         payloads = summarize.read_worker_files(out)
         if not payloads:
             raise CompareError("RUN_DIR", f"no worker-*.json in {run_dir}: nothing to rebuild from")
-        server = read_summary(str(out / "summary.json")).get("server")  # (added after the kept one was)
-        rebuilt = summarize.rebuild(prior, payloads, [f"worker-{p['worker_id']}.json" for p in payloads], server)
+        now = read_summary(str(out / "summary.json"))  # (its server block and cost: added after the kept one)
+        files = [f"worker-{p['worker_id']}.json" for p in payloads]
+        rebuilt = summarize.rebuild(prior, payloads, files, now.get("server"), now.get("cost"))
     except CompareError as exc:
         fail_usage(f"RUN_DIR: {exc.message}")
     except ConfigError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from startline.engine.files import write_summary
 from startline.testing import CLI, FAULTY, ROOT, LiveRun, faulty, kv_setup, processes_running, run_cli
 
 pytestmark = pytest.mark.live  # processes, servers or a browser
@@ -297,15 +298,18 @@ def test_a_control_table_dropped_mid_run_fails_it_within_the_bound_with_every_fi
         assert "unreachable" in own["failure"]
         owns.append(own)
     # Issue 22 #11: the summary counted what the control plane held; the workers' files hold all
-    # they measured, and `startline summarize OUT` makes the summary from them
+    # they measured, and `startline summarize OUT` makes the summary from them — keeping what
+    # `enrich` added meanwhile (its cost: it was dropped)
+    cost = {"credits": 0.5, "currency": "USD", "currency_amount": 1.5, "per_1k_ops": 0.01, "basis": "metering"}
+    write_summary(run.out, summary | {"cost": cost})
     rebuilt = run_cli("summarize", str(run.out), timeout=60)
     assert rebuilt.returncode == 3, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]  # the run still failed
     again = json.loads((run.out / "summary.json").read_text())
-    assert again["rebuilt_from"]["files"] == ["worker-w000.json", "worker-w001.json"]
+    assert again["rebuilt_from"]["files"] == ["worker-w000.json", "worker-w001.json"] and again["cost"] == cost
     assert (again["status"], again["reason"]) == (summary["status"], summary["reason"])
     assert sum(w["ops"] for w in again["workers"]) == sum(sum(o["metrics"]["ops"].values()) for o in owns)
     assert again["phases"]["MEASUREMENT"]["ops"] == sum(o["metrics"]["ops"].get("MEASUREMENT", 0) for o in owns) > 0
-    assert json.loads((run.out / "summary.control-plane.json").read_text()) == summary
+    assert json.loads((run.out / "summary.control-plane.json").read_text()) == summary | {"cost": cost}
 
 
 def test_a_paused_worker_resumes_and_its_results_count(tmp_path):

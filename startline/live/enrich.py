@@ -135,7 +135,7 @@ async def enrich(out: Path, summary: dict[str, Any], target: Url, say: Callable[
             for r in await read("AGGREGATE_QUERY_HISTORY", AGGREGATE_SQL, (f'%"run_id": "{run_id}"%', lo, hi))
         ]
         aggregated = aggregated_block(aggregates, run_id, scenario.operations, summary.get("phases") or {})
-        warehouses = set(history["warehouses"]) | {a.warehouse for a in aggregates if a.warehouse}
+        warehouses = set(history["warehouses"]) | set(aggregated.pop("warehouses"))
         load = _epoch_rows(await read("WAREHOUSE_LOAD_HISTORY", LOAD_SQL, (lo, hi)))
         metering = _epoch_rows(await read("WAREHOUSE_METERING_HISTORY", METERING_SQL, (lo, hi)))
         unread = None

@@ -17,6 +17,7 @@ from typing import Any
 from startline.engine.files import read_worker_files, write_json, write_summary
 from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import build_summary
+from startline.live.enrich import judged_later
 
 KEPT = "summary.control-plane.json"
 """The orchestrator's own summary, kept beside the rebuilt one."""
@@ -38,10 +39,12 @@ def rebuild(
     payloads: Sequence[Mapping[str, Any]],
     files: Sequence[str],
     server: Mapping[str, Any] | None = None,
+    cost: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's summary with its measurements from the workers' files: the run's status, reason,
-    detail, times and time series as the orchestrator's summary ``prior`` has them, and the
-    server's own figures (``server``, or ``prior``'s) — the orchestrator's, not the workers'."""
+    detail, times and time series as the orchestrator's summary ``prior`` has them, the server's
+    own figures (``server``, or ``prior``'s) — the orchestrator's, not the workers' — and what
+    ``enrich`` added since (``cost``, its thresholds judged again)."""
     try:
         scenario = Scenario.from_dict(dict(prior["config"]["scenario"]))
     except (KeyError, TypeError, ConfigError) as exc:
@@ -64,6 +67,8 @@ def rebuild(
     summary["timeseries"] = prior.get("timeseries", [])
     if server is not None or prior.get("server") is not None:
         summary["server"] = server if server is not None else prior["server"]
+    if cost is not None:
+        summary = judged_later({**summary, "cost": cost}, scenario)
     summary["rebuilt_from"] = {
         "files": list(files),
         "why": "the workers' own results files hold more than the control plane did (it was lost, or "

@@ -157,28 +157,33 @@ def statement_intervals(
 
 def _attributed(
     rows: Iterable[Any], run_id: str, operations: Sequence[OperationSpec], weight: Callable[[Any], int]
-) -> tuple[dict[tuple[str, str], list[Any]], dict[str, int]]:
-    """The run's rows by (phase, kind), and the weight (statements) of those no one kind's, by reason."""
+) -> tuple[dict[tuple[str, str], list[Any]], dict[str, int], set[str]]:
+    """The run's rows by (phase, kind), the weight (statements) of those no one kind's by reason,
+    and the warehouses the run's rows ran on."""
     kinds = patterns(operations)
     grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
     left = {"session": 0, "unmatched": 0, "ambiguous": 0}
+    warehouses: set[str] = set()
     for row in rows:
         where = attribute(row, run_id, kinds)
+        if where is None:
+            continue
+        if row.warehouse:
+            warehouses.add(row.warehouse)
         if isinstance(where, str):
             left[where] += weight(row)
-        elif where is not None:
+        else:
             grouped[where].append(row)
-    return grouped, left
+    return grouped, left, warehouses
 
 
 def _client(
-    phases: Mapping[str, Any], phase: str, kind: str, operations: Sequence[OperationSpec]
+    phases: Mapping[str, Any], phase: str, kind: str, per_op: Mapping[str, int]
 ) -> tuple[Mapping[str, Any], int]:
     """The client's figures of a kind in a phase, and the statements it sent (operations, failed
-    ones too, × statements an operation sends)."""
+    ones too, × ``per_op``: the statements an operation of each kind sends)."""
     client = ((phases.get(phase) or {}).get("by_kind") or {}).get(kind) or {}
-    per_op = statements_per_operation(operations).get(kind, 0)
-    return client, (client.get("ops", 0) + client.get("errors", 0)) * per_op
+    return client, (client.get("ops", 0) + client.get("errors", 0)) * per_op.get(kind, 0)
 
 
 def history_block(
@@ -196,12 +201,11 @@ def history_block(
     not attributed, by reason; and (given the run's ``start_time``) the attributed statements per
     snapshot interval, Snowflake's clock taken ``offset_s`` ahead of the run's. ``phases``: the
     summary's ``phases`` (the client's counts)."""
-    records = list(records)
-    grouped, left = _attributed(records, run_id, operations, lambda _r: 1)
-    warehouses = {r.warehouse for r in records if r.warehouse and (tag_of(r) or {}).get("run_id") == run_id}
+    grouped, left, warehouses = _attributed(records, run_id, operations, lambda _r: 1)
+    per_op = statements_per_operation(operations)
     by_phase: dict[str, dict[str, Any]] = {}
     for (phase, kind), found in sorted(grouped.items()):
-        client, sent = _client(phases, phase, kind, operations)
+        client, sent = _client(phases, phase, kind, per_op)
         row: dict[str, Any] = {
             "records": len(found),
             "client_statements": sent,
@@ -230,10 +234,11 @@ def aggregated_block(
     timing what one-minute statistics add up to exactly — the mean (sums over calls) and the
     maximum — and the largest one-minute p99 (not a p99 of the run: the view keeps no more).
     The run's rows that are no one kind's are counted by reason, in calls."""
-    grouped, left = _attributed(aggregates, run_id, operations, lambda r: r.calls)
+    grouped, left, warehouses = _attributed(aggregates, run_id, operations, lambda r: r.calls)
+    per_op = statements_per_operation(operations)
     by_phase: dict[str, dict[str, Any]] = {}
     for (phase, kind), rows in sorted(grouped.items()):
-        _client_figures, sent = _client(phases, phase, kind, operations)
+        _client_figures, sent = _client(phases, phase, kind, per_op)
         calls = sum(r.calls for r in rows)
         out: dict[str, Any] = {
             "calls": calls,
@@ -251,7 +256,7 @@ def aggregated_block(
                 "p99_max": max((float(x.get("p99", 0.0)) for x in stats), default=None),
             }
         by_phase.setdefault(phase, {})[kind] = out
-    return {"by_phase": by_phase, "not_attributed": left}
+    return {"by_phase": by_phase, "not_attributed": left, "warehouses": sorted(warehouses)}
 
 
 def load_series(rows: Iterable[Mapping[str, Any]], start_time: float, offset_s: float = 0.0) -> list[dict[str, Any]]:
