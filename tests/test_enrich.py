@@ -583,6 +583,7 @@ def test_enrich_reads_the_runs_statements_load_and_credits_and_a_second_time_cha
         dom = browse(out / "report.html", tmp_path, "--dump-dom")
         figure = re.search(r'<figure id="chart-server-timings">(.*?)</figure>', dom.stdout, re.S)
         assert dom.returncode == 0 and figure is not None and figure.group(1).count("<path") >= 5
+        assert "queued (load)" in figure.group(1)  # the warehouse's load, on the same time axis
         again = run_cli("enrich", str(out), timeout=120)
         assert again.returncode == 0 and (out / "summary.json").read_bytes() == once
     finally:

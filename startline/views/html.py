@@ -623,11 +623,12 @@ class _Charts:
         """The server's own timing of the run's statements per interval (Snowflake's query
         history, after ``startline enrich``) beside the client's latency."""
         rows = list((self.s.get("server") or {}).get("statement_intervals") or ())
+        load = list((self.s.get("server") or {}).get("warehouse_load") or ())
 
         def draw(fig: Any) -> str:
             if not rows:
                 return ""
-            ax = fig.add_subplot(1, 1, 1)
+            ax = fig.add_subplot(2 if load else 1, 1, 1)
             self._shade(ax)
             t = [r["t_s"] + self.iv / 2 for r in rows]
             for key, pct, style, colour in (
@@ -654,12 +655,39 @@ class _Charts:
             ax.set_ylabel("ms (log)")
             ax.set_xlabel("seconds from START_TIME")
             ax.legend(loc="best", fontsize=7, ncol=5, framealpha=0.7)
+            if load:
+                span = ax.get_xlim()  # the run's: the load's rows (minutes long) reach beyond it
+                self._warehouse_load(fig.add_subplot(2, 1, 2, sharex=ax), load)
+                ax.set_xlim(*span)
             return (
                 "the server's elapsed time of the run's statements (by the interval each began in) beside the "
                 "client's latency: the gap is the network, the driver and the client"
+                + ("; below, the warehouse's load (WAREHOUSE_LOAD_HISTORY's averages)" if load else "")
             )
 
-        return self._figure("server-timings", draw)
+        return self._figure("server-timings", draw, height=5.5 if load else 3.0)
+
+    def _warehouse_load(self, ax: Any, load: Sequence[Mapping[str, Any]]) -> None:
+        """WAREHOUSE_LOAD_HISTORY's rows as steps over the seconds each covers, per warehouse."""
+        self._shade(ax)
+        warehouses = sorted({w["warehouse"] for w in load})
+        for key, colour, label in (
+            ("avg_running", "#1a7f37", "running"),
+            ("avg_queued_load", "#c62828", "queued (load)"),
+            ("avg_queued_provisioning", "#ef6c00", "queued (provisioning)"),
+            ("avg_blocked", "#6a1b9a", "blocked"),
+        ):
+            for n, warehouse in enumerate(warehouses):
+                xs: list[float] = []
+                ys: list[float] = []
+                for w in (w for w in load if w["warehouse"] == warehouse):
+                    xs += [w["from_s"], w["to_s"], float("nan")]
+                    ys += [w[key], w[key], float("nan")]
+                name = label if len(warehouses) == 1 else f"{warehouse} {label}"
+                ax.plot(xs, ys, color=colour, ls=("-", "--", ":")[n % 3], label=name)
+        ax.set_ylabel("queries (average)")
+        ax.set_xlabel("seconds from START_TIME")
+        ax.legend(loc="best", fontsize=7, ncol=4, framealpha=0.7)
 
     def latency_over_time(self) -> str:
         def draw(fig: Any) -> str:
