@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from startline import api
+from startline.catalogue.commands import register_run, results_option, runs
 from startline.engine.files import write_atomic, write_json, write_summary
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.scenario import ConfigError, LoadMode, Scenario, Strategy
@@ -123,6 +124,9 @@ def main() -> None:
     stop together, and measure how far apart it really happened."""
 
 
+main.add_command(runs)
+
+
 @main.command()
 @click.argument("config", type=click.Path(), required=False)
 @click.option("--workload", default=None, help="Run a built-in workload (`startline workloads`) instead of CONFIG.")
@@ -169,6 +173,8 @@ def main() -> None:
     is_flag=True,
     help="Write no OUT/report.html (no plotting; summary.json and the CSV files are written as always).",
 )
+@click.option("--tag", "tags", multiple=True, help="Tag the run in the catalogue (`startline runs`); repeatable.")
+@results_option
 def run(
     config: str | None,
     workload: str | None,
@@ -188,6 +194,8 @@ def run(
     overwrite: bool,
     progress_every: float,
     no_report: bool,
+    tags: tuple[str, ...],
+    results: str | None,
 ) -> None:
     """Run the scenario in CONFIG (or a built-in --workload on --target) and write OUT/summary.json.
 
@@ -263,6 +271,9 @@ def run(
             click.echo(path)
         else:
             print_summary(summary, Console(width=max(110, Console().width)), path, report)
+        warning = register_run(summary, out_dir, tags, results)
+        if warning is not None:
+            click.echo(warning, err=True)  # (one line, never wrapped)
     except KeyboardInterrupt:  # the run is over and summary.json complete: its exit code stands
         # taken: a second (or redelivered) SIGINT must not kill the exit — once Python finalizes,
         # SIGINT is back at its default action and the process would die of it, exit code −2
@@ -826,9 +837,21 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
             )
 
 
-@main.command("compare")
+class _Groups(click.Command):
+    """``compare A1 A2 -- B1 B2``: what follows ``--`` is the candidate group (click would take
+    it as more of the same arguments)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["compare.group"] = tuple(args[at + 1 :])
+            args = args[:at]
+        return super().parse_args(ctx, args)
+
+
+@main.command("compare", cls=_Groups)
 @click.argument("base", type=click.Path())
-@click.argument("candidates", nargs=-1, required=True, type=click.Path())
+@click.argument("candidates", nargs=-1, type=click.Path())
 @click.option(
     "--band",
     "bands",
@@ -845,6 +868,14 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     type=click.Path(dir_okay=False),
     help="Write the comparison as a report (the runs' series overlaid) here.",
 )
+@click.option(
+    "--baseline",
+    "baseline_name",
+    default=None,
+    metavar="NAME",
+    help="Judge the runs given against the kept baseline NAME (`startline runs baseline`).",
+)
+@results_option
 def compare_runs(
     base: str,
     candidates: tuple[str, ...],
@@ -852,13 +883,21 @@ def compare_runs(
     force: bool,
     json_path: str | None,
     html_path: str | None,
+    baseline_name: str | None,
+    results: str | None,
 ) -> None:
     """Compare runs: BASE's key figures beside each CANDIDATE's, with the change and regression
     bands (defaults: qps -10 % warn / -20 % fail, p95 +20 % / +40 %, p99 +25 % / +50 %, error
     rate +1 / +5 points). Each run is its summary.json or its --out directory.
 
-    Exit codes: 0 no band failed (warnings are printed), 1 a band failed, 2 bad usage or runs of
-    different scenarios (without --force).
+    Groups of runs — `compare A1 A2 A3 -- B1 B2 B3`, or `compare --baseline NAME B1 B2 B3` against
+    a kept baseline: with 3 or more runs a side, each figure's median per side and a 95 %
+    confidence interval of the change (bootstrap over runs, seeded); a band fails only when the
+    whole interval lies beyond it ("regressed"; also "improved", "no change detected", "too
+    noisy to say"). One run a side: as above.
+
+    Exit codes: 0 no band failed (warnings are printed), 1 a band failed (groups: a figure
+    regressed), 2 bad usage or runs of different scenarios (without --force).
     """
     from rich.table import Table
 
@@ -866,6 +905,32 @@ def compare_runs(
 
     writable("--json", json_path)
     writable("--html", html_path)
+    group = click.get_current_context().meta.get("compare.group")
+    if baseline_name is not None or group is not None:
+        if baseline_name is not None and group is not None:
+            fail_usage("--baseline: give --baseline NAME RUN… or A… -- B…, not both")
+        if baseline_name is not None:
+            from startline.catalogue import CatalogueError, open_catalogue
+
+            try:
+                catalogue = open_catalogue(results)
+                try:
+                    kept = [e.directory for e in catalogue.baseline(baseline_name)]
+                finally:
+                    catalogue.close()
+            except CatalogueError as exc:
+                fail_usage(f"--baseline: {exc}")
+            sides = (tuple(kept), (base, *candidates))
+        else:
+            sides = ((base, *candidates), tuple(group or ()))
+        if not sides[1]:
+            fail_usage("compare: give the candidate runs after `--`")
+        if len(sides[0]) > 1 or len(sides[1]) > 1:
+            _compare_groups(sides, bands, force, json_path, html_path)
+            return
+        base, candidates = sides[0][0], sides[1]
+    elif not candidates:
+        fail_usage("compare: give BASE and at least one CANDIDATE (or groups: A… -- B…)")
     try:
         judged = bands_with(bands)
         runs = [read_summary(p) for p in (base, *candidates)]
@@ -1112,6 +1177,67 @@ def report_cmd(run_dir: str, out: str | None) -> None:
     writable("--out", str(target))
     with writing("--out"):
         click.echo(str(htmlreport.write_atomic(target, htmlreport.render(summary))))
+
+
+def _compare_groups(
+    sides: tuple[tuple[str, ...], tuple[str, ...]],
+    bands: tuple[str, ...],
+    force: bool,
+    json_path: str | None,
+    html_path: str | None,
+) -> None:
+    """``compare`` with a group of runs a side (``views/groups.py``): printed, written, exit 1 on a
+    significant regression."""
+    from rich.table import Table
+
+    from startline.views.compare import CompareError, bands_with, read_summary, same_scenario
+    from startline.views.groups import IMPROVED, LEVEL, MIN_RUNS, NO_CHANGE, REGRESSED, TOO_NOISY, compare_groups
+
+    try:
+        judged = bands_with(bands)
+        base = [read_summary(p) for p in sides[0]]
+        candidate = [read_summary(p) for p in sides[1]]
+        for path, other in zip((*sides[0][1:], *sides[1]), (*base[1:], *candidate), strict=True):
+            differs = same_scenario(base[0], other)
+            if differs and not force:
+                raise CompareError(path, f"not comparable with {sides[0][0]}: {differs} (--force compares them anyway)")
+    except CompareError as exc:
+        fail_usage(str(exc))
+    c = compare_groups(base, candidate, judged, sides)
+    console = Console(width=max(110, Console().width))
+    styles = {REGRESSED: "bold red", IMPROVED: "green", NO_CHANGE: "green", TOO_NOISY: "yellow"}
+    table = Table(
+        title=f"{len(base)} runs → {len(candidate)} runs: medians, and the {LEVEL:.0%} interval of the change"
+    )
+    for col in ("figure", "base", "candidate", "change", "interval", "band"):
+        table.add_column(col, justify="left" if col in ("figure", "band") else "right")
+    for r in c.rows:
+        unit = "pt" if r.unit == "points" else "%"
+        moved = "-" if r.change is None else f"{r.change:+,.1f} {unit}"
+        interval = "-" if r.low is None else f"[{r.low:+,.1f}, {r.high:+,.1f}] {unit}"
+        band = f"[{styles[r.verdict]}]{r.verdict}[/]" if r.verdict else ""
+        table.add_row(
+            r.figure,
+            f"{_figure(r.base_median, r.unit)} ({len(r.base)})",
+            f"{_figure(r.candidate_median, r.unit)} ({len(r.candidate)})",
+            moved,
+            interval,
+            band,
+        )
+    console.print(table)
+    if min(len(base), len(candidate)) < MIN_RUNS:
+        console.print(f"fewer than {MIN_RUNS} runs a side: medians only, nothing judged", highlight=False)
+    console.print(f"verdict: [{'green' if c.verdict == 'ok' else 'bold red'}]{c.verdict}[/]")
+    if json_path:
+        with writing("--json"):
+            write_json(Path(json_path), c.to_dict())
+    if html_path:
+        if not htmlreport.available():
+            fail_usage(f"--html: {htmlreport.PLOT_EXTRA}")
+        with writing("--html"):
+            wrote = htmlreport.write_group_comparison(Path(html_path), c)
+        click.echo(f"wrote {wrote}")
+    sys.exit(EXIT_CHECKS_FAILED if c.verdict == "fail" else EXIT_OK)
 
 
 def _figure(value: float | None, unit: str) -> str:

@@ -25,6 +25,18 @@ settings.register_profile("fast", deadline=None, phases=_phases, derandomize=Tru
 settings.load_profile("default")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _catalogue_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The runs the tests start register in a catalogue of the session's own, never the user's."""
+    old = os.environ.get("STARTLINE_HOME")
+    os.environ["STARTLINE_HOME"] = str(tmp_path_factory.mktemp("startline_home"))
+    yield
+    if old is None:
+        os.environ.pop("STARTLINE_HOME", None)
+    else:
+        os.environ["STARTLINE_HOME"] = old
+
+
 LIVE_FIXTURES = frozenset({"postgres_server", "postgres_url", "fakesnow_home"})
 LIVE_PARAMS = frozenset({"postgres", "snowflake"})
 """A parametrized test run on one of these backends starts its server."""

@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -881,6 +882,83 @@ def render_comparison(runs: Sequence[tuple[str, Mapping[str, Any]]], comparisons
         f"<title>compare: {html.escape(names)}</title><style>{STYLE}</style></head><body>\n"
         f"<h1>compare: {html.escape(names)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+
+
+def write_group_comparison(path: Path, comparison: Any) -> Path:
+    """A comparison of groups of runs (``views/groups.py``) as one self-contained HTML file: each
+    figure's medians, change and interval, and the banded figures' runs drawn side by side."""
+    return write_atomic(Path(path), render_group_comparison(comparison))
+
+
+GROUP_CHARTS = ("qps", "latency p95 ms", "latency p99 ms", "error rate", "cost per 1k ops")
+
+
+def render_group_comparison(c: Any) -> str:
+    rows = [
+        (
+            r.figure,
+            r.base_median,
+            r.candidate_median,
+            len(r.base),
+            len(r.candidate),
+            None if r.change is None else f"{r.change:+,.1f} {'pt' if r.unit == 'points' else '%'}",
+            None if r.low is None else f"[{r.low:+,.1f}, {r.high:+,.1f}]",
+            r.verdict or "",
+        )
+        for r in c.rows
+    ]
+    table = _table(
+        (
+            "figure",
+            "base median",
+            "candidate median",
+            "base runs",
+            "candidate runs",
+            "change",
+            f"{c.level:.0%} interval",
+            "band",
+        ),
+        rows,
+    )
+    charts = _Spread({}).figures([r for r in c.rows if r.figure in GROUP_CHARTS and (r.base or r.candidate)])
+    verdict = f'<span class="{"passed" if c.verdict == "ok" else "failed"}">{html.escape(c.verdict)}</span>'
+    names = f"{len(c.base)} runs → {len(c.candidate)} runs"
+    sections = [
+        _section("Key figures", f"<p>verdict: {verdict}</p>" + table),
+        _section("Each run", charts),
+        _section(
+            "Runs",
+            _table(("side", "run"), [("base", b) for b in c.base] + [("candidate", x) for x in c.candidate]),
+        ),
+    ]
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>compare: {html.escape(names)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>compare: {html.escape(names)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+class _Spread(_Charts):
+    """Each figure's runs as points, a side each, their medians as bars."""
+
+    def figures(self, rows: Sequence[Any]) -> str:
+        def draw(fig: Any) -> str:
+            if not rows:
+                return ""
+            for n, r in enumerate(rows):
+                ax = fig.add_subplot(1, len(rows), n + 1)
+                for x, values, colour in ((0, r.base, "#555555"), (1, r.candidate, "#1f77b4")):
+                    jitter = [x + (k - (len(values) - 1) / 2) * 0.04 for k in range(len(values))]
+                    ax.plot(jitter, values, "o", color=colour, ms=5, alpha=0.8)
+                    if values:
+                        median = statistics.median(values)
+                        ax.plot([x - 0.25, x + 0.25], [median, median], color=colour, lw=2)
+                ax.set_xticks([0, 1], ["base", "candidate"])
+                ax.set_xlim(-0.5, 1.5)
+                ax.set_title(f"{r.figure}" + (f": {r.verdict}" if r.verdict else ""), fontsize=8)
+            return "each run's figure (points) and each side's median (bar)"
+
+        return self._figure("groups", draw, height=3.2)
 
 
 class _Overlay(_Charts):
