@@ -279,3 +279,26 @@ def test_compare_groups_keeps_each_sides_values_and_medians() -> None:
     assert (row.base, row.candidate) == ((90.0, 100.0, 110.0), (100.0, 120.0, 140.0))
     assert (row.base_median, row.candidate_median, row.change) == (100.0, 120.0, 20.0)
     assert row.low is not None and row.low <= 20.0 <= row.high
+
+
+def test_a_trend_of_a_scenarios_kept_runs_with_its_baseline_marked(tmp_path: Path) -> None:
+    env = os.environ | {"STARTLINE_HOME": str(tmp_path / "home")}
+    url = f"sqlite:///{tmp_path / 'home' / FILE}"
+    c = open_catalogue(url)
+    try:
+        for k in range(6):
+            s = summary(f"t{k}", 1000 + 10 * k, 10.0 + k, status="COMPLETED" if k != 4 else "FAILED")
+            c.register(entry_of(s, tmp_path), registered_at=float(k))
+        c.register(entry_of(summary("other", 5, 5) | {"scenario": "other"}, tmp_path))
+        c.set_baseline("main", ["t1", "t2"])
+    finally:
+        c.close()
+    done = run_cli("runs", "trend", "kept", "--html", str(tmp_path / "trend.html"), timeout=60, env=env)
+    assert done.returncode == 0 and "(6 runs)" in done.stdout, done.stdout + done.stderr
+    page = (tmp_path / "trend.html").read_text()
+    assert external_references(page) == [] and page.count(">baseline<") == 2 and "other" not in page
+    dom = browse(tmp_path / "trend.html", tmp_path, "--dump-dom")
+    figure = dom.stdout.split('<figure id="chart-trend">')[1].split("</figure>")[0]
+    assert dom.returncode == 0 and "p99 ms" in figure and "qps" in figure
+    none = run_cli("runs", "trend", "nothing", "--html", str(tmp_path / "t2.html"), timeout=60, env=env)
+    assert none.returncode == 2 and "no kept runs" in none.stderr and not (tmp_path / "t2.html").exists()

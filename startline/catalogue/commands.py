@@ -174,6 +174,33 @@ def baseline(name: str, run_refs: tuple[str, ...], results: str | None) -> None:
     click.echo(f"baseline {name}: {len(ids)} runs ({', '.join(ids)})")
 
 
+@runs.command("trend")
+@click.argument("name")
+@click.option("--html", "html_path", required=True, type=click.Path(dir_okay=False), help="Write the page here.")
+@click.option("--tag", default=None, help="Only runs with this tag.")
+@results_option
+def trend(name: str, html_path: str, tag: str | None, results: str | None) -> None:
+    """Scenario NAME's key figures over its kept runs (baselines' runs marked), as one
+    self-contained HTML page."""
+    from startline.views import html as htmlreport
+
+    if not htmlreport.available():
+        _fail(f"--html: {htmlreport.PLOT_EXTRA}")
+
+    def read(c: Catalogue) -> tuple[list[Entry], list[str]]:
+        found = c.entries(name=name, tag=tag)
+        return found, [e.run_id for e in found if c.baselines_of(e.run_id)]
+
+    found, marked = _with(results, read)
+    if not found:
+        _fail(f"{name}: no kept runs of that scenario{' with that tag' if tag else ''} (`startline runs list`)")
+    try:
+        wrote = htmlreport.write_trend(Path(html_path), name, [e.to_dict() for e in found], marked)
+    except OSError as exc:
+        _fail(f"--html: cannot write {html_path}: {exc.strerror or exc}")
+    click.echo(f"wrote {wrote} ({len(found)} runs)")
+
+
 @runs.command("rm")
 @click.argument("run")
 @click.option("--delete-files", is_flag=True, help="Also delete the run's directory (only if it holds that run).")

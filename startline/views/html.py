@@ -15,6 +15,7 @@ import io
 import json
 import math
 import statistics
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -936,6 +937,78 @@ def render_group_comparison(c: Any) -> str:
         f"<title>compare: {html.escape(names)}</title><style>{STYLE}</style></head><body>\n"
         f"<h1>compare: {html.escape(names)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+
+
+def write_trend(path: Path, name: str, runs: Sequence[Mapping[str, Any]], marked: Sequence[str]) -> Path:
+    """A scenario's kept runs over time as one self-contained HTML file: each key figure by run
+    (oldest first), the runs of a baseline (``marked``) ringed, and the runs in a table."""
+    return write_atomic(Path(path), render_trend(name, runs, marked))
+
+
+TREND_FIGURES = (
+    ("qps", "qps"),
+    ("p99_ms", "p99 ms"),
+    ("p95_ms", "p95 ms"),
+    ("error_rate", "error rate"),
+    ("skew_ms", "start skew ms"),
+    ("cost_per_1k_ops", "cost per 1k ops"),
+)
+
+
+def render_trend(name: str, runs: Sequence[Mapping[str, Any]], marked: Sequence[str]) -> str:
+    def when(epoch: float | None) -> str:
+        return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
+
+    rows = [
+        (
+            r["run_id"],
+            when(r.get("started_at")),
+            r.get("status"),
+            r.get("verdict"),
+            *(r["figures"].get(k) for k, _ in TREND_FIGURES),
+            "baseline" if r["run_id"] in marked else "",
+        )
+        for r in runs
+    ]
+    table = _table(("run", "started (UTC)", "status", "verdict", *(label for _, label in TREND_FIGURES), ""), rows)
+    sections = [
+        _section("Key figures over the kept runs", _Trend({}).figures(runs, set(marked))),
+        _section("Runs", '<div class="wide">' + table + "</div>"),
+    ]
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>trend: {html.escape(name)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>trend: {html.escape(name)} ({len(runs)} kept runs)</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+class _Trend(_Charts):
+    """Each key figure by kept run, oldest first; a baseline's runs ringed; failed runs crossed."""
+
+    def figures(self, runs: Sequence[Mapping[str, Any]], marked: set[str]) -> str:
+        shown = [(k, label) for k, label in TREND_FIGURES if any(r["figures"].get(k) is not None for r in runs)]
+
+        def draw(fig: Any) -> str:
+            if not runs or not shown:
+                return ""
+            for n, (key, label) in enumerate(shown):
+                ax = fig.add_subplot(len(shown), 1, n + 1)
+                xs = list(range(len(runs)))
+                ys = [r["figures"].get(key) for r in runs]
+                ax.plot(xs, [math.nan if y is None else y for y in ys], "-", color="#1f77b4", lw=1)
+                for x, r, y in zip(xs, runs, ys, strict=True):
+                    if y is None:
+                        continue
+                    ok = r.get("status") == "COMPLETED"
+                    ax.plot([x], [y], "o" if ok else "x", color="#1f77b4" if ok else "#c62828", ms=4)
+                    if r["run_id"] in marked:
+                        ax.plot([x], [y], "o", ms=10, mfc="none", mec="#2e7d32", mew=1.5)
+                ax.set_ylabel(label, fontsize=8)
+                ax.set_xticks(xs if len(xs) <= 20 else xs[:: max(1, len(xs) // 20)])
+            ax.set_xlabel("kept run, oldest first (the table below names them)")
+            return "each kept run's figure; ringed: a baseline's runs; crossed: a run that did not complete"
+
+        return self._figure("trend", draw, height=1.6 * max(1, len(shown)) + 0.6)
 
 
 class _Spread(_Charts):
