@@ -64,11 +64,28 @@ def fail_run(message: str) -> NoReturn:
     sys.exit(EXIT_RUN_FAILED)
 
 
-def load_scenario(path: str) -> Scenario:
+def load_scenario(path: str, settings: tuple[str, ...] = ()) -> Scenario:
     try:
-        return Scenario.from_toml(path)
+        return Scenario.from_toml(path, parse_settings(settings))
     except ConfigError as exc:
         fail_usage(f"{path}: {exc}" if exc.field else str(exc))
+
+
+def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
+    """``--set KEY=VALUE``: a dotted scenario key and a TOML value (``8``, ``2.5``, ``true``,
+    ``"text"``, ``[1, 2]``); a value that is not TOML is a string."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            fail_usage(f"--set: expected KEY=VALUE, such as connections_per_worker=8 (got {item!r})")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()
+    return out
 
 
 def workload_options(name: str, scale: int | None, option: tuple[str, ...]) -> dict[str, Any]:
@@ -175,6 +192,14 @@ main.add_command(runs)
 )
 @click.option("--tag", "tags", multiple=True, help="Tag the run in the catalogue (`startline runs`); repeatable.")
 @results_option
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a scenario key over CONFIG's: a dotted name and a TOML value (connections_per_worker=8, "
+    'load.rate=200, start.strategy="poll"); repeatable.',
+)
 def run(
     config: str | None,
     workload: str | None,
@@ -196,6 +221,7 @@ def run(
     no_report: bool,
     tags: tuple[str, ...],
     results: str | None,
+    settings: tuple[str, ...],
 ) -> None:
     """Run the scenario in CONFIG (or a built-in --workload on --target) and write OUT/summary.json.
 
@@ -215,7 +241,9 @@ def run(
     if scenario is None:
         if config is None:
             fail_usage("give a scenario file (CONFIG) or --workload NAME")
-        scenario = load_scenario(config)
+        scenario = load_scenario(config, settings)
+    elif settings:
+        fail_usage("--set: sets keys of a scenario file (CONFIG); --workload takes its own flags")
     elif config is not None:
         fail_usage("give a scenario file (CONFIG) or --workload NAME, not both")
     out_dir = Path(out)
@@ -835,6 +863,43 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
                 "wait for a core, and a profile fitted from it predicts a loaded machine's start",
                 err=True,
             )
+
+
+@main.command("matrix")
+@click.argument("matrix_file", metavar="MATRIX.toml", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False), default="out/matrix", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the cells and the order of the runs; run nothing.")
+@results_option
+def matrix_cmd(matrix_file: str, out: str, dry_run: bool, results: str | None) -> None:
+    """Run a scenario live over a grid of its keys: MATRIX.toml names the `scenario` file, the
+    `[grid]` (e.g. `connections_per_worker = [4, 8, 16]`, `target = [URL_A, URL_B]`,
+    `"load.rate" = [100, 200]`), `repeats`, `cooldown_s` and the order's `seed`. Each run is a
+    `startline run` of its own (OUT/runs/CELL-rN, kept in the catalogue tagged `matrix:NAME`),
+    in rounds of every cell in a seeded order; the same command resumes a matrix stopped by
+    Ctrl-C or a crash (runs done are kept). OUT/cells.csv: each cell's median and range of the
+    key figures; OUT/report.html draws them.
+
+    Exit codes: 0 every run passed, 1 some run failed its checks or failed, 2 bad usage or
+    matrix file, 3 interrupted (run the same command to resume)."""
+    from startline.live.matrix import Matrix, cell_id, cell_label, plan, run_matrix
+
+    try:
+        matrix = Matrix.from_toml(Path(matrix_file))
+    except ConfigError as exc:
+        fail_usage(f"{matrix_file}: {exc}")
+    if dry_run:
+        for n, cell in enumerate(matrix.cells()):
+            click.echo(f"{cell_id(n)}: {cell_label(cell)}")
+        click.echo("order: " + " ".join(f"{cell_id(c)}-r{r}" for c, r in plan(matrix)))
+        return
+    try:
+        progress = run_matrix(matrix, Path(out), results, lambda line: click.echo(line))
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    click.echo(f"{progress.done} runs now, {progress.skipped} kept from before; cells: {Path(out) / 'cells.csv'}")
+    if progress.interrupted:
+        fail_run(f"interrupted: run `startline matrix {matrix_file} --out {out}` again to resume")
+    sys.exit(EXIT_CHECKS_FAILED if progress.failed else EXIT_OK)
 
 
 class _Groups(click.Command):

@@ -24,6 +24,7 @@ LAYERS = {
     "startline.compose": 3,
     "startline.inprocess": 3,
     "startline.live": 4,
+    "startline.catalogue": 4,
     "startline.api": 5,
     "startline.testing": 5,
     "startline.cli": 6,

@@ -6,6 +6,7 @@ naming the dotted field (``start.lead_ms``) and the value, in one line.
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import re
@@ -788,8 +789,9 @@ class Scenario:
         return self.workers * self.connections_per_worker
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Scenario:
-        """Load and validate a scenario file; every problem is a ``ConfigError``."""
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
+        """Load and validate a scenario file, ``overrides`` (dotted keys → values) set over it;
+        every problem is a ``ConfigError``."""
         p = Path(path)
         try:
             info = p.stat()  # before opening: a FIFO or a device would block or never end
@@ -812,7 +814,7 @@ class Scenario:
             raise ConfigError("", f"{p} is not valid TOML: {exc}") from None
         except RecursionError:
             raise ConfigError("", f"{p} nests arrays or tables too deeply") from None
-        return cls.from_dict(data)
+        return cls.from_dict(with_overrides(data, overrides or {}))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
@@ -904,6 +906,25 @@ def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
+
+
+def with_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A scenario table with each dotted key of ``overrides`` set (``load.rate`` sets ``rate`` in
+    the ``[load]`` table, made if missing); a key through something that is not a table is a
+    ``ConfigError`` naming it. ``data`` is not changed."""
+    out = copy.deepcopy(dict(data))
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(key, "is not a scenario key (dotted names: load.rate)")
+        table = out
+        for n, part in enumerate(parts[:-1]):
+            inner = table.setdefault(part, {})
+            if not isinstance(inner, dict):
+                raise ConfigError(".".join(parts[: n + 1]), f"is {inner!r}, not a table: cannot set {key}")
+            table = inner
+        table[parts[-1]] = value
+    return out
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

@@ -1011,6 +1011,50 @@ class _Trend(_Charts):
         return self._figure("trend", draw, height=1.6 * max(1, len(shown)) + 0.6)
 
 
+def write_matrix(
+    path: Path, name: str, keys: Sequence[str], rows: Sequence[Mapping[str, Any]], figures: Sequence[str]
+) -> Path:
+    """A matrix's cells (``live/matrix.py``) as one self-contained HTML file: each key figure's
+    median per cell with its runs' range, and the cells table."""
+    columns = ["cell", *keys, "runs", "completed", *(f"{f}_median" for f in figures)]
+    table = _table(columns, [[r.get(c) for c in columns] for r in rows])
+    sections = [
+        _section("Cells", _MatrixCharts({}).figures(rows, keys, figures)),
+        _section("Table", '<div class="wide">' + table + "</div><p>all figures, with each cell's range: cells.csv</p>"),
+    ]
+    return write_atomic(
+        Path(path),
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>matrix: {html.escape(name)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>matrix: {html.escape(name)} ({len(rows)} cells)</h1>\n" + "\n".join(sections) + "\n</body></html>\n",
+    )
+
+
+class _MatrixCharts(_Charts):
+    """Each figure's median per cell, a bar from the cell's least to its greatest run."""
+
+    def figures(self, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], figures: Sequence[str]) -> str:
+        shown = [f for f in figures if any(r.get(f"{f}_median") is not None for r in rows)]
+
+        def draw(fig: Any) -> str:
+            if not shown:
+                return ""
+            labels = ["\n".join(str(r[k]) for k in keys) for r in rows]
+            for n, figure in enumerate(shown):
+                ax = fig.add_subplot(len(shown), 1, n + 1)
+                for x, r in enumerate(rows):
+                    median = r.get(f"{figure}_median")
+                    if median is None:
+                        continue
+                    lo, hi = r[f"{figure}_min"], r[f"{figure}_max"]
+                    ax.errorbar([x], [median], yerr=[[median - lo], [hi - median]], fmt="o", color="#1f77b4", capsize=3)
+                ax.set_ylabel(figure, fontsize=8)
+                ax.set_xticks(range(len(rows)), labels if n == len(shown) - 1 else [""] * len(rows), fontsize=7)
+            return f"each cell's median (point) and its runs' range (bar); cells by {', '.join(keys)}"
+
+        return self._figure("matrix", draw, height=1.7 * max(1, len(shown)) + 0.8)
+
+
 class _Spread(_Charts):
     """Each figure's runs as points, a side each, their medians as bars."""
 
