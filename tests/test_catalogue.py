@@ -302,3 +302,31 @@ def test_a_trend_of_a_scenarios_kept_runs_with_its_baseline_marked(tmp_path: Pat
     assert dom.returncode == 0 and "p99 ms" in figure and "qps" in figure
     none = run_cli("runs", "trend", "nothing", "--html", str(tmp_path / "t2.html"), timeout=60, env=env)
     assert none.returncode == 2 and "no kept runs" in none.stderr and not (tmp_path / "t2.html").exists()
+
+
+def test_a_shared_results_database_on_snowflake(fakesnow_home: Path, tmp_path: Path) -> None:
+    from startline.backends.snowflake.conn import SnowflakeSettings
+
+    conn = SnowflakeSettings("fakesnow").connect()
+    try:
+        conn.cursor().execute("CREATE DATABASE IF NOT EXISTS RESULTS")
+        conn.cursor().execute("CREATE SCHEMA IF NOT EXISTS RESULTS.PUBLIC")
+    finally:
+        conn.close()
+    url = "snowflake://fakesnow?database=RESULTS&schema=PUBLIC"
+    c = open_catalogue(url)
+    try:
+        c.register(entry_of(summary("nightly_1", 100, 10), tmp_path), ["team"], registered_at=1.0)
+        c.register(entry_of(summary("nightly_1", 120, 9), tmp_path), ["team", "v2"], registered_at=2.0)  # again
+        c.register(entry_of(summary("nightlyX2", 90, 11), tmp_path), registered_at=3.0)
+        (kept,) = c.entries(tag="team")
+        assert kept.run_id == "nightly_1" and kept.figures["qps"] == 120  # updated, not doubled
+        assert c.tags_of("nightly_1") == ["team", "v2"]
+        assert c.find("nightly_").run_id == "nightly_1"  # `_` is itself, not any character
+        c.set_baseline("main", ["nightly_1", "nightlyX2"])
+        assert {e.run_id for e in c.baseline("main")} == {"nightly_1", "nightlyX2"}
+    finally:
+        c.close()
+    listed = run_cli("runs", "list", "--json", "--results", url, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(r["run_id"] for r in json.loads(listed.stdout)) == ["nightlyX2", "nightly_1"]

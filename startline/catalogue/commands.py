@@ -21,7 +21,7 @@ from startline.catalogue.store import Catalogue, CatalogueError, open_catalogue,
 
 T = TypeVar("T")
 RESULTS_HELP = (
-    "The catalogue: sqlite:///PATH or postgresql://… (a results database a team shares); default the "
+    "The catalogue: sqlite:///PATH, postgresql://… or snowflake://… (a results database a team shares); default the "
     "SQLite file in STARTLINE_HOME (or the user's data directory). Also $STARTLINE_RESULTS."
 )
 results_option = click.option("--results", default=None, envvar="STARTLINE_RESULTS", help=RESULTS_HELP)

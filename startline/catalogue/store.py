@@ -1,5 +1,6 @@
 """Where kept runs are listed: a SQLite file in the user's data directory (``STARTLINE_HOME``
-overrides it), or a results database a team shares by URL (``--results postgresql://…``). Three
+overrides it), or a results database a team shares by URL (``--results postgresql://…`` or
+``snowflake://CONNECTION?database=…&schema=…``). Three
 tables: the runs (``Entry``: who, when, status, key figures, directory), their tags, and named
 baselines (sets of runs). Every call is short and synchronous (the CLI's, and one at a run's end)."""
 
@@ -59,19 +60,45 @@ def where(results: str | None) -> str:
     return results
 
 
+SQLITE, POSTGRES, SNOWFLAKE = "sqlite", "postgresql", "snowflake"
+
+
 @attrs.define(eq=False)
 class Catalogue:
     conn: Any
-    placeholder: str = "?"
+    dialect: str = SQLITE
 
     def _sql(self, text: str) -> str:
-        return text.replace("?", self.placeholder)
+        return text.replace("?", "%s") if self.dialect == POSTGRES else text
+
+    def _upsert(self, cur: Any, table: str, keys: Sequence[str], cols: Sequence[str], values: Sequence[Any]) -> None:
+        """Insert a row, or update its other columns where one with the same ``keys`` is (Snowflake
+        keeps no primary key: MERGE there, ON CONFLICT elsewhere)."""
+        rest = [c for c in cols if c not in keys]
+        if self.dialect == SNOWFLAKE:
+            source = ", ".join(f"? AS {c}" for c in cols)
+            on = " AND ".join(f"T.{k} = S.{k}" for k in keys)
+            matched = f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = S.{c}' for c in rest)} " if rest else ""
+            cur.execute(
+                f"MERGE INTO {table} T USING (SELECT {source}) S ON {on} {matched}"
+                f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join(f'S.{c}' for c in cols)})",
+                tuple(values),
+            )
+            return
+        action = f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in rest)}" if rest else "DO NOTHING"
+        cur.execute(
+            self._sql(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                f"ON CONFLICT ({', '.join(keys)}) {action}"
+            ),
+            tuple(values),
+        )
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
         cur = self.conn.cursor()
         try:
-            if self.placeholder == "?":
+            if self.dialect == SQLITE:
                 cur.execute("BEGIN IMMEDIATE")
             yield cur
             self.conn.commit()
@@ -109,20 +136,10 @@ class Catalogue:
             registered_at,
             *(entry.figures.get(f) for f in FIGURES),
         )
-        update = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("RUN_ID", "REGISTERED_AT"))
         with self._writing() as cur:
-            cur.execute(
-                self._sql(
-                    f"INSERT INTO STARTLINE_RUNS ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-                    f"ON CONFLICT (RUN_ID) DO UPDATE SET {update}"
-                ),
-                values,
-            )
+            self._upsert(cur, "STARTLINE_RUNS", ("RUN_ID",), cols, values)
             for tag in tags:
-                cur.execute(
-                    self._sql("INSERT INTO STARTLINE_RUN_TAGS (RUN_ID, TAG) VALUES (?, ?) ON CONFLICT DO NOTHING"),
-                    (entry.run_id, tag),
-                )
+                self._upsert(cur, "STARTLINE_RUN_TAGS", ("RUN_ID", "TAG"), ("RUN_ID", "TAG"), (entry.run_id, tag))
 
     def entries(self, name: str | None = None, tag: str | None = None, since: float | None = None) -> list[Entry]:
         """The kept runs, oldest first (by START_TIME; never started: by registration)."""
@@ -145,8 +162,8 @@ class Catalogue:
         sql = f"SELECT {', '.join((*COLUMNS, *FIGURE_COLUMNS))} FROM STARTLINE_RUNS WHERE RUN_ID = ?"
         rows = self._rows(sql, (ref,))
         if not rows:
-            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            rows = self._rows(sql.replace("RUN_ID = ?", "RUN_ID LIKE ? ESCAPE '\\'"), (escaped + "%",))
+            escaped = ref.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            rows = self._rows(sql.replace("RUN_ID = ?", "RUN_ID LIKE ? ESCAPE '!'"), (escaped + "%",))
         if len(rows) != 1:
             why = "no kept run" if not rows else f"{len(rows)} kept runs"
             raise CatalogueError(f"{ref}: {why} has that id{' prefix' if rows else ''} (`startline runs list`)")
@@ -162,10 +179,7 @@ class Catalogue:
     def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
         with self._writing() as cur:
             for tag in tags:
-                cur.execute(
-                    self._sql("INSERT INTO STARTLINE_RUN_TAGS (RUN_ID, TAG) VALUES (?, ?) ON CONFLICT DO NOTHING"),
-                    (run_id, tag),
-                )
+                self._upsert(cur, "STARTLINE_RUN_TAGS", ("RUN_ID", "TAG"), ("RUN_ID", "TAG"), (run_id, tag))
 
     def set_baseline(self, name: str, run_ids: Sequence[str]) -> None:
         """The baseline ``name`` is these runs (replacing what it was)."""
@@ -224,9 +238,19 @@ def open_catalogue(results: str | None = None) -> Catalogue:
                 raise CatalogueError(
                     "a PostgreSQL results database needs the postgres extra: pip install 'startline[postgres]'"
                 ) from None
-            catalogue = Catalogue(psycopg.connect(results, connect_timeout=10), placeholder="%s")
+            catalogue = Catalogue(psycopg.connect(results, connect_timeout=10), POSTGRES)
+        elif results.startswith("snowflake://"):
+            from startline.backends.snowflake.conn import SnowflakeSettings
+            from startline.urls import parse_url
+
+            settings = SnowflakeSettings.from_url(
+                parse_url(results, "--results"), default_schema="PUBLIC", in_context=True
+            )
+            catalogue = Catalogue(settings.connect(), SNOWFLAKE)
         else:
-            raise CatalogueError(f"{where(results)}: give sqlite:///PATH or postgresql://… for --results")
+            raise CatalogueError(
+                f"{where(results)}: give sqlite:///PATH, postgresql://… or snowflake://… for --results"
+            )
         catalogue.create()
         return catalogue
     except CatalogueError:
