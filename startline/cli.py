@@ -193,6 +193,29 @@ main.add_command(runs)
 @click.option("--tag", "tags", multiple=True, help="Tag the run in the catalogue (`startline runs`); repeatable.")
 @results_option
 @click.option(
+    "--dashboard",
+    "dashboard_at",
+    default=None,
+    metavar="[HOST:]PORT",
+    help="Serve a live page of the run (and /metrics) on HOST (default 127.0.0.1):PORT while it runs "
+    "(extra startline[dashboard]); a non-loopback HOST needs a token (--dashboard-token, or one is printed).",
+)
+@click.option("--dashboard-token", default=None, help="The token a non-loopback dashboard requires (?token=…).")
+@click.option(
+    "--dashboard-linger",
+    type=click.FloatRange(0, 86_400),
+    default=0.0,
+    show_default=True,
+    help="Keep the dashboard up this many seconds after the run (its verdict and report on the page).",
+)
+@click.option(
+    "--metrics",
+    "metrics_at",
+    default=None,
+    metavar="[HOST:]PORT",
+    help="Serve /metrics (OpenMetrics, for Prometheus) alone on HOST:PORT while the run runs.",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
@@ -221,6 +244,10 @@ def run(
     no_report: bool,
     tags: tuple[str, ...],
     results: str | None,
+    dashboard_at: str | None,
+    dashboard_token: str | None,
+    dashboard_linger: float,
+    metrics_at: str | None,
     settings: tuple[str, ...],
 ) -> None:
     """Run the scenario in CONFIG (or a built-in --workload on --target) and write OUT/summary.json.
@@ -260,6 +287,7 @@ def run(
     except ConfigError as exc:
         fail_usage(str(exc))
     resolved, control_url, target_url, run_id = prepared.scenario, prepared.control, prepared.target, prepared.run_id
+    servers = _dashboards(dashboard_at, dashboard_token, metrics_at, out_dir)
     console = Console(stderr=True, quiet=quiet)
     if not quiet:  # on stdout, before anything can fail: stderr keeps a failure to its one line
         again = f"after a crash, the same command with --run-id {run_id} fails the run cleanly"
@@ -267,8 +295,9 @@ def run(
     after = live_run.AfterRun()
     path = str(out_dir / "summary.json")
     try:  # (one handler from the run's end on: a Ctrl-C anywhere after it keeps its result)
+        report: str | None = None
         try:
-            summary = trio.run(
+            orchestrate = functools.partial(
                 live_run.orchestrate,
                 resolved,
                 control_url,
@@ -281,6 +310,11 @@ def run(
                 spawn_on,
                 after,
             )
+            if servers:
+                served = functools.partial(_write_report, out_dir, console=console) if not no_report else None
+                summary, report = trio.run(_served, servers, orchestrate, served, dashboard_linger, console)
+            else:
+                summary = trio.run(orchestrate)
         except BaseException as exc:
             if live_run.interrupted_after_the_run(exc, after):  # the summary is on disk: the run's result stands
                 summary = json.loads((out_dir / "summary.json").read_text())
@@ -294,7 +328,8 @@ def run(
             lock.close()
         if after.interrupted:  # a Ctrl-C once the run was over, while its worker processes ended
             raise KeyboardInterrupt
-        report = None if no_report else _write_report(out_dir, summary, console)
+        if not servers and not no_report:
+            report = _write_report(out_dir, summary, console)
         if quiet:
             click.echo(path)
         else:
@@ -317,6 +352,69 @@ def run(
         sys.stderr.flush()
         os._exit(exit_code(summary["status"], summary["verdict"]))
     sys.exit(exit_code(summary["status"], summary["verdict"]))
+
+
+def _dashboards(at: str | None, token: str | None, metrics_at: str | None, out: Path) -> list[Any]:
+    """The servers ``--dashboard`` and ``--metrics`` ask for (none: neither given)."""
+    if at is None and metrics_at is None:
+        if token is not None:
+            fail_usage("--dashboard-token: goes with --dashboard")
+        return []
+    from startline.live import dashboard
+
+    if not dashboard.available():
+        fail_usage(f"--dashboard: {dashboard.EXTRA}" if at else f"--metrics: {dashboard.EXTRA}")
+    try:
+        servers = []
+        if at is not None:
+            host, port = dashboard.parse_bind(at, "--dashboard")
+            servers.append(dashboard.Dashboard(host=host, port=port, out=out, token=token))
+        if metrics_at is not None:
+            host, port = dashboard.parse_bind(metrics_at, "--metrics")
+            servers.append(dashboard.Dashboard(host=host, port=port, out=out, page=False, token=token))
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    return servers
+
+
+async def _served(
+    servers: list[Any],
+    orchestrate: Callable[..., Any],
+    write_report: Callable[[dict[str, Any]], str | None] | None,
+    linger_s: float,
+    console: Console,
+) -> tuple[dict[str, Any], str | None]:
+    """The run with its dashboards up: they start before it (their addresses printed), show its
+    verdict and report once it is over (the report written meanwhile, in a thread), stay
+    ``linger_s`` more, and stop — with the run, on a failure or Ctrl-C too (no port left bound)."""
+    async with trio.open_nursery() as nursery:
+        for server in servers:
+            try:
+                url = await nursery.start(server.serve)
+            except OSError as exc:
+                raise ConfigError("--dashboard" if server.page else "--metrics", f"cannot listen: {exc}") from None
+            console.print(f"{'dashboard' if server.page else 'metrics'}: {url}", highlight=False, soft_wrap=True)
+        summary = await orchestrate(dashboards=servers)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:  # (the run's own are gone)
+
+            async def last_part() -> None:
+                report = None if write_report is None else await trio.to_thread.run_sync(write_report, summary)
+                for server in servers:
+                    server.finish(summary, report is not None)
+                if linger_s > 0:
+                    console.print(f"dashboard up {linger_s:g} s more (Ctrl-C ends it)", highlight=False)
+                    await trio.sleep(linger_s)
+                done.append(report)
+                ending.cancel()
+
+            done: list[str | None] = []
+            with trio.CancelScope() as ending:
+                nursery.start_soon(last_part)
+                async for _ in signals:  # Ctrl-C: the dashboard ends now; the run's result stands
+                    break
+        nursery.cancel_scope.cancel()
+        report = done[0] if done else None
+    return summary, report
 
 
 def _write_report(out_dir: Path, summary: dict[str, Any], console: Console) -> str | None:
@@ -900,6 +998,45 @@ def matrix_cmd(matrix_file: str, out: str, dry_run: bool, results: str | None) -
     if progress.interrupted:
         fail_run(f"interrupted: run `startline matrix {matrix_file} --out {out}` again to resume")
     sys.exit(EXIT_CHECKS_FAILED if progress.failed else EXIT_OK)
+
+
+@main.command("serve")
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("--at", "at", default="127.0.0.1:8766", show_default=True, metavar="[HOST:]PORT")
+@click.option("--token", default=None, help="The token a non-loopback address requires (default: one is printed).")
+@click.option("--catalogue", is_flag=True, help="List the catalogue's kept runs too (`startline runs`).")
+@results_option
+def serve_cmd(run_dir: str, at: str, token: str | None, catalogue: bool, results: str | None) -> None:
+    """Browse the runs under DIR in a browser: a list, each run's report, a comparison of the
+    runs ticked. Read-only; Ctrl-C stops it (extra startline[dashboard])."""
+    from startline.live import dashboard
+    from startline.live.serve import Browser
+
+    if not dashboard.available():
+        fail_usage(f"serve: {dashboard.EXTRA}")
+    try:
+        host, port = dashboard.parse_bind(at, "--at")
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    browser = Browser(host=host, port=port, token=token, root=Path(run_dir), catalogue=catalogue, results=results)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                url = await nursery.start(browser.serve)
+            except OSError as exc:
+                raise ConfigError("--at", f"cannot listen: {exc}") from None
+            click.echo(f"serving {run_dir}: {url} (Ctrl-C stops)")
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except ConfigError as exc:
+        fail_usage(str(exc))
+    click.echo("stopped")
 
 
 class _Groups(click.Command):

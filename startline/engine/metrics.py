@@ -119,6 +119,9 @@ class Recorder:
     interval_s: float = 1.0
     histograms: dict[tuple[str, Phase], HdrHistogram] = attrs.Factory(dict)
     errors: dict[tuple[Phase, str], int] = attrs.Factory(lambda: defaultdict(int))
+    kind_errors: dict[tuple[Phase, str, str], int] = attrs.Factory(lambda: defaultdict(int))
+    """(phase, operation, category) → errors: the payload's ``kind_errors`` (the dashboard's
+    ``startline_errors_total`` labels)."""
     intervals: dict[int, list[int]] = attrs.Factory(lambda: defaultdict(lambda: [0, 0]))
     failures: dict[tuple[str, str], Failure] = attrs.Factory(dict)
     """(operation, category) → what its errors said."""
@@ -205,6 +208,7 @@ class Recorder:
         self, phase: Phase, category: str, operation: str = "", message: str = "", at: float = 0.0, interval: int = -1
     ) -> None:
         self.errors[(phase, category)] += 1
+        self.kind_errors[(phase, operation, category)] += 1
         if self.interval_latency and interval >= 0:
             self.interval_errors[(interval, operation)] += 1
         if operation not in self._said:
@@ -296,8 +300,10 @@ class Recorder:
         for (kind, phase), h in sorted(recorded.items()):
             hists[str(phase)][kind] = h.encode().decode("ascii")
         ops: dict[str, int] = defaultdict(int)
-        for (_, phase), h in recorded.items():
+        kind_ops: dict[str, dict[str, int]] = defaultdict(dict)
+        for (kind, phase), h in sorted(recorded.items()):
             ops[str(phase)] += h.get_total_count()
+            kind_ops[str(phase)][kind] = h.get_total_count()
         errs: dict[str, dict[str, int]] = defaultdict(dict)
         for (phase, cat), n in sorted(self.errors.items()):
             errs[str(phase)][cat] = n
@@ -312,9 +318,14 @@ class Recorder:
             }
             for (op, cat), f in sorted(self.failures.items())
         ]
+        by_kind: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+        for (phase, kind, cat), n in sorted(self.kind_errors.items()):
+            by_kind[str(phase)][kind][cat] = n
         out = {
             "histograms": dict(hists),
             "errors": dict(errs),
+            "kind_errors": {phase: dict(kinds) for phase, kinds in by_kind.items()},
+            "kind_ops": dict(kind_ops),
             "ops": dict(sorted(ops.items())),
             "failures": failures,
         }

@@ -96,6 +96,8 @@ class Orchestrator:
     _cp: ResilientControlPlane = attrs.field(init=False)
     _clockmap: ClockMap | None = attrs.field(init=False, default=None)
     clock_uncertainty_s: float = attrs.field(init=False, default=0.0)
+    final_payloads: list[dict[str, Any]] = attrs.field(init=False, factory=list)
+    """The workers' results the summary was built from (a live view's last reading)."""
     """How far this process's clock map may be off the control plane's (its offset estimate's)."""
     _log: EventLog = attrs.field(init=False)
     """RUN_CONTROL_EVENTS: this orchestrator is its only writer."""
@@ -510,6 +512,7 @@ class Orchestrator:
             await self._cp.update_run(self.run_id)
 
     def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        self.final_payloads = [r.payload for r in results if r.payload.get("worker_id")]
         return build_summary(
             run_id=self.run_id,
             status=str(self.status),

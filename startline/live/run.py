@@ -4,8 +4,9 @@ parses and prints; this module runs."""
 
 from __future__ import annotations
 
+import functools
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from startline.engine.scenario import ConfigError, Scenario
 from startline.engine.summary import merge_timeseries
 from startline.engine.workload import draw_samples
 from startline.live.check import reach_target
+from startline.live.dashboard import Dashboard
 from startline.live.serverwatch import ServerWatch, history_at_end, with_server
 from startline.live.summarize import rebuilt_if_needed
 from startline.live.workers import worker_process
@@ -49,6 +51,7 @@ async def orchestrate(
     signals: bool = True,
     target: Target | None = None,
     control: Callable[[str], ControlPlane] | None = None,
+    dashboards: Sequence[Dashboard] = (),
 ) -> dict[str, Any]:
     """Set up the target, then run the scenario: in this process on a memory control plane, or
     as the orchestrator of ``scenario.workers`` worker processes (``spawn``) or of workers started
@@ -79,7 +82,9 @@ async def orchestrate(
 
         async def watch(orchestrator: Orchestrator) -> None:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(display, orchestrator, console, f"{title} (in process)", progress_every_s, progress)
+                nursery.start_soon(
+                    display, orchestrator, console, f"{title} (in process)", progress_every_s, progress, dashboards
+                )
                 if server is not None:
                     nursery.start_soon(server.follow, orchestrator)
                 if signals:
@@ -129,7 +134,7 @@ async def orchestrate(
             statements = await _statement_watch(target, console)
             server = await ServerWatch.open(target, scenario, say)
             async with trio.open_nursery() as inner:
-                inner.start_soon(display, orchestrator, console, title, progress_every_s, progress)
+                inner.start_soon(display, orchestrator, console, title, progress_every_s, progress, dashboards)
                 if statements is not None:
                     inner.start_soon(statements.at_measurement, orchestrator.measurement_began)
                 if server is not None:
@@ -219,11 +224,25 @@ async def display(
     title: str,
     progress_every_s: float,
     progress: Callable[[str], None] | None = None,
+    dashboards: Sequence[Dashboard] = (),
 ) -> None:
     """What a run shows while it runs: given ``progress``, a plain line to it every
     ``progress_every_s``; else on a terminal the live panel (``live.view``), otherwise a plain
-    progress line every ``progress_every_s`` (0: none); nothing with ``--quiet``."""
+    progress line every ``progress_every_s`` (0: none); nothing with ``--quiet``. A
+    dashboard (``dashboards``) reads the same observer as the panel (one read of the control plane a
+    second)."""
     from startline.live import view as liveview
+    from startline.live.observe import Observer
+
+    observer = Observer(orchestrator, title)
+    for dashboard in dashboards:
+        dashboard.observer = observer
+    if dashboards:
+        if progress is not None or console.quiet or not console.is_terminal:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(observer.follow)
+                nursery.start_soon(functools.partial(display, orchestrator, console, title, progress_every_s, progress))
+            return
 
     if progress is not None:
         if progress_every_s > 0:
@@ -232,7 +251,7 @@ async def display(
     if console.quiet:
         return
     if console.is_terminal:
-        await liveview.show(orchestrator, console, title)
+        await liveview.show(observer, console)
     elif progress_every_s > 0:
         await progress_lines(
             orchestrator,

@@ -1,0 +1,114 @@
+"""The running run as OpenMetrics text (``/metrics``), written by prometheus_client from the same
+observer the page and the terminal read:
+
+- ``startline_operations_total`` and ``startline_errors_total`` (labels ``run_id``, ``phase``,
+  ``kind``; errors also ``category``): the workers' results so far, summed — what the summary is
+  built from, so at the end they equal its counts; they only grow (each worker's results are
+  cumulative);
+- ``startline_latency_seconds`` per ``phase`` and ``kind``: a histogram whose buckets (``BUCKETS_MS``)
+  are counted from the run's HDR histograms (exact at HDR's 3 significant digits); its ``_sum``
+  is the mean × count (HDR keeps no exact sum);
+- ``startline_workers`` by ``status``, ``startline_connections`` (open, and ``planned`` by the
+  control log), ``startline_start_skew_ms``, ``startline_start_lag_ms`` (``stat`` p50, p99, max),
+  once the start is known.
+
+The load modes' target (``target_qps``, the find-max level) is not exported yet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from startline.engine.metrics import latency_block
+from startline.live.observe import Observer
+
+CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+def buckets(h: Any) -> list[tuple[str, float]]:
+    """Cumulative counts at ``BUCKETS_MS`` (and +Inf) from an HDR histogram of microseconds: the
+    values in HDR's buckets up to each bound's — one pass over its counts array, in C."""
+    total = h.get_total_count()
+    out: list[tuple[str, float]] = []
+    running, at = 0, 0
+    if total:
+        counts = h.counts
+        at = h._counts_index_for(h.get_min_value())
+        hi = h._counts_index_for(h.get_max_value()) + 1
+    for bound in BUCKETS_MS:
+        if total:
+            upto = min(h._counts_index_for(int(bound * 1000)) + 1, hi)
+            if upto > at:
+                running += sum(counts[at:upto])
+                at = upto
+        out.append((str(bound / 1000.0), float(running)))
+    out.append(("+Inf", float(total)))
+    return out
+
+
+class Collector:
+    def __init__(self, observer: Observer | None) -> None:
+        self.observer = observer
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        obs = self.observer
+        if obs is None:
+            return
+        run_id = obs.orchestrator.run_id
+        totals = obs.totals()
+        ops = CounterMetricFamily("startline_operations", "Operations done", labels=["run_id", "phase", "kind"])
+        for (phase, kind), n in sorted(totals.ops.items()):
+            ops.add_metric([run_id, phase, kind], n)
+        yield ops
+        errors = CounterMetricFamily(
+            "startline_errors", "Operations that failed", labels=["run_id", "phase", "kind", "category"]
+        )
+        for (phase, kind, category), n in sorted(totals.errors.items()):
+            errors.add_metric([run_id, phase, kind, category], n)
+        yield errors
+        latency = HistogramMetricFamily(
+            "startline_latency_seconds", "Operation latency", labels=["run_id", "phase", "kind"]
+        )
+        for (phase, kind), h in sorted(totals.latency.items()):
+            count = h.get_total_count()
+            mean_s = latency_block(h)["mean"] / 1e3  # (HDR's own mean walks every bucket in Python: 0.5 s)
+            latency.add_metric([run_id, phase, kind], buckets(h), mean_s * count)
+        yield latency
+        state = obs.state(since=1 << 62)
+        workers = GaugeMetricFamily("startline_workers", "Workers by status", labels=["run_id", "status"])
+        for status, n in sorted(state["workers"].items()):
+            workers.add_metric([run_id, status], n)
+        yield workers
+        connections = GaugeMetricFamily("startline_connections", "Connections", labels=["run_id", "which"])
+        for which in ("open", "planned"):
+            if state["connections"][which] is not None:
+                connections.add_metric([run_id, which], state["connections"][which])
+        yield connections
+        start = state["start"] or {}
+        if start.get("skew_ms") is not None:
+            skew = GaugeMetricFamily(
+                "startline_start_skew_ms", "How far apart the connections' first operations were", labels=["run_id"]
+            )
+            skew.add_metric([run_id], start["skew_ms"])
+            yield skew
+        lag = start.get("lag_ms") or {}
+        if lag:
+            g = GaugeMetricFamily(
+                "startline_start_lag_ms", "First operations after START_TIME", labels=["run_id", "stat"]
+            )
+            for stat in ("p50", "p99", "max"):
+                if lag.get(stat) is not None:
+                    g.add_metric([run_id, stat], lag[stat])
+            yield g
+
+
+def exposition(observer: Observer | None) -> bytes:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(observer))
+    return generate_latest(registry)
