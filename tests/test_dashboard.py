@@ -264,3 +264,18 @@ def test_metrics_buckets_count_the_values_up_to_each_bound_within_hdrs_precision
         surely_in = sum(v <= bound * 1000 * (1 - 1e-3) for v in values_us)  # (HDR: 3 significant digits)
         maybe_in = sum(v <= bound * 1000 * (1 + 1e-3) for v in values_us)
         assert surely_in <= c <= maybe_in
+
+
+def test_a_load_modes_state_is_exported_as_its_target_and_its_level_now() -> None:
+    from startline.live.openmetrics import load_state
+
+    def exported(load: dict) -> dict[str, float]:
+        return {f.name: f.samples[0].value for f in load_state("r", load)}
+
+    qps = {"mode": "qps", "result": {"target_qps": 500}, "steps": [{"to": 8}, {"to": 12}]}
+    assert exported(qps) == {"startline_load_target_qps": 500.0, "startline_load_level": 12.0}
+    assert exported({"mode": "find_max", "result": None, "steps": [{"connections": 8}]}) == {
+        "startline_load_level": 8.0
+    }
+    assert exported({"mode": "rate", "result": {"rate": 200.0}, "steps": []}) == {"startline_load_target_qps": 200.0}
+    assert exported({"mode": "qps", "result": {"target_qps": 500}, "steps": []}) == {"startline_load_target_qps": 500.0}

@@ -10,9 +10,7 @@ observer the page and the terminal read:
   is the mean × count (HDR keeps no exact sum);
 - ``startline_workers`` by ``status``, ``startline_connections`` (open, and ``planned`` by the
   control log), ``startline_start_skew_ms``, ``startline_start_lag_ms`` (``stat`` p50, p99, max),
-  once the start is known.
-
-The load modes' target (``target_qps``, the find-max level) is not exported yet."""
+  once the start is known; ``startline_load_target_qps`` and ``startline_load_level`` (``load_state``)."""
 
 from __future__ import annotations
 
@@ -94,6 +92,7 @@ class Collector:
             )
             skew.add_metric([run_id], start["skew_ms"])
             yield skew
+        yield from load_state(run_id, obs.orchestrator.load_block())
         lag = start.get("lag_ms") or {}
         if lag:
             g = GaugeMetricFamily(
@@ -102,6 +101,29 @@ class Collector:
             for stat in ("p50", "p99", "max"):
                 if lag.get(stat) is not None:
                     g.add_metric([run_id, stat], lag[stat])
+            yield g
+
+
+def load_state(run_id: str, load: dict[str, Any]) -> Iterator[Any]:
+    """A load mode's state: ``startline_load_target_qps`` (qps mode's target, rate mode's rate)
+    and ``startline_load_level`` (qps mode's connections now, find-max's level being tried)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    mode, result, steps = load.get("mode"), load.get("result") or {}, load.get("steps") or []
+    target = result.get("target_qps") if mode == "qps" else result.get("rate") if mode == "rate" else None
+    if mode == "qps":
+        level = steps[-1].get("to") if steps else None
+    elif mode == "find_max":
+        level = steps[-1].get("connections", steps[-1].get("rate")) if steps else None
+    else:
+        level = None
+    for name, doc, value in (
+        ("startline_load_target_qps", "The load mode's target rate", target),
+        ("startline_load_level", "The load mode's level now (connections, or a rate)", level),
+    ):
+        if value is not None:
+            g = GaugeMetricFamily(name, doc, labels=["run_id", "mode"])
+            g.add_metric([run_id, str(mode)], float(value))
             yield g
 
 
