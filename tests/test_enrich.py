@@ -354,27 +354,34 @@ def _ts(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(sep=" ", timespec="milliseconds")
 
 
-def _views(rows: list[str]) -> None:
-    """The three views as tables on the emulator, holding ``rows`` (INSERT statements)."""
+def _emulate(schema: str, tables: list[tuple[str, str]], rows: list[str]) -> None:
+    """``tables`` (name, columns) made anew in ``schema`` (DATABASE.SCHEMA) on the emulator,
+    holding ``rows`` (INSERT statements)."""
     from startline.backends.snowflake.conn import SnowflakeSettings
 
     conn = SnowflakeSettings("fakesnow").connect()
     try:
         cur = conn.cursor()
-        cur.execute("CREATE DATABASE IF NOT EXISTS SNOWFLAKE")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS SNOWFLAKE.ACCOUNT_USAGE")
-        for view, columns in (
-            ("QUERY_HISTORY", QUERY_HISTORY_COLUMNS),
-            ("AGGREGATE_QUERY_HISTORY", AGGREGATE_COLUMNS),
-            ("WAREHOUSE_LOAD_HISTORY", LOAD_COLUMNS),
-            ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
-            ("QUERY_ATTRIBUTION_HISTORY", ATTRIBUTION_COLUMNS),
-        ):
-            cur.execute(f"CREATE OR REPLACE TABLE SNOWFLAKE.ACCOUNT_USAGE.{view} ({columns})")
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {schema.split('.')[0]}")
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for name, columns in tables:
+            cur.execute(f"CREATE OR REPLACE TABLE {schema}.{name} ({columns})")
         for sql in batched(rows):
             cur.execute(sql)
     finally:
         conn.close()
+
+
+def _views(rows: list[str]) -> None:
+    """SNOWFLAKE.ACCOUNT_USAGE's five views as tables on the emulator, holding ``rows``."""
+    views = [
+        ("QUERY_HISTORY", QUERY_HISTORY_COLUMNS),
+        ("AGGREGATE_QUERY_HISTORY", AGGREGATE_COLUMNS),
+        ("WAREHOUSE_LOAD_HISTORY", LOAD_COLUMNS),
+        ("WAREHOUSE_METERING_HISTORY", METERING_COLUMNS),
+        ("QUERY_ATTRIBUTION_HISTORY", ATTRIBUTION_COLUMNS),
+    ]
+    _emulate("SNOWFLAKE.ACCOUNT_USAGE", views, rows)
 
 
 def batched(rows: list[str]) -> list[str]:
@@ -403,19 +410,12 @@ def _drop_views() -> None:
 
 def _function_history(rows: list[str]) -> None:
     """The account's query history as QUERY_HISTORY_BY_WAREHOUSE serves it on the emulator."""
-    from startline.backends.snowflake.conn import SnowflakeSettings
     from tests.snowflake_emulator import ROWS
 
-    conn = SnowflakeSettings("fakesnow").connect()
-    try:
-        cur = conn.cursor()
-        cur.execute("CREATE DATABASE IF NOT EXISTS EMULATOR")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS EMULATOR.INFORMATION_SCHEMA_FUNCTIONS")
-        cur.execute(f"CREATE OR REPLACE TABLE {ROWS} ({FUNCTION_COLUMNS})")
-        for sql in batched([r.replace("SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY", ROWS) for r in rows]):
-            cur.execute(sql)
-    finally:
-        conn.close()
+    schema, table = ROWS.rsplit(".", 1)
+    _emulate(
+        schema, [(table, FUNCTION_COLUMNS)], [r.replace("SNOWFLAKE.ACCOUNT_USAGE.QUERY_HISTORY", ROWS) for r in rows]
+    )
 
 
 def _history_row(

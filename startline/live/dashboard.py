@@ -110,6 +110,7 @@ class TokenGate:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The subclass's routes, for a GET that passed the gate (method, token)."""
         raise NotImplementedError
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -133,10 +134,16 @@ class TokenGate:
                     elif message["type"] == "lifespan.shutdown":
                         await send({"type": "lifespan.shutdown.complete"})
                         return
-            if scope["type"] == "http" and scope["path"] == "/favicon.ico":  # (a browser asks; none here)
-                await respond(send, 204, "image/x-icon", b"")
+            if scope["type"] != "http":
                 return
-            await self.app(scope, receive, send)
+            if scope["method"] not in ("GET", "HEAD"):
+                await respond(send, 405, "text/plain", b"read-only: GET only\n")
+            elif scope["path"] == "/favicon.ico":  # (a browser asks; there is none)
+                await respond(send, 204, "image/x-icon", b"")
+            elif not self.allowed(scope):
+                await respond(send, 403, "text/plain", b"a token is required: ?token=...\n")
+            else:
+                await self.app(scope, receive, send)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -175,14 +182,7 @@ class Dashboard(TokenGate):
             self.observer.settle()
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            await respond(send, 405, "text/plain", b"read-only: GET only\n")
-            return
-        if not self.allowed(scope):
-            await respond(send, 403, "text/plain", b"a token is required: ?token=...\n")
-            return
+        """A GET that passed the gate (``TokenGate.serve``)."""
         path = scope["path"]
         if path == "/metrics":
             from startline.live.openmetrics import CONTENT_TYPE, exposition

@@ -58,14 +58,7 @@ class Browser(TokenGate):
         return found
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            await respond(send, 405, "text/plain", b"read-only: GET only\n")
-            return
-        if not self.allowed(scope):
-            await respond(send, 403, "text/plain", b"a token is required: ?token=...\n")
-            return
+        """A GET that passed the gate (``TokenGate.serve``)."""
         path, query = scope["path"], parse_qs(scope.get("query_string", b"").decode())
         runs = self.runs()
         if path == "/":
