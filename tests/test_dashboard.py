@@ -30,7 +30,7 @@ name = "watched"
 workers = 2
 connections_per_worker = 2
 warmup_s = 1
-measurement_s = 8
+measurement_s = 6
 flush_interval_s = 1
 control = "sqlite:///{out}/control.db"
 target = "sqlite:///{out}/data.db"
@@ -97,7 +97,7 @@ def _port_free(url: str) -> bool:
 def test_the_page_follows_a_real_run_and_metrics_match_its_summary(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    proc, url = _start(tmp_path, SCENARIO, "--dashboard", "127.0.0.1:0", "--dashboard-linger", "4")
+    proc, url = _start(tmp_path, SCENARIO, "--dashboard", "127.0.0.1:0", "--dashboard-linger", "2")
     origin = url.rsplit("/", 1)[0]
     requests: list[str] = []
     errors: list[str] = []
@@ -151,8 +151,8 @@ def test_the_page_follows_a_real_run_and_metrics_match_its_summary(tmp_path: Pat
 
 
 def test_a_dashboard_on_a_non_loopback_address_refuses_requests_without_its_token(tmp_path: Path) -> None:
-    text = QUICK.replace("measurement_s = 0.5", "measurement_s = 3")
-    proc, url = _start(tmp_path, text, "--dashboard", "0.0.0.0:0", "--dashboard-linger", "2")
+    text = QUICK.replace("measurement_s = 0.5", "measurement_s = 2")
+    proc, url = _start(tmp_path, text, "--dashboard", "0.0.0.0:0", "--dashboard-linger", "1")
     try:
         token = re.search(r"token=([\w-]+)", url)
         assert token is not None, url  # a random one, printed
