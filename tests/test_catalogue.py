@@ -336,5 +336,5 @@ def test_since_reads_a_date_an_instant_or_an_age() -> None:
 
     now = 1_800_000_000.0
     assert parse_since("7d", now) == now - 7 * 86400 and parse_since("30m", now) == now - 1800
-    assert parse_since("2026-12-01", now) == 1_764_547_200.0  # midnight UTC
-    assert parse_since("2026-12-01T01:00+01:00", now) == 1_764_547_200.0
+    assert parse_since("2026-12-01", now) == 1_796_083_200.0  # midnight UTC
+    assert parse_since("2026-12-01T01:00+01:00", now) == 1_796_083_200.0
