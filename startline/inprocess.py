@@ -9,9 +9,9 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from startline.backends.memory import CallableTarget, MemoryControlPlane, MemoryStore, TrioWallClock
+from startline.engine.determinism import on_virtual_time
 from startline.engine.model import ORCHESTRATOR
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlane, Target, WallClock
@@ -53,7 +53,7 @@ async def run_in_process_async(
     ``MemoryControlPlane`` on the store; pass your own to wrap it or to use another backend.
     ``watch`` runs beside the run until it ends (the CLI's signal handler: Ctrl-C stops the run).
     """
-    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+    if on_virtual_time():
         # On virtual time instants coincide exactly (a poll and an append at one instant): the
         # order of tasks that wake together must not depend on the process.
         from startline.engine.determinism import scheduler_random

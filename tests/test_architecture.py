@@ -140,3 +140,27 @@ def test_the_documented_file_map_names_every_module() -> None:
         assert any(f"`{n}`" in DOC for n in (rel, path.name, folder)), rel
     named = set(re.findall(r"^\| `(\w+\.py)` \|", DOC[DOC.index("## The engine") : DOC.index("## Backends")], re.M))
     assert named == {p.name for p in (PACKAGE / "engine").glob("*.py") if p.name != "__init__.py"}
+
+
+def test_a_command_or_a_worker_process_imports_no_test_framework() -> None:
+    """``trio.testing`` imports pytest when it is installed (0.14 s a process start): the package
+    asks whether the clock is virtual without importing it (``determinism.on_virtual_time``)."""
+    import subprocess
+    import sys
+
+    check = "import sys, startline.cli, startline.live.workers; assert 'pytest' not in sys.modules, 'pytest'"
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_on_virtual_time_tells_a_mock_clock_from_the_real_one() -> None:
+    import trio
+    import trio.testing
+
+    from startline.engine.determinism import on_virtual_time
+
+    async def ask() -> bool:
+        return on_virtual_time()
+
+    assert trio.run(ask, clock=trio.testing.MockClock()) is True
+    assert trio.run(ask) is False

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
-import trio.testing
 
+from startline.engine.determinism import on_virtual_time
 from startline.engine.ports import ControlPlane, WallClock
 
 
@@ -109,7 +109,7 @@ async def sleep_until_precisely(
         await sleep_until(deadline)
         return
     await sleep_until(deadline - spin_s)
-    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+    if on_virtual_time():
         await trio.sleep_until(deadline)
         return
     while trio.current_time() < deadline:

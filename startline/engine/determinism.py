@@ -10,6 +10,7 @@ depend on the process they run in.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 
 import trio
@@ -44,3 +45,12 @@ def seed_everything(seed: int) -> None:
     on the process it runs in, or on what ran before it."""
     scheduler_random().seed(seed)
     random.seed(seed)
+
+
+def on_virtual_time() -> bool:
+    """Whether this Trio run's clock is a ``MockClock`` (virtual time) — without importing
+    ``trio.testing``, which imports pytest when it is installed (0.14 s a process: every CLI
+    command and worker paid it). A MockClock is made from ``trio.testing``: had none imported it,
+    there is none."""
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)

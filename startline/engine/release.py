@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 
 import trio
-import trio.testing
+
+from startline.engine.determinism import on_virtual_time
 
 PROBE_S = 0.004
 PROBES = 5
@@ -29,7 +30,7 @@ async def release_precisely(deadline: float, margin: Callable[[Sequence[float]],
     own timer (``time.sleep``: blocking, nanosecond resolution, no CPU spent — spinning processes
     that outnumber the cores were measured to start further apart). Under a ``MockClock``: the
     deadline exactly. Returns the margin used (0 under a ``MockClock``)."""
-    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+    if on_virtual_time():
         await trio.sleep_until(deadline)
         return 0.0
     await trio.sleep_until(deadline - PROBE_LEAD_S)

@@ -20,13 +20,13 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from startline.engine.arrivals import OpenLoopRate
 from startline.engine.clocksync import ClockMap, OffsetEstimate, estimate_offset, sleep_until_precisely
 from startline.engine.connection import Connections
 from startline.engine.counting import CountingControlPlane
 from startline.engine.cpu import CpuWatch
+from startline.engine.determinism import on_virtual_time
 from startline.engine.events import WorkerView
 from startline.engine.follow import RunFollower, WorkerExit, WorkerRefused, wait_for_run
 from startline.engine.lifecycle import worker_transition
@@ -288,7 +288,7 @@ class Worker:
             self.view.phase,
             self._tag,
         )
-        if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        if not on_virtual_time():
             self._conns.host_now = time.time  # the host's own clock: a witness of the start
             self._cpu = CpuWatch()
         async with trio.open_nursery() as nursery:
