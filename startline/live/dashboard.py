@@ -178,7 +178,6 @@ class Dashboard(TokenGate):
             "report": "report" if report else None,
         }
         if self.observer is not None:
-            self.observer.final = self.final
             self.observer.settle()
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:

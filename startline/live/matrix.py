@@ -145,10 +145,10 @@ def cell_id(index: int) -> str:
 def plan(matrix: Matrix) -> list[tuple[int, int]]:
     """The runs in order, as (cell index, repeat): ``repeats`` rounds, each every cell once in an
     order drawn from ``seed`` (a round's order differs from the next's)."""
-    rng = random.Random(matrix.seed)
+    rng, count = random.Random(matrix.seed), len(matrix.cells())
     order = []
     for repeat in range(matrix.repeats):
-        cells = list(range(len(matrix.cells())))
+        cells = list(range(count))
         rng.shuffle(cells)
         order += [(cell, repeat) for cell in cells]
     return order
@@ -240,13 +240,13 @@ def run_matrix(
     else:
         meta = {"name": matrix.name, "fingerprint": fingerprint, "token": secrets.token_hex(3)}
         write_json(meta_path, meta | {"scenario": str(matrix.scenario), "grid": [list(g) for g in matrix.grid]})
-    order = plan(matrix)
+    order, grid = plan(matrix), matrix.cells()
     progress = Progress()
     previous = signal.signal(signal.SIGINT, progress.on_sigint)
     try:
         for n, (cell, repeat) in enumerate(order):
             directory = run_dir(out, cell, repeat)
-            label = f"[{n + 1}/{len(order)}] {cell_id(cell)} ({cell_label(matrix.cells()[cell])}) repeat {repeat}"
+            label = f"[{n + 1}/{len(order)}] {cell_id(cell)} ({cell_label(grid[cell])}) repeat {repeat}"
             if status_of(directory) in DONE:
                 progress.skipped += 1
                 continue
@@ -258,7 +258,7 @@ def run_matrix(
             if progress.interrupted:
                 break
             say(f"{label}: running")
-            code = _one_run(matrix, meta, cell, repeat, directory, results, extra, progress)
+            code = _one_run(matrix, meta, grid[cell], cell, repeat, directory, results, extra, progress)
             if progress.interrupted:
                 say(f"{label}: interrupted ({status_of(directory) or 'no summary'}; run again on resume)")
                 break
@@ -274,6 +274,7 @@ def run_matrix(
 def _one_run(
     matrix: Matrix,
     meta: Mapping[str, Any],
+    keys: Mapping[str, Any],
     cell: int,
     repeat: int,
     directory: Path,
@@ -281,7 +282,7 @@ def _one_run(
     extra: Sequence[str],
     progress: Progress,
 ) -> int:
-    settings = [f"--set={key}={toml_value(value)}" for key, value in matrix.cells()[cell].items()]
+    settings = [f"--set={key}={toml_value(value)}" for key, value in keys.items()]
     command = [
         sys.executable,
         "-m",

@@ -222,8 +222,6 @@ class Observer:
     payloads: list[Mapping[str, Any]] = attrs.field(init=False, factory=list)
     series: list[dict[str, Any]] = attrs.field(init=False, factory=list)
     """One row per interval every live worker has shipped: the page's time series."""
-    final: Mapping[str, Any] | None = None
-    """The run's end, once known: status, verdict, the report's address."""
     _stats: Any = attrs.field(init=False, default=None)
     _last: Mapping[str, Any] | None = attrs.field(init=False, default=None)
     _read_at: float = attrs.field(init=False, default=-1e9)
@@ -242,12 +240,11 @@ class Observer:
         t = interval * sc.snapshot_interval_s
         return "WARMUP" if t < sc.warmup_s else "MEASUREMENT" if t < sc.warmup_s + sc.measurement_s else "COOLDOWN"
 
-    async def read(self, force: bool = False) -> None:
-        """Read the run now, unless it was read less than ``READ_EVERY_S`` ago (``force``: the
-        results too, whatever their age — the run's end)."""
+    async def read(self) -> None:
+        """Read the run now, unless it was read less than ``READ_EVERY_S`` ago or is over."""
         async with self._lock:
             now = trio.current_time()
-            if self.settled or (not force and now - self._read_at < READ_EVERY_S * 0.9):
+            if self.settled or now - self._read_at < READ_EVERY_S * 0.9:
                 return  # (over: what the summary was built from is all there is)
             self._read_at = now
             sc = self.orchestrator.scenario
@@ -258,7 +255,7 @@ class Observer:
                 with trio.move_on_after(2 * READ_EVERY_S):  # an unreachable control plane freezes the figures only
                     try:
                         self.tally.add(await self.orchestrator.read_snapshots())
-                        if force or now - self._payloads_at >= min(sc.flush_interval_s, 5.0):
+                        if now - self._payloads_at >= min(sc.flush_interval_s, 5.0):
                             self._payloads_at = now
                             self.payloads = await self.orchestrator.read_payloads()
                             if self.start is None or self.start["connections"] < initial_total(sc):
@@ -335,7 +332,6 @@ class Observer:
             "start": f.start,
             "events": list(f.events),
             "series": [r for r in self.series if r["interval"] > since],
-            "final": self.final,
         }
 
     def settle(self) -> None:

@@ -75,17 +75,17 @@ class Collector:
             mean_s = latency_block(h)["mean"] / 1e3  # (HDR's own mean walks every bucket in Python: 0.5 s)
             latency.add_metric([run_id, phase, kind], buckets(h), mean_s * count)
         yield latency
-        state = obs.state(since=1 << 62)
+        f = obs.figures()
         workers = GaugeMetricFamily("startline_workers", "Workers by status", labels=["run_id", "status"])
-        for status, n in sorted(state["workers"].items()):
+        for status, n in sorted(f.workers.items()):
             workers.add_metric([run_id, status], n)
         yield workers
         connections = GaugeMetricFamily("startline_connections", "Connections", labels=["run_id", "which"])
-        for which in ("open", "planned"):
-            if state["connections"][which] is not None:
-                connections.add_metric([run_id, which], state["connections"][which])
+        for which, n in (("open", f.open_connections), ("planned", f.target_connections)):
+            if n is not None:
+                connections.add_metric([run_id, which], n)
         yield connections
-        start = state["start"] or {}
+        start = f.start or {}
         if start.get("skew_ms") is not None:
             skew = GaugeMetricFamily(
                 "startline_start_skew_ms", "How far apart the connections' first operations were", labels=["run_id"]
