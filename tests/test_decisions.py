@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 
 import attrs
 import pytest
@@ -476,3 +477,23 @@ def test_a_worker_whose_final_status_is_known_is_left_alone():
     row = (Heartbeat("r", "w0", WorkerStatus.RUNNING, last_heartbeat=0.0), 0.0)
     judged = liveness_round([row], {"w0": WorkerStatus.COMPLETED}, 100.0, 1.0, 2, 4)
     assert judged.statuses == {} and not judged.marks and not judged.newly_dead
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting (prctl)")
+def test_the_release_sleeps_with_a_nanosecond_of_timer_slack_and_gives_the_thread_its_own_back():
+    import ctypes
+
+    from startline.engine.release import PR_GET_TIMERSLACK, PR_SET_TIMERSLACK, precise_timers
+
+    prctl = ctypes.CDLL(None).prctl
+    before = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    prctl(PR_SET_TIMERSLACK, 70_000, 0, 0, 0)  # a value of its own, to see it given back
+    try:
+        with precise_timers():
+            assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == 1
+        assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == 70_000
+        with pytest.raises(RuntimeError), precise_timers():
+            raise RuntimeError
+        assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == 70_000
+    finally:
+        prctl(PR_SET_TIMERSLACK, before, 0, 0, 0)

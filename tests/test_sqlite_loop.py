@@ -206,10 +206,12 @@ def test_processes_opening_a_new_database_at_the_same_instant_all_get_it_in_wal_
         assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 6, round_
 
 
-async def test_warming_a_session_compiles_its_statements_and_changes_no_data(tmp_path) -> None:
+async def test_warming_a_session_compiles_its_statements_so_their_first_runs_compile_nothing_and_changes_no_data(
+    tmp_path,
+) -> None:
     """Issue 25: a worker's connections take their first turns one after another at the release,
     and a statement's first run on a connection read the schema and compiled it (160–470 µs):
-    ``warm`` does that before the start, by EXPLAIN — which runs nothing."""
+    ``warm`` compiles each statement as it will run — read-only, so a write changes nothing."""
     target = SqliteTarget(tmp_path / "data.db")
     await target.setup(["CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER)", "INSERT INTO kv VALUES (1, 1)"])
     session = await target.open_session("w000", 0)
@@ -217,24 +219,34 @@ async def test_warming_a_session_compiles_its_statements_and_changes_no_data(tmp
         OperationSpec("w", sql="INSERT INTO kv VALUES (:k, :v)"),
         OperationSpec("u", sql="UPDATE kv SET v = v + :d WHERE k = :k"),
         OperationSpec("d", sql="DELETE FROM kv"),
+        OperationSpec("r", sql="SELECT v FROM kv WHERE k = :k"),
         OperationSpec("bad", sql="SELECT nope FROM nowhere"),  # left for its run to report
         OperationSpec("c", call="tests.session_ops:add"),  # not SQL: nothing to warm
     ]
-    compiled: set[int] = set()
+    compiled: list[int] = []
     raw = session.connection._conn
     assert raw is not None  # opened by open_session
 
     def authorize(action: int, *_: Any) -> int:  # SQLite asks as it compiles a statement
-        compiled.add(action)
+        compiled.append(action)
         return sqlite3.SQLITE_OK
 
     raw.set_authorizer(authorize)
     try:
         await session.warm(ops)
-        assert {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE} <= compiled
+        writes = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE}
+        assert writes | {sqlite3.SQLITE_READ} <= set(compiled)
+        assert not raw.in_transaction
+        with sqlite3.connect(tmp_path / "data.db") as other:  # nothing written, from any connection
+            assert other.execute("SELECT k, v FROM kv").fetchall() == [(1, 1)]
+        compiled.clear()
+        await session.execute(ops[1], {"d": 2, "k": 1})  # the warmed statements run as written,
+        assert await session.execute(ops[3], {"k": 1}) == [(3,)]
+        await session.execute(ops[0], {"k": 2, "v": 5})
+        assert compiled == []  # and compile nothing as they do
+        await session.query("SELECT count(*) FROM kv", {})  # (a statement not warmed compiles)
+        assert compiled
         raw.set_authorizer(None)
-        assert await session.query("SELECT k, v FROM kv", {}) == [(1, 1)]
-        await session.execute(ops[1], {"d": 2, "k": 1})  # and the statements still run as written
-        assert await session.query("SELECT k, v FROM kv", {}) == [(1, 3)]
+        assert await session.query("SELECT k, v FROM kv ORDER BY k", {}) == [(1, 3), (2, 5)]
     finally:
         await session.close()

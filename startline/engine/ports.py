@@ -227,9 +227,9 @@ class Session(Protocol):
 
     async def warm(self, operations: Sequence[OperationSpec]) -> None:
         """Before the start, make ready what each operation's first run would otherwise pay for,
-        changing no data (SQLite: the schema read and the statement's compilation, by EXPLAIN):
-        a worker's connections take their first turns one after another at the release. Default:
-        nothing to make ready."""
+        changing no data (SQLite: the schema read and each statement compiled into the
+        connection's cache, running nothing): a worker's connections take their first turns one
+        after another at the release. Default: nothing to make ready."""
         return None
 
 

@@ -114,6 +114,18 @@ class LoopConnection:
         finally:
             self._running = False
 
+    async def prepare(self, sql: str) -> None:
+        """Compile ``sql`` into the connection's statement cache (keyed by its text: its first
+        run then compiles nothing), running nothing: it is given more parameters than any
+        statement can have (``NEVER_FITS``), which ``sqlite3`` refuses after compiling it and
+        before its first step. A statement SQLite cannot compile is left for its run to report."""
+        conn = await self._open()
+        try:
+            conn.execute(sql, NEVER_FITS)
+        except sqlite3.Error:  # (ProgrammingError: "Incorrect number of bindings supplied")
+            pass
+        await trio.lowlevel.checkpoint()
+
     async def _in_thread(self, conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
         """A statement that outran its budget, run again in a thread with SQLite's own busy wait.
         Cancelled, it is interrupted; the connection is not used again until its thread has let
@@ -160,6 +172,19 @@ class LoopConnection:
         conn, self._conn = self._conn, None
         if conn is not None and not self._in_use:
             conn.close()
+
+
+class _NeverFits:
+    """A sequence of 2³¹ − 1 parameters, none of them held: more than SQLite's own ceiling."""
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, i: int) -> Any:
+        raise IndexError(i)
+
+
+NEVER_FITS = _NeverFits()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
