@@ -90,27 +90,26 @@ class Pool:
     async def _connection(
         self, slot: int, index: int = 0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """One connection's task, in one frame above the connection's loop: every suspension of
+        every operation passes through each frame of the task's await chain."""
         if self.spawned is not None:
             await self.spawned(index)
         self._running += 1
         try:
-            await self._run_slot(slot, task_status)
+            with trio.CancelScope() as scope:
+                self._scopes[slot] = scope
+                self.on_size(len(self._scopes))
+                try:
+                    session = self._sessions.get(slot)
+                    if session is None:
+                        session = self._sessions[slot] = await self.open_session(slot)
+                    task_status.started()
+                    await self.run_connection(slot, session)
+                finally:
+                    if self._scopes.get(slot) is scope:
+                        del self._scopes[slot]
+                    self.on_size(len(self._scopes))
+                    self._exits.unpark_all()
         finally:
             self._running -= 1
             self._exits.unpark_all()
-
-    async def _run_slot(self, slot: int, task_status: trio.TaskStatus[None]) -> None:
-        with trio.CancelScope() as scope:
-            self._scopes[slot] = scope
-            self.on_size(len(self._scopes))
-            try:
-                session = self._sessions.get(slot)
-                if session is None:
-                    session = self._sessions[slot] = await self.open_session(slot)
-                task_status.started()
-                await self.run_connection(slot, session)
-            finally:
-                if self._scopes.get(slot) is scope:
-                    del self._scopes[slot]
-                self.on_size(len(self._scopes))
-                self._exits.unpark_all()
