@@ -497,3 +497,27 @@ def test_the_release_sleeps_with_a_nanosecond_of_timer_slack_and_gives_the_threa
         assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == 70_000
     finally:
         prctl(PR_SET_TIMERSLACK, before, 0, 0, 0)
+
+
+def test_the_release_rewarms_once_in_its_blocking_sleep_to_be_done_before_the_instant_and_not_on_virtual_time():
+    from startline.engine.release import REWARM_S, release_precisely
+
+    calls: list[tuple[float, float]] = []
+
+    def rewarm(by: float) -> None:
+        calls.append((by, trio.current_time()))
+
+    async def release(lead: float) -> float:
+        deadline = trio.current_time() + lead
+        await release_precisely(deadline, release_margin_s, rewarm)
+        assert trio.current_time() >= deadline
+        return deadline
+
+    deadline = trio.run(release, 0.08)  # a real clock: the probes, then the blocking sleep
+    assert len(calls) == 1
+    by, at = calls[0]
+    assert by == deadline - REWARM_S / 2  # to be done before the instant, whatever time it was called
+    assert at < deadline + 0.05  # (called before the release, not after it returned)
+    calls.clear()
+    trio.run(release, 0.08, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert calls == []  # a simulated session keeps nothing in a CPU's caches

@@ -84,3 +84,39 @@ def test_scale_to_does_not_restart_connections_that_end_at_once():
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert sorted(starts) == [0, 1, 2, 3]
+
+
+def test_rewarm_brings_back_each_open_session_in_the_release_order_and_stops_at_its_instant():
+    """Issue 25: the release's last millisecond rewarms the parked sessions first-released first;
+    past ``by`` (the instant it must be done by) it touches none more."""
+    touched: list[int] = []
+
+    class Session:
+        def __init__(self, slot: int, clock: trio.testing.MockClock) -> None:
+            self.slot, self.clock = slot, clock
+
+        def rewarm(self) -> None:
+            touched.append(self.slot)
+            self.clock.jump(0.1)  # each costs a tenth of a second here
+
+    clock = trio.testing.MockClock()
+
+    async def main():
+        async def open_session(slot):
+            return Session(slot, clock)
+
+        async def connection(slot, session):
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            pool = Pool(nursery, open_session, connection)
+            await pool.prepare(5)
+            t0 = trio.current_time()
+            pool.rewarm([3, 9, 4, 0, 1, 2], by=t0 + 0.35)  # slot 9 has no session: skipped
+            assert touched == [3, 4, 0, 1]  # the fourth began before `by`; none after it
+            touched.clear()
+            pool.rewarm([2], by=trio.current_time())  # nothing left of the time: nothing touched
+            assert touched == []
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)

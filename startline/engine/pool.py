@@ -7,7 +7,7 @@ up reuses the lowest free slots and their open sessions.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -50,6 +50,16 @@ class Pool:
         for slot in range(n):
             if slot not in self._sessions:
                 self._sessions[slot] = await self.open_session(slot)
+
+    def rewarm(self, order: Sequence[int], by: float) -> None:
+        """Each open session of ``order``'s slots, in that order, brings back into the caches what
+        its first operation will use (``Session.rewarm``), until trio time ``by``."""
+        for slot in order:
+            if trio.current_time() >= by:
+                return
+            session = self._sessions.get(slot)
+            if session is not None:
+                session.rewarm()
 
     async def scale_to(self, n: int) -> None:
         """Make exactly ``n`` connections run; returns once every new one has started."""

@@ -23,6 +23,10 @@ from startline.engine.determinism import on_virtual_time
 PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30
 """``prctl(2)``'s options for the calling thread's timer slack (nanoseconds)."""
 
+REWARM_S = 0.001
+"""The sessions are brought back into the caches (``rewarm``) this long before the instant, to be
+done by half-way."""
+
 PROBE_S = 0.004
 PROBES = 5
 PROBE_LEAD_S = 0.06
@@ -61,13 +65,18 @@ def _prctl() -> Callable[..., int] | None:
         return None
 
 
-async def release_precisely(deadline: float, margin: Callable[[Sequence[float]], float]) -> float:
+async def release_precisely(
+    deadline: float, margin: Callable[[Sequence[float]], float], rewarm: Callable[[float], None] | None = None
+) -> float:
     """Sleep until ``deadline`` on the system clock, precisely: on the event loop to
     ``PROBE_LEAD_S`` before it, then a few short sleeps measuring how late the loop wakes now,
     then on the loop until ``margin(latenesses)`` before the deadline, and the rest on the OS's
     own timer (``time.sleep``: blocking, nanosecond resolution, no CPU spent — spinning processes
-    that outnumber the cores were measured to start further apart). Under a ``MockClock``: the
-    deadline exactly. Returns the margin used (0 under a ``MockClock``)."""
+    that outnumber the cores were measured to start further apart); ``rewarm(by)`` is called
+    once in that blocking sleep, ``REWARM_S`` before the deadline (or as soon as it wakes, if
+    later), to be done by ``REWARM_S / 2`` before it. Under a ``MockClock``: the deadline
+    exactly, and no rewarm (a simulated session has nothing to bring back). Returns the margin
+    used (0 under a ``MockClock``)."""
     if on_virtual_time():
         await trio.sleep_until(deadline)
         return 0.0
@@ -83,6 +92,11 @@ async def release_precisely(deadline: float, margin: Callable[[Sequence[float]],
         used = margin(late)
         await trio.sleep_until(deadline - used)
         rest = deadline - trio.current_time()
+        if rewarm is not None:
+            if rest > REWARM_S:
+                time.sleep(rest - REWARM_S)  # (blocking, on purpose: a few milliseconds at the release)
+            rewarm(deadline - REWARM_S / 2)
+            rest = deadline - trio.current_time()
         if rest > 0:
             time.sleep(rest)  # (blocking, on purpose: a few milliseconds at the release instant)
     return used

@@ -352,11 +352,13 @@ class Worker:
             conns.release()
         if not plan.prespawn:
             await pool.scale_to(self.view.connections)
+        order = release_order(pool.slots, release_turn(self.run_id, self.worker_id))
         if plan.at_start_time:
             self._timeline.release_at = start_trio
-            await sleep_until_precisely(start_trio, plan.spin_s, self.runtime.release_until)
+            release = functools.partial(self.runtime.release_until, rewarm=functools.partial(pool.rewarm, order))
+            await sleep_until_precisely(start_trio, plan.spin_s, release)
         if not conns.gate.is_open:
-            conns.release(release_order(pool.slots, release_turn(self.run_id, self.worker_id)))
+            conns.release(order)
             # the connections' first operations before anything else this task would start
             with trio.move_on_after(FIRST_ISSUE_WAIT_S):
                 await conns.first_issued.wait()

@@ -26,6 +26,7 @@ from startline.engine.ports import (
     CALL_DEADLINE,
     ControlPlaneError,
     ControlPlaneTraits,
+    Rewarm,
     Session,
     Target,
     fallback_read,
@@ -213,7 +214,8 @@ class SimRuntime:
     async def sleep_until(self, deadline: float) -> None:
         await self._sleep(deadline, self.profile.wake, "wake")
 
-    async def release_until(self, deadline: float) -> None:
+    async def release_until(self, deadline: float, rewarm: Rewarm | None = None) -> None:
+        # (no rewarm: a simulated session keeps nothing in a CPU's caches)
         await self._sleep(deadline, self.profile.release_wake or self.profile.wake, "release")
 
     def yield_core(self) -> None:

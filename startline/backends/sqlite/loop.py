@@ -36,6 +36,8 @@ PROGRESS_STEPS = 1000
 """SQLite virtual-machine steps between two looks at the budget."""
 INTERRUPT_EVERY_S = 0.005
 """How often a cancelled statement still running in its thread is interrupted again."""
+TOUCH = "SELECT 1 FROM sqlite_schema LIMIT 0"
+"""What ``touch`` runs: a read transaction begun and ended, no row read."""
 BACKOFF_S = (0.0005, 0.05)
 """A busy database's first and longest wait before the statement is tried again."""
 
@@ -125,6 +127,19 @@ class LoopConnection:
         except sqlite3.Error:  # (ProgrammingError: "Incorrect number of bindings supplied")
             pass
         await trio.lowlevel.checkpoint()
+
+    def touch(self) -> None:
+        """Read the schema table on this connection, on the calling thread (microseconds:
+        ``Session.rewarm`` in the release's last millisecond): SQLite's and ``sqlite3``'s code
+        and the connection's read path back in the CPU's caches. Nothing when the connection is
+        not open or a statement holds it; an error is ignored (its next statement reports it)."""
+        conn = self._conn
+        if conn is None or self._running or self._in_use:
+            return
+        try:
+            conn.execute(TOUCH).fetchall()
+        except sqlite3.Error:
+            pass
 
     async def _in_thread(self, conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
         """A statement that outran its budget, run again in a thread with SQLite's own busy wait.

@@ -47,6 +47,9 @@ class SqliteSession(SqlTargetSession):
             if op.sql is not None:
                 await self.connection.prepare(op.sql)
 
+    def rewarm(self) -> None:
+        self.connection.touch()
+
     async def set_phase(self, tag: Mapping[str, str]) -> None:
         self.tag = dict(tag)  # SQLite has no session tag; kept for logs and tests
 
