@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 
 import trio
 
@@ -79,8 +80,25 @@ async def engine(connections: int, seconds: float) -> float:
     # 24–29 ms on a slow day): allowed up to 1 % of the window.
     allowed = max(MAX_START_LAG_MS, 10.0 * seconds)
     if lag > allowed:
-        raise SystemExit(f"start lag {lag:.1f} ms > {allowed:g} ms: this run measures the start, not the hot path")
+        raise LateStart(f"start lag {lag:.1f} ms > {allowed:g} ms: this run measures the start, not the hot path")
     return result.summary["phases"]["MEASUREMENT"]["ops"] / seconds
+
+
+class LateStart(Exception):
+    """The engine's run began too late to measure the hot path (the machine was busy at its start)."""
+
+
+def engine_run(connections: int, seconds: float, tries: int = 3) -> float:
+    """``engine``, run again (said on stderr) when its start was late, up to ``tries`` times."""
+    attempt = 1
+    while True:
+        try:
+            return trio.run(engine, connections, seconds)
+        except LateStart as exc:
+            if attempt == tries:
+                raise SystemExit(f"{exc} ({tries} times)") from None
+            print(f"{exc}: run again", file=sys.stderr, flush=True)
+            attempt += 1
 
 
 def main() -> None:
@@ -94,7 +112,7 @@ def main() -> None:
         eng, bare = [], []
         for _ in range(args.reps):  # interleaved, so machine noise hits both alike
             bare.append(trio.run(bare_loop, n, args.seconds))
-            eng.append(trio.run(engine, n, args.seconds))
+            eng.append(engine_run(n, args.seconds))
         e, b = statistics.median(eng), statistics.median(bare)
         rows.append({"connections": n, "engine_ops_s": round(e), "bare_ops_s": round(b), "ratio": round(e / b, 3)})
         print(f"{n:>6} connections: engine {e:>10,.0f} ops/s  bare {b:>10,.0f} ops/s  ratio {e / b:.3f}", flush=True)
