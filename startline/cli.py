@@ -928,7 +928,7 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     """
     from rich.table import Table
 
-    from startline.simulate.calibrate import Observed, fit, not_fitted, saturation, to_toml
+    from startline.simulate.calibrate import NOT_FITTED_WHY, Observed, fit, not_fitted, saturation, to_toml
     from startline.simulate.models import Profile
 
     writable("--out", out)
@@ -946,7 +946,7 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
     for col in ("figure", "mean ms", "worst ms"):
         table.add_column(col, justify="left" if col == "figure" else "right")
     figures = {f"control.{c}": m for c, m in profile.control.items()} | {"target": profile.target}
-    optional = ("worker_start_shared", "worker_start", "wake", "release_wake", "notify")
+    optional = [k for k in NOT_FITTED_WHY if k != "target"]  # (the figures a run may not give)
     figures |= {k: m for k in optional if (m := getattr(profile, k)) is not None}
     for figure, model in figures.items():
         table.add_row(figure, f"{model.mean_s * 1000:,.3f}", f"{model.worst_s * 1000:,.3f}")

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hdrh.histogram import HdrHistogram
 
@@ -194,3 +195,44 @@ def test_calibrate_fits_how_late_a_pushed_start_reached_the_workers() -> None:
     # detection after START_TIME is the write landing, the notification and a status read: less
     # the read's median, within what 48 workers tell of a 2–6 ms uniform
     assert fitted.notify.mean_s == pytest.approx(TRUE.notify.mean_s, abs=0.0015)
+
+
+def _runs(profile: Profile, strategy: str, seeds: range) -> list[Observed]:
+    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6, "start": {"strategy": strategy}})
+    out = []
+    for seed in seeds:
+        _, ended = simulate_run(sc, profile, seed, round_trips=True)
+        out.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.orchestrator, ended.summary))
+    return out
+
+
+def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_it_changes() -> None:
+    """Issue 25's poll detection: live, the read that finds the run started came back 2–9 ms
+    late (the workers that saw the start first run their connections on the same cores) where
+    other status reads took under 1 ms. ``start_read`` is how long that read takes. The runs
+    with and without it agree on everything before the first such read ends (a constant draws
+    nothing): the first worker to see the start sees it ``start_read`` − its read later."""
+    slow = attrs.evolve(TRUE, start_read=Latency.parse({"type": "constant", "ms": 40.0}, "start_read"))
+    for seed in range(3):
+        plain, slowed = _runs(TRUE, "poll", range(seed, seed + 1))[0], _runs(slow, "poll", range(seed, seed + 1))[0]
+        assert slowed.summary["start_time"] == plain.summary["start_time"]
+        for b in slowed.payloads:  # every read that found it took the 40 ms (TRUE's take 5–15)
+            assert b["process"]["detect_read_ms"] == pytest.approx(40.0)
+        first = min(range(len(plain.payloads)), key=lambda i: plain.payloads[i]["timeline"]["detect"])
+        a, b = plain.payloads[first], slowed.payloads[first]
+        read = a["process"]["detect_read_ms"]
+        assert 5.0 <= read < 40.0
+        shift_ms = (b["timeline"]["detect"] - a["timeline"]["detect"]) * 1000
+        assert shift_ms == pytest.approx(40.0 - read, abs=1e-3)  # (epoch floats)
+    # a scheduled start is read before its instant: no read finds it passed, nothing changes
+    assert [r.summary for r in _runs(TRUE, "scheduled", range(2))] == [
+        r.summary for r in _runs(slow, "scheduled", range(2))
+    ]
+
+
+def test_calibrate_fits_how_long_the_read_that_found_the_start_took_from_polled_starts_only() -> None:
+    slow = attrs.evolve(TRUE, start_read=Latency.parse(uniform(30, 50), "start_read"))
+    fitted = Profile.from_dict(fit(_runs(slow, "poll", range(6))), "fitted")
+    assert fitted.start_read is not None  # 36 workers' reads of a 30–50 ms uniform
+    assert fitted.start_read.mean_s == pytest.approx(0.040, abs=0.004)
+    assert "start_read" not in fit(_runs(slow, "scheduled", range(2)))  # read before the instant

@@ -101,6 +101,11 @@ def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     assert fitted.clock_spread_ms == 0.0  # both workers on this host: one clock
     assert fitted.worker_start is not None and 0 < fitted.worker_start.mean_s < 30  # a process starting
     assert fitted.release_wake is not None  # a scheduled start: how late each worker's first connection began
+    # each worker timed the read that found its start; a scheduled start is read before its
+    # instant, so that read is an ordinary one and start_read is left unfitted, said
+    payloads = [json.loads((out / f"worker-{w}.json").read_text()) for w in ("w000", "w001")]
+    assert all(p["process"]["detect_read_ms"] > 0 for p in payloads)
+    assert fitted.start_read is None and "not fitted: start_read" in proc.stderr
     proc = cli("simulate", str(tmp_path / "live.toml"), "--profile-file", str(profile), "--seeds", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "profile calibrated" in proc.stdout

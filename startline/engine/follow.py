@@ -117,7 +117,7 @@ class RunFollower:
         (a STOP there ends the wait)."""
         last_poll = last_beat = -math.inf
         while True:
-            run = self.see_run(await self.cp.read_run(self.run_id))
+            run = self.see_run(await self._read_run())
             if (run.status is RunStatus.RUNNING and self.view.started) or self.view.stopping:
                 return
             now = trio.current_time()
@@ -136,17 +136,25 @@ class RunFollower:
         started before the orchestrator read this worker's READY beat, which has only just landed."""
         while True:
             await self.timeline.sleep(self.runtime, self._interval(interval, jitter))
-            self.see_run(await self.cp.read_run(self.run_id))
+            self.see_run(await self._read_run())
             if self.view.started or self.view.stopping:
                 return
 
     async def _wait_push(self, recheck_s: float) -> None:
         while True:
-            run = self.see_run(await self.cp.read_run(self.run_id))
+            run = self.see_run(await self._read_run())
             if self.view.started or self.view.stopping:
                 return
             with trio.move_on_after(recheck_s):
                 await self.cp.wait_for_change(self.run_id, run.version)
+
+    async def _read_run(self) -> RunState | None:
+        """RUN_STATUS, read while waiting for the start; how long the read took is kept (the one
+        that finds the run started is the last: ``Timeline.detect_read``)."""
+        began = trio.current_time()
+        run = await self.cp.read_run(self.run_id)
+        self.timeline.detect_read = trio.current_time() - began
+        return run
 
     def _interval(self, interval: float, jitter: float) -> float:
         return max(0.0, interval + (self.rng.uniform(-jitter, jitter) if jitter > 0 else 0.0))

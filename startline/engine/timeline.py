@@ -39,6 +39,8 @@ class Timeline:
     """How late this process woke from its start-path sleeps."""
     detection: str | None = None
     """How this worker learnt of the start (``startplan.Detection``: inline, poll, push)."""
+    detect_read: float | None = None
+    """How long the read of RUN_STATUS that found the run started took (seconds)."""
 
     def enter(self, stage: str) -> None:
         self.enter_stage(stage)
@@ -71,6 +73,7 @@ class Timeline:
             "wake_late_us": self.wakes.encode().decode("ascii") if self.wakes.get_total_count() else None,
             "release_late_ms": None if release is None or not firsts else (min(firsts.values()) - release) * 1000.0,
             "detection": self.detection,
+            "detect_read_ms": None if self.detect_read is None else self.detect_read * 1000.0,
         }
 
     def of_run(self, firsts: Mapping[int, float]) -> tuple[dict[str, float], dict[int, float]]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 import trio
 
 from startline.backends.memory import MemoryControlPlane, MemoryStore
 from startline.backends.memory.control import STAMPED_AT
+from startline.engine.model import ORCHESTRATOR, RunState
 from startline.engine.ports import (
     CALL_DEADLINE,
     ControlPlaneError,
@@ -73,6 +74,8 @@ class SimControlPlane:
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
     traits: ControlPlaneTraits = attrs.field(init=False)
     """It notifies (``push``) when its profile says how late a notification comes (``notify``)."""
+    _seen_start: bool = attrs.field(init=False, default=False)
+    """A worker's read of RUN_STATUS has found the run started (``start_read``: that read only)."""
 
     def __attrs_post_init__(self) -> None:
         # every simulated call waits on the clock before it acts: those waits are its checkpoints
@@ -123,11 +126,13 @@ class SimControlPlane:
         stale_reads = profile.stale_event_reads if call_class == "event_read" else 0.0
         pauses = self.host in profile.pauses
         faults = bool(profile.spikes or profile.outages or call_class in profile.broken_calls)
+        start_read = profile.start_read if name == "read_run" and self.host != ORCHESTRATOR else None
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             deadline = CALL_DEADLINE.get()
             # every draw of this call before its first wait (see Streams)
             latency = model.sample(rng)
+            slow = 0.0 if start_read is None else start_read.sample(rng)  # used if it finds the start
             failing = rng.random() < error_probability
             shift = rng.uniform(-jit, jit) if jit else 0.0
             stale = stale_reads and rng.random() < stale_reads
@@ -159,12 +164,21 @@ class SimControlPlane:
                     result = await method(*args, **kwargs)
                 finally:
                     STAMPED_AT.reset(token)
+            if start_read is not None and not self._seen_start and _has_start(result):
+                self._seen_start = True  # (the read that detects the start: later ones take their time)
+                if self.store.clock.now() >= result.start_time:  # a scheduled start is read before it
+                    latency = max(latency, slow)
             await until(now + latency, deadline)
             if stale and result:
                 result = stale_read(result, random.Random(stale_seed))
             return result
 
         return call
+
+
+def _has_start(result: Any) -> TypeGuard[RunState]:
+    """A RUN_STATUS read's result says when the run starts (or started)."""
+    return isinstance(result, RunState) and result.start_time is not None
 
 
 def until(instant: float, deadline: float) -> Coroutine[Any, Any, None]:

@@ -148,6 +148,9 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     notified = notifications(runs, control.get("status_read"))
     if notified is not None:
         profile["notify"] = empirical(notified)
+    found = start_reads(runs)
+    if found:
+        profile["start_read"] = empirical(_histogram_ms(found))
     profile["clock_spread_ms"] = _clock_spread(payloads)
     return profile
 
@@ -169,6 +172,23 @@ def notifications(runs: Sequence[Observed], status_read: HdrHistogram | None) ->
     return _histogram_ms(late) if late else None
 
 
+def start_reads(runs: Sequence[Observed]) -> list[float]:
+    """How long each read of RUN_STATUS that found the run started took (ms), where the worker
+    read it after START_TIME (a polled or pushed start; a scheduled start is read before its
+    instant, an ordinary read)."""
+    took = []
+    for run in runs:
+        start = run.summary.get("start_time")
+        if not isinstance(start, int | float):
+            continue
+        for p in run.payloads:
+            detect = (p.get("timeline") or {}).get("detect")
+            read_ms = (p.get("process") or {}).get("detect_read_ms")
+            if isinstance(detect, int | float) and detect >= start and isinstance(read_ms, int | float):
+                took.append(read_ms)
+    return took
+
+
 NOT_FITTED_WHY = {
     "target": "no operation succeeded",
     "worker_start_shared": "no worker was launched as a process (start delays unknown)",
@@ -176,6 +196,7 @@ NOT_FITTED_WHY = {
     "release_wake": "no run used the scheduled start (no release instant)",
     "wake": "no start-path sleep was timed",
     "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",
+    "start_read": "no worker timed the read that found its run started after START_TIME (poll, push, inline-poll)",
 }
 
 

@@ -269,6 +269,12 @@ class Profile:
     """A control plane that notifies (PostgreSQL's LISTEN/NOTIFY): a change reaches a listening
     worker this long after it lands. None: the control plane cannot notify, and ``push`` runs
     as poll (as it would live on such a control plane)."""
+    start_read: Latency | None = None
+    """A worker's first read of RUN_STATUS that finds the run started, if its START_TIME has passed
+    (the read a polling worker detects the start by; a scheduled start is read before its
+    instant), takes this long in all if longer than its draw.
+    Live, the workers that saw the start first are running their connections by then, on the
+    cores the others' reads need. Fitted by ``calibrate`` from the workers' own timing of it."""
     monotonic_drift_ppm: float = 0.0  # each host's sleeps last (1 + uniform ±ppm) times as long
 
     def write_points(self) -> tuple[float, float]:
@@ -338,6 +344,7 @@ class Profile:
             "wake",
             "release_wake",
             "notify",
+            "start_read",
             "monotonic_drift_ppm",
         }
         for key in data:
@@ -391,6 +398,7 @@ class Profile:
             wake=latency("wake"),
             release_wake=latency("release_wake"),
             notify=latency("notify"),
+            start_read=latency("start_read"),
             monotonic_drift_ppm=float(drift),
             **_faults(data.get("faults", {})),
         )
