@@ -213,7 +213,7 @@ def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_
     with and without it agree on everything before the first such read ends (a constant draws
     nothing): the first worker to see the start sees it ``start_read`` − its read later."""
     slow = attrs.evolve(TRUE, start_read=Latency.parse({"type": "constant", "ms": 40.0}, "start_read"))
-    for seed in range(3):
+    for seed in range(2):
         plain, slowed = _runs(TRUE, "poll", range(seed, seed + 1))[0], _runs(slow, "poll", range(seed, seed + 1))[0]
         assert slowed.summary["start_time"] == plain.summary["start_time"]
         for b in slowed.payloads:  # every read that found it took the 40 ms (TRUE's take 5–15)
@@ -225,14 +225,12 @@ def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_
         shift_ms = (b["timeline"]["detect"] - a["timeline"]["detect"]) * 1000
         assert shift_ms == pytest.approx(40.0 - read, abs=1e-3)  # (epoch floats)
     # a scheduled start is read before its instant: no read finds it passed, nothing changes
-    assert [r.summary for r in _runs(TRUE, "scheduled", range(2))] == [
-        r.summary for r in _runs(slow, "scheduled", range(2))
-    ]
+    assert _runs(TRUE, "scheduled", range(1))[0].summary == _runs(slow, "scheduled", range(1))[0].summary
 
 
 def test_calibrate_fits_how_long_the_read_that_found_the_start_took_from_polled_starts_only() -> None:
     slow = attrs.evolve(TRUE, start_read=Latency.parse(uniform(30, 50), "start_read"))
-    fitted = Profile.from_dict(fit(_runs(slow, "poll", range(6))), "fitted")
-    assert fitted.start_read is not None  # 36 workers' reads of a 30–50 ms uniform
+    fitted = Profile.from_dict(fit(_runs(slow, "poll", range(4))), "fitted")
+    assert fitted.start_read is not None  # 24 workers' reads of a 30–50 ms uniform (standard error 1.2 ms)
     assert fitted.start_read.mean_s == pytest.approx(0.040, abs=0.004)
-    assert "start_read" not in fit(_runs(slow, "scheduled", range(2)))  # read before the instant
+    assert "start_read" not in fit(_runs(slow, "scheduled", range(1)))  # read before the instant
