@@ -50,11 +50,11 @@ TRUE = Profile.from_dict(
 )
 
 
-def observed(strategy: str, seeds: range) -> list[Observed]:
+def observed(strategy: str, seeds: range, profile: Profile = TRUE) -> list[Observed]:
     sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6, "start": {"strategy": strategy}})
     runs = []
     for seed in seeds:
-        _, ended = simulate_run(sc, TRUE, seed, round_trips=True)
+        _, ended = simulate_run(sc, profile, seed, round_trips=True)
         runs.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.orchestrator, ended.summary))
     return runs
 
@@ -197,15 +197,6 @@ def test_calibrate_fits_how_late_a_pushed_start_reached_the_workers() -> None:
     assert fitted.notify.mean_s == pytest.approx(TRUE.notify.mean_s, abs=0.0015)
 
 
-def _runs(profile: Profile, strategy: str, seeds: range) -> list[Observed]:
-    sc = Scenario.from_dict(dict(START_PATH_SCENARIO) | {"workers": 6, "start": {"strategy": strategy}})
-    out = []
-    for seed in seeds:
-        _, ended = simulate_run(sc, profile, seed, round_trips=True)
-        out.append(Observed(f"seed {seed}", tuple(ended.payloads.values()), ended.orchestrator, ended.summary))
-    return out
-
-
 def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_it_changes() -> None:
     """Issue 25's poll detection: live, the read that finds the run started came back 2–9 ms
     late (the workers that saw the start first run their connections on the same cores) where
@@ -214,7 +205,7 @@ def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_
     nothing): the first worker to see the start sees it ``start_read`` − its read later."""
     slow = attrs.evolve(TRUE, start_read=Latency.parse({"type": "constant", "ms": 40.0}, "start_read"))
     for seed in range(2):
-        plain, slowed = _runs(TRUE, "poll", range(seed, seed + 1))[0], _runs(slow, "poll", range(seed, seed + 1))[0]
+        plain, slowed = observed("poll", range(seed, seed + 1))[0], observed("poll", range(seed, seed + 1), slow)[0]
         assert slowed.summary["start_time"] == plain.summary["start_time"]
         for b in slowed.payloads:  # every read that found it took the 40 ms (TRUE's take 5–15)
             assert b["process"]["detect_read_ms"] == pytest.approx(40.0)
@@ -225,12 +216,12 @@ def test_the_read_that_finds_a_passed_start_takes_start_read_and_nothing_before_
         shift_ms = (b["timeline"]["detect"] - a["timeline"]["detect"]) * 1000
         assert shift_ms == pytest.approx(40.0 - read, abs=1e-3)  # (epoch floats)
     # a scheduled start is read before its instant: no read finds it passed, nothing changes
-    assert _runs(TRUE, "scheduled", range(1))[0].summary == _runs(slow, "scheduled", range(1))[0].summary
+    assert observed("scheduled", range(1))[0].summary == observed("scheduled", range(1), slow)[0].summary
 
 
 def test_calibrate_fits_how_long_the_read_that_found_the_start_took_from_polled_starts_only() -> None:
     slow = attrs.evolve(TRUE, start_read=Latency.parse(uniform(30, 50), "start_read"))
-    fitted = Profile.from_dict(fit(_runs(slow, "poll", range(4))), "fitted")
+    fitted = Profile.from_dict(fit(observed("poll", range(4), slow)), "fitted")
     assert fitted.start_read is not None  # 24 workers' reads of a 30–50 ms uniform (standard error 1.2 ms)
     assert fitted.start_read.mean_s == pytest.approx(0.040, abs=0.004)
-    assert "start_read" not in fit(_runs(slow, "scheduled", range(1)))  # read before the instant
+    assert "start_read" not in fit(observed("scheduled", range(1), slow))  # read before the instant

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,20 +155,29 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     return profile
 
 
-def notifications(runs: Sequence[Observed], status_read: HdrHistogram | None) -> HdrHistogram | None:
-    """How late a pushed start reached each worker: in runs whose workers detected it by push,
-    each worker's detection after START_TIME (the write the notification follows), less the
-    read of RUN_STATUS the worker makes after it (the median status read)."""
-    read_ms = status_read.get_value_at_percentile(50) / 1000.0 if status_read is not None else 0.0
-    late = []
+def _detections(runs: Sequence[Observed]) -> Iterator[tuple[float, Mapping[str, Any]]]:
+    """Each worker's detection after its run's START_TIME (ms; negative: before it), with its
+    results payload, for the runs and workers that recorded both."""
     for run in runs:
         start = run.summary.get("start_time")
         if not isinstance(start, int | float):
             continue
         for p in run.payloads:
             detect = (p.get("timeline") or {}).get("detect")
-            if (p.get("process") or {}).get("detection") == "push" and isinstance(detect, int | float):
-                late.append(max(0.0, (detect - start) * 1000.0 - read_ms))
+            if isinstance(detect, int | float):
+                yield (detect - start) * 1000.0, p
+
+
+def notifications(runs: Sequence[Observed], status_read: HdrHistogram | None) -> HdrHistogram | None:
+    """How late a pushed start reached each worker: in runs whose workers detected it by push,
+    each worker's detection after START_TIME (the write the notification follows), less the
+    read of RUN_STATUS the worker makes after it (the median status read)."""
+    read_ms = status_read.get_value_at_percentile(50) / 1000.0 if status_read is not None else 0.0
+    late = [
+        max(0.0, after_ms - read_ms)
+        for after_ms, p in _detections(runs)
+        if (p.get("process") or {}).get("detection") == "push"
+    ]
     return _histogram_ms(late) if late else None
 
 
@@ -176,17 +185,11 @@ def start_reads(runs: Sequence[Observed]) -> list[float]:
     """How long each read of RUN_STATUS that found the run started took (ms), where the worker
     read it after START_TIME (a polled or pushed start; a scheduled start is read before its
     instant, an ordinary read)."""
-    took = []
-    for run in runs:
-        start = run.summary.get("start_time")
-        if not isinstance(start, int | float):
-            continue
-        for p in run.payloads:
-            detect = (p.get("timeline") or {}).get("detect")
-            read_ms = (p.get("process") or {}).get("detect_read_ms")
-            if isinstance(detect, int | float) and detect >= start and isinstance(read_ms, int | float):
-                took.append(read_ms)
-    return took
+    return [
+        read_ms
+        for after_ms, p in _detections(runs)
+        if after_ms >= 0 and isinstance(read_ms := (p.get("process") or {}).get("detect_read_ms"), int | float)
+    ]
 
 
 NOT_FITTED_WHY = {
