@@ -96,9 +96,9 @@ class Orchestrator:
     _cp: ResilientControlPlane = attrs.field(init=False)
     _clockmap: ClockMap | None = attrs.field(init=False, default=None)
     clock_uncertainty_s: float = attrs.field(init=False, default=0.0)
+    """How far this process's clock map may be off the control plane's (its offset estimate's)."""
     final_payloads: list[dict[str, Any]] = attrs.field(init=False, factory=list)
     """The workers' results the summary was built from (a live view's last reading)."""
-    """How far this process's clock map may be off the control plane's (its offset estimate's)."""
     _log: EventLog = attrs.field(init=False)
     """RUN_CONTROL_EVENTS: this orchestrator is its only writer."""
     _stop_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
