@@ -106,6 +106,9 @@ def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     payloads = [json.loads((out / f"worker-{w}.json").read_text()) for w in ("w000", "w001")]
     assert all(p["process"]["detect_read_ms"] > 0 for p in payloads)
     assert fitted.start_read is None and "not fitted: start_read" in proc.stderr
+    # nor was it found by a read: no step from a detection to the release to fit
+    assert all(p["process"]["after_detect_ms"] is None for p in payloads)
+    assert fitted.after_detect is None and "not fitted: after_detect" in proc.stderr
     proc = cli("simulate", str(tmp_path / "live.toml"), "--profile-file", str(profile), "--seeds", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "profile calibrated" in proc.stdout

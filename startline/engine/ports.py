@@ -352,6 +352,12 @@ class Runtime(Protocol):
         ``by`` (``Pool.rewarm``)."""
         ...
 
+    async def detected(self) -> None:
+        """Called once the worker has found a start it was not asleep for (poll, push, inline;
+        not a scheduled instant): what its process pays from the read that found it to its
+        connections' release (setting its status, launching its bookkeeping, arming them)."""
+        ...
+
     def yield_core(self) -> None:
         """Offer this process's core to another process waiting for one, if any (after the
         release, once this worker's first operations are issued)."""
@@ -379,6 +385,9 @@ class TrioRuntime:
 
     async def release_until(self, deadline: float, rewarm: Rewarm | None = None) -> None:
         await release_precisely(deadline, release_margin_s, rewarm)
+
+    async def detected(self) -> None:
+        return None  # the process's own cost is what it is
 
     def yield_core(self) -> None:
         _sched_yield()  # returns at once when no other process waits for this core

@@ -41,6 +41,11 @@ class Timeline:
     """How this worker learnt of the start (``startplan.Detection``: inline, poll, push)."""
     detect_read: float | None = None
     """How long the read of RUN_STATUS that found the run started took (seconds)."""
+    detected_at: float | None = None
+    """The trio instant a start found by a read was found, its connections already spawned (what
+    ``after_detect_ms`` runs from; None otherwise)."""
+    bookkeeping_s: float = 0.0
+    """How long the start's bookkeeping held the start path (not ``deferred``)."""
 
     def enter(self, stage: str) -> None:
         self.enter_stage(stage)
@@ -74,6 +79,9 @@ class Timeline:
             "release_late_ms": None if release is None or not firsts else (min(firsts.values()) - release) * 1000.0,
             "detection": self.detection,
             "detect_read_ms": None if self.detect_read is None else self.detect_read * 1000.0,
+            "after_detect_ms": None
+            if self.detected_at is None or not firsts
+            else (min(firsts.values()) - self.detected_at - self.bookkeeping_s) * 1000.0,
         }
 
     def of_run(self, firsts: Mapping[int, float]) -> tuple[dict[str, float], dict[int, float]]:

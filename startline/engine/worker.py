@@ -337,13 +337,19 @@ class Worker:
         if self.view.stopping:
             return False
         self._timeline.mark("detect")
+        if not plan.at_start_time:  # found by a read: what the process pays until its release
+            if plan.prespawn:  # (else the spawning is on the path too)
+                self._timeline.detected_at = trio.current_time()
+            await self.runtime.detected()
         start_time = self.view.start_time
         assert start_time is not None  # a started view has its start time (apply_event, _see_run)
         start_trio = cm.to_trio(start_time)
         windows = self._publisher.windows = PhaseWindows.from_scenario(sc, start_time).shifted(start_trio - start_time)
         self._set_status(WorkerStatus.RUNNING)
         if plan.bookkeeping is not Bookkeeping.DEFERRED:
+            booking = trio.current_time()
             await self._publisher.bookkeeping(plan.bookkeeping is Bookkeeping.PARALLEL, start_time, self._timeline.mark)
+            self._timeline.bookkeeping_s = trio.current_time() - booking
         conns, rate = self._conns, self._rate
         assert conns is not None and rate is not None  # made in _run, before the pool
         conns.arm(windows, rate.first(), rate.plan(windows))  # the connections make ready, and park

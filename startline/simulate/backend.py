@@ -69,6 +69,9 @@ class SimControlPlane:
     profile: Profile
     seed: int
     host: str
+    target: SimTarget | None = None
+    """Where the workers' first operations are seen (``start_read`` applies to a worker's read
+    while another's load runs); None: no load is ever running."""
     inner: MemoryControlPlane = attrs.field(init=False)
     _streams: Streams = attrs.field(init=False)
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
@@ -104,8 +107,12 @@ class SimControlPlane:
             if (found := await fallback_read(self, run_id, seen_version)) is not None:
                 return found
 
+    def _loaded(self, at: float) -> bool:
+        """Another worker had begun its first operation before ``at``: its load is on the cores."""
+        return self.target is not None and self.target.others_began(self.host, at)
+
     def __getattr__(self, name: str) -> Any:
-        if name in ("_methods", "inner", "_streams", "traits"):  # not set yet (attrs' __init__ is running)
+        if name in ("_methods", "inner", "_streams", "traits", "target"):  # not set yet (attrs' __init__ is running)
             raise AttributeError(name)
         call = self._methods.get(name)
         if call is not None:
@@ -166,7 +173,9 @@ class SimControlPlane:
                     STAMPED_AT.reset(token)
             if start_read is not None and not self._seen_start and _has_start(result):
                 self._seen_start = True  # (the read that detects the start: later ones take their time)
-                if self.store.clock.now() >= result.start_time:  # a scheduled start is read before it
+                # a scheduled start is read before it; the first workers to find a polled start
+                # find the cores free
+                if self.store.clock.now() >= result.start_time and self._loaded(now):
                     latency = max(latency, slow)
             await until(now + latency, deadline)
             if stale and result:
@@ -207,7 +216,8 @@ class SimRuntime:
     """One worker process's costs on virtual time: starting connection tasks takes ``spawn``
     (drawn per host, once per scale-up step or once per task: ``spawn_per``), a sleep lasts
     (1 + the host's monotonic drift) times as long and wakes ``wake`` late (drawn per host and
-    wake); the release every worker wakes at together, ``release_wake`` late (else ``wake``)."""
+    wake); the release every worker wakes at together, ``release_wake`` late (else ``wake``); a
+    start found by a read, ``after_detect`` from that read to its connections' release."""
 
     profile: Profile
     seed: int
@@ -231,6 +241,11 @@ class SimRuntime:
     async def release_until(self, deadline: float, rewarm: Rewarm | None = None) -> None:
         # (no rewarm: a simulated session keeps nothing in a CPU's caches)
         await self._sleep(deadline, self.profile.release_wake or self.profile.wake, "release")
+
+    async def detected(self) -> None:
+        if self.profile.after_detect is not None:
+            SLEEPS[0] += 1
+            await sleep(self.profile.after_detect.sample(self._streams("after_detect")))
 
     def yield_core(self) -> None:
         return None  # the release's queueing for cores is in ``release_wake``
@@ -311,6 +326,10 @@ class SimTarget(Target):
             await sleep(service)
         finally:
             servers.release()
+
+    def others_began(self, worker_id: str, before: float) -> bool:
+        """A worker other than ``worker_id`` began its first operation before ``before`` (trio time)."""
+        return any(w != worker_id and min(firsts.values()) < before for w, firsts in self.first_query.items() if firsts)
 
     async def open_session(self, worker_id: str, slot: int) -> SimSession:
         init = self.profile.worker_init

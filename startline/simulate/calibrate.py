@@ -17,6 +17,11 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
   its cores, which a sleep of one's own does not show);
 - ``notify``: under push on a control plane that notifies (PostgreSQL), how late the start's
   notification reached each worker (its detection after START_TIME, less a status read).
+- ``start_read``: a polled or pushed start, how long the read of RUN_STATUS that found it took
+  where another worker's first operation had begun before that read (``start_reads``);
+- ``after_detect``: a start found by a read, from that read to the worker's first operation
+  less the bookkeeping's writes on the way (the simulator makes those calls itself), where its
+  connections were spawned before it (``after_detect_ms``).
 
 What no run can observe is left at the simulator's default and said so in the file: where in
 a round trip the server reads its clock or a write lands (``visibility``, ``stamp``,
@@ -142,6 +147,9 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     releases = [v for proc in processes if (v := proc.get("release_late_ms")) is not None]
     if releases:
         profile["release_wake"] = empirical(_histogram_ms(releases))
+    after = [max(0.0, v) for proc in processes if (v := proc.get("after_detect_ms")) is not None]
+    if after:
+        profile["after_detect"] = empirical(_histogram_ms(after))
     wakes = _merged(enc for proc in processes if (enc := proc.get("wake_late_us")))
     if wakes is not None:
         profile["wake"] = empirical(wakes)
@@ -184,12 +192,20 @@ def notifications(runs: Sequence[Observed], status_read: HdrHistogram | None) ->
 def start_reads(runs: Sequence[Observed]) -> list[float]:
     """How long each read of RUN_STATUS that found the run started took (ms), where the worker
     read it after START_TIME (a polled or pushed start; a scheduled start is read before its
-    instant, an ordinary read)."""
-    return [
-        read_ms
-        for after_ms, p in _detections(runs)
-        if after_ms >= 0 and isinstance(read_ms := (p.get("process") or {}).get("detect_read_ms"), int | float)
-    ]
+    instant, an ordinary read) and another worker of its run had begun its first operation
+    before the read began (the read waited for cores that worker's load held; the first to see
+    the start read as any status read)."""
+    found = []
+    for run in runs:
+        firsts = {p.get("worker_id"): min(fq.values()) for p in run.payloads if (fq := p.get("first_query"))}
+        for after_ms, p in _detections([run]):
+            read_ms = (p.get("process") or {}).get("detect_read_ms")
+            if after_ms < 0 or not isinstance(read_ms, int | float):
+                continue
+            began = p["timeline"]["detect"] - read_ms / 1000.0
+            if any(w != p.get("worker_id") and t < began for w, t in firsts.items()):
+                found.append(read_ms)
+    return found
 
 
 NOT_FITTED_WHY = {
@@ -197,9 +213,13 @@ NOT_FITTED_WHY = {
     "worker_start_shared": "no worker was launched as a process (start delays unknown)",
     "worker_start": "no worker was launched as a process (start delays unknown)",
     "release_wake": "no run used the scheduled start (no release instant)",
+    "after_detect": "no worker found its start by a read with its connections spawned before (poll, push)",
     "wake": "no start-path sleep was timed",
     "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",
-    "start_read": "no worker timed the read that found its run started after START_TIME (poll, push, inline-poll)",
+    "start_read": (
+        "no worker timed the read that found its run started after START_TIME while another worker's"
+        " load ran (poll, push, inline-poll; two or more workers)"
+    ),
 }
 
 

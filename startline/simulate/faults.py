@@ -186,7 +186,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     target = SimTarget(profile, seed, ops=[])
 
     def control(host: str) -> SimControlPlane:
-        return SimControlPlane(store, profile, seed, host)
+        return SimControlPlane(store, profile, seed, host, target)
 
     orchestrators: list[Orchestrator] = []
 

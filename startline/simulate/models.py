@@ -272,9 +272,17 @@ class Profile:
     start_read: Latency | None = None
     """A worker's first read of RUN_STATUS that finds the run started, if its START_TIME has passed
     (the read a polling worker detects the start by; a scheduled start is read before its
-    instant), takes this long in all if longer than its draw.
-    Live, the workers that saw the start first are running their connections by then, on the
-    cores the others' reads need. Fitted by ``calibrate`` from the workers' own timing of it."""
+    instant) and another worker had begun its first operation before the read began, takes this
+    long in all if longer than its draw. Live, the workers that saw the start first are running
+    their connections by then, on the cores the others' reads need (the first to see it read in
+    0.4–0.6 ms, the later ones in 2–8). Fitted by ``calibrate`` from the workers' own timing of
+    that read, in the runs where another worker's first operation came before it."""
+    after_detect: Latency | None = None
+    """A worker that found its start by a read (poll, push, inline; not a scheduled instant)
+    releases its connections this long after that read, beyond its bookkeeping's calls (its
+    status, its connections armed, its turn on cores other workers' load holds). Fitted by
+    ``calibrate`` from each worker's first operation after its detection less its bookkeeping
+    (``after_detect_ms``), in runs that spawned their connections before it."""
     monotonic_drift_ppm: float = 0.0  # each host's sleeps last (1 + uniform ±ppm) times as long
 
     def write_points(self) -> tuple[float, float]:
@@ -345,6 +353,7 @@ class Profile:
             "release_wake",
             "notify",
             "start_read",
+            "after_detect",
             "monotonic_drift_ppm",
         }
         for key in data:
@@ -399,6 +408,7 @@ class Profile:
             release_wake=latency("release_wake"),
             notify=latency("notify"),
             start_read=latency("start_read"),
+            after_detect=latency("after_detect"),
             monotonic_drift_ppm=float(drift),
             **_faults(data.get("faults", {})),
         )

@@ -121,7 +121,7 @@ def simulate_run(
             scenario,
             "sim",
             target,
-            lambda w: SimControlPlane(store, profile, seed, w),
+            lambda w: SimControlPlane(store, profile, seed, w, target),
             clocks.__getitem__,
             lambda w: SimRuntime(profile, seed, w),
             round_trips,
