@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from startline.engine.scenario import ConfigError, OperationSpec, ParamSpec, Scenario
-from startline.engine.workload import STREAM_BLOCK, Mix, ParamSource, sample_values, walk
+from startline.engine.workload import ParamSource, sample_values, walk
 from startline.testing import run_cli
 
 
@@ -27,28 +27,6 @@ def test_stride_walks_never_collide_across_connections_within_a_pass(size, conne
     taken = [walk(c, connections, size, step) for c in range(connections)]
     assert len(set(taken)) == connections
     assert all(0 <= i < size for i in taken)
-
-
-@given(
-    weights=st.lists(st.one_of(st.integers(1, 50), st.floats(0.01, 50.0)), min_size=2, max_size=6),
-    seed=st.integers(0, 2**32),
-    taken=st.integers(0, 3 * STREAM_BLOCK + 5),
-)
-def test_a_mix_stream_chooses_what_choose_would_from_the_same_draws(weights, seed, taken):
-    ops = tuple(OperationSpec(f"op{i}", call="x:y", weight=w) for i, w in enumerate(weights))
-    mix = Mix.of(ops)
-    stream = mix.stream(random.Random(seed), range(len(ops)))
-    one_by_one = random.Random(seed)
-    for _ in range(taken + 1):
-        assert ops[next(stream)] is mix.choose(one_by_one)
-
-
-def test_a_mix_of_one_operation_streams_it_without_a_draw():
-    rng = random.Random(3)
-    state = rng.getstate()
-    stream = Mix.of((OperationSpec("only", call="x:y"),)).stream(rng, ["it"])
-    assert [next(stream) for _ in range(STREAM_BLOCK + 1)] == ["it"] * (STREAM_BLOCK + 1)
-    assert rng.getstate() == state
 
 
 def _source(seed: int = 1) -> ParamSource:

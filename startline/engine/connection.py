@@ -8,6 +8,7 @@ planned end passes. Everything about time is ``trio.current_time()``.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import random
@@ -385,9 +386,14 @@ class Connections:
         operation would pass through)."""
         return self._open_loop(slot, session) if self.scenario.load.open_loop else self._closed_loop(slot, session)
 
-    def _draws(self, slot: int) -> tuple[Mix, random.Random, ParamSource]:
-        """This slot's seeded draws: the mix, the source of its choices, and its parameters."""
+    def _draws(self, slot: int) -> tuple[tuple[float, ...], float, Callable[[], float], ParamSource]:
+        """This slot's seeded draws: the mix's bisect bounds and total weight, its uniform source
+        (an operation is ``bisect_right(bounds, uniform() * total)``, inlined by the loops: the
+        hot path), and its parameters."""
         sc = self.scenario
+        mix = Mix.of(sc.operations)
+        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
+        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
         params = ParamSource(
             random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")),
             slot=self.index * SLOT_STRIDE + slot,
@@ -396,22 +402,22 @@ class Connections:
             planned=slot < sc.connections_per_worker,
             specs=sc.param_specs,
         )
-        return Mix.of(sc.operations), random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")), params
+        return bounds, mix.cumulative[-1], uniform, params
 
     async def _closed_loop(self, slot: int, session: Session) -> None:
         """The closed loop: the next operation as soon as the last one ended (and the think time)."""
         sc = self.scenario
         ops = sc.operations
-        mix, rng, params = self._draws(slot)
-        # each operation: (its index, its spec, what runs it with nothing between when the session
-        # offers that, whether it has parameters to draw), chosen by the mix
+        bounds, total, uniform, params = self._draws(slot)
+        many, bisect_right = len(ops) > 1, bisect.bisect_right
+        # each operation: (its spec, what runs it with nothing between when the session offers
+        # that, whether it has parameters to draw)
         plan = [
-            (i, op, session.direct_call(op), bool(op.params))
+            (op, session.direct_call(op), bool(op.params))
             if op.timeout_ms is None
-            else (i, op, self._timed(op, session), True)  # (not the common case: one deadline more)
-            for i, op in enumerate(ops)
+            else (op, self._timed(op, session), True)  # (not the common case: one deadline more)
+            for op in ops
         ]
-        chosen = mix.stream(rng, plan)
         execute = session.execute
         windows = await self.gate.armed()
         tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
@@ -430,7 +436,9 @@ class Connections:
         done = 0
         try:
             await self.gate.released(slot)
-            for i, op, call, drawn in chosen:
+            while True:
+                i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
+                op, call, drawn = plan[i]
                 args = params.draw(op) if drawn else NO_PARAMS
                 began = now()
                 if began >= tally.due:  # the planned end, a drain, a new phase or the first operation
@@ -558,8 +566,8 @@ class Connections:
         is not hidden), service time from the actual one."""
         sc = self.scenario
         ops = sc.operations
-        mix, rng, params = self._draws(slot)
-        chosen = mix.stream(rng, range(len(ops)))
+        bounds, total, uniform, params = self._draws(slot)
+        many, bisect_right = len(ops) > 1, bisect.bisect_right
         windows = await self.gate.armed()
         arrivals = self.arrivals
         assert arrivals is not None  # made by arm, before the gate is armed
@@ -600,7 +608,7 @@ class Connections:
                 if phase is not tagged and phase is not Phase.DONE:
                     tagged = phase
                     await session.set_phase(self.tag(tagged))
-                i = next(chosen)
+                i = bisect_right(bounds, uniform() * total) if many else 0
                 op = ops[i]
                 args = params.draw(op) if op.params else NO_PARAMS
                 if first:

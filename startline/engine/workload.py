@@ -10,17 +10,14 @@ import importlib
 import inspect
 import itertools
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import attrs
 
 from startline.engine.distributions import YCSB_THETA, fnv64, latest, nurand, printable, scrambled_zipfian, zipfian
 from startline.engine.scenario import ZIPF_MAX_KEYS, ConfigError, OperationSpec, ParamSpec, ParamType
 
-T = TypeVar("T")
-STREAM_BLOCK = 64
-"""``Mix.stream`` draws this many choices at a time."""
 SEQUENCE_BLOCK = 1_000_000_000
 """A connection beyond the planned ones (added by a load mode) draws ``sequence`` values from its
 own block of this size, far above the planned connections' shared sequence."""
@@ -46,19 +43,6 @@ class Mix:
     def choose(self, rng: random.Random) -> OperationSpec:
         i = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
         return self.operations[min(i, len(self.operations) - 1)]
-
-    def stream(self, rng: random.Random, items: Sequence[T]) -> Iterator[T]:
-        """Endless: ``items[i]`` for each operation ``i`` that ``choose`` would pick with ``rng``,
-        in the same order from the same draws, taken ``STREAM_BLOCK`` at a time by
-        ``Random.choices`` (its loop is a comprehension over C calls; a connection's loop that
-        takes the next from this pays no draw, bisect or index of its own). One operation: nothing
-        to draw, ``rng`` untouched."""
-        if len(items) != len(self.operations):
-            raise ValueError(f"{len(items)} items for {len(self.operations)} operations")
-        if len(items) == 1:
-            return itertools.repeat(items[0])
-        block = functools.partial(rng.choices, items, cum_weights=self.cumulative, k=STREAM_BLOCK)
-        return itertools.chain.from_iterable(iter(block, None))
 
 
 @attrs.define(eq=False)
