@@ -5,6 +5,7 @@ for the runs in between — in both folds (calibrated from the even runs, predic
 and the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--max-runs 40] [--groups 15] [--workers 4] [--connections 2]
+        [--only poll ...] [--out DIR] [--reuse]
 
 Before judging, the live runs of each strategy are split in their two halves (even, odd): a
 figure whose halves differ by more than 5 % of their mean is under-sampled, not missed
@@ -96,7 +97,8 @@ def merge(items: list[dict[str, list[float]]]) -> dict[str, list[float]]:
 def take_runs(root: Path, dirs: dict[str, list[Path]], upto: int, args: argparse.Namespace) -> None:
     """Live runs, interleaved across strategies, until each strategy has ``upto`` (or fails)."""
     for run in range(min(len(d) for d in dirs.values()), upto):
-        for name, start in STRATEGIES.items():  # interleaved: machine noise hits every strategy alike
+        for name in dirs:  # interleaved: machine noise hits every strategy alike
+            start = STRATEGIES[name]
             out = root / name.split()[0] / f"run{run:02d}"
             fresh = not (args.reuse and (out / "summary.json").exists())
             if fresh and not run_live(out, scenario_toml(start, args.workers, args.connections), f"{name} run {run}"):
@@ -119,9 +121,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
+    ap.add_argument("--only", nargs="+", choices=[n.split()[0] for n in STRATEGIES], help="These strategies only.")
     args = ap.parse_args()
     root = Path(args.out)
-    dirs: dict[str, list[Path]] = {name: [] for name in STRATEGIES}
+    names = [n for n in STRATEGIES if args.only is None or n.split()[0] in args.only]
+    dirs: dict[str, list[Path]] = {name: [] for name in names}
     take_runs(root, dirs, args.runs, args)
     while (n := min(len(d) for d in dirs.values())) < args.max_runs:
         apart = [
