@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeGuard
 
 import attrs
@@ -185,6 +185,16 @@ class SimControlPlane:
         return call
 
 
+def release_ranks(seed: int, worker_ids: Sequence[str]) -> dict[str, float]:
+    """Each worker's place along a scheduled release's order for the run ``seed`` (0 first, 1
+    last; every place once): which of the processes woken together gets a core first is the
+    machine's draw, not the workers' numbering."""
+    order = list(worker_ids)
+    rng_for(seed, "run", "release_rank", 0).shuffle(order)
+    last = max(1, len(order) - 1)
+    return {w: k / last for k, w in enumerate(order)}
+
+
 def _has_start(result: Any) -> TypeGuard[RunState]:
     """A RUN_STATUS read's result says when the run starts (or started)."""
     return isinstance(result, RunState) and result.start_time is not None
@@ -216,12 +226,15 @@ class SimRuntime:
     """One worker process's costs on virtual time: starting connection tasks takes ``spawn``
     (drawn per host, once per scale-up step or once per task: ``spawn_per``), a sleep lasts
     (1 + the host's monotonic drift) times as long and wakes ``wake`` late (drawn per host and
-    wake); the release every worker wakes at together, ``release_wake`` late (else ``wake``); a
+    wake); the release every worker wakes at together, as late as its place in the run's release
+    order says (``release_queue``; else ``release_wake``, else ``wake``); a
     start found by a read, ``after_detect`` from that read to its connections' release."""
 
     profile: Profile
     seed: int
     host: str
+    release_rank: float = 0.0
+    """How far along the run's release order this worker is (``release_ranks``)."""
     _streams: Streams = attrs.field(init=False)
     _drift: float = attrs.field(init=False)
 
@@ -240,7 +253,7 @@ class SimRuntime:
 
     async def release_until(self, deadline: float, rewarm: Rewarm | None = None) -> None:
         # (no rewarm: a simulated session keeps nothing in a CPU's caches)
-        await self._sleep(deadline, self.profile.release_wake or self.profile.wake, "release")
+        await self._sleep(deadline, self.profile.release_lateness(self.release_rank), "release")
 
     async def detected(self) -> None:
         if self.profile.after_detect is not None:
@@ -248,7 +261,7 @@ class SimRuntime:
             await sleep(self.profile.after_detect.sample(self._streams("after_detect")))
 
     def yield_core(self) -> None:
-        return None  # the release's queueing for cores is in ``release_wake``
+        return None  # the release's queueing for cores is in ``release_queue`` / ``release_wake``
 
     async def _sleep(self, deadline: float, late: Latency | None, what: str) -> None:
         now = trio.current_time()

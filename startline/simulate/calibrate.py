@@ -14,7 +14,8 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
 - ``wake``: how late the workers' start-path sleeps woke;
 - ``release_wake``: under a scheduled start, how late each worker's first connection began
   after the release instant (all processes wake at once: on a small machine they queue for
-  its cores, which a sleep of one's own does not show);
+  its cores, which a sleep of one's own does not show); ``release_queue``, the same by each
+  worker's order within its run (the first to get a core, the second …);
 - ``notify``: under push on a control plane that notifies (PostgreSQL), how late the start's
   notification reached each worker (its detection after START_TIME, less a status read).
 - ``start_read``: a polled or pushed start, how long the read of RUN_STATUS that found it took
@@ -147,6 +148,9 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     releases = [v for proc in processes if (v := proc.get("release_late_ms")) is not None]
     if releases:
         profile["release_wake"] = empirical(_histogram_ms(releases))
+    queue = release_queue(runs)
+    if queue:
+        profile["release_queue"] = {str(k): empirical(_histogram_ms(late)) for k, late in enumerate(queue)}
     after = [max(0.0, v) for proc in processes if (v := proc.get("after_detect_ms")) is not None]
     if after:
         profile["after_detect"] = empirical(_histogram_ms(after))
@@ -161,6 +165,24 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
         profile["start_read"] = empirical(_histogram_ms(found))
     profile["clock_spread_ms"] = _clock_spread(payloads)
     return profile
+
+
+def release_queue(runs: Sequence[Observed]) -> list[list[float]]:
+    """The scheduled release's lateness by order: each run's workers' ``release_late_ms`` sorted,
+    the k-th of W put in the place k/(W−1) of the way along as many places as the largest run has
+    workers. Empty unless some run released two or more workers."""
+    ordered = [
+        sorted(v for p in run.payloads if (v := (p.get("process") or {}).get("release_late_ms")) is not None)
+        for run in runs
+    ]
+    places = max((len(o) for o in ordered), default=0)
+    if places < 2:
+        return []
+    queue: list[list[float]] = [[] for _ in range(places)]
+    for late in ordered:
+        for k, v in enumerate(late):
+            queue[round(k / max(1, len(late) - 1) * (places - 1))].append(v)
+    return queue if all(queue) else []
 
 
 def _detections(runs: Sequence[Observed]) -> Iterator[tuple[float, Mapping[str, Any]]]:
@@ -213,6 +235,7 @@ NOT_FITTED_WHY = {
     "worker_start_shared": "no worker was launched as a process (start delays unknown)",
     "worker_start": "no worker was launched as a process (start delays unknown)",
     "release_wake": "no run used the scheduled start (no release instant)",
+    "release_queue": "no run released two or more workers at a scheduled start",
     "after_detect": "no worker found its start by a read with its connections spawned before (poll, push)",
     "wake": "no start-path sleep was timed",
     "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",
@@ -289,6 +312,10 @@ HEADER = """\
 """
 
 
+NESTED = ("control", "release_queue")
+"""Profile keys whose value is a table of latencies (each written as its own TOML table)."""
+
+
 def to_toml(profile: Mapping[str, Any], sources: Sequence[str]) -> str:
     """The profile as TOML: its top-level figures, then one table per latency with its samples
     wrapped ten to a line. (Written here rather than with tomli-w, which puts each of an array's
@@ -297,7 +324,7 @@ def to_toml(profile: Mapping[str, Any], sources: Sequence[str]) -> str:
     tables = {k: v for k, v in profile.items() if isinstance(v, Mapping)}
     lines += [f"{k} = {_value(v)}" for k, v in profile.items() if k not in tables]
     for key, table in tables.items():
-        models = table.items() if key == "control" else [(None, table)]
+        models = table.items() if key in NESTED else [(None, table)]
         for sub, model in models:
             lines += ["", f"[{key}.{sub}]" if sub else f"[{key}]"]
             for k, v in model.items():

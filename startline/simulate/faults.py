@@ -26,7 +26,7 @@ from startline.engine.orchestrator import Orchestrator
 from startline.engine.scenario import Scenario
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
-from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
+from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget, release_ranks
 from startline.simulate.clock import SimClock
 from startline.simulate.invariants import RUN_ID, Checker, short_outage_s
 from startline.simulate.models import Latency, Profile, rng_for
@@ -184,6 +184,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
     truth = TrioWallClock(EPOCH_2026)
     store = MemoryStore(truth)
     target = SimTarget(profile, seed, ops=[])
+    ranks = release_ranks(seed, worker_ids(sc))
 
     def control(host: str) -> SimControlPlane:
         return SimControlPlane(store, profile, seed, host, target)
@@ -202,7 +203,7 @@ def run_with_faults(seed: int, base: Mapping[str, Any] = FAULT_SCENARIO, plan: F
             target,
             control,
             lambda w: host_clock(profile, seed, w),
-            lambda w: SimRuntime(profile, seed, w),
+            lambda w: SimRuntime(profile, seed, w, ranks[w]),
             round_trips=False,
         )
         ended = await run_together(

@@ -26,7 +26,7 @@ from startline.engine.schedule import distribution, percentile
 from startline.engine.secrets import settings_masked
 from startline.engine.together import Ended, make_workers, run_together, worker_ids
 from startline.engine.worker import Worker
-from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget
+from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget, release_ranks
 from startline.simulate.clock import SimClock
 from startline.simulate.models import Profile, rng_for
 
@@ -110,6 +110,7 @@ def simulate_run(
         target = SimTarget(profile, seed)
 
         clocks = {h: host_clock(profile, seed, h) for h in (ORCHESTRATOR, *worker_ids(scenario))}
+        ranks = release_ranks(seed, worker_ids(scenario))
         orchestrator = Orchestrator(
             SimControlPlane(store, profile, seed, ORCHESTRATOR),
             clocks[ORCHESTRATOR],
@@ -123,7 +124,7 @@ def simulate_run(
             target,
             lambda w: SimControlPlane(store, profile, seed, w, target),
             clocks.__getitem__,
-            lambda w: SimRuntime(profile, seed, w),
+            lambda w: SimRuntime(profile, seed, w, ranks[w]),
             round_trips,
         )
         delays = {w.worker_id: profile.start_delay_s(seed, w.worker_id) for w in workers}
