@@ -311,3 +311,24 @@ def test_a_release_queue_gives_each_run_its_order_and_calibrate_fits_it_back_by_
 def test_a_release_queue_not_keyed_0_1_2_is_refused_naming_it(table) -> None:
     with pytest.raises(ConfigError, match="release_queue"):
         Profile.from_dict(TRUE_DICT | {"release_queue": table}, "bad")
+
+
+def test_a_workers_connections_released_together_begin_a_connection_step_apart_and_calibrate_fits_it() -> None:
+    """Live (4 × 2, SQLite, scheduled): a worker's second connection began 0.07–0.11 ms after its
+    first — the process issues them one after another; the simulator began them at one instant."""
+    stepped = attrs.evolve(TRUE, connection_step=Latency.parse({"type": "constant", "ms": 0.1}, "connection_step"))
+    for strategy in ("scheduled", "poll"):
+        plain, run = observed(strategy, range(1))[0], observed(strategy, range(1), stepped)[0]
+        for a, b in zip(plain.payloads, run.payloads, strict=True):
+            before, after = sorted(a["first_query"].values()), sorted(b["first_query"].values())
+            assert len(after) == 4 and len(set(before)) == 1  # (released together: one instant)
+            # (in the release's order, which need not be the slots')
+            assert [(t - after[0]) * 1000 for t in after] == pytest.approx(
+                [0.0, 0.1, 0.2, 0.3], abs=1e-3
+            )  # (epoch floats)
+            assert after[0] == before[0]  # the first is not held back
+    spread = attrs.evolve(TRUE, connection_step=Latency.parse(uniform(0.05, 0.15), "connection_step"))
+    fitted = Profile.from_dict(fit(observed("scheduled", range(2), spread)), "fitted")
+    assert fitted.connection_step is not None
+    # the gaps between consecutive slots: slot k's sum of k draws less slot k−1's, mean 0.1 ms
+    assert fitted.connection_step.mean_s == pytest.approx(0.0001, abs=0.00003)

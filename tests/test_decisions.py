@@ -349,17 +349,17 @@ def test_a_later_wake_measured_never_shrinks_the_release_margin(late, extra):
     assert release_margin_s([*late, max(late) + extra]) >= release_margin_s(late)
 
 
-def test_the_start_gate_releases_every_parked_connection_and_passes_a_late_one_at_once():
+def test_the_start_gate_releases_every_parked_connection_in_its_place_and_passes_a_late_one_at_once():
     from startline.engine.connection import StartGate
     from startline.engine.schedule import PhaseWindows
 
     windows = PhaseWindows(10.0, 10.0, 20.0, 20.0)
-    gate, went = StartGate(), []
+    gate, went, places = StartGate(), [], {}
 
     async def connection(slot):
         w = await gate.armed()
         assert w is windows
-        await gate.released(slot)
+        places[slot] = await gate.released(slot)
         went.append((slot, trio.current_time()))
 
     async def main():
@@ -377,6 +377,23 @@ def test_the_start_gate_releases_every_parked_connection_and_passes_a_late_one_a
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert sorted(went) == [(0, 2.0), (1, 2.0), (2, 2.0), (3, 2.0), (9, 3.0)]
+    order = release_order([0, 1, 2, 3], 2)
+    assert places == {slot: k for k, slot in enumerate(order)} | {9: 0}  # its place along the release
+
+
+def test_a_connection_that_reaches_the_gate_just_after_it_opened_keeps_its_place_in_the_order():
+    """A worker opens the gate in the same step as it arms it (a polled start): its connections,
+    waiting to be armed, reach the gate after it opened — each still in its place."""
+    from startline.engine.connection import StartGate
+
+    gate = StartGate()
+    gate.open([3, 1, 2, 0])
+
+    async def main():
+        assert [await gate.released(slot) for slot in (0, 1, 2, 3, 7)] == [3, 1, 2, 0, 0]
+        assert await gate.released(3) == 0  # (a place is taken once)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_a_connection_cancelled_at_the_gate_leaves_it():

@@ -13,7 +13,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -69,6 +69,7 @@ class StartGate:
     _armed: trio.Event = attrs.field(init=False, factory=trio.Event)
     _windows: PhaseWindows | None = attrs.field(init=False, default=None)
     _parked: dict[int, trio.Event] = attrs.field(init=False, factory=dict)
+    _places: dict[int, int] = attrs.field(init=False, factory=dict)
     _open: bool = attrs.field(init=False, default=False)
 
     @property
@@ -95,6 +96,7 @@ class StartGate:
         self._open = True
         parked, self._parked = self._parked, {}
         for slot in (*order, *sorted(parked)):
+            self._places.setdefault(slot, len(self._places))
             event = parked.pop(slot, None)
             if event is not None:
                 event.set()
@@ -104,19 +106,27 @@ class StartGate:
         assert self._windows is not None  # set before the event, in arm()
         return self._windows
 
-    async def released(self, slot: int) -> None:
-        """Return at the release (at once when the gate is open)."""
+    async def released(self, slot: int) -> int:
+        """Return at the release (at once when the gate is open) the slot's place in the order
+        the release let the connections go (``order``, then the parked ones; 0 the first, and a
+        slot it did not name)."""
         if self._open:
-            return
+            return self._places.pop(slot, 0)
         event = self._parked[slot] = trio.Event()
         try:
             await event.wait()
         finally:
             if self._parked.get(slot) is event:
                 del self._parked[slot]
+        return self._places.pop(slot, 0)
 
 
 TIMEOUT = "timeout"
+
+
+async def _stays(place: int) -> None:
+    """``Connections.left_gate`` where no runtime is given: nothing to pay."""
+    return None
 
 
 class OperationTimedOut(Exception):
@@ -306,6 +316,8 @@ class Connections:
     first_issued: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Set once every connection the release let go has begun its first operation."""
     _first_pending: set[int] = attrs.field(init=False, factory=set)
+    left_gate: Callable[[int], Awaitable[None]] = attrs.field(init=False, default=_stays)
+    """``Runtime.left_gate``: awaited by a connection the release let go after others (its place)."""
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
 
@@ -435,7 +447,8 @@ class Connections:
         first = slot not in self.first_query
         done = 0
         try:
-            await self.gate.released(slot)
+            if place := await self.gate.released(slot):
+                await self.left_gate(place)
             while True:
                 i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
                 op, call, drawn = plan[i]
@@ -581,7 +594,8 @@ class Connections:
         tagged = self.phase
         done = 0
         try:
-            await self.gate.released(slot)
+            if place := await self.gate.released(slot):
+                await self.left_gate(place)
             while done < limit and not draining.is_set():
                 intended = await arrivals.take()
                 if intended >= end:

@@ -352,6 +352,12 @@ class Runtime(Protocol):
         ``by`` (``Pool.rewarm``)."""
         ...
 
+    async def left_gate(self, place: int) -> None:
+        """Called as a connection leaves the start gate, ``place`` its place in the order its
+        worker released them (0 the first, and any that came after the release): what the
+        process takes to come to it after the ones before (it issues them one after another)."""
+        ...
+
     async def detected(self) -> None:
         """Called once the worker has found a start it was not asleep for (poll, push, inline;
         not a scheduled instant): what its process pays from the read that found it to its
@@ -385,6 +391,9 @@ class TrioRuntime:
 
     async def release_until(self, deadline: float, rewarm: Rewarm | None = None) -> None:
         await release_precisely(deadline, release_margin_s, rewarm)
+
+    async def left_gate(self, place: int) -> None:
+        return None  # the process's own cost is what it is
 
     async def detected(self) -> None:
         return None  # the process's own cost is what it is

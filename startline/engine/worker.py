@@ -288,6 +288,7 @@ class Worker:
             self.view.phase,
             self._tag,
         )
+        self._conns.left_gate = self.runtime.left_gate
         if not on_virtual_time():
             self._conns.host_now = time.time  # the host's own clock: a witness of the start
             self._cpu = CpuWatch()

@@ -255,6 +255,13 @@ class SimRuntime:
         # (no rewarm: a simulated session keeps nothing in a CPU's caches)
         await self._sleep(deadline, self.profile.release_lateness(self.release_rank), "release")
 
+    async def left_gate(self, place: int) -> None:
+        step = self.profile.connection_step
+        if step is not None and place > 0:  # (a stream per place: connections leave together)
+            SLEEPS[0] += 1
+            steps = self._streams(f"connection_step/{place}")
+            await sleep(sum(step.sample(steps) for _ in range(place)))
+
     async def detected(self) -> None:
         if self.profile.after_detect is not None:
             SLEEPS[0] += 1

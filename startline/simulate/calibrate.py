@@ -16,6 +16,7 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
   after the release instant (all processes wake at once: on a small machine they queue for
   its cores, which a sleep of one's own does not show); ``release_queue``, the same by each
   worker's order within its run (the first to get a core, the second …);
+- ``connection_step``: the gaps between a worker's initial connections' first operations;
 - ``notify``: under push on a control plane that notifies (PostgreSQL), how late the start's
   notification reached each worker (its detection after START_TIME, less a status read).
 - ``start_read``: a polled or pushed start, how long the read of RUN_STATUS that found it took
@@ -33,6 +34,7 @@ clocks: one host (every worker's host witness names the same machine) shares one
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections import defaultdict
@@ -148,6 +150,9 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     releases = [v for proc in processes if (v := proc.get("release_late_ms")) is not None]
     if releases:
         profile["release_wake"] = empirical(_histogram_ms(releases))
+    steps = connection_steps(runs)
+    if steps:
+        profile["connection_step"] = empirical(_histogram_ms(steps))
     queue = release_queue(runs)
     if queue:
         profile["release_queue"] = {str(k): empirical(_histogram_ms(late)) for k, late in enumerate(queue)}
@@ -165,6 +170,17 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
         profile["start_read"] = empirical(_histogram_ms(found))
     profile["clock_spread_ms"] = _clock_spread(payloads)
     return profile
+
+
+def connection_steps(runs: Sequence[Observed]) -> list[float]:
+    """The gaps (ms) between consecutive first operations of each worker's initial connections."""
+    gaps = []
+    for run in runs:
+        for p in run.payloads:
+            n = p.get("initial_connections") or 0
+            firsts = sorted(t for s, t in (p.get("first_query") or {}).items() if int(s) < n)
+            gaps += [(b - a) * 1000.0 for a, b in itertools.pairwise(firsts)]
+    return gaps
 
 
 def release_queue(runs: Sequence[Observed]) -> list[list[float]]:
@@ -236,6 +252,7 @@ NOT_FITTED_WHY = {
     "worker_start": "no worker was launched as a process (start delays unknown)",
     "release_wake": "no run used the scheduled start (no release instant)",
     "release_queue": "no run released two or more workers at a scheduled start",
+    "connection_step": "no worker began two or more connections",
     "after_detect": "no worker found its start by a read with its connections spawned before (poll, push)",
     "wake": "no start-path sleep was timed",
     "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",

@@ -283,6 +283,12 @@ class Profile:
     their connections by then, on the cores the others' reads need (the first to see it read in
     0.4–0.6 ms, the later ones in 2–8). Fitted by ``calibrate`` from the workers' own timing of
     that read, in the runs where another worker's first operation came before it."""
+    connection_step: Latency | None = None
+    """The connections a worker releases together issue their first operations one after
+    another: the k-th along its release order comes k draws of this after the release
+    (``Runtime.left_gate``; live, 4 × 2 on SQLite: a worker's second connection 0.07–0.11 ms
+    after its first). Fitted by ``calibrate`` from the gaps between each worker's initial
+    connections' first operations."""
     after_detect: Latency | None = None
     """A worker that found its start by a read (poll, push, inline; not a scheduled instant)
     releases its connections this long after that read, beyond its bookkeeping's calls (its
@@ -369,6 +375,7 @@ class Profile:
             "notify",
             "start_read",
             "after_detect",
+            "connection_step",
             "monotonic_drift_ppm",
         }
         for key in data:
@@ -425,6 +432,7 @@ class Profile:
             notify=latency("notify"),
             start_read=latency("start_read"),
             after_detect=latency("after_detect"),
+            connection_step=latency("connection_step"),
             monotonic_drift_ppm=float(drift),
             **_faults(data.get("faults", {})),
         )
