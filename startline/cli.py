@@ -947,7 +947,12 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
         table.add_column(col, justify="left" if col == "figure" else "right")
     figures = {f"control.{c}": m for c, m in profile.control.items()} | {"target": profile.target}
     optional = [k for k in NOT_FITTED_WHY if k != "target"]  # (the figures a run may not give)
-    figures |= {k: m for k in optional if (m := getattr(profile, k)) is not None}
+    for k in optional:
+        m = getattr(profile, k)
+        if isinstance(m, tuple):  # release_queue: a latency per place along the release
+            figures |= {f"{k}.{place}": q for place, q in enumerate(m)}
+        elif m is not None:
+            figures[k] = m
     for figure, model in figures.items():
         table.add_row(figure, f"{model.mean_s * 1000:,.3f}", f"{model.worst_s * 1000:,.3f}")
     Console(width=max(100, Console().width)).print(table)

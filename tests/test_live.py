@@ -101,6 +101,9 @@ def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     assert fitted.clock_spread_ms == 0.0  # both workers on this host: one clock
     assert fitted.worker_start is not None and 0 < fitted.worker_start.mean_s < 30  # a process starting
     assert fitted.release_wake is not None  # a scheduled start: how late each worker's first connection began
+    assert len(fitted.release_queue) == 2  # ... and by each worker's place along the release, both shown
+    assert "release_queue.0" in proc.stdout and "release_queue.1" in proc.stdout
+    assert fitted.connection_step is not None and "connection_step" in proc.stdout  # two connections each
     # each worker timed the read that found its start; a scheduled start is read before its
     # instant, so that read is an ordinary one and start_read is left unfitted, said
     payloads = [json.loads((out / f"worker-{w}.json").read_text()) for w in ("w000", "w001")]
