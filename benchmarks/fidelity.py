@@ -78,6 +78,33 @@ def simulated_figures(scenario: Scenario, profile: Profile, seeds: range) -> dic
     return out
 
 
+def ends(run_dirs: list[Path] | None = None, results: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    """Where a start's spread comes from: per run, the earliest and the latest worker's detection
+    and first operation (ms after START_TIME), the median over runs — of live run directories or
+    of simulated results."""
+    per_run: list[tuple[list[float], list[float]]] = []
+    for d in run_dirs or []:
+        start = json.loads((d / "summary.json").read_text())["start_time"]
+        ps = [json.loads(f.read_text()) for f in sorted(d.glob("worker-*.json"))]
+        per_run.append(
+            (
+                [(p["timeline"]["detect"] - start) * 1000.0 for p in ps],
+                [(min(p["first_query"].values()) - start) * 1000.0 for p in ps],
+            )
+        )
+    for r in results or []:
+        shift = (r["commit_time"] - r["start_time"]) * 1000.0
+        per_run.append(
+            ([w["detection_ms"] + shift for w in r["workers"]], [min(w["true_lag_ms"]) for w in r["workers"]])
+        )
+    return {
+        "first detection": statistics.median(min(d) for d, _ in per_run),
+        "last detection": statistics.median(max(d) for d, _ in per_run),
+        "first operation": statistics.median(min(f) for _, f in per_run),
+        "last operation": statistics.median(max(f) for _, f in per_run),
+    }
+
+
 def summarise(raw: dict[str, list[float]]) -> dict[str, float]:
     return {
         "detection p50": percentile(raw["detection"], 50),
@@ -122,6 +149,11 @@ def main() -> None:
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
     ap.add_argument("--only", nargs="+", choices=[n.split()[0] for n in STRATEGIES], help="These strategies only.")
+    ap.add_argument(
+        "--ends",
+        action="store_true",
+        help="Also the earliest and latest worker's detection and first operation, live and predicted.",
+    )
     args = ap.parse_args()
     root = Path(args.out)
     names = [n for n in STRATEGIES if args.only is None or n.split()[0] in args.only]
@@ -181,6 +213,16 @@ def main() -> None:
         )
     counts = {j: sum(r["judged"] is j for r in table) for j in Judged}
     print(", ".join(f"{n} {j}" for j, n in counts.items()))
+    if args.ends:  # a profile from every run of the strategy, as many simulated runs as live ones, ×4
+        print("\n| strategy | figure (median over runs, ms after START_TIME) | live | predicted |")
+        print("|---|---|---|---|")
+        for name, runs in dirs.items():
+            scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=SIM_MEASUREMENT_S)
+            profile = Profile.from_dict(fit([Observed.read(d) for d in runs], "fidelity"), "fidelity")
+            live = ends(run_dirs=runs)
+            sim = ends(results=[simulate_once(scenario, profile, seed) for seed in range(4 * len(runs))])
+            for figure in live:
+                print(f"| {name} | {figure} | {live[figure]:.2f} | {sim[figure]:.2f} |")
 
 
 if __name__ == "__main__":
