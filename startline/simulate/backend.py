@@ -237,6 +237,8 @@ class SimRuntime:
     """How far along the run's release order this worker is (``release_ranks``)."""
     _streams: Streams = attrs.field(init=False)
     _drift: float = attrs.field(init=False)
+    _stepped: list[float] = attrs.field(init=False, factory=lambda: [0.0])
+    """How far after the release the connection at each place along it begins (``left_gate``)."""
 
     def __attrs_post_init__(self) -> None:
         self._streams = Streams(self.seed, self.host)
@@ -257,10 +259,14 @@ class SimRuntime:
 
     async def left_gate(self, place: int) -> None:
         step = self.profile.connection_step
-        if step is not None and place > 0:  # (a stream per place: connections leave together)
+        if step is not None and place > 0:
+            # each place one draw after the one before it, the k-th draw for the k-th place
+            # whichever of the connections leaving together asks first
+            stepped = self._stepped
+            while len(stepped) <= place:
+                stepped.append(stepped[-1] + step.sample(self._streams("connection_step")))
             SLEEPS[0] += 1
-            steps = self._streams(f"connection_step/{place}")
-            await sleep(sum(step.sample(steps) for _ in range(place)))
+            await sleep(stepped[place])
 
     async def detected(self) -> None:
         if self.profile.after_detect is not None:

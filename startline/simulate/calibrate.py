@@ -198,7 +198,7 @@ def release_queue(runs: Sequence[Observed]) -> list[list[float]]:
     for late in ordered:
         for k, v in enumerate(late):
             queue[round(k / max(1, len(late) - 1) * (places - 1))].append(v)
-    return queue if all(queue) else []
+    return queue  # (every place holds the largest run's worker at it)
 
 
 def _detections(runs: Sequence[Observed]) -> Iterator[tuple[float, Mapping[str, Any]]]:
