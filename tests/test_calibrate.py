@@ -17,6 +17,7 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given
 from hypothesis import strategies as st
 
+from startline.engine.metrics import decode
 from startline.engine.scenario import ConfigError, Scenario
 from startline.simulate.backend import release_ranks
 from startline.simulate.calibrate import Observed, control_latencies, fit, to_toml
@@ -332,3 +333,105 @@ def test_a_workers_connections_released_together_begin_a_connection_step_apart_a
     assert fitted.connection_step is not None
     # the gaps between consecutive slots: slot k's sum of k draws less slot k−1's, mean 0.1 ms
     assert fitted.connection_step.mean_s == pytest.approx(0.0001, abs=0.00003)
+
+
+def _start_calls(run: Observed) -> list[tuple[bool, str, float]]:
+    """Each worker's round trips begun during its start wait: (some worker's first operation came
+    before it began, method, ms)."""
+    began = min(min(p["first_query"].values()) for p in run.payloads if p["first_query"])
+    return [(at > began, m, ms) for p in run.payloads for m, at, ms in p["control_plane"]["start_calls"]]
+
+
+def test_a_workers_calls_take_control_loaded_once_some_workers_load_began_and_the_orchestrators_never() -> None:
+    """Live, 4 × 2 on SQLite under poll: a worker's start bookkeeping (a heartbeat, its results
+    row) took 2.2 ms median before any worker's load began and 3.4 ms once another's ran, and
+    the simulator drew every call from one distribution. ``control_loaded`` is a worker's call
+    once some worker's first operation has begun."""
+    slow = {"type": "constant", "ms": 40.0}
+    loaded = Profile.from_dict(TRUE_DICT | {"control_loaded": {"heartbeat_merge": slow, "status_read": slow}}, "l")
+    seen = {True: 0, False: 0}
+    for run in observed("poll", range(2), loaded):
+        for was, method, ms in _start_calls(run):
+            if method in ("upsert_heartbeat", "read_run"):
+                seen[was] += 1
+                assert (ms == pytest.approx(40.0)) if was else (ms <= 20.0), (was, method, ms)
+        for p in run.payloads:  # after its own first operation, every such call is loaded
+            after = decode(p["control_plane"]["loaded_latency_us"]["upsert_heartbeat"])
+            assert after.get_min_value() == pytest.approx(40_000, rel=1e-3) and after.get_max_value() == pytest.approx(
+                40_000, rel=1e-3
+            )
+        orchestrator = run.orchestrator["control_plane"]["latency_us"]
+        assert decode(orchestrator["read_heartbeats"]).get_max_value() <= 15_100  # status reads: 5–15 ms
+    assert seen[True] and seen[False]  # (both cases ran)
+
+
+def test_calibrate_fits_control_loaded_apart_from_control_and_pools_old_results() -> None:
+    two = {"heartbeat_merge": uniform(30, 50), "status_read": uniform(30, 50)}
+    loaded = Profile.from_dict(TRUE_DICT | {"control_loaded": two}, "loaded")
+    runs = observed("poll", range(4), loaded)
+    fitted = Profile.from_dict(tomllib.loads(to_toml(fit(runs), ["sim"])), "fitted")
+    for call_class in two:
+        assert fitted.control_loaded[call_class].mean_s == pytest.approx(0.040, abs=0.003), call_class
+    assert fitted.control["status_read"].mean_s == pytest.approx(0.010, abs=0.0015)  # the idle ones: 5–15 ms
+    assert fitted.control["heartbeat_merge"].mean_s == pytest.approx(0.015, abs=0.002)  # 10–20 ms
+    # results written before round trips were kept apart by load: one pool, no control_loaded
+    old = [
+        attrs.evolve(
+            run,
+            payloads=tuple(
+                p | {"control_plane": {k: v for k, v in p["control_plane"].items() if k == "latency_us"}}
+                for p in run.payloads
+            ),
+        )
+        for run in runs
+    ]
+    pooled = fit(old)
+    assert "control_loaded" not in pooled
+    mean_ms = Profile.from_dict(pooled).control["heartbeat_merge"].mean_s * 1000
+    assert 16 < mean_ms < 39  # between the idle 15 and the loaded 40
+
+
+def test_control_loaded_naming_an_unknown_call_class_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"control_loaded\.status_reed"):
+        Profile.from_dict(TRUE_DICT | {"control_loaded": {"status_reed": uniform(1, 2)}}, "bad")
+    with pytest.raises(ConfigError, match="control_loaded"):
+        Profile.from_dict(TRUE_DICT | {"control_loaded": [uniform(1, 2)]}, "bad")
+
+
+def test_a_workers_round_trips_are_kept_idle_before_its_wait_one_by_one_during_it_and_loaded_after() -> None:
+    """``CountingControlPlane(by_load=True)``: the calls of the setup stage are idle (no load can
+    run before the start wait); those of the wait are each kept with when they began (whether
+    another worker's load ran then is known only beside the others' first operations), the
+    oldest past ``START_CALLS`` counted idle; those after it, loaded. Each also in ``latency``."""
+    import trio
+    import trio.testing
+
+    from startline.backends.memory import MemoryStore, TrioWallClock
+    from startline.engine.counting import START_CALLS, CountingControlPlane
+    from startline.simulate.backend import SimControlPlane
+
+    ms = {"type": "constant", "ms": 2.0}
+    profile = Profile.from_dict({"control": {"server_time": ms}}, "p")
+
+    async def main() -> dict[str, Any]:
+        inner = SimControlPlane(MemoryStore(TrioWallClock(0.0)), profile, seed=1, host="w000")
+        counting = CountingControlPlane(inner, by_load=True)  # type: ignore[arg-type]
+        await counting.server_time()
+        counting.enter("waiting")
+        for _ in range(START_CALLS + 3):
+            await counting.server_time()
+        counting.enter("running")
+        await counting.server_time()
+        await counting.server_time()
+        return {"all": counting.latency_payload()} | counting.load_payload(lambda t: t + 100.0)
+
+    got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert decode(got["all"]["server_time"]).get_total_count() == 1 + START_CALLS + 3 + 2
+    assert decode(got["idle_latency_us"]["server_time"]).get_total_count() == 1 + 3
+    assert decode(got["loaded_latency_us"]["server_time"]).get_total_count() == 2
+    calls = got["start_calls"]
+    assert len(calls) == START_CALLS
+    # the latest START_CALLS of the wait's, each 2 ms after the one before, on the given clock
+    assert calls[0][0] == "server_time" and calls[0][1] == pytest.approx(100.0 + 0.002 * 4)
+    assert [c[1] for c in calls] == pytest.approx([100.0 + 0.002 * (4 + k) for k in range(START_CALLS)])
+    assert [c[2] for c in calls] == pytest.approx([2.0] * START_CALLS)

@@ -1,9 +1,10 @@
 """Count control-plane queries by stage of a worker's life (setup, waiting, running, draining),
-and time each round trip by method (what ``startline calibrate`` fits a profile's latencies to)."""
+and time each round trip by method (what ``startline calibrate`` fits a profile's latencies to),
+apart by whether the benchmark's load could have been running on the host when it began."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,12 @@ QUERY_METHODS = frozenset(
         "wait_for_change",
     }
 )
+START_CALLS = 256
+"""A worker's round trips begun while it waits for its start, each kept on its own (the latest
+this many; older ones are counted idle): whether another worker's load ran when one began is
+known only beside the other workers' first operations (``calibrate``)."""
+IDLE_STAGES = frozenset({"setup"})
+"""Stages before a worker's start wait: no worker's load runs yet."""
 
 
 @attrs.define(eq=False)
@@ -47,6 +54,14 @@ class CountingControlPlane:
     stage: str = "setup"
     counts: dict[str, int] = attrs.Factory(lambda: defaultdict(int))
     latency: dict[str, HdrHistogram] = attrs.Factory(dict)
+    by_load: bool = False
+    """Also keep each round trip apart by load (a worker's): ``idle`` (begun before its start
+    wait), ``loaded`` (begun after it, its own connections running), ``start_calls`` (begun
+    during it, each on its own)."""
+    idle: dict[str, HdrHistogram] = attrs.Factory(dict)
+    loaded: dict[str, HdrHistogram] = attrs.Factory(dict)
+    start_calls: deque[tuple[str, float, float]] = attrs.Factory(deque)
+    """(method, began, seconds) on the trio clock, oldest first."""
     _methods: dict[str, Callable[..., Any]] = attrs.field(init=False, factory=dict, repr=False)
 
     @property
@@ -72,7 +87,17 @@ class CountingControlPlane:
 
     def latency_payload(self) -> dict[str, str]:
         """Each method's round-trip times (HDR, microseconds), encoded."""
-        return {name: h.encode().decode("ascii") for name, h in sorted(self.latency.items())}
+        return _encoded(self.latency)
+
+    def load_payload(self, to_control: Callable[[float], float]) -> dict[str, Any]:
+        """The round trips apart by load (``by_load``): ``idle_latency_us`` and
+        ``loaded_latency_us`` as ``latency_us``; ``start_calls`` as [method, began on the control
+        plane's clock (``to_control`` of a trio instant), milliseconds]."""
+        return {
+            "idle_latency_us": _encoded(self.idle),
+            "loaded_latency_us": _encoded(self.loaded),
+            "start_calls": [[m, to_control(began), s * 1000.0] for m, began, s in self.start_calls],
+        }
 
     def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         if not self.timed or name == "wait_for_change":  # a push wait is not a round trip
@@ -86,19 +111,37 @@ class CountingControlPlane:
             return counted
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            self.counts[self.stage] += 1
+            stage = self.stage
+            self.counts[stage] += 1
             began = trio.current_time()
             try:
                 result = await method(*args, **kwargs)
             except trio.TooSlowError:  # past its deadline: as a call cancelled by it, not timed
                 raise
             except Exception:  # a failed round trip took its time too; a cancelled one is not timed
-                self._time(name, began)
+                self._time(name, stage, began)
                 raise
-            self._time(name, began)
+            self._time(name, stage, began)
             return result
 
         return call
 
-    def _time(self, name: str, began: float) -> None:
-        made(self.latency, name).record_value(to_us(trio.current_time() - began))
+    def _time(self, name: str, stage: str, began: float) -> None:
+        took = trio.current_time() - began
+        made(self.latency, name).record_value(to_us(took))
+        if not self.by_load:
+            return
+        if stage in IDLE_STAGES:
+            made(self.idle, name).record_value(to_us(took))
+        elif stage == "waiting":
+            calls = self.start_calls
+            if len(calls) == START_CALLS:  # long before the start: no load ran then
+                old, _, old_took = calls.popleft()
+                made(self.idle, old).record_value(to_us(old_took))
+            calls.append((name, began, took))
+        else:
+            made(self.loaded, name).record_value(to_us(took))
+
+
+def _encoded(histograms: dict[str, HdrHistogram]) -> dict[str, str]:
+    return {name: h.encode().decode("ascii") for name, h in sorted(histograms.items())}

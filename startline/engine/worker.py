@@ -142,7 +142,7 @@ class Worker:
     """The open loop's rate state, once the scenario is known."""
 
     def __attrs_post_init__(self) -> None:
-        self._counting = CountingControlPlane(self.control, self.round_trips)
+        self._counting = CountingControlPlane(self.control, self.round_trips, by_load=self.round_trips)
         self._timeline = Timeline(self._counting.enter)
         self._cp = ResilientControlPlane(
             self._counting, rng=random.Random(derive_seed("retry", self.run_id, self.worker_id))
@@ -533,6 +533,7 @@ class Worker:
             "control_plane": {
                 "queries": dict(sorted(self._counting.counts.items())),
                 "latency_us": self._counting.latency_payload(),
+                **(self._counting.load_payload(cm.to_control if cm is not None else float) if self.round_trips else {}),
                 "health": self._cp.health.statistics().to_payload(),
                 "waiting_s": tl.span("waiting", "running"),
                 "running_s": tl.span("running", "draining"),

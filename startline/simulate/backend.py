@@ -127,6 +127,8 @@ class SimControlPlane:
         call_class = CALL_CLASS_OF.get(name, "other")
         profile, writes = self.profile, name in WRITE_METHODS
         rng, model = self._streams(call_class), profile.control_latency(call_class)
+        loaded = profile.control_loaded.get(call_class) if self.host != ORCHESTRATOR else None
+        target = self.target
         error_probability = profile.error_probability.get(call_class, 0.0)
         vis, jit = profile.visibility, profile.visibility_jitter
         stamp, commit = profile.write_points() if writes else (vis, vis)
@@ -138,13 +140,17 @@ class SimControlPlane:
         async def call(*args: Any, **kwargs: Any) -> Any:
             deadline = CALL_DEADLINE.get()
             # every draw of this call before its first wait (see Streams)
-            latency = model.sample(rng)
+            began = trio.current_time()
+            if loaded is not None and target is not None and target.began_at < began:
+                latency = loaded.sample(rng)  # (some worker's load runs: a core is not free)
+            else:
+                latency = model.sample(rng)
             slow = 0.0 if start_read is None else start_read.sample(rng)  # used if it finds the start
             failing = rng.random() < error_probability
             shift = rng.uniform(-jit, jit) if jit else 0.0
             stale = stale_reads and rng.random() < stale_reads
             stale_seed = rng.getrandbits(64) if stale_reads else 0
-            now = trio.current_time()
+            now = began
             resume = profile.paused_until(self.host, now) if pauses else now
             if resume > now:  # this process is descheduled: nothing it does happens until then
                 await until(resume, deadline)
@@ -302,6 +308,7 @@ class SimSession(Session):
         rng = self._streams(op.name)
         if self.slot not in self.target.first_query.get(self.worker_id, {}):
             self.target.first_query.setdefault(self.worker_id, {})[self.slot] = began
+            self.target.began_at = min(self.target.began_at, began)
         SLEEPS[0] += 1
         profile = self.target.profile
         if profile.target_stalls:
@@ -331,6 +338,8 @@ class SimTarget(Target):
     profile: Profile
     seed: int
     first_query: dict[str, dict[int, float]] = attrs.Factory(dict)
+    began_at: float = math.inf
+    """When the first of every worker's operations began (trio time)."""
     ops: list[tuple[str, float, float]] | None = None  # (worker, began, ended) in trio time, when recording
 
     _servers: trio.Semaphore | None = attrs.field(init=False, default=None)

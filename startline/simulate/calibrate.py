@@ -5,6 +5,8 @@ of ``QUANTILES`` evenly spaced quantiles of everything observed:
 
 - ``control.<class>``: every control-plane round trip, timed by the workers (their results
   files) and the orchestrator (orchestrator.json), merged by the simulator's call class;
+  ``control_loaded.<class>``, a worker's begun once some worker's first operation had (apart
+  from ``control`` where both were seen, the loaded ones ``LOADED_MIN`` times or more);
 - ``target``: the operations' service times (all kinds and phases);
 - ``worker_start_shared`` and ``worker_start``: how long after its launcher each worker
   process began, as a part shared by the run's workers (their median, less the largest
@@ -47,7 +49,7 @@ from hdrh.histogram import HdrHistogram
 
 from startline.engine.cpu import SATURATED_SHARE
 from startline.engine.files import read_worker_files
-from startline.engine.metrics import merge_histograms, new_histogram, to_us
+from startline.engine.metrics import add_into, decode, merge_histograms, new_histogram, to_us
 from startline.engine.scenario import ConfigError
 from startline.simulate.backend import CALL_CLASS_OF
 
@@ -108,16 +110,75 @@ def _merged(encoded: Iterable[str]) -> HdrHistogram | None:
     return merge_histograms(items) if items else None
 
 
+LOADED_MIN = 20
+"""Round trips of a class begun under load it takes to fit that class's ``control_loaded`` (fewer:
+they are pooled with the idle ones in ``control``)."""
+
+
 def control_latencies(runs: Sequence[Observed]) -> dict[str, HdrHistogram]:
     """Every timed round trip, workers' and orchestrators', by the simulator's call class."""
-    by_class: dict[str, list[str]] = defaultdict(list)
+    return _pooled(*round_trips(runs))
+
+
+def round_trips(runs: Sequence[Observed]) -> tuple[dict[str, HdrHistogram], dict[str, HdrHistogram]]:
+    """Every timed round trip by the simulator's call class, (idle, loaded): loaded, a worker's
+    begun after some worker of its run had begun its first operation (``loaded_latency_us``, and
+    those of its ``start_calls`` begun after the run's earliest first operation); idle, the rest —
+    the orchestrator's, and every round trip of a worker that did not keep them apart."""
+    idle: dict[str, list[HdrHistogram]] = defaultdict(list)
+    loaded: dict[str, list[HdrHistogram]] = defaultdict(list)
     for run in runs:
-        sources = [p.get("control_plane", {}).get("latency_us", {}) for p in run.payloads]
-        sources.append(run.orchestrator.get("control_plane", {}).get("latency_us", {}))
-        for latency in sources:
-            for method, encoded in latency.items():
-                by_class[CALL_CLASS_OF.get(method, "other")].append(encoded)
-    return {c: h for c, items in sorted(by_class.items()) if (h := _merged(items)) is not None}
+        began = min((min(fq.values()) for p in run.payloads if (fq := p.get("first_query"))), default=float("inf"))
+        start_idle: dict[str, list[float]] = defaultdict(list)
+        start_loaded: dict[str, list[float]] = defaultdict(list)
+        for p in run.payloads:
+            cp = p.get("control_plane", {})
+            if "idle_latency_us" not in cp:  # (recorded before round trips were kept apart by load)
+                _add(idle, cp.get("latency_us", {}))
+                continue
+            _add(idle, cp["idle_latency_us"])
+            _add(loaded, cp.get("loaded_latency_us", {}))
+            for call in cp.get("start_calls", []):
+                match call:
+                    case [str(method), int() | float() as at, int() | float() as ms]:
+                        (start_loaded if at > began else start_idle)[CALL_CLASS_OF.get(method, "other")].append(ms)
+        _add(idle, run.orchestrator.get("control_plane", {}).get("latency_us", {}))
+        for into, calls in ((idle, start_idle), (loaded, start_loaded)):
+            for call_class, ms in calls.items():
+                into[call_class].append(_histogram_ms(ms))
+    return _each(idle), _each(loaded)
+
+
+def _add(into: dict[str, list[HdrHistogram]], latency: Mapping[str, str]) -> None:
+    for method, encoded in latency.items():
+        into[CALL_CLASS_OF.get(method, "other")].append(decode(encoded))
+
+
+def _each(by_class: Mapping[str, Iterable[HdrHistogram]]) -> dict[str, HdrHistogram]:
+    """Each class's histograms as one (a class nothing was timed in: left out)."""
+    out = {}
+    for call_class, items in sorted(by_class.items()):
+        h = new_histogram()
+        for item in items:
+            add_into(h, item)
+        if h.get_total_count():
+            out[call_class] = h
+    return out
+
+
+def _pooled(idle: Mapping[str, HdrHistogram], loaded: Mapping[str, HdrHistogram]) -> dict[str, HdrHistogram]:
+    """Each class's idle and loaded round trips together."""
+    return _each({c: [h for part in (idle, loaded) if (h := part.get(c)) is not None] for c in {*idle, *loaded}})
+
+
+def split_by_load(
+    idle: Mapping[str, HdrHistogram], loaded: Mapping[str, HdrHistogram]
+) -> tuple[dict[str, HdrHistogram], dict[str, HdrHistogram]]:
+    """(``control``, ``control_loaded``): a class seen both idle and at least ``LOADED_MIN`` times
+    loaded, apart; any other, pooled in ``control``."""
+    apart = {c for c, h in loaded.items() if c in idle and h.get_total_count() >= LOADED_MIN}
+    pooled = _pooled(*({c: h for c, h in part.items() if c not in apart} for part in (idle, loaded)))
+    return {**pooled, **{c: idle[c] for c in apart}}, {c: loaded[c] for c in sorted(apart)}
 
 
 def service_times(runs: Sequence[Observed]) -> HdrHistogram | None:
@@ -137,10 +198,12 @@ def fit(runs: Sequence[Observed], name: str = "calibrated") -> dict[str, Any]:
     if not runs:
         raise ConfigError("RUN_DIR", "give at least one run directory")
     profile: dict[str, Any] = {"name": name}
-    control = control_latencies(runs)
+    control, control_loaded = split_by_load(*round_trips(runs))
     if not control:
         raise ConfigError("RUN_DIR", "these runs recorded no control-plane latencies (made before calibrate existed)")
-    profile["control"] = {c: empirical(h) for c, h in control.items()}
+    profile["control"] = {c: empirical(h) for c, h in sorted(control.items())}
+    if control_loaded:
+        profile["control_loaded"] = {c: empirical(h) for c, h in control_loaded.items()}
     target = service_times(runs)
     if target is not None:
         profile["target"] = empirical(target)
@@ -253,6 +316,10 @@ NOT_FITTED_WHY = {
     "release_wake": "no run used the scheduled start (no release instant)",
     "release_queue": "no run released two or more workers at a scheduled start",
     "connection_step": "no worker began two or more connections",
+    "control_loaded": (
+        f"no call class was timed both before any worker's load began and {LOADED_MIN}+ times after"
+        " (workers that keep their round trips apart by load)"
+    ),
     "after_detect": "no worker found its start by a read with its connections spawned before (poll, push)",
     "wake": "no start-path sleep was timed",
     "notify": "no worker detected a start by push (a PostgreSQL control plane and strategy push)",
@@ -329,7 +396,7 @@ HEADER = """\
 """
 
 
-NESTED = ("control", "release_queue")
+NESTED = ("control", "control_loaded", "release_queue")
 """Profile keys whose value is a table of latencies (each written as its own TOML table)."""
 
 
