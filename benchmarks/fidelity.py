@@ -5,7 +5,7 @@ for the runs in between — in both folds (calibrated from the even runs, predic
 and the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--max-runs 40] [--groups 15] [--workers 4] [--connections 2]
-        [--only poll ...] [--out DIR] [--reuse]
+        [--only poll ...] [--out DIR] [--reuse] [--ends] [--pooled-control]
 
 Before judging, the live runs of each strategy are split in their two halves (even, odd): a
 figure whose halves differ by more than 5 % of their mean is under-sampled, not missed
@@ -35,7 +35,7 @@ from live_start import run_live, scenario_toml
 
 from startline.engine.scenario import Scenario
 from startline.engine.schedule import percentile
-from startline.simulate.calibrate import Observed, fit
+from startline.simulate.calibrate import Observed, control_latencies, empirical, fit
 from startline.simulate.fidelity import Judged, disagreement, halves_agree, judge
 from startline.simulate.models import Profile
 from startline.simulate.runner import simulate_once
@@ -139,6 +139,17 @@ def halves(runs: list[Path]) -> tuple[dict[str, float], dict[str, float]]:
     return even, odd
 
 
+def calibrated(run_dirs: list[Path], pooled_control: bool) -> Profile:
+    """The profile ``calibrate`` fits to ``run_dirs``; ``pooled_control``: every round trip of a
+    class in ``control``, no ``control_loaded``."""
+    runs = [Observed.read(d) for d in run_dirs]
+    fitted = fit(runs, "fidelity")
+    if pooled_control:
+        fitted.pop("control_loaded", None)
+        fitted["control"] = {c: empirical(h) for c, h in control_latencies(runs).items()}
+    return Profile.from_dict(fitted, "fidelity")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="Live runs per strategy to begin with.")
@@ -153,6 +164,11 @@ def main() -> None:
         "--ends",
         action="store_true",
         help="Also the earliest and latest worker's detection and first operation, live and predicted.",
+    )
+    ap.add_argument(
+        "--pooled-control",
+        action="store_true",
+        help="Fit each control-plane call class from one pool, idle and loaded (the model before control_loaded).",
     )
     args = ap.parse_args()
     root = Path(args.out)
@@ -179,7 +195,7 @@ def main() -> None:
             "even→odd": (runs[0::2], runs[1::2]),
             "odd→even": (runs[1::2], runs[0::2]),
         }.items():
-            profile = Profile.from_dict(fit([Observed.read(d) for d in calibrating], "fidelity"), "fidelity")
+            profile = calibrated(calibrating, args.pooled_control)
             # The start path ends at the first operations: a short measurement predicts it as well
             # and spares simulating half a million operations per seed.
             live = summarise(merge([live_figures(d) for d in predicted]))
@@ -218,7 +234,7 @@ def main() -> None:
         print("|---|---|---|---|")
         for name, runs in dirs.items():
             scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=SIM_MEASUREMENT_S)
-            profile = Profile.from_dict(fit([Observed.read(d) for d in runs], "fidelity"), "fidelity")
+            profile = calibrated(runs, args.pooled_control)
             live = ends(run_dirs=runs)
             sim = ends(results=[simulate_once(scenario, profile, seed) for seed in range(4 * len(runs))])
             for figure in live:

@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -951,6 +951,8 @@ def calibrate(run_dirs: tuple[str, ...], out: str, name: str) -> None:
         m = getattr(profile, k)
         if isinstance(m, tuple):  # release_queue: a latency per place along the release
             figures |= {f"{k}.{place}": q for place, q in enumerate(m)}
+        elif isinstance(m, Mapping):  # control_loaded: a latency per call class
+            figures |= {f"{k}.{c}": q for c, q in m.items()}
         elif m is not None:
             figures[k] = m
     for figure, model in figures.items():

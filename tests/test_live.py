@@ -104,6 +104,9 @@ def test_multiprocess_run_on_sqlite_then_calibrate_a_profile_from_it(tmp_path):
     assert len(fitted.release_queue) == 2  # ... and by each worker's place along the release, both shown
     assert "release_queue.0" in proc.stdout and "release_queue.1" in proc.stdout
     assert fitted.connection_step is not None and "connection_step" in proc.stdout  # two connections each
+    # round trips begun once a worker's load ran, by class, apart from the others (or said why not)
+    assert all(f"control_loaded.{c}" in proc.stdout for c in fitted.control_loaded)
+    assert fitted.control_loaded or "not fitted: control_loaded" in proc.stderr
     # each worker timed the read that found its start; a scheduled start is read before its
     # instant, so that read is an ordinary one and start_read is left unfitted, said
     payloads = [json.loads((out / f"worker-{w}.json").read_text()) for w in ("w000", "w001")]
