@@ -435,3 +435,38 @@ def test_a_workers_round_trips_are_kept_idle_before_its_wait_one_by_one_during_i
     assert calls[0][0] == "server_time" and calls[0][1] == pytest.approx(100.0 + 0.002 * 4)
     assert [c[1] for c in calls] == pytest.approx([100.0 + 0.002 * (4 + k) for k in range(START_CALLS)])
     assert [c[2] for c in calls] == pytest.approx([2.0] * START_CALLS)
+
+
+def test_the_read_that_found_the_start_under_load_is_start_reads_not_control_loadeds() -> None:
+    """The slow read a polling worker finds its start by once another's load runs is fitted as
+    ``start_read``; counted among the loaded status reads too, every loaded read would be drawn
+    as slow as it (the detection p99 predicted 1.15× the live one)."""
+    constant = {"type": "constant", "ms": 40.0}
+    profile = Profile.from_dict(
+        TRUE_DICT | {"control_loaded": {"status_read": constant}, "start_read": {"type": "constant", "ms": 200.0}}, "p"
+    )
+    runs = observed("poll", range(4), profile)
+    assert any(was for run in runs for was, _ in _loaded_reads(run))  # (some read found the start under load)
+    fitted = Profile.from_dict(fit(runs), "fitted")
+    assert fitted.start_read is not None and fitted.start_read.mean_s == pytest.approx(0.200, rel=1e-3)
+    assert fitted.control_loaded["status_read"].worst_s == pytest.approx(0.040, rel=1e-3)
+
+
+def test_the_read_that_found_the_start_under_load_takes_start_read_not_the_larger_of_it_and_control_loaded() -> None:
+    """``start_read`` is fitted to those reads alone: drawn as the larger of it and the ordinary
+    loaded read, the reads that find a polled start came out slower than any fitted (the
+    detection p99 predicted 1.20× the live one). The ordinary draw still sets where in the
+    round trip the read looked (here half-way: 20 ms), which the read cannot end before."""
+    profile = Profile.from_dict(
+        TRUE_DICT
+        | {
+            "control_loaded": {"status_read": {"type": "constant", "ms": 40.0}},
+            "start_read": {"type": "constant", "ms": 30.0},
+        },
+        "p",
+    )
+    found = [read for run in observed("poll", range(3), profile) for was, read in _loaded_reads(run) if was]
+    assert found and found == pytest.approx([30.0] * len(found))
+    early = attrs.evolve(profile, start_read=Latency.parse({"type": "constant", "ms": 5.0}, "start_read"))
+    found = [read for run in observed("poll", range(3), early) for was, read in _loaded_reads(run) if was]
+    assert found and found == pytest.approx([20.0] * len(found))

@@ -182,7 +182,9 @@ class SimControlPlane:
                 # a scheduled start is read before it; the first workers to find a polled start
                 # find the cores free
                 if self.store.clock.now() >= result.start_time and self._loaded(now):
-                    latency = max(latency, slow)
+                    # this read's draw, not the larger of it and the ordinary one: what start_read
+                    # was fitted to (its ordinary draw only set where in it the read looked)
+                    latency = max(before, slow)
             await until(now + latency, deadline)
             if stale and result:
                 result = stale_read(result, random.Random(stale_seed))

@@ -123,8 +123,9 @@ def control_latencies(runs: Sequence[Observed]) -> dict[str, HdrHistogram]:
 def round_trips(runs: Sequence[Observed]) -> tuple[dict[str, HdrHistogram], dict[str, HdrHistogram]]:
     """Every timed round trip by the simulator's call class, (idle, loaded): loaded, a worker's
     begun after some worker of its run had begun its first operation (``loaded_latency_us``, and
-    those of its ``start_calls`` begun after the run's earliest first operation); idle, the rest —
-    the orchestrator's, and every round trip of a worker that did not keep them apart."""
+    those of its ``start_calls`` begun after the run's earliest first operation, less the read
+    that found the start: that one is ``start_read``'s); idle, the rest — the orchestrator's,
+    and every round trip of a worker that did not keep them apart."""
     idle: dict[str, list[HdrHistogram]] = defaultdict(list)
     loaded: dict[str, list[HdrHistogram]] = defaultdict(list)
     for run in runs:
@@ -138,15 +139,33 @@ def round_trips(runs: Sequence[Observed]) -> tuple[dict[str, HdrHistogram], dict
                 continue
             _add(idle, cp["idle_latency_us"])
             _add(loaded, cp.get("loaded_latency_us", {}))
-            for call in cp.get("start_calls", []):
+            found = _start_finding_read(p)
+            for k, call in enumerate(cp.get("start_calls", [])):
                 match call:
                     case [str(method), int() | float() as at, int() | float() as ms]:
+                        if at > began and k == found:  # ``start_read``'s, not an ordinary read
+                            continue
                         (start_loaded if at > began else start_idle)[CALL_CLASS_OF.get(method, "other")].append(ms)
         _add(idle, run.orchestrator.get("control_plane", {}).get("latency_us", {}))
         for into, calls in ((idle, start_idle), (loaded, start_loaded)):
             for call_class, ms in calls.items():
                 into[call_class].append(_histogram_ms(ms))
     return _each(idle), _each(loaded)
+
+
+def _start_finding_read(payload: Mapping[str, Any]) -> int | None:
+    """Which of a worker's ``start_calls`` is the read of RUN_STATUS that found its start: the
+    last one begun before its detection."""
+    detect = (payload.get("timeline") or {}).get("detect")
+    calls = payload.get("control_plane", {}).get("start_calls", [])
+    if not isinstance(detect, int | float):
+        return None
+    found = None
+    for k, call in enumerate(calls):
+        match call:
+            case ["read_run", int() | float() as at, _] if at < detect:
+                found = k
+    return found
 
 
 def _add(into: dict[str, list[HdrHistogram]], latency: Mapping[str, str]) -> None:
