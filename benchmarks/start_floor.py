@@ -1,7 +1,7 @@
 """The host's floor for a start against startline's scheduled start, side by side (issue 25).
 
     .venv/bin/python benchmarks/start_floor.py [--runs 10] [--shapes 4x4 8x4] [--postgres DIR]
-                                               [--out out/bench-floor]
+                                               [--out out/bench-floor] [--without-yield] [--own-sessions]
 
 The floor: N bare processes (no startline, no Trio) of K threads, each thread with its own
 connection to the scenario's target (a SQLite file, or ``--postgres``: a local PostgreSQL server
@@ -12,7 +12,9 @@ it, then spinning) and issuing
 instant; a run's skew is the spread of those readings over its N × K connections. startline:
 ``startline run`` of ``benchmarks/live_start.py``'s scenario with the ``scheduled`` strategy on
 the same N × K, its lags (``start.by_worker``) and skew (``start.skew_ms``). The two alternate
-run by run (machine noise hits both alike), ``--runs`` each per shape.
+run by run (machine noise hits both alike), ``--runs`` each per shape. The floor's processes
+share the benchmark's session; startline spawns each worker in a session of its own (Linux's
+autogroup: a CPU share of its own) — ``--own-sessions`` adds the floor so too.
 
 Reported per shape: lag p50/p99 over every connection of every run, skew p50/p99 over runs,
 for the floor and startline, and startline / floor. ``--without-yield`` adds a third, also
@@ -82,14 +84,16 @@ def child(target: str, connections: int) -> None:
     print(json.dumps(issued))
 
 
-def floor_run(target: str, workers: int, connections: int) -> tuple[list[float], float]:
-    """One floor run: every connection's lag (ms) and the run's skew (ms)."""
+def floor_run(target: str, workers: int, connections: int, own_sessions: bool = False) -> tuple[list[float], float]:
+    """One floor run: every connection's lag (ms) and the run's skew (ms). ``own_sessions``: each
+    process leads a session of its own (as startline's spawned workers do)."""
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--child", target, str(connections)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=own_sessions,
         )
         for _ in range(workers)
     ]
@@ -123,6 +127,9 @@ def main() -> None:
     ap.add_argument("--postgres", default=None, metavar="DIR", help="A local PostgreSQL server (data in DIR).")
     ap.add_argument("--out", default="out/bench-floor")
     ap.add_argument("--without-yield", action="store_true", help="Also startline with yield_after_release = false.")
+    ap.add_argument(
+        "--own-sessions", action="store_true", help="Also the floor with each process in a session of its own."
+    )
     args = ap.parse_args()
     from live_start import STRATEGIES, fresh_database, run_live, scenario_toml
 
@@ -136,7 +143,8 @@ def main() -> None:
     variants = {"startline": STRATEGIES["scheduled"]}
     if args.without_yield:
         variants["startline, no yield"] = {**STRATEGIES["scheduled"], "yield_after_release": False}
-    got = {s: {k: ([], []) for k in [*variants, "floor"]} for s in shapes}
+    floors = ["floor", "floor, own sessions"] if args.own_sessions else ["floor"]
+    got = {s: {k: ([], []) for k in [*variants, *floors]} for s in shapes}
     for run in range(args.runs):
         for w, c in shapes:
             for v, (variant, start) in enumerate(variants.items()):
@@ -151,9 +159,10 @@ def main() -> None:
                 skews.append(summary["start"]["skew_ms"])
             # the floor on the same target, right after (the table startline's setup made)
             target = url or str(out / "data.db")
-            late, skew = floor_run(target, w, c)
-            got[(w, c)]["floor"][0].extend(late)
-            got[(w, c)]["floor"][1].append(skew)
+            for floor in floors:
+                late, skew = floor_run(target, w, c, own_sessions=floor != "floor")
+                got[(w, c)][floor][0].extend(late)
+                got[(w, c)][floor][1].append(skew)
         print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
     where = "PostgreSQL" if server_url else "SQLite"
     print(f"{where}, {args.runs} runs per shape, interleaved (lag over every connection, skew over runs; ms)")
@@ -171,10 +180,11 @@ def main() -> None:
             continue
         ratios = {}
         for variant in variants:
-            if variant in figs:
-                ratio = [s / f if f > 0 else float("inf") for s, f in zip(figs[variant], figs["floor"], strict=True)]
-                print(f"| {w} × {c} | {variant} / floor | " + " | ".join(f"{x:.2f}×" for x in ratio) + " |")
-                ratios[variant] = ratio
+            for floor in floors:
+                if variant in figs and floor in figs:
+                    ratio = [s / f if f > 0 else float("inf") for s, f in zip(figs[variant], figs[floor], strict=True)]
+                    print(f"| {w} × {c} | {variant} / {floor} | " + " | ".join(f"{x:.2f}×" for x in ratio) + " |")
+                    ratios[variant if floor == "floor" else f"{variant} / {floor}"] = ratio
         rows.append({"shape": f"{w}x{c}", "target": where, **figs, "ratio": ratios})
     print(json.dumps(rows))
 

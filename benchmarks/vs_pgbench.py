@@ -21,7 +21,9 @@ their ratio; latency (pgbench's average and its maximum, from its per-second agg
 startline's p50, p99 and max); client CPU per operation — pgbench's (its process, from
 ``RUSAGE_CHILDREN``), startline's two ways: the workers' own CPU in MEASUREMENT over its
 operations (start-up, warm-up and the report excluded: what an operation costs), and every
-process of the run over every operation it ran (start-up and report included). The scratch
+process of the run over every operation it ran (start-up and report included). pgbench runs in
+a session of its own, as startline's worker processes do (Linux's autogroup gives each session
+its own share of the CPU; each PostgreSQL backend leads its own). The scratch
 server runs with ``fsync = off`` (startline.backends.postgres.server): figures of the client
 path, not durability.
 """
@@ -120,6 +122,7 @@ def pgbench(bin_dir: Path, url: str, clients: int, mode: str, seconds: int, tmp:
         capture_output=True,
         text=True,
         check=True,
+        start_new_session=True,  # in a session of its own, as startline's worker processes are
     ).stdout
     cpu = children_cpu() - before
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)[1])

@@ -75,6 +75,9 @@ def _check_multiprocess_run(out: Path, proc: subprocess.CompletedProcess[str], c
     assert summary["start"]["connections"] == 4
     for wid in ("w000", "w001"):
         assert (out / f"worker-{wid}.log").exists()
+        # each spawned worker leads a session of its own (Linux's autogroup: a CPU share of its own
+        # against a database server's backends, each in its own session, at the release)
+        assert json.loads((out / f"worker-{wid}.json").read_text())["host"]["own_session"] is True
     if control is not None:
         db = sqlite3.connect(control)
         seqs = [s for (s,) in db.execute("SELECT SEQUENCE_ID FROM RUN_CONTROL_EVENTS ORDER BY SEQUENCE_ID")]

@@ -103,14 +103,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def own_session() -> bool | None:
+    """This process leads its session (None where there are no sessions)."""
+    try:
+        return os.getsid(0) == os.getpid()
+    except (AttributeError, OSError):
+        return None
+
+
 def host_witness(first_query: Mapping[int, float] | None, control_clock: bool) -> dict[str, Any] | None:
     """The host's own clock at each connection's first operation (``None`` on virtual time), and
-    whether the control plane's clock is this host's (then START_TIME is on it too)."""
+    whether the control plane's clock is this host's (then START_TIME is on it too); the host's
+    cores, and whether this process leads a session of its own (Linux: a CPU group of its own
+    where autogroup is on; ``live.workers.worker_process``)."""
     if first_query is None:
         return None
     return {
         "name": socket.gethostname(),
         "cores": cores(),
+        "own_session": own_session(),
         "control_clock": control_clock,
         "first_query": {str(s): t for s, t in sorted(first_query.items())},
     }

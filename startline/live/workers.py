@@ -138,7 +138,15 @@ def check_calls_allowed(scenario: Scenario, allowed: tuple[str, ...]) -> None:
 
 async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path) -> None:
     """Run worker ``index`` as a child process, logging to OUT/worker-ID.log. Cancelled, it is
-    sent SIGTERM (drain and flush), then killed (trio.run_process's own escalation)."""
+    sent SIGTERM (drain and flush), then killed (trio.run_process's own escalation).
+
+    Each worker leads a session of its own (``start_new_session``), as each PostgreSQL backend
+    does (its ``setsid``): where Linux groups a session's processes for the CPU (autogroup, on
+    by default on most distributions), workers sharing the orchestrator's session got one
+    group's share together against every backend's own at the release, and a database server
+    on the same cores held them back (4 × 4 on PostgreSQL, 2 cores: lag p50 2.3–2.4 ms, 1.1–1.3
+    in sessions of their own; benchmarks/RESULTS.md). Its signals come from the orchestrator
+    (SIGTERM, ``_end_worker``), not from the terminal's process group."""
     wid = worker_id(index)
     cmd = worker_command(scenario, run_id, index, out / f"worker-{wid}.json")
     with open(out / f"worker-{wid}.log", "wb") as log:
@@ -149,6 +157,7 @@ async def worker_process(scenario: Scenario, run_id: str, index: int, out: Path)
             check=False,
             env=worker_env(time.time(), url_env(scenario)),
             deliver_cancel=_end_worker,
+            start_new_session=True,
         )
 
 

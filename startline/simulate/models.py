@@ -279,10 +279,11 @@ class Profile:
     """A worker's first read of RUN_STATUS that finds the run started, if its START_TIME has passed
     (the read a polling worker detects the start by; a scheduled start is read before its
     instant) and another worker had begun its first operation before the read began, takes this
-    long in all (its ordinary draw only sets where in the round trip it read). Live, the workers that saw the start first are running
-    their connections by then, on the cores the others' reads need (the first to see it read in
-    0.4–0.6 ms, the later ones in 2–8). Fitted by ``calibrate`` from the workers' own timing of
-    that read, in the runs where another worker's first operation came before it."""
+    long in all (its ordinary draw only sets where in the round trip it read). Live, the workers
+    that saw the start first are running their connections by then, on the cores the others'
+    reads need (the first to see it read in 0.4–0.6 ms, the later ones in 2–8). Fitted by
+    ``calibrate`` from the workers' own timing of that read, in the runs where another worker's
+    first operation came before it."""
     connection_step: Latency | None = None
     """The connections a worker releases together issue their first operations one after
     another: the k-th along its release order comes k draws of this after the release
