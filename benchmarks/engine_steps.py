@@ -141,7 +141,8 @@ def main() -> None:
         for what in ("bare", "engine"):
             s = steps(what, n, args.seconds)
             print(f"{n:>5} connections, {what:>6}: step µs p10 {s['p10']:.2f}  p50 {s['p50']:.2f}  p90 {s['p90']:.2f}")
-    variants = [frozenset(), *(frozenset({p}) for p in PIECES), frozenset({"draw", "plan", "tally"})]
+    # each piece alone, then together: a working set that crosses a cache's size shows only whole
+    variants = [frozenset(), *(frozenset({p}) for p in PIECES), frozenset({"draw", "plan", "tally"}), frozenset(PIECES)]
     for n in args.connections:
         ops: dict[frozenset[str], list[float]] = {v: [] for v in variants}
         for _ in range(args.reps):  # interleaved
