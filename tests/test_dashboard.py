@@ -279,3 +279,25 @@ def test_a_load_modes_state_is_exported_as_its_target_and_its_level_now() -> Non
     }
     assert exported({"mode": "rate", "result": {"rate": 200.0}, "steps": []}) == {"startline_load_target_qps": 200.0}
     assert exported({"mode": "qps", "result": {"target_qps": 500}, "steps": []}) == {"startline_load_target_qps": 500.0}
+
+
+def test_an_intervals_phase_is_the_phase_windows_one_and_past_the_planned_end_the_cooldown() -> None:
+    """The live view's rows label each snapshot interval by the phase it began in — the same rule
+    as the operations' (``PhaseWindows.phase_at``: a boundary belongs to the phase it opens);
+    an interval begun as the run drains, past the planned end, is the run's tail (COOLDOWN)."""
+    from startline.live.observe import interval_phase
+    from startline.testing import scenario
+
+    sc = scenario(warmup_s=2.0, measurement_s=3.0, cooldown_s=1.0, snapshot_interval_s=1.0)
+    assert [interval_phase(sc, i) for i in range(8)] == [
+        "WARMUP",
+        "WARMUP",
+        "MEASUREMENT",
+        "MEASUREMENT",
+        "MEASUREMENT",
+        "COOLDOWN",
+        "COOLDOWN",
+        "COOLDOWN",
+    ]
+    no_cooldown = scenario(warmup_s=0.0, measurement_s=2.0, snapshot_interval_s=0.5)
+    assert [interval_phase(no_cooldown, i) for i in range(6)] == ["MEASUREMENT"] * 4 + ["COOLDOWN"] * 2

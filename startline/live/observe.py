@@ -9,6 +9,7 @@ kind: what the summary will be built from)."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -20,8 +21,10 @@ from hdrh.histogram import HdrHistogram
 from startline.engine.events import WorkerView
 from startline.engine.loadcontrol import initial_total
 from startline.engine.metrics import add_into, decode, latency_block, new_histogram
-from startline.engine.model import ControlEvent, Scope, WorkerStatus
+from startline.engine.model import ControlEvent, Phase, Scope, WorkerStatus
 from startline.engine.ports import ControlPlaneError
+from startline.engine.scenario import Scenario
+from startline.engine.schedule import PhaseWindows
 from startline.engine.summary import start_block
 
 EVENTS_SHOWN = 4
@@ -232,13 +235,7 @@ class Observer:
 
     def __attrs_post_init__(self) -> None:
         sc = self.orchestrator.scenario
-        self.tally = LiveTally(sc.snapshot_interval_s, phase_of=self._phase)
-
-    def _phase(self, interval: int) -> str:
-        """The phase an interval began in (by the scenario's durations)."""
-        sc = self.orchestrator.scenario
-        t = interval * sc.snapshot_interval_s
-        return "WARMUP" if t < sc.warmup_s else "MEASUREMENT" if t < sc.warmup_s + sc.measurement_s else "COOLDOWN"
+        self.tally = LiveTally(sc.snapshot_interval_s, phase_of=functools.partial(interval_phase, sc))
 
     async def read(self) -> None:
         """Read the run now, unless it was read less than ``READ_EVERY_S`` ago or is over."""
@@ -281,7 +278,7 @@ class Observer:
         return {
             "interval": i,
             "t_s": i * sc.snapshot_interval_s,
-            "phase": self._phase(i),
+            "phase": interval_phase(sc, i),
             "qps": row["qps"],
             "errors_per_s": row["errors"] / sc.snapshot_interval_s,
             "connections": row["connections"],
@@ -354,3 +351,10 @@ class Observer:
         while True:
             await self.read()
             await trio.sleep(READ_EVERY_S)
+
+
+def interval_phase(scenario: Scenario, interval: int) -> str:
+    """The phase snapshot interval ``interval`` began in, by the scenario's durations (one that
+    began past the planned end, as the run drains: COOLDOWN, the run's tail)."""
+    phase = PhaseWindows.from_scenario(scenario, 0.0).phase_at(interval * scenario.snapshot_interval_s)
+    return str(Phase.COOLDOWN if phase is Phase.DONE else phase)
