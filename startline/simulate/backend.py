@@ -70,8 +70,8 @@ class SimControlPlane:
     seed: int
     host: str
     target: SimTarget | None = None
-    """Where the workers' first operations are seen (``start_read`` applies to a worker's read
-    while another's load runs); None: no load is ever running."""
+    """Where the workers' first operations are seen (``start_read`` and ``control_loaded`` apply
+    to a worker's calls once some worker's load runs); None: no load is ever running."""
     inner: MemoryControlPlane = attrs.field(init=False)
     _streams: Streams = attrs.field(init=False)
     _methods: dict[str, Any] = attrs.field(init=False, factory=dict, repr=False)
@@ -108,8 +108,9 @@ class SimControlPlane:
                 return found
 
     def _loaded(self, at: float) -> bool:
-        """Another worker had begun its first operation before ``at``: its load is on the cores."""
-        return self.target is not None and self.target.others_began(self.host, at)
+        """Some worker had begun its first operation before ``at``: its load is on the cores (for
+        a read that finds the start, another worker's: its own connections are not released yet)."""
+        return self.target is not None and self.target.began_at < at
 
     def __getattr__(self, name: str) -> Any:
         if name in ("_methods", "inner", "_streams", "traits", "target"):  # not set yet (attrs' __init__ is running)
@@ -128,7 +129,6 @@ class SimControlPlane:
         profile, writes = self.profile, name in WRITE_METHODS
         rng, model = self._streams(call_class), profile.control_latency(call_class)
         loaded = profile.control_loaded.get(call_class) if self.host != ORCHESTRATOR else None
-        target = self.target
         error_probability = profile.error_probability.get(call_class, 0.0)
         vis, jit = profile.visibility, profile.visibility_jitter
         stamp, commit = profile.write_points() if writes else (vis, vis)
@@ -141,7 +141,7 @@ class SimControlPlane:
             deadline = CALL_DEADLINE.get()
             # every draw of this call before its first wait (see Streams)
             began = trio.current_time()
-            if loaded is not None and target is not None and target.began_at < began:
+            if loaded is not None and self._loaded(began):
                 latency = loaded.sample(rng)  # (some worker's load runs: a core is not free)
             else:
                 latency = model.sample(rng)
@@ -363,10 +363,6 @@ class SimTarget(Target):
             await sleep(service)
         finally:
             servers.release()
-
-    def others_began(self, worker_id: str, before: float) -> bool:
-        """A worker other than ``worker_id`` began its first operation before ``before`` (trio time)."""
-        return any(w != worker_id and min(firsts.values()) < before for w, firsts in self.first_query.items() if firsts)
 
     async def open_session(self, worker_id: str, slot: int) -> SimSession:
         init = self.profile.worker_init

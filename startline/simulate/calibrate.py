@@ -129,7 +129,7 @@ def round_trips(runs: Sequence[Observed]) -> tuple[dict[str, HdrHistogram], dict
     idle: dict[str, list[HdrHistogram]] = defaultdict(list)
     loaded: dict[str, list[HdrHistogram]] = defaultdict(list)
     for run in runs:
-        began = min((min(fq.values()) for p in run.payloads if (fq := p.get("first_query"))), default=float("inf"))
+        began = _load_began(run)
         start_idle: dict[str, list[float]] = defaultdict(list)
         start_loaded: dict[str, list[float]] = defaultdict(list)
         for p in run.payloads:
@@ -151,6 +151,11 @@ def round_trips(runs: Sequence[Observed]) -> tuple[dict[str, HdrHistogram], dict
             for call_class, ms in calls.items():
                 into[call_class].append(_histogram_ms(ms))
     return _each(idle), _each(loaded)
+
+
+def _load_began(run: Observed) -> float:
+    """When the run's earliest first operation began (on the control plane's clock; inf: none did)."""
+    return min((min(fq.values()) for p in run.payloads if (fq := p.get("first_query"))), default=float("inf"))
 
 
 def _start_finding_read(payload: Mapping[str, Any]) -> int | None:
@@ -317,13 +322,12 @@ def start_reads(runs: Sequence[Observed]) -> list[float]:
     the start read as any status read)."""
     found = []
     for run in runs:
-        firsts = {p.get("worker_id"): min(fq.values()) for p in run.payloads if (fq := p.get("first_query"))}
+        load_began = _load_began(run)  # (another worker's: the reader's own connections wait for it)
         for after_ms, p in _detections([run]):
             read_ms = (p.get("process") or {}).get("detect_read_ms")
             if after_ms < 0 or not isinstance(read_ms, int | float):
                 continue
-            began = p["timeline"]["detect"] - read_ms / 1000.0
-            if any(w != p.get("worker_id") and t < began for w, t in firsts.items()):
+            if load_began < p["timeline"]["detect"] - read_ms / 1000.0:
                 found.append(read_ms)
     return found
 
