@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 
 from startline.engine.determinism import scheduler_random, seed_everything
 from startline.engine.scenario import Scenario
+from startline.simulate.heap import keep_freed_memory
 from startline.simulate.models import Latency, Profile
 from startline.simulate.runner import simulate_once
 from startline.simulate.sweep import START_PATH_SCENARIO
@@ -456,3 +460,43 @@ def test_the_postgres_profile_ships_with_its_provenance_and_simulates_push_as_pu
     pushed = simulate_once(sc, profile, 1)
     polled = simulate_once(Scenario.from_dict(sc.to_dict() | {"start": {"strategy": "poll"}}), profile, 1)
     assert pushed["true"] != polled["true"]
+
+
+HEAP_CHURN = """
+import resource, sys
+from startline.engine.metrics import new_histogram
+if sys.argv[1] == "kept":
+    from startline.simulate.heap import keep_freed_memory
+    assert keep_freed_memory()
+if sys.argv[1] == "after a simulated run":  # (which asks for it)
+    from startline.engine.scenario import Scenario
+    from startline.simulate.runner import simulate_once
+    from startline.simulate.sweep import START_PATH_SCENARIO, load_profile
+    simulate_once(Scenario.from_dict({**START_PATH_SCENARIO, "workers": 2}), load_profile(), 1)
+def churn():  # what a simulated run does with its histograms: make a few dozen, drop them
+    made = [new_histogram() for _ in range(40)]
+    del made
+churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    churn()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(way: str) -> int:
+    run = subprocess.run([sys.executable, "-c", HEAP_CHURN, way], capture_output=True, text=True, check=True)
+    return int(run.stdout)
+
+
+def test_histograms_dropped_by_one_run_are_reused_by_the_next_without_page_faults() -> None:
+    """With ``keep_freed_memory`` (each simulated run asks for it) the memory a run's histograms
+    freed serves the next run's; without it glibc gives it back and faults it in again (a fresh
+    process each way, so neither inherits the other's heap)."""
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("glibc's malloc only: elsewhere keep_freed_memory does nothing")
+    given_back, kept, simulated = _faults("given back"), _faults("kept"), _faults("after a simulated run")
+    assert given_back > 1000  # 40 histograms × 190 KB, ten times: thousands of pages
+    assert kept < given_back / 100
+    assert simulated < given_back / 100
+    assert keep_freed_memory() is True
