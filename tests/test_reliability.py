@@ -18,6 +18,7 @@ from startline.engine.model import ORCHESTRATOR, EventType, Heartbeat, Phase, Ru
 from startline.engine.orchestrator import Orchestrator
 from startline.engine.ports import ControlPlaneConflict, ControlPlaneError
 from startline.engine.resilience import ResilientControlPlane, RetryPolicy, backoff_s
+from startline.engine.roster import READY_POLL_S, Roster
 from startline.engine.startplan import StartPlan
 from startline.engine.together import make_workers, run_together
 from startline.engine.worker import Worker, WorkerRefused
@@ -294,6 +295,31 @@ def test_a_worker_judged_dead_whose_final_results_arrive_later_counts_as_complet
     assert summary["status"] == "COMPLETED"
     timeline = entries["w001"]["timeline"]
     assert timeline["judged_dead"] < timeline["finished"]
+
+
+def test_a_stop_request_while_waiting_for_ready_ends_the_wait_by_the_next_poll() -> None:
+    """The roster sleeps between its READY polls (no cancel scope: a simulation's clock sleeps
+    them cheaply), so a stop is seen at the next poll, never later."""
+    sc = scenario()
+
+    async def main() -> tuple[bool, float]:
+        store = await store_with_run(sc, RunStatus.PREPARED, Phase.WARMUP)
+        roster = Roster(ResilientControlPlane(MemoryControlPlane(store)), "r", sc)
+        stop = trio.Event()
+
+        async def request_stop() -> None:
+            await trio.sleep(1.01)
+            stop.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(request_stop)
+            ready = await roster.wait_ready(stop)
+        return ready, trio.current_time()
+
+    ready, at = virtual(main)
+    assert ready is False
+    assert 1.01 <= at <= 1.01 + READY_POLL_S
+    assert at < sc.ready_timeout_s
 
 
 def test_a_late_worker_is_refused_by_an_ended_run_and_writes_nothing():

@@ -84,6 +84,9 @@ class Orchestrator:
     out: Path | None = None
     round_trips: bool = attrs.field(default=True, kw_only=True)
     """Time each control-plane round trip by method, for ``calibrate`` (results' ``latency_us``)."""
+    sleep_until: Callable[[float], Awaitable[None]] = attrs.field(default=trio.sleep_until, kw_only=True)
+    """How this process sleeps to a trio instant between polls: ``trio.sleep_until``, a cancel
+    scope per sleep; a simulation passes its clock's, which needs none (``simulate/clock.py``)."""
 
     status: RunStatus = attrs.field(init=False, default=RunStatus.PREPARED)
     stop_reason: StopReason | None = attrs.field(init=False, default=None)
@@ -124,7 +127,7 @@ class Orchestrator:
             random.Random(derive_seed("retry", self.run_id, ORCHESTRATOR)),
         )
         self._log = EventLog(self._cp, self.run_id)
-        self._roster = Roster(self._cp, self.run_id, self.scenario)
+        self._roster = Roster(self._cp, self.run_id, self.scenario, self.sleep_until)
         self._steering = Steering(
             self.scenario,
             emit=self._log.emit,

@@ -34,6 +34,8 @@ class Roster:
     cp: ResilientControlPlane
     run_id: str
     scenario: Scenario
+    sleep_until: Callable[[float], Awaitable[None]] = trio.sleep_until
+    """How the roster sleeps between its reads (``Orchestrator.sleep_until``)."""
     statuses: dict[str, WorkerStatus] = attrs.field(init=False, factory=dict)
     dead_at: dict[str, float] = attrs.field(init=False, factory=dict)
     """worker → trio time it was judged DEAD."""
@@ -90,7 +92,9 @@ class Roster:
         )
 
     async def wait_ready(self, stop_requested: trio.Event) -> bool:
-        """True once the expected workers are READY; False on timeout or a stop request."""
+        """True once the expected workers are READY; False on timeout or a stop request (seen
+        at the next read, within ``READY_POLL_S``: a plain sleep between reads, which a
+        simulation's clock sleeps without a cancel scope)."""
         with trio.move_on_after(self.scenario.ready_timeout_s):
             while not stop_requested.is_set():
                 beats = await self.cp.read_heartbeats(self.run_id)
@@ -99,8 +103,7 @@ class Roster:
                     self.groups[hb.worker_id] = hb.group
                 if sum(hb.status is WorkerStatus.READY for hb in beats) >= self.scenario.workers:
                     return True
-                with trio.move_on_after(READY_POLL_S):
-                    await stop_requested.wait()
+                await self.sleep_until(trio.current_time() + READY_POLL_S)
         return False
 
     async def watch_liveness(self, cm: ClockMap, on_lost: Callable[[list[str]], Awaitable[None]]) -> None:

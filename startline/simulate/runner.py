@@ -28,6 +28,7 @@ from startline.engine.together import Ended, make_workers, run_together, worker_
 from startline.engine.worker import Worker
 from startline.simulate.backend import SimControlPlane, SimRuntime, SimTarget, release_ranks
 from startline.simulate.clock import SimClock
+from startline.simulate.clock import sleep_until as sim_sleep_until
 from startline.simulate.heap import keep_freed_memory
 from startline.simulate.models import Profile, rng_for
 
@@ -119,6 +120,7 @@ def simulate_run(
             scenario,
             "sim",
             round_trips=round_trips,
+            sleep_until=sim_sleep_until,
         )
         workers = make_workers(
             scenario,
