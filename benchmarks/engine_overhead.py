@@ -11,6 +11,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -56,7 +57,13 @@ async def bare_loop(connections: int, seconds: float) -> float:
 MAX_START_LAG_MS = 20.0
 
 
-async def engine(connections: int, seconds: float) -> float:
+TWO_OPERATIONS = (
+    {"name": "a", "weight": 3, "call": "startline.backends.memory.ops:noop"},
+    {"name": "b", "weight": 1, "call": "startline.backends.memory.ops:noop"},
+)
+
+
+async def engine(connections: int, seconds: float, operations: tuple[dict, ...] = TWO_OPERATIONS) -> float:
     """The full engine: orchestrator, one worker, mix choice, phase attribution, HDR recording."""
     sc = Scenario.from_dict(
         {
@@ -65,10 +72,7 @@ async def engine(connections: int, seconds: float) -> float:
             "connections_per_worker": connections,
             "warmup_s": 0.0,
             "measurement_s": seconds,
-            "operations": [
-                {"name": "a", "weight": 3, "call": "startline.backends.memory.ops:noop"},
-                {"name": "b", "weight": 1, "call": "startline.backends.memory.ops:noop"},
-            ],
+            "operations": list(operations),
             # polled every 50 ms with a 300 ms lead: the start lands at the beginning of the window
             "start": {"strategy": "scheduled", "lead_ms": 300, "poll_interval_ms": 50},
         }
@@ -88,12 +92,15 @@ class LateStart(Exception):
     """The engine's run began too late to measure the hot path (the machine was busy at its start)."""
 
 
-def engine_run(connections: int, seconds: float, tries: int = 3) -> float:
-    """``engine``, run again (said on stderr) when its start was late, up to ``tries`` times."""
+def engine_run(
+    connections: int, seconds: float, tries: int = 3, main: Callable[..., Awaitable[float]] = engine
+) -> float:
+    """``main`` (``engine`` or one like it), run again (said on stderr) when its start was late,
+    up to ``tries`` times."""
     attempt = 1
     while True:
         try:
-            return trio.run(engine, connections, seconds)
+            return trio.run(main, connections, seconds)
         except LateStart as exc:
             if attempt == tries:
                 raise SystemExit(f"{exc} ({tries} times)") from None
