@@ -5,7 +5,7 @@ for the runs in between — in both folds (calibrated from the even runs, predic
 and the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--max-runs 40] [--groups 15] [--workers 4] [--connections 2]
-        [--only poll ...] [--out DIR] [--reuse] [--ends] [--pooled-control]
+        [--measurement-s 3] [--only poll ...] [--out DIR] [--reuse] [--ends] [--pooled-control]
 
 Before judging, the live runs of each strategy are split in their two halves (even, odd): a
 figure whose halves differ by more than 5 % of their mean is under-sampled, not missed
@@ -128,7 +128,8 @@ def take_runs(root: Path, dirs: dict[str, list[Path]], upto: int, args: argparse
             start = STRATEGIES[name]
             out = root / name.split()[0] / f"run{run:02d}"
             fresh = not (args.reuse and (out / "summary.json").exists())
-            if fresh and not run_live(out, scenario_toml(start, args.workers, args.connections), f"{name} run {run}"):
+            toml = scenario_toml(start, args.workers, args.connections, measurement_s=args.measurement_s)
+            if fresh and not run_live(out, toml, f"{name} run {run}"):
                 continue
             dirs[name].append(out)
         print(f"live run {run + 1}/{upto} of each strategy done", file=sys.stderr, flush=True)
@@ -157,6 +158,12 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=15, help="Groups of simulated runs, each as many as the live ones.")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--connections", type=int, default=2)
+    ap.add_argument(
+        "--measurement-s",
+        type=float,
+        default=3.0,
+        help="Each live run's measurement (the start's figures end before it; fewer seconds, more runs an hour).",
+    )
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
     ap.add_argument("--only", nargs="+", choices=[n.split()[0] for n in STRATEGIES], help="These strategies only.")

@@ -47,7 +47,7 @@ POSTGRES_SETUP = """["DROP TABLE IF EXISTS kv", "CREATE TABLE kv (k INTEGER PRIM
   "INSERT INTO kv SELECT g, 0 FROM generate_series(1, 1000) g"]"""
 
 
-def scenario_toml(start: dict, workers: int, connections: int, url: str | None = None) -> str:
+def scenario_toml(start: dict, workers: int, connections: int, url: str | None = None, measurement_s: float = 3) -> str:
     """The benchmark's scenario: on SQLite files in the run's directory, or on ``url`` (PostgreSQL)."""
     start_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in start.items())
     control = url or "sqlite:///{out}/control.db"
@@ -57,7 +57,7 @@ name = "bench-live"
 workers = {workers}
 connections_per_worker = {connections}
 warmup_s = 0
-measurement_s = 3
+measurement_s = {measurement_s:g}
 control = "{control}"
 target = "{target}"
 setup = {POSTGRES_SETUP if url else SQLITE_SETUP}
