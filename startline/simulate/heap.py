@@ -4,9 +4,9 @@ A simulated run makes and drops a few dozen HDR histograms of 190 KB each (23,55
 counts: 1 µs to an hour at 3 significant digits). glibc's ``malloc`` gives freed memory at the
 heap's top back to the system and faults it in again for the next run — about 1,000 page faults
 per run of the seed-analysis sweep, 7 % of its time. Raising two of its thresholds
-(``mallopt``) keeps that memory in the process for the next run; the process never holds more
-than its largest run needed, plus ``KEEP_BYTES`` of free memory at most. Elsewhere (another C
-library, another system) nothing changes.
+(``mallopt``) keeps that memory in the process for the next run: beyond what it uses, a process
+keeps up to ``KEEP_BYTES`` free at its heap's top. Elsewhere (another C library, another
+system) nothing changes.
 """
 
 from __future__ import annotations
