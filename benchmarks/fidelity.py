@@ -5,7 +5,7 @@ for the runs in between — in both folds (calibrated from the even runs, predic
 and the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--max-runs 40] [--groups 15] [--workers 4] [--connections 2]
-        [--measurement-s 3] [--only poll ...] [--out DIR] [--reuse] [--ends] [--pooled-control]
+        [--measurement-s 3] [--only poll ...] [--out DIR] [--reuse] [--jobs 1] [--ends] [--pooled-control]
 
 Before judging, the live runs of each strategy are split in their two halves (even, odd): a
 figure whose halves differ by more than 5 % of their mean is under-sampled, not missed
@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,7 @@ def main() -> None:
     )
     ap.add_argument("--out", default="out/bench-fidelity")
     ap.add_argument("--reuse", action="store_true", help="Use the live runs already in --out.")
+    ap.add_argument("--jobs", type=int, default=1, help="Local processes simulating the groups.")
     ap.add_argument("--only", nargs="+", choices=[n.split()[0] for n in STRATEGIES], help="These strategies only.")
     ap.add_argument(
         "--ends",
@@ -209,9 +211,13 @@ def main() -> None:
             # Predict what that many live runs show: each figure over a group of as many simulated
             # runs, the median over the groups (a p99 of six runs is not the p99 of sixty).
             k = len(predicted)
-            groups = [
-                summarise(simulated_figures(scenario, profile, range(g * k, (g + 1) * k))) for g in range(args.groups)
-            ]
+            seeds = [range(g * k, (g + 1) * k) for g in range(args.groups)]
+            print(f"{name} {fold}: {args.groups} groups of {k} simulated runs", file=sys.stderr, flush=True)
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # each group its own seeds: same figures
+                groups = [
+                    summarise(f)
+                    for f in pool.map(simulated_figures, [scenario] * len(seeds), [profile] * len(seeds), seeds)
+                ]
             sim = {f: statistics.median(g[f] for g in groups) for f in FIGURES}
             for figure in FIGURES:
                 table.append(
