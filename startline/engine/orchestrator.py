@@ -85,8 +85,9 @@ class Orchestrator:
     round_trips: bool = attrs.field(default=True, kw_only=True)
     """Time each control-plane round trip by method, for ``calibrate`` (results' ``latency_us``)."""
     sleep_until: Callable[[float], Awaitable[None]] = attrs.field(default=trio.sleep_until, kw_only=True)
-    """How this process sleeps to a trio instant between polls: ``trio.sleep_until``, a cancel
-    scope per sleep; a simulation passes its clock's, which needs none (``simulate/clock.py``)."""
+    """How this process and its roster sleep to a trio instant (their plain sleeps; waits that also
+    end on an event keep a cancel scope): ``trio.sleep_until``, a cancel scope per sleep; a
+    simulation passes its clock's, which needs none (``simulate/clock.py``)."""
 
     status: RunStatus = attrs.field(init=False, default=RunStatus.PREPARED)
     stop_reason: StopReason | None = attrs.field(init=False, default=None)
@@ -175,7 +176,7 @@ class Orchestrator:
         if the run does not start."""
         await self._started.wait()
         assert self.start_time is not None and self._clockmap is not None  # set before _started
-        await trio.sleep_until(self._clockmap.to_trio(self.start_time + self.scenario.warmup_s))
+        await self.sleep_until(self._clockmap.to_trio(self.start_time + self.scenario.warmup_s))
 
     async def wait_prepared(self) -> None:
         """Return once the run exists (``prepare`` is through), or ``run`` has ended without it."""
@@ -511,7 +512,7 @@ class Orchestrator:
     async def _touch_loop(self) -> None:
         """Keep RUN_STATUS.updated_at fresh: workers leave a run whose orchestrator went quiet."""
         while True:
-            await trio.sleep(self.scenario.heartbeat_s)
+            await self.sleep_until(trio.current_time() + self.scenario.heartbeat_s)
             await self._cp.update_run(self.run_id)
 
     def _summary(self, results: list[WorkerResult], snapshots: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

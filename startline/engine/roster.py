@@ -70,7 +70,7 @@ class Roster:
         (it has issued all its operations, or failed), the run ends — it does not idle to its
         planned end."""
         while True:
-            await trio.sleep(self.scenario.heartbeat_s)
+            await self.sleep_until(trio.current_time() + self.scenario.heartbeat_s)
             results = await self.cp.read_results(self.run_id)
             final = {r.worker_id for r in results if r.status.final}
             if final and set(self.statuses) <= final:
@@ -113,7 +113,7 @@ class Roster:
         sc = self.scenario
         wake = trio.current_time() + sc.heartbeat_s
         while True:
-            await trio.sleep_until(wake)
+            await self.sleep_until(wake)
             woke = trio.current_time()
             if woke - wake > OVERSLEPT_S:  # this process was descheduled (a busy host, a pause)
                 self._blind.append((wake, woke))
