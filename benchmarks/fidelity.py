@@ -46,7 +46,9 @@ STRATEGIES = {
     "seed-legacy (inline-poll)": {"strategy": "inline-poll"},
     "scheduled": {"strategy": "scheduled"},  # poll every 2 s, lead 3 s
 }
-SIM_MEASUREMENT_S = 0.3
+SIM_MEASUREMENT_FLOOR_S = 0.1
+"""The shortest measurement a simulated run is given: every figure here is settled once each
+initial connection has begun, so a simulated run needs only outlast the latest of them."""
 FIGURES = ("detection p50", "detection p99", "lag p50", "lag p99", "skew p50", "skew p99", "cp q/worker/s waiting")
 
 
@@ -66,10 +68,24 @@ def live_figures(run_dir: Path) -> dict[str, list[float]]:
     return out
 
 
+def simulated_measurement_s(run_dirs: list[Path]) -> float:
+    """How long a simulated run's measurement need be: twice the latest first operation of the
+    live runs (at least ``SIM_MEASUREMENT_FLOOR_S``). The start's figures are the same for any
+    measurement its connections all begin within (the draws are keyed by call, not by time), and
+    simulating the load that follows is most of a simulated run's cost."""
+    latest_ms = max(max(live_figures(d)["lag"], default=0.0) for d in run_dirs)
+    return max(SIM_MEASUREMENT_FLOOR_S, 2.0 * latest_ms / 1000.0)
+
+
 def simulated_figures(scenario: Scenario, profile: Profile, seeds: range) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"detection": [], "lag": [], "skew": [], "cp": []}
     for seed in seeds:
         r = simulate_once(scenario, profile, seed)
+        if any(len(w["true_lag_ms"]) < scenario.connections_per_worker for w in r["workers"]):
+            raise SystemExit(
+                f"simulated run {seed}: a connection had not begun by the end of its "
+                f"{scenario.measurement_s} s measurement; the figures need a longer one"
+            )
         # from START_TIME, as live (detection_ms is from the RUNNING write: START_TIME - lead when scheduled)
         shift = (r["commit_time"] - r["start_time"]) * 1000.0
         out["detection"] += [w["detection_ms"] + shift for w in r["workers"] if w["detection_ms"] is not None]
@@ -198,7 +214,8 @@ def main() -> None:
         take_runs(root, dirs, min(args.max_runs, n + 4), args)
     table: list[dict[str, Any]] = []
     for name, runs in dirs.items():
-        scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=SIM_MEASUREMENT_S)
+        measurement_s = simulated_measurement_s(runs)
+        scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=measurement_s)
         even, odd = halves(runs)
         for fold, (calibrating, predicted) in {
             "even→odd": (runs[0::2], runs[1::2]),
@@ -206,13 +223,17 @@ def main() -> None:
         }.items():
             profile = calibrated(calibrating, args.pooled_control)
             # The start path ends at the first operations: a short measurement predicts it as well
-            # and spares simulating half a million operations per seed.
+            # and spares simulating the load that follows (``simulated_measurement_s``).
             live = summarise(merge([live_figures(d) for d in predicted]))
             # Predict what that many live runs show: each figure over a group of as many simulated
             # runs, the median over the groups (a p99 of six runs is not the p99 of sixty).
             k = len(predicted)
             seeds = [range(g * k, (g + 1) * k) for g in range(args.groups)]
-            print(f"{name} {fold}: {args.groups} groups of {k} simulated runs", file=sys.stderr, flush=True)
+            print(
+                f"{name} {fold}: {args.groups} groups of {k} simulated runs ({measurement_s:.2f} s measured)",
+                file=sys.stderr,
+                flush=True,
+            )
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # each group its own seeds: same figures
                 groups = [
                     summarise(f)
@@ -246,7 +267,9 @@ def main() -> None:
         print("\n| strategy | figure (median over runs, ms after START_TIME) | live | predicted |")
         print("|---|---|---|---|")
         for name, runs in dirs.items():
-            scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=SIM_MEASUREMENT_S)
+            scenario = attrs.evolve(
+                Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=simulated_measurement_s(runs)
+            )
             profile = calibrated(runs, args.pooled_control)
             live = ends(run_dirs=runs)
             sim = ends(results=[simulate_once(scenario, profile, seed) for seed in range(4 * len(runs))])
