@@ -17,8 +17,8 @@ Figures, pooled over the predicted runs: detection (each worker's detect mark �
 START_TIME) p50/p99, lag (each initial connection's first operation − START_TIME) p50/p99,
 skew (one per run) p50/p99, control-plane queries per worker per second while waiting, and with
 ``--beyond-ms`` the share of lags later than that (a p99 that falls between two modes of the lags —
-most connections prompt, a worker in a hundred late — swings by the mode it lands in; the share
-of the late mode does not).
+most connections prompt, a worker in a hundred late — jumps with the mode it lands in; the share
+is the late mode's mass itself, a count whose sampling error is a count's).
 Predicted: the same figures over a group of as many simulated runs, median over the groups.
 Goal (issue 12): every ratio within 0.85–1.15.
 """
@@ -131,8 +131,7 @@ def beyond_figure(ms: float) -> str:
 
 
 def summarise(raw: dict[str, list[float]], beyond_ms: float | None = None) -> dict[str, float]:
-    """The figures of ``raw``; with ``beyond_ms``, also the share of lags later than that (a
-    tail's mass, which stays put where a p99 that falls between two modes of the lags swings)."""
+    """The figures of ``raw``; with ``beyond_ms``, also the share (%) of lags later than that."""
     tail = {} if beyond_ms is None else {beyond_figure(beyond_ms): 100.0 * share_beyond(raw["lag"], beyond_ms)}
     return tail | {
         "detection p50": percentile(raw["detection"], 50),
@@ -203,7 +202,7 @@ def main() -> None:
     ap.add_argument(
         "--beyond-ms",
         type=float,
-        help="Also the share of lags later than this (a tail's mass; judged as the other figures).",
+        help="Also the share of lags later than this many ms (a tail's mass; judged as the other figures).",
     )
     ap.add_argument(
         "--ends",
