@@ -26,6 +26,7 @@ Goal (issue 12): every ratio within 0.85–1.15.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -56,8 +57,11 @@ initial connection has begun, so a simulated run needs only outlast the latest o
 FIGURES = ("detection p50", "detection p99", "lag p50", "lag p99", "skew p50", "skew p99", "cp q/worker/s waiting")
 
 
+@functools.cache  # a finished run's files do not change; the halves, the folds and the
+# simulated measurement all read every run
 def live_figures(run_dir: Path) -> dict[str, list[float]]:
-    """One live run's raw figures: each worker's detection, each initial connection's lag, the skew."""
+    """One live run's raw figures: each worker's detection, each initial connection's lag, the skew
+    (shared between callers: not to be changed)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     start = summary["start_time"]
     out: dict[str, list[float]] = {"detection": [], "lag": [], "skew": [], "cp": []}
@@ -130,6 +134,10 @@ def beyond_figure(ms: float) -> str:
     return f"lags beyond {ms:g} ms, %"
 
 
+def share_beyond(values: list[float], ms: float) -> float:
+    return sum(v > ms for v in values) / len(values) if values else 0.0
+
+
 def summarise(raw: dict[str, list[float]], beyond_ms: float | None = None) -> dict[str, float]:
     """The figures of ``raw``; with ``beyond_ms``, also the share (%) of lags later than that."""
     tail = {} if beyond_ms is None else {beyond_figure(beyond_ms): 100.0 * share_beyond(raw["lag"], beyond_ms)}
@@ -160,10 +168,6 @@ def take_runs(root: Path, dirs: dict[str, list[Path]], upto: int, args: argparse
                 continue
             dirs[name].append(out)
         print(f"live run {run + 1}/{upto} of each strategy done", file=sys.stderr, flush=True)
-
-
-def share_beyond(values: list[float], ms: float) -> float:
-    return sum(v > ms for v in values) / len(values) if values else 0.0
 
 
 def halves(runs: list[Path], beyond_ms: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
