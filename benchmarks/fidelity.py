@@ -258,11 +258,13 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # each group its own seeds: same figures
-                groups = [
-                    summarise(f, args.beyond_ms)
-                    for f in pool.map(simulated_figures, [scenario] * len(seeds), [profile] * len(seeds), seeds)
-                ]
+            calls = ([scenario] * len(seeds), [profile] * len(seeds), seeds)
+            if args.jobs > 1:  # each group its own seeds: the same figures in any process
+                with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                    simulated = list(pool.map(simulated_figures, *calls))
+            else:  # no pool to start, nothing to pickle across
+                simulated = list(map(simulated_figures, *calls))
+            groups = [summarise(f, args.beyond_ms) for f in simulated]
             sim = {f: statistics.median(g[f] for g in groups) for f in figures}
             for figure in figures:
                 table.append(
