@@ -472,3 +472,74 @@ def test_a_directly_called_operations_latencies_land_in_the_histogram_its_phase_
     measured = summary["phases"]["MEASUREMENT"]
     assert measured["ops"] == len(inside)
     assert measured["latency_ms"] == latency_block(expected)
+
+
+def test_the_time_series_counts_every_operation_the_phases_count() -> None:
+    """A connection counts its MEASUREMENT operations in its own dicts, the rest one by one: both
+    reach the interval counts (what the live view and the time series show) — across a warm-up,
+    1 s intervals and a cool-down, with operations of 1 to 60 ms."""
+    params = {"ms": {"type": "int", "min": 1, "max": 60}}
+    sc = scenario(
+        workers=2,
+        connections_per_worker=3,
+        warmup_s=0.7,
+        measurement_s=4.0,
+        seed=11,
+        operations=[{"name": "a", "call": "tests.test_run_invariants:noted_sleep", "params": params}],
+        start={"strategy": "scheduled"},
+    )
+    summary = trio.run(
+        lambda: run_in_process_async(sc, clock=CLOCK0), clock=trio.testing.MockClock(autojump_threshold=0)
+    ).summary
+    phases = summary["phases"]
+    assert phases["MEASUREMENT"]["ops"] > 500 and phases["WARMUP"]["ops"] > 0
+    assert sum(x["ops"] for x in summary["timeseries"]) == sum(p["ops"] for p in phases.values())
+
+
+CHOSEN: list[str] = []
+
+
+async def chose_a() -> None:
+    CHOSEN.append("a")
+    await trio.sleep(0.001)
+
+
+async def chose_b() -> None:
+    CHOSEN.append("b")
+    await trio.sleep(0.001)
+
+
+async def chose_c() -> None:
+    CHOSEN.append("c")
+    await trio.sleep(0.001)
+
+
+@pytest.mark.parametrize("weights", [(3, 1), (1, 2, 3), (0.25, 0.75)])
+def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_seed(weights) -> None:
+    """The loop's inlined draw (one comparison for two operations, a bisect beyond) picks, draw for
+    draw, what ``Mix.choose`` picks from the slot's own seeded generator."""
+    import random
+
+    from startline.engine.workload import Mix, derive_seed
+
+    CHOSEN.clear()
+    names = "abc"[: len(weights)]
+    sc = scenario(
+        workers=1,
+        connections_per_worker=1,
+        warmup_s=0.0,
+        measurement_s=60.0,
+        operations_per_connection=300,
+        seed=5,
+        operations=[
+            {"name": n, "weight": w, "call": f"tests.test_run_invariants:chose_{n}"}
+            for n, w in zip(names, weights, strict=True)
+        ],
+        start={"strategy": "scheduled"},
+    )
+    summary = trio.run(
+        lambda: run_in_process_async(sc, clock=CLOCK0), clock=trio.testing.MockClock(autojump_threshold=0)
+    ).summary
+    mix, rng = Mix.of(sc.operations), random.Random(derive_seed(sc.seed, summary["workers"][0]["worker_id"], 0, "mix"))
+    assert CHOSEN == [mix.choose(rng).name for _ in range(300)]
+    assert set(CHOSEN) == set(names)

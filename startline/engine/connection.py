@@ -156,7 +156,7 @@ class Tally:
     counts: list[dict[int, int]] = attrs.field(init=False)
     """MEASUREMENT latencies per operation, as (HDR bucket index → count), not yet in the histograms."""
     held: int = attrs.field(init=False, default=0)
-    """Operations of the current interval not yet added to the recorder."""
+    """Operations of the current interval not yet added to the recorder, beside those in ``counts``."""
     due: float = -math.inf
     """When the connection's loop must next look beyond its operation (the planned end; at once
     after a drain or a phase change, which set it back): one comparison per operation instead
@@ -211,7 +211,7 @@ class Tally:
             phase = MEASUREMENT
             key = bucket_index(us)
             counts = self.counts[i]
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + 1  # (counted in the interval as it is folded)
         else:
             phase = w.attribute(began, ended)
             if phase is MEASUREMENT:
@@ -221,7 +221,7 @@ class Tally:
                 if hist is None:
                     hist = self._other[(i, phase)] = self.recorder.recording(self._iv, self.operations[i].name, phase)
             hist.record_value(1 if us < 1 else us if us < HIGHEST_US else HIGHEST_US)
-        self.held += 1
+            self.held += 1
         if self._more and us > self._limit_us:  # a latency limit: not the common case
             self.recorder.count(phase, LATE)
 
@@ -270,8 +270,7 @@ class Tally:
     def close(self) -> None:
         """Fold the latencies and add the counts held for the current interval to the recorder."""
         for hist, counts in zip(self._measured, self.counts, strict=True):
-            if counts:
-                fold_counts(hist, counts)
+            self.held += fold_counts(hist, counts)
         if self.held or self._iv_errors:
             self.recorder.add_interval(self._iv, self.held, self._iv_errors)
         self.held = self._iv_errors = 0
@@ -422,6 +421,7 @@ class Connections:
         ops = sc.operations
         bounds, total, uniform, params = self._draws(slot)
         many, bisect_right = len(ops) > 1, bisect.bisect_right
+        pair, split = len(ops) == 2, bounds[0]  # two operations: one comparison, not a bisect
         # each operation: (its spec, what runs it with nothing between when the session offers
         # that, whether it has parameters to draw)
         plan = [
@@ -450,7 +450,11 @@ class Connections:
             if place := await self.gate.released(slot):
                 await self.left_gate(place)
             while True:
-                i = bisect_right(bounds, uniform() * total) if many else 0  # inlined: the hot path
+                # the mix's draw, inlined: the hot path
+                if pair:  # bisect_right's answer for two: 0 below the split
+                    i = 0 if uniform() * total < split else 1
+                else:
+                    i = bisect_right(bounds, uniform() * total) if many else 0
                 op, call, drawn = plan[i]
                 args = params.draw(op) if drawn else NO_PARAMS
                 began = now()
@@ -501,12 +505,11 @@ class Connections:
                         key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
                         held = counts[i]
                         held[key] = held.get(key, 0) + 1
-                        tally.held += 1
                     else:
                         ok(i, began + offset, ended + offset)
                         hi = tally.fast_until(ended + offset) - offset
-                done += 1
                 if bounded:  # an operation budget or a think time: not the common case
+                    done += 1
                     if done >= limit:
                         break
                     if thinks[i] > 0:

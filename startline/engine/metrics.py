@@ -89,11 +89,12 @@ def bucket_index(us: int) -> int:
     return ((shift + 1) << 10) + (us >> shift) - 1024
 
 
-def fold_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
+def fold_counts(h: HdrHistogram, counts: dict[int, int]) -> int:
     """Add ``counts`` (bucket index → how many) into ``h``, as recording each value would, and
-    empty ``counts``: what a connection counted locally during an interval, folded once."""
+    empty ``counts``: what a connection counted locally during an interval, folded once.
+    Returns how many values that was."""
     if not counts:
-        return
+        return 0
     cells = h.counts
     total = 0
     for index, n in counts.items():
@@ -105,6 +106,7 @@ def fold_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
     h.min_value = min(h.min_value, h.get_value_from_index(min(counts)))
     h.max_value = max(h.max_value, h.get_value_from_index(max(counts)))
     counts.clear()
+    return total
 
 
 def to_us(seconds: float) -> int:

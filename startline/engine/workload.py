@@ -38,7 +38,9 @@ class Mix:
 
     @classmethod
     def of(cls, operations: tuple[OperationSpec, ...]) -> Mix:
-        return cls(operations, tuple(itertools.accumulate(op.weight for op in operations)))
+        # floats (exact: weights are at most 1e12): a float draw times a float bound and compared
+        # with floats takes the interpreter's float fast path, not int-to-float conversions
+        return cls(operations, tuple(itertools.accumulate(float(op.weight) for op in operations)))
 
     def choose(self, rng: random.Random) -> OperationSpec:
         i = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
