@@ -4,6 +4,9 @@ would otherwise win over ``PYTHONPATH``. For before/after figures measured side 
 
     git worktree add /tmp/before 2519cf9
     .venv/bin/python benchmarks/other_tree.py /tmp/before benchmarks/engine_overhead.py --seconds 3 --reps 1
+
+A script given by an absolute path runs as it is (a script of this checkout against that one's
+package: ``engine_instructions.py --tree`` does so).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ def main() -> None:
     if not startline.__file__ or not startline.__file__.startswith(root):
         raise SystemExit(f"startline still imports from {startline.__file__}, not {root}")
     print(f"startline from {startline.__file__}", file=sys.stderr)
-    sys.argv = [f"{root}/{script}", *args]
+    # a script of that checkout by its path inside it; an absolute path as it is (this one's)
+    sys.argv = [script if script.startswith("/") else f"{root}/{script}", *args]
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
