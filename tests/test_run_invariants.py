@@ -13,6 +13,7 @@ from startline.engine.model import EventType, Phase
 from startline.engine.scenario import SCHEDULED_MARGIN_MS
 from startline.engine.schedule import PhaseWindows
 from startline.engine.startplan import StartPlan
+from startline.engine.workload import derive_seed
 from startline.inprocess import InProcessRun, run_in_process_async
 from startline.testing import CLOCK0, RecordingTarget, SluggishControlPlane, scenario
 
@@ -520,7 +521,7 @@ def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_see
     draw, what ``Mix.choose`` picks from the slot's own seeded generator."""
     import random
 
-    from startline.engine.workload import Mix, derive_seed
+    from startline.engine.workload import Mix
 
     CHOSEN.clear()
     names = "abc"[: len(weights)]
@@ -543,3 +544,19 @@ def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_see
     mix, rng = Mix.of(sc.operations), random.Random(derive_seed(sc.seed, summary["workers"][0]["worker_id"], 0, "mix"))
     assert CHOSEN == [mix.choose(rng).name for _ in range(300)]
     assert set(CHOSEN) == set(names)
+
+
+def test_a_connection_without_those_draws_holds_no_generator_and_any_draw_from_it_fails_loudly() -> None:
+    """One operation has no mix to draw and no parameters none to draw: the connection takes the
+    process's ``NOTHING_DRAWN`` (no 2.5 KB of state each), and a draw from it is an error, never a
+    silent shared sequence. When the draws are made, the generator is the seeded one."""
+    import random
+
+    from startline.engine.workload import NOTHING_DRAWN, draws
+
+    assert draws(False, 5, "w000", 0, "mix") is NOTHING_DRAWN
+    for draw in (NOTHING_DRAWN.random, lambda: NOTHING_DRAWN.randint(1, 9), lambda: NOTHING_DRAWN.choice("ab")):
+        with pytest.raises(AssertionError, match="never made"):
+            draw()
+    made, seeded = draws(True, 5, "w000", 0, "mix"), random.Random(derive_seed(5, "w000", 0, "mix"))
+    assert [made.random() for _ in range(5)] == [seeded.random() for _ in range(5)]

@@ -33,7 +33,7 @@ from startline.engine.model import Phase
 from startline.engine.ports import Session
 from startline.engine.scenario import Arrival, OperationSpec, Scenario
 from startline.engine.schedule import PhaseWindows
-from startline.engine.workload import Mix, ParamSource, derive_seed
+from startline.engine.workload import Mix, ParamSource, derive_seed, draws
 
 MEASUREMENT = Phase.MEASUREMENT
 NO_PARAMS: dict[str, Any] = {}
@@ -404,9 +404,9 @@ class Connections:
         sc = self.scenario
         mix = Mix.of(sc.operations)
         bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
-        uniform = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix")).random
+        uniform = draws(len(sc.operations) > 1, sc.seed, self.worker_id, slot, "mix").random
         params = ParamSource(
-            random.Random(derive_seed(sc.seed, self.worker_id, slot, "params")),
+            draws(bool(sc.param_specs), sc.seed, self.worker_id, slot, "params"),
             slot=self.index * SLOT_STRIDE + slot,
             position=self.index * sc.connections_per_worker + slot,
             connections=sc.total_connections,

@@ -29,6 +29,27 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big")
 
 
+class NothingDrawn(random.Random):
+    """The generator of draws a connection never makes (one operation: no mix to draw; no
+    parameters: none to draw) — one for the process, where a seeded ``random.Random`` would
+    hold 2.5 KB of state per connection. Drawing from it is a bug, and says so."""
+
+    def random(self) -> float:
+        raise AssertionError("drew from a generator of draws that are never made")
+
+    def getrandbits(self, k: int) -> int:
+        raise AssertionError("drew from a generator of draws that are never made")
+
+
+NOTHING_DRAWN = NothingDrawn(0)
+
+
+def draws(needed: bool, *parts: object) -> random.Random:
+    """The seeded generator of ``parts`` (``derive_seed``) when its draws are ``needed``, else
+    ``NOTHING_DRAWN``: which of them a run makes does not depend on it."""
+    return random.Random(derive_seed(*parts)) if needed else NOTHING_DRAWN
+
+
 @attrs.frozen
 class Mix:
     """A weighted choice of operations; ``choose`` is one uniform draw and a bisect."""
