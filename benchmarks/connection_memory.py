@@ -19,13 +19,16 @@ from __future__ import annotations
 import sys
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 
-from startline.engine.connection import loop_clock
-from startline.engine.metrics import bucket_index, fold_counts, new_histogram
+sys.path.insert(0, str(Path(__file__).parent))
+
+import engine_overhead
+
 from startline.engine.scenario import Scenario
 from startline.inprocess import run_in_process_async
 
@@ -86,31 +89,7 @@ async def engine(connections: int, operations: list[dict[str, Any]]) -> int:
 
 async def bare(connections: int, _operations: list[dict[str, Any]]) -> int:
     """``engine_overhead.bare_loop``'s tasks, awaiting the same 100 ms operation."""
-    hist = new_histogram()
-    now, _ = loop_clock()
-    end = now() + 2 * MEASURED_AT_S
-
-    async def one() -> None:
-        counts: dict[int, int] = {}
-        fold_at = now() + 1.0
-        while now() < end:
-            t0 = now()
-            await tick()
-            t1 = now()
-            if t1 >= fold_at:
-                fold_counts(hist, counts)
-                fold_at += 1.0
-            us = int((t1 - t0) * 1e6 + 0.5)
-            key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
-            counts[key] = counts.get(key, 0) + 1
-        fold_counts(hist, counts)
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(connections):
-                nursery.start_soon(one)
-
-    return await _measured(run)
+    return await _measured(lambda: engine_overhead.bare_loop(connections, 2 * MEASURED_AT_S, tick))
 
 
 def per_connection(main: Callable[[int, list[dict[str, Any]]], Awaitable[int]], ops: list[dict[str, Any]]) -> float:

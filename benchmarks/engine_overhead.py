@@ -22,10 +22,11 @@ from startline.engine.scenario import Scenario
 from startline.inprocess import run_in_process_async
 
 
-async def bare_loop(connections: int, seconds: float) -> float:
+async def bare_loop(connections: int, seconds: float, operation: Callable[[], Awaitable[None]] = noop) -> float:
     """The floor: N tasks that await the same no-op operation and record its latency as the
     engine does — counted by HDR bucket index in a dict of the task's own, folded into one HDR
-    histogram once a second — reading the run's clock as the engine does (``loop_clock``)."""
+    histogram once a second — reading the run's clock as the engine does (``loop_clock``).
+    (``operation``: another to await, for ``connection_memory.py``.)"""
     hist = new_histogram()
     count = 0
     now, _ = loop_clock()  # the engine's way of reading the run's clock
@@ -37,7 +38,7 @@ async def bare_loop(connections: int, seconds: float) -> float:
         fold_at = now() + 1.0
         while now() < end:
             t0 = now()
-            await noop()
+            await operation()
             t1 = now()
             if t1 >= fold_at:
                 fold_counts(hist, counts)

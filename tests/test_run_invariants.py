@@ -442,7 +442,8 @@ def test_a_directly_called_operations_latencies_land_in_the_histogram_its_phase_
     their MEASUREMENT latencies counted by the loop itself and folded per interval: the summary's
     MEASUREMENT histogram is exactly that of the operations that began and ended inside it
     (latencies of 1 to 60 ms: HDR's exact buckets below 2,048 µs and its rounded ones above,
-    across 1 s intervals)."""
+    across 1 s intervals). Those counted by the loop and those counted one by one (in the
+    warm-up, across the ends) all reach the interval counts: the time series has every one."""
     from startline.engine.metrics import latency_block, new_histogram, to_us
 
     NOTED.clear()
@@ -473,27 +474,8 @@ def test_a_directly_called_operations_latencies_land_in_the_histogram_its_phase_
     measured = summary["phases"]["MEASUREMENT"]
     assert measured["ops"] == len(inside)
     assert measured["latency_ms"] == latency_block(expected)
-
-
-def test_the_time_series_counts_every_operation_the_phases_count() -> None:
-    """A connection counts its MEASUREMENT operations in its own dicts, the rest one by one: both
-    reach the interval counts (what the live view and the time series show) — across a warm-up,
-    1 s intervals and a cool-down, with operations of 1 to 60 ms."""
-    params = {"ms": {"type": "int", "min": 1, "max": 60}}
-    sc = scenario(
-        workers=2,
-        connections_per_worker=3,
-        warmup_s=0.7,
-        measurement_s=4.0,
-        seed=11,
-        operations=[{"name": "a", "call": "tests.test_run_invariants:noted_sleep", "params": params}],
-        start={"strategy": "scheduled"},
-    )
-    summary = trio.run(
-        lambda: run_in_process_async(sc, clock=CLOCK0), clock=trio.testing.MockClock(autojump_threshold=0)
-    ).summary
     phases = summary["phases"]
-    assert phases["MEASUREMENT"]["ops"] > 500 and phases["WARMUP"]["ops"] > 0
+    assert phases["WARMUP"]["ops"] > 0
     assert sum(x["ops"] for x in summary["timeseries"]) == sum(p["ops"] for p in phases.values())
 
 
