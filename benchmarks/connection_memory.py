@@ -34,7 +34,7 @@ from startline.inprocess import run_in_process_async
 
 SMALL, LARGE = 100, 1000
 MEASURED_AT_S = 5.0
-TICK = f"{__name__ if __name__ != '__main__' else 'connection_memory'}:tick"
+TICK = "connection_memory:tick"  # this module, imported or run (main() names it so)
 ONE = {"name": "a", "call": TICK}
 WORKLOADS: dict[str, list[dict[str, Any]]] = {
     "two operations": [{**ONE, "weight": 3}, {**ONE, "name": "b", "weight": 1}],
@@ -54,7 +54,7 @@ async def tick_with(k: int) -> None:
     await trio.sleep(0.1)
 
 
-async def _measured(run: Callable[[], Awaitable[None]]) -> int:
+async def _measured(run: Callable[[], Awaitable[Any]]) -> int:
     """Python's allocated bytes ``MEASURED_AT_S`` into ``run``."""
     got: list[int] = []
 
@@ -80,11 +80,7 @@ async def engine(connections: int, operations: list[dict[str, Any]]) -> int:
             "start": {"strategy": "scheduled", "lead_ms": 300, "poll_interval_ms": 50},
         }
     )
-
-    async def run() -> None:
-        await run_in_process_async(sc)
-
-    return await _measured(run)
+    return await _measured(lambda: run_in_process_async(sc))
 
 
 async def bare(connections: int, _operations: list[dict[str, Any]]) -> int:

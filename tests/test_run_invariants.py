@@ -482,19 +482,17 @@ def test_a_directly_called_operations_latencies_land_in_the_histogram_its_phase_
 CHOSEN: list[str] = []
 
 
-async def chose_a() -> None:
-    CHOSEN.append("a")
-    await trio.sleep(0.001)
+def _noting(name: str):
+    """An operation that notes its name in ``CHOSEN`` as it runs."""
+
+    async def chose() -> None:
+        CHOSEN.append(name)
+        await trio.sleep(0.001)
+
+    return chose
 
 
-async def chose_b() -> None:
-    CHOSEN.append("b")
-    await trio.sleep(0.001)
-
-
-async def chose_c() -> None:
-    CHOSEN.append("c")
-    await trio.sleep(0.001)
+chose_a, chose_b, chose_c = (_noting(n) for n in "abc")
 
 
 @pytest.mark.parametrize("weights", [(3, 1), (1, 2, 3), (0.25, 0.75)])

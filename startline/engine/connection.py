@@ -404,14 +404,15 @@ class Connections:
         sc = self.scenario
         mix = Mix.of(sc.operations)
         bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
+        specs = sc.param_specs
         uniform = draws(len(sc.operations) > 1, sc.seed, self.worker_id, slot, "mix").random
         params = ParamSource(
-            draws(bool(sc.param_specs), sc.seed, self.worker_id, slot, "params"),
+            draws(bool(specs), sc.seed, self.worker_id, slot, "params"),
             slot=self.index * SLOT_STRIDE + slot,
             position=self.index * sc.connections_per_worker + slot,
             connections=sc.total_connections,
             planned=slot < sc.connections_per_worker,
-            specs=sc.param_specs,
+            specs=specs,
         )
         return bounds, mix.cumulative[-1], uniform, params
 
