@@ -22,13 +22,14 @@ def test_after_scale_to_settles_exactly_target_connections_run(targets, think):
         opened.append(slot)
         return await target.open_session("w", slot)
 
-    async def connection(slot, session):
-        running.add(slot)
-        try:
-            while True:
-                await trio.sleep(think)
-        finally:
-            running.discard(slot)
+    async def connection(slot, session, lease):
+        with lease:
+            running.add(slot)
+            try:
+                while True:
+                    await trio.sleep(think)
+            finally:
+                running.discard(slot)
 
     async def main():
         async with trio.open_nursery() as nursery:
@@ -53,8 +54,9 @@ def test_connections_that_finish_leave_the_pool():
         async def open_session(slot):
             return await RecordingTarget().open_session("w", slot)
 
-        async def connection(slot, session):
-            await trio.sleep(slot + 1)
+        async def connection(slot, session, lease):
+            with lease:
+                await trio.sleep(slot + 1)
 
         async with trio.open_nursery() as nursery:
             pool = Pool(nursery, open_session, connection)
@@ -75,8 +77,9 @@ def test_scale_to_does_not_restart_connections_that_end_at_once():
         async def open_session(slot):
             return await RecordingTarget().open_session("w", slot)
 
-        async def connection(slot, session):
-            starts.append(slot)  # returns at once, as after the run's planned end
+        async def connection(slot, session, lease):
+            with lease:
+                starts.append(slot)  # returns at once, as after the run's planned end
 
         async with trio.open_nursery() as nursery:
             pool = Pool(nursery, open_session, connection)
@@ -105,8 +108,9 @@ def test_rewarm_brings_back_each_open_session_in_the_release_order_and_stops_at_
         async def open_session(slot):
             return Session(slot, clock)
 
-        async def connection(slot, session):
-            await trio.sleep_forever()
+        async def connection(slot, session, lease):
+            with lease:
+                await trio.sleep_forever()
 
         async with trio.open_nursery() as nursery:
             pool = Pool(nursery, open_session, connection)

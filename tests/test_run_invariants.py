@@ -497,8 +497,8 @@ chose_a, chose_b, chose_c = (_noting(n) for n in "abc")
 
 @pytest.mark.parametrize("weights", [(3, 1), (1, 2, 3), (0.25, 0.75)])
 def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_seed(weights) -> None:
-    """The loop's inlined draw (one comparison for two operations, a bisect beyond) picks, draw for
-    draw, what ``Mix.choose`` picks from the slot's own seeded generator."""
+    """The loop's draws, made a list of ``PICKS`` ahead (300 operations: the list is refilled
+    once), pick, draw for draw, what ``Mix.choose`` picks from the slot's own seeded generator."""
     import random
 
     from startline.engine.workload import Mix
@@ -524,6 +524,48 @@ def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_see
     mix, rng = Mix.of(sc.operations), random.Random(derive_seed(sc.seed, summary["workers"][0]["worker_id"], 0, "mix"))
     assert CHOSEN == [mix.choose(rng).name for _ in range(300)]
     assert set(CHOSEN) == set(names)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    weights=st.lists(st.sampled_from([1, 3, 0.5, 1e-3, 1e12]), min_size=1, max_size=5),
+    seed=st.integers(0, 2**32),
+    n=st.integers(0, 40),
+)
+def test_mix_indexes_are_the_next_choices_choose_makes_from_the_same_generator(weights, seed, n) -> None:
+    import random
+
+    from startline.engine.workload import Mix
+
+    sc = scenario(operations=[{"name": f"o{i}", "weight": w, "sql": "SELECT 1"} for i, w in enumerate(weights)])
+    mix = Mix.of(sc.operations)
+    ahead, one_by_one = random.Random(seed), random.Random(seed)
+    assert [sc.operations[i] for i in mix.indexes(ahead, n)] == [mix.choose(one_by_one) for _ in range(n)]
+    assert ahead.random() == one_by_one.random()  # both generators drew as many
+
+
+def test_a_connections_task_is_its_loop_with_no_frame_above_it() -> None:
+    """Every suspension of every operation passes through each frame of its task's await chain:
+    the connection's task runs the loop itself (the pool's bookkeeping held in its ``Lease``)."""
+
+    class Roots(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            self.names.append(task.coro.cr_code.co_qualname)
+
+    for load in ({}, {"load": {"mode": "rate", "rate": 200.0}}):
+        roots = Roots()
+        sc = scenario(workers=2, connections_per_worker=3, warmup_s=0.0, measurement_s=1.0, **load)
+
+        async def main(sc=sc, roots=roots) -> None:
+            trio.lowlevel.add_instrument(roots)
+            await run_in_process_async(sc, clock=CLOCK0)
+
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        loop = "Connections._open_loop" if load else "Connections._closed_loop"
+        assert roots.names.count(loop) == 6, roots.names
 
 
 def test_a_connection_without_those_draws_holds_no_generator_and_any_draw_from_it_fails_loudly() -> None:

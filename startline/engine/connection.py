@@ -8,7 +8,6 @@ planned end passes. Everything about time is ``trio.current_time()``.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 import random
@@ -30,6 +29,7 @@ from startline.engine.metrics import (
     to_us,
 )
 from startline.engine.model import Phase
+from startline.engine.pool import Lease
 from startline.engine.ports import Session
 from startline.engine.scenario import Arrival, OperationSpec, Scenario
 from startline.engine.schedule import PhaseWindows
@@ -42,6 +42,17 @@ GROW_LAG_S = 0.001
 """Open loop: an operation taken this late, with no connection idle, asks for one more connection."""
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
+PICKS = 256
+"""A connection draws its mix this many operations ahead, into one list (indexes up to 256 are
+ints the interpreter shares): an operation reads one item of it instead of calling its
+generator, whose state would be one more thing of the connection's to bring back into the
+CPU's caches each turn."""
+FIRST_ONLY = [0] * PICKS
+"""The mix of one operation (never mutated)."""
+
+
+def _first_only() -> list[int]:
+    return FIRST_ONLY
 
 
 def loop_clock() -> tuple[Callable[[], float], float]:
@@ -157,10 +168,6 @@ class Tally:
     """MEASUREMENT latencies per operation, as (HDR bucket index → count), not yet in the histograms."""
     held: int = attrs.field(init=False, default=0)
     """Operations of the current interval not yet added to the recorder, beside those in ``counts``."""
-    due: float = -math.inf
-    """When the connection's loop must next look beyond its operation (the planned end; at once
-    after a drain or a phase change, which set it back): one comparison per operation instead
-    of four checks."""
     _other: dict[tuple[int, Phase], Any] = attrs.field(init=False, factory=dict)
     _iv: int = attrs.field(init=False, default=0)
     _iv_end: float = attrs.field(init=False, default=-math.inf)
@@ -191,7 +198,7 @@ class Tally:
         """Asked at ``now``, after an operation went through ``ok`` or ``failed``: the operations
         that follow (they begin after ``now``) and end before the instant returned count in
         MEASUREMENT and in the current interval, with no latency limit to judge — the common
-        case, which a connection's loop may count itself (``counts[i]``, ``held``); anything
+        case, which a connection's loop may count itself (in ``counts[i]``); anything
         else goes through ``ok``, after which this is asked again."""
         if self._more or now < self.windows.measure:
             return -math.inf
@@ -319,6 +326,12 @@ class Connections:
     """``Runtime.left_gate``: awaited by a connection the release let go after others (its place)."""
     grow: Callable[[], None] = attrs.field(init=False, default=lambda: None)
     """Open loop: asked for one more connection when an operation is taken late and none is idle."""
+    alerts: int = attrs.field(init=False, default=0)
+    """How many times the running connections were told to look up from their operations (a
+    drain, a new phase): each loop compares it with the count it last saw."""
+    _instants: dict[float, float] = attrs.field(init=False, factory=dict)
+    """One float object per instant the connections' loops compare with (the end of their fast
+    path, the same for all of them in an interval): shared, it stays in the CPU's caches."""
 
     def set_phase(self, phase: Phase) -> None:
         """The worker's view is in ``phase`` now: every running connection looks at once."""
@@ -331,9 +344,12 @@ class Connections:
         self.draining.set()
         self._alert()
 
+    def _same(self, instant: float) -> float:
+        """``instant``, as the one float object the connections share for it (``_instants``)."""
+        return self._instants.setdefault(instant, instant)
+
     def _alert(self) -> None:
-        for tally in self.tallies:
-            tally.due = -math.inf
+        self.alerts += 1
 
     def close_schedule(self, now: float) -> None:
         """The drain: starts that fell due before now (and the planned end) but were never sent
@@ -391,21 +407,24 @@ class Connections:
             if not pending:
                 self.first_issued.set()
 
-    def run(self, slot: int, session: Session) -> Coroutine[Any, Any, None]:
+    def run(self, slot: int, session: Session, lease: Lease) -> Coroutine[Any, Any, None]:
         """One connection, from the gate until drained, its budget spent, or the planned end: the
-        loop's own coroutine (not awaited through another frame, which every suspension of every
-        operation would pass through)."""
-        return self._open_loop(slot, session) if self.scenario.load.open_loop else self._closed_loop(slot, session)
+        loop's own coroutine, the root of the connection's task (``pool.RunConnection``), which
+        holds its ``lease`` while it runs."""
+        loop = self._open_loop if self.scenario.load.open_loop else self._closed_loop
+        return loop(slot, session, lease)
 
-    def _draws(self, slot: int) -> tuple[tuple[float, ...], float, Callable[[], float], ParamSource]:
-        """This slot's seeded draws: the mix's bisect bounds and total weight, its uniform source
-        (an operation is ``bisect_right(bounds, uniform() * total)``, inlined by the loops: the
-        hot path), and its parameters."""
+    def _draws(self, slot: int) -> tuple[Callable[[], list[int]], ParamSource]:
+        """This slot's seeded draws: ``pick``, which returns the mix's next ``PICKS`` choices (as
+        ``Mix.choose`` makes them from the slot's seed, as indexes into the operations; one
+        operation: ``FIRST_ONLY``), and its parameters."""
         sc = self.scenario
-        mix = Mix.of(sc.operations)
-        bounds = (*mix.cumulative[:-1], math.inf)  # bisect never runs off the end
         specs = sc.param_specs
-        uniform = draws(len(sc.operations) > 1, sc.seed, self.worker_id, slot, "mix").random
+        if len(sc.operations) > 1:
+            rng = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix"))
+            pick = functools.partial(Mix.of(sc.operations).indexes, rng, PICKS)
+        else:
+            pick = _first_only
         params = ParamSource(
             draws(bool(specs), sc.seed, self.worker_id, slot, "params"),
             slot=self.index * SLOT_STRIDE + slot,
@@ -414,115 +433,125 @@ class Connections:
             planned=slot < sc.connections_per_worker,
             specs=specs,
         )
-        return bounds, mix.cumulative[-1], uniform, params
+        return pick, params
 
-    async def _closed_loop(self, slot: int, session: Session) -> None:
-        """The closed loop: the next operation as soon as the last one ended (and the think time)."""
-        sc = self.scenario
-        ops = sc.operations
-        bounds, total, uniform, params = self._draws(slot)
-        many, bisect_right = len(ops) > 1, bisect.bisect_right
-        pair, split = len(ops) == 2, bounds[0]  # two operations: one comparison, not a bisect
-        # each operation: (its spec, what runs it with nothing between when the session offers
-        # that, whether it has parameters to draw)
-        plan = [
-            (op, session.direct_call(op), bool(op.params))
+    def _plan(
+        self, session: Session, tally: Tally
+    ) -> tuple[tuple[OperationSpec, Callable[..., Coroutine[Any, Any, None]] | None, bool, dict[int, int]], ...]:
+        """For each operation, one tuple of what the closed loop needs to run and count it (one
+        object of its connection's to read per operation): its spec, what runs it with nothing
+        between when the session offers that, whether it has parameters to draw, and the
+        tally's latency counts for it by HDR bucket."""
+        return tuple(
+            (op, session.direct_call(op), bool(op.params), held)
             if op.timeout_ms is None
-            else (op, self._timed(op, session), True)  # (not the common case: one deadline more)
-            for op in ops
-        ]
-        execute = session.execute
-        windows = await self.gate.armed()
-        tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
-        tally.prime(trio.current_time())
-        self.tallies.add(tally)
-        counts, hi = tally.counts, -math.inf
-        # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
-        now, offset = loop_clock()
-        ok, failed, draining = tally.ok, tally.failed, self.draining
-        end = windows.end - offset
-        limit = sc.operations_per_connection or math.inf
-        thinks = [(sc.think_time_ms if op.think_time_ms is None else op.think_time_ms) / 1000.0 for op in ops]
-        bounded = limit < math.inf or any(t > 0 for t in thinks)
-        tagged = self.phase
-        first = slot not in self.first_query
-        done = 0
-        try:
-            if place := await self.gate.released(slot):
-                await self.left_gate(place)
-            while True:
-                # the mix's draw, inlined: the hot path
-                if pair:  # bisect_right's answer for two: 0 below the split
-                    i = 0 if uniform() * total < split else 1
-                else:
-                    i = bisect_right(bounds, uniform() * total) if many else 0
-                op, call, drawn = plan[i]
-                args = params.draw(op) if drawn else NO_PARAMS
-                began = now()
-                if began >= tally.due:  # the planned end, a drain, a new phase or the first operation
-                    if began >= end or draining.is_set():
-                        break
-                    tally.due = end
-                    if self.phase is not tagged and self.phase is not Phase.DONE:
-                        tagged = self.phase
-                        await session.set_phase(self.tag(tagged))
-                        began = now()
-                    if first:
-                        self._began_first(slot, began + offset)
-                        first = False
-                try:
-                    if call is None:
-                        await execute(op, args)
-                    elif drawn:
-                        await call(**args)
+            else (op, self._timed(op, session), True, held)  # (not the common case: one deadline more)
+            for op, held in zip(self.scenario.operations, tally.counts, strict=True)
+        )
+
+    async def _closed_loop(self, slot: int, session: Session, lease: Lease) -> None:
+        """The closed loop: the next operation as soon as the last one ended (and the think time)."""
+        with lease:
+            sc = self.scenario
+            ops = sc.operations
+            pick, params = self._draws(slot)
+            picks, k = pick(), 0
+            windows = await self.gate.armed()
+            tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+            tally.prime(trio.current_time())
+            self.tallies.add(tally)
+            plan = self._plan(session, tally)
+            execute, hi, same = session.execute, -math.inf, self._same
+            # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
+            now, offset = loop_clock()
+            ok, failed, draining = tally.ok, tally.failed, self.draining
+            end = self._same(windows.end - offset)  # (shared: read by every operation, as its due)
+            limit = sc.operations_per_connection or math.inf
+            thinks = sc.think_times_s
+            bounded = limit < math.inf or max(thinks) > 0
+            tagged = self.phase
+            first = slot not in self.first_query
+            # when the loop must next look beyond its operation: the planned end, or at once (the
+            # first operation; a drain or a new phase, which count in ``alerts``): one comparison
+            # of the connection's own, one of its worker's
+            due, seen = -math.inf, self.alerts
+            done = 0
+            try:
+                if place := await self.gate.released(slot):
+                    await self.left_gate(place)
+                while True:
+                    if k == PICKS:
+                        picks, k = pick(), 0
+                    i = picks[k]
+                    k += 1
+                    op, call, drawn, held = plan[i]
+                    args = params.draw(op) if drawn else NO_PARAMS
+                    began = now()
+                    if began >= due or seen != self.alerts:
+                        if began >= end or draining.is_set():
+                            break
+                        due, seen = end, self.alerts
+                        if self.phase is not tagged and self.phase is not Phase.DONE:
+                            tagged = self.phase
+                            await session.set_phase(self.tag(tagged))
+                            began = now()
+                        if first:
+                            self._began_first(slot, began + offset)
+                            first = False
+                    try:
+                        if call is None:
+                            await execute(op, args)
+                        elif drawn:
+                            await call(**args)
+                        else:
+                            await call()
+                    except trio.Cancelled:
+                        if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
+                            tally.unfinished(i, began + offset, now() + offset)
+                        raise
+                    except Exception as exc:
+                        failure: Exception | None = exc
+                        if op.max_tries > 1:  # (not the common case: a conflict is tried again)
+                            again = (
+                                functools.partial(execute, op, args)
+                                if call is None
+                                else functools.partial(call, **args)
+                                if drawn
+                                else call
+                            )
+                            failure = await self._tries(again, op, exc, tally, i, began + offset)
+                        ended = now()
+                        if failure is None:
+                            ok(i, began + offset, ended + offset)
+                        else:
+                            failed(
+                                i, began + offset, ended + offset, self.category(failure), self.error_message(failure)
+                            )
+                        hi = same(tally.fast_until(ended + offset) - offset)
+                        await trio.lowlevel.checkpoint()  # a failing call may not have yielded
                     else:
-                        await call()
-                except trio.Cancelled:
-                    if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
-                        tally.unfinished(i, began + offset, now() + offset)
-                    raise
-                except Exception as exc:
-                    failure: Exception | None = exc
-                    if op.max_tries > 1:  # (not the common case: a conflict is tried again)
-                        again = (
-                            functools.partial(execute, op, args)
-                            if call is None
-                            else functools.partial(call, **args)
-                            if drawn
-                            else call
-                        )
-                        failure = await self._tries(again, op, exc, tally, i, began + offset)
-                    ended = now()
-                    if failure is None:
-                        ok(i, began + offset, ended + offset)
-                    else:
-                        failed(i, began + offset, ended + offset, self.category(failure), self.error_message(failure))
-                    hi = tally.fast_until(ended + offset) - offset
-                    await trio.lowlevel.checkpoint()  # a failing call may not have yielded
-                else:
-                    ended = now()
-                    if ended < hi:  # Tally.ok's common case, inlined: the hot path
-                        us = int((ended - began) * 1e6 + 0.5)
-                        key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
-                        held = counts[i]
-                        held[key] = held.get(key, 0) + 1
-                    else:
-                        ok(i, began + offset, ended + offset)
-                        hi = tally.fast_until(ended + offset) - offset
-                if bounded:  # an operation budget or a think time: not the common case
-                    done += 1
-                    if done >= limit:
-                        break
-                    if thinks[i] > 0:
-                        with trio.move_on_after(thinks[i]):
-                            await draining.wait()
-        finally:
-            tally.close()
-            self.tallies.discard(tally)
-            self._note_stamp(slot, session)
-            self._settled_first(slot)
-        if done >= limit:
-            self.spent += 1
+                        ended = now()
+                        if ended < hi:  # Tally.ok's common case, inlined: the hot path
+                            us = int((ended - began) * 1e6 + 0.5)
+                            key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
+                            held[key] = held.get(key, 0) + 1
+                        else:
+                            ok(i, began + offset, ended + offset)
+                            hi = same(tally.fast_until(ended + offset) - offset)
+                    if bounded:  # an operation budget or a think time: not the common case
+                        done += 1
+                        if done >= limit:
+                            break
+                        if thinks[i] > 0:
+                            with trio.move_on_after(thinks[i]):
+                                await draining.wait()
+            finally:
+                tally.close()
+                self.tallies.discard(tally)
+                self._note_stamp(slot, session)
+                self._settled_first(slot)
+            if done >= limit:
+                self.spent += 1
 
     def category(self, exc: BaseException) -> str:
         """An operation's error category: ``timeout`` past its own ``timeout_ms``, else the target's."""
@@ -577,87 +606,91 @@ class Connections:
         if stamp is not None and slot not in self.target_first_query:
             self.target_first_query[slot] = stamp
 
-    async def _open_loop(self, slot: int, session: Session) -> None:
+    async def _open_loop(self, slot: int, session: Session, lease: Lease) -> None:
         """The open loop: take the next intended start, wait for it, send — or, already later than
         ``max_lag_ms``, skip it. Response time runs from the intended start (coordinated omission
         is not hidden), service time from the actual one."""
-        sc = self.scenario
-        ops = sc.operations
-        bounds, total, uniform, params = self._draws(slot)
-        many, bisect_right = len(ops) > 1, bisect.bisect_right
-        windows = await self.gate.armed()
-        arrivals = self.arrivals
-        assert arrivals is not None  # made by arm, before the gate is armed
-        tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
-        tally.prime(trio.current_time())
-        self.tallies.add(tally)
-        draining, now, end = self.draining, trio.current_time, windows.end
-        max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
-        timed = [None if op.timeout_ms is None else self._timed(op, session) for op in ops]
-        limit = sc.operations_per_connection or math.inf
-        tagged = self.phase
-        done = 0
-        try:
-            if place := await self.gate.released(slot):
-                await self.left_gate(place)
-            while done < limit and not draining.is_set():
-                intended = await arrivals.take()
-                if intended >= end:
-                    break
-                first = arrivals.taken == 1
-                if intended > now():
-                    arrivals.idle += 1
-                    try:
-                        with trio.move_on_at(intended):
-                            await draining.wait()
-                    finally:
-                        arrivals.idle -= 1
-                    if draining.is_set():
+        with lease:
+            sc = self.scenario
+            ops = sc.operations
+            pick, params = self._draws(slot)
+            picks, k = pick(), 0
+            windows = await self.gate.armed()
+            arrivals = self.arrivals
+            assert arrivals is not None  # made by arm, before the gate is armed
+            tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
+            tally.prime(trio.current_time())
+            self.tallies.add(tally)
+            draining, now, end = self.draining, trio.current_time, windows.end
+            max_lag = sc.load.max_lag_ms / 1000.0 if sc.load.max_lag_ms > 0 else math.inf
+            timed = [None if op.timeout_ms is None else self._timed(op, session) for op in ops]
+            limit = sc.operations_per_connection or math.inf
+            tagged = self.phase
+            done = 0
+            try:
+                if place := await self.gate.released(slot):
+                    await self.left_gate(place)
+                while done < limit and not draining.is_set():
+                    intended = await arrivals.take()
+                    if intended >= end:
                         break
-                began = now()
-                late = began - intended > max_lag
-                tally.offered(intended, began, skipped=late)
-                if late:
-                    await trio.lowlevel.checkpoint()
-                    continue
-                if began - intended > GROW_LAG_S and arrivals.idle == 0:
-                    self.grow()  # the schedule is ahead of the connections
-                phase = self.phase
-                if phase is not tagged and phase is not Phase.DONE:
-                    tagged = phase
-                    await session.set_phase(self.tag(tagged))
-                i = bisect_right(bounds, uniform() * total) if many else 0
-                op = ops[i]
-                args = params.draw(op) if op.params else NO_PARAMS
-                if first:
-                    self._began_first(slot, began)
-                run = timed[i]
-                try:
-                    await (session.execute(op, args) if run is None else run(**args))
-                except trio.Cancelled:
-                    if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
-                        tally.unfinished(i, intended, now())
-                    raise
-                except Exception as exc:
-                    failure: Exception | None = exc
-                    if op.max_tries > 1:
-                        again = (
-                            functools.partial(session.execute, op, args)
-                            if run is None
-                            else functools.partial(run, **args)
-                        )
-                        failure = await self._tries(again, op, exc, tally, i, intended)
-                    if failure is None:
-                        tally.served(i, intended, began, now())
+                    first = arrivals.taken == 1
+                    if intended > now():
+                        arrivals.idle += 1
+                        try:
+                            with trio.move_on_at(intended):
+                                await draining.wait()
+                        finally:
+                            arrivals.idle -= 1
+                        if draining.is_set():
+                            break
+                    began = now()
+                    late = began - intended > max_lag
+                    tally.offered(intended, began, skipped=late)
+                    if late:
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    if began - intended > GROW_LAG_S and arrivals.idle == 0:
+                        self.grow()  # the schedule is ahead of the connections
+                    phase = self.phase
+                    if phase is not tagged and phase is not Phase.DONE:
+                        tagged = phase
+                        await session.set_phase(self.tag(tagged))
+                    if k == PICKS:
+                        picks, k = pick(), 0
+                    i = picks[k]
+                    k += 1
+                    op = ops[i]
+                    args = params.draw(op) if op.params else NO_PARAMS
+                    if first:
+                        self._began_first(slot, began)
+                    run = timed[i]
+                    try:
+                        await (session.execute(op, args) if run is None else run(**args))
+                    except trio.Cancelled:
+                        if draining.is_set():  # the drain timed out (a scale-down's cancel is not a loss)
+                            tally.unfinished(i, intended, now())
+                        raise
+                    except Exception as exc:
+                        failure: Exception | None = exc
+                        if op.max_tries > 1:
+                            again = (
+                                functools.partial(session.execute, op, args)
+                                if run is None
+                                else functools.partial(run, **args)
+                            )
+                            failure = await self._tries(again, op, exc, tally, i, intended)
+                        if failure is None:
+                            tally.served(i, intended, began, now())
+                        else:
+                            tally.failed(i, intended, now(), self.category(failure), self.error_message(failure))
+                        await trio.lowlevel.checkpoint()
                     else:
-                        tally.failed(i, intended, now(), self.category(failure), self.error_message(failure))
-                    await trio.lowlevel.checkpoint()
-                else:
-                    tally.served(i, intended, began, now())
-                done += 1
-        finally:
-            tally.close()
-            self.tallies.discard(tally)
-            self._note_stamp(slot, session)
-        if done >= limit:
-            self.spent += 1
+                        tally.served(i, intended, began, now())
+                    done += 1
+            finally:
+                tally.close()
+                self.tallies.discard(tally)
+                self._note_stamp(slot, session)
+            if done >= limit:
+                self.spent += 1

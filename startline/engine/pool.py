@@ -3,11 +3,20 @@
 The pool owns its sessions (opened before the barrier when asked) and its tasks
 (in the caller's nursery). Scaling down cancels the highest-numbered scopes; scaling
 up reuses the lowest free slots and their open sessions.
+
+A connection's task is its own loop, with no frame of the pool's above it (every suspension
+of every operation passes through each frame of a task's await chain, and at 1,000
+connections each is one more thing of a connection's to bring back into the CPU's caches):
+the pool opens the session and counts the connection before it spawns the task, and the loop
+holds its ``Lease`` — the connection's cancel scope and the pool's count of it — for as long as
+it runs (``with lease:``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any
 
 import attrs
 import trio
@@ -15,7 +24,32 @@ import trio
 from startline.engine.ports import Session
 
 OpenSession = Callable[[int], Awaitable[Session]]
-RunConnection = Callable[[int, Session], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class Lease:
+    """One connection's place in its pool, held by the connection's loop for as long as it runs
+    (``with lease:``): inside, the connection's cancel scope (a scale-down cancels it); on the
+    way out, the pool no longer counts it."""
+
+    pool: Pool
+    slot: int
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def __enter__(self) -> trio.CancelScope:
+        return self.scope.__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        try:
+            return self.scope.__exit__(kind, exc, tb)
+        finally:
+            self.pool._ended(self)
+
+
+RunConnection = Callable[[int, Session, Lease], Coroutine[Any, Any, None]]
+"""A connection's loop, the root of its task: it runs inside ``with lease:``."""
 
 
 @attrs.define(eq=False)
@@ -62,7 +96,7 @@ class Pool:
                 session.rewarm()
 
     async def scale_to(self, n: int) -> None:
-        """Make exactly ``n`` connections run; returns once every new one has started."""
+        """Make exactly ``n`` connections run; returns once every new one has its session and its task."""
         async with self._lock:
             while len(self._scopes) > n:
                 self._scopes.pop(max(self._scopes)).cancel()
@@ -72,7 +106,16 @@ class Pool:
             missing = n - len(self._scopes)
             free = [i for i in range(n + len(self._scopes)) if i not in self._scopes][: max(0, missing)]
             for index, slot in enumerate(free):
-                await self.nursery.start(self._connection, slot, index)
+                if self.spawned is not None:
+                    await self.spawned(index)
+                session = self._sessions.get(slot)
+                if session is None:
+                    session = self._sessions[slot] = await self.open_session(slot)
+                lease = Lease(self, slot)
+                self._scopes[slot] = lease.scope
+                self._running += 1
+                self.on_size(len(self._scopes))
+                self.nursery.start_soon(self.run_connection, slot, session, lease)
 
     async def wait_empty(self) -> None:
         """Return once no connection task is left (each exits on its own or by cancel)."""
@@ -97,29 +140,10 @@ class Pool:
             for session in sessions.values():
                 await session.close()
 
-    async def _connection(
-        self, slot: int, index: int = 0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """One connection's task, in one frame above the connection's loop: every suspension of
-        every operation passes through each frame of the task's await chain."""
-        if self.spawned is not None:
-            await self.spawned(index)
-        self._running += 1
-        try:
-            with trio.CancelScope() as scope:
-                self._scopes[slot] = scope
-                self.on_size(len(self._scopes))
-                try:
-                    session = self._sessions.get(slot)
-                    if session is None:
-                        session = self._sessions[slot] = await self.open_session(slot)
-                    task_status.started()
-                    await self.run_connection(slot, session)
-                finally:
-                    if self._scopes.get(slot) is scope:
-                        del self._scopes[slot]
-                    self.on_size(len(self._scopes))
-                    self._exits.unpark_all()
-        finally:
-            self._running -= 1
-            self._exits.unpark_all()
+    def _ended(self, lease: Lease) -> None:
+        """``lease``'s connection is leaving its task."""
+        if self._scopes.get(lease.slot) is lease.scope:
+            del self._scopes[lease.slot]
+        self._running -= 1
+        self.on_size(len(self._scopes))
+        self._exits.unpark_all()

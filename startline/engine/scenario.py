@@ -653,6 +653,13 @@ class Scenario:
         self._check_follows()
 
     @property
+    def think_times_s(self) -> list[float]:
+        """Each operation's think time in seconds (its own ``think_time_ms``, else the scenario's)."""
+        return [
+            (self.think_time_ms if op.think_time_ms is None else op.think_time_ms) / 1000.0 for op in self.operations
+        ]
+
+    @property
     def param_specs(self) -> dict[tuple[str, str], ParamSpec]:
         """Every operation's parameters by (operation name, parameter name)."""
         return {(op.name, name): spec for op in self.operations for name, spec in op.params.items()}
