@@ -55,6 +55,10 @@ def _first_only() -> list[int]:
     return FIRST_ONLY
 
 
+Entry = tuple[int, OperationSpec, Callable[..., Coroutine[Any, Any, None]] | None, bool, dict[int, int]]
+"""An operation as the closed loop takes it (``Connections._picking``)."""
+
+
 def loop_clock() -> tuple[Callable[[], float], float]:
     """(now, offset): ``now() + offset`` is the run's trio time, read as cheaply as it can be.
     Trio's system clock is ``offset + time.perf_counter()``: a loop that reads ``perf_counter``
@@ -332,6 +336,14 @@ class Connections:
     _instants: dict[float, float] = attrs.field(init=False, factory=dict)
     """One float object per instant the connections' loops compare with (the end of their fast
     path, the same for all of them in an interval): shared, it stays in the CPU's caches."""
+    _thinks: list[float] = attrs.field(init=False)
+    """Each operation's think time in seconds (``Scenario.think_times_s``), one list for all."""
+    _clock: tuple[Callable[[], float], float] | None = attrs.field(init=False, default=None)
+    """``loop_clock()``, read once for all the connections (one clock-reading object for all)."""
+
+    @_thinks.default
+    def _thinks_of_scenario(self) -> list[float]:
+        return self.scenario.think_times_s
 
     def set_phase(self, phase: Phase) -> None:
         """The worker's view is in ``phase`` now: every running connection looks at once."""
@@ -435,19 +447,26 @@ class Connections:
         )
         return pick, params
 
-    def _plan(
-        self, session: Session, tally: Tally
-    ) -> tuple[tuple[OperationSpec, Callable[..., Coroutine[Any, Any, None]] | None, bool, dict[int, int]], ...]:
-        """For each operation, one tuple of what the closed loop needs to run and count it (one
-        object of its connection's to read per operation): its spec, what runs it with nothing
-        between when the session offers that, whether it has parameters to draw, and the
-        tally's latency counts for it by HDR bucket."""
-        return tuple(
-            (op, session.direct_call(op), bool(op.params), held)
+    def _picking(self, pick: Callable[[], list[int]], session: Session, tally: Tally) -> Callable[[], list[Entry]]:
+        """What the closed loop takes its next ``PICKS`` operations from: each as its ``Entry``
+        (one object of its connection's to read per operation) — its index, its spec, what runs
+        it with nothing between when the session offers that, whether it has parameters to
+        draw, and the tally's latency counts for it by HDR bucket."""
+        plan: list[Entry] = [
+            (i, op, session.direct_call(op), bool(op.params), held)
             if op.timeout_ms is None
-            else (op, self._timed(op, session), True, held)  # (not the common case: one deadline more)
-            for op, held in zip(self.scenario.operations, tally.counts, strict=True)
-        )
+            else (i, op, self._timed(op, session), True, held)  # (not the common case: one deadline more)
+            for i, (op, held) in enumerate(zip(self.scenario.operations, tally.counts, strict=True))
+        ]
+        if len(plan) == 1:
+            only = plan * PICKS
+            return lambda: only
+        return lambda: [plan[i] for i in pick()]
+
+    def _loop_clock(self) -> tuple[Callable[[], float], float]:
+        if self._clock is None:
+            self._clock = loop_clock()
+        return self._clock
 
     async def _closed_loop(self, slot: int, session: Session, lease: Lease) -> None:
         """The closed loop: the next operation as soon as the last one ended (and the think time)."""
@@ -455,19 +474,19 @@ class Connections:
             sc = self.scenario
             ops = sc.operations
             pick, params = self._draws(slot)
-            picks, k = pick(), 0
             windows = await self.gate.armed()
             tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
             tally.prime(trio.current_time())
             self.tallies.add(tally)
-            plan = self._plan(session, tally)
+            entries = self._picking(pick, session, tally)
+            picks, k = entries(), 0
             execute, hi, same = session.execute, -math.inf, self._same
             # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
-            now, offset = loop_clock()
+            now, offset = self._loop_clock()
             ok, failed, draining = tally.ok, tally.failed, self.draining
             end = self._same(windows.end - offset)  # (shared: read by every operation, as its due)
             limit = sc.operations_per_connection or math.inf
-            thinks = sc.think_times_s
+            thinks = self._thinks
             bounded = limit < math.inf or max(thinks) > 0
             tagged = self.phase
             first = slot not in self.first_query
@@ -481,10 +500,9 @@ class Connections:
                     await self.left_gate(place)
                 while True:
                     if k == PICKS:
-                        picks, k = pick(), 0
-                    i = picks[k]
+                        picks, k = entries(), 0
+                    i, op, call, drawn, held = picks[k]
                     k += 1
-                    op, call, drawn, held = plan[i]
                     args = params.draw(op) if drawn else NO_PARAMS
                     began = now()
                     if began >= due or seen != self.alerts:
