@@ -22,11 +22,14 @@ from startline.engine.scenario import Scenario
 from startline.inprocess import run_in_process_async
 
 
-async def bare_loop(connections: int, seconds: float, operation: Callable[[], Awaitable[None]] = noop) -> float:
+async def bare_loop(
+    connections: int, seconds: float, operation: Callable[[], Awaitable[None]] = noop, per_connection: int = -1
+) -> float:
     """The floor: N tasks that await the same no-op operation and record its latency as the
     engine does — counted by HDR bucket index in a dict of the task's own, folded into one HDR
     histogram once a second — reading the run's clock as the engine does (``loop_clock``).
-    (``operation``: another to await, for ``connection_memory.py``.)"""
+    (``operation``: another to await, for ``connection_memory.py``; ``per_connection``: each
+    task's budget of operations, for ``engine_instructions.py`` on a clock that does not move.)"""
     hist = new_histogram()
     count = 0
     now, _ = loop_clock()  # the engine's way of reading the run's clock
@@ -36,7 +39,8 @@ async def bare_loop(connections: int, seconds: float, operation: Callable[[], Aw
         nonlocal count
         counts: dict[int, int] = {}
         fold_at = now() + 1.0
-        while now() < end:
+        done = 0
+        while now() < end and done != per_connection:
             t0 = now()
             await operation()
             t1 = now()
@@ -47,6 +51,7 @@ async def bare_loop(connections: int, seconds: float, operation: Callable[[], Aw
             key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
             counts[key] = counts.get(key, 0) + 1
             count += 1
+            done += 1
         fold_counts(hist, counts)
 
     async with trio.open_nursery() as n:

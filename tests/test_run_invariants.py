@@ -532,7 +532,7 @@ def test_a_connection_draws_its_operations_as_the_mix_chooses_with_its_slots_see
     seed=st.integers(0, 2**32),
     n=st.integers(0, 40),
 )
-def test_mix_indexes_are_the_next_choices_choose_makes_from_the_same_generator(weights, seed, n) -> None:
+def test_mix_picks_are_the_next_choices_choose_makes_from_the_same_generator(weights, seed, n) -> None:
     import random
 
     from startline.engine.workload import Mix
@@ -540,7 +540,7 @@ def test_mix_indexes_are_the_next_choices_choose_makes_from_the_same_generator(w
     sc = scenario(operations=[{"name": f"o{i}", "weight": w, "sql": "SELECT 1"} for i, w in enumerate(weights)])
     mix = Mix.of(sc.operations)
     ahead, one_by_one = random.Random(seed), random.Random(seed)
-    assert [sc.operations[i] for i in mix.indexes(ahead, n)] == [mix.choose(one_by_one) for _ in range(n)]
+    assert mix.picks(ahead, n, sc.operations) == [mix.choose(one_by_one) for _ in range(n)]
     assert ahead.random() == one_by_one.random()  # both generators drew as many
 
 

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -40,19 +40,19 @@ NO_PARAMS: dict[str, Any] = {}
 """Shared by every parameterless operation (never mutated)."""
 GROW_LAG_S = 0.001
 """Open loop: an operation taken this late, with no connection idle, asks for one more connection."""
+T = TypeVar("T")
 SLOT_STRIDE = 100_000
 """Connection slots of worker ``index`` are ``index * SLOT_STRIDE + slot`` run-wide."""
-PICKS = 256
-"""A connection draws its mix this many operations ahead, into one list (indexes up to 256 are
-ints the interpreter shares): an operation reads one item of it instead of calling its
-generator, whose state would be one more thing of the connection's to bring back into the
-CPU's caches each turn."""
-FIRST_ONLY = [0] * PICKS
-"""The mix of one operation (never mutated)."""
+PICKS = 64
+"""A connection draws its mix this many operations ahead, into one list: an operation reads one
+item of it (and one line of the CPU's caches every eight operations) instead of calling its
+generator, whose state would be more of the connection's to bring back into the caches each
+turn. (The list's position counts up to it: ints the interpreter shares, up to 256.)"""
 
 
-def _first_only() -> list[int]:
-    return FIRST_ONLY
+def _first_only(items: Sequence[T]) -> list[T]:
+    """The mix of one operation, ``PICKS`` ahead (``Mix.picks``)."""
+    return [items[0]] * PICKS
 
 
 Entry = tuple[int, OperationSpec, Callable[..., Coroutine[Any, Any, None]] | None, bool, dict[int, int]]
@@ -426,17 +426,17 @@ class Connections:
         loop = self._open_loop if self.scenario.load.open_loop else self._closed_loop
         return loop(slot, session, lease)
 
-    def _draws(self, slot: int) -> tuple[Callable[[], list[int]], ParamSource]:
-        """This slot's seeded draws: ``pick``, which returns the mix's next ``PICKS`` choices (as
-        ``Mix.choose`` makes them from the slot's seed, as indexes into the operations; one
-        operation: ``FIRST_ONLY``), and its parameters."""
+    def _draws(self, slot: int) -> tuple[Callable[[Sequence[Any]], list[Any]], ParamSource]:
+        """This slot's seeded draws: ``choices(items)``, the mix's next ``PICKS`` choices as
+        ``Mix.choose`` makes them from the slot's seed, each as the chosen operation's item of
+        ``items`` (``Mix.picks``), and its parameters."""
         sc = self.scenario
         specs = sc.param_specs
         if len(sc.operations) > 1:
             rng = random.Random(derive_seed(sc.seed, self.worker_id, slot, "mix"))
-            pick = functools.partial(Mix.of(sc.operations).indexes, rng, PICKS)
+            choices = functools.partial(Mix.of(sc.operations).picks, rng, PICKS)
         else:
-            pick = _first_only
+            choices = _first_only
         params = ParamSource(
             draws(bool(specs), sc.seed, self.worker_id, slot, "params"),
             slot=self.index * SLOT_STRIDE + slot,
@@ -445,23 +445,19 @@ class Connections:
             planned=slot < sc.connections_per_worker,
             specs=specs,
         )
-        return pick, params
+        return choices, params
 
-    def _picking(self, pick: Callable[[], list[int]], session: Session, tally: Tally) -> Callable[[], list[Entry]]:
-        """What the closed loop takes its next ``PICKS`` operations from: each as its ``Entry``
-        (one object of its connection's to read per operation) — its index, its spec, what runs
-        it with nothing between when the session offers that, whether it has parameters to
-        draw, and the tally's latency counts for it by HDR bucket."""
-        plan: list[Entry] = [
+    def _plan(self, session: Session, tally: Tally) -> list[Entry]:
+        """Each operation as the closed loop takes it, its ``Entry`` (one object of its
+        connection's to read per operation): its index, its spec, what runs it with nothing
+        between when the session offers that, whether it has parameters to draw, and the
+        tally's latency counts for it by HDR bucket."""
+        return [
             (i, op, session.direct_call(op), bool(op.params), held)
             if op.timeout_ms is None
             else (i, op, self._timed(op, session), True, held)  # (not the common case: one deadline more)
             for i, (op, held) in enumerate(zip(self.scenario.operations, tally.counts, strict=True))
         ]
-        if len(plan) == 1:
-            only = plan * PICKS
-            return lambda: only
-        return lambda: [plan[i] for i in pick()]
 
     def _loop_clock(self) -> tuple[Callable[[], float], float]:
         if self._clock is None:
@@ -473,12 +469,12 @@ class Connections:
         with lease:
             sc = self.scenario
             ops = sc.operations
-            pick, params = self._draws(slot)
+            choices, params = self._draws(slot)
             windows = await self.gate.armed()
             tally = Tally(self.recorder, ops, windows, sc.load.latency_limit_ms / 1000.0)
             tally.prime(trio.current_time())
             self.tallies.add(tally)
-            entries = self._picking(pick, session, tally)
+            entries = functools.partial(choices, self._plan(session, tally))
             picks, k = entries(), 0
             execute, hi, same = session.execute, -math.inf, self._same
             # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
@@ -631,7 +627,8 @@ class Connections:
         with lease:
             sc = self.scenario
             ops = sc.operations
-            pick, params = self._draws(slot)
+            choices, params = self._draws(slot)
+            pick = functools.partial(choices, range(len(ops)))
             picks, k = pick(), 0
             windows = await self.gate.armed()
             arrivals = self.arrivals

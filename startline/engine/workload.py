@@ -11,8 +11,8 @@ import inspect
 import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -51,6 +51,9 @@ def draws(needed: bool, *parts: object) -> random.Random:
     return random.Random(derive_seed(*parts)) if needed else NOTHING_DRAWN
 
 
+T = TypeVar("T")
+
+
 @attrs.frozen
 class Mix:
     """A weighted choice of operations; ``choose`` is one uniform draw and a bisect."""
@@ -68,12 +71,18 @@ class Mix:
         i = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
         return self.operations[min(i, len(self.operations) - 1)]
 
-    def indexes(self, rng: random.Random, n: int) -> list[int]:
-        """The next ``n`` choices ``choose`` would make from ``rng``, as indexes into
-        ``operations``: a connection draws its mix so, ahead, a list at a time."""
+    def picks(self, rng: random.Random, n: int, items: Sequence[T]) -> list[T]:
+        """The next ``n`` choices ``choose`` would make from ``rng``, each as the item of ``items``
+        (one per operation, in their order) at the chosen operation's place: a connection draws
+        its mix so, ahead, a list at a time."""
+        total, uniform = self.cumulative[-1], rng.random
+        if len(items) == 2:  # bisect_right's answer for two, in one comparison: the first below the split
+            first, second = items
+            split = self.cumulative[0]
+            return [first if uniform() * total < split else second for _ in range(n)]
         bounds = (*self.cumulative[:-1], math.inf)  # choose's min(i, last): bisect never runs off the end
-        total, uniform, bisect_right = self.cumulative[-1], rng.random, bisect.bisect_right
-        return [bisect_right(bounds, uniform() * total) for _ in range(n)]
+        bisect_right = bisect.bisect_right
+        return [items[bisect_right(bounds, uniform() * total)] for _ in range(n)]
 
 
 @attrs.define(eq=False)
