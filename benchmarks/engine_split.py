@@ -34,34 +34,36 @@ from startline.engine import connection
 from startline.engine.metrics import bucket_index, fold_counts, new_histogram
 
 
-async def _bare_connection(self: connection.Connections, slot: int, session: Any) -> None:
-    """``bare_loop``'s task as a connection's loop of the real engine: it waits at the gate, marks
-    its first operation, and counts an operation as MEASUREMENT counts it (began at or after the
+async def _bare_connection(self: connection.Connections, slot: int, session: Any, lease: Any) -> None:
+    """``bare_loop``'s task as a connection's loop of the real engine, the root of its task
+    holding its pool lease as the engine's loop does: it waits at the gate, marks its first
+    operation, and counts an operation as MEASUREMENT counts it (began at or after the
     measurement's start, ended before the cool-down's) into ``_BARE_COUNT``. Its loop repeats
     ``bare_loop``'s lines rather than calling a shared function: a call more per operation would
     be a cost the bare loop does not pay."""
-    windows = await self.gate.armed()
-    now, offset = connection.loop_clock()
-    end, measure, cooldown = windows.end - offset, windows.measure - offset, windows.cooldown - offset
-    hist, counts, measured = new_histogram(), {}, 0
-    if place := await self.gate.released(slot):
-        await self.left_gate(place)
-    self._began_first(slot, now() + offset)
-    fold_at = now() + 1.0
-    while (t0 := now()) < end:
-        await noop()
-        t1 = now()
-        if t1 >= fold_at:
-            fold_counts(hist, counts)
-            fold_at += 1.0
-        us = int((t1 - t0) * 1e6 + 0.5)
-        key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
-        counts[key] = counts.get(key, 0) + 1
-        if measure <= t0 and t1 < cooldown:
-            measured += 1
-    fold_counts(hist, counts)
-    _BARE_COUNT[0] += measured
-    self._settled_first(slot)
+    with lease:
+        windows = await self.gate.armed()
+        now, offset = connection.loop_clock()
+        end, measure, cooldown = windows.end - offset, windows.measure - offset, windows.cooldown - offset
+        hist, counts, measured = new_histogram(), {}, 0
+        if place := await self.gate.released(slot):
+            await self.left_gate(place)
+        self._began_first(slot, now() + offset)
+        fold_at = now() + 1.0
+        while (t0 := now()) < end:
+            await noop()
+            t1 = now()
+            if t1 >= fold_at:
+                fold_counts(hist, counts)
+                fold_at += 1.0
+            us = int((t1 - t0) * 1e6 + 0.5)
+            key = (1 if us < 1 else us) if us < 2048 else bucket_index(us)
+            counts[key] = counts.get(key, 0) + 1
+            if measure <= t0 and t1 < cooldown:
+                measured += 1
+        fold_counts(hist, counts)
+        _BARE_COUNT[0] += measured
+        self._settled_first(slot)
 
 
 _BARE_COUNT = [0]

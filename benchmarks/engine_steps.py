@@ -56,7 +56,7 @@ class StepTimes(trio.abc.Instrument):
 
 def steps(what: str, connections: int, seconds: float) -> dict[str, float]:
     """Step-time percentiles (µs) of the connection tasks of one run of ``what`` (engine, bare)."""
-    inst = StepTimes("_connection" if what == "engine" else ".one")
+    inst = StepTimes("Connections.run" if what == "engine" else ".one")
 
     async def main() -> None:
         trio.lowlevel.add_instrument(inst)
