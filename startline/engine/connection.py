@@ -460,6 +460,7 @@ class Connections:
         ]
 
     def _loop_clock(self) -> tuple[Callable[[], float], float]:
+        """``loop_clock()``, the same objects for every connection of the worker."""
         if self._clock is None:
             self._clock = loop_clock()
         return self._clock
