@@ -124,3 +124,31 @@ def test_rewarm_brings_back_each_open_session_in_the_release_order_and_stops_at_
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=clock)
+
+
+def test_a_connection_cancelled_before_its_task_first_ran_still_leaves_the_pool():
+    """The pool counts a connection before its task runs (the task is the connection's loop,
+    holding its lease): a scale-down at once, before the new tasks took a step, cancels their
+    scopes before they are entered, and each still gives its place back on the way out."""
+    entered: list[int] = []
+
+    async def main():
+        async def open_session(slot):
+            return await RecordingTarget().open_session("w", slot)
+
+        async def connection(slot, session, lease):
+            with lease:
+                entered.append(slot)
+                await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            pool = Pool(nursery, open_session, connection)
+            await pool.prepare(3)
+            await pool.scale_to(3)
+            assert entered == [] and pool.size == 3  # counted, not yet run
+            await pool.scale_to(0)
+            with trio.fail_after(10):  # (virtual time: at once, were a place never given back)
+                await pool.wait_exited()
+            assert pool.size == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
