@@ -41,7 +41,7 @@ PIECES = {
 
 
 class StepTimes(trio.abc.Instrument):
-    """Each step of a task whose name ends with ``suffix``, timed."""
+    """Each step of a task whose root coroutine's name ends with ``suffix``, timed."""
 
     def __init__(self, suffix: str) -> None:
         self.suffix, self.steps, self._t0 = suffix, [], 0.0
@@ -50,13 +50,13 @@ class StepTimes(trio.abc.Instrument):
         self._t0 = time.perf_counter()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith(self.suffix):
+        if task.coro.cr_code.co_qualname.endswith(self.suffix):
             self.steps.append(time.perf_counter() - self._t0)
 
 
 def steps(what: str, connections: int, seconds: float) -> dict[str, float]:
     """Step-time percentiles (µs) of the connection tasks of one run of ``what`` (engine, bare)."""
-    inst = StepTimes("Connections.run" if what == "engine" else ".one")
+    inst = StepTimes("Connections._closed_loop" if what == "engine" else ".one")
 
     async def main() -> None:
         trio.lowlevel.add_instrument(inst)

@@ -126,10 +126,10 @@ def test_rewarm_brings_back_each_open_session_in_the_release_order_and_stops_at_
     trio.run(main, clock=clock)
 
 
-def test_a_connection_cancelled_before_its_task_first_ran_still_leaves_the_pool():
-    """The pool counts a connection before its task runs (the task is the connection's loop,
-    holding its lease): a scale-down at once, before the new tasks took a step, cancels their
-    scopes before they are entered, and each still gives its place back on the way out."""
+def test_connections_started_and_cancelled_at_once_each_give_their_place_back():
+    """The task is the connection's loop, holding its lease: ``scale_to`` returns once each new
+    one has entered it, and a scale-down at once, before any went further, cancels them; each
+    gives its place back on the way out."""
     entered: list[int] = []
 
     async def main():
@@ -145,7 +145,7 @@ def test_a_connection_cancelled_before_its_task_first_ran_still_leaves_the_pool(
             pool = Pool(nursery, open_session, connection)
             await pool.prepare(3)
             await pool.scale_to(3)
-            assert entered == [] and pool.size == 3  # counted, not yet run
+            assert entered == [0, 1, 2] and pool.size == 3  # each started, one after another
             await pool.scale_to(0)
             with trio.fail_after(10):  # (virtual time: at once, were a place never given back)
                 await pool.wait_exited()

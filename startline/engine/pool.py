@@ -34,10 +34,14 @@ class Lease:
 
     pool: Pool
     slot: int
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    """Told the connection has started as the loop enters the lease (``scale_to`` waits for it)."""
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     def __enter__(self) -> trio.CancelScope:
-        return self.scope.__enter__()
+        scope = self.scope.__enter__()
+        self.task_status.started()
+        return scope
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -96,7 +100,9 @@ class Pool:
                 session.rewarm()
 
     async def scale_to(self, n: int) -> None:
-        """Make exactly ``n`` connections run; returns once every new one has its session and its task."""
+        """Make exactly ``n`` connections run; returns once every new one has started (entered its
+        lease), one after another: a connection let go at once (the original design's start)
+        begins its first operation as the next is spawned."""
         async with self._lock:
             while len(self._scopes) > n:
                 self._scopes.pop(max(self._scopes)).cancel()
@@ -115,7 +121,15 @@ class Pool:
                 self._scopes[slot] = lease.scope
                 self._running += 1
                 self.on_size(len(self._scopes))
-                self.nursery.start_soon(self.run_connection, slot, session, lease)
+                await self.nursery.start(self._root, slot, session, lease)
+
+    def _root(
+        self, slot: int, session: Session, lease: Lease, *, task_status: trio.TaskStatus[None]
+    ) -> Coroutine[Any, Any, None]:
+        """The task's root coroutine: the connection's loop itself (this only hands it the
+        task's status, through its lease; no frame of it stays in the task)."""
+        lease.task_status = task_status
+        return self.run_connection(slot, session, lease)
 
     async def wait_empty(self) -> None:
         """Return once no connection task is left (each exits on its own or by cancel)."""
