@@ -7,9 +7,9 @@ up reuses the lowest free slots and their open sessions.
 A connection's task is its own loop, with no frame of the pool's above it (every suspension
 of every operation passes through each frame of a task's await chain, and at 1,000
 connections each is one more thing of a connection's to bring back into the CPU's caches):
-the pool opens the session and counts the connection before it spawns the task, and the loop
-holds its ``Lease`` — the connection's cancel scope and the pool's count of it — for as long as
-it runs (``with lease:``).
+the pool opens the session and counts the connection before it starts the task, and the loop
+holds its ``Lease`` — the connection's cancel scope, the pool's count of it and the task's
+status — for as long as it runs (``with lease:``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ OpenSession = Callable[[int], Awaitable[Session]]
 @attrs.define(eq=False)
 class Lease:
     """One connection's place in its pool, held by the connection's loop for as long as it runs
-    (``with lease:``): inside, the connection's cancel scope (a scale-down cancels it); on the
-    way out, the pool no longer counts it."""
+    (``with lease:``): on the way in, the task says it has started; inside, the connection's
+    cancel scope (a scale-down cancels it); on the way out, the pool no longer counts it."""
 
     pool: Pool
     slot: int
