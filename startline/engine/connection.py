@@ -56,7 +56,7 @@ def _first_only(items: Sequence[T]) -> list[T]:
 
 
 Entry = tuple[int, OperationSpec, Callable[..., Coroutine[Any, Any, None]] | None, bool, dict[int, int]]
-"""An operation as the closed loop takes it (``Connections._picking``)."""
+"""An operation as the closed loop takes it (``Connections._plan``)."""
 
 
 def loop_clock() -> tuple[Callable[[], float], float]:
@@ -481,7 +481,7 @@ class Connections:
             # the run's clock, bound once; this loop's instants are now() readings (trio time − offset)
             now, offset = self._loop_clock()
             ok, failed, draining = tally.ok, tally.failed, self.draining
-            end = self._same(windows.end - offset)  # (shared: read by every operation, as its due)
+            end = same(windows.end - offset)  # (shared: read by every operation, as its due)
             limit = sc.operations_per_connection or math.inf
             thinks = self._thinks
             bounded = limit < math.inf or max(thinks) > 0
