@@ -494,7 +494,7 @@ def histogram_ms(values: list[float]) -> HdrHistogram:
 def test_a_distribution_fitted_from_few_observations_keeps_every_one_of_them(common, rare) -> None:
     """Live, 240 scheduled runs: 7 of a last place's 240 workers woke 1.9–17 ms late. Fitted as
     200 quantile points, the highest of the 240 and another of the 7 fell between the points (a
-    late-worker share of 2.1 % where the runs had 2.9 %). From at most ``KEPT`` observations
+    late-worker share of 2.5 % where the runs had 2.9 %). From at most ``KEPT`` observations
     every one is kept, so the model draws its rare tail as often as the runs had it."""
     values = common + rare
     fitted = empirical(histogram_ms(values))["samples_ms"]
