@@ -3,6 +3,9 @@ against the share the profile fitted from those very runs expects — drawn from
 distributions (each worker's release lateness by its place, ``release_queue``, plus a
 ``connection_step`` per connection before it along the release), so no simulated run's sampling
 stands between them. For every run, and for each half (even, odd) as ``fidelity.py`` folds them.
+The places are drawn each alone here, where the simulator draws a run's release once for every
+place (``SimRuntime.release_until``): a share of lags is a sum over places, which how the places
+are drawn together does not move.
 
     .venv/bin/python benchmarks/fidelity_tail.py out/bench-fidelity/scheduled [--beyond-ms 1.5] [--draws 200000]
 
