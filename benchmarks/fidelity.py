@@ -6,7 +6,7 @@ and the other way round).
 
     .venv/bin/python benchmarks/fidelity.py [--runs 20] [--max-runs 40] [--groups 15] [--workers 4] [--connections 2]
         [--measurement-s 3] [--only poll ...] [--out DIR] [--reuse] [--jobs 1] [--beyond-ms MS] [--ends]
-        [--pooled-control]
+        [--pooled-control] [--in-sample]
 
 Before judging, the live runs of each strategy are split in their two halves (even, odd): a
 figure whose halves differ by more than 5 % of their mean is under-sampled, not missed
@@ -20,7 +20,9 @@ skew (one per run) p50/p99, control-plane queries per worker per second while wa
 most connections prompt, a worker in a hundred late — jumps with the mode it lands in; the share
 is the late mode's mass itself, a count whose sampling error is a count's).
 Predicted: the same figures over a group of as many simulated runs, median over the groups.
-Goal (issue 12): every ratio within 0.85–1.15.
+Goal (issue 12): every ratio within 0.85–1.15. ``--in-sample`` adds each strategy's profile fitted
+from every run predicting those same runs: what the model carries of the runs it was fitted from,
+apart from how far one half differs from the other.
 """
 
 from __future__ import annotations
@@ -214,6 +216,12 @@ def main() -> None:
         help="Also the earliest and latest worker's detection and first operation, live and predicted.",
     )
     ap.add_argument(
+        "--in-sample",
+        action="store_true",
+        help="Also each strategy's profile fitted from every run, predicting those runs: does the model carry "
+        "what it was fitted from (median and range over the groups)?",
+    )
+    ap.add_argument(
         "--pooled-control",
         action="store_true",
         help="Fit each control-plane call class from one pool, idle and loaded (the model before control_loaded).",
@@ -289,6 +297,26 @@ def main() -> None:
         )
     counts = {j: sum(r["judged"] is j for r in table) for j in Judged}
     print(", ".join(f"{n} {j}" for j, n in counts.items()))
+    if args.in_sample:
+        print("\n| strategy | figure, in sample | live | predicted (median) | predicted / live | groups' range |")
+        print("|---|---|---|---|---|---|")
+        for name, runs in dirs.items():
+            scenario = attrs.evolve(
+                Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=simulated_measurement_s(runs)
+            )
+            profile = calibrated(runs, args.pooled_control)
+            live = summarise(merge([live_figures(d) for d in runs]), args.beyond_ms)
+            k = len(runs)
+            seeds = [range(g * k, (g + 1) * k) for g in range(args.groups)]
+            calls = ([scenario] * len(seeds), [profile] * len(seeds), seeds)
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                groups = [summarise(f, args.beyond_ms) for f in pool.map(simulated_figures, *calls)]
+            for figure in figures:
+                got = [g[figure] for g in groups]
+                sim = statistics.median(got)
+                ratio = sim / live[figure] if live[figure] else float("nan")
+                spread = f"{min(got):.2f}–{max(got):.2f}"
+                print(f"| {name} | {figure} | {live[figure]:.2f} | {sim:.2f} | {ratio:.2f} | {spread} |")
     if args.ends:  # a profile from every run of the strategy, as many simulated runs as live ones, ×4
         print("\n| strategy | figure (median over runs, ms after START_TIME) | live | predicted |")
         print("|---|---|---|---|")
