@@ -317,9 +317,9 @@ def test_a_release_queue_gives_each_run_its_order_and_calibrate_fits_it_back_by_
 
 
 def test_a_runs_release_draws_every_place_at_one_quantile_of_its_own_entry() -> None:
-    """Live, 8 × 2 on 2 cores, 40 runs: a run whose release was late for one worker was late for
-    the ones after it. Each place drawn alone, the last of 8 was late 1.3 times as often as in
-    the runs (its median 2.11 ms, live 1.62) and the skew p50 was 2.00 ms against 1.42. A run's
+    """Live, 8 × 2 on 2 cores, 40 runs: the places are one run's order statistics, a late run
+    mostly late in its last worker. Each place drawn alone, the run's last worker came out late
+    too often (its median 2.11 ms, live 1.62) and the skew p50 was 2.00 ms against 1.42. A run's
     release draws once: every place at the same quantile of its own entry."""
     two = {"0": uniform(0.2, 0.3), "1": uniform(0.6, 1.0)}
     queued = Profile.from_dict(TRUE_DICT | {"release_queue": two}, "queued")
