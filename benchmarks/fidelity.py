@@ -188,6 +188,26 @@ def calibrated(run_dirs: list[Path], pooled_control: bool) -> Profile:
     return Profile.from_dict(fitted, "fidelity")
 
 
+def simulated_scenario(runs: list[Path]) -> Scenario:
+    """The live runs' scenario with the measurement a simulated run needs (``simulated_measurement_s``)."""
+    scenario = Scenario.from_toml(str(runs[0] / "scenario.toml"))
+    return attrs.evolve(scenario, measurement_s=simulated_measurement_s(runs))
+
+
+def predicted_groups(
+    scenario: Scenario, profile: Profile, k: int, groups: int, jobs: int, beyond_ms: float | None
+) -> list[dict[str, float]]:
+    """The figures of ``groups`` groups of ``k`` simulated runs, each group its own seeds."""
+    seeds = [range(g * k, (g + 1) * k) for g in range(groups)]
+    calls = ([scenario] * len(seeds), [profile] * len(seeds), seeds)
+    if jobs > 1:  # each group its own seeds: the same figures in any process
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            simulated = list(pool.map(simulated_figures, *calls))
+    else:  # no pool to start, nothing to pickle across
+        simulated = list(map(simulated_figures, *calls))
+    return [summarise(f, beyond_ms) for f in simulated]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="Live runs per strategy to begin with.")
@@ -246,8 +266,7 @@ def main() -> None:
         take_runs(root, dirs, min(args.max_runs, n + 4), args)
     table: list[dict[str, Any]] = []
     for name, runs in dirs.items():
-        measurement_s = simulated_measurement_s(runs)
-        scenario = attrs.evolve(Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=measurement_s)
+        scenario = simulated_scenario(runs)
         even, odd = halves(runs, args.beyond_ms)
         for fold, (calibrating, predicted) in {
             "even→odd": (runs[0::2], runs[1::2]),
@@ -260,19 +279,12 @@ def main() -> None:
             # Predict what that many live runs show: each figure over a group of as many simulated
             # runs, the median over the groups (a p99 of six runs is not the p99 of sixty).
             k = len(predicted)
-            seeds = [range(g * k, (g + 1) * k) for g in range(args.groups)]
             print(
-                f"{name} {fold}: {args.groups} groups of {k} simulated runs ({measurement_s:.2f} s measured)",
+                f"{name} {fold}: {args.groups} groups of {k} simulated runs ({scenario.measurement_s:.2f} s measured)",
                 file=sys.stderr,
                 flush=True,
             )
-            calls = ([scenario] * len(seeds), [profile] * len(seeds), seeds)
-            if args.jobs > 1:  # each group its own seeds: the same figures in any process
-                with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                    simulated = list(pool.map(simulated_figures, *calls))
-            else:  # no pool to start, nothing to pickle across
-                simulated = list(map(simulated_figures, *calls))
-            groups = [summarise(f, args.beyond_ms) for f in simulated]
+            groups = predicted_groups(scenario, profile, k, args.groups, args.jobs, args.beyond_ms)
             sim = {f: statistics.median(g[f] for g in groups) for f in figures}
             for figure in figures:
                 table.append(
@@ -301,16 +313,11 @@ def main() -> None:
         print("\n| strategy | figure, in sample | live | predicted (median) | predicted / live | groups' range |")
         print("|---|---|---|---|---|---|")
         for name, runs in dirs.items():
-            scenario = attrs.evolve(
-                Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=simulated_measurement_s(runs)
-            )
             profile = calibrated(runs, args.pooled_control)
             live = summarise(merge([live_figures(d) for d in runs]), args.beyond_ms)
-            k = len(runs)
-            seeds = [range(g * k, (g + 1) * k) for g in range(args.groups)]
-            calls = ([scenario] * len(seeds), [profile] * len(seeds), seeds)
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                groups = [summarise(f, args.beyond_ms) for f in pool.map(simulated_figures, *calls)]
+            groups = predicted_groups(
+                simulated_scenario(runs), profile, len(runs), args.groups, args.jobs, args.beyond_ms
+            )
             for figure in figures:
                 got = [g[figure] for g in groups]
                 sim = statistics.median(got)
@@ -321,9 +328,7 @@ def main() -> None:
         print("\n| strategy | figure (median over runs, ms after START_TIME) | live | predicted |")
         print("|---|---|---|---|")
         for name, runs in dirs.items():
-            scenario = attrs.evolve(
-                Scenario.from_toml(str(runs[0] / "scenario.toml")), measurement_s=simulated_measurement_s(runs)
-            )
+            scenario = simulated_scenario(runs)
             profile = calibrated(runs, args.pooled_control)
             live = ends(run_dirs=runs)
             sim = ends(results=[simulate_once(scenario, profile, seed) for seed in range(4 * len(runs))])
